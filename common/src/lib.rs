@@ -1,0 +1,269 @@
+//! The ABI between the regionwall XDP program and its controller.
+//!
+//! Every type here is `#[repr(C)]` with explicit padding so that the kernel
+//! and userspace agree byte for byte; sizes are pinned by `const` asserts.
+//! Numbers of verdicts, reasons and counters are fixed and never reused.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Version of the map layout below. Bumped whenever any shared type or map
+/// changes meaning, so a controller can tell pinned state of another layout.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Number of policy table sets. A reload writes the inactive set, then flips
+/// [`Control::active`] with one map update.
+pub const GENERATIONS: u32 = 2;
+
+/// Device index used for traffic from a device no rule names.
+pub const DEFAULT_DEVICE: u32 = 0;
+/// Maximum number of devices (including the default, index 0).
+pub const MAX_DEVICES: u32 = 256;
+/// Region id 0 means "in no region"; named regions are 1..=MAX_REGIONS.
+pub const NO_REGION: u16 = 0;
+/// Maximum number of named regions in one policy.
+pub const MAX_REGIONS: u32 = 64;
+/// Region class 0 is "in no table"; class ids are dense from 1.
+pub const NO_CLASS: u32 = 0;
+/// Maximum entries of one decision table (devices x classes).
+pub const MAX_DECISIONS: u32 = 1 << 16;
+/// Rule id 0 means "no rule decided" (default pass).
+pub const NO_RULE: u16 = 0;
+
+/// IPv6 extension headers the parser walks before giving up (the packet then
+/// follows the `--unparsed` rule).
+pub const MAX_IPV6_EXT_HEADERS: u32 = 6;
+/// VLAN tags (802.1Q / 802.1ad) the parser walks before giving up.
+pub const MAX_VLAN_TAGS: u32 = 2;
+
+/// Default capacity of the two LPM tries per address family.
+pub const LPM_V4_MAX_ENTRIES: u32 = 2 << 20;
+pub const LPM_V6_MAX_ENTRIES: u32 = 1 << 20;
+/// Capacity of the device tables.
+pub const DEVICE_MAC_MAX_ENTRIES: u32 = 4096;
+pub const DEVICE_LPM_MAX_ENTRIES: u32 = 4096;
+/// Size of the event ring buffer in bytes (power of two multiple of the page size).
+pub const EVENT_RING_BYTES: u32 = 1 << 22;
+
+/// Number of traffic counter slots: device x (region + "none") x verdict.
+pub const TRAFFIC_SLOTS: u32 = MAX_DEVICES * (MAX_REGIONS + 1) * VERDICTS;
+
+/// Index of a traffic counter slot.
+#[inline(always)]
+#[must_use]
+pub const fn traffic_slot(device: u32, region: u32, verdict: u32) -> u32 {
+    (device * (MAX_REGIONS + 1) + region) * VERDICTS + verdict
+}
+
+/// What happens to a packet.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass = 0,
+    Drop = 1,
+    /// Passed, but reported like a drop.
+    Audit = 2,
+}
+/// Number of [`Verdict`] values.
+pub const VERDICTS: u32 = 3;
+
+impl Verdict {
+    #[must_use]
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Pass),
+            1 => Some(Self::Drop),
+            2 => Some(Self::Audit),
+            _ => None,
+        }
+    }
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Drop => "drop",
+            Self::Audit => "audit",
+        }
+    }
+}
+
+/// Why an event was emitted.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// A policy rule decided.
+    Policy = 0,
+    /// The packet was beyond the parser's limits and `--unparsed drop` is set.
+    Unparsed = 1,
+}
+
+impl Reason {
+    #[must_use]
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Policy),
+            1 => Some(Self::Unparsed),
+            _ => None,
+        }
+    }
+}
+
+/// What to do with a frame the parser cannot read (see `--unparsed`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnparsedAction {
+    Pass = 0,
+    Drop = 1,
+}
+
+/// Global counters, one slot each in a per-CPU array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Every frame the program saw.
+    Frames = 0,
+    /// ARP, LLDP and other non-IP frames (passed).
+    NonIp = 1,
+    /// More VLAN tags than [`MAX_VLAN_TAGS`].
+    UnparsedVlan = 2,
+    /// More IPv6 extension headers than [`MAX_IPV6_EXT_HEADERS`].
+    UnparsedExtHeaders = 3,
+    /// PPPoE session frames.
+    UnparsedPppoe = 4,
+    /// IP frames too short or malformed to read (truncated, bad IHL, bad version).
+    Malformed = 5,
+    /// Unparsed frames passed because of `--unparsed pass`.
+    UnparsedPassed = 6,
+    /// Unparsed frames dropped because of `--unparsed drop`.
+    UnparsedDropped = 7,
+    /// IP fragments that are not the first (no L4 header; destination still checked).
+    LaterFragments = 8,
+    /// Events written to the ring buffer.
+    EventsSent = 9,
+    /// Events lost because the ring buffer was full (the verdict was not changed).
+    EventsLost = 10,
+    /// IPv4-mapped IPv6 destinations looked up in the IPv4 table.
+    MappedV6 = 11,
+    /// A decision index fell outside the published table (should never happen;
+    /// the packet passed).
+    BadDecision = 12,
+}
+/// Number of [`Counter`] slots.
+pub const COUNTERS: u32 = 13;
+
+/// Packets and bytes of one traffic counter slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficCounter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+const _: () = assert!(size_of::<TrafficCounter>() == 16);
+
+/// The one control record (map `CONTROL`, index 0). `active` is written last
+/// on every reload; the program reads it once per packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Control {
+    /// Which table set (0 or 1) is live.
+    pub active: u32,
+    /// [`UnparsedAction`] as u32.
+    pub unparsed: u32,
+}
+const _: () = assert!(size_of::<Control>() == 8);
+
+/// Per-generation facts about the published tables (map `POLICY_META`,
+/// index = generation).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyMeta {
+    /// Number of region classes, including class 0; row stride of `DECISIONS_*`.
+    pub classes: u32,
+    /// Number of devices, including the default.
+    pub devices: u32,
+    /// Serial number of the policy, copied into events so userspace can name
+    /// devices, regions and rules even across reloads.
+    pub epoch: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<PolicyMeta>() == 16);
+
+/// One cell of the decision table: what a device does with one region class.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Decision {
+    /// [`Verdict`] as u8.
+    pub verdict: u8,
+    pub _pad: u8,
+    /// Region the destination is attributed to (for counters and events).
+    pub region: u16,
+    /// Rule that decided, or [`NO_RULE`].
+    pub rule: u16,
+    pub _pad2: u16,
+}
+const _: () = assert!(size_of::<Decision>() == 8);
+
+/// Key of the MAC device table: the 6 address bytes, zero padded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MacKey {
+    pub addr: [u8; 6],
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<MacKey>() == 8);
+
+impl MacKey {
+    #[must_use]
+    pub const fn new(addr: [u8; 6]) -> Self {
+        Self { addr, _pad: [0; 2] }
+    }
+}
+
+/// A drop or audit event, written to the `EVENTS` ring buffer.
+///
+/// Addresses are in network byte order; IPv4 addresses occupy the first four
+/// bytes of the 16-byte fields. Ports are in host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// `bpf_ktime_get_boot_ns` at the decision.
+    pub ts_ns: u64,
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    pub src_mac: [u8; 6],
+    /// 4 or 6; 0 when the frame was not parsed far enough.
+    pub family: u8,
+    /// L4 protocol number (IPPROTO_*), 0 if unknown.
+    pub proto: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// Device index in the policy of `epoch`.
+    pub device: u16,
+    /// Region id in the policy of `epoch`.
+    pub region: u16,
+    /// Rule id in the policy of `epoch`.
+    pub rule: u16,
+    /// [`Verdict`] as u8.
+    pub verdict: u8,
+    /// [`Reason`] as u8.
+    pub reason: u8,
+    /// Interface the frame arrived on.
+    pub ifindex: u32,
+    /// Frame length in bytes.
+    pub len: u32,
+    /// Policy serial number (see [`PolicyMeta::epoch`]).
+    pub epoch: u32,
+}
+const _: () = assert!(size_of::<Event>() == 72);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), contain only integers and arrays of
+    // integers, and have no implicit padding (checked by the size asserts).
+    unsafe impl aya::Pod for super::TrafficCounter {}
+    unsafe impl aya::Pod for super::Control {}
+    unsafe impl aya::Pod for super::PolicyMeta {}
+    unsafe impl aya::Pod for super::Decision {}
+    unsafe impl aya::Pod for super::MacKey {}
+    unsafe impl aya::Pod for super::Event {}
+}

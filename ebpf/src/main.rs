@@ -1,0 +1,73 @@
+//! regionwall's XDP program.
+//!
+//! Attached to the LAN-facing interface of a gateway, it sees every frame a
+//! device sends out. Per frame: parse L2/L3/L4 (`parse`), find the region
+//! class of the destination and the device (`policy`), read the decision the
+//! controller compiled for (device, class), count it per CPU, and report
+//! drops and audits through a ring buffer (`report`).
+#![no_std]
+#![no_main]
+
+mod maps;
+mod parse;
+mod policy;
+mod report;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use regionwall_common::{Counter, Reason, UnparsedAction, Verdict};
+
+use crate::parse::Parsed;
+
+#[xdp]
+pub fn regionwall(ctx: XdpContext) -> u32 {
+    filter(&ctx)
+}
+
+/// Every path returns a deliberate action; there is no implicit fallback.
+#[inline(always)]
+fn filter(ctx: &XdpContext) -> u32 {
+    report::count(Counter::Frames);
+    let control = policy::control();
+    match parse::parse(ctx) {
+        Parsed::NonIp => {
+            report::count(Counter::NonIp);
+            xdp_action::XDP_PASS
+        }
+        Parsed::Unparsed(cause, pkt) => {
+            report::count(cause);
+            if control.unparsed == UnparsedAction::Drop as u32 {
+                report::count(Counter::UnparsedDropped);
+                report::emit(ctx, &pkt, &policy::unparsed_decision(), Reason::Unparsed, 0, regionwall_common::DEFAULT_DEVICE);
+                xdp_action::XDP_DROP
+            } else {
+                report::count(Counter::UnparsedPassed);
+                xdp_action::XDP_PASS
+            }
+        }
+        Parsed::Ip(pkt) => {
+            let generation = control.active & 1;
+            let (decision, device, epoch) = policy::decide(generation, &pkt);
+            report::traffic(ctx, device, &decision);
+            if decision.verdict == Verdict::Pass as u8 {
+                return xdp_action::XDP_PASS;
+            }
+            report::emit(ctx, &pkt, &decision, Reason::Policy, epoch, device);
+            if decision.verdict == Verdict::Drop as u8 {
+                xdp_action::XDP_DROP
+            } else {
+                // Audit: reported above, passed here.
+                xdp_action::XDP_PASS
+            }
+        }
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

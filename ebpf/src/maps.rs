@@ -1,0 +1,57 @@
+//! Every map of the program. Policy tables exist twice (suffix `_0`, `_1`):
+//! the controller fills the inactive set, then flips `CONTROL.active`.
+//! A packet reads `active` once, so it sees one whole policy.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+};
+use regionwall_common::{
+    COUNTERS, Control, DEVICE_LPM_MAX_ENTRIES, DEVICE_MAC_MAX_ENTRIES, Decision, EVENT_RING_BYTES,
+    GENERATIONS, LPM_V4_MAX_ENTRIES, LPM_V6_MAX_ENTRIES, MAX_DECISIONS, MacKey, PolicyMeta,
+    TRAFFIC_SLOTS, TrafficCounter,
+};
+
+#[map]
+pub static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
+#[map]
+pub static POLICY_META: Array<PolicyMeta> = Array::with_max_entries(GENERATIONS, 0);
+
+// Destination -> region class. LPM tries are always BPF_F_NO_PREALLOC (added
+// by aya-ebpf), so an idle generation costs no memory once it is cleared.
+#[map]
+pub static REGION_V4_0: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(LPM_V4_MAX_ENTRIES, 0);
+#[map]
+pub static REGION_V4_1: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(LPM_V4_MAX_ENTRIES, 0);
+#[map]
+pub static REGION_V6_0: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(LPM_V6_MAX_ENTRIES, 0);
+#[map]
+pub static REGION_V6_1: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(LPM_V6_MAX_ENTRIES, 0);
+
+// Source -> device index.
+#[map]
+pub static DEVICE_MAC_0: HashMap<MacKey, u32> = HashMap::with_max_entries(DEVICE_MAC_MAX_ENTRIES, 0);
+#[map]
+pub static DEVICE_MAC_1: HashMap<MacKey, u32> = HashMap::with_max_entries(DEVICE_MAC_MAX_ENTRIES, 0);
+#[map]
+pub static DEVICE_V4_0: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(DEVICE_LPM_MAX_ENTRIES, 0);
+#[map]
+pub static DEVICE_V4_1: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(DEVICE_LPM_MAX_ENTRIES, 0);
+#[map]
+pub static DEVICE_V6_0: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(DEVICE_LPM_MAX_ENTRIES, 0);
+#[map]
+pub static DEVICE_V6_1: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(DEVICE_LPM_MAX_ENTRIES, 0);
+
+// (device, region class) -> decision, row-major with stride PolicyMeta.classes.
+#[map]
+pub static DECISIONS_0: Array<Decision> = Array::with_max_entries(MAX_DECISIONS, 0);
+#[map]
+pub static DECISIONS_1: Array<Decision> = Array::with_max_entries(MAX_DECISIONS, 0);
+
+#[map]
+pub static COUNTERS_MAP: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 0);
+#[map]
+pub static TRAFFIC: PerCpuArray<TrafficCounter> = PerCpuArray::with_max_entries(TRAFFIC_SLOTS, 0);
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);

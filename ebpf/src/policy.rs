@@ -1,0 +1,116 @@
+//! Policy lookups: destination -> region class, source -> device, then one
+//! array read for (device, class). The cost per packet is three map lookups
+//! whatever the number of rules.
+
+use aya_ebpf::maps::lpm_trie::Key;
+use regionwall_common::{
+    Control, Counter, DEFAULT_DEVICE, Decision, MAX_DECISIONS, MacKey, NO_CLASS, NO_REGION, NO_RULE,
+    PolicyMeta, Verdict,
+};
+
+use crate::{maps::*, parse::Packet, report};
+
+/// Reads the control record. The array always has index 0; the zero value
+/// (generation 0, unparsed pass) is the documented default before the
+/// controller wrote anything.
+#[inline(always)]
+pub fn control() -> Control {
+    match CONTROL.get(0) {
+        Some(c) => *c,
+        None => Control::default(),
+    }
+}
+
+/// The decision reported for frames dropped by `--unparsed drop`.
+#[inline(always)]
+pub fn unparsed_decision() -> Decision {
+    Decision { verdict: Verdict::Drop as u8, region: NO_REGION, rule: NO_RULE, ..Decision::default() }
+}
+
+#[inline(always)]
+fn v4_of(addr: &[u8; 16]) -> [u8; 4] {
+    [addr[0], addr[1], addr[2], addr[3]]
+}
+
+/// `::ffff:a.b.c.d` (RFC 4291 section 2.5.5.2).
+#[inline(always)]
+fn mapped_v4(addr: &[u8; 16]) -> Option<[u8; 4]> {
+    let prefix_zero = addr[0] | addr[1] | addr[2] | addr[3] | addr[4] | addr[5] | addr[6] | addr[7] | addr[8] | addr[9];
+    if prefix_zero == 0 && addr[10] == 0xff && addr[11] == 0xff {
+        Some([addr[12], addr[13], addr[14], addr[15]])
+    } else {
+        None
+    }
+}
+
+#[inline(always)]
+fn region_class_v4(generation: u32, dst: [u8; 4]) -> u32 {
+    let key = Key::new(32, dst);
+    let hit = if generation == 0 { REGION_V4_0.get(&key) } else { REGION_V4_1.get(&key) };
+    hit.copied().unwrap_or(NO_CLASS)
+}
+
+#[inline(always)]
+fn region_class(generation: u32, pkt: &Packet) -> u32 {
+    if pkt.family == 4 {
+        return region_class_v4(generation, v4_of(&pkt.dst));
+    }
+    if let Some(v4) = mapped_v4(&pkt.dst) {
+        report::count(Counter::MappedV6);
+        return region_class_v4(generation, v4);
+    }
+    let key = Key::new(128, pkt.dst);
+    let hit = if generation == 0 { REGION_V6_0.get(&key) } else { REGION_V6_1.get(&key) };
+    hit.copied().unwrap_or(NO_CLASS)
+}
+
+/// Device by source MAC, else by source IP, else the default device.
+#[inline(always)]
+fn device(generation: u32, pkt: &Packet) -> u32 {
+    let mac = MacKey::new(pkt.src_mac);
+    // SAFETY: the value is a plain u32 copied out at once; hash map values
+    // may be replaced concurrently, which a u32 read tolerates.
+    let by_mac = unsafe { if generation == 0 { DEVICE_MAC_0.get(&mac) } else { DEVICE_MAC_1.get(&mac) } };
+    if let Some(d) = by_mac {
+        return *d;
+    }
+    let by_ip = if pkt.family == 4 {
+        let key = Key::new(32, v4_of(&pkt.src));
+        if generation == 0 { DEVICE_V4_0.get(&key) } else { DEVICE_V4_1.get(&key) }
+    } else {
+        let key = Key::new(128, pkt.src);
+        if generation == 0 { DEVICE_V6_0.get(&key) } else { DEVICE_V6_1.get(&key) }
+    };
+    by_ip.copied().unwrap_or(DEFAULT_DEVICE)
+}
+
+/// Returns the decision, the device index and the policy epoch.
+#[inline(always)]
+pub fn decide(generation: u32, pkt: &Packet) -> (Decision, u32, u32) {
+    let meta = match POLICY_META.get(generation) {
+        Some(m) => *m,
+        None => PolicyMeta::default(),
+    };
+    let class = region_class(generation, pkt);
+    let device = device(generation, pkt);
+    let pass = Decision::default();
+    // A class or device outside the published table can only come from a
+    // controller bug; pass (the gateway must not black-hole) and count it.
+    if class >= meta.classes || device >= meta.devices {
+        report::count(Counter::BadDecision);
+        return (pass, DEFAULT_DEVICE, meta.epoch);
+    }
+    let index = device * meta.classes + class;
+    if index >= MAX_DECISIONS {
+        report::count(Counter::BadDecision);
+        return (pass, DEFAULT_DEVICE, meta.epoch);
+    }
+    let cell = if generation == 0 { DECISIONS_0.get(index) } else { DECISIONS_1.get(index) };
+    match cell {
+        Some(d) => (*d, device, meta.epoch),
+        None => {
+            report::count(Counter::BadDecision);
+            (pass, DEFAULT_DEVICE, meta.epoch)
+        }
+    }
+}

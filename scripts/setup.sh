@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs everything regionwall needs to build and test, idempotently.
+# Each step is skipped when its result is already present, so a second run
+# takes well under a second. See ../shared/TOOLCHAIN.md for why each pin.
+set -euo pipefail
+
+USER_TOOLCHAIN=1.98.0
+EBPF_TOOLCHAIN=nightly-2026-07-20
+BPF_LINKER_VERSION=0.13.0
+LLVM_PREFIX=/usr/lib/llvm-22
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+need_apt=()
+for pkg in llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev iproute2 iputils-ping nftables; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    log "missing Debian packages: ${need_apt[*]} (run as root, or install them yourself)"
+    exit 1
+  fi
+  log "installing Debian packages: ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v rustup >/dev/null 2>&1; then
+  log "rustup is required (https://rustup.rs); it is the only thing assumed installed"
+  exit 1
+fi
+
+installed_toolchains=$(rustup toolchain list)
+if ! grep -q "^${USER_TOOLCHAIN}-" <<<"$installed_toolchains"; then
+  log "installing Rust ${USER_TOOLCHAIN}"
+  rustup toolchain install "$USER_TOOLCHAIN" --profile minimal --component clippy,rustfmt
+fi
+if ! grep -q "^${EBPF_TOOLCHAIN}-" <<<"$installed_toolchains" \
+   || ! rustup component list --toolchain "$EBPF_TOOLCHAIN" --installed 2>/dev/null | grep -q '^rust-src'; then
+  log "installing ${EBPF_TOOLCHAIN} + rust-src"
+  rustup toolchain install "$EBPF_TOOLCHAIN" --profile minimal --component rust-src
+fi
+
+CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+if ! "$CARGO_BIN/bpf-linker" --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
+  log "building bpf-linker ${BPF_LINKER_VERSION} against LLVM 22 (a few minutes, once)"
+  LLVM_SYS_221_PREFIX="$LLVM_PREFIX" PATH="$LLVM_PREFIX/bin:$PATH" \
+    cargo +"$USER_TOOLCHAIN" install bpf-linker --locked --version "$BPF_LINKER_VERSION" \
+      --no-default-features --features llvm-22
+fi

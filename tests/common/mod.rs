@@ -1,0 +1,39 @@
+//! Helpers shared by the integration tests: frame builders, policy loading
+//! from text, and a loaded datapath with a published policy.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+pub mod frames;
+
+use std::{io::Write as _, path::PathBuf};
+
+use regionwall::{compile, datapath::Datapath, policy};
+
+/// Writes `text` to a fresh temporary policy file and returns its path.
+pub fn policy_file(text: &str) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("regionwall-test-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    let path = dir.join("policy.toml");
+    let mut f = std::fs::File::create(&path).expect("create policy file");
+    f.write_all(text.as_bytes()).expect("write policy file");
+    path
+}
+
+/// Parses policy text, panicking with the diagnostics if it is invalid.
+pub fn policy(text: &str) -> policy::Policy {
+    let path = policy_file(text);
+    match policy::parse_file(&path) {
+        Ok(p) => p,
+        Err(e) => panic!("test policy does not parse:\n{e}"),
+    }
+}
+
+/// Loads the XDP program and publishes `text` into it.
+pub fn datapath_with(text: &str) -> (Datapath, compile::Compiled) {
+    let p = policy(text);
+    let compiled = compile::compile(&p).expect("compile test policy");
+    let mut dp = Datapath::load().unwrap_or_else(|e| panic!("loading the XDP program failed: {e:?}"));
+    dp.publish(&compiled, 1).expect("publish test policy");
+    (dp, compiled)
+}

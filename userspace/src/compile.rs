@@ -1,0 +1,346 @@
+//! Compiles a [`Policy`] into the kernel's tables.
+//!
+//! Destinations map to *region classes*: the set of regions an address is in.
+//! Every distinct prefix gets the class of all prefixes that contain it, so a
+//! longest-prefix match returns exactly the regions of the address; nested
+//! prefixes that add nothing are dropped. Each (device, class) pair then gets
+//! one precomputed [`Decision`], so the kernel does O(1) work per packet
+//! whatever the number of rules.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use regionwall_common::{Decision, MAX_DECISIONS, NO_REGION, NO_RULE, Verdict};
+
+use crate::{
+    error::CompileError,
+    policy::{Mode, Policy, Prefix, V4, V6, net::Bits},
+};
+
+/// The policy as the kernel sees it.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    /// Region id - 1 -> name.
+    pub region_names: Vec<String>,
+    /// Device index -> name (0 is "default").
+    pub device_names: Vec<String>,
+    /// Rule id - 1 -> name.
+    pub rule_names: Vec<String>,
+    /// Class id -> sorted region indices (0-based). Class 0 is "no region".
+    pub classes: Vec<Vec<u16>>,
+    pub v4: Vec<(V4, u32)>,
+    pub v6: Vec<(V6, u32)>,
+    pub device_macs: Vec<([u8; 6], u32)>,
+    pub device_v4: Vec<(V4, u32)>,
+    pub device_v6: Vec<(V6, u32)>,
+    /// Row-major `devices x classes`.
+    pub decisions: Vec<Decision>,
+}
+
+impl Compiled {
+    /// Name of a region id as found in events (0 = none).
+    #[must_use]
+    pub fn region_name(&self, id: u16) -> &str {
+        if id == NO_REGION { "-" } else { self.region_names.get(usize::from(id) - 1).map_or("?", String::as_str) }
+    }
+    /// Name of a rule id as found in events (0 = none).
+    #[must_use]
+    pub fn rule_name(&self, id: u16) -> &str {
+        if id == NO_RULE { "-" } else { self.rule_names.get(usize::from(id) - 1).map_or("?", String::as_str) }
+    }
+    #[must_use]
+    pub fn device_name(&self, index: u16) -> &str {
+        self.device_names.get(usize::from(index)).map_or("?", String::as_str)
+    }
+    /// Bytes of kernel memory the tables take (keys + values, not counting
+    /// the kernel's per-node overhead).
+    #[must_use]
+    pub fn table_bytes(&self) -> usize {
+        self.v4.len() * (8 + 4) + self.v6.len() * (20 + 4) + self.decisions.len() * 8
+    }
+}
+
+/// What the policy decides for one device and one set of regions.
+#[must_use]
+pub fn decide(policy: &Policy, device: usize, regions: &[u16]) -> Decision {
+    let device_rules = policy.rules.iter().enumerate().filter(|(_, r)| device != 0 && r.devices.contains(&device));
+    if let Some(d) = decide_level(policy, device_rules, regions) {
+        return d;
+    }
+    let default_rules = policy.rules.iter().enumerate().filter(|(_, r)| r.devices.contains(&0));
+    decide_level(policy, default_rules, regions).unwrap_or(Decision {
+        verdict: Verdict::Pass as u8,
+        region: attribution(policy, regions),
+        rule: NO_RULE,
+        ..Decision::default()
+    })
+}
+
+/// Within one level (a device's own rules, or the default's): an allow match
+/// wins; else a block match, enforce before audit, first rule in file order.
+fn decide_level<'a>(
+    policy: &Policy,
+    rules: impl Iterator<Item = (usize, &'a crate::policy::Rule)> + Clone,
+    regions: &[u16],
+) -> Option<Decision> {
+    let hit = |set: &[usize]| set.iter().copied().find(|r| regions.contains(&region_u16(*r)));
+    for (i, r) in rules.clone() {
+        if hit(&r.allow).is_some() {
+            return Some(Decision {
+                verdict: Verdict::Pass as u8,
+                region: attribution(policy, regions),
+                rule: rule_id(i),
+                ..Decision::default()
+            });
+        }
+    }
+    let mut audit = None;
+    for (i, r) in rules {
+        if let Some(region) = hit(&r.block) {
+            let d = Decision {
+                verdict: if r.mode == Mode::Enforce { Verdict::Drop } else { Verdict::Audit } as u8,
+                region: region_u16(region) + 1,
+                rule: rule_id(i),
+                ..Decision::default()
+            };
+            if r.mode == Mode::Enforce {
+                return Some(d);
+            }
+            audit.get_or_insert(d);
+        }
+    }
+    audit
+}
+
+#[expect(clippy::cast_possible_truncation, reason = "region and rule counts are bounded far below u16::MAX by the parser")]
+fn region_u16(i: usize) -> u16 {
+    i as u16
+}
+
+#[expect(clippy::cast_possible_truncation, reason = "rule counts are bounded far below u16::MAX")]
+fn rule_id(i: usize) -> u16 {
+    (i + 1) as u16
+}
+
+/// The region a destination is counted under: its first named region.
+fn attribution(policy: &Policy, regions: &[u16]) -> u16 {
+    regions.iter().copied().find(|r| usize::from(*r) < policy.named_regions).map_or(NO_REGION, |r| r + 1)
+}
+
+/// Compiles `policy` into kernel tables.
+pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
+    let mut interner = Interner::default();
+    let mut v4_in = Vec::new();
+    let mut v6_in = Vec::new();
+    for (i, region) in policy.regions.iter().enumerate() {
+        for (p, _) in &region.prefixes {
+            match p {
+                Prefix::V4(p) => v4_in.push((*p, region_u16(i))),
+                Prefix::V6(p) => v6_in.push((*p, region_u16(i))),
+            }
+        }
+    }
+    let v4 = build_table(v4_in, &mut interner);
+    let v6 = build_table(v6_in, &mut interner);
+    if v4.len() > regionwall_common::LPM_V4_MAX_ENTRIES as usize {
+        return Err(CompileError::TooManyPrefixes { family: "IPv4", count: v4.len(), max: regionwall_common::LPM_V4_MAX_ENTRIES });
+    }
+    if v6.len() > regionwall_common::LPM_V6_MAX_ENTRIES as usize {
+        return Err(CompileError::TooManyPrefixes { family: "IPv6", count: v6.len(), max: regionwall_common::LPM_V6_MAX_ENTRIES });
+    }
+    let classes = interner.classes;
+    let cells = policy.devices.len() * classes.len();
+    if cells > MAX_DECISIONS as usize {
+        return Err(CompileError::TooManyDecisions {
+            devices: policy.devices.len(),
+            classes: classes.len(),
+            cells,
+            max: MAX_DECISIONS,
+        });
+    }
+    let mut decisions = Vec::with_capacity(cells);
+    for device in 0..policy.devices.len() {
+        for class in &classes {
+            decisions.push(decide(policy, device, class));
+        }
+    }
+    let mut device_macs = Vec::new();
+    let mut device_v4 = Vec::new();
+    let mut device_v6 = Vec::new();
+    for (i, d) in policy.devices.iter().enumerate() {
+        let i = u32::try_from(i).unwrap_or(u32::MAX);
+        device_macs.extend(d.macs.iter().map(|m| (*m, i)));
+        for p in &d.prefixes {
+            match p {
+                Prefix::V4(p) => device_v4.push((*p, i)),
+                Prefix::V6(p) => device_v6.push((*p, i)),
+            }
+        }
+    }
+    Ok(Compiled {
+        region_names: policy.regions.iter().map(|r| r.name.clone()).collect(),
+        device_names: policy.devices.iter().map(|d| d.name.clone()).collect(),
+        rule_names: policy.rules.iter().map(|r| r.name.clone()).collect(),
+        classes,
+        v4,
+        v6,
+        device_macs,
+        device_v4,
+        device_v6,
+        decisions,
+    })
+}
+
+struct Interner {
+    ids: HashMap<Vec<u16>, u32>,
+    classes: Vec<Vec<u16>>,
+}
+
+impl Default for Interner {
+    fn default() -> Self {
+        Self { ids: HashMap::from([(Vec::new(), 0)]), classes: vec![Vec::new()] }
+    }
+}
+
+impl Interner {
+    fn intern(&mut self, set: &[u16]) -> u32 {
+        if let Some(&id) = self.ids.get(set) {
+            return id;
+        }
+        let id = u32::try_from(self.classes.len()).unwrap_or(u32::MAX);
+        self.ids.insert(set.to_vec(), id);
+        self.classes.push(set.to_vec());
+        id
+    }
+}
+
+/// Turns (prefix, region) pairs into (prefix, class) LPM entries, exact
+/// under longest-prefix match, without redundant nested prefixes.
+fn build_table<B: Bits>(mut input: Vec<(B, u16)>, interner: &mut Interner) -> Vec<(B, u32)> {
+    // Parents sort before their children: by address, then shorter first.
+    input.sort_unstable_by_key(|(p, r)| (p.addr(), p.len(), *r));
+    input.dedup();
+    let mut out = Vec::with_capacity(input.len());
+    // Enclosing prefixes with their full region sets.
+    let mut stack: Vec<(B, Vec<u16>)> = Vec::new();
+    let mut i = 0;
+    while i < input.len() {
+        let prefix = input[i].0;
+        let mut own = Vec::new();
+        while i < input.len() && input[i].0 == prefix {
+            own.push(input[i].1);
+            i += 1;
+        }
+        while stack.last().is_some_and(|(top, _)| !top.contains_prefix(&prefix)) {
+            stack.pop();
+        }
+        let mut set = stack.last().map(|(_, s)| s.clone()).unwrap_or_default();
+        set.extend(own);
+        set.sort_unstable();
+        set.dedup();
+        if stack.last().is_some_and(|(_, s)| *s == set) {
+            continue; // adds nothing to its parent
+        }
+        out.push((prefix, interner.intern(&set)));
+        stack.push((prefix, set));
+    }
+    out
+}
+
+/// Regions (0-based) containing `addr`, computed naively from the policy:
+/// the reference the compiled tables are tested against.
+#[must_use]
+pub fn regions_containing(policy: &Policy, addr: IpAddr) -> Vec<u16> {
+    let addr = canonical(addr);
+    let mut out = Vec::new();
+    for (i, region) in policy.regions.iter().enumerate() {
+        let hit = region.prefixes.iter().any(|(p, _)| match (p, addr) {
+            (Prefix::V4(p), IpAddr::V4(a)) => p.contains_addr(u128::from(u32::from(a))),
+            (Prefix::V6(p), IpAddr::V6(a)) => p.contains_addr(u128::from(a)),
+            _ => false,
+        });
+        if hit {
+            out.push(region_u16(i));
+        }
+    }
+    out
+}
+
+/// IPv4-mapped IPv6 addresses are treated as IPv4, like the kernel does.
+#[must_use]
+pub fn canonical(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        IpAddr::V4(_) => addr,
+    }
+}
+
+/// The device a source maps to, the way the kernel decides: MAC first, then
+/// the longest matching device prefix, else the default.
+#[must_use]
+pub fn device_for(policy: &Policy, mac: Option<[u8; 6]>, src: Option<IpAddr>) -> usize {
+    if let Some(mac) = mac
+        && let Some(i) = policy.devices.iter().position(|d| d.macs.contains(&mac))
+    {
+        return i;
+    }
+    let Some(src) = src else { return 0 };
+    let mut best: Option<(u8, usize)> = None;
+    for (i, d) in policy.devices.iter().enumerate() {
+        for p in &d.prefixes {
+            let (hit, len) = match (p, src) {
+                (Prefix::V4(p), IpAddr::V4(a)) => (p.contains_addr(u128::from(u32::from(a))), p.len),
+                (Prefix::V6(p), IpAddr::V6(a)) => (p.contains_addr(u128::from(a)), p.len),
+                _ => (false, 0),
+            };
+            if hit && best.is_none_or(|(l, _)| len > l) {
+                best = Some((len, i));
+            }
+        }
+    }
+    best.map_or(0, |(_, i)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(s: &str) -> V4 {
+        match Prefix::parse(s).unwrap() {
+            Prefix::V4(p) => p,
+            Prefix::V6(_) => panic!("{s} is not IPv4"),
+        }
+    }
+
+    #[test]
+    fn nested_prefixes_get_union_classes_and_redundant_ones_vanish() {
+        let mut interner = Interner::default();
+        let table = build_table(
+            vec![(v4("10.0.0.0/8"), 0), (v4("10.1.0.0/16"), 1), (v4("10.1.2.0/24"), 0), (v4("10.2.0.0/16"), 0)],
+            &mut interner,
+        );
+        // 10.1.2.0/24 (region 0 inside {0,1}) and 10.2.0.0/16 (region 0 inside {0}) add nothing.
+        let got: Vec<(String, Vec<u16>)> =
+            table.iter().map(|(p, c)| (p.to_string(), interner.classes[*c as usize].clone())).collect();
+        assert_eq!(got, vec![("10.0.0.0/8".into(), vec![0]), ("10.1.0.0/16".into(), vec![0, 1])]);
+    }
+
+    #[test]
+    fn siblings_after_a_nested_run_pop_the_stack() {
+        let mut interner = Interner::default();
+        let table = build_table(
+            vec![(v4("10.0.0.0/16"), 0), (v4("10.0.1.0/24"), 1), (v4("10.1.0.0/16"), 1), (v4("11.0.0.0/8"), 2)],
+            &mut interner,
+        );
+        let got: Vec<(String, Vec<u16>)> =
+            table.iter().map(|(p, c)| (p.to_string(), interner.classes[*c as usize].clone())).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("10.0.0.0/16".into(), vec![0]),
+                ("10.0.1.0/24".into(), vec![0, 1]),
+                ("10.1.0.0/16".into(), vec![1]),
+                ("11.0.0.0/8".into(), vec![2]),
+            ]
+        );
+    }
+}

@@ -1,0 +1,16 @@
+//! regionwall: region egress policies enforced by an XDP program.
+//!
+//! - [`policy`]: the policy model and its TOML parser with precise errors.
+//! - [`compile`]: policy -> kernel tables (region classes, decisions).
+//! - [`datapath`]: the loaded program; publish, counters, events ring.
+//! - [`events`]: decoding and printing drop/audit events.
+//! - [`netns`]: network namespace helpers for the demo and tests.
+//! - [`demo`]: the sandbox demo.
+
+pub mod compile;
+pub mod datapath;
+pub mod error;
+pub mod policy;
+mod sys;
+
+pub use error::{CompileError, DatapathError, PolicyError};
