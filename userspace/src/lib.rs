@@ -9,7 +9,10 @@
 
 pub mod compile;
 pub mod datapath;
+pub mod demo;
 pub mod error;
+pub mod events;
+pub mod netns;
 pub mod policy;
 mod sys;
 

@@ -1,1 +1,41 @@
-fn main(){}
+//! `regionwall`: region egress policies enforced at line rate by XDP.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+/// Stops devices on your network from uploading to regions you did not agree to.
+///
+/// regionwall attaches an XDP program to the LAN-facing interface of a
+/// gateway, drops what the policy forbids, and reports every drop with the
+/// device, region and rule that decided it.
+#[derive(Parser)]
+#[command(name = "regionwall", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Run(cli::run::Args),
+    Check(cli::check::Args),
+    Demo(cli::demo::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Demo(cli::demo::Args::default())) {
+        Command::Run(args) => cli::run::main(args),
+        Command::Check(args) => cli::check::main(&args),
+        Command::Demo(args) => cli::demo::main(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("regionwall: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,80 @@
-fn main(){}
+//! Tasks cargo alone cannot do: the demo and the test run as root, setup.
+//! Called through `./x`, which installs the toolchain first.
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build regionwall and run the sandbox demo.
+    Demo,
+    /// Run the whole test suite (unit, datapath, policy, end-to-end).
+    Test {
+        /// Extra arguments passed to `cargo test`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the installer only.
+    Setup,
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run(mut cmd: Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn require_root(what: &str) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc_geteuid() };
+    if euid != 0 {
+        bail!("{what} needs root (XDP programs and network namespaces); run it with sudo");
+    }
+    Ok(())
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Task::Demo => {
+            require_root("the demo")?;
+            let mut build = cargo();
+            build.args(["build", "--package", "regionwall", "--bin", "regionwall"]);
+            run(build)?;
+            let mut demo = Command::new("target/debug/regionwall");
+            demo.arg("demo");
+            run(demo)
+        }
+        Task::Test { args } => {
+            require_root("the test suite")?;
+            let mut test = cargo();
+            test.args(["test", "--workspace"]).args(&args);
+            run(test)
+        }
+        Task::Setup => run({
+            let mut c = Command::new("bash");
+            c.arg("scripts/setup.sh");
+            c
+        }),
+    }
+}

@@ -1,0 +1,174 @@
+//! `regionwall run`: load, publish, attach, stream events, reload, detach.
+
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use aya::programs::XdpMode;
+use regionwall::{
+    datapath::Datapath,
+    events::{self, BootClock, Names, Record},
+    netns,
+};
+use regionwall_common::{COUNTERS, Counter, UnparsedAction};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Enforce a policy on an interface and stream drop/audit events.
+///
+/// Attach to the LAN-facing interface of the gateway: the program sees what
+/// devices send out. Events go to stdout, one per line (or JSON with
+/// --json); logs go to stderr. SIGHUP reloads the policy (a rejected policy
+/// leaves the old one enforcing). Ctrl-C or SIGTERM detaches and exits.
+///
+/// Example:
+///   regionwall run --iface lan0 --policy policies/home.toml --json
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// LAN-facing interface to attach to.
+    #[arg(long)]
+    pub iface: String,
+    /// Policy file (TOML).
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// XDP attach mode: native (driver), generic (skb), or auto (kernel's choice).
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    pub xdp_mode: Mode,
+    /// What to do with frames the parser cannot read (more VLAN tags or IPv6
+    /// extension headers than it walks, PPPoE sessions, malformed IP).
+    /// Always counted; `drop` also reports them as events.
+    #[arg(long, value_enum, default_value_t = Unparsed::Pass)]
+    pub unparsed: Unparsed,
+    /// Print events as JSON lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Capacity of the userspace event queue; events beyond it are counted
+    /// as dropped, never block the reader.
+    #[arg(long, default_value_t = 65_536)]
+    pub queue: usize,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Mode {
+    Native,
+    Generic,
+    Auto,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Unparsed {
+    Pass,
+    Drop,
+}
+
+pub fn main(args: Args) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (_, compiled) = super::load_policy(&args.policy)?;
+    let mut dp = Datapath::load().context("loading the XDP program (are you root? is the kernel >= 5.8?)")?;
+    dp.set_unparsed(match args.unparsed {
+        Unparsed::Pass => UnparsedAction::Pass,
+        Unparsed::Drop => UnparsedAction::Drop,
+    })?;
+    let mut epoch = 1;
+    let report = dp.publish(&compiled, epoch).context("publishing the policy")?;
+    log::info!(
+        "published policy {} (epoch {epoch}): {} IPv4 + {} IPv6 prefixes, {} classes, in {:?}",
+        args.policy.display(),
+        report.v4_prefixes,
+        report.v6_prefixes,
+        compiled.classes.len(),
+        report.write_time
+    );
+    let mut names = Names::default();
+    names.insert(epoch, Arc::new(compiled));
+
+    let ifindex = netns::ifindex(&args.iface).with_context(|| format!("interface {} not found", args.iface))?;
+    let mode = match args.xdp_mode {
+        Mode::Native => XdpMode::Driver,
+        Mode::Generic => XdpMode::Skb,
+        Mode::Auto => XdpMode::Default,
+    };
+    let link = dp
+        .attach(ifindex, mode)
+        .with_context(|| format!("attaching to {} (try --xdp-mode generic if the driver lacks XDP)", args.iface))?;
+    eprintln!("regionwall: enforcing {} on {} (ifindex {ifindex})", args.policy.display(), args.iface);
+
+    let ring = dp.take_events()?;
+    let queue_dropped = Arc::new(AtomicU64::new(0));
+    let (tx, mut rx) = tokio::sync::mpsc::channel(args.queue.max(1));
+    let pump = tokio::spawn(events::pump(ring, tx, Arc::clone(&queue_dropped)));
+
+    let clock = BootClock::now();
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut last_lost = 0;
+    let mut last_queue_dropped = 0;
+    let mut stdout = std::io::stdout();
+    loop {
+        tokio::select! {
+            Some(ev) = rx.recv() => {
+                let rec = Record::new(&ev, &names, &clock, &args.iface);
+                let line = if args.json { rec.json() } else { rec.line() };
+                use std::io::Write as _;
+                if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
+                    break; // stdout closed: nobody is listening
+                }
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = sighup.recv() => {
+                match super::load_policy(&args.policy) {
+                    Ok((_, compiled)) => {
+                        let next = epoch + 1;
+                        match dp.publish(&compiled, next) {
+                            Ok(r) => {
+                                epoch = next;
+                                names.insert(epoch, Arc::new(compiled));
+                                log::info!("reloaded policy (epoch {epoch}) in {:?}", r.write_time);
+                            }
+                            Err(e) => log::error!("reload failed, previous policy still enforcing: {e}"),
+                        }
+                    }
+                    Err(e) => log::error!("reload rejected, previous policy still enforcing: {e:#}"),
+                }
+            }
+            _ = tick.tick() => {
+                let lost = dp.counters().map(|c| c[Counter::EventsLost as usize]).unwrap_or(last_lost);
+                let qd = queue_dropped.load(Ordering::Relaxed);
+                if lost > last_lost || qd > last_queue_dropped {
+                    log::warn!("events not logged: {} lost in the kernel ring buffer, {} dropped from a full queue (drops themselves were enforced)", lost - last_lost, qd - last_queue_dropped);
+                }
+                last_lost = lost;
+                last_queue_dropped = qd;
+            }
+        }
+    }
+    pump.abort();
+    dp.detach(link).context("detaching")?;
+    let counters = dp.counters().unwrap_or([0; COUNTERS as usize]);
+    eprintln!(
+        "regionwall: detached from {}. frames {}, non-IP {}, unparsed passed {} / dropped {}, events {} (lost in kernel {}, dropped in queue {})",
+        args.iface,
+        counters[Counter::Frames as usize],
+        counters[Counter::NonIp as usize],
+        counters[Counter::UnparsedPassed as usize],
+        counters[Counter::UnparsedDropped as usize],
+        counters[Counter::EventsSent as usize],
+        counters[Counter::EventsLost as usize],
+        queue_dropped.load(Ordering::Relaxed),
+    );
+    Ok(ExitCode::SUCCESS)
+}

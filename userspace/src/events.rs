@@ -1,0 +1,209 @@
+//! Drop and audit events: decoding ring buffer records, naming devices,
+//! regions and rules from the policy that was live, and printing them as
+//! readable lines or JSON lines.
+
+use std::{
+    collections::VecDeque,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use regionwall_common::{Event, Reason, Verdict};
+use serde::Serialize;
+
+use crate::{compile::Compiled, policy::net::format_mac};
+
+/// Decodes one ring buffer record; `None` if it is too short.
+#[must_use]
+pub fn decode(bytes: &[u8]) -> Option<Event> {
+    if bytes.len() < std::mem::size_of::<Event>() {
+        return None;
+    }
+    // SAFETY: length checked; Event is plain data valid for any bytes, and
+    // read_unaligned does not require the ring buffer's alignment.
+    Some(unsafe { bytes.as_ptr().cast::<Event>().read_unaligned() })
+}
+
+/// Names of recent policies by epoch, so events emitted just before a
+/// reload are still named by the policy that decided them.
+#[derive(Default)]
+pub struct Names {
+    recent: VecDeque<(u32, Arc<Compiled>)>,
+}
+
+impl Names {
+    const KEEP: usize = 4;
+
+    pub fn insert(&mut self, epoch: u32, compiled: Arc<Compiled>) {
+        self.recent.push_back((epoch, compiled));
+        while self.recent.len() > Self::KEEP {
+            self.recent.pop_front();
+        }
+    }
+
+    #[must_use]
+    pub fn get(&self, epoch: u32) -> Option<&Compiled> {
+        self.recent.iter().rev().find(|(e, _)| *e == epoch).map(|(_, c)| c.as_ref())
+    }
+}
+
+/// Converts `bpf_ktime_get_boot_ns` stamps to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct BootClock {
+    boot_epoch: SystemTime,
+}
+
+impl BootClock {
+    #[must_use]
+    pub fn now() -> Self {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: valid pointer to a timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
+        let since_boot = Duration::new(u64::try_from(ts.tv_sec).unwrap_or(0), u32::try_from(ts.tv_nsec).unwrap_or(0));
+        Self { boot_epoch: SystemTime::now() - since_boot }
+    }
+
+    #[must_use]
+    pub fn at(&self, boot_ns: u64) -> SystemTime {
+        self.boot_epoch + Duration::from_nanos(boot_ns)
+    }
+}
+
+/// One event, with names resolved, as printed.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Record {
+    pub timestamp: String,
+    pub interface: String,
+    pub device: String,
+    pub src_mac: String,
+    pub src_ip: Option<IpAddr>,
+    pub dst_ip: Option<IpAddr>,
+    pub protocol: String,
+    pub src_port: Option<u16>,
+    pub dst_port: Option<u16>,
+    pub region: String,
+    pub rule: String,
+    pub verdict: String,
+    pub reason: String,
+    pub bytes: u32,
+    pub policy_epoch: u32,
+}
+
+fn protocol_name(p: u8) -> String {
+    match p {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        58 => "icmpv6".into(),
+        132 => "sctp".into(),
+        136 => "udplite".into(),
+        n => n.to_string(),
+    }
+}
+
+impl Record {
+    /// Names an event. `interface` is the name of the interface it came in on.
+    #[must_use]
+    pub fn new(ev: &Event, names: &Names, clock: &BootClock, interface: &str) -> Self {
+        let (src_ip, dst_ip) = match ev.family {
+            4 => (
+                Some(IpAddr::V4(Ipv4Addr::new(ev.src_addr[0], ev.src_addr[1], ev.src_addr[2], ev.src_addr[3]))),
+                Some(IpAddr::V4(Ipv4Addr::new(ev.dst_addr[0], ev.dst_addr[1], ev.dst_addr[2], ev.dst_addr[3]))),
+            ),
+            6 => (Some(IpAddr::V6(Ipv6Addr::from(ev.src_addr))), Some(IpAddr::V6(Ipv6Addr::from(ev.dst_addr)))),
+            _ => (None, None),
+        };
+        let compiled = names.get(ev.epoch);
+        let name = |f: &dyn Fn(&Compiled) -> String, unknown: String| compiled.map_or(unknown, f);
+        let has_ports = matches!(ev.proto, 6 | 17 | 132 | 136);
+        let reason = Reason::from_u8(ev.reason);
+        Self {
+            timestamp: humantime::format_rfc3339_micros(clock.at(ev.ts_ns)).to_string(),
+            interface: interface.to_string(),
+            device: name(&|c| c.device_name(ev.device).to_string(), format!("#{}", ev.device)),
+            src_mac: format_mac(&ev.src_mac),
+            src_ip,
+            dst_ip,
+            protocol: protocol_name(ev.proto),
+            src_port: has_ports.then_some(ev.src_port),
+            dst_port: has_ports.then_some(ev.dst_port),
+            region: name(&|c| c.region_name(ev.region).to_string(), format!("#{}", ev.region)),
+            rule: if reason == Some(Reason::Unparsed) {
+                "--unparsed drop".into()
+            } else {
+                name(&|c| c.rule_name(ev.rule).to_string(), format!("#{}", ev.rule))
+            },
+            verdict: Verdict::from_u8(ev.verdict).map_or_else(|| format!("#{}", ev.verdict), |v| v.as_str().to_string()),
+            reason: match reason {
+                Some(Reason::Policy) => "policy".into(),
+                Some(Reason::Unparsed) => "unparsed".into(),
+                None => format!("#{}", ev.reason),
+            },
+            bytes: ev.len,
+            policy_epoch: ev.epoch,
+        }
+    }
+
+    /// One readable line.
+    #[must_use]
+    pub fn line(&self) -> String {
+        let endpoint = |ip: Option<IpAddr>, port: Option<u16>| match (ip, port) {
+            (Some(IpAddr::V6(a)), Some(p)) => format!("[{a}]:{p}"),
+            (Some(a), Some(p)) => format!("{a}:{p}"),
+            (Some(a), None) => a.to_string(),
+            (None, _) => "?".into(),
+        };
+        format!(
+            "{} {} {:<5} device={} mac={} {} -> {} {} region={} rule={} ({} bytes)",
+            self.timestamp,
+            self.interface,
+            self.verdict.to_uppercase(),
+            self.device,
+            self.src_mac,
+            endpoint(self.src_ip, self.src_port),
+            endpoint(self.dst_ip, self.dst_port),
+            self.protocol,
+            self.region,
+            self.rule,
+            self.bytes,
+        )
+    }
+
+    /// One JSON object on one line.
+    #[must_use]
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
+/// Reads the kernel's ring buffer and forwards decoded events into a
+/// bounded queue. When the queue is full the event is counted in
+/// `queue_dropped` instead of blocking the reader (so the kernel's ring
+/// keeps draining). Returns when the receiver is gone.
+pub async fn pump(
+    ring: aya::maps::RingBuf<aya::maps::MapData>,
+    tx: tokio::sync::mpsc::Sender<Event>,
+    queue_dropped: Arc<std::sync::atomic::AtomicU64>,
+) -> std::io::Result<()> {
+    use tokio::{io::unix::AsyncFd, sync::mpsc::error::TrySendError};
+    // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd owns
+    // the RingBuf, and as_raw_fd always returns that same fd.
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(std::io::Error::from)?;
+    loop {
+        let mut guard = fd.readable_mut().await?;
+        let ring = guard.get_inner_mut();
+        while let Some(item) = ring.next() {
+            let Some(ev) = decode(&item) else { continue };
+            match tx.try_send(ev) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    queue_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(TrySendError::Closed(_)) => return Ok(()),
+            }
+        }
+        guard.clear_ready();
+    }
+}

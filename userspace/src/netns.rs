@@ -1,0 +1,145 @@
+//! Network namespaces for the demo and the tests: created with iproute2,
+//! entered per thread with setns(2), always removed on drop.
+
+use std::{
+    fs::File,
+    io,
+    os::fd::AsRawFd,
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+/// A named network namespace that is deleted when dropped.
+#[derive(Debug)]
+pub struct NetNs {
+    name: String,
+}
+
+/// A fresh namespace name: `rw-<tag>-<pid>-<n>`, unique on this machine
+/// while this process lives.
+#[must_use]
+pub fn unique_name(tag: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("rw-{tag}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn check(what: &str, out: &Output) -> io::Result<()> {
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("`{what}` failed: {}", String::from_utf8_lossy(&out.stderr).trim())))
+    }
+}
+
+/// Runs `ip ARGS...`, failing with its stderr.
+pub fn ip(args: &[&str]) -> io::Result<()> {
+    let out = Command::new("ip").args(args).output()?;
+    check(&format!("ip {}", args.join(" ")), &out)
+}
+
+impl NetNs {
+    /// Creates the namespace (and brings its loopback up).
+    pub fn create(name: &str) -> io::Result<Self> {
+        ip(&["netns", "add", name])?;
+        let ns = Self { name: name.to_string() };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `ip -n NAME ARGS...`.
+    pub fn ip(&self, args: &[&str]) -> io::Result<()> {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        ip(&full)
+    }
+
+    /// A command that runs `program` inside the namespace.
+    #[must_use]
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// Runs `sysctl -qw SETTING` inside the namespace.
+    pub fn sysctl(&self, setting: &str) -> io::Result<()> {
+        let out = self.command("sysctl").args(["-qw", setting]).output()?;
+        check(&format!("sysctl {setting}"), &out)
+    }
+
+    /// Moves the calling thread into the namespace until the guard drops.
+    pub fn enter(&self) -> io::Result<NsGuard> {
+        let previous = File::open("/proc/thread-self/ns/net")?;
+        let target = File::open(format!("/run/netns/{}", self.name))?;
+        setns(&target)?;
+        Ok(NsGuard { previous })
+    }
+
+    /// Runs `f` on a new thread inside the namespace.
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> io::Result<std::thread::JoinHandle<io::Result<T>>> {
+        let target = File::open(format!("/run/netns/{}", self.name))?;
+        Ok(std::thread::spawn(move || {
+            setns(&target)?;
+            Ok(f())
+        }))
+    }
+}
+
+fn setns(target: &File) -> io::Result<()> {
+    // SAFETY: a valid namespace fd; CLONE_NEWNET only affects this thread.
+    if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        if let Err(e) = ip(&["netns", "del", &self.name]) {
+            log::warn!("removing network namespace {}: {e}", self.name);
+        }
+    }
+}
+
+/// Restores the thread's previous network namespace on drop.
+pub struct NsGuard {
+    previous: File,
+}
+
+impl Drop for NsGuard {
+    fn drop(&mut self) {
+        if let Err(e) = setns(&self.previous) {
+            log::error!("returning to the previous network namespace: {e}");
+        }
+    }
+}
+
+/// Index of interface `name` in the calling thread's namespace.
+pub fn ifindex(name: &str) -> io::Result<u32> {
+    let c = std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 { Err(io::Error::last_os_error()) } else { Ok(idx) }
+}
+
+/// Name of interface `index` in the calling thread's namespace.
+#[must_use]
+pub fn ifname(index: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes as the call requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
+    Some(unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
+}
