@@ -37,7 +37,8 @@ fn filter(ctx: &XdpContext) -> u32 {
             report::count(cause);
             if control.unparsed == UnparsedAction::Drop as u32 {
                 report::count(Counter::UnparsedDropped);
-                report::emit(ctx, &pkt, &policy::unparsed_decision(), Reason::Unparsed, 0, regionwall_common::DEFAULT_DEVICE);
+                let epoch = policy::epoch(control.active & 1);
+                report::emit(ctx, &pkt, &policy::unparsed_decision(), Reason::Unparsed, epoch, regionwall_common::DEFAULT_DEVICE);
                 xdp_action::XDP_DROP
             } else {
                 report::count(Counter::UnparsedPassed);

@@ -84,6 +84,12 @@ fn device(generation: u32, pkt: &Packet) -> u32 {
     by_ip.copied().unwrap_or(DEFAULT_DEVICE)
 }
 
+/// Epoch of the policy in `generation`, for events outside a decision.
+#[inline(always)]
+pub fn epoch(generation: u32) -> u32 {
+    POLICY_META.get(generation).map_or(0, |m| m.epoch)
+}
+
 /// Returns the decision, the device index and the policy epoch.
 #[inline(always)]
 pub fn decide(generation: u32, pkt: &Packet) -> (Decision, u32, u32) {

@@ -116,7 +116,9 @@ impl Record {
         };
         let compiled = names.get(ev.epoch);
         let name = |f: &dyn Fn(&Compiled) -> String, unknown: String| compiled.map_or(unknown, f);
-        let has_ports = matches!(ev.proto, 6 | 17 | 132 | 136);
+        // Port 0 is not a valid TCP/UDP/SCTP port: the kernel leaves ports 0
+        // when it could not read them (later fragments, truncated headers).
+        let has_ports = matches!(ev.proto, 6 | 17 | 132 | 136) && (ev.src_port != 0 || ev.dst_port != 0);
         let reason = Reason::from_u8(ev.reason);
         Self {
             timestamp: humantime::format_rfc3339_micros(clock.at(ev.ts_ns)).to_string(),
