@@ -76,7 +76,7 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)?;
-        if !self.snippet.is_empty() && !self.message.contains(&self.snippet) {
+        if !self.snippet.is_empty() && !self.message.contains(self.snippet.trim_matches('"')) {
             write!(f, " (found `{}`)", self.snippet)?;
         }
         if !self.source_line.is_empty() {
