@@ -74,6 +74,11 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // Handlers first: a signal that arrives while loading must not kill
+    // the process with its default action (SIGHUP would terminate it).
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let (_, compiled) = super::load_policy(&args.policy)?;
     let mut dp = Datapath::load().context("loading the XDP program (are you root? is the kernel >= 5.8?)")?;
     dp.set_unparsed(match args.unparsed {
@@ -110,9 +115,6 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let pump = tokio::spawn(events::pump(ring, tx, Arc::clone(&queue_dropped)));
 
     let clock = BootClock::now();
-    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     let mut last_lost = 0;
     let mut last_queue_dropped = 0;
