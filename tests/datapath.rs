@@ -439,3 +439,116 @@ fn full_ring_buffer_never_changes_the_verdict() {
     let dropped: u64 = rows.iter().filter(|r| r.verdict == 1).map(|r| r.counter.packets).sum();
     assert_eq!(dropped, u64::from(runs), "every run counted as a drop");
 }
+
+/// The whole world's country prefixes (175k IPv4 + 68k IPv6 from
+/// ../shared/data) as one region plus CN as a second: batch loading at
+/// scale, exact counts, and kernel verdicts equal to an independent
+/// per-region longest-match reference (ip_network_table) on random addresses.
+#[test]
+fn world_table_publishes_and_matches_reference() {
+    use ip_network_table::IpNetworkTable;
+
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/country-ip-blocks");
+    assert!(data.is_dir(), "real data expected at {}", data.display());
+    let dir = common::policy_file("").with_file_name("");
+    let mut world = String::new();
+    let mut countries = 0;
+    for entry in std::fs::read_dir(&data).expect("country dir") {
+        let entry = entry.expect("entry");
+        for file in ["ipv4-aggregated.txt", "ipv6-aggregated.txt"] {
+            if let Ok(text) = std::fs::read_to_string(entry.path().join(file)) {
+                world.push_str(&text);
+                world.push('\n');
+            }
+        }
+        countries += 1;
+    }
+    std::fs::write(dir.join("world.txt"), &world).expect("write world list");
+    std::fs::copy(data.join("cn/ipv4-aggregated.txt"), dir.join("cn.txt")).expect("copy cn");
+    let text = r#"
+[regions.world]
+file = "world.txt"
+[regions.cn]
+file = "cn.txt"
+[[rules]]
+name = "no-cn"
+devices = ["default"]
+block = ["cn"]
+[[rules]]
+name = "audit-world"
+devices = ["default"]
+block = ["world"]
+mode = "audit"
+"#;
+    std::fs::write(dir.join("policy.toml"), text).expect("write policy");
+    let policy = regionwall::policy::parse_file(&dir.join("policy.toml")).expect("world policy");
+    let started = std::time::Instant::now();
+    let compiled = regionwall::compile::compile(&policy).expect("compile");
+    let compile_time = started.elapsed();
+    let mut dp = Datapath::load().expect("load");
+    let report = dp.publish(&compiled, 1).expect("publish world");
+    println!(
+        "world: {countries} countries, {} input prefixes -> {} IPv4 + {} IPv6 entries; compile {compile_time:?}, write {:?}, clear {:?}, single fallbacks {}",
+        policy.regions[1].prefixes.len(),
+        report.v4_prefixes,
+        report.v6_prefixes,
+        report.write_time,
+        report.clear_time,
+        report.single_fallbacks
+    );
+    assert!(report.v4_prefixes > 170_000 && report.v6_prefixes > 60_000, "{report:?}");
+    // Publish again: the other generation fills, the first is cleared.
+    let again = dp.publish(&compiled, 2).expect("republish world");
+    assert_eq!(again.generation, 0);
+
+    let mut tables: Vec<IpNetworkTable<()>> = Vec::new();
+    for region in &policy.regions {
+        let mut t = IpNetworkTable::new();
+        for (p, _) in &region.prefixes {
+            let net: ip_network::IpNetwork = p.to_string().parse().expect("prefix");
+            t.insert(net, ());
+        }
+        tables.push(t);
+    }
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let (mut drops, mut audits) = (0, 0);
+    for i in 0..4_000 {
+        let dst: IpAddr = if i % 2 == 0 {
+            #[expect(clippy::cast_possible_truncation, reason = "random bits")]
+            Ipv4Addr::from(next() as u32).into()
+        } else {
+            // Half the IPv6 keys inside 2000::/4 where the table lives.
+            let hi = (u128::from(next()) << 64) | u128::from(next());
+            Ipv6Addr::from((hi >> 4) | (0x2u128 << 124)).into()
+        };
+        let regions: Vec<u16> = tables
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.longest_match(dst).is_some())
+            .map(|(i, _)| u16::try_from(i).expect("few regions"))
+            .collect();
+        let want = regionwall::compile::decide(&policy, 0, &regions).verdict;
+        let frame = match dst {
+            IpAddr::V4(d) => udp4(OTHER_MAC, &[], Ipv4Addr::new(192, 0, 2, 99), d, 0, 0),
+            IpAddr::V6(d) => udp6(OTHER_MAC, v6("2001:db8:1::99"), d, &[]),
+        };
+        let got = dp
+            .program()
+            .expect("program")
+            .test_run(TestRunOptions { data_in: Some(&frame), ..TestRunOptions::default() })
+            .expect("test_run")
+            .return_value;
+        let want_ret = if want == 1 { XDP_DROP } else { XDP_PASS };
+        assert_eq!(got, want_ret, "{dst}: regions {regions:?}");
+        drops += usize::from(want == 1);
+        audits += usize::from(want == 2);
+    }
+    println!("world: 4000 random destinations agree (drop {drops}, audit {audits})");
+    assert!(drops > 0 && audits > 0, "the sample hits both rules");
+}
