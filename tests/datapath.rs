@@ -78,20 +78,54 @@ struct Case {
     event: Option<Expect>,
 }
 
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "reads as the `event` column of the case tables"
+)]
 fn drop_event(device: &'static str, dst: IpAddr, dst_port: Option<u16>) -> Option<Expect> {
-    Some(Expect { verdict: "drop", device, region: "blocked", rule: "no-blocked", reason: "policy", dst: Some(dst), dst_port })
+    Some(Expect {
+        verdict: "drop",
+        device,
+        region: "blocked",
+        rule: "no-blocked",
+        reason: "policy",
+        dst: Some(dst),
+        dst_port,
+    })
 }
 
-fn case(name: impl Into<String>, frame: Vec<u8>, verdict: u32, counter: Option<Counter>, event: Option<Expect>) -> Case {
-    Case { name: name.into(), frame, verdict, counter, event }
+fn case(
+    name: impl Into<String>,
+    frame: Vec<u8>,
+    verdict: u32,
+    counter: Option<Counter>,
+    event: Option<Expect>,
+) -> Case {
+    Case {
+        name: name.into(),
+        frame,
+        verdict,
+        counter,
+        event,
+    }
 }
 
 fn udp4(mac: [u8; 6], vlans: &[u16], src: Ipv4Addr, dst: Ipv4Addr, opts: u8, frag: u16) -> Vec<u8> {
-    ethernet(mac, vlans, ETH_P_IP, &ipv4(src, dst, 17, opts, frag, &udp(40000, 443, b"payload")))
+    ethernet(
+        mac,
+        vlans,
+        ETH_P_IP,
+        &ipv4(src, dst, 17, opts, frag, &udp(40000, 443, b"payload")),
+    )
 }
 
 fn udp6(mac: [u8; 6], src: Ipv6Addr, dst: Ipv6Addr, exts: &[Ext]) -> Vec<u8> {
-    ethernet(mac, &[], ETH_P_IPV6, &ipv6(src, dst, exts, 17, &udp(40000, 443, b"payload")))
+    ethernet(
+        mac,
+        &[],
+        ETH_P_IPV6,
+        &ipv6(src, dst, exts, 17, &udp(40000, 443, b"payload")),
+    )
 }
 
 struct Harness {
@@ -113,7 +147,10 @@ impl Harness {
         self.dp
             .program()
             .expect("program")
-            .test_run(TestRunOptions { data_in: Some(frame), ..TestRunOptions::default() })
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ..TestRunOptions::default()
+            })
             .unwrap_or_else(|e| panic!("test_run failed: {e:?}"))
             .return_value
     }
@@ -131,9 +168,19 @@ impl Harness {
         let got = self.run(&c.frame);
         assert_eq!(got, c.verdict, "{}: verdict (1 = drop, 2 = pass)", c.name);
         let after = self.dp.counters().expect("counters");
-        assert_eq!(after[Counter::Frames as usize] - before[Counter::Frames as usize], 1, "{}: frame counted", c.name);
+        assert_eq!(
+            after[Counter::Frames as usize] - before[Counter::Frames as usize],
+            1,
+            "{}: frame counted",
+            c.name
+        );
         if let Some(counter) = c.counter {
-            assert_eq!(after[counter as usize] - before[counter as usize], 1, "{}: counter {counter:?}", c.name);
+            assert_eq!(
+                after[counter as usize] - before[counter as usize],
+                1,
+                "{}: counter {counter:?}",
+                c.name
+            );
         }
         let evs = self.events();
         match &c.event {
@@ -150,7 +197,12 @@ impl Harness {
                     assert_eq!(r.dst_ip, Some(dst), "{}: event dst", c.name);
                 }
                 assert_eq!(r.dst_port, e.dst_port, "{}: event dst port", c.name);
-                assert_eq!(evs[0].len as usize, c.frame.len(), "{}: event length", c.name);
+                assert_eq!(
+                    evs[0].len as usize,
+                    c.frame.len(),
+                    "{}: event length",
+                    c.name
+                );
             }
         }
     }
@@ -160,29 +212,83 @@ impl Harness {
 fn ipv4_verdicts_by_device_region_and_rule() {
     let mut h = Harness::new();
     let cases = [
-        case("v4 hit (phone by MAC)", udp4(PHONE_MAC, &[], PHONE_IP, BLOCKED, 0, 0), XDP_DROP, None, drop_event("phone", BLOCKED.into(), Some(443))),
-        case("v4 miss", udp4(PHONE_MAC, &[], PHONE_IP, ALLOWED, 0, 0), XDP_PASS, None, None),
-        case("allow exception beats block", udp4(PHONE_MAC, &[], PHONE_IP, EXCEPTION, 0, 0), XDP_PASS, None, None),
+        case(
+            "v4 hit (phone by MAC)",
+            udp4(PHONE_MAC, &[], PHONE_IP, BLOCKED, 0, 0),
+            XDP_DROP,
+            None,
+            drop_event("phone", BLOCKED.into(), Some(443)),
+        ),
+        case(
+            "v4 miss",
+            udp4(PHONE_MAC, &[], PHONE_IP, ALLOWED, 0, 0),
+            XDP_PASS,
+            None,
+            None,
+        ),
+        case(
+            "allow exception beats block",
+            udp4(PHONE_MAC, &[], PHONE_IP, EXCEPTION, 0, 0),
+            XDP_PASS,
+            None,
+            None,
+        ),
         case(
             "audit passes and reports",
             udp4(PHONE_MAC, &[], PHONE_IP, WATCHED, 0, 0),
             XDP_PASS,
             None,
-            Some(Expect { verdict: "audit", device: "phone", region: "watched", rule: "watch", reason: "policy", dst: Some(WATCHED.into()), dst_port: Some(443) }),
+            Some(Expect {
+                verdict: "audit",
+                device: "phone",
+                region: "watched",
+                rule: "watch",
+                reason: "policy",
+                dst: Some(WATCHED.into()),
+                dst_port: Some(443),
+            }),
         ),
-        case("default device has no rules", udp4(OTHER_MAC, &[], Ipv4Addr::new(192, 0, 2, 99), BLOCKED, 0, 0), XDP_PASS, None, None),
-        case("device by source IP", udp4(OTHER_MAC, &[], TV_IP, BLOCKED, 0, 0), XDP_DROP, None, drop_event("tv", BLOCKED.into(), Some(443))),
-        case("tv has no audit rule", udp4(OTHER_MAC, &[], TV_IP, WATCHED, 0, 0), XDP_PASS, None, None),
+        case(
+            "default device has no rules",
+            udp4(OTHER_MAC, &[], Ipv4Addr::new(192, 0, 2, 99), BLOCKED, 0, 0),
+            XDP_PASS,
+            None,
+            None,
+        ),
+        case(
+            "device by source IP",
+            udp4(OTHER_MAC, &[], TV_IP, BLOCKED, 0, 0),
+            XDP_DROP,
+            None,
+            drop_event("tv", BLOCKED.into(), Some(443)),
+        ),
+        case(
+            "tv has no audit rule",
+            udp4(OTHER_MAC, &[], TV_IP, WATCHED, 0, 0),
+            XDP_PASS,
+            None,
+            None,
+        ),
         case(
             "tcp ports read",
-            ethernet(PHONE_MAC, &[], ETH_P_IP, &ipv4(PHONE_IP, BLOCKED, 6, 0, 0, &tcp(5555, 8443))),
+            ethernet(
+                PHONE_MAC,
+                &[],
+                ETH_P_IP,
+                &ipv4(PHONE_IP, BLOCKED, 6, 0, 0, &tcp(5555, 8443)),
+            ),
             XDP_DROP,
             None,
             drop_event("phone", BLOCKED.into(), Some(8443)),
         ),
         case(
             "icmp has no ports",
-            ethernet(PHONE_MAC, &[], ETH_P_IP, &ipv4(PHONE_IP, BLOCKED, 1, 0, 0, &[8, 0, 0, 0, 0, 1, 0, 1])),
+            ethernet(
+                PHONE_MAC,
+                &[],
+                ETH_P_IP,
+                &ipv4(PHONE_IP, BLOCKED, 1, 0, 0, &[8, 0, 0, 0, 0, 1, 0, 1]),
+            ),
             XDP_DROP,
             None,
             drop_event("phone", BLOCKED.into(), None),
@@ -197,14 +303,76 @@ fn ipv4_verdicts_by_device_region_and_rule() {
 fn vlan_tags_zero_to_three() {
     let mut h = Harness::new();
     let cases = [
-        case("0 tags", udp4(PHONE_MAC, &[], PHONE_IP, BLOCKED, 0, 0), XDP_DROP, None, drop_event("phone", BLOCKED.into(), Some(443))),
-        case("1 tag 802.1Q", udp4(PHONE_MAC, &[ETH_P_8021Q], PHONE_IP, BLOCKED, 0, 0), XDP_DROP, None, drop_event("phone", BLOCKED.into(), Some(443))),
-        case("2 tags 802.1ad+Q", udp4(PHONE_MAC, &[ETH_P_8021AD, ETH_P_8021Q], PHONE_IP, BLOCKED, 0, 0), XDP_DROP, None, drop_event("phone", BLOCKED.into(), Some(443))),
-        case("2 tags, allowed", udp4(PHONE_MAC, &[ETH_P_8021AD, ETH_P_8021Q], PHONE_IP, ALLOWED, 0, 0), XDP_PASS, None, None),
-        case("3 tags: beyond the walk", udp4(PHONE_MAC, &[ETH_P_8021AD, ETH_P_8021Q, ETH_P_8021Q], PHONE_IP, BLOCKED, 0, 0), XDP_PASS, Some(Counter::UnparsedVlan), None),
+        case(
+            "0 tags",
+            udp4(PHONE_MAC, &[], PHONE_IP, BLOCKED, 0, 0),
+            XDP_DROP,
+            None,
+            drop_event("phone", BLOCKED.into(), Some(443)),
+        ),
+        case(
+            "1 tag 802.1Q",
+            udp4(PHONE_MAC, &[ETH_P_8021Q], PHONE_IP, BLOCKED, 0, 0),
+            XDP_DROP,
+            None,
+            drop_event("phone", BLOCKED.into(), Some(443)),
+        ),
+        case(
+            "2 tags 802.1ad+Q",
+            udp4(
+                PHONE_MAC,
+                &[ETH_P_8021AD, ETH_P_8021Q],
+                PHONE_IP,
+                BLOCKED,
+                0,
+                0,
+            ),
+            XDP_DROP,
+            None,
+            drop_event("phone", BLOCKED.into(), Some(443)),
+        ),
+        case(
+            "2 tags, allowed",
+            udp4(
+                PHONE_MAC,
+                &[ETH_P_8021AD, ETH_P_8021Q],
+                PHONE_IP,
+                ALLOWED,
+                0,
+                0,
+            ),
+            XDP_PASS,
+            None,
+            None,
+        ),
+        case(
+            "3 tags: beyond the walk",
+            udp4(
+                PHONE_MAC,
+                &[ETH_P_8021AD, ETH_P_8021Q, ETH_P_8021Q],
+                PHONE_IP,
+                BLOCKED,
+                0,
+                0,
+            ),
+            XDP_PASS,
+            Some(Counter::UnparsedVlan),
+            None,
+        ),
         case(
             "v6 behind 2 tags",
-            ethernet(PHONE_MAC, &[ETH_P_8021AD, ETH_P_8021Q], ETH_P_IPV6, &ipv6(v6("2001:db8:1::10"), v6("2001:db8:bad::1"), &[], 17, &udp(1, 53, b""))),
+            ethernet(
+                PHONE_MAC,
+                &[ETH_P_8021AD, ETH_P_8021Q],
+                ETH_P_IPV6,
+                &ipv6(
+                    v6("2001:db8:1::10"),
+                    v6("2001:db8:bad::1"),
+                    &[],
+                    17,
+                    &udp(1, 53, b""),
+                ),
+            ),
             XDP_DROP,
             None,
             drop_event("phone", v6("2001:db8:bad::1").into(), Some(53)),
@@ -228,52 +396,150 @@ fn ipv4_options_and_fragments() {
             drop_event("phone", BLOCKED.into(), Some(443)),
         ));
     }
-    cases.push(case("first fragment (MF, offset 0)", udp4(PHONE_MAC, &[], PHONE_IP, BLOCKED, 0, 0x2000), XDP_DROP, None, drop_event("phone", BLOCKED.into(), Some(443))));
+    cases.push(case(
+        "first fragment (MF, offset 0)",
+        udp4(PHONE_MAC, &[], PHONE_IP, BLOCKED, 0, 0x2000),
+        XDP_DROP,
+        None,
+        drop_event("phone", BLOCKED.into(), Some(443)),
+    ));
     cases.push(case(
         "later fragment: destination still blocked, no ports",
         udp4(PHONE_MAC, &[], PHONE_IP, BLOCKED, 0, 185),
         XDP_DROP,
         Some(Counter::LaterFragments),
-        Some(Expect { verdict: "drop", device: "phone", region: "blocked", rule: "no-blocked", reason: "policy", dst: Some(BLOCKED.into()), dst_port: None }),
+        Some(Expect {
+            verdict: "drop",
+            device: "phone",
+            region: "blocked",
+            rule: "no-blocked",
+            reason: "policy",
+            dst: Some(BLOCKED.into()),
+            dst_port: None,
+        }),
     ));
-    cases.push(case("later fragment to allowed", udp4(PHONE_MAC, &[], PHONE_IP, ALLOWED, 0, 185), XDP_PASS, Some(Counter::LaterFragments), None));
+    cases.push(case(
+        "later fragment to allowed",
+        udp4(PHONE_MAC, &[], PHONE_IP, ALLOWED, 0, 185),
+        XDP_PASS,
+        Some(Counter::LaterFragments),
+        None,
+    ));
     let mut bad_ihl = udp4(PHONE_MAC, &[], PHONE_IP, BLOCKED, 0, 0);
     bad_ihl[14] = 0x44; // IHL 4 < 5
-    cases.push(case("IHL below 5 is malformed", bad_ihl, XDP_PASS, Some(Counter::Malformed), None));
+    cases.push(case(
+        "IHL below 5 is malformed",
+        bad_ihl,
+        XDP_PASS,
+        Some(Counter::Malformed),
+        None,
+    ));
     let mut bad_version = udp4(PHONE_MAC, &[], PHONE_IP, BLOCKED, 0, 0);
     bad_version[14] = 0x65;
-    cases.push(case("version 6 in an IPv4 frame is malformed", bad_version, XDP_PASS, Some(Counter::Malformed), None));
+    cases.push(case(
+        "version 6 in an IPv4 frame is malformed",
+        bad_version,
+        XDP_PASS,
+        Some(Counter::Malformed),
+        None,
+    ));
     let mut options_cut = udp4(PHONE_MAC, &[], PHONE_IP, BLOCKED, 0, 0);
     options_cut[14] = 0x4f; // claims 60 bytes of header, frame has 20 + 15
     options_cut.truncate(14 + 35);
-    cases.push(case("IHL longer than the frame is malformed", options_cut, XDP_PASS, Some(Counter::Malformed), None));
+    cases.push(case(
+        "IHL longer than the frame is malformed",
+        options_cut,
+        XDP_PASS,
+        Some(Counter::Malformed),
+        None,
+    ));
     for c in &cases {
         h.check(c);
     }
 }
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "one table of cases")]
 fn ipv6_hits_misses_extension_headers_and_mapped_addresses() {
     let mut h = Harness::new();
     let src = v6("2001:db8:1::10");
     let bad = v6("2001:db8:bad::1");
     let ok = v6("2001:db8:600d::1");
     let full = [Ext::HopByHop, Ext::Routing, Ext::DestOpts, Ext::Fragment(0)];
-    let at_limit = [Ext::HopByHop, Ext::Routing, Ext::DestOpts, Ext::DestOpts, Ext::DestOpts, Ext::Fragment(0)];
-    let over_limit = [Ext::HopByHop, Ext::Routing, Ext::DestOpts, Ext::DestOpts, Ext::DestOpts, Ext::DestOpts, Ext::Fragment(0)];
+    let at_limit = [
+        Ext::HopByHop,
+        Ext::Routing,
+        Ext::DestOpts,
+        Ext::DestOpts,
+        Ext::DestOpts,
+        Ext::Fragment(0),
+    ];
+    let over_limit = [
+        Ext::HopByHop,
+        Ext::Routing,
+        Ext::DestOpts,
+        Ext::DestOpts,
+        Ext::DestOpts,
+        Ext::DestOpts,
+        Ext::Fragment(0),
+    ];
     let cases = [
-        case("v6 hit", udp6(PHONE_MAC, src, bad, &[]), XDP_DROP, None, drop_event("phone", bad.into(), Some(443))),
-        case("v6 miss", udp6(PHONE_MAC, src, ok, &[]), XDP_PASS, None, None),
-        case("v6 device by source IP", udp6(OTHER_MAC, v6("2001:db8:1::20"), bad, &[]), XDP_DROP, None, drop_event("tv", bad.into(), Some(443))),
-        case("hop-by-hop + routing + dest opts + fragment", udp6(PHONE_MAC, src, bad, &full), XDP_DROP, None, drop_event("phone", bad.into(), Some(443))),
-        case("6 extension headers (the limit)", udp6(PHONE_MAC, src, bad, &at_limit), XDP_DROP, None, drop_event("phone", bad.into(), Some(443))),
-        case("7 extension headers: beyond the walk", udp6(PHONE_MAC, src, bad, &over_limit), XDP_PASS, Some(Counter::UnparsedExtHeaders), None),
+        case(
+            "v6 hit",
+            udp6(PHONE_MAC, src, bad, &[]),
+            XDP_DROP,
+            None,
+            drop_event("phone", bad.into(), Some(443)),
+        ),
+        case(
+            "v6 miss",
+            udp6(PHONE_MAC, src, ok, &[]),
+            XDP_PASS,
+            None,
+            None,
+        ),
+        case(
+            "v6 device by source IP",
+            udp6(OTHER_MAC, v6("2001:db8:1::20"), bad, &[]),
+            XDP_DROP,
+            None,
+            drop_event("tv", bad.into(), Some(443)),
+        ),
+        case(
+            "hop-by-hop + routing + dest opts + fragment",
+            udp6(PHONE_MAC, src, bad, &full),
+            XDP_DROP,
+            None,
+            drop_event("phone", bad.into(), Some(443)),
+        ),
+        case(
+            "6 extension headers (the limit)",
+            udp6(PHONE_MAC, src, bad, &at_limit),
+            XDP_DROP,
+            None,
+            drop_event("phone", bad.into(), Some(443)),
+        ),
+        case(
+            "7 extension headers: beyond the walk",
+            udp6(PHONE_MAC, src, bad, &over_limit),
+            XDP_PASS,
+            Some(Counter::UnparsedExtHeaders),
+            None,
+        ),
         case(
             "later v6 fragment: destination still blocked",
             udp6(PHONE_MAC, src, bad, &[Ext::HopByHop, Ext::Fragment(100)]),
             XDP_DROP,
             Some(Counter::LaterFragments),
-            Some(Expect { verdict: "drop", device: "phone", region: "blocked", rule: "no-blocked", reason: "policy", dst: Some(bad.into()), dst_port: None }),
+            Some(Expect {
+                verdict: "drop",
+                device: "phone",
+                region: "blocked",
+                rule: "no-blocked",
+                reason: "policy",
+                dst: Some(bad.into()),
+                dst_port: None,
+            }),
         ),
         case(
             "IPv4-mapped destination uses the IPv4 table",
@@ -282,7 +548,13 @@ fn ipv6_hits_misses_extension_headers_and_mapped_addresses() {
             Some(Counter::MappedV6),
             drop_event("phone", v6("::ffff:198.51.100.7").into(), Some(443)),
         ),
-        case("IPv4-mapped allowed destination", udp6(PHONE_MAC, src, v6("::ffff:203.0.113.7"), &[]), XDP_PASS, Some(Counter::MappedV6), None),
+        case(
+            "IPv4-mapped allowed destination",
+            udp6(PHONE_MAC, src, v6("::ffff:203.0.113.7"), &[]),
+            XDP_PASS,
+            Some(Counter::MappedV6),
+            None,
+        ),
         case(
             "IPv4-compatible-looking but not mapped",
             udp6(PHONE_MAC, src, v6("::198.51.100.7"), &[]),
@@ -299,7 +571,14 @@ fn ipv6_hits_misses_extension_headers_and_mapped_addresses() {
 #[test]
 fn non_ip_pppoe_and_unknown_ethertypes() {
     let mut h = Harness::new();
-    let arp = ethernet(PHONE_MAC, &[], ETH_P_ARP, &[0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1, 192, 0, 2, 10, 0, 0, 0, 0, 0, 0, 192, 0, 2, 1]);
+    let arp = ethernet(
+        PHONE_MAC,
+        &[],
+        ETH_P_ARP,
+        &[
+            0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1, 192, 0, 2, 10, 0, 0, 0, 0, 0, 0, 192, 0, 2, 1,
+        ],
+    );
     let lldp = ethernet(PHONE_MAC, &[], ETH_P_LLDP, &[2, 7, 4, 2, 0, 0, 0, 0, 1]);
     let unknown = ethernet(PHONE_MAC, &[], 0x1234, &[0; 46]);
     let inner = ipv4(PHONE_IP, BLOCKED, 17, 0, 0, &udp(1, 2, b""));
@@ -309,24 +588,66 @@ fn non_ip_pppoe_and_unknown_ethertypes() {
     let cases = [
         case("ARP passes", arp, XDP_PASS, Some(Counter::NonIp), None),
         case("LLDP passes", lldp, XDP_PASS, Some(Counter::NonIp), None),
-        case("unknown ethertype passes", unknown, XDP_PASS, Some(Counter::NonIp), None),
-        case("PPPoE session follows --unparsed (pass)", pppoe.clone(), XDP_PASS, Some(Counter::UnparsedPppoe), None),
+        case(
+            "unknown ethertype passes",
+            unknown,
+            XDP_PASS,
+            Some(Counter::NonIp),
+            None,
+        ),
+        case(
+            "PPPoE session follows --unparsed (pass)",
+            pppoe.clone(),
+            XDP_PASS,
+            Some(Counter::UnparsedPppoe),
+            None,
+        ),
     ];
     for c in &cases {
         h.check(c);
     }
-    h.dp.set_unparsed(UnparsedAction::Drop).expect("set --unparsed drop");
-    let unparsed = || Some(Expect { verdict: "drop", device: "default", region: "-", rule: "--unparsed drop", reason: "unparsed", dst: None, dst_port: None });
+    h.dp.set_unparsed(UnparsedAction::Drop)
+        .expect("set --unparsed drop");
+    let unparsed = || {
+        Some(Expect {
+            verdict: "drop",
+            device: "default",
+            region: "-",
+            rule: "--unparsed drop",
+            reason: "unparsed",
+            dst: None,
+            dst_port: None,
+        })
+    };
     let cases = [
-        case("PPPoE session with --unparsed drop", pppoe, XDP_DROP, Some(Counter::UnparsedDropped), unparsed()),
+        case(
+            "PPPoE session with --unparsed drop",
+            pppoe,
+            XDP_DROP,
+            Some(Counter::UnparsedDropped),
+            unparsed(),
+        ),
         case(
             "3 VLAN tags with --unparsed drop",
-            udp4(PHONE_MAC, &[ETH_P_8021AD, ETH_P_8021Q, ETH_P_8021Q], PHONE_IP, ALLOWED, 0, 0),
+            udp4(
+                PHONE_MAC,
+                &[ETH_P_8021AD, ETH_P_8021Q, ETH_P_8021Q],
+                PHONE_IP,
+                ALLOWED,
+                0,
+                0,
+            ),
             XDP_DROP,
             Some(Counter::UnparsedVlan),
             unparsed(),
         ),
-        case("ARP still passes with --unparsed drop", ethernet(PHONE_MAC, &[], ETH_P_ARP, &[0; 28]), XDP_PASS, Some(Counter::NonIp), None),
+        case(
+            "ARP still passes with --unparsed drop",
+            ethernet(PHONE_MAC, &[], ETH_P_ARP, &[0; 28]),
+            XDP_PASS,
+            Some(Counter::NonIp),
+            None,
+        ),
     ];
     for c in &cases {
         h.check(c);
@@ -346,24 +667,53 @@ fn truncated_frames_at_every_boundary() {
     for len in 14..=v4.len() {
         let frame = v4[..len].to_vec();
         let c = if len < l3_end {
-            case(format!("v4 cut at {len}"), frame, XDP_PASS, Some(Counter::Malformed), None)
+            case(
+                format!("v4 cut at {len}"),
+                frame,
+                XDP_PASS,
+                Some(Counter::Malformed),
+                None,
+            )
         } else {
             let port = (len >= l3_end + 4).then_some(443);
-            case(format!("v4 cut at {len}"), frame, XDP_DROP, None, drop_event("phone", BLOCKED.into(), port))
+            case(
+                format!("v4 cut at {len}"),
+                frame,
+                XDP_DROP,
+                None,
+                drop_event("phone", BLOCKED.into(), port),
+            )
         };
         h.check(&c);
     }
     let bad = v6("2001:db8:bad::1");
-    let v6f = udp6(PHONE_MAC, v6("2001:db8:1::10"), bad, &[Ext::HopByHop, Ext::Fragment(0)]);
+    let v6f = udp6(
+        PHONE_MAC,
+        v6("2001:db8:1::10"),
+        bad,
+        &[Ext::HopByHop, Ext::Fragment(0)],
+    );
     let l3_end = 14 + 40;
     let l4 = l3_end + 16;
     for len in 14..=v6f.len() {
         let frame = v6f[..len].to_vec();
         let c = if len < l3_end {
-            case(format!("v6 cut at {len}"), frame, XDP_PASS, Some(Counter::Malformed), None)
+            case(
+                format!("v6 cut at {len}"),
+                frame,
+                XDP_PASS,
+                Some(Counter::Malformed),
+                None,
+            )
         } else {
             let port = (len >= l4 + 4).then_some(443);
-            case(format!("v6 cut at {len}"), frame, XDP_DROP, None, drop_event("phone", bad.into(), port))
+            case(
+                format!("v6 cut at {len}"),
+                frame,
+                XDP_DROP,
+                None,
+                drop_event("phone", bad.into(), port),
+            )
         };
         h.check(&c);
     }
@@ -383,10 +733,16 @@ fn traffic_counted_per_device_region_and_verdict() {
     let rows = h.dp.traffic(3).expect("traffic");
     let phone = 1; // devices: default, phone, tv (sorted by name after default)
     let blocked_region = 1; // regions: blocked, watched
-    let drop = rows.iter().find(|r| r.device == phone && r.region == blocked_region && r.verdict == 1).expect("drop row");
+    let drop = rows
+        .iter()
+        .find(|r| r.device == phone && r.region == blocked_region && r.verdict == 1)
+        .expect("drop row");
     assert_eq!(drop.counter.packets, 3);
     assert_eq!(drop.counter.bytes, 3 * blocked.len() as u64);
-    let pass = rows.iter().find(|r| r.device == phone && r.region == 0 && r.verdict == 0).expect("pass row");
+    let pass = rows
+        .iter()
+        .find(|r| r.device == phone && r.region == 0 && r.verdict == 0)
+        .expect("pass row");
     assert_eq!(pass.counter.packets, 2);
     assert_eq!(pass.counter.bytes, 2 * allowed.len() as u64);
     assert_eq!(rows.len(), 2, "{rows:?}");
@@ -399,15 +755,23 @@ fn kernel_agrees_with_policy_reference_on_a_sweep() {
     let h = Harness::new();
     let policy = common::policy(POLICY);
     let _: &Compiled = &regionwall::compile::compile(&policy).expect("compile");
-    for base in [Ipv4Addr::new(198, 51, 100, 0), Ipv4Addr::new(203, 0, 113, 0)] {
+    for base in [
+        Ipv4Addr::new(198, 51, 100, 0),
+        Ipv4Addr::new(203, 0, 113, 0),
+    ] {
         for last in 0..=255u8 {
             let o = base.octets();
             let dst = Ipv4Addr::new(o[0], o[1], o[2], last);
-            let device = regionwall::compile::device_for(&policy, Some(PHONE_MAC), Some(PHONE_IP.into()));
+            let device =
+                regionwall::compile::device_for(&policy, Some(PHONE_MAC), Some(PHONE_IP.into()));
             let regions = regionwall::compile::regions_containing(&policy, dst.into());
             let want = regionwall::compile::decide(&policy, device, &regions);
             let got = h.run(&udp4(PHONE_MAC, &[], PHONE_IP, dst, 0, 0));
-            let want_ret = if want.verdict == 1 { XDP_DROP } else { XDP_PASS };
+            let want_ret = if want.verdict == 1 {
+                XDP_DROP
+            } else {
+                XDP_PASS
+            };
             assert_eq!(got, want_ret, "{dst}");
         }
     }
@@ -421,22 +785,37 @@ fn full_ring_buffer_never_changes_the_verdict() {
     let frame = udp4(PHONE_MAC, &[], PHONE_IP, BLOCKED, 0, 0);
     let runs = 100_000u32; // the 4 MiB ring holds ~52k events of 72 (+8) bytes
     let before = h.dp.counters().expect("counters");
-    let ret = h
-        .dp
-        .program()
-        .expect("program")
-        .test_run(TestRunOptions { data_in: Some(&frame), repeat: runs, ..TestRunOptions::default() })
-        .expect("test_run")
-        .return_value;
+    let ret =
+        h.dp.program()
+            .expect("program")
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                repeat: runs,
+                ..TestRunOptions::default()
+            })
+            .expect("test_run")
+            .return_value;
     assert_eq!(ret, XDP_DROP);
     let after = h.dp.counters().expect("counters");
     let d = |c: Counter| after[c as usize] - before[c as usize];
-    println!("ring buffer flood: {} frames, {} events sent, {} lost", d(Counter::Frames), d(Counter::EventsSent), d(Counter::EventsLost));
+    println!(
+        "ring buffer flood: {} frames, {} events sent, {} lost",
+        d(Counter::Frames),
+        d(Counter::EventsSent),
+        d(Counter::EventsLost)
+    );
     assert_eq!(d(Counter::Frames), u64::from(runs));
     assert!(d(Counter::EventsLost) > 0, "the ring should have filled");
-    assert_eq!(d(Counter::EventsSent) + d(Counter::EventsLost), u64::from(runs));
+    assert_eq!(
+        d(Counter::EventsSent) + d(Counter::EventsLost),
+        u64::from(runs)
+    );
     let rows = h.dp.traffic(3).expect("traffic");
-    let dropped: u64 = rows.iter().filter(|r| r.verdict == 1).map(|r| r.counter.packets).sum();
+    let dropped: u64 = rows
+        .iter()
+        .filter(|r| r.verdict == 1)
+        .map(|r| r.counter.packets)
+        .sum();
     assert_eq!(dropped, u64::from(runs), "every run counted as a drop");
 }
 
@@ -445,10 +824,15 @@ fn full_ring_buffer_never_changes_the_verdict() {
 /// scale, exact counts, and kernel verdicts equal to an independent
 /// per-region longest-match reference (ip_network_table) on random addresses.
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "setup, publish and comparison read best in one place"
+)]
 fn world_table_publishes_and_matches_reference() {
     use ip_network_table::IpNetworkTable;
 
-    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/country-ip-blocks");
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data/country-ip-blocks");
     assert!(data.is_dir(), "real data expected at {}", data.display());
     let dir = common::policy_file("").with_file_name("");
     let mut world = String::new();
@@ -496,7 +880,10 @@ mode = "audit"
         report.clear_time,
         report.single_fallbacks
     );
-    assert!(report.v4_prefixes > 170_000 && report.v6_prefixes > 60_000, "{report:?}");
+    assert!(
+        report.v4_prefixes > 170_000 && report.v6_prefixes > 60_000,
+        "{report:?}"
+    );
     // Publish again: the other generation fills, the first is cleared.
     let again = dp.publish(&compiled, 2).expect("republish world");
     assert_eq!(again.generation, 0);
@@ -541,7 +928,10 @@ mode = "audit"
         let got = dp
             .program()
             .expect("program")
-            .test_run(TestRunOptions { data_in: Some(&frame), ..TestRunOptions::default() })
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                ..TestRunOptions::default()
+            })
             .expect("test_run")
             .return_value;
         let want_ret = if want == 1 { XDP_DROP } else { XDP_PASS };

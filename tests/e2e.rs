@@ -13,12 +13,21 @@ fn exe() -> PathBuf {
 }
 
 fn demo_policy_copy() -> PathBuf {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/demo.toml")).expect("demo policy");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policies/demo.toml"
+    ))
+    .expect("demo policy");
     common::policy_file(&text)
 }
 
 fn xdp_attached(t: &Topology) -> bool {
-    let out = t.gateway.command("ip").args(["link", "show", GATEWAY_LAN]).output().expect("ip link show");
+    let out = t
+        .gateway
+        .command("ip")
+        .args(["link", "show", GATEWAY_LAN])
+        .output()
+        .expect("ip link show");
     String::from_utf8_lossy(&out.stdout).contains("xdp")
 }
 
@@ -26,13 +35,20 @@ fn xdp_attached(t: &Topology) -> bool {
 fn blocked_ranges_dropped_allowed_delivered_with_events() {
     let topology = Topology::create("e2e").expect("create namespaces");
     let policy = demo_policy_copy();
-    let controller = Controller::start(&exe(), &topology, &policy, &["--json"]).expect("start regionwall run");
-    assert!(xdp_attached(&topology), "XDP attached to the gateway's {GATEWAY_LAN}");
+    let controller =
+        Controller::start(&exe(), &topology, &policy, &["--json"]).expect("start regionwall run");
+    assert!(
+        xdp_attached(&topology),
+        "XDP attached to the gateway's {GATEWAY_LAN}"
+    );
 
     let mut results = Vec::new();
     for (label, addr) in regionwall::demo::TARGETS {
         let d = send_traffic(&topology, label, addr, 5).expect("send traffic");
-        println!("{label:<11} {addr:<18} sent {} delivered {} tcp upload {}", d.udp_sent, d.udp_delivered, d.tcp_upload);
+        println!(
+            "{label:<11} {addr:<18} sent {} delivered {} tcp upload {}",
+            d.udp_sent, d.udp_delivered, d.tcp_upload
+        );
         results.push(d);
     }
     for d in &results {
@@ -40,15 +56,21 @@ fn blocked_ranges_dropped_allowed_delivered_with_events() {
             assert_eq!(d.udp_delivered, 0, "{}: nothing delivered", d.label);
             assert!(!d.tcp_upload, "{}: TCP upload blocked", d.label);
         } else {
-            assert_eq!(d.udp_delivered, d.udp_sent, "{}: everything delivered", d.label);
+            assert_eq!(
+                d.udp_delivered, d.udp_sent,
+                "{}: everything delivered",
+                d.label
+            );
             assert!(d.tcp_upload, "{}: TCP upload delivered", d.label);
         }
     }
 
     // 5 UDP datagrams per blocked family, plus TCP SYN (re)transmissions.
     let lines = controller.drain_lines(10, Duration::from_secs(5));
-    let events: Vec<serde_json::Value> =
-        lines.iter().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let events: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
     let udp: Vec<&serde_json::Value> = events.iter().filter(|e| e["protocol"] == "udp").collect();
     assert_eq!(udp.len(), 10, "one event per dropped datagram: {lines:#?}");
     for e in &events {
@@ -61,11 +83,22 @@ fn blocked_ranges_dropped_allowed_delivered_with_events() {
         assert!(dst == "198.51.100.10" || dst == "2001:db8:bad::10", "{e}");
         let src = e["src_ip"].as_str().expect("src_ip");
         assert!(src == "192.0.2.10" || src == "2001:db8:1::10", "{e}");
-        assert!(e["timestamp"].as_str().is_some_and(|t| t.starts_with("20")), "{e}");
+        assert!(
+            e["timestamp"].as_str().is_some_and(|t| t.starts_with("20")),
+            "{e}"
+        );
         assert_eq!(e["src_mac"].as_str().map(str::len), Some(17), "{e}");
     }
-    assert!(udp.iter().all(|e| e["dst_port"] == 9), "UDP port 9 in every UDP event");
-    assert!(events.iter().any(|e| e["protocol"] == "tcp" && e["dst_port"] == 8080), "TCP upload attempt reported");
+    assert!(
+        udp.iter().all(|e| e["dst_port"] == 9),
+        "UDP port 9 in every UDP event"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["protocol"] == "tcp" && e["dst_port"] == 8080),
+        "TCP upload attempt reported"
+    );
 
     let status = controller.stop().expect("stop");
     assert!(status.success(), "clean exit on SIGTERM: {status}");
@@ -78,13 +111,21 @@ fn blocked_ranges_dropped_allowed_delivered_with_events() {
 fn rejected_reload_keeps_the_old_policy_enforcing() {
     let topology = Topology::create("reload").expect("create namespaces");
     let policy = demo_policy_copy();
-    let controller = Controller::start(&exe(), &topology, &policy, &[]).expect("start regionwall run");
+    let controller =
+        Controller::start(&exe(), &topology, &policy, &[]).expect("start regionwall run");
 
-    std::fs::write(&policy, "[regions.blocked-zone]\ncidrs = [\"198.51.100.0/33\"]\n").expect("write bad policy");
+    std::fs::write(
+        &policy,
+        "[regions.blocked-zone]\ncidrs = [\"198.51.100.0/33\"]\n",
+    )
+    .expect("write bad policy");
     controller.signal(libc::SIGHUP);
     std::thread::sleep(Duration::from_millis(500));
     let log = controller.log.lock().map(|l| l.clone()).unwrap_or_default();
-    assert!(log.contains("reload rejected") && log.contains(":2:10:"), "rejection logged with position:\n{log}");
+    assert!(
+        log.contains("reload rejected") && log.contains(":2:10:"),
+        "rejection logged with position:\n{log}"
+    );
     let d = send_traffic(&topology, "blocked v4", "198.51.100.10", 5).expect("traffic");
     assert_eq!(d.udp_delivered, 0, "old policy still drops");
 

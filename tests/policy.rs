@@ -56,13 +56,24 @@ mac = ["02:00:5e:00:53"]
     assert_eq!(e.len(), 3, "{e:#?}");
     assert_eq!((e[0].line, e[0].column), (3, 29), "{}", e[0]);
     assert_eq!(e[0].snippet, "\"198.51.100.1/24\"");
-    assert!(e[0].message.contains("host bits") && e[0].message.contains("198.51.100.0/24"), "{}", e[0]);
+    assert!(
+        e[0].message.contains("host bits") && e[0].message.contains("198.51.100.0/24"),
+        "{}",
+        e[0]
+    );
     assert_eq!((e[1].line, e[1].column), (3, 48), "{}", e[1]);
-    assert!(e[1].message.contains("expected an IPv4 or IPv6 address"), "{}", e[1]);
+    assert!(
+        e[1].message.contains("expected an IPv4 or IPv6 address"),
+        "{}",
+        e[1]
+    );
     assert_eq!((e[2].line, e[2].column), (6, 8), "{}", e[2]);
     assert!(e[2].message.contains("expected a MAC address"), "{}", e[2]);
     let shown = e[0].to_string();
-    assert!(shown.contains(":3:29:") && shown.contains('^'), "display shows position and caret:\n{shown}");
+    assert!(
+        shown.contains(":3:29:") && shown.contains('^'),
+        "display shows position and caret:\n{shown}"
+    );
 }
 
 #[test]
@@ -81,11 +92,23 @@ allow = ["not-a-cidr"]
 "#;
     let e = errors(text);
     assert_eq!(e.len(), 3, "{e:#?}");
-    assert!(e[0].message.contains("unknown device \"fridge\"") && e[0].message.contains("tv"), "{}", e[0]);
+    assert!(
+        e[0].message.contains("unknown device \"fridge\"") && e[0].message.contains("tv"),
+        "{}",
+        e[0]
+    );
     assert_eq!(e[0].line, 9);
-    assert!(e[1].message.contains("unknown region \"ru\"") && e[1].message.contains("cn"), "{}", e[1]);
+    assert!(
+        e[1].message.contains("unknown region \"ru\"") && e[1].message.contains("cn"),
+        "{}",
+        e[1]
+    );
     assert_eq!((e[1].line, e[1].column), (10, 16));
-    assert!(e[2].message.contains("region name") && e[2].message.contains("CIDR"), "{}", e[2]);
+    assert!(
+        e[2].message.contains("region name") && e[2].message.contains("CIDR"),
+        "{}",
+        e[2]
+    );
 }
 
 #[test]
@@ -142,20 +165,35 @@ block = ["r"]
 fn region_file_errors_carry_the_data_files_line_and_column() {
     let path = common::policy_file("[regions.r]\nfile = \"list.txt\"\n");
     let list = path.with_file_name("list.txt");
-    std::fs::write(&list, "# comment\n198.51.100.0/24\n\n  203.0.113.0/33  # bad length\n2001:db8::/32\n").expect("write list");
-    let Err(PolicyError::Invalid(d)) = policy::parse_file(&path) else { panic!("expected invalid") };
+    std::fs::write(
+        &list,
+        "# comment\n198.51.100.0/24\n\n  203.0.113.0/33  # bad length\n2001:db8::/32\n",
+    )
+    .expect("write list");
+    let Err(PolicyError::Invalid(d)) = policy::parse_file(&path) else {
+        panic!("expected invalid")
+    };
     assert_eq!(d.0.len(), 1, "{d}");
     assert_eq!(d.0[0].file, list);
     assert_eq!((d.0[0].line, d.0[0].column), (4, 3));
-    assert!(d.0[0].message.contains("prefix length from 0 to 32"), "{}", d.0[0]);
+    assert!(
+        d.0[0].message.contains("prefix length from 0 to 32"),
+        "{}",
+        d.0[0]
+    );
 
     std::fs::write(&list, "198.51.100.0/24\n2001:db8::/32 # v6\n").expect("write list");
     let p = policy::parse_file(&path).expect("valid now");
     assert_eq!(p.regions[0].prefixes.len(), 2);
-    assert_eq!(p.regions[0].prefixes[1].1.line, 2, "origin line kept for explain");
+    assert_eq!(
+        p.regions[0].prefixes[1].1.line, 2,
+        "origin line kept for explain"
+    );
 
     std::fs::remove_file(&list).expect("remove list");
-    let Err(PolicyError::Invalid(d)) = policy::parse_file(&path) else { panic!("expected invalid") };
+    let Err(PolicyError::Invalid(d)) = policy::parse_file(&path) else {
+        panic!("expected invalid")
+    };
     assert!(d.0[0].message.contains("cannot read region file"), "{d}");
     assert_eq!(d.0[0].line, 2);
 }
@@ -181,11 +219,26 @@ fn example_policies_check_and_decide_as_documented() {
         compile(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     let demo = policy::parse_file(&root.join("demo.toml")).expect("demo");
-    assert_eq!(verdict(&demo, None, "192.0.2.10", "198.51.100.10"), Verdict::Drop);
-    assert_eq!(verdict(&demo, None, "192.0.2.10", "198.51.100.77"), Verdict::Pass);
-    assert_eq!(verdict(&demo, None, "192.0.2.10", "203.0.113.10"), Verdict::Pass);
-    assert_eq!(verdict(&demo, None, "2001:db8:1::10", "2001:db8:bad::10"), Verdict::Drop);
-    assert_eq!(verdict(&demo, None, "192.0.2.99", "198.51.100.10"), Verdict::Pass);
+    assert_eq!(
+        verdict(&demo, None, "192.0.2.10", "198.51.100.10"),
+        Verdict::Drop
+    );
+    assert_eq!(
+        verdict(&demo, None, "192.0.2.10", "198.51.100.77"),
+        Verdict::Pass
+    );
+    assert_eq!(
+        verdict(&demo, None, "192.0.2.10", "203.0.113.10"),
+        Verdict::Pass
+    );
+    assert_eq!(
+        verdict(&demo, None, "2001:db8:1::10", "2001:db8:bad::10"),
+        Verdict::Drop
+    );
+    assert_eq!(
+        verdict(&demo, None, "192.0.2.99", "198.51.100.10"),
+        Verdict::Pass
+    );
 
     let home = policy::parse_file(&root.join("home.toml")).expect("home");
     let kid = Some([0x02, 0, 0x5e, 0x10, 0, 0x01]);
@@ -197,12 +250,23 @@ fn example_policies_check_and_decide_as_documented() {
     let hk = first_v4(&home, "hk");
     assert_eq!(verdict(&home, kid, "192.0.2.11", &cn), Verdict::Drop);
     assert_eq!(verdict(&home, kid, "192.0.2.11", &hk), Verdict::Drop);
-    assert_eq!(verdict(&home, None, "192.0.2.12", &cn), Verdict::Drop, "parent phone by IP");
+    assert_eq!(
+        verdict(&home, None, "192.0.2.12", &cn),
+        Verdict::Drop,
+        "parent phone by IP"
+    );
     assert_eq!(verdict(&home, tv, "192.0.2.30", &cn), Verdict::Drop);
-    assert_eq!(verdict(&home, tv, "192.0.2.30", "203.0.113.50"), Verdict::Pass, "vendor exception");
+    assert_eq!(
+        verdict(&home, tv, "192.0.2.30", "203.0.113.50"),
+        Verdict::Pass,
+        "vendor exception"
+    );
     assert_eq!(verdict(&home, speaker, "192.0.2.40", &cn), Verdict::Audit);
     assert_eq!(verdict(&home, laptop, "192.0.2.50", &cn), Verdict::Pass);
-    assert_eq!(verdict(&home, kid, "192.0.2.11", "203.0.113.9"), Verdict::Pass);
+    assert_eq!(
+        verdict(&home, kid, "192.0.2.11", "203.0.113.9"),
+        Verdict::Pass
+    );
 }
 
 fn first_v4(p: &policy::Policy, region: &str) -> String {
@@ -225,13 +289,26 @@ fn check_command_reports_all_errors_and_exits_non_zero() {
         .expect("run regionwall check");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(":2:10:") && err.contains(":2:24:") && err.contains("2 errors found"), "{err}");
+    assert!(
+        err.contains(":2:10:") && err.contains(":2:24:") && err.contains("2 errors found"),
+        "{err}"
+    );
 
     let ok = std::process::Command::new(env!("CARGO_BIN_EXE_regionwall"))
-        .args(["check", concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/demo.toml")])
+        .args([
+            "check",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/demo.toml"),
+        ])
         .output()
         .expect("run regionwall check");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let text = String::from_utf8_lossy(&ok.stdout);
-    assert!(text.contains("blocked-zone") && text.contains("compiled:"), "{text}");
+    assert!(
+        text.contains("blocked-zone") && text.contains("compiled:"),
+        "{text}"
+    );
 }

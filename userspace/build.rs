@@ -13,9 +13,15 @@ fn main() -> anyhow::Result<()> {
         .join("ebpf");
     // The shared ABI crate lives outside ebpf/, which aya-build watches.
     println!("cargo::rerun-if-changed={manifest_dir}/../common/src");
-    let root = root.to_str().ok_or_else(|| anyhow!("non-UTF-8 path {}", root.display()))?;
+    let root = root
+        .to_str()
+        .ok_or_else(|| anyhow!("non-UTF-8 path {}", root.display()))?;
     aya_build::build_ebpf(
-        [Package { name: "regionwall-ebpf", root_dir: root, ..Package::default() }],
+        [Package {
+            name: "regionwall-ebpf",
+            root_dir: root,
+            ..Package::default()
+        }],
         Toolchain::Custom(EBPF_TOOLCHAIN),
     )
     .context("building the eBPF program (run scripts/setup.sh if the toolchain is missing)")

@@ -4,6 +4,10 @@
 //! and userspace agree byte for byte; sizes are pinned by `const` asserts.
 //! Numbers of verdicts, reasons and counters are fixed and never reused.
 #![no_std]
+#![expect(
+    clippy::pub_underscore_fields,
+    reason = "explicit ABI padding must be public to build the structs"
+)]
 
 use core::mem::size_of;
 
@@ -49,6 +53,10 @@ pub const EVENT_RING_BYTES: u32 = 1 << 22;
 pub const TRAFFIC_SLOTS: u32 = MAX_DEVICES * (MAX_REGIONS + 1) * VERDICTS;
 
 /// Index of a traffic counter slot.
+#[expect(
+    clippy::inline_always,
+    reason = "called on the per-packet path of the XDP program"
+)]
 #[inline(always)]
 #[must_use]
 pub const fn traffic_slot(device: u32, region: u32, verdict: u32) -> u32 {

@@ -38,7 +38,14 @@ fn filter(ctx: &XdpContext) -> u32 {
             if control.unparsed == UnparsedAction::Drop as u32 {
                 report::count(Counter::UnparsedDropped);
                 let epoch = policy::epoch(control.active & 1);
-                report::emit(ctx, &pkt, &policy::unparsed_decision(), Reason::Unparsed, epoch, regionwall_common::DEFAULT_DEVICE);
+                report::emit(
+                    ctx,
+                    &pkt,
+                    &policy::unparsed_decision(),
+                    Reason::Unparsed,
+                    epoch,
+                    regionwall_common::DEFAULT_DEVICE,
+                );
                 xdp_action::XDP_DROP
             } else {
                 report::count(Counter::UnparsedPassed);

@@ -30,17 +30,23 @@ pub static REGION_V6_1: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(LPM_V
 
 // Source -> device index.
 #[map]
-pub static DEVICE_MAC_0: HashMap<MacKey, u32> = HashMap::with_max_entries(DEVICE_MAC_MAX_ENTRIES, 0);
+pub static DEVICE_MAC_0: HashMap<MacKey, u32> =
+    HashMap::with_max_entries(DEVICE_MAC_MAX_ENTRIES, 0);
 #[map]
-pub static DEVICE_MAC_1: HashMap<MacKey, u32> = HashMap::with_max_entries(DEVICE_MAC_MAX_ENTRIES, 0);
+pub static DEVICE_MAC_1: HashMap<MacKey, u32> =
+    HashMap::with_max_entries(DEVICE_MAC_MAX_ENTRIES, 0);
 #[map]
-pub static DEVICE_V4_0: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(DEVICE_LPM_MAX_ENTRIES, 0);
+pub static DEVICE_V4_0: LpmTrie<[u8; 4], u32> =
+    LpmTrie::with_max_entries(DEVICE_LPM_MAX_ENTRIES, 0);
 #[map]
-pub static DEVICE_V4_1: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(DEVICE_LPM_MAX_ENTRIES, 0);
+pub static DEVICE_V4_1: LpmTrie<[u8; 4], u32> =
+    LpmTrie::with_max_entries(DEVICE_LPM_MAX_ENTRIES, 0);
 #[map]
-pub static DEVICE_V6_0: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(DEVICE_LPM_MAX_ENTRIES, 0);
+pub static DEVICE_V6_0: LpmTrie<[u8; 16], u32> =
+    LpmTrie::with_max_entries(DEVICE_LPM_MAX_ENTRIES, 0);
 #[map]
-pub static DEVICE_V6_1: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(DEVICE_LPM_MAX_ENTRIES, 0);
+pub static DEVICE_V6_1: LpmTrie<[u8; 16], u32> =
+    LpmTrie::with_max_entries(DEVICE_LPM_MAX_ENTRIES, 0);
 
 // (device, region class) -> decision, row-major with stride PolicyMeta.classes.
 #[map]

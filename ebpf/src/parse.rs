@@ -47,7 +47,15 @@ pub struct Packet {
 
 impl Packet {
     const fn empty() -> Self {
-        Self { src_mac: [0; 6], family: 0, proto: 0, src: [0; 16], dst: [0; 16], src_port: 0, dst_port: 0 }
+        Self {
+            src_mac: [0; 6],
+            family: 0,
+            proto: 0,
+            src: [0; 16],
+            dst: [0; 16],
+            src_port: 0,
+            dst_port: 0,
+        }
     }
 }
 
@@ -121,7 +129,11 @@ fn vlan(ctx: &XdpContext, outer: u16) -> Result<(u16, usize), Counter> {
         ethertype = be16([tag[2], tag[3]]);
         off += 4;
     }
-    if is_vlan(ethertype) { Err(Counter::UnparsedVlan) } else { Ok((ethertype, off)) }
+    if is_vlan(ethertype) {
+        Err(Counter::UnparsedVlan)
+    } else {
+        Ok((ethertype, off))
+    }
 }
 
 #[inline(always)]
@@ -157,7 +169,14 @@ fn ipv4(ctx: &XdpContext, l3: usize, mut pkt: Packet) -> Parsed {
 const fn is_ext_header(nh: u8) -> bool {
     matches!(
         nh,
-        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_FRAGMENT | IPPROTO_AH | IPPROTO_DSTOPTS | IPPROTO_MH | IPPROTO_HIP | IPPROTO_SHIM6
+        IPPROTO_HOPOPTS
+            | IPPROTO_ROUTING
+            | IPPROTO_FRAGMENT
+            | IPPROTO_AH
+            | IPPROTO_DSTOPTS
+            | IPPROTO_MH
+            | IPPROTO_HIP
+            | IPPROTO_SHIM6
     )
 }
 
@@ -220,7 +239,10 @@ fn ipv6(ctx: &XdpContext, l3: usize, mut pkt: Packet) -> Parsed {
 /// truncated L4 header leaves them 0; the destination still decides.
 #[inline(always)]
 fn ports(ctx: &XdpContext, l4: usize, pkt: &mut Packet) {
-    if !matches!(pkt.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE) {
+    if !matches!(
+        pkt.proto,
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE
+    ) {
         return;
     }
     if l4 > MAX_L4_OFFSET {

@@ -4,8 +4,8 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use regionwall_common::{
-    Control, Counter, DEFAULT_DEVICE, Decision, MAX_DECISIONS, MacKey, NO_CLASS, NO_REGION, NO_RULE,
-    PolicyMeta, Verdict,
+    Control, Counter, DEFAULT_DEVICE, Decision, MAX_DECISIONS, MacKey, NO_CLASS, NO_REGION,
+    NO_RULE, PolicyMeta, Verdict,
 };
 
 use crate::{maps::*, parse::Packet, report};
@@ -24,7 +24,12 @@ pub fn control() -> Control {
 /// The decision reported for frames dropped by `--unparsed drop`.
 #[inline(always)]
 pub fn unparsed_decision() -> Decision {
-    Decision { verdict: Verdict::Drop as u8, region: NO_REGION, rule: NO_RULE, ..Decision::default() }
+    Decision {
+        verdict: Verdict::Drop as u8,
+        region: NO_REGION,
+        rule: NO_RULE,
+        ..Decision::default()
+    }
 }
 
 #[inline(always)]
@@ -35,7 +40,16 @@ fn v4_of(addr: &[u8; 16]) -> [u8; 4] {
 /// `::ffff:a.b.c.d` (RFC 4291 section 2.5.5.2).
 #[inline(always)]
 fn mapped_v4(addr: &[u8; 16]) -> Option<[u8; 4]> {
-    let prefix_zero = addr[0] | addr[1] | addr[2] | addr[3] | addr[4] | addr[5] | addr[6] | addr[7] | addr[8] | addr[9];
+    let prefix_zero = addr[0]
+        | addr[1]
+        | addr[2]
+        | addr[3]
+        | addr[4]
+        | addr[5]
+        | addr[6]
+        | addr[7]
+        | addr[8]
+        | addr[9];
     if prefix_zero == 0 && addr[10] == 0xff && addr[11] == 0xff {
         Some([addr[12], addr[13], addr[14], addr[15]])
     } else {
@@ -46,7 +60,11 @@ fn mapped_v4(addr: &[u8; 16]) -> Option<[u8; 4]> {
 #[inline(always)]
 fn region_class_v4(generation: u32, dst: [u8; 4]) -> u32 {
     let key = Key::new(32, dst);
-    let hit = if generation == 0 { REGION_V4_0.get(&key) } else { REGION_V4_1.get(&key) };
+    let hit = if generation == 0 {
+        REGION_V4_0.get(&key)
+    } else {
+        REGION_V4_1.get(&key)
+    };
     hit.copied().unwrap_or(NO_CLASS)
 }
 
@@ -60,7 +78,11 @@ fn region_class(generation: u32, pkt: &Packet) -> u32 {
         return region_class_v4(generation, v4);
     }
     let key = Key::new(128, pkt.dst);
-    let hit = if generation == 0 { REGION_V6_0.get(&key) } else { REGION_V6_1.get(&key) };
+    let hit = if generation == 0 {
+        REGION_V6_0.get(&key)
+    } else {
+        REGION_V6_1.get(&key)
+    };
     hit.copied().unwrap_or(NO_CLASS)
 }
 
@@ -70,16 +92,30 @@ fn device(generation: u32, pkt: &Packet) -> u32 {
     let mac = MacKey::new(pkt.src_mac);
     // SAFETY: the value is a plain u32 copied out at once; hash map values
     // may be replaced concurrently, which a u32 read tolerates.
-    let by_mac = unsafe { if generation == 0 { DEVICE_MAC_0.get(&mac) } else { DEVICE_MAC_1.get(&mac) } };
+    let by_mac = unsafe {
+        if generation == 0 {
+            DEVICE_MAC_0.get(&mac)
+        } else {
+            DEVICE_MAC_1.get(&mac)
+        }
+    };
     if let Some(d) = by_mac {
         return *d;
     }
     let by_ip = if pkt.family == 4 {
         let key = Key::new(32, v4_of(&pkt.src));
-        if generation == 0 { DEVICE_V4_0.get(&key) } else { DEVICE_V4_1.get(&key) }
+        if generation == 0 {
+            DEVICE_V4_0.get(&key)
+        } else {
+            DEVICE_V4_1.get(&key)
+        }
     } else {
         let key = Key::new(128, pkt.src);
-        if generation == 0 { DEVICE_V6_0.get(&key) } else { DEVICE_V6_1.get(&key) }
+        if generation == 0 {
+            DEVICE_V6_0.get(&key)
+        } else {
+            DEVICE_V6_1.get(&key)
+        }
     };
     by_ip.copied().unwrap_or(DEFAULT_DEVICE)
 }
@@ -111,7 +147,11 @@ pub fn decide(generation: u32, pkt: &Packet) -> (Decision, u32, u32) {
         report::count(Counter::BadDecision);
         return (pass, DEFAULT_DEVICE, meta.epoch);
     }
-    let cell = if generation == 0 { DECISIONS_0.get(index) } else { DECISIONS_1.get(index) };
+    let cell = if generation == 0 {
+        DECISIONS_0.get(index)
+    } else {
+        DECISIONS_1.get(index)
+    };
     match cell {
         Some(d) => (*d, device, meta.epoch),
         None => {

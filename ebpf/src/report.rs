@@ -37,7 +37,14 @@ pub fn traffic(ctx: &XdpContext, device: u32, decision: &Decision) {
 }
 
 #[inline(always)]
-pub fn emit(ctx: &XdpContext, pkt: &Packet, decision: &Decision, reason: Reason, epoch: u32, device: u32) {
+pub fn emit(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    decision: &Decision,
+    reason: Reason,
+    epoch: u32,
+    device: u32,
+) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count(Counter::EventsLost);
         return;

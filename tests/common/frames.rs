@@ -51,7 +51,14 @@ pub fn tcp(sport: u16, dport: u16) -> Vec<u8> {
 
 /// IPv4 header with `option_words` 4-byte NOP option words, then `payload`.
 #[must_use]
-pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, option_words: u8, frag_off: u16, payload: &[u8]) -> Vec<u8> {
+pub fn ipv4(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    option_words: u8,
+    frag_off: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let ihl = 5 + option_words;
     let total = usize::from(ihl) * 4 + payload.len();
     let mut h = vec![0x40 | ihl, 0];

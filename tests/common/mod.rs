@@ -33,7 +33,8 @@ pub fn policy(text: &str) -> policy::Policy {
 pub fn datapath_with(text: &str) -> (Datapath, compile::Compiled) {
     let p = policy(text);
     let compiled = compile::compile(&p).expect("compile test policy");
-    let mut dp = Datapath::load().unwrap_or_else(|e| panic!("loading the XDP program failed: {e:?}"));
+    let mut dp =
+        Datapath::load().unwrap_or_else(|e| panic!("loading the XDP program failed: {e:?}"));
     dp.publish(&compiled, 1).expect("publish test policy");
     (dp, compiled)
 }

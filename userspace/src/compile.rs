@@ -40,16 +40,30 @@ impl Compiled {
     /// Name of a region id as found in events (0 = none).
     #[must_use]
     pub fn region_name(&self, id: u16) -> &str {
-        if id == NO_REGION { "-" } else { self.region_names.get(usize::from(id) - 1).map_or("?", String::as_str) }
+        if id == NO_REGION {
+            "-"
+        } else {
+            self.region_names
+                .get(usize::from(id) - 1)
+                .map_or("?", String::as_str)
+        }
     }
     /// Name of a rule id as found in events (0 = none).
     #[must_use]
     pub fn rule_name(&self, id: u16) -> &str {
-        if id == NO_RULE { "-" } else { self.rule_names.get(usize::from(id) - 1).map_or("?", String::as_str) }
+        if id == NO_RULE {
+            "-"
+        } else {
+            self.rule_names
+                .get(usize::from(id) - 1)
+                .map_or("?", String::as_str)
+        }
     }
     #[must_use]
     pub fn device_name(&self, index: u16) -> &str {
-        self.device_names.get(usize::from(index)).map_or("?", String::as_str)
+        self.device_names
+            .get(usize::from(index))
+            .map_or("?", String::as_str)
     }
     /// Bytes of kernel memory the tables take (keys + values, not counting
     /// the kernel's per-node overhead).
@@ -62,11 +76,19 @@ impl Compiled {
 /// What the policy decides for one device and one set of regions.
 #[must_use]
 pub fn decide(policy: &Policy, device: usize, regions: &[u16]) -> Decision {
-    let device_rules = policy.rules.iter().enumerate().filter(|(_, r)| device != 0 && r.devices.contains(&device));
+    let device_rules = policy
+        .rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| device != 0 && r.devices.contains(&device));
     if let Some(d) = decide_level(policy, device_rules, regions) {
         return d;
     }
-    let default_rules = policy.rules.iter().enumerate().filter(|(_, r)| r.devices.contains(&0));
+    let default_rules = policy
+        .rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.devices.contains(&0));
     decide_level(policy, default_rules, regions).unwrap_or(Decision {
         verdict: Verdict::Pass as u8,
         region: attribution(policy, regions),
@@ -82,7 +104,11 @@ fn decide_level<'a>(
     rules: impl Iterator<Item = (usize, &'a crate::policy::Rule)> + Clone,
     regions: &[u16],
 ) -> Option<Decision> {
-    let hit = |set: &[usize]| set.iter().copied().find(|r| regions.contains(&region_u16(*r)));
+    let hit = |set: &[usize]| {
+        set.iter()
+            .copied()
+            .find(|r| regions.contains(&region_u16(*r)))
+    };
     for (i, r) in rules.clone() {
         if hit(&r.allow).is_some() {
             return Some(Decision {
@@ -97,7 +123,11 @@ fn decide_level<'a>(
     for (i, r) in rules {
         if let Some(region) = hit(&r.block) {
             let d = Decision {
-                verdict: if r.mode == Mode::Enforce { Verdict::Drop } else { Verdict::Audit } as u8,
+                verdict: if r.mode == Mode::Enforce {
+                    Verdict::Drop
+                } else {
+                    Verdict::Audit
+                } as u8,
                 region: region_u16(region) + 1,
                 rule: rule_id(i),
                 ..Decision::default()
@@ -111,19 +141,29 @@ fn decide_level<'a>(
     audit
 }
 
-#[expect(clippy::cast_possible_truncation, reason = "region and rule counts are bounded far below u16::MAX by the parser")]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "region and rule counts are bounded far below u16::MAX by the parser"
+)]
 fn region_u16(i: usize) -> u16 {
     i as u16
 }
 
-#[expect(clippy::cast_possible_truncation, reason = "rule counts are bounded far below u16::MAX")]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "rule counts are bounded far below u16::MAX"
+)]
 fn rule_id(i: usize) -> u16 {
     (i + 1) as u16
 }
 
 /// The region a destination is counted under: its first named region.
 fn attribution(policy: &Policy, regions: &[u16]) -> u16 {
-    regions.iter().copied().find(|r| usize::from(*r) < policy.named_regions).map_or(NO_REGION, |r| r + 1)
+    regions
+        .iter()
+        .copied()
+        .find(|r| usize::from(*r) < policy.named_regions)
+        .map_or(NO_REGION, |r| r + 1)
 }
 
 /// Compiles `policy` into kernel tables.
@@ -142,10 +182,18 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
     let v4 = build_table(v4_in, &mut interner);
     let v6 = build_table(v6_in, &mut interner);
     if v4.len() > regionwall_common::LPM_V4_MAX_ENTRIES as usize {
-        return Err(CompileError::TooManyPrefixes { family: "IPv4", count: v4.len(), max: regionwall_common::LPM_V4_MAX_ENTRIES });
+        return Err(CompileError::TooManyPrefixes {
+            family: "IPv4",
+            count: v4.len(),
+            max: regionwall_common::LPM_V4_MAX_ENTRIES,
+        });
     }
     if v6.len() > regionwall_common::LPM_V6_MAX_ENTRIES as usize {
-        return Err(CompileError::TooManyPrefixes { family: "IPv6", count: v6.len(), max: regionwall_common::LPM_V6_MAX_ENTRIES });
+        return Err(CompileError::TooManyPrefixes {
+            family: "IPv6",
+            count: v6.len(),
+            max: regionwall_common::LPM_V6_MAX_ENTRIES,
+        });
     }
     let classes = interner.classes;
     let cells = policy.devices.len() * classes.len();
@@ -197,7 +245,10 @@ struct Interner {
 
 impl Default for Interner {
     fn default() -> Self {
-        Self { ids: HashMap::from([(Vec::new(), 0)]), classes: vec![Vec::new()] }
+        Self {
+            ids: HashMap::from([(Vec::new(), 0)]),
+            classes: vec![Vec::new()],
+        }
     }
 }
 
@@ -230,7 +281,10 @@ fn build_table<B: Bits>(mut input: Vec<(B, u16)>, interner: &mut Interner) -> Ve
             own.push(input[i].1);
             i += 1;
         }
-        while stack.last().is_some_and(|(top, _)| !top.contains_prefix(&prefix)) {
+        while stack
+            .last()
+            .is_some_and(|(top, _)| !top.contains_prefix(&prefix))
+        {
             stack.pop();
         }
         let mut set = stack.last().map(|(_, s)| s.clone()).unwrap_or_default();
@@ -288,7 +342,9 @@ pub fn device_for(policy: &Policy, mac: Option<[u8; 6]>, src: Option<IpAddr>) ->
     for (i, d) in policy.devices.iter().enumerate() {
         for p in &d.prefixes {
             let (hit, len) = match (p, src) {
-                (Prefix::V4(p), IpAddr::V4(a)) => (p.contains_addr(u128::from(u32::from(a))), p.len),
+                (Prefix::V4(p), IpAddr::V4(a)) => {
+                    (p.contains_addr(u128::from(u32::from(a))), p.len)
+                }
                 (Prefix::V6(p), IpAddr::V6(a)) => (p.contains_addr(u128::from(a)), p.len),
                 _ => (false, 0),
             };
@@ -315,24 +371,44 @@ mod tests {
     fn nested_prefixes_get_union_classes_and_redundant_ones_vanish() {
         let mut interner = Interner::default();
         let table = build_table(
-            vec![(v4("10.0.0.0/8"), 0), (v4("10.1.0.0/16"), 1), (v4("10.1.2.0/24"), 0), (v4("10.2.0.0/16"), 0)],
+            vec![
+                (v4("10.0.0.0/8"), 0),
+                (v4("10.1.0.0/16"), 1),
+                (v4("10.1.2.0/24"), 0),
+                (v4("10.2.0.0/16"), 0),
+            ],
             &mut interner,
         );
         // 10.1.2.0/24 (region 0 inside {0,1}) and 10.2.0.0/16 (region 0 inside {0}) add nothing.
-        let got: Vec<(String, Vec<u16>)> =
-            table.iter().map(|(p, c)| (p.to_string(), interner.classes[*c as usize].clone())).collect();
-        assert_eq!(got, vec![("10.0.0.0/8".into(), vec![0]), ("10.1.0.0/16".into(), vec![0, 1])]);
+        let got: Vec<(String, Vec<u16>)> = table
+            .iter()
+            .map(|(p, c)| (p.to_string(), interner.classes[*c as usize].clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("10.0.0.0/8".into(), vec![0]),
+                ("10.1.0.0/16".into(), vec![0, 1])
+            ]
+        );
     }
 
     #[test]
     fn siblings_after_a_nested_run_pop_the_stack() {
         let mut interner = Interner::default();
         let table = build_table(
-            vec![(v4("10.0.0.0/16"), 0), (v4("10.0.1.0/24"), 1), (v4("10.1.0.0/16"), 1), (v4("11.0.0.0/8"), 2)],
+            vec![
+                (v4("10.0.0.0/16"), 0),
+                (v4("10.0.1.0/24"), 1),
+                (v4("10.1.0.0/16"), 1),
+                (v4("11.0.0.0/8"), 2),
+            ],
             &mut interner,
         );
-        let got: Vec<(String, Vec<u16>)> =
-            table.iter().map(|(p, c)| (p.to_string(), interner.classes[*c as usize].clone())).collect();
+        let got: Vec<(String, Vec<u16>)> = table
+            .iter()
+            .map(|(p, c)| (p.to_string(), interner.classes[*c as usize].clone()))
+            .collect();
         assert_eq!(
             got,
             vec![

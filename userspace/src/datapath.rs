@@ -13,14 +13,15 @@ use aya::{
     programs::{Xdp, XdpMode, links::LinkError, xdp::XdpLinkId},
 };
 use regionwall_common::{
-    COUNTERS, Control, Decision, GENERATIONS, MAX_DEVICES, MAX_REGIONS, MacKey, PolicyMeta, TrafficCounter,
-    UnparsedAction, VERDICTS, traffic_slot,
+    COUNTERS, Control, Decision, GENERATIONS, MAX_DEVICES, MAX_REGIONS, MacKey, PolicyMeta,
+    TrafficCounter, UnparsedAction, VERDICTS, traffic_slot,
 };
 
 use crate::{compile::Compiled, error::DatapathError, sys};
 
 /// The XDP object, built from `ebpf/` by build.rs.
-pub static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/regionwall"));
+pub static PROGRAM_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/regionwall"));
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "regionwall";
 
@@ -74,18 +75,30 @@ impl Datapath {
             .ok_or(DatapathError::MissingMap(PROGRAM_NAME))?
             .try_into()?;
         program.load()?;
-        let mut dp = Self { ebpf, control: Control::default(), epoch: 0 };
+        let mut dp = Self {
+            ebpf,
+            control: Control::default(),
+            epoch: 0,
+        };
         dp.write_control()?;
         Ok(dp)
     }
 
     /// The loaded program, e.g. for `test_run`.
     pub fn program(&self) -> Result<&Xdp, DatapathError> {
-        Ok(self.ebpf.program(PROGRAM_NAME).ok_or(DatapathError::MissingMap(PROGRAM_NAME))?.try_into()?)
+        Ok(self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .ok_or(DatapathError::MissingMap(PROGRAM_NAME))?
+            .try_into()?)
     }
 
     fn program_mut(&mut self) -> Result<&mut Xdp, DatapathError> {
-        Ok(self.ebpf.program_mut(PROGRAM_NAME).ok_or(DatapathError::MissingMap(PROGRAM_NAME))?.try_into()?)
+        Ok(self
+            .ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(DatapathError::MissingMap(PROGRAM_NAME))?
+            .try_into()?)
     }
 
     /// Attaches to an interface by index (in the calling thread's network
@@ -126,7 +139,9 @@ impl Datapath {
     }
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, DatapathError> {
-        self.ebpf.map_mut(name).ok_or(DatapathError::MissingMap(name))
+        self.ebpf
+            .map_mut(name)
+            .ok_or(DatapathError::MissingMap(name))
     }
 
     fn map(&self, name: &'static str) -> Result<&Map, DatapathError> {
@@ -137,29 +152,57 @@ impl Datapath {
     /// map update, then clears the previous set. Until the flip, packets see
     /// the previous policy in full; after it, the new one in full. On error
     /// before the flip the previous policy stays live untouched.
-    pub fn publish(&mut self, compiled: &Compiled, epoch: u32) -> Result<PublishReport, DatapathError> {
+    pub fn publish(
+        &mut self,
+        compiled: &Compiled,
+        epoch: u32,
+    ) -> Result<PublishReport, DatapathError> {
         let next = (self.control.active + 1) % GENERATIONS;
         let start = Instant::now();
         self.clear_generation(next)?;
-        let mut report = PublishReport { generation: next, epoch, ..PublishReport::default() };
+        let mut report = PublishReport {
+            generation: next,
+            epoch,
+            ..PublishReport::default()
+        };
 
-        let v4_keys: Vec<Key<[u8; 4]>> =
-            compiled.v4.iter().map(|(p, _)| Key::new(u32::from(p.len), p.octets())).collect();
+        let v4_keys: Vec<Key<[u8; 4]>> = compiled
+            .v4
+            .iter()
+            .map(|(p, _)| Key::new(u32::from(p.len), p.octets()))
+            .collect();
         let v4_vals: Vec<u32> = compiled.v4.iter().map(|(_, c)| *c).collect();
-        report.single_fallbacks += self.fill_trie(gen_name(next, ["REGION_V4_0", "REGION_V4_1"]), &v4_keys, &v4_vals)?;
-        let v6_keys: Vec<Key<[u8; 16]>> =
-            compiled.v6.iter().map(|(p, _)| Key::new(u32::from(p.len), p.octets())).collect();
+        report.single_fallbacks += self.fill_trie(
+            gen_name(next, ["REGION_V4_0", "REGION_V4_1"]),
+            &v4_keys,
+            &v4_vals,
+        )?;
+        let v6_keys: Vec<Key<[u8; 16]>> = compiled
+            .v6
+            .iter()
+            .map(|(p, _)| Key::new(u32::from(p.len), p.octets()))
+            .collect();
         let v6_vals: Vec<u32> = compiled.v6.iter().map(|(_, c)| *c).collect();
-        report.single_fallbacks += self.fill_trie(gen_name(next, ["REGION_V6_0", "REGION_V6_1"]), &v6_keys, &v6_vals)?;
+        report.single_fallbacks += self.fill_trie(
+            gen_name(next, ["REGION_V6_0", "REGION_V6_1"]),
+            &v6_keys,
+            &v6_vals,
+        )?;
         report.v4_prefixes = v4_keys.len();
         report.v6_prefixes = v6_keys.len();
 
-        let dk4: Vec<Key<[u8; 4]>> =
-            compiled.device_v4.iter().map(|(p, _)| Key::new(u32::from(p.len), p.octets())).collect();
+        let dk4: Vec<Key<[u8; 4]>> = compiled
+            .device_v4
+            .iter()
+            .map(|(p, _)| Key::new(u32::from(p.len), p.octets()))
+            .collect();
         let dv4: Vec<u32> = compiled.device_v4.iter().map(|(_, d)| *d).collect();
         self.fill_trie(gen_name(next, ["DEVICE_V4_0", "DEVICE_V4_1"]), &dk4, &dv4)?;
-        let dk6: Vec<Key<[u8; 16]>> =
-            compiled.device_v6.iter().map(|(p, _)| Key::new(u32::from(p.len), p.octets())).collect();
+        let dk6: Vec<Key<[u8; 16]>> = compiled
+            .device_v6
+            .iter()
+            .map(|(p, _)| Key::new(u32::from(p.len), p.octets()))
+            .collect();
         let dv6: Vec<u32> = compiled.device_v6.iter().map(|(_, d)| *d).collect();
         self.fill_trie(gen_name(next, ["DEVICE_V6_0", "DEVICE_V6_1"]), &dk6, &dv6)?;
         {
@@ -167,7 +210,8 @@ impl Datapath {
             let mut macs: HashMap<&mut MapData, MacKey, u32> =
                 HashMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
             for (mac, dev) in &compiled.device_macs {
-                macs.insert(&MacKey::new(*mac), dev, 0).map_err(map_err(name))?;
+                macs.insert(&MacKey::new(*mac), dev, 0)
+                    .map_err(map_err(name))?;
             }
         }
         {
@@ -211,16 +255,28 @@ impl Datapath {
     /// (ENOMEM has been seen on 6.18 kernels), continues one by one, then
     /// verifies the trie holds exactly `keys.len()` entries. Returns the
     /// number of entries inserted one by one.
-    fn fill_trie<K: aya::Pod>(&mut self, name: &'static str, keys: &[Key<K>], values: &[u32]) -> Result<usize, DatapathError> {
+    fn fill_trie<K: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        keys: &[Key<K>],
+        values: &[u32],
+    ) -> Result<usize, DatapathError> {
+        /// Elements per BPF_MAP_UPDATE_BATCH call: bounds the time the kernel
+        /// spends in one syscall.
+        const CHUNK: usize = 65_536;
         let map = self.map_mut(name)?;
         let Map::LpmTrie(data) = &*map else {
             return Err(DatapathError::MissingMap(name));
         };
         let key_size = std::mem::size_of::<Key<K>>();
         // SAFETY: Key<K> is repr(C, packed) plain data; u32 is plain data.
-        let key_bytes = unsafe { std::slice::from_raw_parts(keys.as_ptr().cast::<u8>(), keys.len() * key_size) };
-        let val_bytes = unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), values.len() * 4) };
-        const CHUNK: usize = 65_536;
+        let key_bytes = unsafe {
+            std::slice::from_raw_parts(keys.as_ptr().cast::<u8>(), std::mem::size_of_val(keys))
+        };
+        // SAFETY: as above.
+        let val_bytes = unsafe {
+            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
+        };
         let mut done = 0;
         let mut singles = 0;
         while done < keys.len() {
@@ -234,12 +290,15 @@ impl Datapath {
             match res {
                 Ok(()) => done += n,
                 Err((processed, err)) => {
-                    log::debug!("{name}: batch update stopped after {processed} of {n}: {err}; continuing one by one");
+                    log::debug!(
+                        "{name}: batch update stopped after {processed} of {n}: {err}; continuing one by one"
+                    );
                     done += processed;
                     let mut trie: LpmTrie<&mut MapData, K, u32> =
                         LpmTrie::try_from(&mut *map).map_err(map_err(name))?;
                     for i in done..(done + n - processed) {
-                        trie.insert(&keys[i], &values[i], 0).map_err(map_err(name))?;
+                        trie.insert(&keys[i], &values[i], 0)
+                            .map_err(map_err(name))?;
                         singles += 1;
                     }
                     done += n - processed;
@@ -259,19 +318,34 @@ impl Datapath {
         done: usize,
         mut singles: usize,
     ) -> Result<usize, DatapathError> {
-        let mut trie: LpmTrie<&mut MapData, K, u32> = LpmTrie::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        let mut trie: LpmTrie<&mut MapData, K, u32> =
+            LpmTrie::try_from(self.map_mut(name)?).map_err(map_err(name))?;
         for i in done..keys.len() {
-            trie.insert(&keys[i], &values[i], 0).map_err(map_err(name))?;
+            trie.insert(&keys[i], &values[i], 0)
+                .map_err(map_err(name))?;
             singles += 1;
         }
         self.verify_count::<K>(name, keys.len())?;
         Ok(singles)
     }
 
-    fn verify_count<K: aya::Pod>(&self, name: &'static str, expected: usize) -> Result<(), DatapathError> {
-        let trie: LpmTrie<&MapData, K, u32> = LpmTrie::try_from(self.map(name)?).map_err(map_err(name))?;
+    fn verify_count<K: aya::Pod>(
+        &self,
+        name: &'static str,
+        expected: usize,
+    ) -> Result<(), DatapathError> {
+        let trie: LpmTrie<&MapData, K, u32> =
+            LpmTrie::try_from(self.map(name)?).map_err(map_err(name))?;
         let found = trie.keys().count();
-        if found == expected { Ok(()) } else { Err(DatapathError::CountMismatch { name, found, expected }) }
+        if found == expected {
+            Ok(())
+        } else {
+            Err(DatapathError::CountMismatch {
+                name,
+                found,
+                expected,
+            })
+        }
     }
 
     /// Empties the tries and the MAC table of one generation, so an idle
@@ -282,8 +356,12 @@ impl Datapath {
         self.clear_trie::<[u8; 4]>(gen_name(generation, ["DEVICE_V4_0", "DEVICE_V4_1"]))?;
         self.clear_trie::<[u8; 16]>(gen_name(generation, ["DEVICE_V6_0", "DEVICE_V6_1"]))?;
         let name = gen_name(generation, ["DEVICE_MAC_0", "DEVICE_MAC_1"]);
-        let mut macs: HashMap<&mut MapData, MacKey, u32> = HashMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
-        let keys: Vec<MacKey> = macs.keys().collect::<Result<_, _>>().map_err(map_err(name))?;
+        let mut macs: HashMap<&mut MapData, MacKey, u32> =
+            HashMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        let keys: Vec<MacKey> = macs
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(name))?;
         for k in keys {
             macs.remove(&k).map_err(map_err(name))?;
         }
@@ -291,9 +369,13 @@ impl Datapath {
     }
 
     fn clear_trie<K: aya::Pod>(&mut self, name: &'static str) -> Result<(), DatapathError> {
-        let mut trie: LpmTrie<&mut MapData, K, u32> = LpmTrie::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        let mut trie: LpmTrie<&mut MapData, K, u32> =
+            LpmTrie::try_from(self.map_mut(name)?).map_err(map_err(name))?;
         // Deleting while iterating restarts the walk; collect first.
-        let keys: Vec<Key<K>> = trie.keys().collect::<Result<_, _>>().map_err(map_err(name))?;
+        let keys: Vec<Key<K>> = trie
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(name))?;
         for k in keys {
             trie.remove(&k).map_err(map_err(name))?;
         }
@@ -307,7 +389,11 @@ impl Datapath {
         let mut out = [0u64; COUNTERS as usize];
         for (i, slot) in out.iter_mut().enumerate() {
             let i = u32::try_from(i).unwrap_or(u32::MAX);
-            *slot = arr.get(&i, 0).map_err(map_err("COUNTERS_MAP"))?.iter().sum();
+            *slot = arr
+                .get(&i, 0)
+                .map_err(map_err("COUNTERS_MAP"))?
+                .iter()
+                .sum();
         }
         Ok(out)
     }
@@ -320,13 +406,23 @@ impl Datapath {
         for device in 0..devices.min(MAX_DEVICES) {
             for region in 0..=MAX_REGIONS {
                 for verdict in 0..VERDICTS {
-                    let values = arr.get(&traffic_slot(device, region, verdict), 0).map_err(map_err("TRAFFIC"))?;
-                    let counter = values.iter().fold(TrafficCounter::default(), |a, c| TrafficCounter {
-                        packets: a.packets + c.packets,
-                        bytes: a.bytes + c.bytes,
-                    });
+                    let values = arr
+                        .get(&traffic_slot(device, region, verdict), 0)
+                        .map_err(map_err("TRAFFIC"))?;
+                    let counter =
+                        values
+                            .iter()
+                            .fold(TrafficCounter::default(), |a, c| TrafficCounter {
+                                packets: a.packets + c.packets,
+                                bytes: a.bytes + c.bytes,
+                            });
                     if counter.packets > 0 {
-                        out.push(TrafficRow { device, region, verdict, counter });
+                        out.push(TrafficRow {
+                            device,
+                            region,
+                            verdict,
+                            counter,
+                        });
                     }
                 }
             }
@@ -336,7 +432,10 @@ impl Datapath {
 
     /// Takes the event ring buffer (once).
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, DatapathError> {
-        let map = self.ebpf.take_map("EVENTS").ok_or(DatapathError::MissingMap("EVENTS"))?;
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(DatapathError::MissingMap("EVENTS"))?;
         RingBuf::try_from(map).map_err(map_err("EVENTS"))
     }
 }

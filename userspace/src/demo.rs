@@ -50,20 +50,64 @@ impl Topology {
         let phone = NetNs::create(&format!("{base}-phone"))?;
         let gateway = NetNs::create(&format!("{base}-gw"))?;
         let internet = NetNs::create(&format!("{base}-net"))?;
-        let t = Self { phone, gateway, internet };
+        let t = Self {
+            phone,
+            gateway,
+            internet,
+        };
         t.wire()?;
         Ok(t)
     }
 
     fn wire(&self) -> io::Result<()> {
         let (p, g, n) = (&self.phone, &self.gateway, &self.internet);
-        g.ip(&["link", "add", GATEWAY_LAN, "type", "veth", "peer", "name", "eth0", "netns", p.name()])?;
-        g.ip(&["link", "add", GATEWAY_WAN, "type", "veth", "peer", "name", "eth0", "netns", n.name()])?;
+        g.ip(&[
+            "link",
+            "add",
+            GATEWAY_LAN,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            p.name(),
+        ])?;
+        g.ip(&[
+            "link",
+            "add",
+            GATEWAY_WAN,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            n.name(),
+        ])?;
         for (ns, dev, addrs) in [
             (p, "eth0", &["192.0.2.10/24", "2001:db8:1::10/64"][..]),
             (g, GATEWAY_LAN, &["192.0.2.1/24", "2001:db8:1::1/64"][..]),
-            (g, GATEWAY_WAN, &["198.51.100.1/24", "203.0.113.1/24", "2001:db8:bad::1/64", "2001:db8:600d::1/64"][..]),
-            (n, "eth0", &["198.51.100.10/24", "203.0.113.10/24", "2001:db8:bad::10/64", "2001:db8:600d::10/64"][..]),
+            (
+                g,
+                GATEWAY_WAN,
+                &[
+                    "198.51.100.1/24",
+                    "203.0.113.1/24",
+                    "2001:db8:bad::1/64",
+                    "2001:db8:600d::1/64",
+                ][..],
+            ),
+            (
+                n,
+                "eth0",
+                &[
+                    "198.51.100.10/24",
+                    "203.0.113.10/24",
+                    "2001:db8:bad::10/64",
+                    "2001:db8:600d::10/64",
+                ][..],
+            ),
         ] {
             for a in addrs {
                 if a.contains(':') {
@@ -77,7 +121,14 @@ impl Topology {
         p.ip(&["route", "add", "default", "via", "192.0.2.1"])?;
         p.ip(&["-6", "route", "add", "default", "via", "2001:db8:1::1"])?;
         n.ip(&["route", "add", "192.0.2.0/24", "via", "198.51.100.1"])?;
-        n.ip(&["-6", "route", "add", "2001:db8:1::/64", "via", "2001:db8:bad::1"])?;
+        n.ip(&[
+            "-6",
+            "route",
+            "add",
+            "2001:db8:1::/64",
+            "via",
+            "2001:db8:bad::1",
+        ])?;
         g.sysctl("net.ipv4.ip_forward=1")?;
         g.sysctl("net.ipv6.conf.all.forwarding=1")?;
         Ok(())
@@ -97,9 +148,18 @@ pub struct Controller {
 impl Controller {
     /// Starts `exe run --iface lan0 --policy POLICY EXTRA...` in the gateway
     /// and waits until it reports that it is enforcing.
-    pub fn start(exe: &Path, topology: &Topology, policy: &Path, extra: &[&str]) -> io::Result<Self> {
-        let exe = exe.to_str().ok_or_else(|| io::Error::other("non-UTF-8 executable path"))?;
-        let policy = policy.to_str().ok_or_else(|| io::Error::other("non-UTF-8 policy path"))?;
+    pub fn start(
+        exe: &Path,
+        topology: &Topology,
+        policy: &Path,
+        extra: &[&str],
+    ) -> io::Result<Self> {
+        let exe = exe
+            .to_str()
+            .ok_or_else(|| io::Error::other("non-UTF-8 executable path"))?;
+        let policy = policy
+            .to_str()
+            .ok_or_else(|| io::Error::other("non-UTF-8 policy path"))?;
         let mut child = topology
             .gateway
             .command(exe)
@@ -110,8 +170,14 @@ impl Controller {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
-        let stdout = child.stdout.take().ok_or_else(|| io::Error::other("no stdout"))?;
-        let stderr = child.stderr.take().ok_or_else(|| io::Error::other("no stderr"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| io::Error::other("no stdout"))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| io::Error::other("no stderr"))?;
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -142,10 +208,14 @@ impl Controller {
             }
             if let Some(status) = c.child.try_wait()? {
                 let log = c.log.lock().map(|l| l.clone()).unwrap_or_default();
-                return Err(io::Error::other(format!("regionwall run exited with {status}:\n{log}")));
+                return Err(io::Error::other(format!(
+                    "regionwall run exited with {status}:\n{log}"
+                )));
             }
             if Instant::now() > deadline {
-                return Err(io::Error::other("regionwall run did not report `enforcing` within 30 s"));
+                return Err(io::Error::other(
+                    "regionwall run did not report `enforcing` within 30 s",
+                ));
             }
         }
     }
@@ -160,7 +230,9 @@ impl Controller {
             }
             if Instant::now() > deadline {
                 self.child.kill()?;
-                return Err(io::Error::other("regionwall run did not exit within 10 s of SIGTERM"));
+                return Err(io::Error::other(
+                    "regionwall run did not exit within 10 s of SIGTERM",
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -176,6 +248,7 @@ impl Controller {
     }
 
     /// Events printed so far, waiting up to `wait` for at least `min`.
+    #[must_use]
     pub fn drain_lines(&self, min: usize, wait: Duration) -> Vec<String> {
         let deadline = Instant::now() + wait;
         let mut out = Vec::new();
@@ -222,7 +295,9 @@ impl Delivery {
 /// Sends `count` UDP datagrams and one small TCP upload from `phone` to
 /// `addr` (port 9 / 8080 on the internet side) and counts what arrived.
 pub fn send_traffic(t: &Topology, label: &str, addr: &str, count: u64) -> io::Result<Delivery> {
-    let ip: IpAddr = addr.parse().map_err(|_| io::Error::other(format!("bad address {addr}")))?;
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| io::Error::other(format!("bad address {addr}")))?;
     let udp_to = SocketAddr::new(ip, 9);
     let tcp_to = SocketAddr::new(ip, 8080);
     let received = Arc::new(AtomicU64::new(0));
@@ -265,30 +340,41 @@ pub fn send_traffic(t: &Topology, label: &str, addr: &str, count: u64) -> io::Re
         Err(_) => {
             stop.store(true, Ordering::Relaxed);
             let _ = server.join();
-            return Err(io::Error::other("the receiver in the internet namespace did not start within 5 s"));
+            return Err(io::Error::other(
+                "the receiver in the internet namespace did not start within 5 s",
+            ));
         }
     }
 
     let sender = t.phone.run(move || -> io::Result<bool> {
-        let bind: SocketAddr = if udp_to.is_ipv4() { "0.0.0.0:0".parse() } else { "[::]:0".parse() }
-            .map_err(io::Error::other)?;
+        let bind: SocketAddr = if udp_to.is_ipv4() {
+            "0.0.0.0:0".parse()
+        } else {
+            "[::]:0".parse()
+        }
+        .map_err(io::Error::other)?;
         let udp = UdpSocket::bind(bind)?;
         for i in 0..count {
             let _ = udp.send_to(format!("regionwall demo datagram {i}").as_bytes(), udp_to);
             std::thread::sleep(Duration::from_millis(5));
         }
-        let upload = TcpStream::connect_timeout(&tcp_to, Duration::from_millis(1500)).and_then(|mut c| {
-            c.set_write_timeout(Some(Duration::from_secs(2)))?;
-            c.write_all(&[0x5a; UPLOAD_BYTES])?;
-            c.shutdown(std::net::Shutdown::Write)
-        });
+        let upload =
+            TcpStream::connect_timeout(&tcp_to, Duration::from_millis(1500)).and_then(|mut c| {
+                c.set_write_timeout(Some(Duration::from_secs(2)))?;
+                c.write_all(&[0x5a; UPLOAD_BYTES])?;
+                c.shutdown(std::net::Shutdown::Write)
+            });
         Ok(upload.is_ok())
     })?;
-    let sent_ok = sender.join().map_err(|_| io::Error::other("sender panicked"))???;
+    let sent_ok = sender
+        .join()
+        .map_err(|_| io::Error::other("sender panicked"))???;
     // Let the last datagrams and the upload arrive.
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
-    let upload_ok = server.join().map_err(|_| io::Error::other("receiver panicked"))???;
+    let upload_ok = server
+        .join()
+        .map_err(|_| io::Error::other("receiver panicked"))???;
     Ok(Delivery {
         label: label.to_string(),
         addr: addr.to_string(),
@@ -303,7 +389,10 @@ pub const UPLOAD_BYTES: usize = 16 * 1024;
 
 /// Runs the whole demo, printing to `out`. `exe` is the regionwall binary.
 pub fn run(exe: &Path, policy: &Path, out: &mut dyn io::Write) -> io::Result<Vec<Delivery>> {
-    writeln!(out, "regionwall demo: building namespaces phone -> gateway -> internet (documentation addresses only)")?;
+    writeln!(
+        out,
+        "regionwall demo: building namespaces phone -> gateway -> internet (documentation addresses only)"
+    )?;
     let topology = Topology::create("demo")?;
     writeln!(
         out,
@@ -312,9 +401,17 @@ pub fn run(exe: &Path, policy: &Path, out: &mut dyn io::Write) -> io::Result<Vec
         topology.gateway.name(),
         topology.internet.name()
     )?;
-    writeln!(out, "starting: regionwall run --iface {GATEWAY_LAN} --policy {}", policy.display())?;
+    writeln!(
+        out,
+        "starting: regionwall run --iface {GATEWAY_LAN} --policy {}",
+        policy.display()
+    )?;
     let controller = Controller::start(exe, &topology, policy, &[])?;
-    writeln!(out, "enforcing. sending 10 UDP datagrams and a {} KiB TCP upload to each host:\n", UPLOAD_BYTES / 1024)?;
+    writeln!(
+        out,
+        "enforcing. sending 10 UDP datagrams and a {} KiB TCP upload to each host:\n",
+        UPLOAD_BYTES / 1024
+    )?;
     let mut results = Vec::new();
     for (label, addr) in TARGETS {
         let d = send_traffic(&topology, label, addr, 10)?;
@@ -328,7 +425,11 @@ pub fn run(exe: &Path, policy: &Path, out: &mut dyn io::Write) -> io::Result<Vec
     }
     let status = controller.stop()?;
     writeln!(out, "\nsummary (controller exited: {status}):")?;
-    writeln!(out, "  {:<11} {:<18} {:>5} {:>9} {:>7}  {}", "target", "address", "sent", "delivered", "dropped", "tcp upload")?;
+    writeln!(
+        out,
+        "  {:<11} {:<18} {:>5} {:>9} {:>7}  tcp upload",
+        "target", "address", "sent", "delivered", "dropped"
+    )?;
     for d in &results {
         writeln!(
             out,

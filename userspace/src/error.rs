@@ -20,10 +20,21 @@ pub enum PolicyError {
 /// A compiled policy does not fit the kernel tables.
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
-    #[error("{devices} devices x {classes} region classes = {cells} decision cells; at most {max} fit")]
-    TooManyDecisions { devices: usize, classes: usize, cells: usize, max: u32 },
+    #[error(
+        "{devices} devices x {classes} region classes = {cells} decision cells; at most {max} fit"
+    )]
+    TooManyDecisions {
+        devices: usize,
+        classes: usize,
+        cells: usize,
+        max: u32,
+    },
     #[error("{count} {family} prefixes; the table holds at most {max}")]
-    TooManyPrefixes { family: &'static str, count: usize, max: u32 },
+    TooManyPrefixes {
+        family: &'static str,
+        count: usize,
+        max: u32,
+    },
 }
 
 /// Loading, publishing to or reading from the kernel failed.
@@ -49,7 +60,11 @@ pub enum DatapathError {
         source: io::Error,
     },
     #[error("map {name} holds {found} entries after publishing, expected {expected}")]
-    CountMismatch { name: &'static str, found: usize, expected: usize },
+    CountMismatch {
+        name: &'static str,
+        found: usize,
+        expected: usize,
+    },
     #[error("interface {name}: {source}")]
     Interface {
         name: String,

@@ -44,7 +44,11 @@ impl Names {
 
     #[must_use]
     pub fn get(&self, epoch: u32) -> Option<&Compiled> {
-        self.recent.iter().rev().find(|(e, _)| *e == epoch).map(|(_, c)| c.as_ref())
+        self.recent
+            .iter()
+            .rev()
+            .find(|(e, _)| *e == epoch)
+            .map(|(_, c)| c.as_ref())
     }
 }
 
@@ -57,11 +61,19 @@ pub struct BootClock {
 impl BootClock {
     #[must_use]
     pub fn now() -> Self {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: valid pointer to a timespec.
         unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
-        let since_boot = Duration::new(u64::try_from(ts.tv_sec).unwrap_or(0), u32::try_from(ts.tv_nsec).unwrap_or(0));
-        Self { boot_epoch: SystemTime::now() - since_boot }
+        let since_boot = Duration::new(
+            u64::try_from(ts.tv_sec).unwrap_or(0),
+            u32::try_from(ts.tv_nsec).unwrap_or(0),
+        );
+        Self {
+            boot_epoch: SystemTime::now() - since_boot,
+        }
     }
 
     #[must_use]
@@ -108,35 +120,59 @@ impl Record {
     pub fn new(ev: &Event, names: &Names, clock: &BootClock, interface: &str) -> Self {
         let (src_ip, dst_ip) = match ev.family {
             4 => (
-                Some(IpAddr::V4(Ipv4Addr::new(ev.src_addr[0], ev.src_addr[1], ev.src_addr[2], ev.src_addr[3]))),
-                Some(IpAddr::V4(Ipv4Addr::new(ev.dst_addr[0], ev.dst_addr[1], ev.dst_addr[2], ev.dst_addr[3]))),
+                Some(IpAddr::V4(Ipv4Addr::new(
+                    ev.src_addr[0],
+                    ev.src_addr[1],
+                    ev.src_addr[2],
+                    ev.src_addr[3],
+                ))),
+                Some(IpAddr::V4(Ipv4Addr::new(
+                    ev.dst_addr[0],
+                    ev.dst_addr[1],
+                    ev.dst_addr[2],
+                    ev.dst_addr[3],
+                ))),
             ),
-            6 => (Some(IpAddr::V6(Ipv6Addr::from(ev.src_addr))), Some(IpAddr::V6(Ipv6Addr::from(ev.dst_addr)))),
+            6 => (
+                Some(IpAddr::V6(Ipv6Addr::from(ev.src_addr))),
+                Some(IpAddr::V6(Ipv6Addr::from(ev.dst_addr))),
+            ),
             _ => (None, None),
         };
         let compiled = names.get(ev.epoch);
         let name = |f: &dyn Fn(&Compiled) -> String, unknown: String| compiled.map_or(unknown, f);
         // Port 0 is not a valid TCP/UDP/SCTP port: the kernel leaves ports 0
         // when it could not read them (later fragments, truncated headers).
-        let has_ports = matches!(ev.proto, 6 | 17 | 132 | 136) && (ev.src_port != 0 || ev.dst_port != 0);
+        let has_ports =
+            matches!(ev.proto, 6 | 17 | 132 | 136) && (ev.src_port != 0 || ev.dst_port != 0);
         let reason = Reason::from_u8(ev.reason);
         Self {
             timestamp: humantime::format_rfc3339_micros(clock.at(ev.ts_ns)).to_string(),
             interface: interface.to_string(),
-            device: name(&|c| c.device_name(ev.device).to_string(), format!("#{}", ev.device)),
+            device: name(
+                &|c| c.device_name(ev.device).to_string(),
+                format!("#{}", ev.device),
+            ),
             src_mac: format_mac(&ev.src_mac),
             src_ip,
             dst_ip,
             protocol: protocol_name(ev.proto),
             src_port: has_ports.then_some(ev.src_port),
             dst_port: has_ports.then_some(ev.dst_port),
-            region: name(&|c| c.region_name(ev.region).to_string(), format!("#{}", ev.region)),
+            region: name(
+                &|c| c.region_name(ev.region).to_string(),
+                format!("#{}", ev.region),
+            ),
             rule: if reason == Some(Reason::Unparsed) {
                 "--unparsed drop".into()
             } else {
-                name(&|c| c.rule_name(ev.rule).to_string(), format!("#{}", ev.rule))
+                name(
+                    &|c| c.rule_name(ev.rule).to_string(),
+                    format!("#{}", ev.rule),
+                )
             },
-            verdict: Verdict::from_u8(ev.verdict).map_or_else(|| format!("#{}", ev.verdict), |v| v.as_str().to_string()),
+            verdict: Verdict::from_u8(ev.verdict)
+                .map_or_else(|| format!("#{}", ev.verdict), |v| v.as_str().to_string()),
             reason: match reason {
                 Some(Reason::Policy) => "policy".into(),
                 Some(Reason::Unparsed) => "unparsed".into(),

@@ -26,7 +26,10 @@ enum Command {
 fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Demo(cli::demo::Args::default())) {
+    let result = match cli
+        .command
+        .unwrap_or(Command::Demo(cli::demo::Args::default()))
+    {
         Command::Run(args) => cli::run::main(args),
         Command::Check(args) => cli::check::main(&args),
         Command::Demo(args) => cli::demo::main(&args),

@@ -33,8 +33,10 @@ pub fn update_batch(
     if count == 0 {
         return Ok(());
     }
-    let count32 = u32::try_from(count).map_err(|_| (0, io::Error::from(io::ErrorKind::InvalidInput)))?;
-    let map_fd = u32::try_from(fd.as_raw_fd()).map_err(|_| (0, io::Error::from(io::ErrorKind::InvalidInput)))?;
+    let count32 =
+        u32::try_from(count).map_err(|_| (0, io::Error::from(io::ErrorKind::InvalidInput)))?;
+    let map_fd = u32::try_from(fd.as_raw_fd())
+        .map_err(|_| (0, io::Error::from(io::ErrorKind::InvalidInput)))?;
     let mut attr = BatchAttr {
         keys: keys.as_ptr() as u64,
         values: values.as_ptr() as u64,
@@ -49,7 +51,7 @@ pub fn update_batch(
             libc::SYS_bpf,
             BPF_MAP_UPDATE_BATCH,
             &raw mut attr,
-            std::mem::size_of::<BatchAttr>() as libc::c_uint,
+            libc::c_uint::try_from(std::mem::size_of::<BatchAttr>()).unwrap_or(libc::c_uint::MAX),
         )
     };
     if ret == 0 {

@@ -67,6 +67,12 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Test { args } => {
             require_root("the test suite")?;
+            let mut fmt = cargo();
+            fmt.args(["fmt", "--all", "--check"]);
+            run(fmt)?;
+            let mut clippy = cargo();
+            clippy.args(["clippy", "--all-targets", "--", "-D", "warnings"]);
+            run(clippy)?;
             let mut test = cargo();
             // Default members only: the eBPF crate cannot be built for the host.
             test.args(["test"]).args(&args);

@@ -40,19 +40,41 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
     println!("{}: ok", args.policy.display());
     println!("regions:");
     for r in parsed.regions.iter().take(parsed.named_regions) {
-        let v4 = r.prefixes.iter().filter(|(p, _)| matches!(p, policy::Prefix::V4(_))).count();
-        println!("  {:<24} {:>8} IPv4 {:>8} IPv6 prefixes", r.name, v4, r.prefixes.len() - v4);
+        let v4 = r
+            .prefixes
+            .iter()
+            .filter(|(p, _)| matches!(p, policy::Prefix::V4(_)))
+            .count();
+        println!(
+            "  {:<24} {:>8} IPv4 {:>8} IPv6 prefixes",
+            r.name,
+            v4,
+            r.prefixes.len() - v4
+        );
     }
     println!("devices:");
     for d in &parsed.devices {
-        println!("  {:<24} {} MAC, {} address prefixes", d.name, d.macs.len(), d.prefixes.len());
+        println!(
+            "  {:<24} {} MAC, {} address prefixes",
+            d.name,
+            d.macs.len(),
+            d.prefixes.len()
+        );
     }
     println!("rules:");
     for r in &parsed.rules {
         let names = |ids: &[usize], table: &[policy::Region]| {
-            ids.iter().map(|i| table[*i].name.as_str()).collect::<Vec<_>>().join(", ")
+            ids.iter()
+                .map(|i| table[*i].name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         };
-        let devices = r.devices.iter().map(|d| parsed.devices[*d].name.as_str()).collect::<Vec<_>>().join(", ");
+        let devices = r
+            .devices
+            .iter()
+            .map(|d| parsed.devices[*d].name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         println!(
             "  {:<24} line {:<4} {:?}: [{devices}] block [{}] allow [{}]",
             r.name,

@@ -19,15 +19,28 @@ pub struct Args {
 }
 
 pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
-    let policy = args.policy.clone().unwrap_or_else(|| PathBuf::from("policies/demo.toml"));
-    let policy = std::fs::canonicalize(&policy)
-        .with_context(|| format!("demo policy {} not found (run from the repository root)", policy.display()))?;
+    let policy = args
+        .policy
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("policies/demo.toml"));
+    let policy = std::fs::canonicalize(&policy).with_context(|| {
+        format!(
+            "demo policy {} not found (run from the repository root)",
+            policy.display()
+        )
+    })?;
     let exe = std::env::current_exe().context("locating the regionwall binary")?;
     let _signals = SignalGuard::install();
     let results = regionwall::demo::run(&exe, &policy, &mut std::io::stdout())
         .context("running the demo (it needs root: network namespaces and XDP)")?;
-    let blocked_ok = results.iter().filter(|d| d.label.starts_with("blocked")).all(|d| d.udp_delivered == 0 && !d.tcp_upload);
-    let allowed_ok = results.iter().filter(|d| d.label.starts_with("allowed")).all(|d| d.udp_delivered == d.udp_sent && d.tcp_upload);
+    let blocked_ok = results
+        .iter()
+        .filter(|d| d.label.starts_with("blocked"))
+        .all(|d| d.udp_delivered == 0 && !d.tcp_upload);
+    let allowed_ok = results
+        .iter()
+        .filter(|d| d.label.starts_with("allowed"))
+        .all(|d| d.udp_delivered == d.udp_sent && d.tcp_upload);
     if blocked_ok && allowed_ok {
         println!("demo ok: blocked ranges dropped, allowed ranges delivered");
         Ok(ExitCode::SUCCESS)

@@ -21,6 +21,7 @@ pub fn load_policy(path: &Path) -> anyhow::Result<(policy::Policy, compile::Comp
     for w in &parsed.warnings {
         log::warn!("{w}");
     }
-    let compiled = compile::compile(&parsed).with_context(|| format!("compiling policy {}", path.display()))?;
+    let compiled = compile::compile(&parsed)
+        .with_context(|| format!("compiling policy {}", path.display()))?;
     Ok((parsed, compiled))
 }

@@ -10,6 +10,8 @@ use std::{
     time::Duration,
 };
 
+use std::io::Write as _;
+
 use anyhow::Context as _;
 use aya::programs::XdpMode;
 use regionwall::{
@@ -69,7 +71,10 @@ pub enum Unparsed {
 }
 
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     rt.block_on(run(args))
 }
 
@@ -80,13 +85,16 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let (_, compiled) = super::load_policy(&args.policy)?;
-    let mut dp = Datapath::load().context("loading the XDP program (are you root? is the kernel >= 5.8?)")?;
+    let mut dp = Datapath::load()
+        .context("loading the XDP program (are you root? is the kernel >= 5.8?)")?;
     dp.set_unparsed(match args.unparsed {
         Unparsed::Pass => UnparsedAction::Pass,
         Unparsed::Drop => UnparsedAction::Drop,
     })?;
     let mut epoch = 1;
-    let report = dp.publish(&compiled, epoch).context("publishing the policy")?;
+    let report = dp
+        .publish(&compiled, epoch)
+        .context("publishing the policy")?;
     log::info!(
         "published policy {} (epoch {epoch}): {} IPv4 + {} IPv6 prefixes, {} classes, in {:?}",
         args.policy.display(),
@@ -98,16 +106,24 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut names = Names::default();
     names.insert(epoch, Arc::new(compiled));
 
-    let ifindex = netns::ifindex(&args.iface).with_context(|| format!("interface {} not found", args.iface))?;
+    let ifindex = netns::ifindex(&args.iface)
+        .with_context(|| format!("interface {} not found", args.iface))?;
     let mode = match args.xdp_mode {
         Mode::Native => XdpMode::Driver,
         Mode::Generic => XdpMode::Skb,
         Mode::Auto => XdpMode::Default,
     };
-    let link = dp
-        .attach(ifindex, mode)
-        .with_context(|| format!("attaching to {} (try --xdp-mode generic if the driver lacks XDP)", args.iface))?;
-    eprintln!("regionwall: enforcing {} on {} (ifindex {ifindex})", args.policy.display(), args.iface);
+    let link = dp.attach(ifindex, mode).with_context(|| {
+        format!(
+            "attaching to {} (try --xdp-mode generic if the driver lacks XDP)",
+            args.iface
+        )
+    })?;
+    eprintln!(
+        "regionwall: enforcing {} on {} (ifindex {ifindex})",
+        args.policy.display(),
+        args.iface
+    );
 
     let ring = dp.take_events()?;
     let queue_dropped = Arc::new(AtomicU64::new(0));
@@ -121,34 +137,18 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout();
     loop {
         tokio::select! {
-            Some(ev) = rx.recv() => {
-                let rec = Record::new(&ev, &names, &clock, &args.iface);
-                let line = if args.json { rec.json() } else { rec.line() };
-                use std::io::Write as _;
-                if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
+            Some(event) = rx.recv() => {
+                let record = Record::new(&event, &names, &clock, &args.iface);
+                let text = if args.json { record.json() } else { record.line() };
+                if writeln!(stdout, "{text}").and_then(|()| stdout.flush()).is_err() {
                     break; // stdout closed: nobody is listening
                 }
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
-            _ = sighup.recv() => {
-                match super::load_policy(&args.policy) {
-                    Ok((_, compiled)) => {
-                        let next = epoch + 1;
-                        match dp.publish(&compiled, next) {
-                            Ok(r) => {
-                                epoch = next;
-                                names.insert(epoch, Arc::new(compiled));
-                                log::info!("reloaded policy (epoch {epoch}) in {:?}", r.write_time);
-                            }
-                            Err(e) => log::error!("reload failed, previous policy still enforcing: {e}"),
-                        }
-                    }
-                    Err(e) => log::error!("reload rejected, previous policy still enforcing: {e:#}"),
-                }
-            }
+            _ = sighup.recv() => reload(&args, &mut dp, &mut epoch, &mut names),
             _ = tick.tick() => {
-                let lost = dp.counters().map(|c| c[Counter::EventsLost as usize]).unwrap_or(last_lost);
+                let lost = dp.counters().map_or(last_lost, |c| c[Counter::EventsLost as usize]);
                 let qd = queue_dropped.load(Ordering::Relaxed);
                 if lost > last_lost || qd > last_queue_dropped {
                     log::warn!("events not logged: {} lost in the kernel ring buffer, {} dropped from a full queue (drops themselves were enforced)", lost - last_lost, qd - last_queue_dropped);
@@ -160,17 +160,40 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     pump.abort();
     dp.detach(link).context("detaching")?;
-    let counters = dp.counters().unwrap_or([0; COUNTERS as usize]);
-    eprintln!(
-        "regionwall: detached from {}. frames {}, non-IP {}, unparsed passed {} / dropped {}, events {} (lost in kernel {}, dropped in queue {})",
-        args.iface,
-        counters[Counter::Frames as usize],
-        counters[Counter::NonIp as usize],
-        counters[Counter::UnparsedPassed as usize],
-        counters[Counter::UnparsedDropped as usize],
-        counters[Counter::EventsSent as usize],
-        counters[Counter::EventsLost as usize],
-        queue_dropped.load(Ordering::Relaxed),
-    );
+    print_summary(&args.iface, &dp, queue_dropped.load(Ordering::Relaxed));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Re-reads, compiles and publishes the policy; on any error the previous
+/// policy stays live and the error is logged with its positions.
+fn reload(args: &Args, dp: &mut Datapath, epoch: &mut u32, names: &mut Names) {
+    match super::load_policy(&args.policy) {
+        Ok((_, compiled)) => {
+            let next = *epoch + 1;
+            match dp.publish(&compiled, next) {
+                Ok(r) => {
+                    *epoch = next;
+                    names.insert(next, Arc::new(compiled));
+                    log::info!("reloaded policy (epoch {next}) in {:?}", r.write_time);
+                }
+                Err(e) => log::error!("reload failed, previous policy still enforcing: {e}"),
+            }
+        }
+        Err(e) => log::error!("reload rejected, previous policy still enforcing: {e:#}"),
+    }
+}
+
+fn print_summary(iface: &str, dp: &Datapath, queue_dropped: u64) {
+    let counters = dp.counters().unwrap_or([0; COUNTERS as usize]);
+    let c = |k: Counter| counters[k as usize];
+    eprintln!(
+        "regionwall: detached from {iface}. frames {}, non-IP {}, unparsed passed {} / dropped {}, \
+         events {} (lost in kernel {}, dropped in queue {queue_dropped})",
+        c(Counter::Frames),
+        c(Counter::NonIp),
+        c(Counter::UnparsedPassed),
+        c(Counter::UnparsedDropped),
+        c(Counter::EventsSent),
+        c(Counter::EventsLost),
+    );
 }

@@ -22,7 +22,12 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// Builds a diagnostic from a byte span in `source`.
     #[must_use]
-    pub fn at(file: impl Into<PathBuf>, source: &str, span: std::ops::Range<usize>, message: impl Into<String>) -> Self {
+    pub fn at(
+        file: impl Into<PathBuf>,
+        source: &str,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+    ) -> Self {
         let start = span.start.min(source.len());
         let end = span.end.clamp(start, source.len());
         let (line, column, source_line) = locate(source, start);
@@ -30,7 +35,14 @@ impl Diagnostic {
         if let Some(nl) = snippet.find('\n') {
             snippet.truncate(nl);
         }
-        Self { file: file.into(), line, column, snippet, message: message.into(), source_line }
+        Self {
+            file: file.into(),
+            line,
+            column,
+            snippet,
+            message: message.into(),
+            source_line,
+        }
     }
 
     /// A diagnostic at a known line and column of a line-oriented file.
@@ -62,8 +74,16 @@ pub fn locate(source: &str, offset: usize) -> (usize, usize, String) {
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let column = before[line_start..].chars().count() + 1;
-    let line_end = source[line_start..].find('\n').map_or(source.len(), |i| line_start + i);
-    (line, column, source[line_start..line_end].trim_end_matches('\r').to_string())
+    let line_end = source[line_start..]
+        .find('\n')
+        .map_or(source.len(), |i| line_start + i);
+    (
+        line,
+        column,
+        source[line_start..line_end]
+            .trim_end_matches('\r')
+            .to_string(),
+    )
 }
 
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {
@@ -75,7 +95,14 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)?;
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )?;
         if !self.snippet.is_empty() && !self.message.contains(self.snippet.trim_matches('"')) {
             write!(f, " (found `{}`)", self.snippet)?;
         }
@@ -105,6 +132,11 @@ impl fmt::Display for Diagnostics {
             }
             write!(f, "error: {d}")?;
         }
-        write!(f, "\n{} error{} found", self.0.len(), if self.0.len() == 1 { "" } else { "s" })
+        write!(
+            f,
+            "\n{} error{} found",
+            self.0.len(),
+            if self.0.len() == 1 { "" } else { "s" }
+        )
     }
 }

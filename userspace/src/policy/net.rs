@@ -28,6 +28,10 @@ pub enum Prefix {
 }
 
 /// Operations the table compiler needs, for both families.
+#[expect(
+    clippy::len_without_is_empty,
+    reason = "len is a prefix length, not a size"
+)]
 pub trait Bits: Copy + Ord + std::hash::Hash + fmt::Debug {
     const WIDTH: u8;
     fn addr(&self) -> u128;
@@ -35,8 +39,16 @@ pub trait Bits: Copy + Ord + std::hash::Hash + fmt::Debug {
     fn make(addr: u128, len: u8) -> Self;
     /// Last address covered.
     fn last(&self) -> u128 {
-        let host = if self.len() == 0 { u128::MAX } else { (1u128 << (u32::from(Self::WIDTH - self.len()))) - 1 };
-        let host = if Self::WIDTH == 128 { host } else { host & u128::from(u32::MAX) };
+        let host = if self.len() == 0 {
+            u128::MAX
+        } else {
+            (1u128 << (u32::from(Self::WIDTH - self.len()))) - 1
+        };
+        let host = if Self::WIDTH == 128 {
+            host
+        } else {
+            host & u128::from(u32::MAX)
+        };
         self.addr() | host
     }
     fn contains_prefix(&self, other: &Self) -> bool {
@@ -55,9 +67,15 @@ impl Bits for V4 {
     fn len(&self) -> u8 {
         self.len
     }
-    #[expect(clippy::cast_possible_truncation, reason = "IPv4 addresses fit in u32 by construction")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "IPv4 addresses fit in u32 by construction"
+    )]
     fn make(addr: u128, len: u8) -> Self {
-        Self { addr: addr as u32, len }
+        Self {
+            addr: addr as u32,
+            len,
+        }
     }
 }
 
@@ -124,25 +142,47 @@ impl Prefix {
             None => width,
             Some(l) => match l.parse::<u8>() {
                 Ok(n) if n <= width => n,
-                _ => return Err(format!("expected a prefix length from 0 to {width} after `/`, found `{l}`")),
+                _ => {
+                    return Err(format!(
+                        "expected a prefix length from 0 to {width} after `/`, found `{l}`"
+                    ));
+                }
             },
         };
         match addr {
             IpAddr::V4(a) => {
                 let a = u32::from(a);
-                let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+                let mask = if len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(len))
+                };
                 if a & !mask != 0 {
-                    let p = V4 { addr: a & mask, len };
-                    return Err(format!("`{text}` has host bits set; expected the network address, e.g. {p}"));
+                    let p = V4 {
+                        addr: a & mask,
+                        len,
+                    };
+                    return Err(format!(
+                        "`{text}` has host bits set; expected the network address, e.g. {p}"
+                    ));
                 }
                 Ok(Self::V4(V4 { addr: a, len }))
             }
             IpAddr::V6(a) => {
                 let a = u128::from(a);
-                let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+                let mask = if len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(len))
+                };
                 if a & !mask != 0 {
-                    let p = V6 { addr: a & mask, len };
-                    return Err(format!("`{text}` has host bits set; expected the network address, e.g. {p}"));
+                    let p = V6 {
+                        addr: a & mask,
+                        len,
+                    };
+                    return Err(format!(
+                        "`{text}` has host bits set; expected the network address, e.g. {p}"
+                    ));
                 }
                 Ok(Self::V6(V6 { addr: a, len }))
             }
@@ -170,7 +210,10 @@ pub fn parse_mac(text: &str) -> Result<[u8; 6], String> {
 /// Formats a MAC address as lowercase colon-separated hex.
 #[must_use]
 pub fn format_mac(mac: &[u8; 6]) -> String {
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5])
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
+    )
 }
 
 #[cfg(test)]
@@ -179,21 +222,61 @@ mod tests {
 
     #[test]
     fn parses_prefixes_and_rejects_host_bits() {
-        assert_eq!(Prefix::parse("198.51.100.0/24"), Ok(Prefix::V4(V4 { addr: 0xC633_6400, len: 24 })));
-        assert_eq!(Prefix::parse("198.51.100.7"), Ok(Prefix::V4(V4 { addr: 0xC633_6407, len: 32 })));
-        assert_eq!(Prefix::parse("2001:db8::/32").map(|p| p.to_string()), Ok("2001:db8::/32".into()));
+        assert_eq!(
+            Prefix::parse("198.51.100.0/24"),
+            Ok(Prefix::V4(V4 {
+                addr: 0xC633_6400,
+                len: 24
+            }))
+        );
+        assert_eq!(
+            Prefix::parse("198.51.100.7"),
+            Ok(Prefix::V4(V4 {
+                addr: 0xC633_6407,
+                len: 32
+            }))
+        );
+        assert_eq!(
+            Prefix::parse("2001:db8::/32").map(|p| p.to_string()),
+            Ok("2001:db8::/32".into())
+        );
         let e = Prefix::parse("198.51.100.1/24").unwrap_err();
-        assert!(e.contains("host bits") && e.contains("198.51.100.0/24"), "{e}");
-        assert!(Prefix::parse("198.51.100.0/33").unwrap_err().contains("0 to 32"));
-        assert!(Prefix::parse("not-an-ip").unwrap_err().contains("expected an IPv4 or IPv6"));
+        assert!(
+            e.contains("host bits") && e.contains("198.51.100.0/24"),
+            "{e}"
+        );
+        assert!(
+            Prefix::parse("198.51.100.0/33")
+                .unwrap_err()
+                .contains("0 to 32")
+        );
+        assert!(
+            Prefix::parse("not-an-ip")
+                .unwrap_err()
+                .contains("expected an IPv4 or IPv6")
+        );
     }
 
     #[test]
     fn prefix_last_address() {
-        assert_eq!(V4 { addr: 0xC633_6400, len: 24 }.last(), 0xC633_64FF);
+        assert_eq!(
+            V4 {
+                addr: 0xC633_6400,
+                len: 24
+            }
+            .last(),
+            0xC633_64FF
+        );
         assert_eq!(V4 { addr: 0, len: 0 }.last(), u128::from(u32::MAX));
         assert_eq!(V6 { addr: 0, len: 0 }.last(), u128::MAX);
-        assert_eq!(V6 { addr: 1 << 96, len: 32 }.last(), (1 << 96) | ((1u128 << 96) - 1));
+        assert_eq!(
+            V6 {
+                addr: 1 << 96,
+                len: 32
+            }
+            .last(),
+            (1 << 96) | ((1u128 << 96) - 1)
+        );
     }
 
     #[test]

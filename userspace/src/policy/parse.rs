@@ -30,8 +30,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    ANY_REGION_NAME, DEFAULT_DEVICE_NAME, Device, Diagnostic, Diagnostics, Mode, Origin, Policy, Prefix, Region, Rule,
-    V4, V6, net,
+    ANY_REGION_NAME, DEFAULT_DEVICE_NAME, Device, Diagnostic, Diagnostics, Mode, Origin, Policy,
+    Prefix, Region, Rule, V4, V6, net,
 };
 use crate::error::PolicyError;
 
@@ -83,8 +83,10 @@ struct RawRule {
 /// Reads and validates a policy file. Data files named by regions are read
 /// relative to the policy's directory.
 pub fn parse_file(path: &Path) -> Result<Policy, PolicyError> {
-    let source =
-        std::fs::read_to_string(path).map_err(|source| PolicyError::Io { path: path.to_path_buf(), source })?;
+    let source = std::fs::read_to_string(path).map_err(|source| PolicyError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse_str(&source, path)
 }
 
@@ -95,10 +97,18 @@ pub fn parse_str(source: &str, path: &Path) -> Result<Policy, PolicyError> {
         Err(e) => {
             let span = e.span().unwrap_or(0..0);
             let message = e.message().trim().to_string();
-            return Err(PolicyError::Invalid(Diagnostics(vec![Diagnostic::at(path, source, span, message)])));
+            return Err(PolicyError::Invalid(Diagnostics(vec![Diagnostic::at(
+                path, source, span, message,
+            )])));
         }
     };
-    Checker { path, source, errors: Vec::new(), warnings: Vec::new() }.check(raw)
+    Checker {
+        path,
+        source,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    }
+    .check(raw)
 }
 
 struct Checker<'a> {
@@ -110,11 +120,13 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn error<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
-        self.errors.push(Diagnostic::at(self.path, self.source, at.span(), message));
+        self.errors
+            .push(Diagnostic::at(self.path, self.source, at.span(), message));
     }
 
     fn warn<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
-        self.warnings.push(Diagnostic::at(self.path, self.source, at.span(), message));
+        self.warnings
+            .push(Diagnostic::at(self.path, self.source, at.span(), message));
     }
 
     fn line_of<T>(&self, at: &Spanned<T>) -> usize {
@@ -126,7 +138,10 @@ impl Checker<'_> {
             "enforce" => Mode::Enforce,
             "audit" => Mode::Audit,
             other => {
-                self.error(m, format!("expected mode \"enforce\" or \"audit\", found \"{other}\""));
+                self.error(
+                    m,
+                    format!("expected mode \"enforce\" or \"audit\", found \"{other}\""),
+                );
                 Mode::Enforce
             }
         }
@@ -136,17 +151,33 @@ impl Checker<'_> {
         let n = name.get_ref();
         let valid = !n.is_empty()
             && n.len() <= 64
-            && n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !valid {
-            self.error(name, format!("expected a {kind} name of 1-64 letters, digits, '-', '_' or '.', found \"{n}\""));
+            self.error(
+                name,
+                format!(
+                    "expected a {kind} name of 1-64 letters, digits, '-', '_' or '.', found \"{n}\""
+                ),
+            );
         }
         valid
     }
 
-    #[expect(clippy::too_many_lines, reason = "one linear pass over the sections of a policy")]
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one linear pass over the sections of a policy"
+    )]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "the raw policy is consumed by this pass"
+    )]
     fn check(mut self, raw: RawPolicy) -> Result<Policy, PolicyError> {
         let default_mode = raw.mode.as_ref().map_or(Mode::Enforce, |m| self.mode(m));
-        let base_dir = self.path.parent().map_or_else(PathBuf::new, Path::to_path_buf);
+        let base_dir = self
+            .path
+            .parent()
+            .map_or_else(PathBuf::new, Path::to_path_buf);
 
         // Regions, sorted by name (BTreeMap order) so ids are stable.
         let mut regions: Vec<Region> = Vec::new();
@@ -158,7 +189,13 @@ impl Checker<'_> {
             let mut prefixes = Vec::new();
             for c in &body.get_ref().cidrs {
                 match Prefix::parse(c.get_ref()) {
-                    Ok(p) => prefixes.push((p, Origin { file: self.path.to_path_buf(), line: self.line_of(c) })),
+                    Ok(p) => prefixes.push((
+                        p,
+                        Origin {
+                            file: self.path.to_path_buf(),
+                            line: self.line_of(c),
+                        },
+                    )),
                     Err(msg) => self.error(c, msg),
                 }
             }
@@ -170,21 +207,47 @@ impl Checker<'_> {
                         prefixes.extend(found);
                         self.errors.extend(errs);
                     }
-                    Err(e) => self.error(file, format!("cannot read region file {}: {e}", data_path.display())),
+                    Err(e) => self.error(
+                        file,
+                        format!("cannot read region file {}: {e}", data_path.display()),
+                    ),
                 }
             }
-            if prefixes.is_empty() && body.get_ref().file.is_none() && body.get_ref().cidrs.is_empty() {
-                self.error(body, format!("region \"{}\" has no `cidrs` and no `file`: expected at least one", name.get_ref()));
+            if prefixes.is_empty()
+                && body.get_ref().file.is_none()
+                && body.get_ref().cidrs.is_empty()
+            {
+                self.error(
+                    body,
+                    format!(
+                        "region \"{}\" has no `cidrs` and no `file`: expected at least one",
+                        name.get_ref()
+                    ),
+                );
             } else if prefixes.is_empty() {
-                self.warn(name, format!("region \"{}\" is empty: rules naming it match nothing", name.get_ref()));
+                self.warn(
+                    name,
+                    format!(
+                        "region \"{}\" is empty: rules naming it match nothing",
+                        name.get_ref()
+                    ),
+                );
             }
             region_ids.insert(name.get_ref().clone(), regions.len());
-            regions.push(Region { name: name.get_ref().clone(), prefixes });
+            regions.push(Region {
+                name: name.get_ref().clone(),
+                prefixes,
+            });
         }
 
         // Devices: index 0 is the default.
-        let mut devices = vec![Device { name: DEFAULT_DEVICE_NAME.into(), macs: vec![], prefixes: vec![] }];
-        let mut device_ids: HashMap<String, usize> = HashMap::from([(DEFAULT_DEVICE_NAME.to_string(), 0)]);
+        let mut devices = vec![Device {
+            name: DEFAULT_DEVICE_NAME.into(),
+            macs: vec![],
+            prefixes: vec![],
+        }];
+        let mut device_ids: HashMap<String, usize> =
+            HashMap::from([(DEFAULT_DEVICE_NAME.to_string(), 0)]);
         let mut mac_owner: HashMap<[u8; 6], String> = HashMap::new();
         let mut prefix_owner: HashMap<Prefix, String> = HashMap::new();
         for (name, body) in &raw.devices {
@@ -195,12 +258,19 @@ impl Checker<'_> {
                 self.error(name, "\"default\" is reserved for every device no entry names; expected another name");
                 continue;
             }
-            let mut dev = Device { name: name.get_ref().clone(), macs: vec![], prefixes: vec![] };
+            let mut dev = Device {
+                name: name.get_ref().clone(),
+                macs: vec![],
+                prefixes: vec![],
+            };
             for m in &body.get_ref().mac {
                 match net::parse_mac(m.get_ref()) {
                     Ok(mac) => {
                         if let Some(other) = mac_owner.insert(mac, dev.name.clone()) {
-                            self.error(m, format!("MAC address already belongs to device \"{other}\""));
+                            self.error(
+                                m,
+                                format!("MAC address already belongs to device \"{other}\""),
+                            );
                         }
                         dev.macs.push(mac);
                     }
@@ -219,7 +289,13 @@ impl Checker<'_> {
                 }
             }
             if body.get_ref().mac.is_empty() && body.get_ref().ip.is_empty() {
-                self.error(body, format!("device \"{}\" has no `mac` and no `ip`: expected at least one", dev.name));
+                self.error(
+                    body,
+                    format!(
+                        "device \"{}\" has no `mac` and no `ip`: expected at least one",
+                        dev.name
+                    ),
+                );
             }
             device_ids.insert(dev.name.clone(), devices.len());
             devices.push(dev);
@@ -229,7 +305,11 @@ impl Checker<'_> {
                 self.path,
                 self.source,
                 0..0,
-                format!("{} devices defined; at most {} are supported", devices.len() - 1, regionwall_common::MAX_DEVICES - 1),
+                format!(
+                    "{} devices defined; at most {} are supported",
+                    devices.len() - 1,
+                    regionwall_common::MAX_DEVICES - 1
+                ),
             ));
         }
 
@@ -244,7 +324,13 @@ impl Checker<'_> {
                         continue;
                     }
                     if let Some(line) = rule_names.get(n.get_ref()) {
-                        self.error(n, format!("duplicate rule name \"{}\" (first at line {line})", n.get_ref()));
+                        self.error(
+                            n,
+                            format!(
+                                "duplicate rule name \"{}\" (first at line {line})",
+                                n.get_ref()
+                            ),
+                        );
                     }
                     n.get_ref().clone()
                 }
@@ -255,17 +341,34 @@ impl Checker<'_> {
             for d in body.devices.get_ref() {
                 match device_ids.get(d.get_ref()) {
                     Some(&id) => rule_devices.push(id),
-                    None => self.error(d, format!("unknown device \"{}\": expected one of {}", d.get_ref(), known(&device_ids))),
+                    None => self.error(
+                        d,
+                        format!(
+                            "unknown device \"{}\": expected one of {}",
+                            d.get_ref(),
+                            known(&device_ids)
+                        ),
+                    ),
                 }
             }
             if body.devices.get_ref().is_empty() {
-                self.error(&body.devices, "`devices` is empty: expected at least one device name (or \"default\")");
+                self.error(
+                    &body.devices,
+                    "`devices` is empty: expected at least one device name (or \"default\")",
+                );
             }
             let mut block = Vec::new();
             for b in &body.block {
                 match self.region_ref(b, &mut regions, &mut region_ids) {
                     Some(id) => block.push(id),
-                    None => self.error(b, format!("unknown region \"{}\": expected one of {}", b.get_ref(), known_regions(&region_ids))),
+                    None => self.error(
+                        b,
+                        format!(
+                            "unknown region \"{}\": expected one of {}",
+                            b.get_ref(),
+                            known_regions(&region_ids)
+                        ),
+                    ),
                 }
             }
             let mut allow = Vec::new();
@@ -275,26 +378,56 @@ impl Checker<'_> {
                     allow.push(id);
                 } else {
                     match Prefix::parse(a.get_ref()) {
-                        Ok(p) => inline.push((p, Origin { file: self.path.to_path_buf(), line: self.line_of(a) })),
+                        Ok(p) => inline.push((
+                            p,
+                            Origin {
+                                file: self.path.to_path_buf(),
+                                line: self.line_of(a),
+                            },
+                        )),
                         Err(_) => self.error(
                             a,
-                            format!("expected a region name ({}) or a CIDR in `allow`, found \"{}\"", known_regions(&region_ids), a.get_ref()),
+                            format!(
+                                "expected a region name ({}) or a CIDR in `allow`, found \"{}\"",
+                                known_regions(&region_ids),
+                                a.get_ref()
+                            ),
                         ),
                     }
                 }
             }
             if !inline.is_empty() {
                 allow.push(regions.len());
-                regions.push(Region { name: format!("{name}/allow"), prefixes: inline });
+                regions.push(Region {
+                    name: format!("{name}/allow"),
+                    prefixes: inline,
+                });
             }
             if body.block.is_empty() && body.allow.is_empty() {
-                self.error(r, format!("rule \"{name}\" has neither `block` nor `allow`: expected at least one"));
+                self.error(
+                    r,
+                    format!(
+                        "rule \"{name}\" has neither `block` nor `allow`: expected at least one"
+                    ),
+                );
             }
             let mode = body.mode.as_ref().map_or(default_mode, |m| self.mode(m));
-            rules.push(Rule { name, devices: rule_devices, block, allow, mode, line: self.line_of(r) });
+            rules.push(Rule {
+                name,
+                devices: rule_devices,
+                block,
+                allow,
+                mode,
+                line: self.line_of(r),
+            });
         }
         if rules.is_empty() && self.errors.is_empty() {
-            self.warnings.push(Diagnostic::at(self.path, self.source, 0..0, "the policy has no rules: every packet passes"));
+            self.warnings.push(Diagnostic::at(
+                self.path,
+                self.source,
+                0..0,
+                "the policy has no rules: every packet passes",
+            ));
         }
         if regions.len() > regionwall_common::MAX_REGIONS as usize {
             self.errors.push(Diagnostic::at(
@@ -309,10 +442,18 @@ impl Checker<'_> {
             ));
         }
         if !self.errors.is_empty() {
-            self.errors.sort_by(|a, b| (a.file.clone(), a.line, a.column).cmp(&(b.file.clone(), b.line, b.column)));
+            self.errors
+                .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
             return Err(PolicyError::Invalid(Diagnostics(self.errors)));
         }
-        Ok(Policy { source: self.path.to_path_buf(), regions, named_regions, devices, rules, warnings: self.warnings })
+        Ok(Policy {
+            source: self.path.to_path_buf(),
+            regions,
+            named_regions,
+            devices,
+            rules,
+            warnings: self.warnings,
+        })
     }
 
     /// Resolves a region name; "any" is built in unless the policy defines it.
@@ -326,7 +467,10 @@ impl Checker<'_> {
             return Some(id);
         }
         if name.get_ref() == ANY_REGION_NAME {
-            let origin = Origin { file: self.path.to_path_buf(), line: self.line_of(name) };
+            let origin = Origin {
+                file: self.path.to_path_buf(),
+                line: self.line_of(name),
+            };
             let id = regions.len();
             regions.push(Region {
                 name: ANY_REGION_NAME.into(),
@@ -349,7 +493,11 @@ fn known(ids: &HashMap<String, usize>) -> String {
 }
 
 fn known_regions(ids: &HashMap<String, usize>) -> String {
-    let mut names: Vec<&str> = ids.keys().map(String::as_str).filter(|n| !n.contains('/')).collect();
+    let mut names: Vec<&str> = ids
+        .keys()
+        .map(String::as_str)
+        .filter(|n| !n.contains('/'))
+        .collect();
     if !names.contains(&ANY_REGION_NAME) {
         names.push(ANY_REGION_NAME);
     }
@@ -371,7 +519,13 @@ pub fn read_cidr_list(path: &Path, text: &str) -> (Vec<(Prefix, Origin)>, Vec<Di
         }
         let column = content.find(trimmed).unwrap_or(0) + 1;
         match Prefix::parse(trimmed) {
-            Ok(p) => found.push((p, Origin { file: path.to_path_buf(), line: i + 1 })),
+            Ok(p) => found.push((
+                p,
+                Origin {
+                    file: path.to_path_buf(),
+                    line: i + 1,
+                },
+            )),
             Err(msg) => errors.push(Diagnostic::at_line(path, i + 1, column, line, trimmed, msg)),
         }
     }
