@@ -661,31 +661,10 @@ fn non_ip_pppoe_and_unknown_ethertypes() {
 #[test]
 fn truncated_frames_at_every_boundary() {
     let mut h = Harness::new();
+    // VLAN tag, IPv4 with one option word: L3 ends at 18 + 24, ports 4 later.
     let v4 = udp4(PHONE_MAC, &[ETH_P_8021Q], PHONE_IP, BLOCKED, 1, 0);
-    let l3 = 18;
-    let l3_end = l3 + 24;
-    for len in 14..=v4.len() {
-        let frame = v4[..len].to_vec();
-        let c = if len < l3_end {
-            case(
-                format!("v4 cut at {len}"),
-                frame,
-                XDP_PASS,
-                Some(Counter::Malformed),
-                None,
-            )
-        } else {
-            let port = (len >= l3_end + 4).then_some(443);
-            case(
-                format!("v4 cut at {len}"),
-                frame,
-                XDP_DROP,
-                None,
-                drop_event("phone", BLOCKED.into(), port),
-            )
-        };
-        h.check(&c);
-    }
+    sweep_truncations(&mut h, "v4", &v4, 18 + 24, 18 + 24, BLOCKED.into());
+    // IPv6 (ends at 54), then hop-by-hop and fragment headers (16 bytes).
     let bad = v6("2001:db8:bad::1");
     let v6f = udp6(
         PHONE_MAC,
@@ -693,27 +672,27 @@ fn truncated_frames_at_every_boundary() {
         bad,
         &[Ext::HopByHop, Ext::Fragment(0)],
     );
-    let l3_end = 14 + 40;
-    let l4 = l3_end + 16;
-    for len in 14..=v6f.len() {
-        let frame = v6f[..len].to_vec();
+    sweep_truncations(&mut h, "v6", &v6f, 14 + 40, 14 + 40 + 16, bad.into());
+}
+
+/// Checks `full` cut at every length from 14 bytes: malformed before
+/// `l3_end`, dropped from then on, with the port once `l4 + 4` bytes exist.
+fn sweep_truncations(
+    h: &mut Harness,
+    family: &str,
+    full: &[u8],
+    l3_end: usize,
+    l4: usize,
+    dst: IpAddr,
+) {
+    for len in 14..=full.len() {
+        let frame = full[..len].to_vec();
+        let name = format!("{family} cut at {len}");
         let c = if len < l3_end {
-            case(
-                format!("v6 cut at {len}"),
-                frame,
-                XDP_PASS,
-                Some(Counter::Malformed),
-                None,
-            )
+            case(name, frame, XDP_PASS, Some(Counter::Malformed), None)
         } else {
             let port = (len >= l4 + 4).then_some(443);
-            case(
-                format!("v6 cut at {len}"),
-                frame,
-                XDP_DROP,
-                None,
-                drop_event("phone", bad.into(), port),
-            )
+            case(name, frame, XDP_DROP, None, drop_event("phone", dst, port))
         };
         h.check(&c);
     }

@@ -367,6 +367,13 @@ mod tests {
         }
     }
 
+    fn named_classes(table: &[(V4, u32)], interner: &Interner) -> Vec<(String, Vec<u16>)> {
+        table
+            .iter()
+            .map(|(p, c)| (p.to_string(), interner.classes[*c as usize].clone()))
+            .collect()
+    }
+
     #[test]
     fn nested_prefixes_get_union_classes_and_redundant_ones_vanish() {
         let mut interner = Interner::default();
@@ -380,10 +387,7 @@ mod tests {
             &mut interner,
         );
         // 10.1.2.0/24 (region 0 inside {0,1}) and 10.2.0.0/16 (region 0 inside {0}) add nothing.
-        let got: Vec<(String, Vec<u16>)> = table
-            .iter()
-            .map(|(p, c)| (p.to_string(), interner.classes[*c as usize].clone()))
-            .collect();
+        let got = named_classes(&table, &interner);
         assert_eq!(
             got,
             vec![
@@ -405,10 +409,7 @@ mod tests {
             ],
             &mut interner,
         );
-        let got: Vec<(String, Vec<u16>)> = table
-            .iter()
-            .map(|(p, c)| (p.to_string(), interner.classes[*c as usize].clone()))
-            .collect();
+        let got = named_classes(&table, &interner);
         assert_eq!(
             got,
             vec![

@@ -61,30 +61,12 @@ impl Topology {
 
     fn wire(&self) -> io::Result<()> {
         let (p, g, n) = (&self.phone, &self.gateway, &self.internet);
-        g.ip(&[
-            "link",
-            "add",
-            GATEWAY_LAN,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            p.name(),
-        ])?;
-        g.ip(&[
-            "link",
-            "add",
-            GATEWAY_WAN,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            n.name(),
-        ])?;
+        for (gateway_side, peer) in [(GATEWAY_LAN, p), (GATEWAY_WAN, n)] {
+            let peer_args = ["type", "veth", "peer", "name", "eth0", "netns", peer.name()];
+            let mut args = vec!["link", "add", gateway_side];
+            args.extend_from_slice(&peer_args);
+            g.ip(&args)?;
+        }
         for (ns, dev, addrs) in [
             (p, "eth0", &["192.0.2.10/24", "2001:db8:1::10/64"][..]),
             (g, GATEWAY_LAN, &["192.0.2.1/24", "2001:db8:1::1/64"][..]),
