@@ -142,3 +142,26 @@ fn rejected_reload_keeps_the_old_policy_enforcing() {
     let status = controller.stop().expect("stop");
     assert!(status.success());
 }
+
+/// Generic (skb) XDP gives the same verdicts as native XDP on the veth.
+#[test]
+fn generic_xdp_mode_enforces_too() {
+    let topology = Topology::create("generic").expect("create namespaces");
+    let policy = demo_policy_copy();
+    let controller = Controller::start(&exe(), &topology, &policy, &["--xdp-mode", "generic"])
+        .expect("start regionwall run --xdp-mode generic");
+    let out = topology
+        .gateway
+        .command("ip")
+        .args(["link", "show", GATEWAY_LAN])
+        .output()
+        .expect("ip link");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("xdpgeneric"),
+        "attached in generic mode"
+    );
+    let blocked = send_traffic(&topology, "blocked v6", "2001:db8:bad::10", 3).expect("traffic");
+    let allowed = send_traffic(&topology, "allowed v4", "203.0.113.10", 3).expect("traffic");
+    assert_eq!((blocked.udp_delivered, allowed.udp_delivered), (0, 3));
+    assert!(controller.stop().expect("stop").success());
+}
