@@ -40,24 +40,12 @@ impl Compiled {
     /// Name of a region id as found in events (0 = none).
     #[must_use]
     pub fn region_name(&self, id: u16) -> &str {
-        if id == NO_REGION {
-            "-"
-        } else {
-            self.region_names
-                .get(usize::from(id) - 1)
-                .map_or("?", String::as_str)
-        }
+        name_by_id(&self.region_names, id)
     }
     /// Name of a rule id as found in events (0 = none).
     #[must_use]
     pub fn rule_name(&self, id: u16) -> &str {
-        if id == NO_RULE {
-            "-"
-        } else {
-            self.rule_names
-                .get(usize::from(id) - 1)
-                .map_or("?", String::as_str)
-        }
+        name_by_id(&self.rule_names, id)
     }
     #[must_use]
     pub fn device_name(&self, index: u16) -> &str {
@@ -70,6 +58,14 @@ impl Compiled {
     #[must_use]
     pub fn table_bytes(&self) -> usize {
         self.v4.len() * (8 + 4) + self.v6.len() * (20 + 4) + self.decisions.len() * 8
+    }
+}
+
+/// Region and rule ids are index + 1; 0 ([`NO_REGION`], [`NO_RULE`]) means none.
+fn name_by_id(names: &[String], id: u16) -> &str {
+    match usize::from(id).checked_sub(1) {
+        None => "-",
+        Some(i) => names.get(i).map_or("?", String::as_str),
     }
 }
 
