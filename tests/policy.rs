@@ -93,7 +93,7 @@ allow = ["not-a-cidr"]
     let e = errors(text);
     assert_eq!(e.len(), 3, "{e:#?}");
     assert!(
-        e[0].message.contains("unknown device \"fridge\"") && e[0].message.contains("tv"),
+        e[0].message.contains("unknown device or group \"fridge\"") && e[0].message.contains("tv"),
         "{}",
         e[0]
     );
@@ -124,7 +124,7 @@ devices = ["ghost"]
     let e = errors(text);
     let msgs: Vec<&str> = e.iter().map(|d| d.message.as_str()).collect();
     assert_eq!(e.len(), 3, "{msgs:#?}");
-    assert!(msgs[0].contains("region \"empty\" has no `cidrs` and no `file`"));
+    assert!(msgs[0].contains("region \"empty\" has no `cidrs`, `file` or `countries`"));
     assert!(msgs[1].contains("device \"ghost\" has no `mac` and no `ip`"));
     assert!(msgs[2].contains("neither `block` nor `allow`"));
 }
@@ -208,7 +208,8 @@ fn missing_policy_file_is_an_io_error() {
 fn verdict(p: &policy::Policy, mac: Option<[u8; 6]>, src: &str, dst: &str) -> Verdict {
     let device = compile::device_for(p, mac, Some(src.parse::<IpAddr>().expect("src")));
     let regions = compile::regions_containing(p, dst.parse().expect("dst"));
-    Verdict::from_u8(compile::decide(p, device, &regions).verdict).expect("verdict")
+    Verdict::from_u8(compile::decide(p, device, &regions, "tcp/443".parse().expect("key")).verdict)
+        .expect("verdict")
 }
 
 #[test]

@@ -13,7 +13,7 @@ use core::mem::size_of;
 
 /// Version of the map layout below. Bumped whenever any shared type or map
 /// changes meaning, so a controller can tell pinned state of another layout.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Number of policy table sets. A reload writes the inactive set, then flips
 /// [`Control::active`] with one map update.
@@ -29,8 +29,8 @@ pub const NO_REGION: u16 = 0;
 pub const MAX_REGIONS: u32 = 64;
 /// Region class 0 is "in no table"; class ids are dense from 1.
 pub const NO_CLASS: u32 = 0;
-/// Maximum entries of one decision table (devices x classes).
-pub const MAX_DECISIONS: u32 = 1 << 16;
+/// Maximum entries of one decision table (devices x classes x port classes).
+pub const MAX_DECISIONS: u32 = 1 << 18;
 /// Rule id 0 means "no rule decided" (default pass).
 pub const NO_RULE: u16 = 0;
 
@@ -48,6 +48,29 @@ pub const DEVICE_MAC_MAX_ENTRIES: u32 = 4096;
 pub const DEVICE_LPM_MAX_ENTRIES: u32 = 4096;
 /// Size of the event ring buffer in bytes (power of two multiple of the page size).
 pub const EVENT_RING_BYTES: u32 = 1 << 22;
+
+/// Port slots: TCP by destination port, UDP by destination port, then one
+/// port-less slot per IP protocol (other protocols, later fragments,
+/// truncated L4 headers).
+pub const PORTLESS_BASE: u32 = 2 * 65_536;
+pub const PORT_SLOTS: u32 = PORTLESS_BASE + 256;
+
+/// Port slot of a packet (index into the `PORT_CLASS_*` maps).
+#[expect(
+    clippy::inline_always,
+    reason = "called on the per-packet path of the XDP program"
+)]
+#[inline(always)]
+#[must_use]
+pub const fn port_slot(proto: u8, has_port: bool, port: u16) -> u32 {
+    if has_port && proto == 6 {
+        port as u32
+    } else if has_port && proto == 17 {
+        65_536 + port as u32
+    } else {
+        PORTLESS_BASE + proto as u32
+    }
+}
 
 /// Number of traffic counter slots: device x (region + "none") x verdict.
 pub const TRAFFIC_SLOTS: u32 = MAX_DEVICES * (MAX_REGIONS + 1) * VERDICTS;
@@ -192,7 +215,9 @@ pub struct PolicyMeta {
     /// Serial number of the policy, copied into events so userspace can name
     /// devices, regions and rules even across reloads.
     pub epoch: u32,
-    pub _pad: u32,
+    /// Number of port classes (innermost stride of `DECISIONS_*`). 1 means
+    /// no rule has protocol/port qualifiers and `PORT_CLASS_*` is not read.
+    pub port_classes: u32,
 }
 const _: () = assert!(size_of::<PolicyMeta>() == 16);
 

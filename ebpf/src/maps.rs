@@ -9,7 +9,7 @@ use aya_ebpf::{
 use regionwall_common::{
     COUNTERS, Control, DEVICE_LPM_MAX_ENTRIES, DEVICE_MAC_MAX_ENTRIES, Decision, EVENT_RING_BYTES,
     GENERATIONS, LPM_V4_MAX_ENTRIES, LPM_V6_MAX_ENTRIES, MAX_DECISIONS, MacKey, PolicyMeta,
-    TRAFFIC_SLOTS, TrafficCounter,
+    PORT_SLOTS, TRAFFIC_SLOTS, TrafficCounter,
 };
 
 #[map]
@@ -48,7 +48,15 @@ pub static DEVICE_V6_0: LpmTrie<[u8; 16], u32> =
 pub static DEVICE_V6_1: LpmTrie<[u8; 16], u32> =
     LpmTrie::with_max_entries(DEVICE_LPM_MAX_ENTRIES, 0);
 
-// (device, region class) -> decision, row-major with stride PolicyMeta.classes.
+// (protocol, destination port) slot -> port class; read only when the
+// policy has protocol/port qualifiers (PolicyMeta.port_classes > 1).
+#[map]
+pub static PORT_CLASS_0: Array<u32> = Array::with_max_entries(PORT_SLOTS, 0);
+#[map]
+pub static PORT_CLASS_1: Array<u32> = Array::with_max_entries(PORT_SLOTS, 0);
+
+// (device, region class, port class) -> decision, row-major:
+// index = (device * classes + class) * port_classes + port_class.
 #[map]
 pub static DECISIONS_0: Array<Decision> = Array::with_max_entries(MAX_DECISIONS, 0);
 #[map]

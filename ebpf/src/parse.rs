@@ -43,6 +43,8 @@ pub struct Packet {
     pub dst: [u8; 16],
     pub src_port: u16,
     pub dst_port: u16,
+    /// Whether the L4 ports were read (TCP/UDP/SCTP/UDP-Lite first fragments).
+    pub has_ports: bool,
 }
 
 impl Packet {
@@ -55,6 +57,7 @@ impl Packet {
             dst: [0; 16],
             src_port: 0,
             dst_port: 0,
+            has_ports: false,
         }
     }
 }
@@ -251,5 +254,6 @@ fn ports(ctx: &XdpContext, l4: usize, pkt: &mut Packet) {
     if let Some(p) = read::<[u8; 4]>(ctx, l4) {
         pkt.src_port = be16([p[0], p[1]]);
         pkt.dst_port = be16([p[2], p[3]]);
+        pkt.has_ports = true;
     }
 }

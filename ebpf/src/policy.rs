@@ -1,11 +1,12 @@
-//! Policy lookups: destination -> region class, source -> device, then one
-//! array read for (device, class). The cost per packet is three map lookups
-//! whatever the number of rules.
+//! Policy lookups: destination -> region class, source -> device, (protocol,
+//! port) -> port class when the policy has qualifiers, then one array read
+//! for (device, class, port class). The cost per packet is at most four map
+//! lookups whatever the number of rules.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use regionwall_common::{
     Control, Counter, DEFAULT_DEVICE, Decision, MAX_DECISIONS, MacKey, NO_CLASS, NO_REGION,
-    NO_RULE, PolicyMeta, Verdict,
+    NO_RULE, PolicyMeta, Verdict, port_slot,
 };
 
 use crate::{maps::*, parse::Packet, report};
@@ -142,7 +143,23 @@ pub fn decide(generation: u32, pkt: &Packet) -> (Decision, u32, u32) {
         report::count(Counter::BadDecision);
         return (pass, DEFAULT_DEVICE, meta.epoch);
     }
-    let index = device * meta.classes + class;
+    let mut index = device * meta.classes + class;
+    if meta.port_classes > 1 {
+        let slot = port_slot(pkt.proto, pkt.has_ports, pkt.dst_port);
+        let pclass = if generation == 0 {
+            PORT_CLASS_0.get(slot)
+        } else {
+            PORT_CLASS_1.get(slot)
+        };
+        let pclass = match pclass {
+            Some(p) if *p < meta.port_classes => *p,
+            _ => {
+                report::count(Counter::BadDecision);
+                return (pass, DEFAULT_DEVICE, meta.epoch);
+            }
+        };
+        index = index * meta.port_classes + pclass;
+    }
     if index >= MAX_DECISIONS {
         report::count(Counter::BadDecision);
         return (pass, DEFAULT_DEVICE, meta.epoch);

@@ -9,12 +9,14 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-use regionwall_common::{Decision, MAX_DECISIONS, NO_REGION, NO_RULE, Verdict};
+use regionwall_common::{Decision, MAX_DECISIONS, NO_REGION, NO_RULE, PORT_SLOTS, Verdict};
 
 use crate::{
     error::CompileError,
-    policy::{Mode, Policy, Prefix, V4, V6, net::Bits},
+    policy::{Mode, PacketKey, Policy, PortMatch, Prefix, Rule, V4, V6, net::Bits},
 };
+
+pub use crate::policy::canonical;
 
 /// The policy as the kernel sees it.
 #[derive(Clone, Debug)]
@@ -32,7 +34,15 @@ pub struct Compiled {
     pub device_macs: Vec<([u8; 6], u32)>,
     pub device_v4: Vec<(V4, u32)>,
     pub device_v6: Vec<(V6, u32)>,
-    /// Row-major `devices x classes`.
+    /// Port slot -> port class ([`regionwall_common::port_slot`]); empty
+    /// when no rule has protocol/port qualifiers.
+    pub port_classes: Vec<u32>,
+    /// Number of port classes (1 without qualifiers).
+    pub port_class_count: usize,
+    /// Per region (same order as the policy's): IPv4 and IPv6 prefixes
+    /// after merging overlaps and carving out exceptions.
+    pub region_sizes: Vec<(usize, usize)>,
+    /// Row-major `devices x classes x port classes`.
     pub decisions: Vec<Decision>,
 }
 
@@ -57,7 +67,10 @@ impl Compiled {
     /// the kernel's per-node overhead).
     #[must_use]
     pub fn table_bytes(&self) -> usize {
-        self.v4.len() * (8 + 4) + self.v6.len() * (20 + 4) + self.decisions.len() * 8
+        self.v4.len() * (8 + 4)
+            + self.v6.len() * (20 + 4)
+            + self.decisions.len() * 8
+            + self.port_classes.len() * 4
     }
 }
 
@@ -69,35 +82,97 @@ fn name_by_id(names: &[String], id: u16) -> &str {
     }
 }
 
-/// What the policy decides for one device and one set of regions.
-#[must_use]
-pub fn decide(policy: &Policy, device: usize, regions: &[u16]) -> Decision {
-    let device_rules = policy
-        .rules
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| device != 0 && r.devices.contains(&device));
-    if let Some(d) = decide_level(policy, device_rules, regions) {
-        return d;
-    }
-    let default_rules = policy
-        .rules
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.devices.contains(&0));
-    decide_level(policy, default_rules, regions).unwrap_or(Decision {
-        verdict: Verdict::Pass as u8,
-        region: attribution(policy, regions),
-        rule: NO_RULE,
-        ..Decision::default()
-    })
+/// Which rules decided: precedence levels, most specific first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// A rule naming the device itself.
+    Device,
+    /// A rule naming a group the device is in.
+    Group,
+    /// A rule naming "default" (every device).
+    Default,
 }
 
-/// Within one level (a device's own rules, or the default's): an allow match
-/// wins; else a block match, enforce before audit, first rule in file order.
+impl Level {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Device => "device",
+            Self::Group => "group",
+            Self::Default => "default",
+        }
+    }
+
+    /// Whether `rule` is at this level for `device`.
+    fn holds(self, policy: &Policy, rule: &Rule, device: usize) -> bool {
+        match self {
+            Self::Device => device != 0 && rule.devices.contains(&device),
+            Self::Group => {
+                device != 0
+                    && rule
+                        .groups
+                        .iter()
+                        .any(|g| policy.groups[*g].members.contains(&device))
+            }
+            Self::Default => rule.devices.contains(&0),
+        }
+    }
+}
+
+/// Whether `rule` applies to packets like `key` (its protocol/port qualifiers).
+fn applies(rule: &Rule, key: PacketKey) -> bool {
+    rule.ports
+        .as_ref()
+        .is_none_or(|list| list.iter().any(|m| m.matches(key)))
+}
+
+/// What the policy decides for one device, one set of regions (0-based
+/// indices, sorted) and one kind of packet.
+#[must_use]
+pub fn decide(policy: &Policy, device: usize, regions: &[u16], key: PacketKey) -> Decision {
+    decide_explained(policy, device, regions, key).0
+}
+
+/// [`decide`], also telling which precedence level decided (`None`: no rule
+/// matched and the packet passes by default).
+///
+/// Precedence: rules naming the device, then rules naming a group it is in,
+/// then rules naming "default"; the first level with a matching rule
+/// decides. Within a level an allow match wins, then an enforcing block,
+/// then an auditing block; among equals the first rule in the file.
+#[must_use]
+pub fn decide_explained(
+    policy: &Policy,
+    device: usize,
+    regions: &[u16],
+    key: PacketKey,
+) -> (Decision, Option<Level>) {
+    for level in [Level::Device, Level::Group, Level::Default] {
+        let rules = policy
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| level.holds(policy, r, device) && applies(r, key));
+        if let Some(d) = decide_level(policy, rules, regions) {
+            return (d, Some(level));
+        }
+    }
+    (
+        Decision {
+            verdict: Verdict::Pass as u8,
+            region: attribution(policy, regions),
+            rule: NO_RULE,
+            ..Decision::default()
+        },
+        None,
+    )
+}
+
+/// Within one level: an allow match wins; else a block match, enforce
+/// before audit, first rule in file order.
 fn decide_level<'a>(
     policy: &Policy,
-    rules: impl Iterator<Item = (usize, &'a crate::policy::Rule)> + Clone,
+    rules: impl Iterator<Item = (usize, &'a Rule)> + Clone,
     regions: &[u16],
 ) -> Option<Decision> {
     let hit = |set: &[usize]| {
@@ -162,18 +237,58 @@ fn attribution(policy: &Policy, regions: &[u16]) -> u16 {
         .map_or(NO_REGION, |r| r + 1)
 }
 
+/// Port slot -> port class for the policy's qualifiers, with one
+/// representative packet per class. Without qualifiers: no table, one class.
+fn port_classes(policy: &Policy) -> (Vec<u32>, Vec<PacketKey>) {
+    let mut qualifiers: Vec<&Vec<PortMatch>> =
+        policy.rules.iter().filter_map(|r| r.ports.as_ref()).collect();
+    qualifiers.sort_unstable();
+    qualifiers.dedup();
+    if qualifiers.is_empty() {
+        return (
+            Vec::new(),
+            vec![PacketKey {
+                proto: 0,
+                port: None,
+            }],
+        );
+    }
+    let mut ids: HashMap<Vec<u16>, u32> = HashMap::new();
+    let mut reps = Vec::new();
+    let mut table = Vec::with_capacity(PORT_SLOTS as usize);
+    let mut signature = Vec::with_capacity(qualifiers.len());
+    for slot in 0..PORT_SLOTS {
+        let key = PacketKey::of_slot(slot);
+        signature.clear();
+        for (q, list) in qualifiers.iter().enumerate() {
+            if list.iter().any(|m| m.matches(key)) {
+                signature.push(u16::try_from(q).unwrap_or(u16::MAX));
+            }
+        }
+        let class = if let Some(&c) = ids.get(&signature) {
+            c
+        } else {
+            let c = u32::try_from(reps.len()).unwrap_or(u32::MAX);
+            ids.insert(signature.clone(), c);
+            reps.push(key);
+            c
+        };
+        table.push(class);
+    }
+    (table, reps)
+}
+
 /// Compiles `policy` into kernel tables.
 pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
     let mut interner = Interner::default();
     let mut v4_in = Vec::new();
     let mut v6_in = Vec::new();
+    let mut region_sizes = Vec::with_capacity(policy.regions.len());
     for (i, region) in policy.regions.iter().enumerate() {
-        for (p, _) in &region.prefixes {
-            match p {
-                Prefix::V4(p) => v4_in.push((*p, region_u16(i))),
-                Prefix::V6(p) => v6_in.push((*p, region_u16(i))),
-            }
-        }
+        let (v4, v6) = region.merged();
+        region_sizes.push((v4.len(), v6.len()));
+        v4_in.extend(v4.into_iter().map(|p| (p, region_u16(i))));
+        v6_in.extend(v6.into_iter().map(|p| (p, region_u16(i))));
     }
     let v4 = build_table(v4_in, &mut interner);
     let v6 = build_table(v6_in, &mut interner);
@@ -192,11 +307,13 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
         });
     }
     let classes = interner.classes;
-    let cells = policy.devices.len() * classes.len();
+    let (port_table, port_reps) = port_classes(policy);
+    let cells = policy.devices.len() * classes.len() * port_reps.len();
     if cells > MAX_DECISIONS as usize {
         return Err(CompileError::TooManyDecisions {
             devices: policy.devices.len(),
             classes: classes.len(),
+            port_classes: port_reps.len(),
             cells,
             max: MAX_DECISIONS,
         });
@@ -204,7 +321,9 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
     let mut decisions = Vec::with_capacity(cells);
     for device in 0..policy.devices.len() {
         for class in &classes {
-            decisions.push(decide(policy, device, class));
+            for key in &port_reps {
+                decisions.push(decide(policy, device, class, *key));
+            }
         }
     }
     let mut device_macs = Vec::new();
@@ -230,6 +349,9 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
         device_macs,
         device_v4,
         device_v6,
+        port_classes: port_table,
+        port_class_count: port_reps.len(),
+        region_sizes,
         decisions,
     })
 }
@@ -300,28 +422,13 @@ fn build_table<B: Bits>(mut input: Vec<(B, u16)>, interner: &mut Interner) -> Ve
 /// the reference the compiled tables are tested against.
 #[must_use]
 pub fn regions_containing(policy: &Policy, addr: IpAddr) -> Vec<u16> {
-    let addr = canonical(addr);
-    let mut out = Vec::new();
-    for (i, region) in policy.regions.iter().enumerate() {
-        let hit = region.prefixes.iter().any(|(p, _)| match (p, addr) {
-            (Prefix::V4(p), IpAddr::V4(a)) => p.contains_addr(u128::from(u32::from(a))),
-            (Prefix::V6(p), IpAddr::V6(a)) => p.contains_addr(u128::from(a)),
-            _ => false,
-        });
-        if hit {
-            out.push(region_u16(i));
-        }
-    }
-    out
-}
-
-/// IPv4-mapped IPv6 addresses are treated as IPv4, like the kernel does.
-#[must_use]
-pub fn canonical(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
-        IpAddr::V4(_) => addr,
-    }
+    policy
+        .regions
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.contains(addr))
+        .map(|(i, _)| region_u16(i))
+        .collect()
 }
 
 /// The device a source maps to, the way the kernel decides: MAC first, then
@@ -337,15 +444,8 @@ pub fn device_for(policy: &Policy, mac: Option<[u8; 6]>, src: Option<IpAddr>) ->
     let mut best: Option<(u8, usize)> = None;
     for (i, d) in policy.devices.iter().enumerate() {
         for p in &d.prefixes {
-            let (hit, len) = match (p, src) {
-                (Prefix::V4(p), IpAddr::V4(a)) => {
-                    (p.contains_addr(u128::from(u32::from(a))), p.len)
-                }
-                (Prefix::V6(p), IpAddr::V6(a)) => (p.contains_addr(u128::from(a)), p.len),
-                _ => (false, 0),
-            };
-            if hit && best.is_none_or(|(l, _)| len > l) {
-                best = Some((len, i));
+            if p.contains(src) && best.is_none_or(|(l, _)| p.len() > l) {
+                best = Some((p.len(), i));
             }
         }
     }

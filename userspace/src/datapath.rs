@@ -13,7 +13,7 @@ use aya::{
     programs::{Xdp, XdpMode, links::LinkError, xdp::XdpLinkId},
 };
 use regionwall_common::{
-    COUNTERS, Control, Decision, GENERATIONS, MAX_DEVICES, MAX_REGIONS, MacKey, PolicyMeta,
+    COUNTERS, Control, GENERATIONS, MAX_DEVICES, MAX_REGIONS, MacKey, PolicyMeta,
     TrafficCounter, UnparsedAction, VERDICTS, traffic_slot,
 };
 
@@ -214,21 +214,22 @@ impl Datapath {
                     .map_err(map_err(name))?;
             }
         }
-        {
-            let name = gen_name(next, ["DECISIONS_0", "DECISIONS_1"]);
-            let mut decisions: Array<&mut MapData, Decision> =
-                Array::try_from(self.map_mut(name)?).map_err(map_err(name))?;
-            for (i, d) in compiled.decisions.iter().enumerate() {
-                let i = u32::try_from(i).unwrap_or(u32::MAX);
-                decisions.set(i, d, 0).map_err(map_err(name))?;
-            }
+        self.fill_array(
+            gen_name(next, ["DECISIONS_0", "DECISIONS_1"]),
+            &compiled.decisions,
+        )?;
+        if !compiled.port_classes.is_empty() {
+            self.fill_array(
+                gen_name(next, ["PORT_CLASS_0", "PORT_CLASS_1"]),
+                &compiled.port_classes,
+            )?;
         }
         {
             let meta = PolicyMeta {
                 classes: u32::try_from(compiled.classes.len()).unwrap_or(u32::MAX),
                 devices: u32::try_from(compiled.device_names.len()).unwrap_or(u32::MAX),
                 epoch,
-                _pad: 0,
+                port_classes: u32::try_from(compiled.port_class_count).unwrap_or(u32::MAX),
             };
             let mut metas: Array<&mut MapData, PolicyMeta> =
                 Array::try_from(self.map_mut("POLICY_META")?).map_err(map_err("POLICY_META"))?;
@@ -249,6 +250,56 @@ impl Datapath {
         self.clear_generation(previous)?;
         report.clear_time = clear_start.elapsed();
         Ok(report)
+    }
+
+    /// Writes `values` to indices `0..values.len()` of an array map with
+    /// BPF_MAP_UPDATE_BATCH, falling back to single updates where a batch
+    /// stops early.
+    fn fill_array<V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        values: &[V],
+    ) -> Result<(), DatapathError> {
+        const CHUNK: usize = 65_536;
+        let map = self.map_mut(name)?;
+        let Map::Array(data) = &*map else {
+            return Err(DatapathError::MissingMap(name));
+        };
+        let keys: Vec<u32> = (0..u32::try_from(values.len()).unwrap_or(u32::MAX)).collect();
+        // SAFETY: u32 and V (aya::Pod) are plain data without padding.
+        let key_bytes = unsafe {
+            std::slice::from_raw_parts(keys.as_ptr().cast::<u8>(), std::mem::size_of_val(&keys[..]))
+        };
+        // SAFETY: as above.
+        let val_bytes = unsafe {
+            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
+        };
+        let vsize = std::mem::size_of::<V>();
+        let mut done = 0;
+        while done < values.len() {
+            let n = CHUNK.min(values.len() - done);
+            match sys::update_batch(
+                data.fd().as_fd(),
+                &key_bytes[done * 4..(done + n) * 4],
+                &val_bytes[done * vsize..(done + n) * vsize],
+                n,
+            ) {
+                Ok(()) => done += n,
+                Err((processed, err)) => {
+                    log::debug!("{name}: batch update stopped after {processed} of {n}: {err}");
+                    done += processed;
+                    let mut array: Array<&mut MapData, V> =
+                        Array::try_from(&mut *map).map_err(map_err(name))?;
+                    for (i, v) in values.iter().enumerate().skip(done) {
+                        array
+                            .set(u32::try_from(i).unwrap_or(u32::MAX), v, 0)
+                            .map_err(map_err(name))?;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Inserts into an LPM trie in batches; where a batch stops early

@@ -21,11 +21,12 @@ pub enum PolicyError {
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
     #[error(
-        "{devices} devices x {classes} region classes = {cells} decision cells; at most {max} fit"
+        "{devices} devices x {classes} region classes x {port_classes} port classes = {cells} decision cells; at most {max} fit"
     )]
     TooManyDecisions {
         devices: usize,
         classes: usize,
+        port_classes: usize,
         cells: usize,
         max: u32,
     },

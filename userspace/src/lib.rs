@@ -1,6 +1,7 @@
 //! regionwall: region egress policies enforced by an XDP program.
 //!
 //! - [`policy`]: the policy model and its TOML parser with precise errors.
+//! - [`sources`]: loaders for country databases, RIR statistics, GeoLite2 and range CSVs.
 //! - [`compile`]: policy -> kernel tables (region classes, decisions).
 //! - [`datapath`]: the loaded program; publish, counters, events ring.
 //! - [`events`]: decoding and printing drop/audit events.
@@ -14,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod netns;
 pub mod policy;
+pub mod sources;
 mod sys;
 
 pub use error::{CompileError, DatapathError, PolicyError};

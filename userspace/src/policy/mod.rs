@@ -7,30 +7,127 @@
 mod diag;
 pub mod net;
 mod parse;
+pub mod ports;
+pub mod set;
 
-use std::path::PathBuf;
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 pub use diag::{Diagnostic, Diagnostics, locate};
 pub use net::{Prefix, V4, V6};
-pub use parse::{parse_file, parse_str};
+pub use parse::{Options, parse_file, parse_file_with, parse_str, parse_str_with};
+pub use ports::{PacketKey, PortMatch};
 
 /// Name of the implicit device that stands for every source no device names.
 pub const DEFAULT_DEVICE_NAME: &str = "default";
 /// Name of the built-in region holding every address (0.0.0.0/0 and ::/0).
 pub const ANY_REGION_NAME: &str = "any";
 
-/// Where a prefix came from, for `explain`.
+/// Where a prefix came from, for `explain`. The path is shared by every
+/// prefix of one file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
-    pub file: PathBuf,
+    pub file: Arc<Path>,
     pub line: usize,
 }
 
-/// A named set of prefixes.
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+/// A named set of addresses: the union of `prefixes` (from any number of
+/// sources, overlaps and duplicates allowed) minus the union of `except`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Region {
     pub name: String,
     pub prefixes: Vec<(Prefix, Origin)>,
+    pub except: Vec<(Prefix, Origin)>,
+}
+
+impl Region {
+    /// The exact set as minimal, disjoint IPv4 and IPv6 prefixes.
+    #[must_use]
+    pub fn merged(&self) -> (Vec<V4>, Vec<V6>) {
+        let (v4, v6) = split(&self.prefixes);
+        let (x4, x6) = split(&self.except);
+        (
+            set::RangeSet::from_prefixes(&v4)
+                .subtract(&set::RangeSet::from_prefixes(&x4))
+                .to_prefixes(),
+            set::RangeSet::from_prefixes(&v6)
+                .subtract(&set::RangeSet::from_prefixes(&x6))
+                .to_prefixes(),
+        )
+    }
+
+    /// Source prefixes and exceptions containing `addr` (IPv4-mapped IPv6
+    /// counts as IPv4). A linear scan.
+    #[must_use]
+    pub fn matches(&self, addr: IpAddr) -> Matches<'_> {
+        let addr = canonical(addr);
+        let hit = |list: &'_ [(Prefix, Origin)]| -> Vec<usize> {
+            list.iter()
+                .enumerate()
+                .filter(|(_, (p, _))| p.contains(addr))
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let found = hit(&self.prefixes);
+        let except = hit(&self.except);
+        Matches {
+            found: found.into_iter().map(|i| &self.prefixes[i]).collect(),
+            except: except.into_iter().map(|i| &self.except[i]).collect(),
+        }
+    }
+
+    #[must_use]
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        let addr = canonical(addr);
+        self.prefixes.iter().any(|(p, _)| p.contains(addr))
+            && !self.except.iter().any(|(p, _)| p.contains(addr))
+    }
+}
+
+/// What of a region contains an address: `addr` is in the region when
+/// `found` is non-empty and `except` empty.
+#[derive(Debug)]
+pub struct Matches<'a> {
+    pub found: Vec<&'a (Prefix, Origin)>,
+    pub except: Vec<&'a (Prefix, Origin)>,
+}
+
+fn split(list: &[(Prefix, Origin)]) -> (Vec<V4>, Vec<V6>) {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for (p, _) in list {
+        match p {
+            Prefix::V4(p) => v4.push(*p),
+            Prefix::V6(p) => v6.push(*p),
+        }
+    }
+    (v4, v6)
+}
+
+/// IPv4-mapped IPv6 addresses are treated as IPv4, like the kernel does.
+#[must_use]
+pub fn canonical(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        IpAddr::V4(_) => addr,
+    }
+}
+
+/// A named set of devices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    pub name: String,
+    /// Indices into [`Policy::devices`] (never the default device).
+    pub members: Vec<usize>,
 }
 
 /// A device, recognised by source MAC first, then by source address.
@@ -52,12 +149,16 @@ pub enum Mode {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
     pub name: String,
-    /// Indices into [`Policy::devices`].
+    /// Indices into [`Policy::devices`] (0: the default device).
     pub devices: Vec<usize>,
+    /// Indices into [`Policy::groups`].
+    pub groups: Vec<usize>,
     /// Indices into [`Policy::regions`].
     pub block: Vec<usize>,
     /// Indices into [`Policy::regions`] (inline CIDRs become anonymous regions).
     pub allow: Vec<usize>,
+    /// Protocol/port qualifiers; `None` applies the rule to all traffic.
+    pub ports: Option<Vec<PortMatch>>,
     pub mode: Mode,
     /// Line of the rule in the policy file.
     pub line: usize,
@@ -74,6 +175,7 @@ pub struct Policy {
     pub named_regions: usize,
     /// Index 0 is always the default device.
     pub devices: Vec<Device>,
+    pub groups: Vec<Group>,
     pub rules: Vec<Rule>,
     /// Problems that do not stop the policy from loading.
     pub warnings: Vec<Diagnostic>,

@@ -126,6 +126,25 @@ impl fmt::Display for Prefix {
 }
 
 impl Prefix {
+    /// Whether `addr` (of the same family) is inside.
+    #[must_use]
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        match (self, addr) {
+            (Self::V4(p), IpAddr::V4(a)) => p.contains_addr(u128::from(u32::from(a))),
+            (Self::V6(p), IpAddr::V6(a)) => p.contains_addr(u128::from(a)),
+            _ => false,
+        }
+    }
+
+    #[must_use]
+    #[expect(clippy::len_without_is_empty, reason = "a prefix length, not a size")]
+    pub fn len(&self) -> u8 {
+        match self {
+            Self::V4(p) => p.len,
+            Self::V6(p) => p.len,
+        }
+    }
+
     /// Parses `a.b.c.d/len`, `x::/len`, or a bare address (a host prefix).
     /// Host bits must be zero: `198.51.100.1/24` is almost always a typo.
     pub fn parse(text: &str) -> Result<Self, String> {

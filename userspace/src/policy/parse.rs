@@ -4,36 +4,58 @@
 //!
 //! ```toml
 //! mode = "enforce"                      # default for rules: enforce | audit
+//! regions_dir = "/var/lib/regionwall/country-ip-blocks"  # for `countries`
 //!
-//! [regions.blocked]
-//! cidrs = ["198.51.100.0/24", "2001:db8:bad::/48"]
-//! file = "lists/blocked.txt"            # one CIDR per line, '#' comments
+//! [sources.apnic]                       # other country data (optional)
+//! format = "rir"                        # rir | geolite2-csv | range-csv | country-dir
+//! path = "data/delegated-apnic-extended-latest"
+//!
+//! [regions.cn]
+//! countries = ["CN", "HK"]              # from regions_dir, or `from = [...]`
+//! cidrs = ["198.51.100.0/24"]
+//! file = "lists/extra.txt"              # one CIDR per line, '#' comments
+//! except = ["198.51.100.128/25"]        # CIDRs or other regions carved out
 //!
 //! [devices.phone]
 //! mac = ["02:00:5e:00:53:01"]
 //! ip = ["192.0.2.10", "2001:db8:1::/64"]
 //!
+//! [groups]
+//! phones = ["phone"]
+//!
 //! [[rules]]
-//! name = "phone-no-blocked"
-//! devices = ["phone"]                   # or "default" for everyone else
-//! block = ["blocked"]
+//! name = "phones-no-cn"
+//! devices = ["phones"]                  # devices, groups, or "default"
+//! block = ["cn"]
 //! allow = ["198.51.100.77", "other-region"]
+//! ports = ["tcp/443"]                   # optional protocol/port qualifiers
 //! mode = "audit"
 //! ```
 
 use std::{
     collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    ANY_REGION_NAME, DEFAULT_DEVICE_NAME, Device, Diagnostic, Diagnostics, Mode, Origin, Policy,
-    Prefix, Region, Rule, V4, V6, net,
+    ANY_REGION_NAME, DEFAULT_DEVICE_NAME, Device, Diagnostic, Diagnostics, Group, Mode, Origin,
+    Policy, PortMatch, Prefix, Region, Rule, V4, V6, net,
 };
-use crate::error::PolicyError;
+use crate::{
+    error::PolicyError,
+    sources::{self, ByCountry, LoadError, Sourced, country_dir, geolite2},
+};
+
+/// Settings that do not come from the policy file.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Overrides the policy's `regions_dir` (`--regions-dir`).
+    pub regions_dir: Option<PathBuf>,
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,11 +63,27 @@ struct RawPolicy {
     #[serde(default)]
     mode: Option<Spanned<String>>,
     #[serde(default)]
+    regions_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    sources: BTreeMap<Spanned<String>, Spanned<RawSource>>,
+    #[serde(default)]
     regions: BTreeMap<Spanned<String>, Spanned<RawRegion>>,
     #[serde(default)]
     devices: BTreeMap<Spanned<String>, Spanned<RawDevice>>,
     #[serde(default)]
+    groups: BTreeMap<Spanned<String>, Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
     rules: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    format: Spanned<String>,
+    path: Spanned<String>,
+    /// GeoLite2 only: "located" (default) or "registered".
+    #[serde(default)]
+    country: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +93,12 @@ struct RawRegion {
     cidrs: Vec<Spanned<String>>,
     #[serde(default)]
     file: Option<Spanned<String>>,
+    #[serde(default)]
+    countries: Vec<Spanned<String>>,
+    #[serde(default)]
+    from: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    except: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -77,21 +121,33 @@ struct RawRule {
     #[serde(default)]
     allow: Vec<Spanned<String>>,
     #[serde(default)]
+    ports: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
     mode: Option<Spanned<String>>,
 }
 
-/// Reads and validates a policy file. Data files named by regions are read
-/// relative to the policy's directory.
+/// Reads and validates a policy file. Data files named by regions and
+/// sources are read relative to the policy's directory.
 pub fn parse_file(path: &Path) -> Result<Policy, PolicyError> {
+    parse_file_with(path, &Options::default())
+}
+
+/// [`parse_file`] with settings from the command line.
+pub fn parse_file_with(path: &Path, options: &Options) -> Result<Policy, PolicyError> {
     let source = std::fs::read_to_string(path).map_err(|source| PolicyError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_str(&source, path)
+    parse_str_with(&source, path, options)
 }
 
 /// Validates policy text that was read from `path`.
 pub fn parse_str(source: &str, path: &Path) -> Result<Policy, PolicyError> {
+    parse_str_with(source, path, &Options::default())
+}
+
+/// [`parse_str`] with settings from the command line.
+pub fn parse_str_with(source: &str, path: &Path, options: &Options) -> Result<Policy, PolicyError> {
     let raw: RawPolicy = match toml::from_str(source) {
         Ok(r) => r,
         Err(e) => {
@@ -102,21 +158,42 @@ pub fn parse_str(source: &str, path: &Path) -> Result<Policy, PolicyError> {
             )])));
         }
     };
+    let base_dir = path.parent().map_or_else(PathBuf::new, Path::to_path_buf);
     Checker {
         path,
+        file: Arc::from(path),
         source,
+        base_dir,
+        options,
         errors: Vec::new(),
         warnings: Vec::new(),
+        loaded: HashMap::new(),
     }
     .check(raw)
 }
 
+/// A declared source of country data.
+enum SourceKind {
+    Dir(PathBuf),
+    Data(ByCountry),
+    /// Could not be loaded; its errors are already reported.
+    Failed,
+}
+
 struct Checker<'a> {
     path: &'a Path,
+    file: Arc<Path>,
     source: &'a str,
+    base_dir: PathBuf,
+    options: &'a Options,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
+    /// Sources by name, loaded on first use.
+    loaded: HashMap<String, SourceKind>,
 }
+
+/// Name under which the `regions_dir` database is kept in `Checker::loaded`.
+const REGIONS_DIR_SOURCE: &str = "regions_dir";
 
 impl Checker<'_> {
     fn error<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
@@ -131,6 +208,13 @@ impl Checker<'_> {
 
     fn line_of<T>(&self, at: &Spanned<T>) -> usize {
         super::locate(self.source, at.span().start).0
+    }
+
+    fn origin<T>(&self, at: &Spanned<T>) -> Origin {
+        Origin {
+            file: self.file.clone(),
+            line: self.line_of(at),
+        }
     }
 
     fn mode(&mut self, m: &Spanned<String>) -> Mode {
@@ -164,46 +248,274 @@ impl Checker<'_> {
         valid
     }
 
+    /// Reports a data-file load failure at `at` (I/O) or at the data file's
+    /// own lines (content).
+    fn load_failed<T>(&mut self, at: &Spanned<T>, what: &str, e: LoadError) {
+        match e {
+            LoadError::Io { path, source } => self.error(
+                at,
+                format!("cannot read {what} {}: {source}", path.display()),
+            ),
+            LoadError::Invalid(diags) => self.errors.extend(diags),
+        }
+    }
+
+    fn resolve(&self, text: &str) -> PathBuf {
+        self.base_dir.join(text)
+    }
+
+    /// Registers `[sources.*]` and the `regions_dir` database.
+    fn declare_sources(&mut self, raw: &RawPolicy) {
+        let dir = match (&self.options.regions_dir, &raw.regions_dir) {
+            (Some(cli), _) => Some(cli.clone()),
+            (None, Some(d)) => Some(self.resolve(d.get_ref())),
+            (None, None) => None,
+        };
+        if let Some(dir) = dir {
+            if dir.is_dir() {
+                self.loaded
+                    .insert(REGIONS_DIR_SOURCE.into(), SourceKind::Dir(dir));
+            } else {
+                let msg = format!(
+                    "country database {} is not a directory: expected <cc>/ipv4-aggregated.txt files under it",
+                    dir.display()
+                );
+                match &raw.regions_dir {
+                    Some(at) if self.options.regions_dir.is_none() => self.error(at, msg),
+                    _ => self.errors.push(Diagnostic::at_line(
+                        "--regions-dir",
+                        1,
+                        1,
+                        &dir.display().to_string(),
+                        &dir.display().to_string(),
+                        msg,
+                    )),
+                }
+                self.loaded
+                    .insert(REGIONS_DIR_SOURCE.into(), SourceKind::Failed);
+            }
+        }
+        for (name, body) in &raw.sources {
+            if !self.name_ok("source", name) {
+                continue;
+            }
+            let b = body.get_ref();
+            let path = self.resolve(b.path.get_ref());
+            let field = match b.country.as_ref().map(|c| c.get_ref().as_str()) {
+                None | Some("located") => geolite2::CountryField::Located,
+                Some("registered") => geolite2::CountryField::Registered,
+                Some(other) => {
+                    let at = b.country.as_ref().unwrap_or(&b.format);
+                    self.error(
+                        at,
+                        format!("expected country \"located\" or \"registered\", found \"{other}\""),
+                    );
+                    continue;
+                }
+            };
+            if b.country.is_some() && b.format.get_ref() != "geolite2-csv" {
+                self.error(
+                    b.country.as_ref().unwrap_or(&b.format),
+                    "`country` applies to format \"geolite2-csv\" only",
+                );
+            }
+            let kind = match b.format.get_ref().as_str() {
+                "country-dir" => {
+                    if path.is_dir() {
+                        SourceKind::Dir(path)
+                    } else {
+                        self.error(
+                            &b.path,
+                            format!("country database {} is not a directory", path.display()),
+                        );
+                        SourceKind::Failed
+                    }
+                }
+                "rir" => match sources::rir::load(&path) {
+                    Ok((data, _)) => SourceKind::Data(data),
+                    Err(e) => {
+                        self.load_failed(&b.path, "RIR statistics", e);
+                        SourceKind::Failed
+                    }
+                },
+                "geolite2-csv" => match geolite2::load(&path, field) {
+                    Ok(data) => SourceKind::Data(data),
+                    Err(e) => {
+                        self.load_failed(&b.path, "GeoLite2 CSV", e);
+                        SourceKind::Failed
+                    }
+                },
+                "range-csv" => match sources::range_csv::load(&path) {
+                    Ok(data) => SourceKind::Data(data),
+                    Err(e) => {
+                        self.load_failed(&b.path, "range CSV", e);
+                        SourceKind::Failed
+                    }
+                },
+                other => {
+                    self.error(
+                        &b.format,
+                        format!(
+                            "expected format \"country-dir\", \"rir\", \"geolite2-csv\" or \"range-csv\", found \"{other}\""
+                        ),
+                    );
+                    SourceKind::Failed
+                }
+            };
+            self.loaded.insert(name.get_ref().clone(), kind);
+        }
+    }
+
+    /// Prefixes of the countries in `countries` from the sources in `from`.
+    #[expect(clippy::too_many_lines, reason = "resolution and its error messages")]
+    fn countries(
+        &mut self,
+        region: &Spanned<String>,
+        countries: &[Spanned<String>],
+        from: Option<&Spanned<Vec<Spanned<String>>>>,
+    ) -> Sourced {
+        let mut out = Vec::new();
+        if countries.is_empty() {
+            if let Some(f) = from {
+                self.error(f, "`from` without `countries`: expected a `countries` list");
+            }
+            return out;
+        }
+        let names: Vec<Spanned<String>> = if let Some(f) = from {
+            f.get_ref().clone()
+        } else {
+            {
+                if !self.loaded.contains_key(REGIONS_DIR_SOURCE) {
+                    self.error(
+                        &countries[0],
+                        format!(
+                            "region \"{}\" names countries but no country database is set: expected `regions_dir = \"...\"` at the top of the policy, `--regions-dir`, or `from = [\"<source>\"]`",
+                            region.get_ref()
+                        ),
+                    );
+                    return out;
+                }
+                vec![Spanned::new(0..0, REGIONS_DIR_SOURCE.to_string())]
+            }
+        };
+        let mut usable = Vec::new();
+        for n in &names {
+            match self.loaded.get(n.get_ref()) {
+                Some(SourceKind::Failed) => {}
+                Some(_) => usable.push(n.get_ref().clone()),
+                None => {
+                    let mut known: Vec<&str> = self
+                        .loaded
+                        .keys()
+                        .map(String::as_str)
+                        .filter(|k| *k != REGIONS_DIR_SOURCE)
+                        .collect();
+                    known.sort_unstable();
+                    self.error(
+                        n,
+                        format!(
+                            "unknown source \"{}\": expected one of the [sources.*] tables ({})",
+                            n.get_ref(),
+                            if known.is_empty() {
+                                "none defined".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    );
+                }
+            }
+        }
+        if usable.len() < names.len() {
+            return out; // errors already reported
+        }
+        for c in countries {
+            let Some(cc) = sources::country_code(c.get_ref()) else {
+                self.error(
+                    c,
+                    format!(
+                        "expected a two-letter ISO 3166 country code such as \"CN\", found \"{}\"",
+                        c.get_ref()
+                    ),
+                );
+                continue;
+            };
+            let mut found_in = 0;
+            for name in &usable {
+                match self.loaded.get(name) {
+                    Some(SourceKind::Dir(dir)) => {
+                        if country_dir::country_path(dir, &cc).is_none() {
+                            continue;
+                        }
+                        let dir = dir.clone();
+                        match country_dir::load(&dir, &cc) {
+                            Ok(list) => {
+                                found_in += 1;
+                                out.extend(list);
+                            }
+                            Err(e) => {
+                                found_in += 1;
+                                self.load_failed(c, "country data", e);
+                            }
+                        }
+                    }
+                    Some(SourceKind::Data(data)) => {
+                        if let Some(list) = data.countries.get(&cc) {
+                            found_in += 1;
+                            out.extend(list.iter().cloned());
+                        }
+                    }
+                    Some(SourceKind::Failed) | None => {}
+                }
+            }
+            if found_in == 0 {
+                let place = match self.loaded.get(REGIONS_DIR_SOURCE) {
+                    Some(SourceKind::Dir(dir)) if from.is_none() => {
+                        format!("no directory `{}` in {}", cc.to_ascii_lowercase(), dir.display())
+                    }
+                    _ => format!("not listed by source(s) {}", usable.join(", ")),
+                };
+                self.error(
+                    c,
+                    format!("unknown country code \"{cc}\": {place}"),
+                );
+            }
+        }
+        out
+    }
+
     #[expect(
         clippy::too_many_lines,
-        reason = "one linear pass over the sections of a policy"
+        reason = "one linear pass over the regions of a policy"
     )]
-    #[expect(
-        clippy::needless_pass_by_value,
-        reason = "the raw policy is consumed by this pass"
-    )]
-    fn check(mut self, raw: RawPolicy) -> Result<Policy, PolicyError> {
-        let default_mode = raw.mode.as_ref().map_or(Mode::Enforce, |m| self.mode(m));
-        let base_dir = self
-            .path
-            .parent()
-            .map_or_else(PathBuf::new, Path::to_path_buf);
-
-        // Regions, sorted by name (BTreeMap order) so ids are stable.
+    fn regions(&mut self, raw: &RawPolicy) -> (Vec<Region>, HashMap<String, usize>) {
         let mut regions: Vec<Region> = Vec::new();
         let mut region_ids: HashMap<String, usize> = HashMap::new();
+        // Regions, sorted by name (BTreeMap order) so ids are stable.
         for (name, body) in &raw.regions {
             if !self.name_ok("region", name) {
                 continue;
             }
+            if name.get_ref() == ANY_REGION_NAME {
+                self.error(
+                    name,
+                    "\"any\" is built in (every address); expected another region name",
+                );
+                continue;
+            }
+            let b = body.get_ref();
             let mut prefixes = Vec::new();
-            for c in &body.get_ref().cidrs {
+            for c in &b.cidrs {
                 match Prefix::parse(c.get_ref()) {
-                    Ok(p) => prefixes.push((
-                        p,
-                        Origin {
-                            file: self.path.to_path_buf(),
-                            line: self.line_of(c),
-                        },
-                    )),
+                    Ok(p) => prefixes.push((p, self.origin(c))),
                     Err(msg) => self.error(c, msg),
                 }
             }
-            if let Some(file) = &body.get_ref().file {
-                let data_path = base_dir.join(file.get_ref());
+            if let Some(file) = &b.file {
+                let data_path = self.resolve(file.get_ref());
                 match std::fs::read_to_string(&data_path) {
                     Ok(text) => {
-                        let (found, errs) = read_cidr_list(&data_path, &text);
+                        let (found, errs) = sources::read_cidr_list(&data_path, &text);
                         prefixes.extend(found);
                         self.errors.extend(errs);
                     }
@@ -213,14 +525,12 @@ impl Checker<'_> {
                     ),
                 }
             }
-            if prefixes.is_empty()
-                && body.get_ref().file.is_none()
-                && body.get_ref().cidrs.is_empty()
-            {
+            prefixes.extend(self.countries(name, &b.countries, b.from.as_ref()));
+            if b.file.is_none() && b.cidrs.is_empty() && b.countries.is_empty() {
                 self.error(
                     body,
                     format!(
-                        "region \"{}\" has no `cidrs` and no `file`: expected at least one",
+                        "region \"{}\" has no `cidrs`, `file` or `countries`: expected at least one",
                         name.get_ref()
                     ),
                 );
@@ -237,10 +547,75 @@ impl Checker<'_> {
             regions.push(Region {
                 name: name.get_ref().clone(),
                 prefixes,
+                except: Vec::new(),
             });
         }
+        // Exceptions: CIDRs, or other regions (which must not have
+        // exceptions of their own, so the result never depends on order).
+        for (name, body) in &raw.regions {
+            let Some(&id) = region_ids.get(name.get_ref()) else {
+                continue;
+            };
+            let mut except = Vec::new();
+            for x in &body.get_ref().except {
+                if let Some(&other) = region_ids.get(x.get_ref()) {
+                    if other == id {
+                        self.error(x, "a region cannot except itself");
+                    } else if raw
+                        .regions
+                        .iter()
+                        .any(|(n, b)| n.get_ref() == x.get_ref() && !b.get_ref().except.is_empty())
+                    {
+                        self.error(
+                            x,
+                            format!(
+                                "region \"{}\" has its own `except`; expected a region without exceptions or CIDRs",
+                                x.get_ref()
+                            ),
+                        );
+                    } else {
+                        except.extend(regions[other].prefixes.iter().cloned());
+                    }
+                    continue;
+                }
+                if let Ok(p) = Prefix::parse(x.get_ref()) {
+                    except.push((p, self.origin(x)));
+                } else {
+                    {
+                        let mut known: Vec<&str> =
+                            region_ids.keys().map(String::as_str).collect();
+                        known.sort_unstable();
+                        self.error(
+                            x,
+                            format!(
+                                "expected a CIDR or a region name ({}) in `except`, found \"{}\"",
+                                known.join(", "),
+                                x.get_ref()
+                            ),
+                        );
+                    }
+                }
+            }
+            if !except.is_empty() {
+                let region = &mut regions[id];
+                region.except = except;
+                let (v4, v6) = region.merged();
+                if v4.is_empty() && v6.is_empty() && !region.prefixes.is_empty() {
+                    self.warn(
+                        name,
+                        format!(
+                            "region \"{}\" is empty after `except`: rules naming it match nothing",
+                            name.get_ref()
+                        ),
+                    );
+                }
+            }
+        }
+        (regions, region_ids)
+    }
 
-        // Devices: index 0 is the default.
+    fn devices(&mut self, raw: &RawPolicy) -> (Vec<Device>, HashMap<String, usize>) {
+        // Index 0 is the default.
         let mut devices = vec![Device {
             name: DEFAULT_DEVICE_NAME.into(),
             macs: vec![],
@@ -255,7 +630,10 @@ impl Checker<'_> {
                 continue;
             }
             if name.get_ref() == DEFAULT_DEVICE_NAME {
-                self.error(name, "\"default\" is reserved for every device no entry names; expected another name");
+                self.error(
+                    name,
+                    "\"default\" is reserved for every device no entry names; expected another name",
+                );
                 continue;
             }
             let mut dev = Device {
@@ -312,6 +690,85 @@ impl Checker<'_> {
                 ),
             ));
         }
+        (devices, device_ids)
+    }
+
+    fn groups(
+        &mut self,
+        raw: &RawPolicy,
+        device_ids: &HashMap<String, usize>,
+    ) -> (Vec<Group>, HashMap<String, usize>) {
+        let mut groups = Vec::new();
+        let mut ids = HashMap::new();
+        for (name, members) in &raw.groups {
+            if !self.name_ok("group", name) {
+                continue;
+            }
+            if device_ids.contains_key(name.get_ref()) {
+                self.error(
+                    name,
+                    format!(
+                        "\"{}\" is already a device name; expected a group name no device uses",
+                        name.get_ref()
+                    ),
+                );
+                continue;
+            }
+            if members.get_ref().is_empty() {
+                self.error(
+                    members,
+                    format!(
+                        "group \"{}\" is empty: expected at least one device",
+                        name.get_ref()
+                    ),
+                );
+            }
+            let mut group = Group {
+                name: name.get_ref().clone(),
+                members: Vec::new(),
+            };
+            for m in members.get_ref() {
+                match device_ids.get(m.get_ref()) {
+                    Some(0) => self.error(
+                        m,
+                        "\"default\" cannot be a group member: rules for \"default\" already apply to every device",
+                    ),
+                    Some(&d) => {
+                        if !group.members.contains(&d) {
+                            group.members.push(d);
+                        }
+                    }
+                    None => self.error(
+                        m,
+                        format!(
+                            "unknown device \"{}\" in group \"{}\": expected one of {}",
+                            m.get_ref(),
+                            name.get_ref(),
+                            known(device_ids.keys().filter(|k| *k != DEFAULT_DEVICE_NAME))
+                        ),
+                    ),
+                }
+            }
+            ids.insert(group.name.clone(), groups.len());
+            groups.push(group);
+        }
+        (groups, ids)
+    }
+
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one linear pass over the sections of a policy"
+    )]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "the raw policy is consumed by this pass"
+    )]
+    fn check(mut self, raw: RawPolicy) -> Result<Policy, PolicyError> {
+        let default_mode = raw.mode.as_ref().map_or(Mode::Enforce, |m| self.mode(m));
+        self.declare_sources(&raw);
+        let (mut regions, mut region_ids) = self.regions(&raw);
+        let (devices, device_ids) = self.devices(&raw);
+        let (groups, group_ids) = self.groups(&raw, &device_ids);
 
         let named_regions = regions.len();
         let mut rules = Vec::new();
@@ -338,23 +795,27 @@ impl Checker<'_> {
             };
             rule_names.insert(name.clone(), self.line_of(r));
             let mut rule_devices = Vec::new();
+            let mut rule_groups = Vec::new();
             for d in body.devices.get_ref() {
-                match device_ids.get(d.get_ref()) {
-                    Some(&id) => rule_devices.push(id),
-                    None => self.error(
+                if let Some(&id) = device_ids.get(d.get_ref()) {
+                    rule_devices.push(id);
+                } else if let Some(&id) = group_ids.get(d.get_ref()) {
+                    rule_groups.push(id);
+                } else {
+                    self.error(
                         d,
                         format!(
-                            "unknown device \"{}\": expected one of {}",
+                            "unknown device or group \"{}\": expected one of {}",
                             d.get_ref(),
-                            known(&device_ids)
+                            known(device_ids.keys().chain(group_ids.keys()))
                         ),
-                    ),
+                    );
                 }
             }
             if body.devices.get_ref().is_empty() {
                 self.error(
                     &body.devices,
-                    "`devices` is empty: expected at least one device name (or \"default\")",
+                    "`devices` is empty: expected at least one device or group name (or \"default\")",
                 );
             }
             let mut block = Vec::new();
@@ -378,13 +839,7 @@ impl Checker<'_> {
                     allow.push(id);
                 } else {
                     match Prefix::parse(a.get_ref()) {
-                        Ok(p) => inline.push((
-                            p,
-                            Origin {
-                                file: self.path.to_path_buf(),
-                                line: self.line_of(a),
-                            },
-                        )),
+                        Ok(p) => inline.push((p, self.origin(a))),
                         Err(_) => self.error(
                             a,
                             format!(
@@ -401,6 +856,7 @@ impl Checker<'_> {
                 regions.push(Region {
                     name: format!("{name}/allow"),
                     prefixes: inline,
+                    except: Vec::new(),
                 });
             }
             if body.block.is_empty() && body.allow.is_empty() {
@@ -411,12 +867,32 @@ impl Checker<'_> {
                     ),
                 );
             }
+            let ports = body.ports.as_ref().map(|list| {
+                if list.get_ref().is_empty() {
+                    self.error(
+                        list,
+                        "`ports` is empty, so the rule would match nothing: expected qualifiers such as \"tcp/443\", or no `ports` key",
+                    );
+                }
+                let mut out = Vec::new();
+                for q in list.get_ref() {
+                    match PortMatch::parse(q.get_ref()) {
+                        Ok(m) => out.extend(m),
+                        Err(msg) => self.error(q, msg),
+                    }
+                }
+                out.sort_unstable();
+                out.dedup();
+                out
+            });
             let mode = body.mode.as_ref().map_or(default_mode, |m| self.mode(m));
             rules.push(Rule {
                 name,
                 devices: rule_devices,
+                groups: rule_groups,
                 block,
                 allow,
+                ports,
                 mode,
                 line: self.line_of(r),
             });
@@ -451,12 +927,13 @@ impl Checker<'_> {
             regions,
             named_regions,
             devices,
+            groups,
             rules,
             warnings: self.warnings,
         })
     }
 
-    /// Resolves a region name; "any" is built in unless the policy defines it.
+    /// Resolves a region name; "any" is built in.
     fn region_ref(
         &self,
         name: &Spanned<String>,
@@ -467,10 +944,7 @@ impl Checker<'_> {
             return Some(id);
         }
         if name.get_ref() == ANY_REGION_NAME {
-            let origin = Origin {
-                file: self.path.to_path_buf(),
-                line: self.line_of(name),
-            };
+            let origin = self.origin(name);
             let id = regions.len();
             regions.push(Region {
                 name: ANY_REGION_NAME.into(),
@@ -478,6 +952,7 @@ impl Checker<'_> {
                     (Prefix::V4(V4 { addr: 0, len: 0 }), origin.clone()),
                     (Prefix::V6(V6 { addr: 0, len: 0 }), origin),
                 ],
+                except: Vec::new(),
             });
             ids.insert(ANY_REGION_NAME.into(), id);
             return Some(id);
@@ -486,8 +961,8 @@ impl Checker<'_> {
     }
 }
 
-fn known(ids: &HashMap<String, usize>) -> String {
-    let mut names: Vec<&str> = ids.keys().map(String::as_str).collect();
+fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let mut names: Vec<&str> = names.map(String::as_str).collect();
     names.sort_unstable();
     names.join(", ")
 }
@@ -503,31 +978,4 @@ fn known_regions(ids: &HashMap<String, usize>) -> String {
     }
     names.sort_unstable();
     names.join(", ")
-}
-
-/// Reads a list of CIDRs, one per line; `#` starts a comment. Errors carry
-/// the data file's own line and column.
-#[must_use]
-pub fn read_cidr_list(path: &Path, text: &str) -> (Vec<(Prefix, Origin)>, Vec<Diagnostic>) {
-    let mut found = Vec::new();
-    let mut errors = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let content = line.split('#').next().unwrap_or_default();
-        let trimmed = content.trim();
-        if trimmed.is_empty() {
-            continue;
-        }
-        let column = content.find(trimmed).unwrap_or(0) + 1;
-        match Prefix::parse(trimmed) {
-            Ok(p) => found.push((
-                p,
-                Origin {
-                    file: path.to_path_buf(),
-                    line: i + 1,
-                },
-            )),
-            Err(msg) => errors.push(Diagnostic::at_line(path, i + 1, column, line, trimmed, msg)),
-        }
-    }
-    (found, errors)
 }

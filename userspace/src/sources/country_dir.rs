@@ -1,0 +1,74 @@
+//! A country database directory: `<cc>/ipv4-aggregated.txt` and
+//! `<cc>/ipv6-aggregated.txt` per country, lower-case codes, `#` comments
+//! (the layout of ipverse/country-ip-blocks).
+
+use std::path::{Path, PathBuf};
+
+use super::{LoadError, Sourced, read, read_cidr_list};
+
+/// The two list files of one country.
+const FILES: [&str; 2] = ["ipv4-aggregated.txt", "ipv6-aggregated.txt"];
+
+/// Country codes (upper case, sorted) the directory has data for.
+pub fn known(dir: &Path) -> Result<Vec<String>, LoadError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut codes: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| super::country_code(&e.file_name().to_string_lossy()))
+        .collect();
+    codes.sort_unstable();
+    Ok(codes)
+}
+
+/// Directory holding the lists of `code`, if the database has it.
+#[must_use]
+pub fn country_path(dir: &Path, code: &str) -> Option<PathBuf> {
+    let p = dir.join(code.to_ascii_lowercase());
+    p.is_dir().then_some(p)
+}
+
+/// Reads both lists of one country. A missing family file is not an error
+/// (some countries have no IPv6 space); a country with neither file is.
+pub fn load(dir: &Path, code: &str) -> Result<Sourced, LoadError> {
+    let Some(country) = country_path(dir, code) else {
+        return Err(LoadError::Io {
+            path: dir.join(code.to_ascii_lowercase()),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such country in the database",
+            ),
+        });
+    };
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    let mut files = 0;
+    for name in FILES {
+        let path = country.join(name);
+        if !path.exists() {
+            continue;
+        }
+        files += 1;
+        let text = read(&path)?;
+        let (f, e) = read_cidr_list(&path, &text);
+        found.extend(f);
+        errors.extend(e);
+    }
+    if files == 0 {
+        return Err(LoadError::Io {
+            path: country.join(FILES[0]),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "neither ipv4-aggregated.txt nor ipv6-aggregated.txt exists",
+            ),
+        });
+    }
+    if errors.is_empty() {
+        Ok(found)
+    } else {
+        Err(LoadError::Invalid(errors))
+    }
+}

@@ -1,0 +1,105 @@
+//! Loaders for the region data people actually use. Each returns, per ISO
+//! country code (upper case), the prefixes it lists with the file and line
+//! that supplied them, or every problem found with the data file's own line
+//! and column.
+//!
+//! - [`country_dir`]: one directory per country, `<cc>/ipv4-aggregated.txt`
+//!   and `<cc>/ipv6-aggregated.txt` (ipverse/country-ip-blocks layout).
+//! - [`rir`]: RIR delegated statistics, plain and extended, all registries.
+//! - [`geolite2`]: MaxMind GeoLite2-Country CSV (blocks + locations).
+//! - [`range_csv`]: `start,end,cc` range CSVs (DB-IP lite style).
+//! - [`read_cidr_list`]: a plain list of CIDRs, one per line.
+
+pub mod country_dir;
+pub mod geolite2;
+pub mod range_csv;
+pub mod rir;
+
+use std::{collections::HashMap, io, path::Path, sync::Arc};
+
+use crate::policy::{Diagnostic, Origin, Prefix};
+
+/// Prefixes with the place each came from.
+pub type Sourced = Vec<(Prefix, Origin)>;
+
+/// A data set keyed by country.
+#[derive(Debug, Default)]
+pub struct ByCountry {
+    pub countries: HashMap<String, Sourced>,
+}
+
+impl ByCountry {
+    /// Total prefixes over all countries.
+    #[must_use]
+    pub fn prefix_count(&self) -> usize {
+        self.countries.values().map(Vec::len).sum()
+    }
+}
+
+/// Why a data file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Problems at lines of the data file itself.
+    #[error("{} problem(s) in data files", .0.len())]
+    Invalid(Vec<Diagnostic>),
+}
+
+pub(crate) fn read(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A two-letter country code, upper-cased; `None` if it is not one.
+#[must_use]
+pub fn country_code(text: &str) -> Option<String> {
+    let t = text.trim();
+    (t.len() == 2 && t.bytes().all(|b| b.is_ascii_alphabetic())).then(|| t.to_ascii_uppercase())
+}
+
+/// Reads a list of CIDRs, one per line; `#` starts a comment. Errors carry
+/// the data file's own line and column.
+#[must_use]
+pub fn read_cidr_list(path: &Path, text: &str) -> (Sourced, Vec<Diagnostic>) {
+    let file: Arc<Path> = Arc::from(path);
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let content = line.split('#').next().unwrap_or_default();
+        let trimmed = content.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        let column = content.find(trimmed).unwrap_or(0) + 1;
+        match Prefix::parse(trimmed) {
+            Ok(p) => found.push((
+                p,
+                Origin {
+                    file: file.clone(),
+                    line: i + 1,
+                },
+            )),
+            Err(msg) => errors.push(Diagnostic::at_line(path, i + 1, column, line, trimmed, msg)),
+        }
+    }
+    (found, errors)
+}
+
+/// Column (1-based, characters) of field `index` in a line split by `sep`.
+pub(crate) fn field_column(line: &str, sep: char, index: usize) -> usize {
+    let mut col = 1;
+    for (i, f) in line.split(sep).enumerate() {
+        if i == index {
+            return col;
+        }
+        col += f.chars().count() + 1;
+    }
+    col
+}
