@@ -3,6 +3,7 @@
 //! - [`policy`]: the policy model and its TOML parser with precise errors.
 //! - [`sources`]: loaders for country databases, RIR statistics, GeoLite2 and range CSVs.
 //! - [`compile`]: policy -> kernel tables (region classes, decisions).
+//! - [`explain`]: why an address is blocked (regions, source lines, rule).
 //! - [`datapath`]: the loaded program; publish, counters, events ring.
 //! - [`events`]: decoding and printing drop/audit events.
 //! - [`netns`]: network namespace helpers for the demo and tests.
@@ -13,6 +14,7 @@ pub mod datapath;
 pub mod demo;
 pub mod error;
 pub mod events;
+pub mod explain;
 pub mod netns;
 pub mod policy;
 pub mod sources;

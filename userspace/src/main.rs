@@ -20,6 +20,7 @@ struct Cli {
 enum Command {
     Run(cli::run::Args),
     Check(cli::check::Args),
+    Explain(cli::explain::Args),
     Demo(cli::demo::Args),
 }
 
@@ -32,6 +33,7 @@ fn main() -> std::process::ExitCode {
     {
         Command::Run(args) => cli::run::main(args),
         Command::Check(args) => cli::check::main(&args),
+        Command::Explain(args) => cli::explain::main(&args),
         Command::Demo(args) => cli::demo::main(&args),
     };
     match result {

@@ -3,11 +3,15 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use regionwall::{PolicyError, compile, policy};
+use regionwall_common::{
+    EVENT_RING_BYTES, GENERATIONS, MAX_DECISIONS, PORT_SLOTS, TRAFFIC_SLOTS,
+};
 
 /// Validate a policy file without touching the kernel.
 ///
 /// Prints every error with file, line and column and exits non-zero, or a
-/// summary of regions, devices, rules and compiled table sizes.
+/// summary: regions with their IPv4/IPv6 prefix counts after merging,
+/// devices, groups, rules, compiled table sizes and kernel memory.
 ///
 /// Example:
 ///   regionwall check policies/home.toml
@@ -16,10 +20,29 @@ use regionwall::{PolicyError, compile, policy};
 pub struct Args {
     /// Policy file (TOML).
     pub policy: PathBuf,
+    /// Country database directory (overrides the policy's `regions_dir`).
+    #[arg(long)]
+    pub regions_dir: Option<PathBuf>,
+}
+
+/// Kernel bytes of one LPM trie element: `struct lpm_trie_node` (rcu head,
+/// two child pointers, prefix length, flags) plus key data and value,
+/// rounded to 8. Intermediate nodes can add up to as many again.
+fn lpm_node_bytes(key: usize) -> usize {
+    (40 + key + 4).next_multiple_of(8)
+}
+
+fn mib(bytes: usize) -> String {
+    #[expect(clippy::cast_precision_loss, reason = "a display figure")]
+    let m = bytes as f64 / (1024.0 * 1024.0);
+    format!("{m:.1} MiB")
 }
 
 pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
-    let parsed = match policy::parse_file(&args.policy) {
+    let options = policy::Options {
+        regions_dir: args.regions_dir.clone(),
+    };
+    let parsed = match policy::parse_file_with(&args.policy, &options) {
         Ok(p) => p,
         Err(PolicyError::Invalid(diags)) => {
             eprintln!("{diags}");
@@ -38,59 +61,91 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
         }
     };
     println!("{}: ok", args.policy.display());
-    println!("regions:");
-    for r in parsed.regions.iter().take(parsed.named_regions) {
-        let v4 = r
-            .prefixes
-            .iter()
-            .filter(|(p, _)| matches!(p, policy::Prefix::V4(_)))
-            .count();
+    println!("regions (prefixes after merging overlaps and removing exceptions):");
+    for (r, (v4, v6)) in parsed.regions.iter().zip(&compiled.region_sizes) {
         println!(
-            "  {:<24} {:>8} IPv4 {:>8} IPv6 prefixes",
+            "  {:<28} {v4:>8} IPv4 {v6:>8} IPv6   ({} source prefixes{})",
             r.name,
-            v4,
-            r.prefixes.len() - v4
+            r.prefixes.len(),
+            if r.except.is_empty() {
+                String::new()
+            } else {
+                format!(", {} excepted", r.except.len())
+            }
         );
     }
     println!("devices:");
     for d in &parsed.devices {
         println!(
-            "  {:<24} {} MAC, {} address prefixes",
+            "  {:<28} {} MAC, {} address prefixes",
             d.name,
             d.macs.len(),
             d.prefixes.len()
         );
     }
-    println!("rules:");
-    for r in &parsed.rules {
-        let names = |ids: &[usize], table: &[policy::Region]| {
-            ids.iter()
-                .map(|i| table[*i].name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let devices = r
-            .devices
-            .iter()
-            .map(|d| parsed.devices[*d].name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        println!(
-            "  {:<24} line {:<4} {:?}: [{devices}] block [{}] allow [{}]",
-            r.name,
-            r.line,
-            r.mode,
-            names(&r.block, &parsed.regions),
-            names(&r.allow, &parsed.regions)
-        );
+    if !parsed.groups.is_empty() {
+        println!("groups:");
+        for g in &parsed.groups {
+            let members: Vec<&str> = g
+                .members
+                .iter()
+                .map(|m| parsed.devices[*m].name.as_str())
+                .collect();
+            println!("  {:<28} {}", g.name, members.join(", "));
+        }
     }
+    print_rules(&parsed);
+    let trie = compiled.v4.len() * lpm_node_bytes(4) + compiled.v6.len() * lpm_node_bytes(16);
+    let fixed = (MAX_DECISIONS as usize * 8 + PORT_SLOTS as usize * 8) * GENERATIONS as usize
+        + EVENT_RING_BYTES as usize;
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let per_cpu = TRAFFIC_SLOTS as usize * 16 * cpus;
     println!(
-        "compiled: {} IPv4 + {} IPv6 prefixes (after merging), {} region classes, {} decisions, ~{} KiB of table data",
+        "compiled: {} IPv4 + {} IPv6 LPM entries, {} region classes, {} port classes, {} decisions",
         compiled.v4.len(),
         compiled.v6.len(),
         compiled.classes.len(),
+        compiled.port_class_count,
         compiled.decisions.len(),
-        compiled.table_bytes().div_ceil(1024)
+    );
+    println!(
+        "kernel memory: {} for this policy's prefix tables (up to twice that with trie inner nodes, and twice during a reload), plus {} preallocated (decision and port tables of both generations, event ring) and {} of per-CPU traffic counters on {cpus} CPUs",
+        mib(trie),
+        mib(fixed),
+        mib(per_cpu),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_rules(parsed: &policy::Policy) {
+    println!("rules:");
+    for r in &parsed.rules {
+        let names = |ids: &[usize]| {
+            ids.iter()
+                .map(|i| parsed.regions[*i].name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let who: Vec<&str> = r
+            .devices
+            .iter()
+            .map(|d| parsed.devices[*d].name.as_str())
+            .chain(r.groups.iter().map(|g| parsed.groups[*g].name.as_str()))
+            .collect();
+        let ports = r.ports.as_ref().map_or(String::new(), |p| {
+            format!(
+                " ports [{}]",
+                p.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            )
+        });
+        println!(
+            "  {:<28} line {:<4} {:?}: [{}] block [{}] allow [{}]{ports}",
+            r.name,
+            r.line,
+            r.mode,
+            who.join(", "),
+            names(&r.block),
+            names(&r.allow)
+        );
+    }
 }

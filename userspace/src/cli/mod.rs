@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod demo;
+pub mod explain;
 pub mod run;
 
 use std::path::Path;
@@ -9,9 +10,9 @@ use std::path::Path;
 use anyhow::Context as _;
 use regionwall::{PolicyError, compile, policy};
 
-/// Parses and compiles a policy, printing every diagnostic on failure.
-pub fn load_policy(path: &Path) -> anyhow::Result<(policy::Policy, compile::Compiled)> {
-    let parsed = match policy::parse_file(path) {
+/// Parses a policy; every diagnostic goes into the error.
+pub fn parse_policy(path: &Path, options: &policy::Options) -> anyhow::Result<policy::Policy> {
+    let parsed = match policy::parse_file_with(path, options) {
         Ok(p) => p,
         Err(PolicyError::Invalid(diags)) => {
             anyhow::bail!("policy {} rejected:\n{diags}", path.display())
@@ -21,6 +22,15 @@ pub fn load_policy(path: &Path) -> anyhow::Result<(policy::Policy, compile::Comp
     for w in &parsed.warnings {
         log::warn!("{w}");
     }
+    Ok(parsed)
+}
+
+/// Parses and compiles a policy, printing every diagnostic on failure.
+pub fn load_policy(
+    path: &Path,
+    options: &policy::Options,
+) -> anyhow::Result<(policy::Policy, compile::Compiled)> {
+    let parsed = parse_policy(path, options)?;
     let compiled = compile::compile(&parsed)
         .with_context(|| format!("compiling policy {}", path.display()))?;
     Ok((parsed, compiled))

@@ -40,6 +40,9 @@ pub struct Args {
     /// Policy file (TOML).
     #[arg(long)]
     pub policy: PathBuf,
+    /// Country database directory (overrides the policy's `regions_dir`).
+    #[arg(long)]
+    pub regions_dir: Option<PathBuf>,
     /// XDP attach mode: native (driver), generic (skb), or auto (kernel's choice).
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     pub xdp_mode: Mode,
@@ -70,6 +73,12 @@ pub enum Unparsed {
     Drop,
 }
 
+fn options(args: &Args) -> regionwall::policy::Options {
+    regionwall::policy::Options {
+        regions_dir: args.regions_dir.clone(),
+    }
+}
+
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -84,7 +93,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
-    let (_, compiled) = super::load_policy(&args.policy)?;
+    let (_, compiled) = super::load_policy(&args.policy, &options(&args))?;
     let mut dp = Datapath::load()
         .context("loading the XDP program (are you root? is the kernel >= 5.8?)")?;
     dp.set_unparsed(match args.unparsed {
@@ -167,7 +176,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// Re-reads, compiles and publishes the policy; on any error the previous
 /// policy stays live and the error is logged with its positions.
 fn reload(args: &Args, dp: &mut Datapath, epoch: &mut u32, names: &mut Names) {
-    match super::load_policy(&args.policy) {
+    match super::load_policy(&args.policy, &options(args)) {
         Ok((_, compiled)) => {
             let next = *epoch + 1;
             match dp.publish(&compiled, next) {

@@ -1,0 +1,96 @@
+//! `regionwall explain`: why an address is (or is not) blocked.
+
+use std::{net::IpAddr, path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use regionwall::{
+    compile,
+    explain::{self, DeviceBy, Index},
+    policy::{self, PacketKey},
+};
+
+/// Explain the verdict for a destination address.
+///
+/// Prints the regions containing ADDR with the file and line of each
+/// matching prefix, the rule that decides for the device, and the verdict.
+/// The device is chosen as the kernel does: by --mac, else by --src
+/// address, or named with --device; without any, the default device.
+///
+/// Examples:
+///   regionwall explain 1.0.1.1 --device tv --policy policies/home.toml
+///   regionwall explain 2001:db8::1 --mac 02:00:5e:10:00:01 --policy p.toml --json
+///   regionwall explain 198.51.100.7 --src 192.0.2.10 --packet udp/53 --policy p.toml
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Destination address to explain.
+    pub addr: IpAddr,
+    /// Policy file (TOML).
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// Device by name (as in [devices.NAME], or "default").
+    #[arg(long, group = "who")]
+    pub device: Option<String>,
+    /// Device by source address.
+    #[arg(long, group = "who")]
+    pub src: Option<IpAddr>,
+    /// Device by source MAC address.
+    #[arg(long, group = "who")]
+    pub mac: Option<String>,
+    /// Packet kind for rules with protocol/port qualifiers: tcp/443, udp/53,
+    /// tcp (port unknown), icmp, or a protocol number. Without it, rules
+    /// with qualifiers do not apply.
+    #[arg(long)]
+    pub packet: Option<PacketKey>,
+    /// Country database directory (overrides the policy's `regions_dir`).
+    #[arg(long)]
+    pub regions_dir: Option<PathBuf>,
+    /// Print one JSON object (fields addr, device, regions, rule, verdict, ...).
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
+    let options = policy::Options {
+        regions_dir: args.regions_dir.clone(),
+    };
+    let parsed = super::parse_policy(&args.policy, &options)?;
+    let (device, by) = if let Some(name) = &args.device {
+        let i = parsed
+            .devices
+            .iter()
+            .position(|d| &d.name == name)
+            .with_context(|| {
+                let names: Vec<&str> = parsed.devices.iter().map(|d| d.name.as_str()).collect();
+                format!(
+                    "unknown device \"{name}\": expected one of {}",
+                    names.join(", ")
+                )
+            })?;
+        (i, DeviceBy::Name)
+    } else if let Some(mac) = &args.mac {
+        let mac = policy::net::parse_mac(mac).map_err(anyhow::Error::msg)?;
+        match compile::device_for(&parsed, Some(mac), None) {
+            0 => (0, DeviceBy::Default),
+            i => (i, DeviceBy::Mac),
+        }
+    } else if let Some(src) = args.src {
+        match compile::device_for(&parsed, None, Some(src)) {
+            0 => (0, DeviceBy::Default),
+            i => (i, DeviceBy::Address),
+        }
+    } else {
+        (0, DeviceBy::Default)
+    };
+    let index = Index::new(&parsed);
+    let e = explain::explain(&parsed, &index, args.addr, device, by, args.packet);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&e).context("encoding the explanation")?
+        );
+    } else {
+        println!("{e}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

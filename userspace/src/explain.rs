@@ -1,0 +1,332 @@
+//! "Why was this blocked?": which regions contain an address (and which
+//! file and line supplied the matching prefix), which rule decides for a
+//! device, and the verdict.
+//!
+//! The answer is computed from the policy's source prefixes through an
+//! independent index (ip_network_table), not from the compiled kernel
+//! table, so comparing the two is a real check of the compiler.
+
+use std::net::IpAddr;
+
+use ip_network::{IpNetwork, Ipv4Network, Ipv6Network};
+use ip_network_table::IpNetworkTable;
+use regionwall_common::Verdict;
+use serde::Serialize;
+
+use crate::{
+    compile::{self, Level},
+    policy::{Mode, PacketKey, Policy, Prefix, canonical},
+};
+
+/// One source prefix of a region, by index into the region's lists.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    region: u16,
+    index: u32,
+    except: bool,
+}
+
+/// Every source and exception prefix of a policy, for lookups by address.
+pub struct Index {
+    table: IpNetworkTable<Vec<Entry>>,
+}
+
+fn network(p: &Prefix) -> Option<IpNetwork> {
+    match p {
+        Prefix::V4(p) => Ipv4Network::new(p.addr.into(), p.len)
+            .ok()
+            .map(IpNetwork::V4),
+        Prefix::V6(p) => Ipv6Network::new(p.addr.into(), p.len)
+            .ok()
+            .map(IpNetwork::V6),
+    }
+}
+
+impl Index {
+    #[must_use]
+    pub fn new(policy: &Policy) -> Self {
+        let mut table: IpNetworkTable<Vec<Entry>> = IpNetworkTable::new();
+        for (r, region) in policy.regions.iter().enumerate() {
+            let region_id = u16::try_from(r).unwrap_or(u16::MAX);
+            for (except, list) in [(false, &region.prefixes), (true, &region.except)] {
+                for (i, (p, _)) in list.iter().enumerate() {
+                    let Some(net) = network(p) else { continue };
+                    let entry = Entry {
+                        region: region_id,
+                        index: u32::try_from(i).unwrap_or(u32::MAX),
+                        except,
+                    };
+                    if let Some(v) = table.exact_match_mut(net) {
+                        v.push(entry);
+                    } else {
+                        table.insert(net, vec![entry]);
+                    }
+                }
+            }
+        }
+        Self { table }
+    }
+
+    /// Regions (0-based, sorted) containing `addr`.
+    #[must_use]
+    pub fn regions(&self, policy: &Policy, addr: IpAddr) -> Vec<u16> {
+        let hits = self.hits(addr);
+        let mut out: Vec<u16> = (0..policy.regions.len())
+            .filter_map(|r| u16::try_from(r).ok())
+            .filter(|r| {
+                hits.iter().any(|e| e.region == *r && !e.except)
+                    && !hits.iter().any(|e| e.region == *r && e.except)
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    fn hits(&self, addr: IpAddr) -> Vec<Entry> {
+        self.table
+            .matches(canonical(addr))
+            .flat_map(|(_, v)| v.iter().copied())
+            .collect()
+    }
+}
+
+/// A prefix that contains the address, and where it came from.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct SourceHit {
+    pub prefix: String,
+    pub file: String,
+    pub line: usize,
+}
+
+/// A region and the prefixes that put the address in it (or carved it out).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct RegionHit {
+    pub name: String,
+    /// Matching source prefixes, most specific first.
+    pub sources: Vec<SourceHit>,
+    /// Matching `except` prefixes; non-empty means the address is *not* in
+    /// the region (only listed under [`Explanation::excepted`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub except: Vec<SourceHit>,
+}
+
+/// The rule that decided.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct RuleHit {
+    pub name: String,
+    pub line: usize,
+    /// "device", "group" or "default": the precedence level it decided at.
+    pub level: &'static str,
+    pub mode: &'static str,
+    /// "allow" or "block".
+    pub action: &'static str,
+    /// Protocol/port qualifiers of the rule, if any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+}
+
+/// Everything `regionwall explain` reports.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Explanation {
+    pub addr: String,
+    pub device: String,
+    /// How the device was chosen: "mac", "address", "name" or "default".
+    pub device_by: &'static str,
+    /// The packet kind evaluated (e.g. "tcp/443"), if given.
+    pub packet: Option<String>,
+    /// Regions containing the address.
+    pub regions: Vec<RegionHit>,
+    /// Regions whose sources contain the address but whose `except` removes it.
+    pub excepted: Vec<RegionHit>,
+    /// The deciding rule's name, or `None` when no rule matched (pass).
+    pub rule: Option<String>,
+    pub decided_by: Option<RuleHit>,
+    /// "pass", "drop" or "audit".
+    pub verdict: &'static str,
+    /// Region the verdict is attributed to in counters and events.
+    pub attributed_region: Option<String>,
+}
+
+/// How the device was identified.
+#[derive(Clone, Copy, Debug)]
+pub enum DeviceBy {
+    Name,
+    Mac,
+    Address,
+    Default,
+}
+
+impl DeviceBy {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Name => "name",
+            Self::Mac => "mac",
+            Self::Address => "address",
+            Self::Default => "default",
+        }
+    }
+}
+
+/// The verdict name used in events and explanations.
+#[must_use]
+pub fn verdict_name(v: u8) -> &'static str {
+    match Verdict::from_u8(v) {
+        Some(Verdict::Drop) => "drop",
+        Some(Verdict::Audit) => "audit",
+        _ => "pass",
+    }
+}
+
+fn source_hit(p: &Prefix, o: &crate::policy::Origin) -> SourceHit {
+    SourceHit {
+        prefix: p.to_string(),
+        file: o.file.display().to_string(),
+        line: o.line,
+    }
+}
+
+/// Explains the policy's decision for `addr` sent by `device`.
+#[must_use]
+pub fn explain(
+    policy: &Policy,
+    index: &Index,
+    addr: IpAddr,
+    device: usize,
+    device_by: DeviceBy,
+    packet: Option<PacketKey>,
+) -> Explanation {
+    let hits = index.hits(addr);
+    let mut touched: Vec<u16> = hits.iter().map(|e| e.region).collect();
+    touched.sort_unstable();
+    touched.dedup();
+    let in_regions = index.regions(policy, addr);
+    let mut regions = Vec::new();
+    let mut excepted = Vec::new();
+    for r in touched {
+        let region = &policy.regions[usize::from(r)];
+        let mut found: Vec<&(Prefix, crate::policy::Origin)> = Vec::new();
+        let mut except = Vec::new();
+        for e in hits.iter().filter(|e| e.region == r) {
+            let list = if e.except {
+                &region.except
+            } else {
+                &region.prefixes
+            };
+            if let Some(entry) = usize::try_from(e.index).ok().and_then(|i| list.get(i)) {
+                if e.except {
+                    except.push(entry);
+                } else {
+                    found.push(entry);
+                }
+            }
+        }
+        found.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        except.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        let hit = RegionHit {
+            name: region.name.clone(),
+            sources: found.iter().map(|(p, o)| source_hit(p, o)).collect(),
+            except: except.iter().map(|(p, o)| source_hit(p, o)).collect(),
+        };
+        if in_regions.contains(&r) {
+            regions.push(hit);
+        } else if !hit.sources.is_empty() {
+            excepted.push(hit);
+        }
+    }
+    let key = packet.unwrap_or(PacketKey {
+        proto: 0,
+        port: None,
+    });
+    let (decision, level) = compile::decide_explained(policy, device, &in_regions, key);
+    let rule = usize::from(decision.rule)
+        .checked_sub(1)
+        .and_then(|i| policy.rules.get(i));
+    let decided_by = rule.zip(level).map(|(r, level): (_, Level)| RuleHit {
+        name: r.name.clone(),
+        line: r.line,
+        level: level.as_str(),
+        mode: match r.mode {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        },
+        action: if decision.verdict == Verdict::Pass as u8 {
+            "allow"
+        } else {
+            "block"
+        },
+        ports: r
+            .ports
+            .iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect(),
+    });
+    let attributed_region = usize::from(decision.region)
+        .checked_sub(1)
+        .and_then(|i| policy.regions.get(i))
+        .map(|r| r.name.clone());
+    Explanation {
+        addr: addr.to_string(),
+        device: policy.devices[device].name.clone(),
+        device_by: device_by.as_str(),
+        packet: packet.map(|k| k.to_string()),
+        regions,
+        excepted,
+        rule: rule.map(|r| r.name.clone()),
+        decided_by,
+        verdict: verdict_name(decision.verdict),
+        attributed_region,
+    }
+}
+
+impl std::fmt::Display for Explanation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} sent by device {} (chosen by {}){}",
+            self.addr,
+            self.device,
+            self.device_by,
+            self.packet
+                .as_ref()
+                .map(|p| format!(", packet {p}"))
+                .unwrap_or_default()
+        )?;
+        if self.regions.is_empty() {
+            writeln!(f, "  in no region")?;
+        }
+        for r in &self.regions {
+            writeln!(f, "  in region {}:", r.name)?;
+            for s in &r.sources {
+                writeln!(f, "    {} from {}:{}", s.prefix, s.file, s.line)?;
+            }
+        }
+        for r in &self.excepted {
+            writeln!(f, "  not in region {} (carved out by except):", r.name)?;
+            for s in &r.sources {
+                writeln!(f, "    {} from {}:{}", s.prefix, s.file, s.line)?;
+            }
+            for s in &r.except {
+                writeln!(f, "    except {} from {}:{}", s.prefix, s.file, s.line)?;
+            }
+        }
+        match &self.decided_by {
+            Some(r) => writeln!(
+                f,
+                "  rule {} (line {}, {} rule, {}{}) {}s it",
+                r.name,
+                r.line,
+                r.level,
+                r.mode,
+                if r.ports.is_empty() {
+                    String::new()
+                } else {
+                    format!(", ports {}", r.ports.join(" "))
+                },
+                r.action
+            )?,
+            None => writeln!(f, "  no rule matches: passes by default")?,
+        }
+        write!(f, "verdict: {}", self.verdict)
+    }
+}
