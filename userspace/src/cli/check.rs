@@ -39,6 +39,7 @@ fn mib(bytes: usize) -> String {
 }
 
 pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
+    super::default_sigpipe();
     let options = policy::Options {
         regions_dir: args.regions_dir.clone(),
     };

@@ -51,6 +51,7 @@ pub struct Args {
 }
 
 pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
+    super::default_sigpipe();
     let options = policy::Options {
         regions_dir: args.regions_dir.clone(),
     };

@@ -35,3 +35,13 @@ pub fn load_policy(
         .with_context(|| format!("compiling policy {}", path.display()))?;
     Ok((parsed, compiled))
 }
+
+/// For commands that only print: a closed stdout (`| head`) ends the process
+/// quietly, as for other Unix tools, instead of a panic on the next print.
+pub fn default_sigpipe() {
+    // SAFETY: resetting a signal disposition to its default has no
+    // preconditions; no handler of ours is replaced.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
