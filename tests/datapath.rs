@@ -727,10 +727,10 @@ fn traffic_counted_per_device_region_and_verdict() {
     assert_eq!(rows.len(), 2, "{rows:?}");
 }
 
-/// The packet key of the UDP test frames (destination port 0).
-const UDP0: regionwall::policy::PacketKey = regionwall::policy::PacketKey {
+/// The packet key of the UDP test frames (destination port 443).
+const UDP443: regionwall::policy::PacketKey = regionwall::policy::PacketKey {
     proto: 17,
-    port: Some(0),
+    port: Some(443),
 };
 
 /// The compiled table and a naive reading of the policy agree with the
@@ -750,7 +750,7 @@ fn kernel_agrees_with_policy_reference_on_a_sweep() {
             let device =
                 regionwall::compile::device_for(&policy, Some(PHONE_MAC), Some(PHONE_IP.into()));
             let regions = regionwall::compile::regions_containing(&policy, dst.into());
-            let want = regionwall::compile::decide(&policy, device, &regions, UDP0);
+            let want = regionwall::compile::decide(&policy, device, &regions, UDP443);
             let got = h.run(&udp4(PHONE_MAC, &[], PHONE_IP, dst, 0, 0));
             let want_ret = if want.verdict == 1 {
                 XDP_DROP
@@ -912,7 +912,7 @@ mode = "audit"
             .filter(|(_, t)| t.longest_match(dst).is_some())
             .map(|(i, _)| u16::try_from(i).expect("few regions"))
             .collect();
-        let want = regionwall::compile::decide(&policy, 0, &regions, UDP0).verdict;
+        let want = regionwall::compile::decide(&policy, 0, &regions, UDP443).verdict;
         let frame = match dst {
             IpAddr::V4(d) => udp4(OTHER_MAC, &[], Ipv4Addr::new(192, 0, 2, 99), d, 0, 0),
             IpAddr::V6(d) => udp6(OTHER_MAC, v6("2001:db8:1::99"), d, &[]),

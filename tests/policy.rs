@@ -6,8 +6,7 @@ mod common;
 use std::net::IpAddr;
 
 use regionwall::{
-    PolicyError,
-    compile::{self, compile},
+    PolicyError, compile,
     policy::{self, Diagnostic},
 };
 use regionwall_common::Verdict;
@@ -212,14 +211,51 @@ fn verdict(p: &policy::Policy, mac: Option<[u8; 6]>, src: &str, dst: &str) -> Ve
         .expect("verdict")
 }
 
+fn policies_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+}
+
+/// Runs `regionwall explain --json` and returns the parsed object.
+fn explain(policy: &str, args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_regionwall"))
+        .arg("explain")
+        .args(args)
+        .arg("--policy")
+        .arg(policies_dir().join(policy))
+        .arg("--json")
+        .output()
+        .expect("run regionwall explain");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+fn verdict_rule(policy: &str, args: &[&str]) -> (String, String) {
+    let v = explain(policy, args);
+    (
+        v["verdict"].as_str().expect("verdict").to_string(),
+        v["rule"].as_str().unwrap_or("-").to_string(),
+    )
+}
+
 #[test]
 fn example_policies_check_and_decide_as_documented() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
-    for name in ["demo.toml", "home.toml"] {
-        let p = policy::parse_file(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-        compile(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
+    for name in ["demo.toml", "home.toml", "office.toml"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_regionwall"))
+            .arg("check")
+            .arg(policies_dir().join(name))
+            .output()
+            .expect("run regionwall check");
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let demo = policy::parse_file(&root.join("demo.toml")).expect("demo");
+    let demo = policy::parse_file(&policies_dir().join("demo.toml")).expect("demo");
     assert_eq!(
         verdict(&demo, None, "192.0.2.10", "198.51.100.10"),
         Verdict::Drop
@@ -240,45 +276,171 @@ fn example_policies_check_and_decide_as_documented() {
         verdict(&demo, None, "192.0.2.99", "198.51.100.10"),
         Verdict::Pass
     );
+}
 
-    let home = policy::parse_file(&root.join("home.toml")).expect("home");
-    let kid = Some([0x02, 0, 0x5e, 0x10, 0, 0x01]);
-    let tv = Some([0x02, 0, 0x5e, 0x10, 0, 0x03]);
-    let speaker = Some([0x02, 0, 0x5e, 0x10, 0, 0x04]);
-    let laptop = Some([0x02, 0, 0x5e, 0x10, 0, 0x05]);
-    // 1.0.1.0/24 is in CN's list, 1.64.0.0/11 region is HK's (real data).
-    let cn = first_v4(&home, "cn");
-    let hk = first_v4(&home, "hk");
-    assert_eq!(verdict(&home, kid, "192.0.2.11", &cn), Verdict::Drop);
-    assert_eq!(verdict(&home, kid, "192.0.2.11", &hk), Verdict::Drop);
+fn pair(v: &str, r: &str) -> (String, String) {
+    (v.to_string(), r.to_string())
+}
+
+#[test]
+fn home_policy_decides_as_documented() {
+    // home.toml: 1.0.1.0/24 is CN (real data), 1.64.0.0/11 HK, 240e::/20 CN.
+    let kid = ["--mac", "02:00:5e:10:00:01"];
+    let tv = ["--mac", "02:00:5e:10:00:03"];
+    let h = |args: &[&str]| verdict_rule("home.toml", args);
     assert_eq!(
-        verdict(&home, None, "192.0.2.12", &cn),
-        Verdict::Drop,
-        "parent phone by IP"
+        h(&[&["1.0.1.9"][..], &kid].concat()),
+        pair("drop", "family-no-cn-hk")
     );
-    assert_eq!(verdict(&home, tv, "192.0.2.30", &cn), Verdict::Drop);
     assert_eq!(
-        verdict(&home, tv, "192.0.2.30", "203.0.113.50"),
-        Verdict::Pass,
-        "vendor exception"
+        h(&[&["1.64.0.1"][..], &kid].concat()),
+        pair("drop", "family-no-cn-hk")
     );
-    assert_eq!(verdict(&home, speaker, "192.0.2.40", &cn), Verdict::Audit);
-    assert_eq!(verdict(&home, laptop, "192.0.2.50", &cn), Verdict::Pass);
     assert_eq!(
-        verdict(&home, kid, "192.0.2.11", "203.0.113.9"),
-        Verdict::Pass
+        h(&["240e::1", "--src", "2001:db8:1::12"]),
+        pair("drop", "family-no-cn-hk"),
+        "parent phone by IPv6 address"
+    );
+    assert_eq!(
+        h(&[&["1.0.1.9"][..], &tv].concat()),
+        pair("drop", "family-no-cn-hk")
+    );
+    assert_eq!(
+        h(&[&["1.0.1.1", "--packet", "tcp/443"][..], &tv].concat()),
+        pair("pass", "tv-firmware"),
+        "vendor exception, HTTPS only"
+    );
+    assert_eq!(
+        h(&[&["1.0.1.1", "--packet", "tcp/80"][..], &tv].concat()),
+        pair("drop", "family-no-cn-hk")
+    );
+    assert_eq!(
+        h(&["1.0.1.9", "--device", "speaker"]),
+        pair("audit", "speaker-trial")
+    );
+    assert_eq!(
+        h(&["1.0.1.9", "--device", "laptop"]),
+        pair("pass", "laptop-unrestricted")
+    );
+    assert_eq!(
+        h(&["1.0.1.9", "--mac", "02:00:5e:10:00:99"]),
+        pair("audit", "unknown-devices-audit")
+    );
+    assert_eq!(h(&[&["203.0.113.9"][..], &kid].concat()), pair("pass", "-"));
+}
+
+#[test]
+fn office_policy_decides_as_documented() {
+    // office.toml
+    let o = |args: &[&str]| verdict_rule("office.toml", args);
+    let ws = ["--src", "192.0.2.77"];
+    assert_eq!(
+        o(&[&["1.0.9.1"][..], &ws].concat()),
+        pair("drop", "no-embargoed")
+    );
+    assert_eq!(
+        o(&[&["1.0.8.1"][..], &ws].concat()),
+        pair("pass", "-"),
+        "except: own branch"
+    );
+    assert_eq!(
+        o(&[&["1.0.9.1", "--packet", "udp/53"][..], &ws].concat()),
+        pair("pass", "dns-ntp-anywhere")
+    );
+    assert_eq!(
+        o(&[&["1.0.9.1", "--packet", "udp/123"][..], &ws].concat()),
+        pair("pass", "dns-ntp-anywhere")
+    );
+    assert_eq!(
+        o(&[&["2.56.24.1", "--packet", "tcp/443"][..], &ws].concat()),
+        pair("pass", "partner-https")
+    );
+    assert_eq!(
+        o(&[&["2.56.24.1", "--packet", "tcp/22"][..], &ws].concat()),
+        pair("drop", "no-embargoed")
+    );
+    assert_eq!(
+        o(&["1.0.9.1", "--src", "192.0.2.20"]),
+        pair("pass", "servers-exempt")
+    );
+    assert_eq!(
+        o(&["1.0.9.1", "--src", "2001:db8:10::20"]),
+        pair("pass", "servers-exempt")
+    );
+    assert_eq!(
+        o(&["1.0.9.1", "--src", "198.51.100.1"]),
+        pair("drop", "no-embargoed"),
+        "unnamed host: default"
     );
 }
 
-fn first_v4(p: &policy::Policy, region: &str) -> String {
-    let r = p.regions.iter().find(|r| r.name == region).expect("region");
-    r.prefixes
+#[test]
+fn explain_json_names_regions_sources_rule_and_verdict() {
+    let v = explain(
+        "home.toml",
+        &["1.0.1.9", "--device", "tv", "--packet", "tcp/443"],
+    );
+    assert_eq!(v["addr"], "1.0.1.9");
+    assert_eq!(v["device"], "tv");
+    assert_eq!(v["device_by"], "name");
+    assert_eq!(v["verdict"], "drop");
+    assert_eq!(v["rule"], "family-no-cn-hk");
+    assert_eq!(v["decided_by"]["level"], "group");
+    assert_eq!(v["decided_by"]["line"], 44);
+    assert_eq!(v["attributed_region"], "cn-hk");
+    let regions = v["regions"].as_array().expect("regions");
+    let cn = regions
         .iter()
-        .find_map(|(pre, _)| match pre {
-            policy::Prefix::V4(v) => Some(std::net::Ipv4Addr::from(v.addr).to_string()),
-            policy::Prefix::V6(_) => None,
-        })
-        .expect("an IPv4 prefix")
+        .find(|r| r["name"] == "cn-hk")
+        .expect("cn-hk listed");
+    let src = &cn["sources"][0];
+    assert_eq!(src["prefix"], "1.0.1.0/24");
+    assert!(
+        src["file"]
+            .as_str()
+            .expect("file")
+            .ends_with("cn/ipv4-aggregated.txt"),
+        "{src}"
+    );
+    // The line named really holds the prefix.
+    let text = std::fs::read_to_string(
+        policies_dir().join(
+            src["file"]
+                .as_str()
+                .expect("file")
+                .trim_start_matches("policies/"),
+        ),
+    )
+    .or_else(|_| std::fs::read_to_string(src["file"].as_str().expect("file")))
+    .expect("source file readable");
+    let line = usize::try_from(src["line"].as_u64().expect("line")).expect("line");
+    assert_eq!(text.lines().nth(line - 1), Some("1.0.1.0/24"));
+
+    // Text output says the same.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_regionwall"))
+        .args(["explain", "1.0.8.1", "--src", "192.0.2.77", "--policy"])
+        .arg(policies_dir().join("office.toml"))
+        .output()
+        .expect("run explain");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("not in region embargoed (carved out by except)"),
+        "{text}"
+    );
+    assert!(text.contains("except 1.0.8.0/24 from"), "{text}");
+    assert!(text.ends_with("verdict: pass\n"), "{text}");
+
+    // Errors: unknown device, bad packet kind.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_regionwall"))
+        .args(["explain", "1.0.1.1", "--device", "fridge", "--policy"])
+        .arg(policies_dir().join("home.toml"))
+        .output()
+        .expect("run explain");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("unknown device \"fridge\": expected one of default, kid-phone")
+    );
 }
 
 #[test]
@@ -312,4 +474,100 @@ fn check_command_reports_all_errors_and_exits_non_zero() {
         text.contains("blocked-zone") && text.contains("compiled:"),
         "{text}"
     );
+}
+
+#[test]
+fn group_port_and_except_errors_have_positions() {
+    let text = r#"
+[regions.r]
+cidrs = ["198.51.100.0/24"]
+except = ["r", "nope", "198.51.100.0/25"]
+
+[devices.tv]
+ip = ["192.0.2.30"]
+
+[groups]
+tv = ["tv"]
+screens = ["tv", "fridge", "default"]
+empty = []
+
+[[rules]]
+devices = ["screens"]
+block = ["r"]
+ports = ["tcp/443", "gre", "udp/9-1"]
+
+[[rules]]
+devices = ["tv"]
+block = ["r"]
+ports = []
+"#;
+    let e = errors(text);
+    let at: Vec<(usize, usize)> = e.iter().map(|d| (d.line, d.column)).collect();
+    let msgs: Vec<&str> = e.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(
+        at,
+        [
+            (4, 11),
+            (4, 16),
+            (10, 1),
+            (11, 18),
+            (11, 28),
+            (12, 9),
+            (17, 21),
+            (17, 28),
+            (22, 9)
+        ],
+        "{msgs:#?}"
+    );
+    assert!(msgs[0].contains("cannot except itself"));
+    assert!(msgs[1].contains("expected a CIDR or a region name (r) in `except`"));
+    assert!(msgs[2].contains("\"tv\" is already a device name"));
+    assert!(msgs[3].contains("unknown device \"fridge\" in group \"screens\": expected one of tv"));
+    assert!(msgs[4].contains("\"default\" cannot be a group member"));
+    assert!(msgs[5].contains("group \"empty\" is empty"));
+    assert!(msgs[6].contains("expected a protocol qualifier"));
+    assert!(msgs[7].contains("port range 9-1 is empty"));
+    assert!(msgs[8].contains("`ports` is empty"));
+}
+
+#[test]
+fn check_summary_reports_merged_counts_tables_and_memory() {
+    let path = common::policy_file(
+        r#"
+[regions.r]
+cidrs = ["198.51.100.0/25", "198.51.100.128/25", "198.51.100.7", "2001:db8::/48"]
+except = ["198.51.100.0/30"]
+[groups]
+all = ["tv"]
+[devices.tv]
+ip = ["192.0.2.30"]
+[[rules]]
+devices = ["all"]
+block = ["r"]
+ports = ["tcp/443"]
+"#,
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_regionwall"))
+        .arg("check")
+        .arg(&path)
+        .output()
+        .expect("run check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // 198.51.100.0/24 minus /30 = /30 + /29 + /28 + /27 + /26 + /25 (6 prefixes).
+    let region = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("r "))
+        .expect("region line");
+    let fields: Vec<&str> = region.split_whitespace().collect();
+    assert_eq!(&fields[..5], ["r", "6", "IPv4", "1", "IPv6"], "{region}");
+    assert!(region.contains("4 source prefixes, 1 excepted"), "{region}");
+    assert!(text.contains("all                          tv"), "{text}");
+    assert!(text.contains("ports [tcp/443]"), "{text}");
+    assert!(text.contains("2 port classes"), "{text}");
+    assert!(text.contains("kernel memory:"), "{text}");
 }

@@ -62,14 +62,14 @@ fn rir_apnic_real_file_loads_with_exact_cidrs_and_checked_counts() {
     let text = std::fs::read_to_string(&path).expect("read");
     // Independent count of the records to take, and of their addresses.
     let mut want_records = 0;
-    let mut want_v4_addresses: std::collections::HashMap<&str, u128> = Default::default();
+    let mut want_v4_addresses: std::collections::HashMap<&str, u128> =
+        std::collections::HashMap::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let f: Vec<&str> = line.split('|').collect();
         if f.len() >= 7 && matches!(f[6], "allocated" | "assigned") && f[2] != "asn" {
             want_records += 1;
             if f[2] == "ipv4" {
-                *want_v4_addresses.entry(f[1]).or_default() +=
-                    f[4].parse::<u128>().expect("count");
+                *want_v4_addresses.entry(f[1]).or_default() += f[4].parse::<u128>().expect("count");
             }
         }
     }
@@ -113,7 +113,10 @@ fn rir_extended_format_skips_available_and_reserved() {
         ["2.16.0.0/22", "2.16.4.0/23", "2001:db8:e000::/35"]
     );
     assert!(!data.countries.contains_key("ZZ"));
-    assert!(!data.countries.contains_key("EU"), "ASNs are not address space");
+    assert!(
+        !data.countries.contains_key("EU"),
+        "ASNs are not address space"
+    );
 }
 
 #[test]
@@ -134,14 +137,32 @@ fn rir_file_errors_in_a_policy_name_the_data_line() {
     assert_eq!(e.len(), 2, "{e:#?}");
     assert!(e[0].file.ends_with("ripe.txt"));
     assert_eq!((e[0].line, e[0].column), (3, 24), "{}", e[0]);
-    assert!(e[0].message.contains("declares 7 records but the file has 6"), "{}", e[0]);
+    assert!(
+        e[0].message
+            .contains("declares 7 records but the file has 6"),
+        "{}",
+        e[0]
+    );
     assert_eq!(e[1].line, 6, "{}", e[1]);
-    assert!(e[1].message.contains("summary declares 2 ipv6 records"), "{}", e[1]);
+    assert!(
+        e[1].message.contains("summary declares 2 ipv6 records"),
+        "{}",
+        e[1]
+    );
 
     std::fs::remove_file(path.with_file_name("ripe.txt")).expect("rm");
     let e = errors_of(&path);
-    assert_eq!((e[0].line, e[0].column), (3, 8), "points at `path`: {}", e[0]);
-    assert!(e[0].message.contains("cannot read RIR statistics"), "{}", e[0]);
+    assert_eq!(
+        (e[0].line, e[0].column),
+        (3, 8),
+        "points at `path`: {}",
+        e[0]
+    );
+    assert!(
+        e[0].message.contains("cannot read RIR statistics"),
+        "{}",
+        e[0]
+    );
 }
 
 #[test]
@@ -164,7 +185,12 @@ fn geolite2_located_falls_back_to_registered() {
     let registered = sources::geolite2::load(&dir, CountryField::Registered).expect("registered");
     assert_eq!(
         strings(&registered.countries["CN"]),
-        ["1.0.1.0/24", "1.0.2.0/23", "198.51.100.0/24", "2001:db8:cc::/48"]
+        [
+            "1.0.1.0/24",
+            "1.0.2.0/23",
+            "198.51.100.0/24",
+            "2001:db8:cc::/48"
+        ]
     );
     assert!(!registered.countries.contains_key("RU"));
 }
@@ -200,12 +226,19 @@ from = ["geo"]
     );
     let ok = common::policy(&text.replace("country = \"registered\"", "country = \"located\""));
     let (v4, v6) = ok.regions[0].merged();
-    assert_eq!((v4.len(), v6.len()), (2, 1), "1.0.1.0/24 + 1.0.2.0/23 stay two");
+    assert_eq!(
+        (v4.len(), v6.len()),
+        (2, 1),
+        "1.0.1.0/24 + 1.0.2.0/23 stay two"
+    );
 
     // A geoname id missing from the locations file names the block's line.
     let broken = common::policy_file("").with_file_name("geo");
     std::fs::create_dir_all(&broken).expect("mkdir");
-    for f in ["GeoLite2-Country-Locations-en.csv", "GeoLite2-Country-Blocks-IPv6.csv"] {
+    for f in [
+        "GeoLite2-Country-Locations-en.csv",
+        "GeoLite2-Country-Blocks-IPv6.csv",
+    ] {
         std::fs::copy(dir.join(f), broken.join(f)).expect("copy");
     }
     std::fs::write(
@@ -213,7 +246,9 @@ from = ["geo"]
         "network,geoname_id,registered_country_geoname_id\n1.0.1.0/24,1814991,1814991\n1.0.2.0/23,999,999\n1.0.4.0/33,1814991,1814991\n",
     )
     .expect("write");
-    let e = errors_of(&common::policy_file(&text.replace(&dir.display().to_string(), &broken.display().to_string())));
+    let e = errors_of(&common::policy_file(
+        &text.replace(&dir.display().to_string(), &broken.display().to_string()),
+    ));
     assert_eq!(e.len(), 2, "{e:#?}");
     assert!(e[0].file.ends_with("GeoLite2-Country-Blocks-IPv4.csv"));
     assert_eq!((e[0].line, e[0].column), (3, 12), "{}", e[0]);
@@ -251,8 +286,11 @@ fn range_csv_splits_ranges_into_exact_cidrs() {
     }
     assert_eq!(cn[2].1.line, 3);
     let bad = common::policy_file("").with_file_name("ranges.csv");
-    std::fs::write(&bad, "1.0.0.0,1.0.0.255,AU\n1.0.1.9,1.0.1.0,CN\n2001:db8::,1.2.3.4,CN\n1.0.2.0,1.0.2.255,CHN\n")
-        .expect("write");
+    std::fs::write(
+        &bad,
+        "1.0.0.0,1.0.0.255,AU\n1.0.1.9,1.0.1.0,CN\n2001:db8::,1.2.3.4,CN\n1.0.2.0,1.0.2.255,CHN\n",
+    )
+    .expect("write");
     let Err(LoadError::Invalid(e)) = sources::range_csv::load(&bad) else {
         panic!("bad ranges accepted")
     };
@@ -291,7 +329,8 @@ block = ["cn-hk"]
     assert!(want > 11_000, "CN + HK are large: {want}");
 
     // --regions-dir overrides the policy's path.
-    let path = common::policy_file(&text.replace(&countries_dir().display().to_string(), "/nonexistent"));
+    let path =
+        common::policy_file(&text.replace(&countries_dir().display().to_string(), "/nonexistent"));
     let e = errors_of(&path);
     assert_eq!((e[0].line, e[0].column), (2, 15), "{}", e[0]);
     assert!(e[0].message.contains("is not a directory"), "{}", e[0]);
@@ -321,14 +360,31 @@ countries = ["FR"]
     let e = errors_of(&common::policy_file(&text));
     assert_eq!(e.len(), 3, "{e:#?}");
     assert_eq!((e[0].line, e[0].column), (4, 20));
-    assert!(e[0].message.contains("unknown country code \"XQ\": no directory `xq`"), "{}", e[0]);
+    assert!(
+        e[0].message
+            .contains("unknown country code \"XQ\": no directory `xq`"),
+        "{}",
+        e[0]
+    );
     assert_eq!((e[1].line, e[1].column), (4, 26));
-    assert!(e[1].message.contains("two-letter ISO 3166 country code"), "{}", e[1]);
+    assert!(
+        e[1].message.contains("two-letter ISO 3166 country code"),
+        "{}",
+        e[1]
+    );
     assert_eq!((e[2].line, e[2].column), (7, 9));
-    assert!(e[2].message.contains("unknown source \"nowhere\""), "{}", e[2]);
+    assert!(
+        e[2].message.contains("unknown source \"nowhere\""),
+        "{}",
+        e[2]
+    );
 
     let e = errors_of(&common::policy_file("[regions.t]\ncountries = [\"FR\"]\n"));
-    assert!(e[0].message.contains("no country database is set"), "{}", e[0]);
+    assert!(
+        e[0].message.contains("no country database is set"),
+        "{}",
+        e[0]
+    );
     assert_eq!((e[0].line, e[0].column), (2, 14));
 }
 
@@ -361,7 +417,11 @@ from = ["dbip", "REGIONS_DIR"]
     // A source named in `from` must be declared: the country database is
     // only the default.
     let e = errors_of(&common::policy_file(&text));
-    assert!(e[0].message.contains("unknown source \"REGIONS_DIR\""), "{}", e[0]);
+    assert!(
+        e[0].message.contains("unknown source \"REGIONS_DIR\""),
+        "{}",
+        e[0]
+    );
     let text = text.replace(
         "from = [\"dbip\", \"REGIONS_DIR\"]",
         "from = [\"dbip\", \"world\"]",
@@ -388,8 +448,12 @@ from = ["dbip", "REGIONS_DIR"]
         ]
     );
     let au = p.regions.iter().find(|r| r.name == "au-both").expect("au");
-    let real_au = std::fs::read_to_string(countries_dir().join("au/ipv4-aggregated.txt")).expect("au");
-    assert!(au.prefixes.len() > real_au.lines().count(), "both sources contribute");
+    let real_au =
+        std::fs::read_to_string(countries_dir().join("au/ipv4-aggregated.txt")).expect("au");
+    assert!(
+        au.prefixes.len() > real_au.lines().count(),
+        "both sources contribute"
+    );
     // Duplicates across sources merge: 1.0.0.0/24 is in both.
     let (au4, _) = au.merged();
     assert_eq!(
@@ -457,11 +521,16 @@ fn v6_prefix() -> impl Strategy<Value = Prefix> + Clone {
     (0u128..65_536, 112u8..=128).prop_map(|(a, len)| {
         let addr = (0x2001_0db8u128 << 96) | a;
         let mask = u128::MAX << (128 - u32::from(len));
-        Prefix::V6(V6 { addr: addr & mask, len })
+        Prefix::V6(V6 {
+            addr: addr & mask,
+            len,
+        })
     })
 }
 
-fn region(p: impl Strategy<Value = Prefix> + Clone) -> impl Strategy<Value = (Vec<Prefix>, Vec<Prefix>)> {
+fn region(
+    p: impl Strategy<Value = Prefix> + Clone,
+) -> impl Strategy<Value = (Vec<Prefix>, Vec<Prefix>)> {
     (
         prop::collection::vec(p.clone(), 0..10),
         prop::collection::vec(p, 0..4),

@@ -7,6 +7,7 @@
 mod common;
 
 use std::{
+    fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::Arc,
 };
@@ -60,13 +61,31 @@ fn frame(p: &Pkt) -> Vec<u8> {
             } else {
                 (0, l4(port))
             };
-            ethernet(p.mac, &[], ETH_P_IP, &ipv4(SRC4, d, p.key.proto, 0, frag, &payload))
+            ethernet(
+                p.mac,
+                &[],
+                ETH_P_IP,
+                &ipv4(SRC4, d, p.key.proto, 0, frag, &payload),
+            )
         }
         IpAddr::V6(d) => {
             let proto = if p.key.proto == 1 { 58 } else { p.key.proto };
-            let exts: &[Ext] = if p.later_fragment { &[Ext::Fragment(185)] } else { &[] };
-            let payload = if p.later_fragment { vec![0u8; 16] } else { l4(port) };
-            ethernet(p.mac, &[], ETH_P_IPV6, &ipv6(v6("2001:db8:1::99"), d, exts, proto, &payload))
+            let exts: &[Ext] = if p.later_fragment {
+                &[Ext::Fragment(185)]
+            } else {
+                &[]
+            };
+            let payload = if p.later_fragment {
+                vec![0u8; 16]
+            } else {
+                l4(port)
+            };
+            ethernet(
+                p.mac,
+                &[],
+                ETH_P_IPV6,
+                &ipv6(v6("2001:db8:1::99"), d, exts, proto, &payload),
+            )
         }
     }
 }
@@ -107,9 +126,9 @@ impl Kernel {
         while let Some(item) = self.ring.next() {
             evs.push(events::decode(&item).expect("event"));
         }
-        let rule = evs.first().map(|e| {
-            Record::new(e, &self.names, &BootClock::now(), "test0").rule
-        });
+        let rule = evs
+            .first()
+            .map(|e| Record::new(e, &self.names, &BootClock::now(), "test0").rule);
         let name = match (ret, evs.len()) {
             (XDP_DROP, 1) => "drop",
             (XDP_PASS, 1) => "audit",
@@ -158,7 +177,11 @@ fn check_rows(policy: &Policy, rows: &[(Pkt, &str, &str)]) {
         assert_eq!(ref_verdict, *want, "reference: {ctx}");
         assert_eq!(e.verdict, *want, "explain: {ctx}");
         assert_eq!(ref_rule, *want_rule, "reference rule: {ctx}");
-        assert_eq!(e.rule.as_deref().unwrap_or("-"), *want_rule, "explain rule: {ctx}");
+        assert_eq!(
+            e.rule.as_deref().unwrap_or("-"),
+            *want_rule,
+            "explain rule: {ctx}"
+        );
         if got != "pass" {
             assert_eq!(event_rule.as_deref(), Some(*want_rule), "event rule: {ctx}");
         }
@@ -250,13 +273,33 @@ fn precedence_matrix() {
     let (a, b, c, other) = (0x0a, 0x0b, 0x0c, 0x09);
     let rows = [
         // block /8 + allow /32 (default level)
-        (pkt(other, "198.51.100.7", "udp/53"), "pass", "default-allow-32"),
-        (pkt(other, "198.51.100.8", "udp/53"), "drop", "default-block-8"),
-        (pkt(other, "2001:db8:bad::7", "tcp/443"), "pass", "default-allow-32"),
-        (pkt(other, "2001:db8:bad::8", "tcp/443"), "drop", "default-block-8"),
+        (
+            pkt(other, "198.51.100.7", "udp/53"),
+            "pass",
+            "default-allow-32",
+        ),
+        (
+            pkt(other, "198.51.100.8", "udp/53"),
+            "drop",
+            "default-block-8",
+        ),
+        (
+            pkt(other, "2001:db8:bad::7", "tcp/443"),
+            "pass",
+            "default-allow-32",
+        ),
+        (
+            pkt(other, "2001:db8:bad::8", "tcp/443"),
+            "drop",
+            "default-block-8",
+        ),
         // allow /8 (group) + block /24 (default): the group is more specific
         (pkt(a, "203.0.113.5", "tcp/443"), "pass", "group-allow-8"),
-        (pkt(other, "203.0.113.5", "tcp/443"), "drop", "default-block-24"),
+        (
+            pkt(other, "203.0.113.5", "tcp/443"),
+            "drop",
+            "default-block-24",
+        ),
         (pkt(c, "203.0.113.5", "tcp/443"), "drop", "default-block-24"),
         (pkt(other, "203.0.114.5", "tcp/443"), "pass", "-"),
         // equal prefixes at one level: allow wins
@@ -324,7 +367,11 @@ fn protocol_and_port_qualifiers() {
     };
     let rows = [
         (pkt(d, "198.51.100.9", "tcp/443"), "drop", "no-https-doc100"),
-        (pkt(d, "2001:db8:100::9", "tcp/443"), "drop", "no-https-doc100"),
+        (
+            pkt(d, "2001:db8:100::9", "tcp/443"),
+            "drop",
+            "no-https-doc100",
+        ),
         (pkt(d, "198.51.100.9", "tcp/80"), "pass", "-"),
         (pkt(d, "198.51.100.9", "udp/443"), "pass", "-"),
         (pkt(d, "203.0.113.9", "udp/53"), "pass", "dns-anywhere"),
@@ -334,9 +381,17 @@ fn protocol_and_port_qualifiers() {
         // A later fragment has no port: port rules do not apply to it
         // (its first fragment was dropped), whole-protocol rules do.
         (frag(pkt(d, "198.51.100.9", "tcp/443")), "pass", "-"),
-        (frag(pkt(d, "203.0.113.9", "udp/53")), "drop", "block-doc113"),
+        (
+            frag(pkt(d, "203.0.113.9", "udp/53")),
+            "drop",
+            "block-doc113",
+        ),
         (pkt(t, "203.0.113.9", "tcp/8080"), "drop", "tcp-doc113"),
-        (frag(pkt(t, "2001:db8:113::9", "tcp/8080")), "drop", "tcp-doc113"),
+        (
+            frag(pkt(t, "2001:db8:113::9", "tcp/8080")),
+            "drop",
+            "tcp-doc113",
+        ),
         (pkt(t, "203.0.113.9", "udp/53"), "pass", "dns-anywhere"),
         (pkt(t, "203.0.113.9", "udp/54"), "drop", "block-doc113"),
     ];
@@ -349,7 +404,9 @@ fn protocol_and_port_qualifiers() {
 /// 10,000 random destinations: the kernel's verdict equals explain's.
 #[test]
 fn explain_agrees_with_kernel_on_the_world() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/country-ip-blocks");
+    const GROUPS: usize = 60;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data/country-ip-blocks");
     let mut codes: Vec<String> = std::fs::read_dir(&dir)
         .expect("country database")
         .filter_map(Result::ok)
@@ -357,7 +414,6 @@ fn explain_agrees_with_kernel_on_the_world() {
         .map(|e| e.file_name().to_string_lossy().to_ascii_uppercase())
         .collect();
     codes.sort();
-    const GROUPS: usize = 60;
     let mut text = format!("regions_dir = \"{}\"\n", dir.display());
     for g in 0..GROUPS {
         let members: Vec<String> = codes
@@ -366,7 +422,8 @@ fn explain_agrees_with_kernel_on_the_world() {
             .step_by(GROUPS)
             .map(|c| format!("\"{c}\""))
             .collect();
-        text.push_str(&format!("[regions.r{g}]\ncountries = [{}]\n", members.join(", ")));
+        writeln!(text, "[regions.r{g}]\ncountries = [{}]", members.join(", "))
+            .expect("write to a String");
     }
     text.push_str(
         r#"
@@ -423,21 +480,21 @@ block = ["r2", "r5", "r8"]
     };
     let mut tally = std::collections::BTreeMap::new();
     for i in 0..10_000u32 {
-        let r = next();
+        let bits = next();
         let dst: IpAddr = if i % 2 == 0 {
             #[expect(clippy::cast_possible_truncation, reason = "random bits")]
-            Ipv4Addr::from(r as u32).into()
+            Ipv4Addr::from(bits as u32).into()
         } else {
-            let hi = (u128::from(r) << 64) | u128::from(next());
+            let hi = (u128::from(bits) << 64) | u128::from(next());
             Ipv6Addr::from((hi >> 4) | (0x2u128 << 124)).into()
         };
-        let m = if next() % 2 == 0 { 0x01 } else { 0x09 };
-        let k = ["tcp/443", "tcp/80", "udp/53"][usize::try_from(next() % 3).expect("small")];
-        let p = pkt(m, &dst.to_string(), k);
+        let who = if next() % 2 == 0 { 0x01 } else { 0x09 };
+        let kind = ["tcp/443", "tcp/80", "udp/53"][usize::try_from(next() % 3).expect("small")];
+        let p = pkt(who, &dst.to_string(), kind);
         let (got, _) = kernel.verdict(&p);
         let device = compile::device_for(&policy, Some(p.mac), None);
         let e = explain::explain(&policy, &index, dst, device, DeviceBy::Mac, Some(p.key));
-        assert_eq!(got, e.verdict, "{dst} {k} from {}: {e}", e.device);
+        assert_eq!(got, e.verdict, "{dst} {kind} from {}: {e}", e.device);
         *tally.entry(got).or_insert(0) += 1;
     }
     println!("world: 10000 random destinations, kernel == explain: {tally:?}");

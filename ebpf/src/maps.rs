@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use regionwall_common::{
     COUNTERS, Control, DEVICE_LPM_MAX_ENTRIES, DEVICE_MAC_MAX_ENTRIES, Decision, EVENT_RING_BYTES,
-    GENERATIONS, LPM_V4_MAX_ENTRIES, LPM_V6_MAX_ENTRIES, MAX_DECISIONS, MacKey, PolicyMeta,
-    PORT_SLOTS, TRAFFIC_SLOTS, TrafficCounter,
+    GENERATIONS, LPM_V4_MAX_ENTRIES, LPM_V6_MAX_ENTRIES, MAX_DECISIONS, MacKey, PORT_SLOTS,
+    PolicyMeta, TRAFFIC_SLOTS, TrafficCounter,
 };
 
 #[map]

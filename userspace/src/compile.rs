@@ -240,8 +240,11 @@ fn attribution(policy: &Policy, regions: &[u16]) -> u16 {
 /// Port slot -> port class for the policy's qualifiers, with one
 /// representative packet per class. Without qualifiers: no table, one class.
 fn port_classes(policy: &Policy) -> (Vec<u32>, Vec<PacketKey>) {
-    let mut qualifiers: Vec<&Vec<PortMatch>> =
-        policy.rules.iter().filter_map(|r| r.ports.as_ref()).collect();
+    let mut qualifiers: Vec<&Vec<PortMatch>> = policy
+        .rules
+        .iter()
+        .filter_map(|r| r.ports.as_ref())
+        .collect();
     qualifiers.sort_unstable();
     qualifiers.dedup();
     if qualifiers.is_empty() {

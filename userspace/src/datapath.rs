@@ -13,8 +13,8 @@ use aya::{
     programs::{Xdp, XdpMode, links::LinkError, xdp::XdpLinkId},
 };
 use regionwall_common::{
-    COUNTERS, Control, GENERATIONS, MAX_DEVICES, MAX_REGIONS, MacKey, PolicyMeta,
-    TrafficCounter, UnparsedAction, VERDICTS, traffic_slot,
+    COUNTERS, Control, GENERATIONS, MAX_DEVICES, MAX_REGIONS, MacKey, PolicyMeta, TrafficCounter,
+    UnparsedAction, VERDICTS, traffic_slot,
 };
 
 use crate::{compile::Compiled, error::DatapathError, sys};

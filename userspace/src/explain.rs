@@ -254,12 +254,7 @@ pub fn explain(
         } else {
             "block"
         },
-        ports: r
-            .ports
-            .iter()
-            .flatten()
-            .map(ToString::to_string)
-            .collect(),
+        ports: r.ports.iter().flatten().map(ToString::to_string).collect(),
     });
     let attributed_region = usize::from(decision.region)
         .checked_sub(1)

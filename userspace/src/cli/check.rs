@@ -3,9 +3,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use regionwall::{PolicyError, compile, policy};
-use regionwall_common::{
-    EVENT_RING_BYTES, GENERATIONS, MAX_DECISIONS, PORT_SLOTS, TRAFFIC_SLOTS,
-};
+use regionwall_common::{EVENT_RING_BYTES, GENERATIONS, MAX_DECISIONS, PORT_SLOTS, TRAFFIC_SLOTS};
 
 /// Validate a policy file without touching the kernel.
 ///
@@ -136,7 +134,10 @@ fn print_rules(parsed: &policy::Policy) {
         let ports = r.ports.as_ref().map_or(String::new(), |p| {
             format!(
                 " ports [{}]",
-                p.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                p.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         });
         println!(

@@ -308,7 +308,9 @@ impl Checker<'_> {
                     let at = b.country.as_ref().unwrap_or(&b.format);
                     self.error(
                         at,
-                        format!("expected country \"located\" or \"registered\", found \"{other}\""),
+                        format!(
+                            "expected country \"located\" or \"registered\", found \"{other}\""
+                        ),
                     );
                     continue;
                 }
@@ -471,14 +473,15 @@ impl Checker<'_> {
             if found_in == 0 {
                 let place = match self.loaded.get(REGIONS_DIR_SOURCE) {
                     Some(SourceKind::Dir(dir)) if from.is_none() => {
-                        format!("no directory `{}` in {}", cc.to_ascii_lowercase(), dir.display())
+                        format!(
+                            "no directory `{}` in {}",
+                            cc.to_ascii_lowercase(),
+                            dir.display()
+                        )
                     }
                     _ => format!("not listed by source(s) {}", usable.join(", ")),
                 };
-                self.error(
-                    c,
-                    format!("unknown country code \"{cc}\": {place}"),
-                );
+                self.error(c, format!("unknown country code \"{cc}\": {place}"));
             }
         }
         out
@@ -582,8 +585,7 @@ impl Checker<'_> {
                     except.push((p, self.origin(x)));
                 } else {
                     {
-                        let mut known: Vec<&str> =
-                            region_ids.keys().map(String::as_str).collect();
+                        let mut known: Vec<&str> = region_ids.keys().map(String::as_str).collect();
                         known.sort_unstable();
                         self.error(
                             x,

@@ -43,7 +43,10 @@ impl PacketKey {
     #[must_use]
     pub fn of_slot(slot: u32) -> Self {
         debug_assert!(slot < PORT_SLOTS);
-        #[expect(clippy::cast_possible_truncation, reason = "slots are bounded by PORT_SLOTS")]
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "slots are bounded by PORT_SLOTS"
+        )]
         if slot >= PORTLESS_BASE {
             Self {
                 proto: (slot - PORTLESS_BASE) as u8,
@@ -51,7 +54,11 @@ impl PacketKey {
             }
         } else {
             Self {
-                proto: if slot < 65_536 { IPPROTO_TCP } else { IPPROTO_UDP },
+                proto: if slot < 65_536 {
+                    IPPROTO_TCP
+                } else {
+                    IPPROTO_UDP
+                },
                 port: Some((slot & 0xffff) as u16),
             }
         }
@@ -169,7 +176,9 @@ impl std::str::FromStr for PacketKey {
             "icmp" => IPPROTO_ICMP,
             "icmpv6" => IPPROTO_ICMPV6,
             n => n.parse::<u8>().map_err(|_| {
-                format!("expected tcp/PORT, udp/PORT, icmp, icmpv6 or a protocol number, found \"{s}\"")
+                format!(
+                    "expected tcp/PORT, udp/PORT, icmp, icmpv6 or a protocol number, found \"{s}\""
+                )
             })?,
         };
         let port = match port {
@@ -202,8 +211,16 @@ mod tests {
         assert_eq!(range[0].to_string(), "tcp/8000-8999");
         assert_eq!(PortMatch::parse("icmp").unwrap().len(), 2);
         assert!(PortMatch::parse("tcp/9-1").unwrap_err().contains("empty"));
-        assert!(PortMatch::parse("gre").unwrap_err().contains("expected a protocol"));
-        assert!(PortMatch::parse("udp/70000").unwrap_err().contains("0-65535"));
+        assert!(
+            PortMatch::parse("gre")
+                .unwrap_err()
+                .contains("expected a protocol")
+        );
+        assert!(
+            PortMatch::parse("udp/70000")
+                .unwrap_err()
+                .contains("0-65535")
+        );
     }
 
     #[test]

@@ -149,7 +149,13 @@ mod tests {
         range_to_prefixes(1, u128::MAX, &mut all);
         assert_eq!(all.len(), 128);
         assert_eq!(all[0], V6 { addr: 1, len: 128 });
-        assert_eq!(all[127], V6 { addr: 1 << 127, len: 1 });
+        assert_eq!(
+            all[127],
+            V6 {
+                addr: 1 << 127,
+                len: 1
+            }
+        );
     }
 
     #[test]
@@ -161,7 +167,10 @@ mod tests {
         assert!(minus.contains(13) && !minus.contains(20) && minus.contains(54));
         assert!(!minus.contains(55) && !minus.contains(0));
         let max = RangeSet::from_ranges([(u128::MAX - 1, u128::MAX), (0, u128::MAX - 5)]);
-        assert_eq!(max.ranges(), &[(0, u128::MAX - 5), (u128::MAX - 1, u128::MAX)]);
+        assert_eq!(
+            max.ranges(),
+            &[(0, u128::MAX - 5), (u128::MAX - 1, u128::MAX)]
+        );
         let everything = RangeSet::from_ranges([(0, u128::MAX), (7, 9)]);
         assert_eq!(everything.ranges(), &[(0, u128::MAX)]);
         assert!(

@@ -38,9 +38,9 @@ fn io_error(path: &Path, source: impl Into<std::io::Error>) -> LoadError {
 }
 
 fn csv_error(path: &Path, e: &csv::Error) -> LoadError {
-    let (line, snippet) = e
-        .position()
-        .map_or((1, String::new()), |p| (usize::try_from(p.line()).unwrap_or(0), String::new()));
+    let (line, snippet) = e.position().map_or((1, String::new()), |p| {
+        (usize::try_from(p.line()).unwrap_or(0), String::new())
+    });
     LoadError::Invalid(vec![Diagnostic::at_line(
         path,
         line,
@@ -52,7 +52,10 @@ fn csv_error(path: &Path, e: &csv::Error) -> LoadError {
 }
 
 /// Opens a CSV file and finds the named columns in its header.
-fn open(path: &Path, columns: &[&str]) -> Result<(csv::Reader<std::fs::File>, Vec<usize>), LoadError> {
+fn open(
+    path: &Path,
+    columns: &[&str],
+) -> Result<(csv::Reader<std::fs::File>, Vec<usize>), LoadError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_path(path)
@@ -90,7 +93,9 @@ fn locations(path: &Path) -> Result<HashMap<String, String>, LoadError> {
     let mut errors = Vec::new();
     for rec in reader.records() {
         let rec = rec.map_err(|e| csv_error(path, &e))?;
-        let line = rec.position().map_or(0, |p| usize::try_from(p.line()).unwrap_or(0));
+        let line = rec
+            .position()
+            .map_or(0, |p| usize::try_from(p.line()).unwrap_or(0));
         let id = rec.get(idx[0]).unwrap_or_default().trim();
         let iso = rec.get(idx[1]).unwrap_or_default().trim();
         if iso.is_empty() {
@@ -132,7 +137,9 @@ pub fn load(dir: &Path, field: CountryField) -> Result<ByCountry, LoadError> {
         )?;
         for rec in reader.records() {
             let rec = rec.map_err(|e| csv_error(&path, &e))?;
-            let line = rec.position().map_or(0, |p| usize::try_from(p.line()).unwrap_or(0));
+            let line = rec
+                .position()
+                .map_or(0, |p| usize::try_from(p.line()).unwrap_or(0));
             let text = || rec.iter().collect::<Vec<_>>().join(",");
             let network = rec.get(idx[0]).unwrap_or_default().trim();
             let located = rec.get(idx[1]).unwrap_or_default().trim();

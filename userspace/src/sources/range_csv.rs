@@ -6,13 +6,13 @@
 use std::{net::IpAddr, path::Path, sync::Arc};
 
 use super::{ByCountry, LoadError};
-use crate::policy::{
-    Diagnostic, Origin, Prefix, V4, V6,
-    set::range_to_prefixes,
-};
+use crate::policy::{Diagnostic, Origin, Prefix, V4, V6, set::range_to_prefixes};
 
 /// Loads a range CSV.
-#[expect(clippy::too_many_lines, reason = "one pass over the rows, with an error per field")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one pass over the rows, with an error per field"
+)]
 pub fn load(path: &Path) -> Result<ByCountry, LoadError> {
     let file: Arc<Path> = Arc::from(path);
     let mut reader = csv::ReaderBuilder::new()
@@ -29,7 +29,9 @@ pub fn load(path: &Path) -> Result<ByCountry, LoadError> {
         let rec = match rec {
             Ok(r) => r,
             Err(e) => {
-                let line = e.position().map_or(0, |p| usize::try_from(p.line()).unwrap_or(0));
+                let line = e
+                    .position()
+                    .map_or(0, |p| usize::try_from(p.line()).unwrap_or(0));
                 errors.push(Diagnostic::at_line(
                     path,
                     line,
@@ -41,7 +43,9 @@ pub fn load(path: &Path) -> Result<ByCountry, LoadError> {
                 break;
             }
         };
-        let line = rec.position().map_or(i + 1, |p| usize::try_from(p.line()).unwrap_or(0));
+        let line = rec
+            .position()
+            .map_or(i + 1, |p| usize::try_from(p.line()).unwrap_or(0));
         let text = rec.iter().collect::<Vec<_>>().join(",");
         let field = |k: usize| rec.get(k).unwrap_or_default().trim();
         let column = |k: usize| super::field_column(&text, ',', k);
@@ -56,10 +60,7 @@ pub fn load(path: &Path) -> Result<ByCountry, LoadError> {
                 1,
                 &text,
                 &text,
-                format!(
-                    "expected 3 fields `start,end,country`, found {}",
-                    rec.len()
-                ),
+                format!("expected 3 fields `start,end,country`, found {}", rec.len()),
             ));
             continue;
         }

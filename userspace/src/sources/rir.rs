@@ -22,10 +22,7 @@ use std::{
 };
 
 use super::{ByCountry, LoadError, field_column, read};
-use crate::policy::{
-    Diagnostic, Origin, Prefix, V4,
-    set::range_to_prefixes,
-};
+use crate::policy::{Diagnostic, Origin, Prefix, V4, set::range_to_prefixes};
 
 /// Statistics of one loaded file, for `check` and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -171,10 +168,7 @@ pub fn parse(path: &Path, text: &str) -> Result<(ByCountry, RirStats), LoadError
                 n,
                 line,
                 1,
-                format!(
-                    "expected a two-letter country code, found `{}`",
-                    fields[1]
-                ),
+                format!("expected a two-letter country code, found `{}`", fields[1]),
             );
             continue;
         };
@@ -318,12 +312,13 @@ apnic|CN|ipv6|2001:250::|35|20000426|allocated
         let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
         assert!(
             text.iter()
-                .any(|e| e.starts_with("t:2:") && e.contains("declares 6 records but the file has 4")),
+                .any(|e| e.starts_with("t:2:")
+                    && e.contains("declares 6 records but the file has 4")),
             "{text:?}"
         );
         assert!(
-            text.iter()
-                .any(|e| e.starts_with("t:4:") && e.contains("summary declares 4 ipv4 records but the file has 3")),
+            text.iter().any(|e| e.starts_with("t:4:")
+                && e.contains("summary declares 4 ipv4 records but the file has 3")),
             "{text:?}"
         );
     }
