@@ -610,3 +610,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_binary_data_file_is_reported_at_its_line() {
+    let path = common::policy_file("[regions.r]\nfile = \"list.bin\"\n");
+    std::fs::write(
+        path.with_file_name("list.bin"),
+        b"198.51.100.0/24\n203.0.\xff\xfe113.0/24\n",
+    )
+    .expect("write");
+    let e = errors_of(&path);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(e[0].file.ends_with("list.bin"));
+    assert_eq!((e[0].line, e[0].column), (2, 7), "{}", e[0]);
+    assert!(e[0].message.contains("not UTF-8"), "{}", e[0]);
+}

@@ -516,16 +516,13 @@ impl Checker<'_> {
             }
             if let Some(file) = &b.file {
                 let data_path = self.resolve(file.get_ref());
-                match std::fs::read_to_string(&data_path) {
+                match sources::read(&data_path) {
                     Ok(text) => {
                         let (found, errs) = sources::read_cidr_list(&data_path, &text);
                         prefixes.extend(found);
                         self.errors.extend(errs);
                     }
-                    Err(e) => self.error(
-                        file,
-                        format!("cannot read region file {}: {e}", data_path.display()),
-                    ),
+                    Err(e) => self.load_failed(file, "region file", e),
                 }
             }
             prefixes.extend(self.countries(name, &b.countries, b.from.as_ref()));

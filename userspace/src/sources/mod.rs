@@ -50,10 +50,26 @@ pub enum LoadError {
     Invalid(Vec<Diagnostic>),
 }
 
-pub(crate) fn read(path: &Path) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+/// Reads a text data file. Bytes that are not UTF-8 are reported at their
+/// line and column, like any other content error.
+pub fn read(path: &Path) -> Result<String, LoadError> {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
         path: path.to_path_buf(),
         source,
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = good.iter().filter(|b| **b == b'\n').count() + 1;
+        let line_start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let before = String::from_utf8_lossy(&good[line_start..]);
+        LoadError::Invalid(vec![Diagnostic::at_line(
+            path,
+            line,
+            before.chars().count() + 1,
+            &before,
+            "",
+            "expected UTF-8 text (a CIDR list); found bytes that are not UTF-8: is this a binary file?",
+        )])
     })
 }
 
