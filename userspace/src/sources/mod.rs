@@ -59,7 +59,7 @@ pub fn read(path: &Path) -> Result<String, LoadError> {
     })?;
     String::from_utf8(bytes).map_err(|e| {
         let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let line = good.iter().filter(|b| **b == b'\n').count() + 1;
+        let line = good.split(|b| *b == b'\n').count();
         let line_start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
         let before = String::from_utf8_lossy(&good[line_start..]);
         LoadError::Invalid(vec![Diagnostic::at_line(
