@@ -625,3 +625,63 @@ fn a_binary_data_file_is_reported_at_its_line() {
     assert_eq!((e[0].line, e[0].column), (2, 7), "{}", e[0]);
     assert!(e[0].message.contains("not UTF-8"), "{}", e[0]);
 }
+
+#[test]
+fn mmdb_networks_by_located_or_registered_country() {
+    let file = common::policy_file("").with_file_name("GeoLite2-Country.mmdb");
+    std::fs::write(
+        &file,
+        common::mmdb::build(&[
+            ("1.0.1.0/24", Some("CN"), Some("CN")),
+            ("1.0.2.0/23", Some("CN"), Some("CN")),
+            ("198.51.100.0/24", Some("RU"), Some("CN")),
+            ("203.0.113.0/25", None, Some("HK")),
+            ("203.0.113.128/25", None, None),
+            ("2001:db8:cc::/48", Some("CN"), Some("CN")),
+            ("2001:db8:4b::/48", None, Some("KR")),
+        ]),
+    )
+    .expect("write mmdb");
+    let located = sources::mmdb::load(&file, CountryField::Located).expect("located");
+    assert_eq!(
+        strings(&located.countries["CN"]),
+        ["1.0.1.0/24", "1.0.2.0/23", "2001:db8:cc::/48"]
+    );
+    assert_eq!(strings(&located.countries["RU"]), ["198.51.100.0/24"]);
+    assert_eq!(strings(&located.countries["HK"]), ["203.0.113.0/25"]);
+    assert_eq!(strings(&located.countries["KR"]), ["2001:db8:4b::/48"]);
+    assert_eq!(
+        located.prefix_count(),
+        6,
+        "the block with no country is in none"
+    );
+    let registered = sources::mmdb::load(&file, CountryField::Registered).expect("registered");
+    assert_eq!(
+        strings(&registered.countries["CN"]),
+        [
+            "1.0.1.0/24",
+            "1.0.2.0/23",
+            "198.51.100.0/24",
+            "2001:db8:cc::/48"
+        ]
+    );
+
+    // In a policy.
+    let text = format!(
+        "[sources.mm]\nformat = \"mmdb\"\npath = \"{}\"\n[regions.cn]\ncountries = [\"CN\"]\nfrom = [\"mm\"]\n",
+        file.display()
+    );
+    let p = common::policy(&text);
+    let (v4, v6) = p.regions[0].merged();
+    assert_eq!((v4.len(), v6.len()), (2, 1));
+
+    // A file that is not an MMDB is rejected at the source's `path`.
+    std::fs::write(&file, b"not a database").expect("write");
+    let e = errors_of(&common::policy_file(&text));
+    assert!(e[0].file.ends_with("GeoLite2-Country.mmdb"), "{}", e[0]);
+    assert!(
+        e[0].message.contains("expected a MaxMind DB file"),
+        "{}",
+        e[0]
+    );
+}

@@ -3,6 +3,7 @@
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 pub mod frames;
+pub mod mmdb;
 
 use std::{io::Write as _, path::PathBuf};
 

@@ -98,6 +98,17 @@ pub struct SourceHit {
     pub line: usize,
 }
 
+impl std::fmt::Display for SourceHit {
+    /// `prefix from file:line` (no line for files without lines, such as MMDB).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} from {}", self.prefix, self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        Ok(())
+    }
+}
+
 /// A region and the prefixes that put the address in it (or carved it out).
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct RegionHit {
@@ -293,16 +304,16 @@ impl std::fmt::Display for Explanation {
         for r in &self.regions {
             writeln!(f, "  in region {}:", r.name)?;
             for s in &r.sources {
-                writeln!(f, "    {} from {}:{}", s.prefix, s.file, s.line)?;
+                writeln!(f, "    {s}")?;
             }
         }
         for r in &self.excepted {
             writeln!(f, "  not in region {} (carved out by except):", r.name)?;
             for s in &r.sources {
-                writeln!(f, "    {} from {}:{}", s.prefix, s.file, s.line)?;
+                writeln!(f, "    {s}")?;
             }
             for s in &r.except {
-                writeln!(f, "    except {} from {}:{}", s.prefix, s.file, s.line)?;
+                writeln!(f, "    except {s}")?;
             }
         }
         match &self.decided_by {

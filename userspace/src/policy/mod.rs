@@ -27,7 +27,7 @@ pub const DEFAULT_DEVICE_NAME: &str = "default";
 pub const ANY_REGION_NAME: &str = "any";
 
 /// Where a prefix came from, for `explain`. The path is shared by every
-/// prefix of one file.
+/// prefix of one file; line 0 means the file has no lines (MMDB).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
     pub file: Arc<Path>,
@@ -36,7 +36,11 @@ pub struct Origin {
 
 impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        Ok(())
     }
 }
 

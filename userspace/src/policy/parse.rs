@@ -7,7 +7,7 @@
 //! regions_dir = "/var/lib/regionwall/country-ip-blocks"  # for `countries`
 //!
 //! [sources.apnic]                       # other country data (optional)
-//! format = "rir"                        # rir | geolite2-csv | range-csv | country-dir
+//! format = "rir"                        # rir | geolite2-csv | mmdb | range-csv | country-dir
 //! path = "data/delegated-apnic-extended-latest"
 //!
 //! [regions.cn]
@@ -315,56 +315,60 @@ impl Checker<'_> {
                     continue;
                 }
             };
-            if b.country.is_some() && b.format.get_ref() != "geolite2-csv" {
+            if b.country.is_some()
+                && !matches!(b.format.get_ref().as_str(), "geolite2-csv" | "mmdb")
+            {
                 self.error(
                     b.country.as_ref().unwrap_or(&b.format),
-                    "`country` applies to format \"geolite2-csv\" only",
+                    "`country` applies to formats \"geolite2-csv\" and \"mmdb\" only",
                 );
             }
-            let kind = match b.format.get_ref().as_str() {
-                "country-dir" => {
-                    if path.is_dir() {
-                        SourceKind::Dir(path)
-                    } else {
-                        self.error(
-                            &b.path,
-                            format!("country database {} is not a directory", path.display()),
-                        );
-                        SourceKind::Failed
-                    }
-                }
-                "rir" => match sources::rir::load(&path) {
-                    Ok((data, _)) => SourceKind::Data(data),
-                    Err(e) => {
-                        self.load_failed(&b.path, "RIR statistics", e);
-                        SourceKind::Failed
-                    }
-                },
-                "geolite2-csv" => match geolite2::load(&path, field) {
-                    Ok(data) => SourceKind::Data(data),
-                    Err(e) => {
-                        self.load_failed(&b.path, "GeoLite2 CSV", e);
-                        SourceKind::Failed
-                    }
-                },
-                "range-csv" => match sources::range_csv::load(&path) {
-                    Ok(data) => SourceKind::Data(data),
-                    Err(e) => {
-                        self.load_failed(&b.path, "range CSV", e);
-                        SourceKind::Failed
-                    }
-                },
-                other => {
-                    self.error(
-                        &b.format,
-                        format!(
-                            "expected format \"country-dir\", \"rir\", \"geolite2-csv\" or \"range-csv\", found \"{other}\""
-                        ),
-                    );
-                    SourceKind::Failed
-                }
-            };
+            let kind = self.load_source(b, path, field);
             self.loaded.insert(name.get_ref().clone(), kind);
+        }
+    }
+
+    /// Loads one `[sources.*]` table (a country directory is read per country later).
+    fn load_source(
+        &mut self,
+        b: &RawSource,
+        path: PathBuf,
+        field: geolite2::CountryField,
+    ) -> SourceKind {
+        let (what, result) = match b.format.get_ref().as_str() {
+            "country-dir" => {
+                if path.is_dir() {
+                    return SourceKind::Dir(path);
+                }
+                self.error(
+                    &b.path,
+                    format!("country database {} is not a directory", path.display()),
+                );
+                return SourceKind::Failed;
+            }
+            "rir" => (
+                "RIR statistics",
+                sources::rir::load(&path).map(|(data, _)| data),
+            ),
+            "geolite2-csv" => ("GeoLite2 CSV", geolite2::load(&path, field)),
+            "mmdb" => ("MaxMind DB", sources::mmdb::load(&path, field)),
+            "range-csv" => ("range CSV", sources::range_csv::load(&path)),
+            other => {
+                self.error(
+                    &b.format,
+                    format!(
+                        "expected format \"country-dir\", \"rir\", \"geolite2-csv\", \"mmdb\" or \"range-csv\", found \"{other}\""
+                    ),
+                );
+                return SourceKind::Failed;
+            }
+        };
+        match result {
+            Ok(data) => SourceKind::Data(data),
+            Err(e) => {
+                self.load_failed(&b.path, what, e);
+                SourceKind::Failed
+            }
         }
     }
 

@@ -7,11 +7,13 @@
 //!   and `<cc>/ipv6-aggregated.txt` (ipverse/country-ip-blocks layout).
 //! - [`rir`]: RIR delegated statistics, plain and extended, all registries.
 //! - [`geolite2`]: MaxMind GeoLite2-Country CSV (blocks + locations).
+//! - [`mmdb`]: MaxMind DB files (GeoLite2-Country.mmdb).
 //! - [`range_csv`]: `start,end,cc` range CSVs (DB-IP lite style).
 //! - [`read_cidr_list`]: a plain list of CIDRs, one per line.
 
 pub mod country_dir;
 pub mod geolite2;
+pub mod mmdb;
 pub mod range_csv;
 pub mod rir;
 
