@@ -165,10 +165,9 @@ fn rir_file_errors_in_a_policy_name_the_data_line() {
     );
 }
 
-#[test]
-fn geolite2_located_falls_back_to_registered() {
-    let dir = fixtures().join("geolite2");
-    let located = sources::geolite2::load(&dir, CountryField::Located).expect("located");
+/// What the GeoLite2 fixture (CSV, and the same blocks as MMDB) holds
+/// by located country, falling back to registered.
+fn assert_located_fixture(located: &sources::ByCountry) {
     assert_eq!(
         strings(&located.countries["CN"]),
         ["1.0.1.0/24", "1.0.2.0/23", "2001:db8:cc::/48"]
@@ -179,10 +178,9 @@ fn geolite2_located_falls_back_to_registered() {
     assert_eq!(strings(&located.countries["KR"]), ["2001:db8:4b::/48"]);
     // Continent-level and country-less blocks are in no country.
     assert_eq!(located.prefix_count(), 6);
-    let line = located.countries["HK"][0].1.line;
-    assert_eq!(line, 6, "origin is the CSV record's line");
+}
 
-    let registered = sources::geolite2::load(&dir, CountryField::Registered).expect("registered");
+fn assert_registered_fixture(registered: &sources::ByCountry) {
     assert_eq!(
         strings(&registered.countries["CN"]),
         [
@@ -193,6 +191,18 @@ fn geolite2_located_falls_back_to_registered() {
         ]
     );
     assert!(!registered.countries.contains_key("RU"));
+}
+
+#[test]
+fn geolite2_located_falls_back_to_registered() {
+    let dir = fixtures().join("geolite2");
+    let located = sources::geolite2::load(&dir, CountryField::Located).expect("located");
+    assert_located_fixture(&located);
+    let line = located.countries["HK"][0].1.line;
+    assert_eq!(line, 6, "origin is the CSV record's line");
+
+    let registered = sources::geolite2::load(&dir, CountryField::Registered).expect("registered");
+    assert_registered_fixture(&registered);
 }
 
 #[test]
@@ -634,6 +644,7 @@ fn mmdb_networks_by_located_or_registered_country() {
         common::mmdb::build(&[
             ("1.0.1.0/24", Some("CN"), Some("CN")),
             ("1.0.2.0/23", Some("CN"), Some("CN")),
+            ("192.0.2.0/24", None, None),
             ("198.51.100.0/24", Some("RU"), Some("CN")),
             ("203.0.113.0/25", None, Some("HK")),
             ("203.0.113.128/25", None, None),
@@ -642,29 +653,11 @@ fn mmdb_networks_by_located_or_registered_country() {
         ]),
     )
     .expect("write mmdb");
+    // The same blocks as the GeoLite2 CSV fixture, the same countries.
     let located = sources::mmdb::load(&file, CountryField::Located).expect("located");
-    assert_eq!(
-        strings(&located.countries["CN"]),
-        ["1.0.1.0/24", "1.0.2.0/23", "2001:db8:cc::/48"]
-    );
-    assert_eq!(strings(&located.countries["RU"]), ["198.51.100.0/24"]);
-    assert_eq!(strings(&located.countries["HK"]), ["203.0.113.0/25"]);
-    assert_eq!(strings(&located.countries["KR"]), ["2001:db8:4b::/48"]);
-    assert_eq!(
-        located.prefix_count(),
-        6,
-        "the block with no country is in none"
-    );
+    assert_located_fixture(&located);
     let registered = sources::mmdb::load(&file, CountryField::Registered).expect("registered");
-    assert_eq!(
-        strings(&registered.countries["CN"]),
-        [
-            "1.0.1.0/24",
-            "1.0.2.0/23",
-            "198.51.100.0/24",
-            "2001:db8:cc::/48"
-        ]
-    );
+    assert_registered_fixture(&registered);
 
     // In a policy.
     let text = format!(

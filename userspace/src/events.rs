@@ -102,18 +102,6 @@ pub struct Record {
     pub policy_epoch: u32,
 }
 
-fn protocol_name(p: u8) -> String {
-    match p {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        58 => "icmpv6".into(),
-        132 => "sctp".into(),
-        136 => "udplite".into(),
-        n => n.to_string(),
-    }
-}
-
 impl Record {
     /// Names an event. `interface` is the name of the interface it came in on.
     #[must_use]
@@ -156,7 +144,7 @@ impl Record {
             src_mac: format_mac(&ev.src_mac),
             src_ip,
             dst_ip,
-            protocol: protocol_name(ev.proto),
+            protocol: crate::policy::ports::proto_name(ev.proto).into_owned(),
             src_port: has_ports.then_some(ev.src_port),
             dst_port: has_ports.then_some(ev.dst_port),
             region: name(

@@ -84,10 +84,7 @@ impl PortMatch {
             )
         };
         let t = text.trim().to_ascii_lowercase();
-        let (proto, range) = match t.split_once('/') {
-            Some((p, r)) => (p, Some(r)),
-            None => (t.as_str(), None),
-        };
+        let (proto, range) = split(&t);
         let proto = match proto {
             "tcp" => IPPROTO_TCP,
             "udp" => IPPROTO_UDP,
@@ -128,15 +125,32 @@ impl PortMatch {
     }
 }
 
+/// `proto/rest` -> (`proto`, Some(`rest`)); `proto` -> (`proto`, None).
+fn split(text: &str) -> (&str, Option<&str>) {
+    match text.split_once('/') {
+        Some((p, rest)) => (p, Some(rest)),
+        None => (text, None),
+    }
+}
+
+/// Name of an IP protocol number as used in qualifiers, `explain` and
+/// events; protocols without a name print as their number.
+#[must_use]
+pub fn proto_name(proto: u8) -> std::borrow::Cow<'static, str> {
+    match proto {
+        IPPROTO_TCP => "tcp".into(),
+        IPPROTO_UDP => "udp".into(),
+        IPPROTO_ICMP => "icmp".into(),
+        IPPROTO_ICMPV6 => "icmpv6".into(),
+        132 => "sctp".into(),
+        136 => "udplite".into(),
+        p => p.to_string().into(),
+    }
+}
+
 impl fmt::Display for PortMatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self.proto {
-            IPPROTO_TCP => "tcp",
-            IPPROTO_UDP => "udp",
-            IPPROTO_ICMP => "icmp",
-            IPPROTO_ICMPV6 => "icmpv6",
-            _ => "?",
-        };
+        let name = proto_name(self.proto);
         match self.ports {
             None => write!(f, "{name}"),
             Some((lo, hi)) if lo == hi => write!(f, "{name}/{lo}"),
@@ -147,13 +161,7 @@ impl fmt::Display for PortMatch {
 
 impl fmt::Display for PacketKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self.proto {
-            IPPROTO_TCP => "tcp".to_string(),
-            IPPROTO_UDP => "udp".to_string(),
-            IPPROTO_ICMP => "icmp".to_string(),
-            IPPROTO_ICMPV6 => "icmpv6".to_string(),
-            p => format!("proto {p}"),
-        };
+        let name = proto_name(self.proto);
         match self.port {
             Some(p) => write!(f, "{name}/{p}"),
             None => write!(f, "{name}"),
@@ -166,10 +174,7 @@ impl std::str::FromStr for PacketKey {
     /// `tcp/443`, `udp/53`, `tcp` (port unknown), `icmp`, or a protocol number.
     fn from_str(s: &str) -> Result<Self, String> {
         let t = s.trim().to_ascii_lowercase();
-        let (proto, port) = match t.split_once('/') {
-            Some((p, port)) => (p, Some(port)),
-            None => (t.as_str(), None),
-        };
+        let (proto, port) = split(&t);
         let proto = match proto {
             "tcp" => IPPROTO_TCP,
             "udp" => IPPROTO_UDP,
