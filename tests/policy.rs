@@ -571,3 +571,15 @@ ports = ["tcp/443"]
     assert!(text.contains("2 port classes"), "{text}");
     assert!(text.contains("kernel memory:"), "{text}");
 }
+
+#[test]
+fn duplicate_region_device_and_group_names_are_rejected_at_the_second() {
+    let e = one_error("[regions.cn]\ncidrs = [\"198.51.100.0/24\"]\n\n[regions.cn]\ncidrs = []\n");
+    assert_eq!(e.line, 4, "{e}");
+    assert!(e.message.contains("duplicate key"), "{e}");
+    let e = one_error("[devices.tv]\nip = [\"192.0.2.1\"]\n[devices.tv]\nip = [\"192.0.2.2\"]\n");
+    assert_eq!(e.line, 3, "{e}");
+    let e = one_error("[groups]\ng = []\ng = [\"x\"]\n");
+    assert_eq!((e.line, e.column), (3, 1), "{e}");
+    assert!(e.message.contains("duplicate key"), "{e}");
+}
