@@ -424,7 +424,40 @@ pub fn run(exe: &Path, policy: &Path, out: &mut dyn io::Write) -> io::Result<Vec
             if d.tcp_upload { "delivered" } else { "blocked" }
         )?;
     }
+    explain_one_drop(policy, out)?;
     writeln!(out, "removing namespaces")?;
     drop(topology);
     Ok(results)
+}
+
+/// Answers "why was this blocked?" for the first blocked target, as
+/// `regionwall explain` would.
+fn explain_one_drop(policy: &Path, out: &mut dyn io::Write) -> io::Result<()> {
+    let Some((_, addr)) = TARGETS.first() else {
+        return Ok(());
+    };
+    let Ok(dst) = addr.parse() else {
+        return Ok(());
+    };
+    let parsed = crate::policy::parse_file(policy).map_err(io::Error::other)?;
+    let src = std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 10));
+    let device = crate::compile::device_for(&parsed, None, Some(src));
+    let index = crate::explain::Index::new(&parsed);
+    let e = crate::explain::explain(
+        &parsed,
+        &index,
+        dst,
+        device,
+        crate::explain::DeviceBy::Address,
+        "udp/9".parse().ok(),
+    );
+    writeln!(
+        out,
+        "\nwhy was {addr} blocked?  regionwall explain {addr} --src {src} --packet udp/9 --policy {}",
+        policy.display()
+    )?;
+    for line in e.to_string().lines() {
+        writeln!(out, "  {line}")?;
+    }
+    Ok(())
 }
