@@ -416,6 +416,15 @@ fn explain_json_names_regions_sources_rule_and_verdict() {
     let line = usize::try_from(src["line"].as_u64().expect("line")).expect("line");
     assert_eq!(text.lines().nth(line - 1), Some("1.0.1.0/24"));
 
+    // Without --packet, port-qualified rules are left out, and it says so.
+    let v = explain("home.toml", &["1.0.1.1", "--device", "tv"]);
+    assert_eq!(v["verdict"], "drop");
+    let note = v["notes"][0].as_str().expect("a note");
+    assert!(
+        note.contains("tv-firmware") && note.contains("--packet"),
+        "{note}"
+    );
+
     // Text output says the same.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_regionwall"))
         .args(["explain", "1.0.8.1", "--src", "192.0.2.77", "--policy"])

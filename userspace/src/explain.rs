@@ -156,6 +156,9 @@ pub struct Explanation {
     pub verdict: &'static str,
     /// Region the verdict is attributed to in counters and events.
     pub attributed_region: Option<String>,
+    /// Caveats, e.g. rules with port qualifiers left out for lack of `--packet`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// How the device was identified.
@@ -271,7 +274,21 @@ pub fn explain(
         .checked_sub(1)
         .and_then(|i| policy.regions.get(i))
         .map(|r| r.name.clone());
+    let mut notes = Vec::new();
+    let qualified: Vec<&str> = policy
+        .rules
+        .iter()
+        .filter(|r| r.ports.is_some())
+        .map(|r| r.name.as_str())
+        .collect();
+    if packet.is_none() && !qualified.is_empty() {
+        notes.push(format!(
+            "rules with protocol/port qualifiers were not applied ({}); give --packet, e.g. tcp/443, to include them",
+            qualified.join(", ")
+        ));
+    }
     Explanation {
+        notes,
         addr: addr.to_string(),
         device: policy.devices[device].name.clone(),
         device_by: device_by.as_str(),
@@ -332,6 +349,9 @@ impl std::fmt::Display for Explanation {
                 r.action
             )?,
             None => writeln!(f, "  no rule matches: passes by default")?,
+        }
+        for n in &self.notes {
+            writeln!(f, "  note: {n}")?;
         }
         write!(f, "verdict: {}", self.verdict)
     }
