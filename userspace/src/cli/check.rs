@@ -41,6 +41,7 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
     let options = policy::Options {
         regions_dir: args.regions_dir.clone(),
     };
+    let started = std::time::Instant::now();
     let parsed = match policy::parse_file_with(&args.policy, &options) {
         Ok(p) => p,
         Err(PolicyError::Invalid(diags)) => {
@@ -52,6 +53,8 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
     for w in &parsed.warnings {
         eprintln!("warning: {w}");
     }
+    let parse_time = started.elapsed();
+    let started = std::time::Instant::now();
     let compiled = match compile::compile(&parsed) {
         Ok(c) => c,
         Err(e) => {
@@ -59,7 +62,13 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    println!("{}: ok", args.policy.display());
+    let compile_time = started.elapsed();
+    println!(
+        "{}: ok (read and checked in {} ms, compiled in {} ms)",
+        args.policy.display(),
+        parse_time.as_millis(),
+        compile_time.as_millis()
+    );
     println!("regions (prefixes after merging overlaps and removing exceptions):");
     for (r, (v4, v6)) in parsed.regions.iter().zip(&compiled.region_sizes) {
         println!(

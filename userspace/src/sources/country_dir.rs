@@ -9,21 +9,6 @@ use super::{LoadError, Sourced, read, read_cidr_list};
 /// The two list files of one country.
 const FILES: [&str; 2] = ["ipv4-aggregated.txt", "ipv6-aggregated.txt"];
 
-/// Country codes (upper case, sorted) the directory has data for.
-pub fn known(dir: &Path) -> Result<Vec<String>, LoadError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let mut codes: Vec<String> = entries
-        .filter_map(Result::ok)
-        .filter(|e| e.path().is_dir())
-        .filter_map(|e| super::country_code(&e.file_name().to_string_lossy()))
-        .collect();
-    codes.sort_unstable();
-    Ok(codes)
-}
-
 /// Directory holding the lists of `code`, if the database has it.
 #[must_use]
 pub fn country_path(dir: &Path, code: &str) -> Option<PathBuf> {
