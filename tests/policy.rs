@@ -592,3 +592,53 @@ fn duplicate_region_device_and_group_names_are_rejected_at_the_second() {
     assert_eq!((e.line, e.column), (3, 1), "{e}");
     assert!(e.message.contains("duplicate key"), "{e}");
 }
+
+#[test]
+fn every_structural_error_is_reported_not_just_the_first() {
+    let text = r#"[regions.cn]
+cidrs = ["198.51.100.0/24"]
+file = 3
+[regions.x]
+cidr = ["198.51.100.0/24"]
+foo = "x"
+[[rules]]
+name = 3
+block = "cn"
+[devices]
+tv = 1
+"#;
+    let e = errors(text);
+    let got: Vec<(usize, usize, &str)> = e
+        .iter()
+        .map(|d| (d.line, d.column, d.message.as_str()))
+        .collect();
+    assert_eq!(got.len(), 7, "{got:#?}");
+    assert_eq!((got[0].0, got[0].1), (3, 8));
+    assert!(
+        got[0]
+            .2
+            .contains("`file` must be a string, found an integer")
+    );
+    assert_eq!((got[1].0, got[1].1), (5, 1));
+    assert!(
+        got[1]
+            .2
+            .contains("unknown field `cidr` in [regions.x], expected one of `cidrs`")
+    );
+    assert_eq!((got[2].0, got[2].1), (6, 1));
+    assert!(got[2].2.contains("unknown field `foo`"));
+    assert_eq!((got[3].0, got[3].1), (7, 1));
+    assert!(got[3].2.contains("missing field `devices` in [[rules]]"));
+    assert_eq!((got[4].0, got[4].1), (8, 8));
+    assert_eq!((got[5].0, got[5].1), (9, 9));
+    assert!(got[5].2.contains("`block` must be an array of strings"));
+    assert_eq!((got[6].0, got[6].1), (11, 6));
+    assert!(got[6].2.contains("must be a table"));
+
+    // Several duplicated tables: each reported once, not their keys again.
+    let e = errors(
+        "[regions.a]\ncidrs = []\n[regions.a]\ncidrs = []\n[devices.d]\nip = []\n[devices.d]\nip = []\n",
+    );
+    let at: Vec<(usize, usize)> = e.iter().map(|d| (d.line, d.column)).collect();
+    assert_eq!(at, [(3, 10), (7, 10)], "{e:#?}");
+}

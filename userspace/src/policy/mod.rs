@@ -8,6 +8,7 @@ mod diag;
 pub mod net;
 mod parse;
 pub mod ports;
+mod schema;
 pub mod set;
 
 use std::{

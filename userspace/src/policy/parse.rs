@@ -1,6 +1,7 @@
 //! TOML policy parser. Structural errors (syntax, unknown keys, wrong
-//! types) come from the TOML deserializer with its span; everything else is
-//! checked here, collecting every error rather than stopping at the first.
+//! types) are all collected by the `schema` pass first; everything else is
+//! checked here, also collecting every error rather than stopping at the
+//! first.
 //!
 //! ```toml
 //! mode = "enforce"                      # default for rules: enforce | audit
@@ -148,6 +149,15 @@ pub fn parse_str(source: &str, path: &Path) -> Result<Policy, PolicyError> {
 
 /// [`parse_str`] with settings from the command line.
 pub fn parse_str_with(source: &str, path: &Path, options: &Options) -> Result<Policy, PolicyError> {
+    let problems = super::schema::check(source);
+    if !problems.is_empty() {
+        return Err(PolicyError::Invalid(Diagnostics(
+            problems
+                .into_iter()
+                .map(|p| Diagnostic::at(path, source, p.span, p.message))
+                .collect(),
+        )));
+    }
     let raw: RawPolicy = match toml::from_str(source) {
         Ok(r) => r,
         Err(e) => {
