@@ -323,6 +323,47 @@ apnic|CN|ipv6|2001:250::|35|20000426|allocated
         );
     }
 
+    /// The same records in the dialects of all five registries: plain and
+    /// extended version lines, empty or `ZZ` codes on unassigned space,
+    /// opaque ids and trailing extension fields.
+    #[test]
+    fn every_registry_dialect_parses() {
+        for (registry, version, cc, extra) in [
+            ("afrinic", "2", "ZA", ""),
+            ("apnic", "2.3", "JP", "|A9125F3C"),
+            (
+                "arin",
+                "2.3",
+                "US",
+                "|7bd4a4cf64d7f4e3f8d2f0e8fb6b5e67|e-stats",
+            ),
+            ("lacnic", "2", "BR", ""),
+            ("ripencc", "2", "NL", "|0a7b3e1c"),
+        ] {
+            let text = format!(
+                "{version}|{registry}|20241127|3|19830705|20241126|+0000\n\
+                 {registry}|*|ipv4|*|2|summary\n\
+                 {registry}|*|ipv6|*|1|summary\n\
+                 {registry}|{cc}|ipv4|198.51.100.0|96|20100712|allocated{extra}\n\
+                 {registry}||ipv4|203.0.113.0|256||available{extra}\n\
+                 {registry}|{cc}|ipv6|2001:db8:100::|40|20100712|assigned{extra}\n"
+            );
+            let (data, stats) =
+                parse(Path::new(registry), &text).unwrap_or_else(|e| panic!("{registry}: {e:?}"));
+            assert_eq!(stats.registry, registry);
+            assert_eq!((stats.taken, stats.skipped), (2, 1), "{registry}");
+            let got: Vec<String> = data.countries[cc]
+                .iter()
+                .map(|(p, _)| p.to_string())
+                .collect();
+            assert_eq!(
+                got,
+                ["198.51.100.0/26", "198.51.100.64/27", "2001:db8:100::/40"],
+                "{registry}"
+            );
+        }
+    }
+
     #[test]
     fn bad_fields_are_reported_at_their_column() {
         let bad = SAMPLE.replace("1.0.0.0|256", "1.0.0.x|256");
