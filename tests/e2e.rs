@@ -165,3 +165,72 @@ fn generic_xdp_mode_enforces_too() {
     assert_eq!((blocked.udp_delivered, allowed.udp_delivered), (0, 3));
     assert!(controller.stop().expect("stop").success());
 }
+
+/// A country-based policy loaded through `--regions-dir` (a country
+/// database holding a user-assigned code over documentation ranges), with a
+/// protocol qualifier: only UDP to the country is blocked, so the TCP
+/// upload still gets through — with real packets.
+#[test]
+fn country_region_via_regions_dir_and_udp_only_rule() {
+    let policy = common::policy_file(
+        r#"
+[regions.xa]
+countries = ["XA"]
+
+[devices.phone]
+ip = ["192.0.2.10", "2001:db8:1::10"]
+
+[[rules]]
+name = "phone-no-udp-to-xa"
+devices = ["phone"]
+block = ["xa"]
+ports = ["udp"]
+"#,
+    );
+    let db = policy.with_file_name("countries");
+    std::fs::create_dir_all(db.join("xa")).expect("mkdir");
+    std::fs::write(
+        db.join("xa/ipv4-aggregated.txt"),
+        "# test\n198.51.100.0/24\n",
+    )
+    .expect("v4");
+    std::fs::write(db.join("xa/ipv6-aggregated.txt"), "2001:db8:bad::/48\n").expect("v6");
+    let topology = Topology::create("e2e-cc").expect("create namespaces");
+    let db_arg = db.to_str().expect("utf-8 path");
+    let controller = Controller::start(
+        &exe(),
+        &topology,
+        &policy,
+        &["--json", "--regions-dir", db_arg],
+    )
+    .expect("start regionwall run");
+    for (label, addr) in regionwall::demo::TARGETS {
+        let d = send_traffic(&topology, label, addr, 5).expect("send traffic");
+        println!(
+            "{label:<11} {addr:<18} sent {} delivered {} tcp upload {}",
+            d.udp_sent, d.udp_delivered, d.tcp_upload
+        );
+        let want_udp = if label.starts_with("blocked") {
+            0
+        } else {
+            d.udp_sent
+        };
+        assert_eq!(d.udp_delivered, want_udp, "{label}: UDP");
+        assert!(d.tcp_upload, "{label}: TCP is not qualified, so it passes");
+    }
+    let lines = controller.drain_lines(10, Duration::from_secs(5));
+    assert_eq!(
+        lines.len(),
+        10,
+        "one event per dropped datagram: {lines:#?}"
+    );
+    for l in &lines {
+        let e: serde_json::Value = serde_json::from_str(l).expect("JSON event");
+        assert_eq!(e["protocol"], "udp", "{e}");
+        assert_eq!(e["region"], "xa", "{e}");
+        assert_eq!(e["rule"], "phone-no-udp-to-xa", "{e}");
+        assert_eq!(e["dst_port"], 9, "{e}");
+    }
+    let status = controller.stop().expect("stop");
+    assert!(status.success(), "{status}");
+}
