@@ -816,8 +816,7 @@ fn full_ring_buffer_never_changes_the_verdict() {
 fn world_table_publishes_and_matches_reference() {
     use ip_network_table::IpNetworkTable;
 
-    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data/country-ip-blocks");
+    let data = common::countries_dir();
     assert!(data.is_dir(), "real data expected at {}", data.display());
     let dir = common::policy_file("").with_file_name("");
     let mut world = String::new();
@@ -889,23 +888,10 @@ mode = "audit"
         }
         tables.push(t);
     }
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut rng = common::Rng(0x9E37_79B9_7F4A_7C15);
     let (mut drops, mut audits) = (0, 0);
     for i in 0..4_000 {
-        let dst: IpAddr = if i % 2 == 0 {
-            #[expect(clippy::cast_possible_truncation, reason = "random bits")]
-            Ipv4Addr::from(next() as u32).into()
-        } else {
-            // Half the IPv6 keys inside 2000::/4 where the table lives.
-            let hi = (u128::from(next()) << 64) | u128::from(next());
-            Ipv6Addr::from((hi >> 4) | (0x2u128 << 124)).into()
-        };
+        let dst = rng.destination(i % 2 == 0);
         let regions: Vec<u16> = tables
             .iter()
             .enumerate()

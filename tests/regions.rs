@@ -18,13 +18,7 @@ use regionwall::{
     sources::{self, LoadError, geolite2::CountryField},
 };
 
-fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
-}
-
-fn countries_dir() -> PathBuf {
-    data_dir().join("country-ip-blocks")
-}
+use common::{countries_dir, data_dir};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")

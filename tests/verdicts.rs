@@ -405,8 +405,7 @@ fn protocol_and_port_qualifiers() {
 #[test]
 fn explain_agrees_with_kernel_on_the_world() {
     const GROUPS: usize = 60;
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data/country-ip-blocks");
+    let dir = common::countries_dir();
     let mut codes: Vec<String> = std::fs::read_dir(&dir)
         .expect("country database")
         .filter_map(Result::ok)
@@ -471,25 +470,17 @@ block = ["r2", "r5", "r8"]
 
     // Random destinations: half IPv4, half IPv6 inside 2000::/4 (where the
     // table is); random devices and packet kinds.
-    let mut rng = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut rng = common::Rng(0x2545_F491_4F6C_DD1D);
     let mut tally = std::collections::BTreeMap::new();
     for i in 0..10_000u32 {
-        let bits = next();
-        let dst: IpAddr = if i % 2 == 0 {
-            #[expect(clippy::cast_possible_truncation, reason = "random bits")]
-            Ipv4Addr::from(bits as u32).into()
+        let dst = rng.destination(i % 2 == 0);
+        let who = if rng.next_u64().is_multiple_of(2) {
+            0x01
         } else {
-            let hi = (u128::from(bits) << 64) | u128::from(next());
-            Ipv6Addr::from((hi >> 4) | (0x2u128 << 124)).into()
+            0x09
         };
-        let who = if next() % 2 == 0 { 0x01 } else { 0x09 };
-        let kind = ["tcp/443", "tcp/80", "udp/53"][usize::try_from(next() % 3).expect("small")];
+        let kind =
+            ["tcp/443", "tcp/80", "udp/53"][usize::try_from(rng.next_u64() % 3).expect("small")];
         let p = pkt(who, &dst.to_string(), kind);
         let (got, _) = kernel.verdict(&p);
         let device = compile::device_for(&policy, Some(p.mac), None);

@@ -5,7 +5,11 @@
 pub mod frames;
 pub mod mmdb;
 
-use std::{io::Write as _, path::PathBuf};
+use std::{
+    io::Write as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
+};
 
 use regionwall::{compile, datapath::Datapath, policy};
 
@@ -38,4 +42,38 @@ pub fn datapath_with(text: &str) -> (Datapath, compile::Compiled) {
         Datapath::load().unwrap_or_else(|e| panic!("loading the XDP program failed: {e:?}"));
     dp.publish(&compiled, 1).expect("publish test policy");
     (dp, compiled)
+}
+
+/// The shared real data beside the checkout (`../shared/data`).
+pub fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
+}
+
+/// The country database in the shared data.
+pub fn countries_dir() -> PathBuf {
+    data_dir().join("country-ip-blocks")
+}
+
+/// A seeded xorshift generator: the same addresses on every run.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A random IPv4 destination, or an IPv6 one inside 2000::/4 (where
+    /// the world's IPv6 table lives).
+    pub fn destination(&mut self, v4: bool) -> IpAddr {
+        if v4 {
+            #[expect(clippy::cast_possible_truncation, reason = "random bits")]
+            Ipv4Addr::from(self.next_u64() as u32).into()
+        } else {
+            let hi = (u128::from(self.next_u64()) << 64) | u128::from(self.next_u64());
+            Ipv6Addr::from((hi >> 4) | (0x2u128 << 124)).into()
+        }
+    }
 }

@@ -16,8 +16,6 @@ use crate::{
     policy::{Mode, PacketKey, Policy, PortMatch, Prefix, Rule, V4, V6, net::Bits},
 };
 
-pub use crate::policy::canonical;
-
 /// The policy as the kernel sees it.
 #[derive(Clone, Debug)]
 pub struct Compiled {

@@ -252,51 +252,24 @@ impl Datapath {
         Ok(report)
     }
 
-    /// Writes `values` to indices `0..values.len()` of an array map with
-    /// BPF_MAP_UPDATE_BATCH, falling back to single updates where a batch
-    /// stops early.
+    /// Writes `values` to indices `0..values.len()` of an array map in
+    /// batches, with single updates from wherever a batch stops early.
     fn fill_array<V: aya::Pod>(
         &mut self,
         name: &'static str,
         values: &[V],
     ) -> Result<(), DatapathError> {
-        const CHUNK: usize = 65_536;
+        let keys: Vec<u32> = (0..u32::try_from(values.len()).unwrap_or(u32::MAX)).collect();
         let map = self.map_mut(name)?;
         let Map::Array(data) = &*map else {
             return Err(DatapathError::MissingMap(name));
         };
-        let keys: Vec<u32> = (0..u32::try_from(values.len()).unwrap_or(u32::MAX)).collect();
-        // SAFETY: u32 and V (aya::Pod) are plain data without padding.
-        let key_bytes = unsafe {
-            std::slice::from_raw_parts(keys.as_ptr().cast::<u8>(), std::mem::size_of_val(&keys[..]))
-        };
-        // SAFETY: as above.
-        let val_bytes = unsafe {
-            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
-        };
-        let vsize = std::mem::size_of::<V>();
-        let mut done = 0;
-        while done < values.len() {
-            let n = CHUNK.min(values.len() - done);
-            match sys::update_batch(
-                data.fd().as_fd(),
-                &key_bytes[done * 4..(done + n) * 4],
-                &val_bytes[done * vsize..(done + n) * vsize],
-                n,
-            ) {
-                Ok(()) => done += n,
-                Err((processed, err)) => {
-                    log::debug!("{name}: batch update stopped after {processed} of {n}: {err}");
-                    done += processed;
-                    let mut array: Array<&mut MapData, V> =
-                        Array::try_from(&mut *map).map_err(map_err(name))?;
-                    for (i, v) in values.iter().enumerate().skip(done) {
-                        array
-                            .set(u32::try_from(i).unwrap_or(u32::MAX), v, 0)
-                            .map_err(map_err(name))?;
-                    }
-                    return Ok(());
-                }
+        let batched = update_batches(name, data.fd().as_fd(), &keys, values);
+        if let Err(done) = batched {
+            let mut array: Array<&mut MapData, V> =
+                Array::try_from(&mut *map).map_err(map_err(name))?;
+            for i in done..values.len() {
+                array.set(keys[i], &values[i], 0).map_err(map_err(name))?;
             }
         }
         Ok(())
@@ -312,69 +285,20 @@ impl Datapath {
         keys: &[Key<K>],
         values: &[u32],
     ) -> Result<usize, DatapathError> {
-        /// Elements per BPF_MAP_UPDATE_BATCH call: bounds the time the kernel
-        /// spends in one syscall.
-        const CHUNK: usize = 65_536;
         let map = self.map_mut(name)?;
         let Map::LpmTrie(data) = &*map else {
             return Err(DatapathError::MissingMap(name));
         };
-        let key_size = std::mem::size_of::<Key<K>>();
-        // SAFETY: Key<K> is repr(C, packed) plain data; u32 is plain data.
-        let key_bytes = unsafe {
-            std::slice::from_raw_parts(keys.as_ptr().cast::<u8>(), std::mem::size_of_val(keys))
-        };
-        // SAFETY: as above.
-        let val_bytes = unsafe {
-            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
-        };
-        let mut done = 0;
+        let batched = update_batches(name, data.fd().as_fd(), keys, values);
         let mut singles = 0;
-        while done < keys.len() {
-            let n = CHUNK.min(keys.len() - done);
-            let res = sys::update_batch(
-                data.fd().as_fd(),
-                &key_bytes[done * key_size..(done + n) * key_size],
-                &val_bytes[done * 4..(done + n) * 4],
-                n,
-            );
-            match res {
-                Ok(()) => done += n,
-                Err((processed, err)) => {
-                    log::debug!(
-                        "{name}: batch update stopped after {processed} of {n}: {err}; continuing one by one"
-                    );
-                    done += processed;
-                    let mut trie: LpmTrie<&mut MapData, K, u32> =
-                        LpmTrie::try_from(&mut *map).map_err(map_err(name))?;
-                    for i in done..(done + n - processed) {
-                        trie.insert(&keys[i], &values[i], 0)
-                            .map_err(map_err(name))?;
-                        singles += 1;
-                    }
-                    done += n - processed;
-                    return self.finish_fill(name, keys, values, done, singles);
-                }
+        if let Err(done) = batched {
+            let mut trie: LpmTrie<&mut MapData, K, u32> =
+                LpmTrie::try_from(&mut *map).map_err(map_err(name))?;
+            for i in done..keys.len() {
+                trie.insert(&keys[i], &values[i], 0)
+                    .map_err(map_err(name))?;
+                singles += 1;
             }
-        }
-        self.verify_count::<K>(name, keys.len())?;
-        Ok(singles)
-    }
-
-    fn finish_fill<K: aya::Pod>(
-        &mut self,
-        name: &'static str,
-        keys: &[Key<K>],
-        values: &[u32],
-        done: usize,
-        mut singles: usize,
-    ) -> Result<usize, DatapathError> {
-        let mut trie: LpmTrie<&mut MapData, K, u32> =
-            LpmTrie::try_from(self.map_mut(name)?).map_err(map_err(name))?;
-        for i in done..keys.len() {
-            trie.insert(&keys[i], &values[i], 0)
-                .map_err(map_err(name))?;
-            singles += 1;
         }
         self.verify_count::<K>(name, keys.len())?;
         Ok(singles)
@@ -494,3 +418,44 @@ impl Datapath {
 /// Detaching by dropping keeps `LinkError` out of callers' signatures.
 #[doc(hidden)]
 pub type DetachError = LinkError;
+
+/// Writes `keys[i] -> values[i]` with BPF_MAP_UPDATE_BATCH in chunks (which
+/// bound the time the kernel spends in one syscall). When a batch stops
+/// early, returns how many elements were written, so the caller can go on
+/// one by one from there.
+fn update_batches<K: aya::Pod, V: aya::Pod>(
+    name: &str,
+    fd: std::os::fd::BorrowedFd<'_>,
+    keys: &[K],
+    values: &[V],
+) -> Result<(), usize> {
+    const CHUNK: usize = 65_536;
+    let (ksize, vsize) = (std::mem::size_of::<K>(), std::mem::size_of::<V>());
+    // SAFETY: K and V are aya::Pod: plain data without padding.
+    let key_bytes = unsafe {
+        std::slice::from_raw_parts(keys.as_ptr().cast::<u8>(), std::mem::size_of_val(keys))
+    };
+    // SAFETY: as above.
+    let val_bytes = unsafe {
+        std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
+    };
+    let mut done = 0;
+    while done < keys.len() {
+        let n = CHUNK.min(keys.len() - done);
+        match sys::update_batch(
+            fd,
+            &key_bytes[done * ksize..(done + n) * ksize],
+            &val_bytes[done * vsize..(done + n) * vsize],
+            n,
+        ) {
+            Ok(()) => done += n,
+            Err((processed, err)) => {
+                log::debug!(
+                    "{name}: batch update stopped after {processed} of {n}: {err}; continuing one by one"
+                );
+                return Err(done + processed);
+            }
+        }
+    }
+    Ok(())
+}

@@ -67,21 +67,6 @@ impl Index {
         Self { table }
     }
 
-    /// Regions (0-based, sorted) containing `addr`.
-    #[must_use]
-    pub fn regions(&self, policy: &Policy, addr: IpAddr) -> Vec<u16> {
-        let hits = self.hits(addr);
-        let mut out: Vec<u16> = (0..policy.regions.len())
-            .filter_map(|r| u16::try_from(r).ok())
-            .filter(|r| {
-                hits.iter().any(|e| e.region == *r && !e.except)
-                    && !hits.iter().any(|e| e.region == *r && e.except)
-            })
-            .collect();
-        out.sort_unstable();
-        out
-    }
-
     fn hits(&self, addr: IpAddr) -> Vec<Entry> {
         self.table
             .matches(canonical(addr))
@@ -213,7 +198,9 @@ pub fn explain(
     let mut touched: Vec<u16> = hits.iter().map(|e| e.region).collect();
     touched.sort_unstable();
     touched.dedup();
-    let in_regions = index.regions(policy, addr);
+    // Regions containing the address: a source prefix matches and no
+    // exception does (sorted, as `touched` is).
+    let mut in_regions = Vec::new();
     let mut regions = Vec::new();
     let mut excepted = Vec::new();
     for r in touched {
@@ -241,9 +228,12 @@ pub fn explain(
             sources: found.iter().map(|(p, o)| source_hit(p, o)).collect(),
             except: except.iter().map(|(p, o)| source_hit(p, o)).collect(),
         };
-        if in_regions.contains(&r) {
+        if hit.sources.is_empty() {
+            // Only an exception matches: the region never had the address.
+        } else if hit.except.is_empty() {
+            in_regions.push(r);
             regions.push(hit);
-        } else if !hit.sources.is_empty() {
+        } else {
             excepted.push(hit);
         }
     }

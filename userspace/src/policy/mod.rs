@@ -70,40 +70,12 @@ impl Region {
         )
     }
 
-    /// Source prefixes and exceptions containing `addr` (IPv4-mapped IPv6
-    /// counts as IPv4). A linear scan.
-    #[must_use]
-    pub fn matches(&self, addr: IpAddr) -> Matches<'_> {
-        let addr = canonical(addr);
-        let hit = |list: &'_ [(Prefix, Origin)]| -> Vec<usize> {
-            list.iter()
-                .enumerate()
-                .filter(|(_, (p, _))| p.contains(addr))
-                .map(|(i, _)| i)
-                .collect()
-        };
-        let found = hit(&self.prefixes);
-        let except = hit(&self.except);
-        Matches {
-            found: found.into_iter().map(|i| &self.prefixes[i]).collect(),
-            except: except.into_iter().map(|i| &self.except[i]).collect(),
-        }
-    }
-
     #[must_use]
     pub fn contains(&self, addr: IpAddr) -> bool {
         let addr = canonical(addr);
         self.prefixes.iter().any(|(p, _)| p.contains(addr))
             && !self.except.iter().any(|(p, _)| p.contains(addr))
     }
-}
-
-/// What of a region contains an address: `addr` is in the region when
-/// `found` is non-empty and `except` empty.
-#[derive(Debug)]
-pub struct Matches<'a> {
-    pub found: Vec<&'a (Prefix, Origin)>,
-    pub except: Vec<&'a (Prefix, Origin)>,
 }
 
 fn split(list: &[(Prefix, Origin)]) -> (Vec<V4>, Vec<V6>) {

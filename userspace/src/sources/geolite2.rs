@@ -30,25 +30,8 @@ pub enum CountryField {
     Registered,
 }
 
-fn io_error(path: &Path, source: impl Into<std::io::Error>) -> LoadError {
-    LoadError::Io {
-        path: path.to_path_buf(),
-        source: source.into(),
-    }
-}
-
 fn csv_error(path: &Path, e: &csv::Error) -> LoadError {
-    let (line, snippet) = e.position().map_or((1, String::new()), |p| {
-        (usize::try_from(p.line()).unwrap_or(0), String::new())
-    });
-    LoadError::Invalid(vec![Diagnostic::at_line(
-        path,
-        line,
-        1,
-        "",
-        &snippet,
-        format!("expected a CSV record: {e}"),
-    )])
+    LoadError::Invalid(vec![super::csv_diagnostic(path, e, "a CSV record")])
 }
 
 /// Opens a CSV file and finds the named columns in its header.
@@ -56,13 +39,7 @@ fn open(
     path: &Path,
     columns: &[&str],
 ) -> Result<(csv::Reader<std::fs::File>, Vec<usize>), LoadError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_path(path)
-        .map_err(|e| match e.into_kind() {
-            csv::ErrorKind::Io(io) => io_error(path, io),
-            other => io_error(path, std::io::Error::other(format!("{other:?}"))),
-        })?;
+    let mut reader = super::open_csv(path, true)?;
     let header = reader.headers().map_err(|e| csv_error(path, &e))?.clone();
     let mut idx = Vec::new();
     let mut missing = Vec::new();
@@ -93,9 +70,7 @@ fn locations(path: &Path) -> Result<HashMap<String, String>, LoadError> {
     let mut errors = Vec::new();
     for rec in reader.records() {
         let rec = rec.map_err(|e| csv_error(path, &e))?;
-        let line = rec
-            .position()
-            .map_or(0, |p| usize::try_from(p.line()).unwrap_or(0));
+        let line = super::record_line(&rec);
         let id = rec.get(idx[0]).unwrap_or_default().trim();
         let iso = rec.get(idx[1]).unwrap_or_default().trim();
         if iso.is_empty() {
@@ -137,9 +112,7 @@ pub fn load(dir: &Path, field: CountryField) -> Result<ByCountry, LoadError> {
         )?;
         for rec in reader.records() {
             let rec = rec.map_err(|e| csv_error(&path, &e))?;
-            let line = rec
-                .position()
-                .map_or(0, |p| usize::try_from(p.line()).unwrap_or(0));
+            let line = super::record_line(&rec);
             let text = || rec.iter().collect::<Vec<_>>().join(",");
             let network = rec.get(idx[0]).unwrap_or_default().trim();
             let located = rec.get(idx[1]).unwrap_or_default().trim();

@@ -110,6 +110,38 @@ pub fn read_cidr_list(path: &Path, text: &str) -> (Sourced, Vec<Diagnostic>) {
     (found, errors)
 }
 
+/// Opens a CSV file (fields may be quoted, rows may differ in length).
+pub(crate) fn open_csv(
+    path: &Path,
+    has_headers: bool,
+) -> Result<csv::Reader<std::fs::File>, LoadError> {
+    csv::ReaderBuilder::new()
+        .has_headers(has_headers)
+        .flexible(true)
+        .from_path(path)
+        .map_err(|e| LoadError::Io {
+            path: path.to_path_buf(),
+            source: match e.into_kind() {
+                csv::ErrorKind::Io(io) => io,
+                other => io::Error::other(format!("{other:?}")),
+            },
+        })
+}
+
+/// A CSV record that could not be read, at its line.
+pub(crate) fn csv_diagnostic(path: &Path, e: &csv::Error, expected: &str) -> Diagnostic {
+    let line = e
+        .position()
+        .map_or(1, |p| usize::try_from(p.line()).unwrap_or(0));
+    Diagnostic::at_line(path, line, 1, "", "", format!("expected {expected}: {e}"))
+}
+
+/// The line a CSV record starts on.
+pub(crate) fn record_line(rec: &csv::StringRecord) -> usize {
+    rec.position()
+        .map_or(0, |p| usize::try_from(p.line()).unwrap_or(0))
+}
+
 /// Column (1-based, characters) of field `index` in a line split by `sep`.
 pub(crate) fn field_column(line: &str, sep: char, index: usize) -> usize {
     let mut col = 1;

@@ -9,43 +9,24 @@ use super::{ByCountry, LoadError};
 use crate::policy::{Diagnostic, Origin, Prefix, V4, V6, set::range_to_prefixes};
 
 /// Loads a range CSV.
-#[expect(
-    clippy::too_many_lines,
-    reason = "one pass over the rows, with an error per field"
-)]
 pub fn load(path: &Path) -> Result<ByCountry, LoadError> {
     let file: Arc<Path> = Arc::from(path);
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_path(path)
-        .map_err(|e| LoadError::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+    let mut reader = super::open_csv(path, false)?;
     let mut out = ByCountry::default();
     let mut errors = Vec::new();
     for (i, rec) in reader.records().enumerate() {
         let rec = match rec {
             Ok(r) => r,
             Err(e) => {
-                let line = e
-                    .position()
-                    .map_or(0, |p| usize::try_from(p.line()).unwrap_or(0));
-                errors.push(Diagnostic::at_line(
+                errors.push(super::csv_diagnostic(
                     path,
-                    line,
-                    1,
-                    "",
-                    "",
-                    format!("expected a CSV record `start,end,country`: {e}"),
+                    &e,
+                    "a CSV record `start,end,country`",
                 ));
                 break;
             }
         };
-        let line = rec
-            .position()
-            .map_or(i + 1, |p| usize::try_from(p.line()).unwrap_or(0));
+        let line = super::record_line(&rec);
         let text = rec.iter().collect::<Vec<_>>().join(",");
         let field = |k: usize| rec.get(k).unwrap_or_default().trim();
         let column = |k: usize| super::field_column(&text, ',', k);
