@@ -13,7 +13,7 @@ use core::mem::size_of;
 
 /// Version of the map layout below. Bumped whenever any shared type or map
 /// changes meaning, so a controller can tell pinned state of another layout.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Number of policy table sets. A reload writes the inactive set, then flips
 /// [`Control::active`] with one map update.
@@ -31,6 +31,9 @@ pub const MAX_REGIONS: u32 = 64;
 pub const NO_CLASS: u32 = 0;
 /// Maximum entries of one decision table (devices x classes x port classes).
 pub const MAX_DECISIONS: u32 = 1 << 18;
+/// Maximum number of region classes (class ids fit the 15-bit tag of a
+/// compiled range entry).
+pub const MAX_CLASSES: u32 = 0x8000;
 /// Rule id 0 means "no rule decided" (default pass).
 pub const NO_RULE: u16 = 0;
 
@@ -48,6 +51,85 @@ pub const DEVICE_MAC_MAX_ENTRIES: u32 = 4096;
 pub const DEVICE_LPM_MAX_ENTRIES: u32 = 4096;
 /// Size of the event ring buffer in bytes (power of two multiple of the page size).
 pub const EVENT_RING_BYTES: u32 = 1 << 22;
+
+/// Which structure maps destinations to region classes. Chosen when the
+/// program is loaded (the `LOOKUP` global), so the verifier removes the other.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// Direct-indexed range tables in arrays (`FIB_*`): the default.
+    Compiled = 0,
+    /// The kernel's LPM tries (`REGION_V4_*`, `REGION_V6_*`): the reference.
+    Lpm = 1,
+}
+
+// The compiled lookup ("FIB", DXR-style). Destination -> region class in at
+// most three steps, each a binary search over a short sorted run:
+//
+// * `FIB_SLOTS`: direct table of [`FibSlot`]s. Indices `0..65536` are the
+//   IPv4 /16s, `FIB_V6_SLOT_BASE..+65536` the IPv6 /16s (top 16 bits), and
+//   `FIB_LONG_SLOT_BASE..+FIB_MAX_LONG` the IPv6 /64s that hold boundaries
+//   finer than /64. A slot with `len == 0` is a leaf: `base` is the class.
+// * `FIB_RANGES`: runs of `u64` range entries, `start << 16 | tag`, sorted by
+//   start, the first of every run starting at 0. IPv4: start = low 16 bits
+//   of the address. IPv6: start = bits 16..64. The entry that applies is the
+//   last whose start is <= the key. `tag` is the class, or `FIB_TAG_LONG |
+//   long index` for an IPv6 /64 refined in `FIB_LONG`.
+// * `FIB_LONG`: runs of [`FibLong`] keyed by the low 64 bits of IPv6.
+
+/// Direct-table slots per family (one per /16).
+pub const FIB_DIRECT: u32 = 65_536;
+/// First IPv6 slot in `FIB_SLOTS`.
+pub const FIB_V6_SLOT_BASE: u32 = FIB_DIRECT;
+/// First long (/64 refinement) slot in `FIB_SLOTS`.
+pub const FIB_LONG_SLOT_BASE: u32 = 2 * FIB_DIRECT;
+/// IPv6 /64s with boundaries inside them that one policy may hold.
+pub const FIB_MAX_LONG: u32 = 0x8000;
+/// Entries of `FIB_SLOTS`.
+pub const FIB_SLOTS: u32 = FIB_LONG_SLOT_BASE + FIB_MAX_LONG;
+/// Tag bit of a range entry that points into `FIB_LONG`.
+pub const FIB_TAG_LONG: u64 = 0x8000;
+/// Default capacity of `FIB_RANGES` per generation (8 MiB); the world table
+/// needs about 450k. The controller can load the program with more.
+pub const FIB_RANGES_DEFAULT: u32 = 1 << 20;
+/// Default capacity of `FIB_LONG` per generation.
+pub const FIB_LONG_DEFAULT: u32 = 1 << 16;
+/// Halving steps of one binary search: runs of up to 2^FIB_SEARCH_STEPS
+/// entries (the largest `FIB_RANGES` the controller accepts).
+pub const FIB_SEARCH_STEPS: u32 = 24;
+/// Largest `FIB_RANGES`/`FIB_LONG` capacity (one run must be searchable in
+/// [`FIB_SEARCH_STEPS`]).
+pub const FIB_MAX_CAPACITY: u32 = 1 << FIB_SEARCH_STEPS;
+
+/// One direct-table slot: a leaf class (`len == 0`, class in `base`) or the
+/// run `base..base + len` of the next level.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FibSlot {
+    pub base: u32,
+    pub len: u32,
+}
+const _: () = assert!(size_of::<FibSlot>() == 8);
+
+impl FibSlot {
+    #[must_use]
+    pub const fn leaf(class: u32) -> Self {
+        Self {
+            base: class,
+            len: 0,
+        }
+    }
+}
+
+/// One range of an IPv6 /64 refined below /64.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FibLong {
+    /// Low 64 bits of the first address of the range.
+    pub start: u64,
+    pub class: u64,
+}
+const _: () = assert!(size_of::<FibLong>() == 16);
 
 /// Port slots: TCP by destination port, UDP by destination port, then one
 /// port-less slot per IP protocol (other protocols, later fragments,
@@ -178,9 +260,12 @@ pub enum Counter {
     /// A decision index fell outside the published table (should never happen;
     /// the packet passed).
     BadDecision = 12,
+    /// A compiled-lookup read fell outside its table (should never happen;
+    /// the destination counted as in no region).
+    BadLookup = 13,
 }
 /// Number of [`Counter`] slots.
-pub const COUNTERS: u32 = 13;
+pub const COUNTERS: u32 = 14;
 
 /// Packets and bytes of one traffic counter slot.
 #[repr(C)]
@@ -218,8 +303,17 @@ pub struct PolicyMeta {
     /// Number of port classes (innermost stride of `DECISIONS_*`). 1 means
     /// no rule has protocol/port qualifiers and `PORT_CLASS_*` is not read.
     pub port_classes: u32,
+    /// Which device tables have entries ([`DEVICE_BY_MAC`] | ...); empty
+    /// ones are not looked up.
+    pub device_tables: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<PolicyMeta>() == 16);
+const _: () = assert!(size_of::<PolicyMeta>() == 24);
+
+/// [`PolicyMeta::device_tables`] bits.
+pub const DEVICE_BY_MAC: u32 = 1;
+pub const DEVICE_BY_V4: u32 = 2;
+pub const DEVICE_BY_V6: u32 = 4;
 
 /// One cell of the decision table: what a device does with one region class.
 #[repr(C)]
@@ -299,4 +393,9 @@ mod pod {
     unsafe impl aya::Pod for super::Decision {}
     unsafe impl aya::Pod for super::MacKey {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::FibSlot {}
+    unsafe impl aya::Pod for super::FibLong {}
 }
+
+/// Size of the benchmark object's destination key pool (a power of two).
+pub const BENCH_KEYS: u32 = 1 << 16;

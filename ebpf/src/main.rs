@@ -1,72 +1,24 @@
-//! regionwall's XDP program.
-//!
-//! Attached to the LAN-facing interface of a gateway, it sees every frame a
-//! device sends out. Per frame: parse L2/L3/L4 (`parse`), find the region
-//! class of the destination and the device (`policy`), read the decision the
-//! controller compiled for (device, class), count it per CPU, and report
-//! drops and audits through a ring buffer (`report`).
+//! The production XDP program: [`regionwall_ebpf::filter`] with the
+//! destination lookup the controller chose at load time.
 #![no_std]
 #![no_main]
 
-mod maps;
-mod parse;
-mod policy;
-mod report;
+use aya_ebpf::{macros::xdp, programs::XdpContext};
+use regionwall_common::Lookup;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use regionwall_common::{Counter, Reason, UnparsedAction, Verdict};
-
-use crate::parse::Parsed;
+/// [`Lookup`] as u32, set by the controller before loading (read-only data,
+/// so the verifier drops the branch not taken).
+#[unsafe(no_mangle)]
+static LOOKUP: u32 = Lookup::Compiled as u32;
 
 #[xdp]
 pub fn regionwall(ctx: XdpContext) -> u32 {
-    filter(&ctx)
-}
-
-/// Every path returns a deliberate action; there is no implicit fallback.
-#[inline(always)]
-fn filter(ctx: &XdpContext) -> u32 {
-    report::count(Counter::Frames);
-    let control = policy::control();
-    match parse::parse(ctx) {
-        Parsed::NonIp => {
-            report::count(Counter::NonIp);
-            xdp_action::XDP_PASS
-        }
-        Parsed::Unparsed(cause, pkt) => {
-            report::count(cause);
-            if control.unparsed == UnparsedAction::Drop as u32 {
-                report::count(Counter::UnparsedDropped);
-                let epoch = policy::epoch(control.active & 1);
-                report::emit(
-                    ctx,
-                    &pkt,
-                    &policy::unparsed_decision(),
-                    Reason::Unparsed,
-                    epoch,
-                    regionwall_common::DEFAULT_DEVICE,
-                );
-                xdp_action::XDP_DROP
-            } else {
-                report::count(Counter::UnparsedPassed);
-                xdp_action::XDP_PASS
-            }
-        }
-        Parsed::Ip(pkt) => {
-            let generation = control.active & 1;
-            let (decision, device, epoch) = policy::decide(generation, &pkt);
-            report::traffic(ctx, device, &decision);
-            if decision.verdict == Verdict::Pass as u8 {
-                return xdp_action::XDP_PASS;
-            }
-            report::emit(ctx, &pkt, &decision, Reason::Policy, epoch, device);
-            if decision.verdict == Verdict::Drop as u8 {
-                xdp_action::XDP_DROP
-            } else {
-                // Audit: reported above, passed here.
-                xdp_action::XDP_PASS
-            }
-        }
+    // SAFETY: a plain read of a constant the loader may have patched.
+    let lookup = unsafe { core::ptr::read_volatile(&raw const LOOKUP) };
+    if lookup == Lookup::Lpm as u32 {
+        regionwall_ebpf::filter(&ctx, Lookup::Lpm)
+    } else {
+        regionwall_ebpf::filter(&ctx, Lookup::Compiled)
     }
 }
 

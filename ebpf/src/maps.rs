@@ -3,13 +3,15 @@
 //! A packet reads `active` once, so it sees one whole policy.
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use regionwall_common::{
     COUNTERS, Control, DEVICE_LPM_MAX_ENTRIES, DEVICE_MAC_MAX_ENTRIES, Decision, EVENT_RING_BYTES,
-    GENERATIONS, LPM_V4_MAX_ENTRIES, LPM_V6_MAX_ENTRIES, MAX_DECISIONS, MacKey, PORT_SLOTS,
-    PolicyMeta, TRAFFIC_SLOTS, TrafficCounter,
+    FIB_LONG_DEFAULT, FIB_RANGES_DEFAULT, FIB_SLOTS, FibLong, FibSlot, GENERATIONS,
+    LPM_V4_MAX_ENTRIES, LPM_V6_MAX_ENTRIES, MAX_DECISIONS, MacKey, PORT_SLOTS, PolicyMeta,
+    TRAFFIC_SLOTS, TrafficCounter,
 };
 
 #[map]
@@ -27,6 +29,22 @@ pub static REGION_V4_1: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(LPM_V4
 pub static REGION_V6_0: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(LPM_V6_MAX_ENTRIES, 0);
 #[map]
 pub static REGION_V6_1: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(LPM_V6_MAX_ENTRIES, 0);
+
+// Destination -> region class, compiled (see fib.rs). Mmapable so the
+// controller writes a whole table with one copy instead of per-entry
+// syscalls; sizes of FIB_RANGES/FIB_LONG are set at load time.
+#[map]
+pub static FIB_SLOTS_0: Array<FibSlot> = Array::with_max_entries(FIB_SLOTS, BPF_F_MMAPABLE);
+#[map]
+pub static FIB_SLOTS_1: Array<FibSlot> = Array::with_max_entries(FIB_SLOTS, BPF_F_MMAPABLE);
+#[map]
+pub static FIB_RANGES_0: Array<u64> = Array::with_max_entries(FIB_RANGES_DEFAULT, BPF_F_MMAPABLE);
+#[map]
+pub static FIB_RANGES_1: Array<u64> = Array::with_max_entries(FIB_RANGES_DEFAULT, BPF_F_MMAPABLE);
+#[map]
+pub static FIB_LONG_0: Array<FibLong> = Array::with_max_entries(FIB_LONG_DEFAULT, BPF_F_MMAPABLE);
+#[map]
+pub static FIB_LONG_1: Array<FibLong> = Array::with_max_entries(FIB_LONG_DEFAULT, BPF_F_MMAPABLE);
 
 // Source -> device index.
 #[map]

@@ -5,11 +5,11 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use regionwall_common::{
-    Control, Counter, DEFAULT_DEVICE, Decision, MAX_DECISIONS, MacKey, NO_CLASS, NO_REGION,
-    NO_RULE, PolicyMeta, Verdict, port_slot,
+    Control, Counter, DEFAULT_DEVICE, DEVICE_BY_MAC, DEVICE_BY_V4, DEVICE_BY_V6, Decision, Lookup,
+    MAX_DECISIONS, MacKey, NO_CLASS, NO_REGION, NO_RULE, PolicyMeta, Verdict, port_slot,
 };
 
-use crate::{maps::*, parse::Packet, report};
+use crate::{fib, maps::*, parse::Packet, report};
 
 /// Reads the control record. The array always has index 0; the zero value
 /// (generation 0, unparsed pass) is the documented default before the
@@ -59,7 +59,10 @@ fn mapped_v4(addr: &[u8; 16]) -> Option<[u8; 4]> {
 }
 
 #[inline(always)]
-fn region_class_v4(generation: u32, dst: [u8; 4]) -> u32 {
+fn region_class_v4(lookup: Lookup, generation: u32, dst: [u8; 4]) -> u32 {
+    if lookup == Lookup::Compiled {
+        return fib::class_v4(generation, dst);
+    }
     let key = Key::new(32, dst);
     let hit = if generation == 0 {
         REGION_V4_0.get(&key)
@@ -70,13 +73,16 @@ fn region_class_v4(generation: u32, dst: [u8; 4]) -> u32 {
 }
 
 #[inline(always)]
-fn region_class(generation: u32, pkt: &Packet) -> u32 {
+pub fn region_class(lookup: Lookup, generation: u32, pkt: &Packet) -> u32 {
     if pkt.family == 4 {
-        return region_class_v4(generation, v4_of(&pkt.dst));
+        return region_class_v4(lookup, generation, v4_of(&pkt.dst));
     }
     if let Some(v4) = mapped_v4(&pkt.dst) {
         report::count(Counter::MappedV6);
-        return region_class_v4(generation, v4);
+        return region_class_v4(lookup, generation, v4);
+    }
+    if lookup == Lookup::Compiled {
+        return fib::class_v6(generation, &pkt.dst);
     }
     let key = Key::new(128, pkt.dst);
     let hit = if generation == 0 {
@@ -87,23 +93,29 @@ fn region_class(generation: u32, pkt: &Packet) -> u32 {
     hit.copied().unwrap_or(NO_CLASS)
 }
 
-/// Device by source MAC, else by source IP, else the default device.
+/// Device by source MAC, else by source IP, else the default device. Tables
+/// the policy left empty are not looked up.
 #[inline(always)]
-fn device(generation: u32, pkt: &Packet) -> u32 {
-    let mac = MacKey::new(pkt.src_mac);
-    // SAFETY: the value is a plain u32 copied out at once; hash map values
-    // may be replaced concurrently, which a u32 read tolerates.
-    let by_mac = unsafe {
-        if generation == 0 {
-            DEVICE_MAC_0.get(&mac)
-        } else {
-            DEVICE_MAC_1.get(&mac)
+fn device(generation: u32, tables: u32, pkt: &Packet) -> u32 {
+    if tables & DEVICE_BY_MAC != 0 {
+        let mac = MacKey::new(pkt.src_mac);
+        // SAFETY: the value is a plain u32 copied out at once; hash map values
+        // may be replaced concurrently, which a u32 read tolerates.
+        let by_mac = unsafe {
+            if generation == 0 {
+                DEVICE_MAC_0.get(&mac)
+            } else {
+                DEVICE_MAC_1.get(&mac)
+            }
+        };
+        if let Some(d) = by_mac {
+            return *d;
         }
-    };
-    if let Some(d) = by_mac {
-        return *d;
     }
     let by_ip = if pkt.family == 4 {
+        if tables & DEVICE_BY_V4 == 0 {
+            return DEFAULT_DEVICE;
+        }
         let key = Key::new(32, v4_of(&pkt.src));
         if generation == 0 {
             DEVICE_V4_0.get(&key)
@@ -111,6 +123,9 @@ fn device(generation: u32, pkt: &Packet) -> u32 {
             DEVICE_V4_1.get(&key)
         }
     } else {
+        if tables & DEVICE_BY_V6 == 0 {
+            return DEFAULT_DEVICE;
+        }
         let key = Key::new(128, pkt.src);
         if generation == 0 {
             DEVICE_V6_0.get(&key)
@@ -129,13 +144,13 @@ pub fn epoch(generation: u32) -> u32 {
 
 /// Returns the decision, the device index and the policy epoch.
 #[inline(always)]
-pub fn decide(generation: u32, pkt: &Packet) -> (Decision, u32, u32) {
+pub fn decide(lookup: Lookup, generation: u32, pkt: &Packet) -> (Decision, u32, u32) {
     let meta = match POLICY_META.get(generation) {
         Some(m) => *m,
         None => PolicyMeta::default(),
     };
-    let class = region_class(generation, pkt);
-    let device = device(generation, pkt);
+    let class = region_class(lookup, generation, pkt);
+    let device = device(generation, meta.device_tables, pkt);
     let pass = Decision::default();
     // A class or device outside the published table can only come from a
     // controller bug; pass (the gateway must not black-hole) and count it.

@@ -308,6 +308,12 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
         });
     }
     let classes = interner.classes;
+    if classes.len() > regionwall_common::MAX_CLASSES as usize {
+        return Err(CompileError::TooManyClasses {
+            classes: classes.len(),
+            max: regionwall_common::MAX_CLASSES,
+        });
+    }
     let (port_table, port_reps) = port_classes(policy);
     let cells = policy.devices.len() * classes.len() * port_reps.len();
     if cells > MAX_DECISIONS as usize {

@@ -13,17 +13,71 @@ use aya::{
     programs::{Xdp, XdpMode, links::LinkError, xdp::XdpLinkId},
 };
 use regionwall_common::{
-    COUNTERS, Control, GENERATIONS, MAX_DEVICES, MAX_REGIONS, MacKey, PolicyMeta, TrafficCounter,
-    UnparsedAction, VERDICTS, traffic_slot,
+    COUNTERS, Control, DEVICE_BY_MAC, DEVICE_BY_V4, DEVICE_BY_V6, FIB_LONG_DEFAULT,
+    FIB_MAX_CAPACITY, FIB_RANGES_DEFAULT, GENERATIONS, Lookup, MAX_DEVICES, MAX_REGIONS, MacKey,
+    PolicyMeta, TrafficCounter, UnparsedAction, VERDICTS, traffic_slot,
 };
 
-use crate::{compile::Compiled, error::DatapathError, sys};
+use crate::{
+    compile::Compiled,
+    error::DatapathError,
+    fib::{Capacity, Fib},
+    sys,
+};
 
 /// The XDP object, built from `ebpf/` by build.rs.
 pub static PROGRAM_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/regionwall"));
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "regionwall";
+
+/// The benchmark/test object (`ebpf/src/bench.rs`): the same maps, with
+/// programs that time the path stage by stage or report both lookups.
+pub static BENCH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/regionwall-bench"));
+/// Programs of [`BENCH_OBJECT`].
+pub const BENCH_PROGRAMS: [&str; 6] = [
+    "bench_floor",
+    "bench_keys",
+    "bench_parse",
+    "bench_lpm",
+    "bench_compiled",
+    "bench_classify",
+];
+
+/// How the program is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// The destination lookup the program uses.
+    pub lookup: Lookup,
+    /// Entries of `FIB_RANGES_*` / `FIB_LONG_*` per generation (preallocated).
+    pub fib: Capacity,
+    /// Fill the tables of both lookups on publish (tests and benchmarks
+    /// compare them); otherwise only the chosen lookup's tables are filled.
+    pub both_tables: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            lookup: Lookup::Compiled,
+            fib: Capacity {
+                ranges: FIB_RANGES_DEFAULT as usize,
+                long: FIB_LONG_DEFAULT as usize,
+            },
+            both_tables: false,
+        }
+    }
+}
+
+impl LoadOptions {
+    const fn fills_lpm(&self) -> bool {
+        self.both_tables || matches!(self.lookup, Lookup::Lpm)
+    }
+    const fn fills_fib(&self) -> bool {
+        self.both_tables || matches!(self.lookup, Lookup::Compiled)
+    }
+}
 
 /// How long in-flight packets may still use the previous table set after
 /// the flip before it is cleared. XDP runs to completion in microseconds.
@@ -38,6 +92,14 @@ pub struct PublishReport {
     pub v6_prefixes: usize,
     /// Prefixes that went in one by one after a batch update failed.
     pub single_fallbacks: usize,
+    /// Compiled lookup: range entries, long entries and bytes (0 when the
+    /// LPM tries are the only lookup).
+    pub fib_ranges: usize,
+    pub fib_long: usize,
+    pub fib_bytes: usize,
+    /// Time to build the compiled lookup (part of `write_time`).
+    pub fib_build_time: Duration,
+    /// From the start of publishing to the flip.
     pub write_time: Duration,
     pub clear_time: Duration,
 }
@@ -56,6 +118,8 @@ pub struct Datapath {
     ebpf: Ebpf,
     control: Control,
     epoch: u32,
+    options: LoadOptions,
+    program_name: &'static str,
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
@@ -67,38 +131,121 @@ const fn gen_name(generation: u32, names: [&'static str; 2]) -> &'static str {
 }
 
 impl Datapath {
-    /// Loads the XDP program into the kernel (not attached yet).
+    /// Loads the XDP program with the default options (compiled lookup).
     pub fn load() -> Result<Self, DatapathError> {
-        let mut ebpf = EbpfLoader::new().load(PROGRAM_OBJECT)?;
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or(DatapathError::MissingMap(PROGRAM_NAME))?
-            .try_into()?;
-        program.load()?;
+        Self::load_with(LoadOptions::default())
+    }
+
+    /// Loads the XDP program into the kernel (not attached yet).
+    pub fn load_with(options: LoadOptions) -> Result<Self, DatapathError> {
+        let lookup = options.lookup as u32;
+        Self::load_object(PROGRAM_OBJECT, &[PROGRAM_NAME], Some(&lookup), options)
+    }
+
+    /// Loads [`BENCH_OBJECT`] with all of [`BENCH_PROGRAMS`]; `program()`
+    /// returns `bench_compiled`, [`Self::program_named`] the others.
+    pub fn load_bench(options: LoadOptions) -> Result<Self, DatapathError> {
+        let mut dp = Self::load_object(BENCH_OBJECT, &BENCH_PROGRAMS, None, options)?;
+        dp.program_name = "bench_compiled";
+        Ok(dp)
+    }
+
+    fn load_object(
+        object: &[u8],
+        programs: &[&'static str],
+        lookup: Option<&u32>,
+        options: LoadOptions,
+    ) -> Result<Self, DatapathError> {
+        let cap = |n: usize| {
+            u32::try_from(n)
+                .unwrap_or(u32::MAX)
+                .clamp(1, FIB_MAX_CAPACITY)
+        };
+        // Arrays are preallocated: without the compiled lookup they shrink
+        // to one entry.
+        let (ranges, long) = if options.fills_fib() {
+            (cap(options.fib.ranges), cap(options.fib.long))
+        } else {
+            (1, 1)
+        };
+        let mut loader = EbpfLoader::new();
+        if let Some(lookup) = lookup {
+            loader.override_global("LOOKUP", lookup, true);
+        }
+        for name in ["FIB_RANGES_0", "FIB_RANGES_1"] {
+            loader.map_max_entries(name, ranges);
+        }
+        for name in ["FIB_LONG_0", "FIB_LONG_1"] {
+            loader.map_max_entries(name, long);
+        }
+        let mut ebpf = loader.load(object)?;
+        for name in programs {
+            let program: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or(DatapathError::MissingMap(name))?
+                .try_into()?;
+            program.load()?;
+        }
         let mut dp = Self {
             ebpf,
             control: Control::default(),
             epoch: 0,
+            options: LoadOptions {
+                fib: Capacity {
+                    ranges: ranges as usize,
+                    long: long as usize,
+                },
+                ..options
+            },
+            program_name: programs.first().copied().unwrap_or(PROGRAM_NAME),
         };
         dp.write_control()?;
         Ok(dp)
     }
 
+    /// How the program was loaded.
+    #[must_use]
+    pub const fn options(&self) -> LoadOptions {
+        self.options
+    }
+
     /// The loaded program, e.g. for `test_run`.
     pub fn program(&self) -> Result<&Xdp, DatapathError> {
+        self.program_named(self.program_name)
+    }
+
+    /// A program of the loaded object by name.
+    pub fn program_named(&self, name: &'static str) -> Result<&Xdp, DatapathError> {
         Ok(self
             .ebpf
-            .program(PROGRAM_NAME)
-            .ok_or(DatapathError::MissingMap(PROGRAM_NAME))?
+            .program(name)
+            .ok_or(DatapathError::MissingMap(name))?
             .try_into()?)
     }
 
     fn program_mut(&mut self) -> Result<&mut Xdp, DatapathError> {
+        let name = self.program_name;
         Ok(self
             .ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or(DatapathError::MissingMap(PROGRAM_NAME))?
+            .program_mut(name)
+            .ok_or(DatapathError::MissingMap(name))?
             .try_into()?)
+    }
+
+    /// Fills the benchmark object's destination pool (IPv4 keys in the
+    /// first four bytes); `keys` is repeated to fill all of it.
+    pub fn set_bench_keys(&mut self, keys: &[[u8; 16]]) -> Result<(), DatapathError> {
+        const NAME: &str = "BENCH_KEY_POOL";
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let pool: Vec<[u8; 16]> = keys
+            .iter()
+            .cycle()
+            .take(regionwall_common::BENCH_KEYS as usize)
+            .copied()
+            .collect();
+        self.fill_array(NAME, &pool)
     }
 
     /// Attaches to an interface by index (in the calling thread's network
@@ -166,31 +313,7 @@ impl Datapath {
             ..PublishReport::default()
         };
 
-        let v4_keys: Vec<Key<[u8; 4]>> = compiled
-            .v4
-            .iter()
-            .map(|(p, _)| Key::new(u32::from(p.len), p.octets()))
-            .collect();
-        let v4_vals: Vec<u32> = compiled.v4.iter().map(|(_, c)| *c).collect();
-        report.single_fallbacks += self.fill_trie(
-            gen_name(next, ["REGION_V4_0", "REGION_V4_1"]),
-            &v4_keys,
-            &v4_vals,
-        )?;
-        let v6_keys: Vec<Key<[u8; 16]>> = compiled
-            .v6
-            .iter()
-            .map(|(p, _)| Key::new(u32::from(p.len), p.octets()))
-            .collect();
-        let v6_vals: Vec<u32> = compiled.v6.iter().map(|(_, c)| *c).collect();
-        report.single_fallbacks += self.fill_trie(
-            gen_name(next, ["REGION_V6_0", "REGION_V6_1"]),
-            &v6_keys,
-            &v6_vals,
-        )?;
-        report.v4_prefixes = v4_keys.len();
-        report.v6_prefixes = v6_keys.len();
-
+        self.write_regions(next, compiled, &mut report)?;
         let dk4: Vec<Key<[u8; 4]>> = compiled
             .device_v4
             .iter()
@@ -224,17 +347,10 @@ impl Datapath {
                 &compiled.port_classes,
             )?;
         }
-        {
-            let meta = PolicyMeta {
-                classes: u32::try_from(compiled.classes.len()).unwrap_or(u32::MAX),
-                devices: u32::try_from(compiled.device_names.len()).unwrap_or(u32::MAX),
-                epoch,
-                port_classes: u32::try_from(compiled.port_class_count).unwrap_or(u32::MAX),
-            };
-            let mut metas: Array<&mut MapData, PolicyMeta> =
-                Array::try_from(self.map_mut("POLICY_META")?).map_err(map_err("POLICY_META"))?;
-            metas.set(next, &meta, 0).map_err(map_err("POLICY_META"))?;
-        }
+        let meta = policy_meta(compiled, epoch);
+        let mut metas: Array<&mut MapData, PolicyMeta> =
+            Array::try_from(self.map_mut("POLICY_META")?).map_err(map_err("POLICY_META"))?;
+        metas.set(next, &meta, 0).map_err(map_err("POLICY_META"))?;
         // The flip: one array update of the control record.
         let previous = self.control.active;
         self.control.active = next;
@@ -273,6 +389,82 @@ impl Datapath {
             }
         }
         Ok(())
+    }
+
+    /// Destination tables of generation `next`: the compiled lookup, the
+    /// LPM tries, or both, as loaded.
+    fn write_regions(
+        &mut self,
+        next: u32,
+        compiled: &Compiled,
+        report: &mut PublishReport,
+    ) -> Result<(), DatapathError> {
+        report.v4_prefixes = compiled.v4.len();
+        report.v6_prefixes = compiled.v6.len();
+        if self.options.fills_fib() {
+            let build = Instant::now();
+            let fib = Fib::build(&compiled.v4, &compiled.v6, self.options.fib)?;
+            report.fib_build_time = build.elapsed();
+            report.fib_ranges = fib.ranges.len();
+            report.fib_long = fib.long.len();
+            report.fib_bytes = fib.bytes();
+            self.write_array(gen_name(next, ["FIB_SLOTS_0", "FIB_SLOTS_1"]), &fib.slots)?;
+            self.write_array(
+                gen_name(next, ["FIB_RANGES_0", "FIB_RANGES_1"]),
+                &fib.ranges,
+            )?;
+            self.write_array(gen_name(next, ["FIB_LONG_0", "FIB_LONG_1"]), &fib.long)?;
+        }
+        if self.options.fills_lpm() {
+            let v4_keys: Vec<Key<[u8; 4]>> = compiled
+                .v4
+                .iter()
+                .map(|(p, _)| Key::new(u32::from(p.len), p.octets()))
+                .collect();
+            let v4_vals: Vec<u32> = compiled.v4.iter().map(|(_, c)| *c).collect();
+            report.single_fallbacks += self.fill_trie(
+                gen_name(next, ["REGION_V4_0", "REGION_V4_1"]),
+                &v4_keys,
+                &v4_vals,
+            )?;
+            let v6_keys: Vec<Key<[u8; 16]>> = compiled
+                .v6
+                .iter()
+                .map(|(p, _)| Key::new(u32::from(p.len), p.octets()))
+                .collect();
+            let v6_vals: Vec<u32> = compiled.v6.iter().map(|(_, c)| *c).collect();
+            report.single_fallbacks += self.fill_trie(
+                gen_name(next, ["REGION_V6_0", "REGION_V6_1"]),
+                &v6_keys,
+                &v6_vals,
+            )?;
+        }
+
+        Ok(())
+    }
+
+    /// Writes `values` to the start of an mmapable array with one copy;
+    /// falls back to batch updates where mapping is refused.
+    fn write_array<V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        values: &[V],
+    ) -> Result<(), DatapathError> {
+        let map = self.map_mut(name)?;
+        let Map::Array(data) = &*map else {
+            return Err(DatapathError::MissingMap(name));
+        };
+        // SAFETY: V is aya::Pod: plain data without padding.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
+        };
+        match sys::write_mapped(data.fd().as_fd(), bytes) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                log::debug!("{name}: mmap write refused ({e}); using batch updates");
+                self.fill_array(name, values)
+            }
+        }
     }
 
     /// Inserts into an LPM trie in batches; where a batch stops early
@@ -418,6 +610,21 @@ impl Datapath {
 /// Detaching by dropping keeps `LinkError` out of callers' signatures.
 #[doc(hidden)]
 pub type DetachError = LinkError;
+
+/// The per-generation facts the program reads first.
+fn policy_meta(compiled: &Compiled, epoch: u32) -> PolicyMeta {
+    let flag = |present: bool, bit: u32| if present { bit } else { 0 };
+    PolicyMeta {
+        classes: u32::try_from(compiled.classes.len()).unwrap_or(u32::MAX),
+        devices: u32::try_from(compiled.device_names.len()).unwrap_or(u32::MAX),
+        epoch,
+        port_classes: u32::try_from(compiled.port_class_count).unwrap_or(u32::MAX),
+        device_tables: flag(!compiled.device_macs.is_empty(), DEVICE_BY_MAC)
+            | flag(!compiled.device_v4.is_empty(), DEVICE_BY_V4)
+            | flag(!compiled.device_v6.is_empty(), DEVICE_BY_V6),
+        _pad: 0,
+    }
+}
 
 /// Writes `keys[i] -> values[i]` with BPF_MAP_UPDATE_BATCH in chunks (which
 /// bound the time the kernel spends in one syscall). When a batch stops

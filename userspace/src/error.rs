@@ -30,12 +30,35 @@ pub enum CompileError {
         cells: usize,
         max: u32,
     },
+    #[error("{classes} region classes; at most {max} are supported")]
+    TooManyClasses { classes: usize, max: u32 },
     #[error("{count} {family} prefixes; the table holds at most {max}")]
     TooManyPrefixes {
         family: &'static str,
         count: usize,
         max: u32,
     },
+}
+
+/// The compiled lookup cannot represent a table.
+#[derive(Debug, thiserror::Error)]
+pub enum FibError {
+    #[error(
+        "the compiled lookup needs {needed} {what} entries but the program was loaded with room for {capacity}; raise --fib-ranges or use --lookup lpm"
+    )]
+    Capacity {
+        what: &'static str,
+        needed: usize,
+        capacity: usize,
+    },
+    #[error("region class {class} does not fit the compiled lookup's 15-bit class field")]
+    ClassTooLarge { class: u32 },
+    #[error(
+        "more than {max} IPv6 /64s contain prefixes longer than /64; the compiled lookup cannot hold them (use --lookup lpm)"
+    )]
+    TooManyLong { max: usize },
+    #[error("the compiled lookup exceeds 2^32 entries")]
+    TooLarge,
 }
 
 /// Loading, publishing to or reading from the kernel failed.
@@ -74,4 +97,6 @@ pub enum DatapathError {
     },
     #[error(transparent)]
     Compile(#[from] CompileError),
+    #[error(transparent)]
+    Fib(#[from] FibError),
 }

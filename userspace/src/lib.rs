@@ -3,6 +3,7 @@
 //! - [`policy`]: the policy model and its TOML parser with precise errors.
 //! - [`sources`]: loaders for country databases, RIR statistics, GeoLite2 and range CSVs.
 //! - [`compile`]: policy -> kernel tables (region classes, decisions).
+//! - [`fib`]: the compiled destination lookup (direct /16 table + range runs).
 //! - [`explain`]: why an address is blocked (regions, source lines, rule).
 //! - [`datapath`]: the loaded program; publish, counters, events ring.
 //! - [`events`]: decoding and printing drop/audit events.
@@ -15,9 +16,10 @@ pub mod demo;
 pub mod error;
 pub mod events;
 pub mod explain;
+pub mod fib;
 pub mod netns;
 pub mod policy;
 pub mod sources;
 mod sys;
 
-pub use error::{CompileError, DatapathError, PolicyError};
+pub use error::{CompileError, DatapathError, FibError, PolicyError};

@@ -1,0 +1,132 @@
+//! Benchmark and test object (never attached by the controller): the
+//! production path split into stages, each behind a driver that rewrites the
+//! frame's destination from a key pool before every run, so that one
+//! `BPF_PROG_TEST_RUN` with `repeat` walks many distinct destinations
+//! instead of one cached address.
+//!
+//! * `bench_floor`: returns at once (the cost of running any program).
+//! * `bench_keys`: the key driver only.
+//! * `bench_parse`: driver + parser.
+//! * `bench_lpm`, `bench_compiled`: driver + the whole production path with
+//!   the LPM-trie or the compiled lookup.
+//! * `bench_classify`: no driver; writes the class each lookup finds for the
+//!   frame's destination over its first 8 bytes (LPM then compiled, u32
+//!   big-endian), for exactness tests.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::{Array, PerCpuArray},
+    programs::XdpContext,
+};
+use regionwall_common::{BENCH_KEYS, Lookup};
+use regionwall_ebpf::{filter, parse, policy};
+
+/// Destinations the driver cycles through (IPv4 in the first 4 bytes).
+#[map]
+static BENCH_KEY_POOL: Array<[u8; 16]> = Array::with_max_entries(BENCH_KEYS, 0);
+#[map]
+static BENCH_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+const ETH_HLEN: usize = 14;
+const V4_DST: usize = ETH_HLEN + 16;
+const V6_DST: usize = ETH_HLEN + 24;
+
+/// Writes the next pool key over the destination of an untagged IPv4 or
+/// IPv6 frame.
+#[inline(always)]
+fn next_key(ctx: &XdpContext) {
+    let Some(cursor) = BENCH_CURSOR.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU slot, only this CPU touches it while we run.
+    let i = unsafe {
+        let i = *cursor;
+        *cursor = i.wrapping_add(1);
+        i
+    };
+    let Some(key) = BENCH_KEY_POOL.get(i & (BENCH_KEYS - 1)) else {
+        return;
+    };
+    let data = ctx.data();
+    let end = ctx.data_end();
+    if data + V6_DST + 16 <= end {
+        // SAFETY: bounds checked above.
+        let ethertype = unsafe { *((data + 12) as *const [u8; 2]) };
+        if ethertype == [0x86, 0xdd] {
+            // SAFETY: bounds checked above; the write is unaligned.
+            unsafe { ((data + V6_DST) as *mut [u8; 16]).write_unaligned(*key) };
+            return;
+        }
+    }
+    if data + V4_DST + 4 <= end {
+        // SAFETY: bounds checked above.
+        unsafe {
+            ((data + V4_DST) as *mut [u8; 4]).write_unaligned([key[0], key[1], key[2], key[3]]);
+        }
+    }
+}
+
+#[xdp]
+pub fn bench_floor(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[xdp]
+pub fn bench_keys(ctx: XdpContext) -> u32 {
+    next_key(&ctx);
+    xdp_action::XDP_PASS
+}
+
+#[xdp]
+pub fn bench_parse(ctx: XdpContext) -> u32 {
+    next_key(&ctx);
+    match parse::parse(&ctx) {
+        parse::Parsed::Ip(pkt) if pkt.dst[0] == 0xff => xdp_action::XDP_DROP,
+        _ => xdp_action::XDP_PASS,
+    }
+}
+
+#[xdp]
+pub fn bench_lpm(ctx: XdpContext) -> u32 {
+    next_key(&ctx);
+    filter(&ctx, Lookup::Lpm)
+}
+
+#[xdp]
+pub fn bench_compiled(ctx: XdpContext) -> u32 {
+    next_key(&ctx);
+    filter(&ctx, Lookup::Compiled)
+}
+
+#[xdp]
+pub fn bench_classify(ctx: XdpContext) -> u32 {
+    let parse::Parsed::Ip(pkt) = parse::parse(&ctx) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let generation = policy::control().active & 1;
+    let lpm = policy::region_class(Lookup::Lpm, generation, &pkt);
+    let compiled = policy::region_class(Lookup::Compiled, generation, &pkt);
+    let data = ctx.data();
+    if data + 8 > ctx.data_end() {
+        return xdp_action::XDP_ABORTED;
+    }
+    // SAFETY: bounds checked above; the writes are unaligned.
+    unsafe {
+        (data as *mut [u8; 4]).write_unaligned(lpm.to_be_bytes());
+        ((data + 4) as *mut [u8; 4]).write_unaligned(compiled.to_be_bytes());
+    }
+    xdp_action::XDP_PASS
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,139 @@
+//! The compiled lookup: destination -> region class through the `FIB_*`
+//! arrays (layout in `regionwall_common`, builder in the controller's
+//! `fib.rs`). A direct read of the /16 slot, then at most two binary
+//! searches over short sorted runs; every read is a bounds-checked array
+//! lookup and every loop has a constant bound.
+//!
+//! Functions are generic over the generation so each instance names its maps
+//! statically (the verifier needs a constant map pointer per call site).
+
+use aya_ebpf::maps::Array;
+use regionwall_common::{
+    Counter, FIB_LONG_SLOT_BASE, FIB_SEARCH_STEPS, FIB_TAG_LONG, FIB_V6_SLOT_BASE, FibLong,
+    FibSlot, NO_CLASS,
+};
+
+use crate::{maps::*, report};
+
+#[inline(always)]
+fn slots<const G: u32>() -> &'static Array<FibSlot> {
+    if G == 0 { &FIB_SLOTS_0 } else { &FIB_SLOTS_1 }
+}
+
+#[inline(always)]
+fn ranges<const G: u32>() -> &'static Array<u64> {
+    if G == 0 { &FIB_RANGES_0 } else { &FIB_RANGES_1 }
+}
+
+#[inline(always)]
+fn long<const G: u32>() -> &'static Array<FibLong> {
+    if G == 0 { &FIB_LONG_0 } else { &FIB_LONG_1 }
+}
+
+/// Index of the last entry of the run `base..base + len` whose start is <=
+/// `key` (the run's first entry starts at 0, so there is one). `None` if a
+/// read falls outside the array or the run is longer than the step bound.
+#[inline(always)]
+fn search<T: Copy>(
+    array: &Array<T>,
+    base: u32,
+    len: u32,
+    key: u64,
+    start: impl Fn(&T) -> u64,
+) -> Option<T> {
+    let mut lo = base;
+    let mut n = len;
+    let mut step = 0;
+    while step < FIB_SEARCH_STEPS {
+        if n <= 1 {
+            break;
+        }
+        let half = n / 2;
+        if start(array.get(lo + half)?) <= key {
+            lo += half;
+        }
+        n -= half;
+        step += 1;
+    }
+    if n != 1 {
+        return None;
+    }
+    array.get(lo).copied()
+}
+
+#[inline(always)]
+fn found(class: Option<u32>) -> u32 {
+    match class {
+        Some(c) => c,
+        None => {
+            report::count(Counter::BadLookup);
+            NO_CLASS
+        }
+    }
+}
+
+#[inline(always)]
+fn v4_inner<const G: u32>(addr: u32) -> Option<u32> {
+    let slot = *slots::<G>().get(addr >> 16)?;
+    if slot.len == 0 {
+        return Some(slot.base);
+    }
+    let entry = search(
+        ranges::<G>(),
+        slot.base,
+        slot.len,
+        u64::from(addr & 0xffff),
+        |e| *e >> 16,
+    )?;
+    // IPv4 runs never point into FIB_LONG.
+    Some((entry & 0x7fff) as u32)
+}
+
+#[inline(always)]
+fn v6_inner<const G: u32>(addr: &[u8; 16]) -> Option<u32> {
+    let hi = u64::from_be_bytes([
+        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+    ]);
+    let slot = *slots::<G>().get(FIB_V6_SLOT_BASE + (hi >> 48) as u32)?;
+    if slot.len == 0 {
+        return Some(slot.base);
+    }
+    let entry = search(
+        ranges::<G>(),
+        slot.base,
+        slot.len,
+        hi & 0xffff_ffff_ffff,
+        |e| *e >> 16,
+    )?;
+    let tag = entry & 0xffff;
+    if tag & FIB_TAG_LONG == 0 {
+        return Some(tag as u32);
+    }
+    let lo = u64::from_be_bytes([
+        addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
+    ]);
+    let lslot = *slots::<G>().get(FIB_LONG_SLOT_BASE + (tag & !FIB_TAG_LONG) as u32)?;
+    let range = search(long::<G>(), lslot.base, lslot.len, lo, |r| r.start)?;
+    Some(range.class as u32)
+}
+
+/// Region class of an IPv4 destination (address bytes in network order).
+#[inline(always)]
+pub fn class_v4(generation: u32, dst: [u8; 4]) -> u32 {
+    let addr = u32::from_be_bytes(dst);
+    found(if generation == 0 {
+        v4_inner::<0>(addr)
+    } else {
+        v4_inner::<1>(addr)
+    })
+}
+
+/// Region class of an IPv6 destination.
+#[inline(always)]
+pub fn class_v6(generation: u32, dst: &[u8; 16]) -> u32 {
+    found(if generation == 0 {
+        v6_inner::<0>(dst)
+    } else {
+        v6_inner::<1>(dst)
+    })
+}

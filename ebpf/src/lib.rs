@@ -1,0 +1,69 @@
+//! regionwall's XDP program, as a library shared by the production object
+//! (`main.rs`) and the benchmark object (`bench.rs`).
+//!
+//! Attached to the LAN-facing interface of a gateway, it sees every frame a
+//! device sends out. Per frame: parse L2/L3/L4 (`parse`), find the region
+//! class of the destination and the device (`policy`), read the decision the
+//! controller compiled for (device, class), count it per CPU, and report
+//! drops and audits through a ring buffer (`report`).
+#![no_std]
+
+pub mod fib;
+pub mod maps;
+pub mod parse;
+pub mod policy;
+pub mod report;
+
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use regionwall_common::{Counter, Lookup, Reason, UnparsedAction, Verdict};
+
+use crate::parse::Parsed;
+
+/// The whole per-frame path. `lookup` is a constant at every call site, so
+/// only one destination lookup is compiled into each program. Every path
+/// returns a deliberate action; there is no implicit fallback.
+#[inline(always)]
+pub fn filter(ctx: &XdpContext, lookup: Lookup) -> u32 {
+    report::count(Counter::Frames);
+    let control = policy::control();
+    match parse::parse(ctx) {
+        Parsed::NonIp => {
+            report::count(Counter::NonIp);
+            xdp_action::XDP_PASS
+        }
+        Parsed::Unparsed(cause, pkt) => {
+            report::count(cause);
+            if control.unparsed == UnparsedAction::Drop as u32 {
+                report::count(Counter::UnparsedDropped);
+                let epoch = policy::epoch(control.active & 1);
+                report::emit(
+                    ctx,
+                    &pkt,
+                    &policy::unparsed_decision(),
+                    Reason::Unparsed,
+                    epoch,
+                    regionwall_common::DEFAULT_DEVICE,
+                );
+                xdp_action::XDP_DROP
+            } else {
+                report::count(Counter::UnparsedPassed);
+                xdp_action::XDP_PASS
+            }
+        }
+        Parsed::Ip(pkt) => {
+            let generation = control.active & 1;
+            let (decision, device, epoch) = policy::decide(lookup, generation, &pkt);
+            report::traffic(ctx, device, &decision);
+            if decision.verdict == Verdict::Pass as u8 {
+                return xdp_action::XDP_PASS;
+            }
+            report::emit(ctx, &pkt, &decision, Reason::Policy, epoch, device);
+            if decision.verdict == Verdict::Drop as u8 {
+                xdp_action::XDP_DROP
+            } else {
+                // Audit: reported above, passed here.
+                xdp_action::XDP_PASS
+            }
+        }
+    }
+}

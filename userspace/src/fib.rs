@@ -1,0 +1,460 @@
+//! Builds the compiled lookup ("FIB") from the LPM table: destination ->
+//! region class in a direct /16 table plus short sorted runs (a DXR-style
+//! range table), the layout documented in `regionwall_common` next to
+//! [`FibSlot`].
+//!
+//! 1. The LPM entries become the sorted list of boundaries where the class
+//!    changes (`intervals`), covering the whole address space.
+//! 2. IPv4: each /16 is a leaf or a run of (low 16 bits, class) entries.
+//! 3. IPv6: boundaries are first cut at /64 granularity; a /64 with a finer
+//!    boundary becomes a long entry with its own run over the low 64 bits.
+//!    Each /16 (top 16 bits) is then a leaf or a run of (bits 16..64, tag).
+//!
+//! [`Fib::class_v4`] and [`Fib::class_v6`] run the kernel's algorithm in
+//! userspace, so the structure can be checked without a kernel.
+
+use regionwall_common::{
+    FIB_DIRECT, FIB_LONG_SLOT_BASE, FIB_MAX_LONG, FIB_SLOTS, FIB_TAG_LONG, FIB_V6_SLOT_BASE,
+    FibLong, FibSlot, MAX_CLASSES,
+};
+
+use crate::{
+    error::FibError,
+    policy::{V4, V6, net::Bits},
+};
+
+/// The compiled lookup of one policy, ready to copy into the `FIB_*` maps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fib {
+    /// Always [`FIB_SLOTS`] long.
+    pub slots: Vec<FibSlot>,
+    pub ranges: Vec<u64>,
+    pub long: Vec<FibLong>,
+    /// Long slots in use (IPv6 /64s refined below /64).
+    pub long_slots: usize,
+    /// Class boundaries of each family, after merging equal neighbours.
+    pub v4_intervals: usize,
+    pub v6_intervals: usize,
+}
+
+/// Room the kernel maps were created with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    pub ranges: usize,
+    pub long: usize,
+}
+
+impl Fib {
+    /// Builds the structure from (prefix, class) LPM entries. Nested prefixes
+    /// are allowed; the longest one containing an address decides, as in the
+    /// kernel's LPM trie.
+    pub fn build(v4: &[(V4, u32)], v6: &[(V6, u32)], capacity: Capacity) -> Result<Self, FibError> {
+        let classes = v4.iter().map(|e| e.1).chain(v6.iter().map(|e| e.1));
+        if let Some(class) = classes.max().filter(|c| *c >= MAX_CLASSES) {
+            return Err(FibError::ClassTooLarge { class });
+        }
+        let mut fib = Self {
+            slots: vec![FibSlot::default(); FIB_SLOTS as usize],
+            ..Self::default()
+        };
+        let i4 = intervals(v4);
+        fib.v4_intervals = i4.len();
+        fib.build_v4(&i4);
+        let i6 = intervals(v6);
+        fib.v6_intervals = i6.len();
+        fib.build_v6(&i6)?;
+        if fib.ranges.len() > capacity.ranges {
+            return Err(FibError::Capacity {
+                what: "FIB_RANGES",
+                needed: fib.ranges.len(),
+                capacity: capacity.ranges,
+            });
+        }
+        if fib.long.len() > capacity.long {
+            return Err(FibError::Capacity {
+                what: "FIB_LONG",
+                needed: fib.long.len(),
+                capacity: capacity.long,
+            });
+        }
+        Ok(fib)
+    }
+
+    fn build_v4(&mut self, intervals: &[(u128, u32)]) {
+        let entries: Vec<(u64, u64)> = intervals
+            .iter()
+            .map(|&(start, class)| (low_u64(start), u64::from(class)))
+            .collect();
+        chunk(
+            &entries,
+            16,
+            0xffff,
+            &mut self.slots[..FIB_DIRECT as usize],
+            &mut self.ranges,
+        );
+    }
+
+    fn build_v6(&mut self, intervals: &[(u128, u32)]) -> Result<(), FibError> {
+        // /64 granularity: (top 64 bits, tag).
+        let mut mid: Vec<(u64, u64)> = Vec::with_capacity(intervals.len());
+        let mut i = 0;
+        while i < intervals.len() {
+            let (start, class) = intervals[i];
+            let hi = high_u64(start);
+            if low_u64(start) == 0 {
+                push_merged(&mut mid, hi, u64::from(class));
+                i += 1;
+                continue;
+            }
+            // A boundary inside /64 `hi`: every boundary of that /64 goes to
+            // a long run, which starts with the class in force at the /64's
+            // first address (intervals[0] starts at 0, so i >= 1).
+            let index = self.long_slots;
+            if index >= FIB_MAX_LONG as usize {
+                return Err(FibError::TooManyLong {
+                    max: FIB_MAX_LONG as usize,
+                });
+            }
+            let base = self.long.len();
+            self.long.push(FibLong {
+                start: 0,
+                class: u64::from(intervals[i - 1].1),
+            });
+            while i < intervals.len() && high_u64(intervals[i].0) == hi {
+                let (s, c) = intervals[i];
+                self.long.push(FibLong {
+                    start: low_u64(s),
+                    class: u64::from(c),
+                });
+                i += 1;
+            }
+            let last = self.long.last().map_or(0, |r| r.class);
+            self.slots[FIB_LONG_SLOT_BASE as usize + index] = FibSlot {
+                base: u32::try_from(base).map_err(|_| FibError::TooLarge)?,
+                len: u32::try_from(self.long.len() - base).map_err(|_| FibError::TooLarge)?,
+            };
+            self.long_slots += 1;
+            set_last(&mut mid, hi, FIB_TAG_LONG | index as u64);
+            // The next /64 inherits the last class unless a boundary starts it.
+            if let Some(next) = hi.checked_add(1)
+                && !(i < intervals.len() && intervals[i].0 == u128::from(next) << 64)
+            {
+                push_merged(&mut mid, next, last);
+            }
+        }
+        let slots = &mut self.slots[FIB_V6_SLOT_BASE as usize..FIB_LONG_SLOT_BASE as usize];
+        chunk(&mid, 48, 0xffff_ffff_ffff, slots, &mut self.ranges);
+        Ok(())
+    }
+
+    /// The kernel's IPv4 lookup, in userspace.
+    #[must_use]
+    pub fn class_v4(&self, addr: u32) -> Option<u32> {
+        let slot = self.slots.get((addr >> 16) as usize)?;
+        if slot.len == 0 {
+            return Some(slot.base);
+        }
+        let e = search(&self.ranges, *slot, u64::from(addr & 0xffff), |e| e >> 16)?;
+        u32::try_from(e & 0x7fff).ok()
+    }
+
+    /// The kernel's IPv6 lookup, in userspace.
+    #[must_use]
+    pub fn class_v6(&self, addr: u128) -> Option<u32> {
+        let hi = high_u64(addr);
+        let slot = self
+            .slots
+            .get(FIB_V6_SLOT_BASE as usize + usize::try_from(hi >> 48).ok()?)?;
+        if slot.len == 0 {
+            return Some(slot.base);
+        }
+        let tag = search(&self.ranges, *slot, hi & 0xffff_ffff_ffff, |e| e >> 16)? & 0xffff;
+        if tag & FIB_TAG_LONG == 0 {
+            return u32::try_from(tag).ok();
+        }
+        let lslot = self
+            .slots
+            .get(FIB_LONG_SLOT_BASE as usize + usize::try_from(tag & !FIB_TAG_LONG).ok()?)?;
+        let r = search(&self.long, *lslot, low_u64(addr), |r| r.start)?;
+        u32::try_from(r.class).ok()
+    }
+
+    /// Bytes the kernel reads from (slots + used ranges + used long ranges).
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of_val(self.slots.as_slice())
+            + std::mem::size_of_val(self.ranges.as_slice())
+            + std::mem::size_of_val(self.long.as_slice())
+    }
+}
+
+#[expect(clippy::cast_possible_truncation, reason = "the low half, on purpose")]
+const fn low_u64(x: u128) -> u64 {
+    x as u64
+}
+
+const fn high_u64(x: u128) -> u64 {
+    low_u64(x >> 64)
+}
+
+/// The same halving loop as the kernel's `fib::search`.
+fn search<T: Copy>(run: &[T], slot: FibSlot, key: u64, start: impl Fn(&T) -> u64) -> Option<T> {
+    let mut lo = slot.base as usize;
+    let mut n = slot.len as usize;
+    while n > 1 {
+        let half = n / 2;
+        if start(run.get(lo + half)?) <= key {
+            lo += half;
+        }
+        n -= half;
+    }
+    if n == 1 { run.get(lo).copied() } else { None }
+}
+
+/// Appends a boundary, replacing one at the same start and dropping one that
+/// does not change the tag. Long tags are never equal to each other.
+fn push_merged(out: &mut Vec<(u64, u64)>, start: u64, tag: u64) {
+    if let Some(last) = out.last()
+        && last.0 == start
+    {
+        out.pop();
+    }
+    if out
+        .last()
+        .is_some_and(|l| l.1 == tag && tag & FIB_TAG_LONG == 0)
+    {
+        return;
+    }
+    out.push((start, tag));
+}
+
+/// Sets the tag at `start` (a long tag replaces the class that started there).
+fn set_last(out: &mut Vec<(u64, u64)>, start: u64, tag: u64) {
+    if let Some(last) = out.last()
+        && last.0 == start
+    {
+        out.pop();
+    }
+    out.push((start, tag));
+}
+
+/// Splits sorted (key, tag) boundaries (keys of `16 + bits` significant
+/// bits, first at 0) into one slot per top-16-bit value and runs of
+/// `(key & mask) << 16 | tag` entries.
+fn chunk(
+    entries: &[(u64, u64)],
+    bits: u32,
+    mask: u64,
+    slots: &mut [FibSlot],
+    ranges: &mut Vec<u64>,
+) {
+    let mut j = 0; // the last entry starting at or before the chunk
+    for (top, slot) in slots.iter_mut().enumerate() {
+        let first = (top as u64) << bits;
+        while j + 1 < entries.len() && entries[j + 1].0 <= first {
+            j += 1;
+        }
+        let inherited = entries.get(j).map_or(0, |e| e.1);
+        let mut k = j + 1;
+        while k < entries.len() && entries[k].0 >> bits == top as u64 {
+            k += 1;
+        }
+        let inside = &entries[(j + 1).min(k)..k];
+        if inside.is_empty() && inherited & FIB_TAG_LONG == 0 {
+            #[expect(clippy::cast_possible_truncation, reason = "classes are < MAX_CLASSES")]
+            {
+                *slot = FibSlot::leaf(inherited as u32);
+            }
+            continue;
+        }
+        let base = ranges.len();
+        let starts_at_first = inside.first().is_some_and(|e| e.0 == first);
+        if !starts_at_first {
+            ranges.push(inherited);
+        }
+        ranges.extend(inside.iter().map(|&(key, tag)| ((key & mask) << 16) | tag));
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "bounded by the capacity check"
+        )]
+        {
+            *slot = FibSlot {
+                base: base as u32,
+                len: (ranges.len() - base) as u32,
+            };
+        }
+    }
+}
+
+/// The class boundaries of an LPM table: sorted (first address, class)
+/// pairs, the first at address 0, no two neighbours with the same class.
+fn intervals<B: Bits>(entries: &[(B, u32)]) -> Vec<(u128, u32)> {
+    let mut sorted: Vec<(B, u32)> = entries.to_vec();
+    // Parents before children: by address, then shorter first.
+    sorted.sort_unstable_by_key(|(p, _)| (p.addr(), p.len()));
+    let mut out: Vec<(u128, u32)> = vec![(0, 0)];
+    // Open prefixes: (last address, class).
+    let mut stack: Vec<(u128, u32)> = Vec::new();
+    let close = |stack: &mut Vec<(u128, u32)>, out: &mut Vec<(u128, u32)>, until: Option<u128>| {
+        while let Some(&(last, _)) = stack.last() {
+            if until.is_some_and(|addr| last >= addr) {
+                break;
+            }
+            stack.pop();
+            let parent = stack.last().map_or(0, |s| s.1);
+            if let Some(next) = last.checked_add(1)
+                && (B::WIDTH == 128 || next <= u128::from(u32::MAX))
+            {
+                emit(out, next, parent);
+            }
+        }
+    };
+    for &(p, class) in &sorted {
+        close(&mut stack, &mut out, Some(p.addr()));
+        emit(&mut out, p.addr(), class);
+        stack.push((p.last(), class));
+    }
+    close(&mut stack, &mut out, None);
+    out
+}
+
+fn emit(out: &mut Vec<(u128, u32)>, start: u128, class: u32) {
+    if let Some(last) = out.last_mut()
+        && last.0 == start
+    {
+        last.1 = class;
+        let n = out.len();
+        if n >= 2 && out[n - 2].1 == class {
+            out.pop();
+        }
+        return;
+    }
+    if out.last().is_some_and(|l| l.1 == class) {
+        return;
+    }
+    out.push((start, class));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Prefix;
+
+    const ROOMY: Capacity = Capacity {
+        ranges: 1 << 20,
+        long: 1 << 16,
+    };
+
+    fn v4(s: &str) -> V4 {
+        match Prefix::parse(s).unwrap() {
+            Prefix::V4(p) => p,
+            Prefix::V6(_) => panic!("{s}"),
+        }
+    }
+
+    fn v6(s: &str) -> V6 {
+        match Prefix::parse(s).unwrap() {
+            Prefix::V6(p) => p,
+            Prefix::V4(_) => panic!("{s}"),
+        }
+    }
+
+    fn lpm<B: Bits>(table: &[(B, u32)], addr: u128) -> u32 {
+        table
+            .iter()
+            .filter(|(p, _)| p.contains_addr(addr))
+            .max_by_key(|(p, _)| p.len())
+            .map_or(0, |(_, c)| *c)
+    }
+
+    #[test]
+    fn nested_v4_prefixes_and_edges() {
+        let table = vec![
+            (v4("0.0.0.0/0"), 1),
+            (v4("10.0.0.0/8"), 2),
+            (v4("10.1.0.0/16"), 3),
+            (v4("10.1.2.128/25"), 4),
+            (v4("10.1.2.255/32"), 5),
+            (v4("255.255.255.255/32"), 6),
+        ];
+        let fib = Fib::build(&table, &[], ROOMY).unwrap();
+        for a in [
+            0u32,
+            0x09ff_ffff,
+            0x0a00_0000,
+            0x0a00_ffff,
+            0x0a01_0000,
+            0x0a01_027f,
+            0x0a01_0280,
+            0x0a01_02fe,
+            0x0a01_02ff,
+            0x0a01_0300,
+            0x0a01_ffff,
+            0x0a02_0000,
+            0x0aff_ffff,
+            0x0b00_0000,
+            0xffff_fffe,
+            0xffff_ffff,
+        ] {
+            assert_eq!(fib.class_v4(a), Some(lpm(&table, u128::from(a))), "{a:#x}");
+        }
+        // 10.1.0.0/16 is a run; 11.0.0.0/16 a leaf of class 1.
+        assert!(fib.slots[0x0a01].len > 0);
+        assert_eq!(fib.slots[0x0b00], FibSlot::leaf(1));
+    }
+
+    #[test]
+    fn v6_long_runs_and_the_top_of_the_space() {
+        let table = vec![
+            (v6("2001:db8::/32"), 1),
+            (v6("2001:db8:0:1::/64"), 2),
+            (v6("2001:db8:0:1::8/125"), 3),
+            (v6("2001:db8:0:1::/128"), 4),
+            (v6("2001:db8:0:2::/63"), 5),
+            (v6("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128"), 6),
+            (v6("::/1"), 7),
+        ];
+        let fib = Fib::build(&[], &table, ROOMY).unwrap();
+        assert_eq!(fib.long_slots, 2);
+        let base: u128 = 0x2001_0db8_0000_0001 << 64;
+        for a in [
+            0u128,
+            base - 1,
+            base,
+            base + 1,
+            base + 7,
+            base + 8,
+            base + 15,
+            base + 16,
+            base + (1 << 64) - 1,
+            base + (1 << 64),
+            base + (3 << 64) - 1,
+            base + (3 << 64),
+            u128::MAX - 1,
+            u128::MAX,
+            1 << 127,
+            (1 << 127) - 1,
+        ] {
+            assert_eq!(fib.class_v6(a), Some(lpm(&table, a)), "{a:#x}");
+        }
+    }
+
+    #[test]
+    fn capacity_and_class_limits_are_errors() {
+        let table = vec![(v4("10.0.0.0/24"), 1), (v4("10.0.1.0/24"), 2)];
+        let small = Capacity { ranges: 2, long: 0 };
+        assert!(matches!(
+            Fib::build(&table, &[], small),
+            Err(FibError::Capacity {
+                what: "FIB_RANGES",
+                needed: 3,
+                capacity: 2
+            })
+        ));
+        let big = vec![(v4("10.0.0.0/24"), MAX_CLASSES)];
+        assert!(matches!(
+            Fib::build(&big, &[], ROOMY),
+            Err(FibError::ClassTooLarge { .. })
+        ));
+    }
+}
