@@ -7,7 +7,6 @@
 mod common;
 
 use std::{
-    fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::Arc,
 };
@@ -405,25 +404,7 @@ fn protocol_and_port_qualifiers() {
 #[test]
 fn explain_agrees_with_kernel_on_the_world() {
     const GROUPS: usize = 60;
-    let dir = common::countries_dir();
-    let mut codes: Vec<String> = std::fs::read_dir(&dir)
-        .expect("country database")
-        .filter_map(Result::ok)
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().to_ascii_uppercase())
-        .collect();
-    codes.sort();
-    let mut text = format!("regions_dir = \"{}\"\n", dir.display());
-    for g in 0..GROUPS {
-        let members: Vec<String> = codes
-            .iter()
-            .skip(g)
-            .step_by(GROUPS)
-            .map(|c| format!("\"{c}\""))
-            .collect();
-        writeln!(text, "[regions.r{g}]\ncountries = [{}]", members.join(", "))
-            .expect("write to a String");
-    }
+    let (mut text, countries) = common::world_regions(GROUPS);
     text.push_str(
         r#"
 [devices.phone]
@@ -461,7 +442,7 @@ block = ["r2", "r5", "r8"]
     let sources: usize = policy.regions.iter().map(|r| r.prefixes.len()).sum();
     println!(
         "world: {} countries in {GROUPS} regions, {sources} source prefixes -> {} IPv4 + {} IPv6 kernel entries, {} classes; parse {parse_time:?}, compile+publish {load_time:?}",
-        codes.len(),
+        countries,
         compiled.v4.len(),
         compiled.v6.len(),
         compiled.classes.len()

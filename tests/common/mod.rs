@@ -54,6 +54,34 @@ pub fn countries_dir() -> PathBuf {
     data_dir().join("country-ip-blocks")
 }
 
+/// Policy text with every country of the database in one of `groups`
+/// regions `r0..`, round robin in code order (neighbouring allocations of
+/// different countries stay distinct, so the kernel holds the full ~175k +
+/// 68k prefixes); returns the text and the number of countries.
+pub fn world_regions(groups: usize) -> (String, usize) {
+    use std::fmt::Write as _;
+    let dir = countries_dir();
+    let mut codes: Vec<String> = std::fs::read_dir(&dir)
+        .expect("country database")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().to_ascii_uppercase())
+        .collect();
+    codes.sort();
+    let mut text = format!("regions_dir = \"{}\"\n", dir.display());
+    for g in 0..groups {
+        let members: Vec<String> = codes
+            .iter()
+            .skip(g)
+            .step_by(groups)
+            .map(|c| format!("\"{c}\""))
+            .collect();
+        writeln!(text, "[regions.r{g}]\ncountries = [{}]", members.join(", "))
+            .expect("write to a String");
+    }
+    (text, codes.len())
+}
+
 /// A seeded xorshift generator: the same addresses on every run.
 pub struct Rng(pub u64);
 

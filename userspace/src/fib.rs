@@ -457,4 +457,67 @@ mod tests {
             Err(FibError::ClassTooLarge { .. })
         ));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Random nested tables in a small area (so prefixes overlap and
+        /// IPv6 /64s get refined): the structure agrees with a naive
+        /// longest-prefix match on every boundary and on random addresses.
+        #[test]
+        fn agrees_with_naive_lpm(
+            raw4 in proptest::collection::vec((0u32..1 << 20, 8u8..=32, 1u32..6), 0..60),
+            raw6 in proptest::collection::vec((0u128..1 << 72, 40u8..=128, 1u32..6), 0..60),
+            probes in proptest::collection::vec(proptest::prelude::any::<u128>(), 32),
+        ) {
+            let mut t4: Vec<(V4, u32)> = raw4
+                .iter()
+                .map(|&(a, len, c)| {
+                    let a = 0x0a00_0000 | a << 4;
+                    (V4::make(u128::from(a) & !mask(32, len), len), c)
+                })
+                .collect();
+            t4.sort_by_key(|(p, _)| (p.addr, p.len));
+            t4.dedup_by_key(|(p, _)| *p);
+            let mut t6: Vec<(V6, u32)> = raw6
+                .iter()
+                .map(|&(a, len, c)| {
+                    let a = (0x2001_0db8_u128 << 96) | a << 8;
+                    (V6::make(a & !mask(128, len), len), c)
+                })
+                .collect();
+            t6.sort_by_key(|(p, _)| (p.addr, p.len));
+            t6.dedup_by_key(|(p, _)| *p);
+            let fib = Fib::build(&t4, &t6, ROOMY).unwrap();
+            let mut a4: Vec<u128> = probes.iter().map(|p| (p & 0x00ff_ffff) | 0x0a00_0000).collect();
+            let mut a6: Vec<u128> = probes.iter().map(|p| (p >> 48) | (0x2001_0db8_u128 << 96)).collect();
+            for (p, _) in &t4 {
+                a4.extend([p.addr(), p.last(), p.addr().wrapping_sub(1) & 0xffff_ffff, (p.last() + 1) & 0xffff_ffff]);
+            }
+            for (p, _) in &t6 {
+                a6.extend([p.addr(), p.last(), p.addr().wrapping_sub(1), p.last().wrapping_add(1)]);
+            }
+            for a in a4 {
+                let a32 = u32::try_from(a).unwrap();
+                proptest::prop_assert_eq!(fib.class_v4(a32), Some(lpm(&t4, a)), "{:#x}", a);
+            }
+            for a in a6 {
+                proptest::prop_assert_eq!(fib.class_v6(a), Some(lpm(&t6, a)), "{:#x}", a);
+            }
+        }
+    }
+
+    fn mask(width: u8, len: u8) -> u128 {
+        let host = u32::from(width - len);
+        let full = if width == 128 {
+            u128::MAX
+        } else {
+            u128::from(u32::MAX)
+        };
+        if host >= 128 {
+            full
+        } else {
+            ((1u128 << host) - 1) & full
+        }
+    }
 }

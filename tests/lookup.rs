@@ -1,0 +1,235 @@
+//! The compiled lookup is exact: in the kernel, on the same published
+//! tables, it finds the same region class as the LPM trie for every address
+//! tried — every boundary of every table entry (first, last, and the
+//! addresses just outside) and random addresses — and both equal the
+//! userspace model of the structure (`Fib::class_v4`/`class_v6`).
+//!
+//! The benchmark object's `bench_classify` program runs both lookups on one
+//! frame and writes the two classes over the frame's first 8 bytes.
+
+mod common;
+
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use aya::programs::{TestRun as _, TestRunOptions};
+use common::{
+    Rng,
+    frames::{ethernet, ipv4, ipv6, udp},
+};
+use regionwall::{
+    compile::{self, Compiled},
+    datapath::{Datapath, LoadOptions},
+    fib::Fib,
+    policy::{V4, V6, net::Bits},
+};
+
+const MAC: [u8; 6] = [0x02, 0, 0x5e, 0, 0x53, 0x01];
+
+struct Classifier {
+    dp: Datapath,
+    fib: Fib,
+    compiled: Compiled,
+}
+
+impl Classifier {
+    fn new(policy_text: &str) -> Self {
+        let policy = common::policy(policy_text);
+        let compiled = compile::compile(&policy).expect("compile");
+        let options = LoadOptions {
+            both_tables: true,
+            ..LoadOptions::default()
+        };
+        let mut dp = Datapath::load_bench(options).expect("load the benchmark object");
+        dp.publish(&compiled, 1).expect("publish");
+        let fib = Fib::build(&compiled.v4, &compiled.v6, dp.options().fib).expect("fib");
+        Self { dp, fib, compiled }
+    }
+
+    /// (LPM class, compiled class) found by the kernel.
+    fn kernel(&self, dst: IpAddr) -> (u32, u32) {
+        let src4 = Ipv4Addr::new(192, 0, 2, 10);
+        let src6: Ipv6Addr = "2001:db8:ffff::10".parse().expect("address");
+        let frame = match dst {
+            IpAddr::V4(d) => ethernet(MAC, &[], 0x0800, &ipv4(src4, d, 17, 0, 0, &udp(5, 7, b""))),
+            IpAddr::V6(d) => ethernet(MAC, &[], 0x86dd, &ipv6(src6, d, &[], 17, &udp(5, 7, b""))),
+        };
+        let mut out = vec![0u8; frame.len()];
+        let result = self
+            .dp
+            .program_named("bench_classify")
+            .expect("classify program")
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .expect("test_run");
+        assert_eq!(result.return_value, 2, "classify passes the frame ({dst})");
+        let word = |i: usize| u32::from_be_bytes([out[i], out[i + 1], out[i + 2], out[i + 3]]);
+        (word(0), word(4))
+    }
+
+    fn model(&self, dst: IpAddr) -> Option<u32> {
+        match dst {
+            IpAddr::V4(a) => self.fib.class_v4(u32::from(a)),
+            IpAddr::V6(a) => self.fib.class_v6(u128::from(a)),
+        }
+    }
+
+    /// Checks every address; returns (addresses, addresses in some class).
+    fn check(&self, addrs: &[IpAddr]) -> (usize, usize) {
+        let mut classed = 0;
+        for &a in addrs {
+            let (lpm, compiled) = self.kernel(a);
+            assert_eq!(
+                lpm, compiled,
+                "{a}: LPM trie says class {lpm}, compiled lookup {compiled}"
+            );
+            assert_eq!(self.model(a), Some(lpm), "{a}: userspace model");
+            classed += usize::from(lpm != 0);
+        }
+        (addrs.len(), classed)
+    }
+}
+
+/// First and last address of every entry and the addresses just outside.
+fn boundaries<B: Bits>(table: &[(B, u32)], make: impl Fn(u128) -> IpAddr) -> Vec<IpAddr> {
+    let max = if B::WIDTH == 128 {
+        u128::MAX
+    } else {
+        u128::from(u32::MAX)
+    };
+    let mut out: Vec<u128> = Vec::with_capacity(table.len() * 4);
+    for (p, _) in table {
+        out.push(p.addr());
+        out.push(p.last());
+        if let Some(before) = p.addr().checked_sub(1) {
+            out.push(before);
+        }
+        if p.last() < max {
+            out.push(p.last() + 1);
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out.into_iter().map(make).collect()
+}
+
+fn v4_addr(a: u128) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(u32::try_from(a).expect("IPv4")))
+}
+
+fn v6_addr(a: u128) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::from(a))
+}
+
+#[test]
+fn compiled_lookup_equals_lpm_trie_on_the_world() {
+    let (mut text, countries) = common::world_regions(60);
+    text.push_str(
+        "[[rules]]\nname = \"block\"\ndevices = [\"default\"]\nblock = [\"r0\", \"r1\"]\n",
+    );
+    let c = Classifier::new(&text);
+    let mut addrs = boundaries(&c.compiled.v4, v4_addr);
+    addrs.extend(boundaries(&c.compiled.v6, v6_addr));
+    let mut rng = Rng(0x0005_eed0_ff1b);
+    for i in 0..100_000 {
+        addrs.push(rng.destination(i % 2 == 0));
+    }
+    let started = std::time::Instant::now();
+    let (n, classed) = c.check(&addrs);
+    println!(
+        "world ({countries} countries, 60 regions, {} + {} LPM entries, {} classes -> {} ranges, {} KiB): {n} addresses ({classed} in a region) agree in the kernel and the model, {:?}",
+        c.compiled.v4.len(),
+        c.compiled.v6.len(),
+        c.compiled.classes.len(),
+        c.fib.ranges.len(),
+        c.fib.bytes() / 1024,
+        started.elapsed()
+    );
+    assert!(n > 700_000, "every entry's boundaries were tried");
+    assert!(
+        classed > n / 3 && classed < n,
+        "both hits and misses were tried"
+    );
+}
+
+/// Deeply nested prefixes of every length in a few small areas, so IPv4 /16
+/// runs get long and many IPv6 /64s need the long level (the country data
+/// has nothing longer than /64).
+#[test]
+fn compiled_lookup_equals_lpm_trie_on_nested_and_long_prefixes() {
+    let mut rng = Rng(0x00c0_ffee);
+    let mut regions: Vec<Vec<String>> = vec![Vec::new(); 8];
+    let mut v4s = Vec::new();
+    let mut v6s = Vec::new();
+    for _ in 0..3000 {
+        let r = rng.next_u64();
+        #[expect(clippy::cast_possible_truncation, reason = "small random numbers")]
+        let (len4, len6, region) = (
+            (20 + r % 13) as u8,
+            (60 + (r >> 8) % 69) as u8,
+            (r >> 16) as usize % 8,
+        );
+        // IPv4 inside 10.0.0.0/10 (never sent anywhere: test_run only); IPv6 inside four /56s of 2001:db8::/32.
+        let a4 = u128::from(0x0a00_0000 | (rng.next_u64() & 0x003f_ffff));
+        let a6 = (0x2001_0db8_0000_0000_u128 << 64)
+            | (u128::from(rng.next_u64() % 4) << 72)
+            | (((u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64())) & ((1 << 72) - 1));
+        let p4 = V4::make(a4 & !host_mask(32, len4), len4);
+        let p6 = V6::make(a6 & !host_mask(128, len6), len6.max(32));
+        v4s.push(p4);
+        v6s.push(p6);
+        regions[region].push(format!("\"{p4}\""));
+        regions[(region + 3) % 8].push(format!("\"{p6}\""));
+    }
+    let mut text = String::new();
+    for (i, cidrs) in regions.iter().enumerate() {
+        writeln!(text, "[regions.n{i}]\ncidrs = [{}]", cidrs.join(", ")).expect("String");
+    }
+    text.push_str("[[rules]]\nname = \"block\"\ndevices = [\"default\"]\nblock = [\"n0\"]\n");
+    let c = Classifier::new(&text);
+    assert!(
+        c.fib.long_slots > 100,
+        "the long level is exercised ({})",
+        c.fib.long_slots
+    );
+    let mut addrs = boundaries(&c.compiled.v4, v4_addr);
+    addrs.extend(boundaries(&c.compiled.v6, v6_addr));
+    for p in v4s.iter().take(500) {
+        addrs.push(v4_addr(
+            p.addr() | (u128::from(rng.next_u64()) & host_mask(32, p.len)),
+        ));
+    }
+    for p in v6s.iter().take(500) {
+        addrs.push(v6_addr(
+            p.addr() | (u128::from(rng.next_u64()) & host_mask(128, p.len)),
+        ));
+    }
+    let (n, classed) = c.check(&addrs);
+    println!(
+        "nested: {} + {} LPM entries, {} classes, {} long /64s: {n} addresses ({classed} in a region) agree",
+        c.compiled.v4.len(),
+        c.compiled.v6.len(),
+        c.compiled.classes.len(),
+        c.fib.long_slots
+    );
+    assert!(classed > n / 2 && classed < n);
+}
+
+fn host_mask(width: u8, len: u8) -> u128 {
+    let host = u32::from(width - len);
+    let full = if width == 128 {
+        u128::MAX
+    } else {
+        u128::from(u32::MAX)
+    };
+    if host >= 128 {
+        full
+    } else {
+        ((1u128 << host) - 1) & full
+    }
+}
