@@ -1,5 +1,7 @@
-//! Tasks cargo alone cannot do: the demo and the test run as root, setup.
-//! Called through `./x`, which installs the toolchain first.
+//! Tasks cargo alone cannot do: the demo, the test run and the benchmark
+//! as root, setup. Called through `./x`, which installs the toolchain first.
+
+mod bench;
 
 use std::process::Command;
 
@@ -23,6 +25,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the benchmarks (per-packet cost, compile + publish, event path,
+    /// RSS) and update the README's results; always runs optimized.
+    Bench(bench::Args),
     /// Run the installer only.
     Setup,
 }
@@ -77,6 +82,38 @@ fn main() -> anyhow::Result<()> {
             // Default members only: the eBPF crate cannot be built for the host.
             test.args(["test"]).args(&args);
             run(test)
+        }
+        Task::Bench(args) => {
+            require_root("the benchmark")?;
+            if cfg!(debug_assertions) {
+                // Figures from a debug build mean nothing: build the
+                // controller and re-run this task optimized.
+                let mut build = cargo();
+                build.args([
+                    "build",
+                    "--release",
+                    "--package",
+                    "regionwall",
+                    "--bin",
+                    "regionwall",
+                ]);
+                run(build)?;
+                let mut again = cargo();
+                again
+                    .args([
+                        "run",
+                        "--quiet",
+                        "--release",
+                        "--package",
+                        "xtask",
+                        "--",
+                        "bench",
+                    ])
+                    .args(std::env::args().skip_while(|a| a != "bench").skip(1));
+                return run(again);
+            }
+            let root = std::env::current_dir()?;
+            bench::main(&args, &root)
         }
         Task::Setup => run({
             let mut c = Command::new("bash");

@@ -15,11 +15,11 @@ use std::io::Write as _;
 use anyhow::Context as _;
 use aya::programs::XdpMode;
 use regionwall::{
-    datapath::Datapath,
+    datapath::{Datapath, LoadOptions},
     events::{self, BootClock, Names, Record},
     netns,
 };
-use regionwall_common::{COUNTERS, Counter, UnparsedAction};
+use regionwall_common::{COUNTERS, Counter, Lookup, UnparsedAction};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Enforce a policy on an interface and stream drop/audit events.
@@ -58,6 +58,20 @@ pub struct Args {
     /// as dropped, never block the reader.
     #[arg(long, default_value_t = 65_536)]
     pub queue: usize,
+    /// Destination lookup: `compiled` (direct-indexed range tables, the
+    /// default) or `lpm` (the kernel's LPM tries, the reference).
+    #[arg(long, value_enum, default_value_t = LookupArg::Compiled)]
+    pub lookup: LookupArg,
+    /// Range entries the compiled lookup has room for, per table set
+    /// (preallocated at 8 bytes each; the world table needs about 272k).
+    #[arg(long, default_value_t = regionwall_common::FIB_RANGES_DEFAULT)]
+    pub fib_ranges: u32,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum LookupArg {
+    Compiled,
+    Lpm,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -94,7 +108,15 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let (_, compiled) = super::load_policy(&args.policy, &options(&args))?;
-    let mut dp = Datapath::load()
+    let mut options = LoadOptions {
+        lookup: match args.lookup {
+            LookupArg::Compiled => Lookup::Compiled,
+            LookupArg::Lpm => Lookup::Lpm,
+        },
+        ..LoadOptions::default()
+    };
+    options.fib.ranges = args.fib_ranges as usize;
+    let mut dp = Datapath::load_with(options)
         .context("loading the XDP program (are you root? is the kernel >= 5.8?)")?;
     dp.set_unparsed(match args.unparsed {
         Unparsed::Pass => UnparsedAction::Pass,
@@ -105,11 +127,13 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .publish(&compiled, epoch)
         .context("publishing the policy")?;
     log::info!(
-        "published policy {} (epoch {epoch}): {} IPv4 + {} IPv6 prefixes, {} classes, in {:?}",
+        "published policy {} (epoch {epoch}): {} IPv4 + {} IPv6 prefixes, {} classes, {} compiled ranges ({} KiB), in {:?}",
         args.policy.display(),
         report.v4_prefixes,
         report.v6_prefixes,
         compiled.classes.len(),
+        report.fib_ranges,
+        report.fib_bytes / 1024,
         report.write_time
     );
     let mut names = Names::default();
@@ -143,13 +167,18 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     let mut last_lost = 0;
     let mut last_queue_dropped = 0;
-    let mut stdout = std::io::stdout();
+    // Buffered, flushed whenever the queue runs empty: one write per burst
+    // instead of one per event keeps up with floods, and a lone event still
+    // appears at once.
+    let mut stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
     loop {
         tokio::select! {
             Some(event) = rx.recv() => {
                 let record = Record::new(&event, &names, &clock, &args.iface);
                 let text = if args.json { record.json() } else { record.line() };
-                if writeln!(stdout, "{text}").and_then(|()| stdout.flush()).is_err() {
+                let written = writeln!(stdout, "{text}")
+                    .and_then(|()| if rx.is_empty() { stdout.flush() } else { Ok(()) });
+                if written.is_err() {
                     break; // stdout closed: nobody is listening
                 }
             }

@@ -1,0 +1,560 @@
+//! `cargo xtask bench`: everything in one run on this machine, so every
+//! ratio compares figures taken side by side.
+//!
+//! 1. Per-packet cost through BPF_PROG_TEST_RUN of the benchmark object's
+//!    programs (empty floor, key driver, parser, LPM path, compiled path) on
+//!    tables of 1k/10k/100k/world/1M prefixes, with 65,536 distinct
+//!    destinations per family (half inside the table), IPv4 and IPv6.
+//! 2. Compile + publish time of the same tables for both lookups, and
+//!    `nft -f` loading them into interval sets (in a scratch namespace).
+//! 3. The event path: drop events consumed per second while the kernel
+//!    floods the ring buffer, and every drop accounted for.
+//! 4. The controller's peak RSS with the world table (the real binary).
+//!
+//! Prints a table with ratios and target checks, writes JSON under
+//! target/bench/ and refreshes the README's results section.
+
+#![allow(
+    clippy::cast_precision_loss,
+    reason = "counts and nanoseconds become f64 for display and ratios"
+)]
+
+mod events;
+mod report;
+mod tables;
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use aya::programs::{TestRun as _, TestRunOptions};
+use regionwall::{
+    compile,
+    datapath::{Datapath, LoadOptions},
+    fib::{Capacity, Fib},
+    policy::{self, Prefix},
+};
+use regionwall_common::{BENCH_KEYS, Lookup};
+use serde::Serialize;
+
+use self::tables::{Rng, Table};
+
+/// Room for the 1M table in both lookups.
+const CAPACITY: Capacity = Capacity {
+    ranges: 1 << 22,
+    long: 1 << 16,
+};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Runs of each test_run measurement (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub samples: usize,
+    /// Program runs per test_run call (a multiple of the 65,536-key pool).
+    #[arg(long, default_value_t = 1 << 18)]
+    pub repeat: u32,
+    /// Only the 1k and world tables (a quick look, not the full report).
+    #[arg(long)]
+    pub quick: bool,
+    /// Leave README.md alone.
+    #[arg(long)]
+    pub no_readme: bool,
+}
+
+#[derive(Serialize, Default, Clone)]
+pub struct PacketCost {
+    pub floor: f64,
+    pub keys: f64,
+    pub parse: f64,
+    pub lpm: f64,
+    pub compiled: f64,
+}
+
+#[derive(Serialize, Default, Clone)]
+pub struct TableResult {
+    pub name: String,
+    pub source_v4: usize,
+    pub source_v6: usize,
+    pub lpm_v4: usize,
+    pub lpm_v6: usize,
+    pub classes: usize,
+    pub fib_ranges: usize,
+    pub fib_long: usize,
+    pub fib_kib: usize,
+    pub keys_inside_v4: usize,
+    pub keys_inside_v6: usize,
+    /// ns per packet, median of the samples.
+    pub v4: PacketCost,
+    pub v6: PacketCost,
+    /// ms: policy -> tables (shared by both lookups).
+    pub compile_ms: f64,
+    /// ms: tables -> live in the kernel (compiled: includes building the
+    /// range tables), median of 3; LPM: one run.
+    pub publish_compiled_ms: f64,
+    pub publish_lpm_ms: f64,
+    /// ms for `nft -f` of the same prefixes into interval sets, if nft exists.
+    pub nft_ms: Option<f64>,
+    pub nft_error: Option<String>,
+}
+
+#[derive(Serialize, Default)]
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_gib: u64,
+    pub kernel: String,
+    pub date: String,
+}
+
+#[derive(Serialize, Default)]
+pub struct Results {
+    pub machine: Machine,
+    pub samples: usize,
+    pub repeat: u32,
+    pub tables: Vec<TableResult>,
+    pub events: Option<events::EventResult>,
+    pub rss: Vec<Rss>,
+}
+
+#[derive(Serialize, Default)]
+pub struct Rss {
+    pub lookup: String,
+    pub peak_kib: u64,
+    pub current_kib: u64,
+}
+
+pub fn main(args: &Args, root: &Path) -> anyhow::Result<()> {
+    let data = std::env::var_os("REGIONWALL_DATA")
+        .map_or_else(|| root.join("../shared/data"), PathBuf::from);
+    let countries = data.join("country-ip-blocks");
+    let scratch = root.join("target/bench/tables");
+    let mut results = Results {
+        machine: machine(),
+        samples: args.samples,
+        repeat: args.repeat,
+        ..Results::default()
+    };
+    eprintln!(
+        "bench: reading the world table from {}",
+        countries.display()
+    );
+    let world = tables::world(&countries)?;
+    let mut rng = Rng(0x5eed_2026);
+    let mut specs: Vec<Table> = Vec::new();
+    if args.quick {
+        specs.push(tables::sample(&world, 1000, &mut rng));
+    } else {
+        for n in [1000, 10_000, 100_000] {
+            specs.push(tables::sample(&world, n, &mut rng));
+        }
+    }
+    let world_len = world.prefixes.len();
+    let million = (!args.quick).then(|| tables::world_plus(&world, 1_000_000, &mut rng));
+    specs.push(world);
+    specs.extend(million);
+
+    for table in &specs {
+        eprintln!(
+            "bench: table {} ({} prefixes)",
+            table.name,
+            table.prefixes.len()
+        );
+        let dir = scratch.join(&table.name);
+        let result = bench_table(table, &dir, args)?;
+        report::print_table_line(&result);
+        results.tables.push(result);
+    }
+    eprintln!("bench: event path");
+    results.events = Some(events::run()?);
+    eprintln!("bench: controller RSS with the world table ({world_len} prefixes)");
+    for lookup in ["compiled", "lpm"] {
+        results.rss.push(rss(root, &countries, lookup)?);
+    }
+    report::finish(&results, root, !args.no_readme)
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let output = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    Machine {
+        cpu,
+        cores: std::thread::available_parallelism().map_or(1, usize::from),
+        memory_gib: memory_kib.div_ceil(1 << 20),
+        kernel: output("uname", &["-r"]),
+        date: output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+    }
+}
+
+fn bench_table(table: &Table, dir: &Path, args: &Args) -> anyhow::Result<TableResult> {
+    let path = table.write_policy(dir)?;
+    let policy = policy::parse_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut r = TableResult {
+        name: table.name.clone(),
+        source_v4: table.count(true),
+        source_v6: table.count(false),
+        ..TableResult::default()
+    };
+
+    // Compile + publish, each lookup on a fresh program (no old tables to clear).
+    let mut compile_times = Vec::new();
+    let mut fib_times = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let compiled = compile::compile(&policy)?;
+        compile_times.push(ms(started.elapsed()));
+        let mut dp = Datapath::load_with(LoadOptions {
+            lookup: Lookup::Compiled,
+            fib: CAPACITY,
+            both_tables: false,
+        })?;
+        let report = dp.publish(&compiled, 1)?;
+        fib_times.push(ms(report.write_time));
+    }
+    r.compile_ms = median(&mut compile_times);
+    r.publish_compiled_ms = median(&mut fib_times);
+    {
+        let compiled = compile::compile(&policy)?;
+        let mut dp = Datapath::load_with(LoadOptions {
+            lookup: Lookup::Lpm,
+            fib: CAPACITY,
+            both_tables: false,
+        })?;
+        let report = dp.publish(&compiled, 1)?;
+        r.publish_lpm_ms = ms(report.write_time);
+    }
+    match nft(table, dir) {
+        Ok(Some(t)) => r.nft_ms = Some(t),
+        Ok(None) => {}
+        Err(e) => r.nft_error = Some(format!("{e:#}")),
+    }
+
+    // Per-packet cost: both lookups' tables in one benchmark object.
+    let compiled = compile::compile(&policy)?;
+    r.lpm_v4 = compiled.v4.len();
+    r.lpm_v6 = compiled.v6.len();
+    r.classes = compiled.classes.len();
+    let mut dp = Datapath::load_bench(LoadOptions {
+        lookup: Lookup::Compiled,
+        fib: CAPACITY,
+        both_tables: true,
+    })?;
+    let publish = dp.publish(&compiled, 1)?;
+    r.fib_ranges = publish.fib_ranges;
+    r.fib_long = publish.fib_long;
+    r.fib_kib = publish.fib_bytes / 1024;
+    let fib = Fib::build(&compiled.v4, &compiled.v6, CAPACITY)?;
+    let mut rng = Rng(0x0bad_cafe ^ table.prefixes.len() as u64);
+    for v4 in [true, false] {
+        let (keys, inside) = destinations(&compiled, &fib, v4, &mut rng);
+        dp.set_bench_keys(&keys)?;
+        let cost = packet_cost(&dp, v4, args)?;
+        if v4 {
+            r.keys_inside_v4 = inside;
+            r.v4 = cost;
+        } else {
+            r.keys_inside_v6 = inside;
+            r.v6 = cost;
+        }
+    }
+    Ok(r)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// [`BENCH_KEYS`] distinct destinations of one family, in random order:
+/// half inside the table (a random address of a random entry), half
+/// outside (next to an entry, or anywhere), checked with the structure's
+/// own userspace model. Returns the keys and how many are inside.
+fn destinations(
+    compiled: &compile::Compiled,
+    fib: &Fib,
+    v4: bool,
+    rng: &mut Rng,
+) -> (Vec<[u8; 16]>, usize) {
+    let want = BENCH_KEYS as usize;
+    let mut seen = std::collections::HashSet::with_capacity(want);
+    let mut keys = Vec::with_capacity(want);
+    let entries: Vec<(u128, u128)> = if v4 {
+        compiled
+            .v4
+            .iter()
+            .map(|(p, _)| (u128::from(p.addr), u128::from(p.addr | host32(p.len))))
+            .collect()
+    } else {
+        compiled
+            .v6
+            .iter()
+            .map(|(p, _)| (p.addr, p.addr | host128(p.len)))
+            .collect()
+    };
+    let class = |a: u128| -> u32 {
+        if v4 {
+            fib.class_v4(u32::try_from(a).unwrap_or(0)).unwrap_or(0)
+        } else {
+            fib.class_v6(a).unwrap_or(0)
+        }
+    };
+    let random = |rng: &mut Rng| -> u128 {
+        let wide = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+        if v4 {
+            wide & 0xffff_ffff
+        } else {
+            (0x2u128 << 124) | (wide >> 3)
+        }
+    };
+    let mut inside = 0;
+    let mut attempts = 0u64;
+    while keys.len() < want && attempts < 200 * want as u64 {
+        attempts += 1;
+        let want_inside = keys.len() % 2 == 0;
+        let addr = if entries.is_empty() {
+            random(rng)
+        } else {
+            let (first, last) =
+                entries[usize::try_from(rng.below(entries.len() as u64)).unwrap_or(0)];
+            let span = last - first;
+            let offset = (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64()))
+                % span.saturating_add(1).max(1);
+            match (want_inside, rng.below(2)) {
+                (true, _) => first + offset,
+                (false, 0) => last.saturating_add(1).saturating_add(offset),
+                (false, _) => random(rng),
+            }
+        };
+        let addr = if v4 { addr & 0xffff_ffff } else { addr };
+        let is_inside = class(addr) != 0;
+        if is_inside != want_inside || !seen.insert(addr) {
+            continue;
+        }
+        inside += usize::from(is_inside);
+        let mut key = [0u8; 16];
+        if v4 {
+            key[..4].copy_from_slice(&u32::try_from(addr).unwrap_or(0).to_be_bytes());
+        } else {
+            key = addr.to_be_bytes();
+        }
+        keys.push(key);
+    }
+    rng.shuffle(&mut keys);
+    (keys, inside)
+}
+
+const fn host32(len: u8) -> u32 {
+    if len == 0 {
+        u32::MAX
+    } else {
+        (1u32 << (32 - len as u32)).wrapping_sub(1)
+    }
+}
+
+const fn host128(len: u8) -> u128 {
+    if len == 0 {
+        u128::MAX
+    } else {
+        (1u128 << (128 - len as u32)).wrapping_sub(1)
+    }
+}
+
+/// A UDP frame of the family; the driver overwrites its destination.
+fn frame(v4: bool) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0x5e, 0, 0x53, 0x01];
+    let udp = [0x30, 0x39, 0x01, 0xbb, 0, 8, 0, 0];
+    if v4 {
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(&[0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0]);
+        f.extend_from_slice(&[192, 0, 2, 10, 198, 51, 100, 7]);
+    } else {
+        f.extend_from_slice(&[0x86, 0xdd]);
+        f.extend_from_slice(&[0x60, 0, 0, 0, 0, 8, 17, 64]);
+        f.extend_from_slice(&0x2001_0db8_0000_0000_0000_0000_0000_0010_u128.to_be_bytes());
+        f.extend_from_slice(&0x2001_0db8_0000_0000_0000_0000_0000_0020_u128.to_be_bytes());
+    }
+    f.extend_from_slice(&udp);
+    f
+}
+
+fn packet_cost(dp: &Datapath, v4: bool, args: &Args) -> anyhow::Result<PacketCost> {
+    let frame = frame(v4);
+    let run = |name: &'static str| -> anyhow::Result<f64> {
+        let program = dp.program_named(name)?;
+        let mut samples = Vec::with_capacity(args.samples);
+        for _ in 0..args.samples.max(1) {
+            let result = program
+                .test_run(TestRunOptions {
+                    data_in: Some(&frame),
+                    repeat: args.repeat.max(1),
+                    ..TestRunOptions::default()
+                })
+                .with_context(|| format!("test_run {name}"))?;
+            samples.push(result.duration.as_nanos() as f64);
+        }
+        Ok(median(&mut samples))
+    };
+    Ok(PacketCost {
+        floor: run("bench_floor")?,
+        keys: run("bench_keys")?,
+        parse: run("bench_parse")?,
+        lpm: run("bench_lpm")?,
+        compiled: run("bench_compiled")?,
+    })
+}
+
+/// `nft -f` of the table's prefixes into one IPv4 and one IPv6 interval
+/// set (auto-merge, as overlapping lists need), in a scratch namespace so
+/// the host's ruleset is untouched. `None` if nft is not installed.
+fn nft(table: &Table, dir: &Path) -> anyhow::Result<Option<f64>> {
+    if Command::new("nft").arg("--version").output().is_err() {
+        return Ok(None);
+    }
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for (p, _) in &table.prefixes {
+        match p {
+            Prefix::V4(_) => v4.push(p.to_string()),
+            Prefix::V6(_) => v6.push(p.to_string()),
+        }
+    }
+    let set = |name: &str, ty: &str, elems: &[String]| {
+        let elements = if elems.is_empty() {
+            String::new()
+        } else {
+            format!(" elements = {{ {} }}", elems.join(", "))
+        };
+        format!("  set {name} {{ type {ty}; flags interval; auto-merge;{elements} }}\n")
+    };
+    let text = format!(
+        "table inet regionwall_bench {{\n{}{}}}\n",
+        set("v4", "ipv4_addr", &v4),
+        set("v6", "ipv6_addr", &v6)
+    );
+    let file = dir.join("nft.conf");
+    std::fs::write(&file, text)?;
+    let ns = regionwall::netns::NetNs::create(&regionwall::netns::unique_name("bench"))?;
+    let started = Instant::now();
+    let out = ns
+        .command("timeout")
+        .args(["300", "nft", "-f"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .output()?;
+    let elapsed = started.elapsed();
+    if !out.status.success() {
+        bail!(
+            "nft -f failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .next()
+                .unwrap_or("")
+        );
+    }
+    Ok(Some(ms(elapsed)))
+}
+
+/// Peak and current RSS of the real `regionwall run` with the world table
+/// (countries over 60 regions), attached to a veth in a scratch namespace.
+fn rss(root: &Path, countries: &Path, lookup: &str) -> anyhow::Result<Rss> {
+    let binary = root.join("target/release/regionwall");
+    let dir = root.join("target/bench/rss");
+    std::fs::create_dir_all(&dir)?;
+    let codes: Vec<String> = {
+        let mut c: Vec<String> = std::fs::read_dir(countries)?
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().to_ascii_uppercase())
+            .collect();
+        c.sort();
+        c
+    };
+    let mut text = format!("regions_dir = \"{}\"\n", countries.display());
+    for g in 0..tables::REGIONS {
+        let members: Vec<String> = codes
+            .iter()
+            .skip(g)
+            .step_by(tables::REGIONS)
+            .map(|c| format!("\"{c}\""))
+            .collect();
+        writeln!(text, "[regions.r{g}]\ncountries = [{}]", members.join(", "))?;
+    }
+    text.push_str(
+        "[[rules]]\nname = \"block\"\ndevices = [\"default\"]\nblock = [\"r0\", \"r1\"]\n",
+    );
+    let policy = dir.join("world.toml");
+    std::fs::write(&policy, text)?;
+
+    let ns = regionwall::netns::NetNs::create(&regionwall::netns::unique_name("rss"))?;
+    ns.ip(&[
+        "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
+    ])?;
+    ns.ip(&["link", "set", "lan0", "up"])?;
+    ns.ip(&["link", "set", "lan1", "up"])?;
+    let mut child = ns
+        .command(binary.to_str().context("binary path")?)
+        .args(["run", "--iface", "lan0", "--lookup", lookup, "--policy"])
+        .arg(&policy)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let pid = child.id();
+    let stderr = child.stderr.take().context("stderr")?;
+    let ready = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("regionwall: enforcing"))
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ready.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let rss = Rss {
+        lookup: lookup.to_string(),
+        peak_kib: field("VmHWM:"),
+        current_kib: field("VmRSS:"),
+    };
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(i32::try_from(pid).unwrap_or(0), libc::SIGTERM) };
+    let _ = child.wait();
+    if !ready.join().unwrap_or(false) {
+        bail!("regionwall run did not start enforcing the world policy");
+    }
+    Ok(rss)
+}

@@ -1,0 +1,223 @@
+//! Printing the benchmark: one line per table as it finishes, then the
+//! whole table, the ratios and the target checks; JSON under target/bench/
+//! and the README's results section between its markers.
+
+use std::{fmt::Write as _, path::Path};
+
+use anyhow::Context as _;
+
+use super::{Results, TableResult};
+
+const START: &str = "<!-- bench:start -->";
+const END: &str = "<!-- bench:end -->";
+
+pub fn print_table_line(t: &TableResult) {
+    eprintln!(
+        "  {:>5}: v4 floor {:.0} / parse {:.0} / LPM {:.0} / compiled {:.0} ns; v6 LPM {:.0} / compiled {:.0} ns; publish compiled {:.1} ms, LPM {:.1} ms",
+        t.name,
+        t.v4.floor,
+        t.v4.parse,
+        t.v4.lpm,
+        t.v4.compiled,
+        t.v6.lpm,
+        t.v6.compiled,
+        t.compile_ms + t.publish_compiled_ms,
+        t.compile_ms + t.publish_lpm_ms,
+    );
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { f64::NAN }
+}
+
+/// The markdown report (also printed).
+fn markdown(r: &Results) -> String {
+    let mut s = String::new();
+    let m = &r.machine;
+    let _ = writeln!(
+        s,
+        "Measured {} on {} ({} cores, {} GiB), Linux {}; `cargo xtask bench`, median of {} test_runs x {} repeats, 65,536 distinct destinations per family (half inside the table).\n",
+        m.date, m.cpu, m.cores, m.memory_gib, m.kernel, r.samples, r.repeat
+    );
+    s.push_str("Per-packet cost in ns (BPF_PROG_TEST_RUN; floor = empty program, parse = key driver + parser, LPM/compiled = the whole production path):\n\n");
+    s.push_str("| table | prefixes v4+v6 | kernel entries v4+v6 | v4 floor | v4 parse | v4 LPM | v4 compiled | v4 LPM/compiled | v6 floor | v6 parse | v6 LPM | v6 compiled | v6 LPM/compiled |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for t in &r.tables {
+        let _ = writeln!(
+            s,
+            "| {} | {}+{} | {}+{} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1}x | {:.0} | {:.0} | {:.0} | {:.0} | {:.1}x |",
+            t.name,
+            t.source_v4,
+            t.source_v6,
+            t.lpm_v4,
+            t.lpm_v6,
+            t.v4.floor,
+            t.v4.parse,
+            t.v4.lpm,
+            t.v4.compiled,
+            ratio(t.v4.lpm, t.v4.compiled),
+            t.v6.floor,
+            t.v6.parse,
+            t.v6.lpm,
+            t.v6.compiled,
+            ratio(t.v6.lpm, t.v6.compiled),
+        );
+    }
+    s.push_str("\nCompile + publish in ms (policy -> tables live in the kernel; `nft -f` loads the same prefixes into two auto-merge interval sets):\n\n");
+    s.push_str("| table | compile | + publish compiled | + publish LPM | LPM/compiled | compiled table | nft -f |\n");
+    s.push_str("|---|---|---|---|---|---|---|\n");
+    for t in &r.tables {
+        let nft = match (&t.nft_ms, &t.nft_error) {
+            (Some(ms), _) => format!("{ms:.0}"),
+            (None, Some(e)) => format!("failed: {}", e.replace('|', "/")),
+            (None, None) => "nft not installed".into(),
+        };
+        let compiled = t.compile_ms + t.publish_compiled_ms;
+        let lpm = t.compile_ms + t.publish_lpm_ms;
+        let _ = writeln!(
+            s,
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1}x | {} ranges + {} long, {} KiB | {} |",
+            t.name,
+            t.compile_ms,
+            compiled,
+            lpm,
+            ratio(lpm, compiled),
+            t.fib_ranges,
+            t.fib_long,
+            t.fib_kib,
+            nft
+        );
+    }
+    if let Some(e) = &r.events {
+        s.push_str("\nEvent path (one core floods drops through test_run, the other runs the controller's ring reader and a consumer):\n\n");
+        s.push_str("| consumer | drops | drops/s | consumed | consumed/s | lost in kernel | dropped from queue | unaccounted |\n");
+        s.push_str("|---|---|---|---|---|---|---|---|\n");
+        for run in &e.runs {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.2}M | {} | {:.2}M | {} | {} | {} |",
+                run.consumer,
+                run.drops,
+                run.drops_per_sec / 1e6,
+                run.consumed,
+                run.consumed_per_sec / 1e6,
+                run.lost_in_kernel,
+                run.dropped_from_queue,
+                run.unaccounted
+            );
+        }
+    }
+    s.push_str("\nController RSS with the world table (`regionwall run`, 60 regions):\n\n");
+    for rss in &r.rss {
+        let _ = writeln!(
+            s,
+            "- `--lookup {}`: peak {:.1} MiB, {:.1} MiB after loading",
+            rss.lookup,
+            rss.peak_kib as f64 / 1024.0,
+            rss.current_kib as f64 / 1024.0
+        );
+    }
+    s.push_str("\nTargets:\n\n");
+    for (ok, line) in targets(r) {
+        let _ = writeln!(s, "- {} {line}", if ok { "met:" } else { "**missed:**" });
+    }
+    s
+}
+
+fn targets(r: &Results) -> Vec<(bool, String)> {
+    let mut out = Vec::new();
+    let find = |name: &str| r.tables.iter().find(|t| t.name == name);
+    if let Some(w) = find("world") {
+        let above = w.v4.compiled - w.v4.floor;
+        out.push((
+            above <= 25.0,
+            format!("world, IPv4: compiled path {above:.0} ns above the empty-program floor (target <= 25 ns; the parser alone costs {:.0} ns above it)", w.v4.parse - w.v4.floor),
+        ));
+        let x = ratio(w.v4.lpm, w.v4.compiled);
+        out.push((
+            x >= 5.0,
+            format!("world, IPv4: compiled {x:.1}x faster than the LPM trie per packet (target >= 5x; lookup alone, above the parser: {:.1}x)", ratio(w.v4.lpm - w.v4.parse, w.v4.compiled - w.v4.parse)),
+        ));
+        let x6 = ratio(w.v6.lpm, w.v6.compiled);
+        out.push((
+            x6 >= 3.0,
+            format!("world, IPv6: compiled {x6:.1}x faster than the LPM trie (target >= 3x)"),
+        ));
+        let cp = w.compile_ms + w.publish_compiled_ms;
+        out.push((
+            cp < 100.0,
+            format!("world: compile + publish {cp:.1} ms (target < 100 ms)"),
+        ));
+    }
+    let compiled: Vec<f64> = r.tables.iter().map(|t| t.v4.compiled).collect();
+    if compiled.len() > 1 {
+        let max = compiled.iter().copied().fold(f64::MIN, f64::max);
+        let min = compiled.iter().copied().fold(f64::MAX, f64::min);
+        out.push((
+            ratio(max, min) <= 2.0,
+            format!(
+                "IPv4 compiled path flat across {}..{}: {min:.0}..{max:.0} ns, {:.2}x (target within 2x)",
+                r.tables.first().map_or("", |t| t.name.as_str()),
+                r.tables.last().map_or("", |t| t.name.as_str()),
+                ratio(max, min)
+            ),
+        ));
+    }
+    if let Some(m) = find("1M") {
+        let cp = m.compile_ms + m.publish_compiled_ms;
+        out.push((
+            cp < 300.0,
+            format!("1M: compile + publish {cp:.1} ms (target < 300 ms)"),
+        ));
+    }
+    if let Some(e) = &r.events
+        && let Some(count) = e.runs.iter().find(|r| r.consumer == "count")
+    {
+        out.push((
+            count.consumed_per_sec >= 1e6,
+            format!(
+                "events consumed: {:.2}M/s (target >= 1M/s)",
+                count.consumed_per_sec / 1e6
+            ),
+        ));
+        let unaccounted: i64 = e.runs.iter().map(|r| r.unaccounted.abs()).sum();
+        out.push((
+            unaccounted == 0,
+            format!("unaccounted events: {unaccounted} (drops = consumed + dropped from queue + lost in kernel)"),
+        ));
+    }
+    if let Some(rss) = r.rss.iter().find(|r| r.lookup == "compiled") {
+        let mib = rss.peak_kib as f64 / 1024.0;
+        out.push((
+            mib < 64.0,
+            format!("controller peak RSS with the world table: {mib:.1} MiB (target < 64 MiB)"),
+        ));
+    }
+    out
+}
+
+pub fn finish(r: &Results, root: &Path, readme: bool) -> anyhow::Result<()> {
+    let text = markdown(r);
+    println!("\n{text}");
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let json = serde_json::to_string_pretty(r)?;
+    let stamp = r.machine.date.replace([' ', ':'], "-");
+    for name in ["latest.json".to_string(), format!("bench-{stamp}.json")] {
+        let path = dir.join(name);
+        std::fs::write(&path, &json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("JSON: {}", dir.join("latest.json").display());
+    if readme {
+        let path = root.join("README.md");
+        let old = std::fs::read_to_string(&path).context("reading README.md")?;
+        if let (Some(a), Some(b)) = (old.find(START), old.find(END)) {
+            let new = format!("{}{START}\n{text}{}", &old[..a], &old[b..]);
+            std::fs::write(&path, new).context("writing README.md")?;
+            println!("README.md: results section updated");
+        } else {
+            println!("README.md has no {START} ... {END} section; not updated");
+        }
+    }
+    Ok(())
+}

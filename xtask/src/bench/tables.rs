@@ -1,0 +1,185 @@
+//! The benchmark's prefix tables: the real world table from the country
+//! database, random subsets of it, and the world plus seeded synthetic
+//! prefixes up to 1M, written as regionwall policies.
+
+use std::{fmt::Write as _, path::Path};
+
+use anyhow::{Context as _, bail};
+use regionwall::policy::Prefix;
+
+/// Regions the countries are spread over (as in the world tests).
+pub const REGIONS: usize = 60;
+
+/// One table: source prefixes with the region each belongs to.
+pub struct Table {
+    pub name: String,
+    pub prefixes: Vec<(Prefix, usize)>,
+}
+
+impl Table {
+    pub fn count(&self, v4: bool) -> usize {
+        self.prefixes
+            .iter()
+            .filter(|(p, _)| matches!(p, Prefix::V4(_)) == v4)
+            .count()
+    }
+
+    /// Writes one CIDR file per region and a policy that allows every region
+    /// for the default device: each lookup runs and each decision is
+    /// computed, but no event is emitted (the event path is measured on its
+    /// own). Returns the policy path.
+    pub fn write_policy(&self, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut files = vec![String::new(); REGIONS];
+        for (p, r) in &self.prefixes {
+            writeln!(files[*r], "{p}")?;
+        }
+        let mut policy = String::new();
+        for (r, body) in files.iter().enumerate() {
+            let file = dir.join(format!("r{r}.txt"));
+            std::fs::write(&file, body).with_context(|| format!("writing {}", file.display()))?;
+            writeln!(policy, "[regions.r{r}]\nfile = \"r{r}.txt\"")?;
+        }
+        let all: Vec<String> = (0..REGIONS).map(|r| format!("\"r{r}\"")).collect();
+        writeln!(
+            policy,
+            "[[rules]]\nname = \"bench\"\ndevices = [\"default\"]\nallow = [{}]",
+            all.join(", ")
+        )?;
+        let path = dir.join("policy.toml");
+        std::fs::write(&path, policy).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+/// A seeded xorshift generator: the same tables and keys on every run.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = usize::try_from(self.below(i as u64 + 1)).unwrap_or(0);
+            v.swap(i, j);
+        }
+    }
+}
+
+/// Every country's prefixes, countries spread round robin over [`REGIONS`].
+pub fn world(countries_dir: &Path) -> anyhow::Result<Table> {
+    let mut codes: Vec<_> = std::fs::read_dir(countries_dir)
+        .with_context(|| format!("reading {}", countries_dir.display()))?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.path())
+        .collect();
+    codes.sort();
+    if codes.is_empty() {
+        bail!("no countries under {}", countries_dir.display());
+    }
+    let mut prefixes = Vec::new();
+    for (i, dir) in codes.iter().enumerate() {
+        for file in ["ipv4-aggregated.txt", "ipv6-aggregated.txt"] {
+            let path = dir.join(file);
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let p = Prefix::parse(line)
+                    .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), n + 1))?;
+                prefixes.push((p, i % REGIONS));
+            }
+        }
+    }
+    Ok(Table {
+        name: "world".into(),
+        prefixes,
+    })
+}
+
+/// `n` prefixes drawn at random from `world` (both families in the world's
+/// proportion).
+pub fn sample(world: &Table, n: usize, rng: &mut Rng) -> Table {
+    let mut all = world.prefixes.clone();
+    rng.shuffle(&mut all);
+    all.truncate(n);
+    Table {
+        name: label(n),
+        prefixes: all,
+    }
+}
+
+/// The world plus synthetic prefixes up to `n`, in the world's family
+/// proportion: IPv4 mostly /24 (some /20-/23 and /25-/28) anywhere in
+/// 1.0.0.0-223.255.255.255; IPv6 /32-/48 with some /56, /64 and a few
+/// longer than /64 inside 2000::/3. Regions at random.
+pub fn world_plus(world: &Table, n: usize, rng: &mut Rng) -> Table {
+    let mut prefixes = world.prefixes.clone();
+    let v4_share = world.count(true) as f64 / world.prefixes.len().max(1) as f64;
+    let mut long = 0;
+    while prefixes.len() < n {
+        let r = rng.next_u64();
+        let region = usize::try_from(rng.below(REGIONS as u64)).unwrap_or(0);
+        let p = if (r % 1000) as f64 / 1000.0 < v4_share {
+            let len = match rng.below(10) {
+                0..=6 => 24,
+                7..=8 => 25 + rng.below(4),
+                _ => 20 + rng.below(4),
+            };
+            let addr = 0x0100_0000 + rng.below(0xe000_0000 - 0x0100_0000);
+            let host = (1u64 << (32 - len)) - 1;
+            Prefix::parse(&format!(
+                "{}/{len}",
+                std::net::Ipv4Addr::from(u32::try_from(addr & !host).unwrap_or(0))
+            ))
+        } else {
+            let mut len = match rng.below(20) {
+                0..=11 => 32 + rng.below(17),
+                12..=16 => 56,
+                17..=18 => 64,
+                _ => 65 + rng.below(64),
+            };
+            if len > 64 {
+                long += 1;
+                if long > 4000 {
+                    len = 48;
+                }
+            }
+            let addr = (0x2u128 << 124)
+                | (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())) >> 3;
+            let host = (1u128 << (128 - len)) - 1;
+            Prefix::parse(&format!("{}/{len}", std::net::Ipv6Addr::from(addr & !host)))
+        };
+        if let Ok(p) = p {
+            prefixes.push((p, region));
+        }
+    }
+    Table {
+        name: label(n),
+        prefixes,
+    }
+}
+
+fn label(n: usize) -> String {
+    if n >= 1_000_000 && n.is_multiple_of(1_000_000) {
+        format!("{}M", n / 1_000_000)
+    } else if n >= 1000 && n.is_multiple_of(1000) {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
