@@ -56,8 +56,14 @@ fn next_key(ctx: &XdpContext) {
         // SAFETY: bounds checked above.
         let ethertype = unsafe { *((data + 12) as *const [u8; 2]) };
         if ethertype == [0x86, 0xdd] {
-            // SAFETY: bounds checked above; the write is unaligned.
-            unsafe { ((data + V6_DST) as *mut [u8; 16]).write_unaligned(*key) };
+            // Word by word: a 16-byte copy becomes a byte loop in BPF.
+            let mut i = 0;
+            while i < 4 {
+                let w = [key[4 * i], key[4 * i + 1], key[4 * i + 2], key[4 * i + 3]];
+                // SAFETY: bounds checked above; the writes are unaligned.
+                unsafe { ((data + V6_DST + 4 * i) as *mut [u8; 4]).write_unaligned(w) };
+                i += 1;
+            }
             return;
         }
     }
@@ -84,7 +90,7 @@ pub fn bench_keys(ctx: XdpContext) -> u32 {
 pub fn bench_parse(ctx: XdpContext) -> u32 {
     next_key(&ctx);
     match parse::parse(&ctx) {
-        parse::Parsed::Ip(pkt) if pkt.dst[0] == 0xff => xdp_action::XDP_DROP,
+        parse::Parsed::Ip(pkt) if pkt.dst[0] == u32::MAX => xdp_action::XDP_DROP,
         _ => xdp_action::XDP_PASS,
     }
 }

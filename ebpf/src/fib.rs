@@ -90,10 +90,9 @@ fn v4_inner<const G: u32>(addr: u32) -> Option<u32> {
 }
 
 #[inline(always)]
-fn v6_inner<const G: u32>(addr: &[u8; 16]) -> Option<u32> {
-    let hi = u64::from_be_bytes([
-        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
-    ]);
+fn v6_inner<const G: u32>(addr: [u32; 4]) -> Option<u32> {
+    let word = |i: usize| u64::from(u32::from_be(addr[i]));
+    let hi = (word(0) << 32) | word(1);
     let slot = *slots::<G>().get(FIB_V6_SLOT_BASE + (hi >> 48) as u32)?;
     if slot.len == 0 {
         return Some(slot.base);
@@ -109,18 +108,15 @@ fn v6_inner<const G: u32>(addr: &[u8; 16]) -> Option<u32> {
     if tag & FIB_TAG_LONG == 0 {
         return Some(tag as u32);
     }
-    let lo = u64::from_be_bytes([
-        addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
-    ]);
+    let lo = (word(2) << 32) | word(3);
     let lslot = *slots::<G>().get(FIB_LONG_SLOT_BASE + (tag & !FIB_TAG_LONG) as u32)?;
     let range = search(long::<G>(), lslot.base, lslot.len, lo, |r| r.start)?;
     Some(range.class as u32)
 }
 
-/// Region class of an IPv4 destination (address bytes in network order).
+/// Region class of an IPv4 destination (the address as a number).
 #[inline(always)]
-pub fn class_v4(generation: u32, dst: [u8; 4]) -> u32 {
-    let addr = u32::from_be_bytes(dst);
+pub fn class_v4(generation: u32, addr: u32) -> u32 {
     found(if generation == 0 {
         v4_inner::<0>(addr)
     } else {
@@ -128,9 +124,9 @@ pub fn class_v4(generation: u32, dst: [u8; 4]) -> u32 {
     })
 }
 
-/// Region class of an IPv6 destination.
+/// Region class of an IPv6 destination (wire-order words, see `Packet`).
 #[inline(always)]
-pub fn class_v6(generation: u32, dst: &[u8; 16]) -> u32 {
+pub fn class_v6(generation: u32, dst: [u32; 4]) -> u32 {
     found(if generation == 0 {
         v6_inner::<0>(dst)
     } else {

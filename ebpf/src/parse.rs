@@ -33,14 +33,21 @@ const IPPROTO_UDPLITE: u8 = 136;
 const MAX_L4_OFFSET: usize = 4096;
 
 /// What the parser learned about an IP packet.
+///
+/// Addresses are kept as 32-bit words holding the bytes in wire order
+/// (`u32::from_ne_bytes` of each 4 bytes; IPv4 in word 0), the MAC as one
+/// word: byte arrays here would be split by LLVM into dozens of one-byte
+/// values spilled to the stack on every packet.
 #[derive(Clone, Copy)]
 pub struct Packet {
-    pub src_mac: [u8; 6],
+    /// The 6 source MAC bytes in wire order in the low bytes of the word
+    /// (`u64::from_ne_bytes([m0, .., m5, 0, 0])`).
+    pub src_mac: u64,
     /// 4 or 6 (0 if unknown).
     pub family: u8,
     pub proto: u8,
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
     pub src_port: u16,
     pub dst_port: u16,
     /// Whether the L4 ports were read (TCP/UDP/SCTP/UDP-Lite first fragments).
@@ -50,11 +57,11 @@ pub struct Packet {
 impl Packet {
     const fn empty() -> Self {
         Self {
-            src_mac: [0; 6],
+            src_mac: 0,
             family: 0,
             proto: 0,
-            src: [0; 16],
-            dst: [0; 16],
+            src: [0; 4],
+            dst: [0; 4],
             src_port: 0,
             dst_port: 0,
             has_ports: false,
@@ -89,6 +96,20 @@ fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
     ptr_at::<T>(ctx, offset).map(|p| unsafe { p.read_unaligned() })
 }
 
+/// Reads `N` 32-bit words in wire order (see [`Packet`]).
+#[inline(always)]
+fn words<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u32; N]> {
+    let p = ptr_at::<[u32; N]>(ctx, offset)?;
+    let mut out = [0u32; N];
+    let mut i = 0;
+    while i < N {
+        // SAFETY: ptr_at checked the N words are in the packet; unaligned.
+        out[i] = unsafe { p.cast::<u32>().add(i).read_unaligned() };
+        i += 1;
+    }
+    Some(out)
+}
+
 #[inline(always)]
 fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
@@ -97,11 +118,13 @@ fn be16(b: [u8; 2]) -> u16 {
 #[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Parsed {
     let mut pkt = Packet::empty();
-    let Some(eth) = read::<[u8; ETH_HLEN]>(ctx, 0) else {
+    let (Some(mac), Some(ethertype)) = (read::<[u8; 8]>(ctx, 6), read::<[u8; 2]>(ctx, 12)) else {
         return Parsed::Unparsed(Counter::Malformed, pkt);
     };
-    pkt.src_mac = [eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]];
-    let (ethertype, l3) = match vlan(ctx, be16([eth[12], eth[13]])) {
+    // Bytes 6..12 are the source MAC; 12..14 (the ethertype) are masked off.
+    pkt.src_mac =
+        u64::from_ne_bytes(mac) & u64::from_ne_bytes([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0]);
+    let (ethertype, l3) = match vlan(ctx, be16(ethertype)) {
         Ok(v) => v,
         Err(cause) => return Parsed::Unparsed(cause, pkt),
     };
@@ -155,8 +178,11 @@ fn ipv4(ctx: &XdpContext, l3: usize, mut pkt: Packet) -> Parsed {
         return Parsed::Unparsed(Counter::Malformed, pkt);
     }
     pkt.proto = h[9];
-    pkt.src[..4].copy_from_slice(&h[12..16]);
-    pkt.dst[..4].copy_from_slice(&h[16..20]);
+    let Some([src, dst]) = words::<2>(ctx, l3 + 12) else {
+        return Parsed::Unparsed(Counter::Malformed, pkt);
+    };
+    pkt.src[0] = src;
+    pkt.dst[0] = dst;
     let frag_off = be16([h[6], h[7]]) & 0x1fff;
     if frag_off != 0 {
         // A later fragment: no L4 header, but the destination is known and
@@ -186,14 +212,17 @@ const fn is_ext_header(nh: u8) -> bool {
 #[inline(always)]
 fn ipv6(ctx: &XdpContext, l3: usize, mut pkt: Packet) -> Parsed {
     pkt.family = 6;
-    let Some(h) = read::<[u8; 40]>(ctx, l3) else {
+    let Some(h) = read::<[u8; 8]>(ctx, l3) else {
+        return Parsed::Unparsed(Counter::Malformed, pkt);
+    };
+    let Some(addrs) = words::<8>(ctx, l3 + 8) else {
         return Parsed::Unparsed(Counter::Malformed, pkt);
     };
     if h[0] >> 4 != 6 {
         return Parsed::Unparsed(Counter::Malformed, pkt);
     }
-    pkt.src.copy_from_slice(&h[8..24]);
-    pkt.dst.copy_from_slice(&h[24..40]);
+    pkt.src = [addrs[0], addrs[1], addrs[2], addrs[3]];
+    pkt.dst = [addrs[4], addrs[5], addrs[6], addrs[7]];
     let mut nh = h[6];
     let mut off = l3 + 40;
     let mut first_fragment = true;

@@ -33,37 +33,29 @@ pub fn unparsed_decision() -> Decision {
     }
 }
 
+/// Wire-order bytes of address words (see [`Packet`]).
 #[inline(always)]
-fn v4_of(addr: &[u8; 16]) -> [u8; 4] {
-    [addr[0], addr[1], addr[2], addr[3]]
+pub fn bytes16(w: [u32; 4]) -> [u8; 16] {
+    // SAFETY: [u32; 4] and [u8; 16] have the same size and any bytes are valid.
+    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(w) }
 }
 
-/// `::ffff:a.b.c.d` (RFC 4291 section 2.5.5.2).
+/// `::ffff:a.b.c.d` (RFC 4291 section 2.5.5.2): the IPv4 word.
 #[inline(always)]
-fn mapped_v4(addr: &[u8; 16]) -> Option<[u8; 4]> {
-    let prefix_zero = addr[0]
-        | addr[1]
-        | addr[2]
-        | addr[3]
-        | addr[4]
-        | addr[5]
-        | addr[6]
-        | addr[7]
-        | addr[8]
-        | addr[9];
-    if prefix_zero == 0 && addr[10] == 0xff && addr[11] == 0xff {
-        Some([addr[12], addr[13], addr[14], addr[15]])
+fn mapped_v4(addr: [u32; 4]) -> Option<u32> {
+    if addr[0] == 0 && addr[1] == 0 && addr[2] == u32::from_ne_bytes([0, 0, 0xff, 0xff]) {
+        Some(addr[3])
     } else {
         None
     }
 }
 
 #[inline(always)]
-fn region_class_v4(lookup: Lookup, generation: u32, dst: [u8; 4]) -> u32 {
+fn region_class_v4(lookup: Lookup, generation: u32, dst: u32) -> u32 {
     if lookup == Lookup::Compiled {
-        return fib::class_v4(generation, dst);
+        return fib::class_v4(generation, u32::from_be(dst));
     }
-    let key = Key::new(32, dst);
+    let key = Key::new(32, dst.to_ne_bytes());
     let hit = if generation == 0 {
         REGION_V4_0.get(&key)
     } else {
@@ -75,16 +67,16 @@ fn region_class_v4(lookup: Lookup, generation: u32, dst: [u8; 4]) -> u32 {
 #[inline(always)]
 pub fn region_class(lookup: Lookup, generation: u32, pkt: &Packet) -> u32 {
     if pkt.family == 4 {
-        return region_class_v4(lookup, generation, v4_of(&pkt.dst));
+        return region_class_v4(lookup, generation, pkt.dst[0]);
     }
-    if let Some(v4) = mapped_v4(&pkt.dst) {
+    if let Some(v4) = mapped_v4(pkt.dst) {
         report::count(Counter::MappedV6);
         return region_class_v4(lookup, generation, v4);
     }
     if lookup == Lookup::Compiled {
-        return fib::class_v6(generation, &pkt.dst);
+        return fib::class_v6(generation, pkt.dst);
     }
-    let key = Key::new(128, pkt.dst);
+    let key = Key::new(128, bytes16(pkt.dst));
     let hit = if generation == 0 {
         REGION_V6_0.get(&key)
     } else {
@@ -98,7 +90,8 @@ pub fn region_class(lookup: Lookup, generation: u32, pkt: &Packet) -> u32 {
 #[inline(always)]
 fn device(generation: u32, tables: u32, pkt: &Packet) -> u32 {
     if tables & DEVICE_BY_MAC != 0 {
-        let mac = MacKey::new(pkt.src_mac);
+        let b = pkt.src_mac.to_ne_bytes();
+        let mac = MacKey::new([b[0], b[1], b[2], b[3], b[4], b[5]]);
         // SAFETY: the value is a plain u32 copied out at once; hash map values
         // may be replaced concurrently, which a u32 read tolerates.
         let by_mac = unsafe {
@@ -116,7 +109,7 @@ fn device(generation: u32, tables: u32, pkt: &Packet) -> u32 {
         if tables & DEVICE_BY_V4 == 0 {
             return DEFAULT_DEVICE;
         }
-        let key = Key::new(32, v4_of(&pkt.src));
+        let key = Key::new(32, pkt.src[0].to_ne_bytes());
         if generation == 0 {
             DEVICE_V4_0.get(&key)
         } else {
@@ -126,7 +119,7 @@ fn device(generation: u32, tables: u32, pkt: &Packet) -> u32 {
         if tables & DEVICE_BY_V6 == 0 {
             return DEFAULT_DEVICE;
         }
-        let key = Key::new(128, pkt.src);
+        let key = Key::new(128, bytes16(pkt.src));
         if generation == 0 {
             DEVICE_V6_0.get(&key)
         } else {

@@ -53,9 +53,12 @@ pub fn emit(
     let ts_ns = unsafe { bpf_ktime_get_boot_ns() };
     entry.write(Event {
         ts_ns,
-        src_addr: pkt.src,
-        dst_addr: pkt.dst,
-        src_mac: pkt.src_mac,
+        src_addr: crate::policy::bytes16(pkt.src),
+        dst_addr: crate::policy::bytes16(pkt.dst),
+        src_mac: {
+            let b = pkt.src_mac.to_ne_bytes();
+            [b[0], b[1], b[2], b[3], b[4], b[5]]
+        },
         family: pkt.family,
         proto: pkt.proto,
         src_port: pkt.src_port,
