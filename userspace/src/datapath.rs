@@ -36,10 +36,12 @@ pub const PROGRAM_NAME: &str = "regionwall";
 pub static BENCH_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/regionwall-bench"));
 /// Programs of [`BENCH_OBJECT`].
-pub const BENCH_PROGRAMS: [&str; 6] = [
+pub const BENCH_PROGRAMS: [&str; 8] = [
     "bench_floor",
     "bench_keys",
     "bench_parse",
+    "bench_class_lpm",
+    "bench_class_compiled",
     "bench_lpm",
     "bench_compiled",
     "bench_classify",

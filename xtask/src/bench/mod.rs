@@ -70,6 +70,9 @@ pub struct PacketCost {
     pub floor: f64,
     pub keys: f64,
     pub parse: f64,
+    /// Driver + parser + the destination lookup alone.
+    pub class_lpm: f64,
+    pub class_compiled: f64,
     pub lpm: f64,
     pub compiled: f64,
 }
@@ -422,6 +425,8 @@ fn packet_cost(dp: &Datapath, v4: bool, args: &Args) -> anyhow::Result<PacketCos
         floor: run("bench_floor")?,
         keys: run("bench_keys")?,
         parse: run("bench_parse")?,
+        class_lpm: run("bench_class_lpm")?,
+        class_compiled: run("bench_class_compiled")?,
         lpm: run("bench_lpm")?,
         compiled: run("bench_compiled")?,
     })

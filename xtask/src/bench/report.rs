@@ -13,10 +13,12 @@ const END: &str = "<!-- bench:end -->";
 
 pub fn print_table_line(t: &TableResult) {
     eprintln!(
-        "  {:>5}: v4 floor {:.0} / parse {:.0} / LPM {:.0} / compiled {:.0} ns; v6 LPM {:.0} / compiled {:.0} ns; publish compiled {:.1} ms, LPM {:.1} ms",
+        "  {:>5}: v4 floor {:.0} / parse {:.0} / lookup LPM {:.0} compiled {:.0} / LPM {:.0} / compiled {:.0} ns; v6 LPM {:.0} / compiled {:.0} ns; publish compiled {:.1} ms, LPM {:.1} ms",
         t.name,
         t.v4.floor,
         t.v4.parse,
+        t.v4.class_lpm,
+        t.v4.class_compiled,
         t.v4.lpm,
         t.v4.compiled,
         t.v6.lpm,
