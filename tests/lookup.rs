@@ -142,10 +142,11 @@ fn compiled_lookup_equals_lpm_trie_on_the_world() {
     let started = std::time::Instant::now();
     let (n, classed) = c.check(&addrs);
     println!(
-        "world ({countries} countries, 60 regions, {} + {} LPM entries, {} classes -> {} ranges, {} KiB): {n} addresses ({classed} in a region) agree in the kernel and the model, {:?}",
+        "world ({countries} countries, 60 regions, {} + {} LPM entries, {} classes -> {} split blocks, {} ranges, {} KiB): {n} addresses ({classed} in a region) agree in the kernel and the model, {:?}",
         c.compiled.v4.len(),
         c.compiled.v6.len(),
         c.compiled.classes.len(),
+        c.fib.splits,
         c.fib.ranges.len(),
         c.fib.bytes() / 1024,
         started.elapsed()
@@ -211,10 +212,11 @@ fn compiled_lookup_equals_lpm_trie_on_nested_and_long_prefixes() {
     }
     let (n, classed) = c.check(&addrs);
     println!(
-        "nested: {} + {} LPM entries, {} classes, {} long /64s: {n} addresses ({classed} in a region) agree",
+        "nested: {} + {} LPM entries, {} classes, {} split blocks, {} long /64s: {n} addresses ({classed} in a region) agree",
         c.compiled.v4.len(),
         c.compiled.v6.len(),
         c.compiled.classes.len(),
+        c.fib.splits,
         c.fib.long_slots
     );
     assert!(classed > n / 2 && classed < n);

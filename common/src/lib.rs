@@ -69,10 +69,15 @@ pub enum Lookup {
 // * `FIB_SLOTS`: direct table of [`FibSlot`]s. Indices `0..65536` are the
 //   IPv4 /16s, `FIB_V6_SLOT_BASE..+65536` the IPv6 /16s (top 16 bits), and
 //   `FIB_LONG_SLOT_BASE..+FIB_MAX_LONG` the IPv6 /64s that hold boundaries
-//   finer than /64. A slot with `len == 0` is a leaf: `base` is the class.
+//   finer than /64; blocks of 256 split slots follow from `FIB_SLOTS`. A
+//   slot with `len == 0` is a leaf: `base` is the class. A slot with
+//   `FIB_SPLIT` in `len` splits its space by the next 8 key bits into the
+//   256 slots at `base` (so no run grows long; at most `FIB_MAX_SPLITS`).
+//   Any other slot is a run.
 // * `FIB_RANGES`: runs of `u64` range entries, `start << 16 | tag`, sorted by
 //   start, the first of every run starting at 0. IPv4: start = low 16 bits
-//   of the address. IPv6: start = bits 16..64. The entry that applies is the
+//   of the address. IPv6: start = bits 16..64. Below a split, starts keep
+//   only the bits the splits have not consumed. The entry that applies is the
 //   last whose start is <= the key. `tag` is the class, or `FIB_TAG_LONG |
 //   long index` for an IPv6 /64 refined in `FIB_LONG`.
 // * `FIB_LONG`: runs of [`FibLong`] keyed by the low 64 bits of IPv6.
@@ -85,8 +90,14 @@ pub const FIB_V6_SLOT_BASE: u32 = FIB_DIRECT;
 pub const FIB_LONG_SLOT_BASE: u32 = 2 * FIB_DIRECT;
 /// IPv6 /64s with boundaries inside them that one policy may hold.
 pub const FIB_MAX_LONG: u32 = 0x8000;
-/// Entries of `FIB_SLOTS`.
+/// Fixed slots of `FIB_SLOTS`; split blocks start here.
 pub const FIB_SLOTS: u32 = FIB_LONG_SLOT_BASE + FIB_MAX_LONG;
+/// `FibSlot::len` flag of a split slot.
+pub const FIB_SPLIT: u32 = 1 << 31;
+/// Splits one lookup may descend (IPv6 keys have 48 bits below the /16).
+pub const FIB_MAX_SPLITS: u32 = 5;
+/// Default capacity of `FIB_SLOTS` per generation (8 MiB).
+pub const FIB_SLOTS_DEFAULT: u32 = 1 << 20;
 /// Tag bit of a range entry that points into `FIB_LONG`.
 pub const FIB_TAG_LONG: u64 = 0x8000;
 /// Default capacity of `FIB_RANGES` per generation (8 MiB); the world table

@@ -9,8 +9,8 @@
 
 use aya_ebpf::maps::Array;
 use regionwall_common::{
-    Counter, FIB_LONG_SLOT_BASE, FIB_SEARCH_STEPS, FIB_TAG_LONG, FIB_V6_SLOT_BASE, FibLong,
-    FibSlot, NO_CLASS,
+    Counter, FIB_LONG_SLOT_BASE, FIB_MAX_SPLITS, FIB_SEARCH_STEPS, FIB_SPLIT, FIB_TAG_LONG,
+    FIB_V6_SLOT_BASE, FibLong, FibSlot, NO_CLASS,
 };
 
 use crate::{maps::*, report};
@@ -61,6 +61,25 @@ fn search<T: Copy>(
     array.get(lo).copied()
 }
 
+/// Follows split slots down by 8 key bits each. `rem` is the number of key
+/// bits below the slot; returns the final slot and the bits left.
+#[inline(always)]
+fn descend<const G: u32>(mut slot: FibSlot, key: u64, mut rem: u32) -> Option<(FibSlot, u32)> {
+    let mut depth = 0;
+    while depth < FIB_MAX_SPLITS {
+        if slot.len & FIB_SPLIT == 0 || rem < 8 {
+            break;
+        }
+        rem -= 8;
+        slot = *slots::<G>().get(slot.base + ((key >> rem) & 0xff) as u32)?;
+        depth += 1;
+    }
+    if slot.len & FIB_SPLIT != 0 {
+        return None;
+    }
+    Some((slot, rem))
+}
+
 #[inline(always)]
 fn found(class: Option<u32>) -> u32 {
     match class {
@@ -78,13 +97,12 @@ fn v4_inner<const G: u32>(addr: u32) -> Option<u32> {
     if slot.len == 0 {
         return Some(slot.base);
     }
-    let entry = search(
-        ranges::<G>(),
-        slot.base,
-        slot.len,
-        u64::from(addr & 0xffff),
-        |e| *e >> 16,
-    )?;
+    let (slot, rem) = descend::<G>(slot, u64::from(addr), 16)?;
+    if slot.len == 0 {
+        return Some(slot.base);
+    }
+    let key = u64::from(addr) & ((1u64 << rem) - 1);
+    let entry = search(ranges::<G>(), slot.base, slot.len, key, |e| *e >> 16)?;
     // IPv4 runs never point into FIB_LONG.
     Some((entry & 0x7fff) as u32)
 }
@@ -97,13 +115,12 @@ fn v6_inner<const G: u32>(addr: [u32; 4]) -> Option<u32> {
     if slot.len == 0 {
         return Some(slot.base);
     }
-    let entry = search(
-        ranges::<G>(),
-        slot.base,
-        slot.len,
-        hi & 0xffff_ffff_ffff,
-        |e| *e >> 16,
-    )?;
+    let (slot, rem) = descend::<G>(slot, hi, 48)?;
+    if slot.len == 0 {
+        return Some(slot.base);
+    }
+    let key = hi & ((1u64 << rem) - 1);
+    let entry = search(ranges::<G>(), slot.base, slot.len, key, |e| *e >> 16)?;
     let tag = entry & 0xffff;
     if tag & FIB_TAG_LONG == 0 {
         return Some(tag as u32);

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use regionwall_common::{
     COUNTERS, Control, DEVICE_LPM_MAX_ENTRIES, DEVICE_MAC_MAX_ENTRIES, Decision, EVENT_RING_BYTES,
-    FIB_LONG_DEFAULT, FIB_RANGES_DEFAULT, FIB_SLOTS, FibLong, FibSlot, GENERATIONS,
+    FIB_LONG_DEFAULT, FIB_RANGES_DEFAULT, FIB_SLOTS_DEFAULT, FibLong, FibSlot, GENERATIONS,
     LPM_V4_MAX_ENTRIES, LPM_V6_MAX_ENTRIES, MAX_DECISIONS, MacKey, PORT_SLOTS, PolicyMeta,
     TRAFFIC_SLOTS, TrafficCounter,
 };
@@ -32,11 +32,11 @@ pub static REGION_V6_1: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(LPM_V
 
 // Destination -> region class, compiled (see fib.rs). Mmapable so the
 // controller writes a whole table with one copy instead of per-entry
-// syscalls; sizes of FIB_RANGES/FIB_LONG are set at load time.
+// syscalls; sizes are set at load time.
 #[map]
-pub static FIB_SLOTS_0: Array<FibSlot> = Array::with_max_entries(FIB_SLOTS, BPF_F_MMAPABLE);
+pub static FIB_SLOTS_0: Array<FibSlot> = Array::with_max_entries(FIB_SLOTS_DEFAULT, BPF_F_MMAPABLE);
 #[map]
-pub static FIB_SLOTS_1: Array<FibSlot> = Array::with_max_entries(FIB_SLOTS, BPF_F_MMAPABLE);
+pub static FIB_SLOTS_1: Array<FibSlot> = Array::with_max_entries(FIB_SLOTS_DEFAULT, BPF_F_MMAPABLE);
 #[map]
 pub static FIB_RANGES_0: Array<u64> = Array::with_max_entries(FIB_RANGES_DEFAULT, BPF_F_MMAPABLE);
 #[map]

@@ -14,8 +14,9 @@ use aya::{
 };
 use regionwall_common::{
     COUNTERS, Control, DEVICE_BY_MAC, DEVICE_BY_V4, DEVICE_BY_V6, FIB_LONG_DEFAULT,
-    FIB_MAX_CAPACITY, FIB_RANGES_DEFAULT, GENERATIONS, Lookup, MAX_DEVICES, MAX_REGIONS, MacKey,
-    PolicyMeta, TrafficCounter, UnparsedAction, VERDICTS, traffic_slot,
+    FIB_MAX_CAPACITY, FIB_RANGES_DEFAULT, FIB_SLOTS, FIB_SLOTS_DEFAULT, GENERATIONS, Lookup,
+    MAX_DEVICES, MAX_REGIONS, MacKey, PolicyMeta, TrafficCounter, UnparsedAction, VERDICTS,
+    traffic_slot,
 };
 
 use crate::{
@@ -64,6 +65,7 @@ impl Default for LoadOptions {
         Self {
             lookup: Lookup::Compiled,
             fib: Capacity {
+                slots: FIB_SLOTS_DEFAULT as usize,
                 ranges: FIB_RANGES_DEFAULT as usize,
                 long: FIB_LONG_DEFAULT as usize,
             },
@@ -165,14 +167,21 @@ impl Datapath {
         };
         // Arrays are preallocated: without the compiled lookup they shrink
         // to one entry.
-        let (ranges, long) = if options.fills_fib() {
-            (cap(options.fib.ranges), cap(options.fib.long))
+        let (slots, ranges, long) = if options.fills_fib() {
+            (
+                cap(options.fib.slots).max(FIB_SLOTS),
+                cap(options.fib.ranges),
+                cap(options.fib.long),
+            )
         } else {
-            (1, 1)
+            (FIB_SLOTS, 1, 1)
         };
         let mut loader = EbpfLoader::new();
         if let Some(lookup) = lookup {
             loader.override_global("LOOKUP", lookup, true);
+        }
+        for name in ["FIB_SLOTS_0", "FIB_SLOTS_1"] {
+            loader.map_max_entries(name, slots);
         }
         for name in ["FIB_RANGES_0", "FIB_RANGES_1"] {
             loader.map_max_entries(name, ranges);
@@ -194,6 +203,7 @@ impl Datapath {
             epoch: 0,
             options: LoadOptions {
                 fib: Capacity {
+                    slots: slots as usize,
                     ranges: ranges as usize,
                     long: long as usize,
                 },

@@ -5,18 +5,25 @@
 //!
 //! 1. The LPM entries become the sorted list of boundaries where the class
 //!    changes (`intervals`), covering the whole address space.
-//! 2. IPv4: each /16 is a leaf or a run of (low 16 bits, class) entries.
+//! 2. IPv4: each /16 is a leaf, a run of (low 16 bits, class) entries, or
+//!    split into 256 slots by the next 8 bits (recursively) where its run
+//!    would be longer than [`RUN_MAX`].
 //! 3. IPv6: boundaries are first cut at /64 granularity; a /64 with a finer
 //!    boundary becomes a long entry with its own run over the low 64 bits.
-//!    Each /16 (top 16 bits) is then a leaf or a run of (bits 16..64, tag).
+//!    Each /16 (top 16 bits) is then a leaf, a run of (bits 16..64, tag),
+//!    or split, as for IPv4.
 //!
 //! [`Fib::class_v4`] and [`Fib::class_v6`] run the kernel's algorithm in
 //! userspace, so the structure can be checked without a kernel.
 
 use regionwall_common::{
-    FIB_DIRECT, FIB_LONG_SLOT_BASE, FIB_MAX_LONG, FIB_SLOTS, FIB_TAG_LONG, FIB_V6_SLOT_BASE,
-    FibLong, FibSlot, MAX_CLASSES,
+    FIB_DIRECT, FIB_LONG_SLOT_BASE, FIB_MAX_LONG, FIB_MAX_SPLITS, FIB_SLOTS, FIB_SPLIT,
+    FIB_TAG_LONG, FIB_V6_SLOT_BASE, FibLong, FibSlot, MAX_CLASSES,
 };
+
+/// Longest run left unsplit: at most three halving steps over two cache
+/// lines. Longer runs become split slots while key bits remain.
+pub const RUN_MAX: usize = 32;
 
 use crate::{
     error::FibError,
@@ -26,8 +33,10 @@ use crate::{
 /// The compiled lookup of one policy, ready to copy into the `FIB_*` maps.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Fib {
-    /// Always [`FIB_SLOTS`] long.
+    /// [`FIB_SLOTS`] fixed slots, then split blocks of 256.
     pub slots: Vec<FibSlot>,
+    /// Split blocks in use.
+    pub splits: usize,
     pub ranges: Vec<u64>,
     pub long: Vec<FibLong>,
     /// Long slots in use (IPv6 /64s refined below /64).
@@ -40,6 +49,7 @@ pub struct Fib {
 /// Room the kernel maps were created with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacity {
+    pub slots: usize,
     pub ranges: usize,
     pub long: usize,
 }
@@ -63,6 +73,13 @@ impl Fib {
         let i6 = intervals(v6);
         fib.v6_intervals = i6.len();
         fib.build_v6(&i6)?;
+        if fib.slots.len() > capacity.slots {
+            return Err(FibError::Capacity {
+                what: "FIB_SLOTS",
+                needed: fib.slots.len(),
+                capacity: capacity.slots,
+            });
+        }
         if fib.ranges.len() > capacity.ranges {
             return Err(FibError::Capacity {
                 what: "FIB_RANGES",
@@ -85,13 +102,84 @@ impl Fib {
             .iter()
             .map(|&(start, class)| (low_u64(start), u64::from(class)))
             .collect();
-        chunk(
-            &entries,
-            16,
-            0xffff,
-            &mut self.slots[..FIB_DIRECT as usize],
-            &mut self.ranges,
-        );
+        self.top_level(&entries, 0, 16);
+    }
+
+    /// One slot per top-16-bit value of keys with `16 + rem` significant
+    /// bits, the slots at `first_slot..`.
+    fn top_level(&mut self, entries: &[(u64, u64)], first_slot: usize, rem: u32) {
+        let mut inherited = 0;
+        let mut i = 0;
+        for top in 0..FIB_DIRECT as usize {
+            let first = (top as u64) << rem;
+            let j = i + entries[i..].partition_point(|e| e.0 >> rem <= top as u64);
+            let slot = self.block(&entries[i..j], inherited, first, rem, 0);
+            self.slots[first_slot + top] = slot;
+            if let Some(last) = entries[i..j].last() {
+                inherited = last.1;
+            }
+            i = j;
+        }
+    }
+
+    /// The slot for the key block `first..first + 2^rem` holding `entries`
+    /// (sorted boundaries inside the block), where `inherited` is in force
+    /// at `first` unless an entry starts there; `depth` splits are above it.
+    fn block(
+        &mut self,
+        entries: &[(u64, u64)],
+        inherited: u64,
+        first: u64,
+        rem: u32,
+        depth: u32,
+    ) -> FibSlot {
+        let (head, inside) = match entries.first() {
+            Some(e) if e.0 == first => (e.1, &entries[1..]),
+            _ => (inherited, entries),
+        };
+        if inside.is_empty() && head & FIB_TAG_LONG == 0 {
+            #[expect(clippy::cast_possible_truncation, reason = "classes are < MAX_CLASSES")]
+            return FibSlot::leaf(head as u32);
+        }
+        if inside.len() < RUN_MAX || rem < 8 || depth >= FIB_MAX_SPLITS {
+            let base = self.ranges.len();
+            let mask = (1u64 << rem) - 1;
+            self.ranges.push(head);
+            self.ranges
+                .extend(inside.iter().map(|&(key, tag)| ((key & mask) << 16) | tag));
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "bounded by the capacity check"
+            )]
+            return FibSlot {
+                base: base as u32,
+                len: (self.ranges.len() - base) as u32,
+            };
+        }
+        let sub = rem - 8;
+        let block_base = self.slots.len();
+        self.slots.resize(block_base + 256, FibSlot::default());
+        self.splits += 1;
+        let mut current = head;
+        let mut i = 0;
+        for b in 0..256usize {
+            let sub_first = first + ((b as u64) << sub);
+            let j = i + inside[i..].partition_point(|e| e.0 >> sub <= sub_first >> sub);
+            let slot = self.block(&inside[i..j], current, sub_first, sub, depth + 1);
+            self.slots[block_base + b] = slot;
+            if let Some(last) = inside[i..j].last() {
+                current = last.1;
+            }
+            i = j;
+        }
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "bounded by the capacity check"
+        )]
+        FibSlot {
+            base: block_base as u32,
+            len: FIB_SPLIT,
+        }
     }
 
     fn build_v6(&mut self, intervals: &[(u128, u32)]) -> Result<(), FibError> {
@@ -142,19 +230,20 @@ impl Fib {
                 push_merged(&mut mid, next, last);
             }
         }
-        let slots = &mut self.slots[FIB_V6_SLOT_BASE as usize..FIB_LONG_SLOT_BASE as usize];
-        chunk(&mid, 48, 0xffff_ffff_ffff, slots, &mut self.ranges);
+        self.top_level(&mid, FIB_V6_SLOT_BASE as usize, 48);
         Ok(())
     }
 
     /// The kernel's IPv4 lookup, in userspace.
     #[must_use]
     pub fn class_v4(&self, addr: u32) -> Option<u32> {
-        let slot = self.slots.get((addr >> 16) as usize)?;
+        let slot = *self.slots.get((addr >> 16) as usize)?;
+        let (slot, rem) = self.descend(slot, u64::from(addr), 16)?;
         if slot.len == 0 {
             return Some(slot.base);
         }
-        let e = search(&self.ranges, *slot, u64::from(addr & 0xffff), |e| e >> 16)?;
+        let key = u64::from(addr) & ((1u64 << rem) - 1);
+        let e = search(&self.ranges, slot, key, |e| e >> 16)?;
         u32::try_from(e & 0x7fff).ok()
     }
 
@@ -162,13 +251,15 @@ impl Fib {
     #[must_use]
     pub fn class_v6(&self, addr: u128) -> Option<u32> {
         let hi = high_u64(addr);
-        let slot = self
+        let slot = *self
             .slots
             .get(FIB_V6_SLOT_BASE as usize + usize::try_from(hi >> 48).ok()?)?;
+        let (slot, rem) = self.descend(slot, hi, 48)?;
         if slot.len == 0 {
             return Some(slot.base);
         }
-        let tag = search(&self.ranges, *slot, hi & 0xffff_ffff_ffff, |e| e >> 16)? & 0xffff;
+        let key = hi & ((1u64 << rem) - 1);
+        let tag = search(&self.ranges, slot, key, |e| e >> 16)? & 0xffff;
         if tag & FIB_TAG_LONG == 0 {
             return u32::try_from(tag).ok();
         }
@@ -177,6 +268,18 @@ impl Fib {
             .get(FIB_LONG_SLOT_BASE as usize + usize::try_from(tag & !FIB_TAG_LONG).ok()?)?;
         let r = search(&self.long, *lslot, low_u64(addr), |r| r.start)?;
         u32::try_from(r.class).ok()
+    }
+
+    /// The kernel's `descend`: follows split slots by 8 key bits each.
+    fn descend(&self, mut slot: FibSlot, key: u64, mut rem: u32) -> Option<(FibSlot, u32)> {
+        let mut depth = 0;
+        while depth < FIB_MAX_SPLITS && slot.len & FIB_SPLIT != 0 && rem >= 8 {
+            rem -= 8;
+            let index = slot.base as usize + usize::try_from((key >> rem) & 0xff).ok()?;
+            slot = *self.slots.get(index)?;
+            depth += 1;
+        }
+        (slot.len & FIB_SPLIT == 0).then_some((slot, rem))
     }
 
     /// Bytes the kernel reads from (slots + used ranges + used long ranges).
@@ -238,54 +341,6 @@ fn set_last(out: &mut Vec<(u64, u64)>, start: u64, tag: u64) {
     out.push((start, tag));
 }
 
-/// Splits sorted (key, tag) boundaries (keys of `16 + bits` significant
-/// bits, first at 0) into one slot per top-16-bit value and runs of
-/// `(key & mask) << 16 | tag` entries.
-fn chunk(
-    entries: &[(u64, u64)],
-    bits: u32,
-    mask: u64,
-    slots: &mut [FibSlot],
-    ranges: &mut Vec<u64>,
-) {
-    let mut j = 0; // the last entry starting at or before the chunk
-    for (top, slot) in slots.iter_mut().enumerate() {
-        let first = (top as u64) << bits;
-        while j + 1 < entries.len() && entries[j + 1].0 <= first {
-            j += 1;
-        }
-        let inherited = entries.get(j).map_or(0, |e| e.1);
-        let mut k = j + 1;
-        while k < entries.len() && entries[k].0 >> bits == top as u64 {
-            k += 1;
-        }
-        let inside = &entries[(j + 1).min(k)..k];
-        if inside.is_empty() && inherited & FIB_TAG_LONG == 0 {
-            #[expect(clippy::cast_possible_truncation, reason = "classes are < MAX_CLASSES")]
-            {
-                *slot = FibSlot::leaf(inherited as u32);
-            }
-            continue;
-        }
-        let base = ranges.len();
-        let starts_at_first = inside.first().is_some_and(|e| e.0 == first);
-        if !starts_at_first {
-            ranges.push(inherited);
-        }
-        ranges.extend(inside.iter().map(|&(key, tag)| ((key & mask) << 16) | tag));
-        #[expect(
-            clippy::cast_possible_truncation,
-            reason = "bounded by the capacity check"
-        )]
-        {
-            *slot = FibSlot {
-                base: base as u32,
-                len: (ranges.len() - base) as u32,
-            };
-        }
-    }
-}
-
 /// The class boundaries of an LPM table: sorted (first address, class)
 /// pairs, the first at address 0, no two neighbours with the same class.
 fn intervals<B: Bits>(entries: &[(B, u32)]) -> Vec<(u128, u32)> {
@@ -341,6 +396,7 @@ mod tests {
     use crate::policy::Prefix;
 
     const ROOMY: Capacity = Capacity {
+        slots: 1 << 22,
         ranges: 1 << 20,
         long: 1 << 16,
     };
@@ -442,7 +498,11 @@ mod tests {
     #[test]
     fn capacity_and_class_limits_are_errors() {
         let table = vec![(v4("10.0.0.0/24"), 1), (v4("10.0.1.0/24"), 2)];
-        let small = Capacity { ranges: 2, long: 0 };
+        let small = Capacity {
+            slots: 1 << 20,
+            ranges: 2,
+            long: 0,
+        };
         assert!(matches!(
             Fib::build(&table, &[], small),
             Err(FibError::Capacity {

@@ -45,6 +45,7 @@ use self::tables::{Rng, Table};
 
 /// Room for the 1M table in both lookups.
 const CAPACITY: Capacity = Capacity {
+    slots: 1 << 23,
     ranges: 1 << 22,
     long: 1 << 16,
 };
