@@ -279,20 +279,61 @@ fn port_classes(policy: &Policy) -> (Vec<u32>, Vec<PacketKey>) {
     (table, reps)
 }
 
+/// Every region's merged prefixes, regions spread over the machine's cores.
+fn merge_all(regions: &[crate::policy::Region]) -> Vec<(Vec<V4>, Vec<V6>)> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(8);
+    if threads < 2 || regions.len() < 2 {
+        return regions.iter().map(crate::policy::Region::merged).collect();
+    }
+    let chunk = regions.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = regions
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(crate::policy::Region::merged)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
 /// Compiles `policy` into kernel tables.
 pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
     let mut interner = Interner::default();
     let mut v4_in = Vec::new();
     let mut v6_in = Vec::new();
     let mut region_sizes = Vec::with_capacity(policy.regions.len());
-    for (i, region) in policy.regions.iter().enumerate() {
-        let (v4, v6) = region.merged();
+    for (i, (v4, v6)) in merge_all(&policy.regions).into_iter().enumerate() {
         region_sizes.push((v4.len(), v6.len()));
         v4_in.extend(v4.into_iter().map(|p| (p, region_u16(i))));
         v6_in.extend(v6.into_iter().map(|p| (p, region_u16(i))));
     }
-    let v4 = build_table(v4_in, &mut interner);
-    let v6 = build_table(v6_in, &mut interner);
+    // The two families are independent until interning: one thread each.
+    let (v4_sets, v6_sets) = std::thread::scope(|scope| {
+        let v6 = scope.spawn(move || region_sets(v6_in));
+        let v4 = region_sets(v4_in);
+        (
+            v4,
+            v6.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+        )
+    });
+    let v4: Vec<(V4, u32)> = v4_sets
+        .into_iter()
+        .map(|(p, set)| (p, interner.intern(set)))
+        .collect();
+    let v6: Vec<(V6, u32)> = v6_sets
+        .into_iter()
+        .map(|(p, set)| (p, interner.intern(set)))
+        .collect();
     if v4.len() > regionwall_common::LPM_V4_MAX_ENTRIES as usize {
         return Err(CompileError::TooManyPrefixes {
             family: "IPv4",
@@ -363,47 +404,56 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
     })
 }
 
+/// Region classes by their region set, a bitmask (at most
+/// `MAX_REGIONS` = 64 regions, checked by the parser).
 struct Interner {
-    ids: HashMap<Vec<u16>, u32>,
+    ids: HashMap<u64, u32>,
     classes: Vec<Vec<u16>>,
 }
 
 impl Default for Interner {
     fn default() -> Self {
         Self {
-            ids: HashMap::from([(Vec::new(), 0)]),
+            ids: HashMap::from([(0, 0)]),
             classes: vec![Vec::new()],
         }
     }
 }
 
 impl Interner {
-    fn intern(&mut self, set: &[u16]) -> u32 {
-        if let Some(&id) = self.ids.get(set) {
+    fn intern(&mut self, set: u64) -> u32 {
+        if let Some(&id) = self.ids.get(&set) {
             return id;
         }
         let id = u32::try_from(self.classes.len()).unwrap_or(u32::MAX);
-        self.ids.insert(set.to_vec(), id);
-        self.classes.push(set.to_vec());
+        self.ids.insert(set, id);
+        #[expect(clippy::cast_possible_truncation, reason = "bit indices are < 64")]
+        self.classes.push(
+            (0..64)
+                .filter(|b| set & (1 << b) != 0)
+                .map(|b| b as u16)
+                .collect(),
+        );
         id
     }
 }
 
-/// Turns (prefix, region) pairs into (prefix, class) LPM entries, exact
-/// under longest-prefix match, without redundant nested prefixes.
-fn build_table<B: Bits>(mut input: Vec<(B, u16)>, interner: &mut Interner) -> Vec<(B, u32)> {
+/// Turns (prefix, region) pairs into (prefix, region set) LPM entries,
+/// exact under longest-prefix match, without redundant nested prefixes.
+/// Region sets are bitmasks, so nothing is allocated per prefix.
+fn region_sets<B: Bits>(mut input: Vec<(B, u16)>) -> Vec<(B, u64)> {
     // Parents sort before their children: by address, then shorter first.
     input.sort_unstable_by_key(|(p, r)| (p.addr(), p.len(), *r));
     input.dedup();
     let mut out = Vec::with_capacity(input.len());
     // Enclosing prefixes with their full region sets.
-    let mut stack: Vec<(B, Vec<u16>)> = Vec::new();
+    let mut stack: Vec<(B, u64)> = Vec::new();
     let mut i = 0;
     while i < input.len() {
         let prefix = input[i].0;
-        let mut own = Vec::new();
+        let mut own = 0u64;
         while i < input.len() && input[i].0 == prefix {
-            own.push(input[i].1);
+            own |= 1u64 << (input[i].1 & 63);
             i += 1;
         }
         while stack
@@ -412,17 +462,23 @@ fn build_table<B: Bits>(mut input: Vec<(B, u16)>, interner: &mut Interner) -> Ve
         {
             stack.pop();
         }
-        let mut set = stack.last().map(|(_, s)| s.clone()).unwrap_or_default();
-        set.extend(own);
-        set.sort_unstable();
-        set.dedup();
-        if stack.last().is_some_and(|(_, s)| *s == set) {
+        let parent = stack.last().map_or(0, |(_, s)| *s);
+        let set = parent | own;
+        if stack.last().is_some() && parent == set {
             continue; // adds nothing to its parent
         }
-        out.push((prefix, interner.intern(&set)));
+        out.push((prefix, set));
         stack.push((prefix, set));
     }
     out
+}
+
+/// [`region_sets`] with the sets interned as class ids.
+fn build_table<B: Bits>(input: Vec<(B, u16)>, interner: &mut Interner) -> Vec<(B, u32)> {
+    region_sets(input)
+        .into_iter()
+        .map(|(p, set)| (p, interner.intern(set)))
+        .collect()
 }
 
 /// Regions (0-based) containing `addr`, computed naively from the policy:

@@ -63,16 +63,27 @@ impl Fib {
         if let Some(class) = classes.max().filter(|c| *c >= MAX_CLASSES) {
             return Err(FibError::ClassTooLarge { class });
         }
-        let mut fib = Self {
-            slots: vec![FibSlot::default(); FIB_SLOTS as usize],
-            ..Self::default()
-        };
-        let i4 = intervals(v4);
-        fib.v4_intervals = i4.len();
-        fib.build_v4(&i4);
-        let i6 = intervals(v6);
-        fib.v6_intervals = i6.len();
-        fib.build_v6(&i6)?;
+        // The families are independent: IPv6 on a second thread, then its
+        // slots, splits and runs are appended after IPv4's.
+        let (mut fib, v6_part) = std::thread::scope(|scope| {
+            let v6_part = scope.spawn(|| {
+                let mut part = Self::empty();
+                let i6 = intervals(v6);
+                part.v6_intervals = i6.len();
+                part.build_v6(&i6).map(|()| part)
+            });
+            let mut part = Self::empty();
+            let i4 = intervals(v4);
+            part.v4_intervals = i4.len();
+            part.build_v4(&i4);
+            (
+                part,
+                v6_part
+                    .join()
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e)),
+            )
+        });
+        fib.append_v6(v6_part?)?;
         if fib.slots.len() > capacity.slots {
             return Err(FibError::Capacity {
                 what: "FIB_SLOTS",
@@ -97,6 +108,51 @@ impl Fib {
         Ok(fib)
     }
 
+    fn empty() -> Self {
+        Self {
+            slots: vec![FibSlot::default(); FIB_SLOTS as usize],
+            ..Self::default()
+        }
+    }
+
+    /// Takes the IPv6 slots, splits, runs and long runs of `part` (built
+    /// alone), moving its split and run indices past this one's.
+    fn append_v6(&mut self, part: Self) -> Result<(), FibError> {
+        let slot_offset =
+            u32::try_from(self.slots.len() - FIB_SLOTS as usize).map_err(|_| FibError::TooLarge)?;
+        let range_offset = u32::try_from(self.ranges.len()).map_err(|_| FibError::TooLarge)?;
+        let moved = |slot: FibSlot| -> FibSlot {
+            if slot.len & FIB_SPLIT != 0 {
+                FibSlot {
+                    base: slot.base + slot_offset,
+                    ..slot
+                }
+            } else if slot.len > 0 {
+                FibSlot {
+                    base: slot.base + range_offset,
+                    ..slot
+                }
+            } else {
+                slot
+            }
+        };
+        let v6 = FIB_V6_SLOT_BASE as usize..FIB_LONG_SLOT_BASE as usize;
+        for i in v6 {
+            self.slots[i] = moved(part.slots[i]);
+        }
+        // Long slots point into `long`, which only IPv6 has.
+        let long = FIB_LONG_SLOT_BASE as usize..FIB_SLOTS as usize;
+        self.slots[long.clone()].copy_from_slice(&part.slots[long]);
+        self.slots
+            .extend(part.slots[FIB_SLOTS as usize..].iter().map(|s| moved(*s)));
+        self.ranges.extend_from_slice(&part.ranges);
+        self.long = part.long;
+        self.long_slots = part.long_slots;
+        self.splits += part.splits;
+        self.v6_intervals = part.v6_intervals;
+        Ok(())
+    }
+
     fn build_v4(&mut self, intervals: &[(u128, u32)]) {
         let entries: Vec<(u64, u64)> = intervals
             .iter()
@@ -112,7 +168,10 @@ impl Fib {
         let mut i = 0;
         for top in 0..FIB_DIRECT as usize {
             let first = (top as u64) << rem;
-            let j = i + entries[i..].partition_point(|e| e.0 >> rem <= top as u64);
+            let mut j = i;
+            while j < entries.len() && entries[j].0 >> rem <= top as u64 {
+                j += 1;
+            }
             let slot = self.block(&entries[i..j], inherited, first, rem, 0);
             self.slots[first_slot + top] = slot;
             if let Some(last) = entries[i..j].last() {
@@ -164,7 +223,10 @@ impl Fib {
         let mut i = 0;
         for b in 0..256usize {
             let sub_first = first + ((b as u64) << sub);
-            let j = i + inside[i..].partition_point(|e| e.0 >> sub <= sub_first >> sub);
+            let mut j = i;
+            while j < inside.len() && inside[j].0 >> sub <= sub_first >> sub {
+                j += 1;
+            }
             let slot = self.block(&inside[i..j], current, sub_first, sub, depth + 1);
             self.slots[block_base + b] = slot;
             if let Some(last) = inside[i..j].last() {
@@ -344,9 +406,16 @@ fn set_last(out: &mut Vec<(u64, u64)>, start: u64, tag: u64) {
 /// The class boundaries of an LPM table: sorted (first address, class)
 /// pairs, the first at address 0, no two neighbours with the same class.
 fn intervals<B: Bits>(entries: &[(B, u32)]) -> Vec<(u128, u32)> {
-    let mut sorted: Vec<(B, u32)> = entries.to_vec();
-    // Parents before children: by address, then shorter first.
-    sorted.sort_unstable_by_key(|(p, _)| (p.addr(), p.len()));
+    // Parents before children: by address, then shorter first (the
+    // compiler's order already; sorted here only if not).
+    let key = |e: &(B, u32)| (e.0.addr(), e.0.len());
+    let sorted: std::borrow::Cow<'_, [(B, u32)]> = if entries.is_sorted_by_key(key) {
+        std::borrow::Cow::Borrowed(entries)
+    } else {
+        let mut v = entries.to_vec();
+        v.sort_unstable_by_key(key);
+        std::borrow::Cow::Owned(v)
+    };
     let mut out: Vec<(u128, u32)> = vec![(0, 0)];
     // Open prefixes: (last address, class).
     let mut stack: Vec<(u128, u32)> = Vec::new();
@@ -364,7 +433,7 @@ fn intervals<B: Bits>(entries: &[(B, u32)]) -> Vec<(u128, u32)> {
             }
         }
     };
-    for &(p, class) in &sorted {
+    for &(p, class) in sorted.iter() {
         close(&mut stack, &mut out, Some(p.addr()));
         emit(&mut out, p.addr(), class);
         stack.push((p.last(), class));
