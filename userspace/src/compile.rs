@@ -474,6 +474,7 @@ fn region_sets<B: Bits>(mut input: Vec<(B, u16)>) -> Vec<(B, u64)> {
 }
 
 /// [`region_sets`] with the sets interned as class ids.
+#[cfg(test)]
 fn build_table<B: Bits>(input: Vec<(B, u16)>, interner: &mut Interner) -> Vec<(B, u32)> {
     region_sets(input)
         .into_iter()
