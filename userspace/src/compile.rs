@@ -427,13 +427,8 @@ impl Interner {
         }
         let id = u32::try_from(self.classes.len()).unwrap_or(u32::MAX);
         self.ids.insert(set, id);
-        #[expect(clippy::cast_possible_truncation, reason = "bit indices are < 64")]
-        self.classes.push(
-            (0..64)
-                .filter(|b| set & (1 << b) != 0)
-                .map(|b| b as u16)
-                .collect(),
-        );
+        self.classes
+            .push((0..64u16).filter(|b| set & (1 << b) != 0).collect());
         id
     }
 }
