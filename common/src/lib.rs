@@ -96,15 +96,17 @@ pub const FIB_SLOTS: u32 = FIB_LONG_SLOT_BASE + FIB_MAX_LONG;
 pub const FIB_SPLIT: u32 = 1 << 31;
 /// Splits one lookup may descend (IPv6 keys have 48 bits below the /16).
 pub const FIB_MAX_SPLITS: u32 = 5;
-/// Default capacity of `FIB_SLOTS` per generation (8 MiB).
-pub const FIB_SLOTS_DEFAULT: u32 = 1 << 20;
+/// Default capacity of `FIB_SLOTS` per generation (6 MiB; the world table
+/// needs about 400k), raised like [`FIB_RANGES_DEFAULT`].
+pub const FIB_SLOTS_DEFAULT: u32 = 3 << 18;
 /// Tag bit of a range entry that points into `FIB_LONG`.
 pub const FIB_TAG_LONG: u64 = 0x8000;
-/// Default capacity of `FIB_RANGES` per generation (8 MiB); the world table
-/// needs about 450k. The controller can load the program with more.
-pub const FIB_RANGES_DEFAULT: u32 = 1 << 20;
-/// Default capacity of `FIB_LONG` per generation.
-pub const FIB_LONG_DEFAULT: u32 = 1 << 16;
+/// Default capacity of `FIB_RANGES` per generation (4 MiB); the world table
+/// needs about 200k. `regionwall run` raises it to 1.5 times what its first
+/// policy needs.
+pub const FIB_RANGES_DEFAULT: u32 = 1 << 19;
+/// Default capacity of `FIB_LONG` per generation (256 KiB).
+pub const FIB_LONG_DEFAULT: u32 = 1 << 14;
 /// Halving steps of one binary search: runs of up to 2^FIB_SEARCH_STEPS
 /// entries (the largest `FIB_RANGES` the controller accepts).
 pub const FIB_SEARCH_STEPS: u32 = 24;

@@ -44,7 +44,7 @@ pub enum CompileError {
 #[derive(Debug, thiserror::Error)]
 pub enum FibError {
     #[error(
-        "the compiled lookup needs {needed} {what} entries but the program was loaded with room for {capacity}; raise --fib-ranges or use --lookup lpm"
+        "the compiled lookup needs {needed} {what} entries but the program was loaded with room for {capacity}; raise --fib-slots/--fib-ranges or use --lookup lpm"
     )]
     Capacity {
         what: &'static str,

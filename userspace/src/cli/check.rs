@@ -3,7 +3,10 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use regionwall::{PolicyError, compile, policy};
-use regionwall_common::{EVENT_RING_BYTES, GENERATIONS, MAX_DECISIONS, PORT_SLOTS, TRAFFIC_SLOTS};
+use regionwall_common::{
+    EVENT_RING_BYTES, FIB_LONG_DEFAULT, FIB_RANGES_DEFAULT, FIB_SLOTS_DEFAULT, GENERATIONS,
+    MAX_DECISIONS, PORT_SLOTS, TRAFFIC_SLOTS,
+};
 
 /// Validate a policy file without touching the kernel.
 ///
@@ -116,13 +119,64 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
         compiled.port_class_count,
         compiled.decisions.len(),
     );
+    let fib_prealloc = print_fib(&compiled);
     println!(
-        "kernel memory: {} for this policy's prefix tables (up to twice that with trie inner nodes, and twice during a reload), plus {} preallocated (decision and port tables of both generations, event ring) and {} of per-CPU traffic counters on {cpus} CPUs",
-        mib(trie),
+        "kernel memory: {} preallocated for the compiled lookup (both generations, default room; `run` sizes it to 1.5x this policy's need when larger), {} preallocated for decision and port tables and the event ring, {} of per-CPU traffic counters on {cpus} CPUs; with --lookup lpm instead, {} of LPM tries (up to twice that with inner nodes, and twice during a reload)",
+        mib(fib_prealloc),
         mib(fixed),
         mib(per_cpu),
+        mib(trie),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the compiled lookup's size; returns the bytes the kernel
+/// preallocates for it with the default room.
+fn print_fib(compiled: &compile::Compiled) -> usize {
+    let capacity = regionwall::fib::Capacity {
+        slots: FIB_SLOTS_DEFAULT as usize,
+        ranges: FIB_RANGES_DEFAULT as usize,
+        long: FIB_LONG_DEFAULT as usize,
+    };
+    let started = std::time::Instant::now();
+    // Built with unlimited room so the sizes are known even when they
+    // exceed the defaults.
+    let unlimited = regionwall::fib::Capacity {
+        slots: usize::MAX,
+        ranges: usize::MAX,
+        long: usize::MAX,
+    };
+    match regionwall::fib::Fib::build(&compiled.v4, &compiled.v6, unlimited) {
+        Ok(fib) => {
+            println!(
+                "compiled lookup (default): {} slots ({} split blocks), {} ranges, {} long ranges = {} used, built in {:.1?}",
+                fib.slots.len(),
+                fib.splits,
+                fib.ranges.len(),
+                fib.long.len(),
+                mib(fib.bytes()),
+                started.elapsed()
+            );
+            if fib.slots.len() > capacity.slots
+                || fib.ranges.len() > capacity.ranges
+                || fib.long.len() > capacity.long
+            {
+                println!(
+                    "note: larger than the default room ({} slots, {} ranges, {} long ranges): `run` sizes its tables from the policy it starts with (1.5x); to reload into this size after starting smaller, start with --fib-slots {} --fib-ranges {}",
+                    capacity.slots,
+                    capacity.ranges,
+                    capacity.long,
+                    fib.slots.len(),
+                    fib.ranges.len()
+                );
+            }
+        }
+        Err(e) => println!("compiled lookup: not possible ({e}); run with --lookup lpm"),
+    }
+    (FIB_SLOTS_DEFAULT as usize * 8
+        + FIB_RANGES_DEFAULT as usize * 8
+        + FIB_LONG_DEFAULT as usize * 16)
+        * GENERATIONS as usize
 }
 
 fn print_rules(parsed: &policy::Policy) {

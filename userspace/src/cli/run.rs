@@ -17,6 +17,7 @@ use aya::programs::XdpMode;
 use regionwall::{
     datapath::{Datapath, LoadOptions},
     events::{self, BootClock, Names, Record},
+    fib::{Capacity, Fib},
     netns,
 };
 use regionwall_common::{COUNTERS, Counter, Lookup, UnparsedAction};
@@ -62,8 +63,15 @@ pub struct Args {
     /// default) or `lpm` (the kernel's LPM tries, the reference).
     #[arg(long, value_enum, default_value_t = LookupArg::Compiled)]
     pub lookup: LookupArg,
+    /// Slots the compiled lookup has room for, per table set (preallocated
+    /// at 8 bytes each), at least; raised to 1.5 times what the policy at
+    /// startup needs. `regionwall check` prints what a policy needs (the
+    /// world table: about 400k).
+    #[arg(long, default_value_t = regionwall_common::FIB_SLOTS_DEFAULT)]
+    pub fib_slots: u32,
     /// Range entries the compiled lookup has room for, per table set
-    /// (preallocated at 8 bytes each; the world table needs about 272k).
+    /// (8 bytes each), at least; raised like --fib-slots (the world table
+    /// needs about 200k).
     #[arg(long, default_value_t = regionwall_common::FIB_RANGES_DEFAULT)]
     pub fib_ranges: u32,
 }
@@ -87,6 +95,38 @@ pub enum Unparsed {
     Drop,
 }
 
+/// The lookup chosen, with the compiled lookup's room raised to 1.5 times
+/// what `compiled` needs.
+fn load_options(
+    args: &Args,
+    compiled: &regionwall::compile::Compiled,
+) -> anyhow::Result<LoadOptions> {
+    let mut options = LoadOptions {
+        lookup: match args.lookup {
+            LookupArg::Compiled => Lookup::Compiled,
+            LookupArg::Lpm => Lookup::Lpm,
+        },
+        ..LoadOptions::default()
+    };
+    options.fib.slots = args.fib_slots as usize;
+    options.fib.ranges = args.fib_ranges as usize;
+    if options.lookup == Lookup::Compiled {
+        // Room for 1.5 times what this policy needs, so reloads can grow.
+        let unlimited = Capacity {
+            slots: usize::MAX,
+            ranges: usize::MAX,
+            long: usize::MAX,
+        };
+        let fib = Fib::build(&compiled.v4, &compiled.v6, unlimited)
+            .context("building the compiled lookup (try --lookup lpm)")?;
+        let room = |n: usize| n + n / 2;
+        options.fib.slots = options.fib.slots.max(room(fib.slots.len()));
+        options.fib.ranges = options.fib.ranges.max(room(fib.ranges.len()));
+        options.fib.long = options.fib.long.max(room(fib.long.len()));
+    }
+    Ok(options)
+}
+
 fn options(args: &Args) -> regionwall::policy::Options {
     regionwall::policy::Options {
         regions_dir: args.regions_dir.clone(),
@@ -108,14 +148,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let (_, compiled) = super::load_policy(&args.policy, &options(&args))?;
-    let mut options = LoadOptions {
-        lookup: match args.lookup {
-            LookupArg::Compiled => Lookup::Compiled,
-            LookupArg::Lpm => Lookup::Lpm,
-        },
-        ..LoadOptions::default()
-    };
-    options.fib.ranges = args.fib_ranges as usize;
+    let options = load_options(&args, &compiled)?;
     let mut dp = Datapath::load_with(options)
         .context("loading the XDP program (are you root? is the kernel >= 5.8?)")?;
     dp.set_unparsed(match args.unparsed {
