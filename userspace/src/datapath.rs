@@ -316,6 +316,17 @@ impl Datapath {
         compiled: &Compiled,
         epoch: u32,
     ) -> Result<PublishReport, DatapathError> {
+        self.publish_with(compiled, None, epoch)
+    }
+
+    /// [`Self::publish`] with the compiled lookup already built from
+    /// `compiled` (the controller sizes the maps from it before loading).
+    pub fn publish_with(
+        &mut self,
+        compiled: &Compiled,
+        fib: Option<&Fib>,
+        epoch: u32,
+    ) -> Result<PublishReport, DatapathError> {
         let next = (self.control.active + 1) % GENERATIONS;
         let start = Instant::now();
         self.clear_generation(next)?;
@@ -325,7 +336,7 @@ impl Datapath {
             ..PublishReport::default()
         };
 
-        self.write_regions(next, compiled, &mut report)?;
+        self.write_regions(next, compiled, fib, &mut report)?;
         let dk4: Vec<Key<[u8; 4]>> = compiled
             .device_v4
             .iter()
@@ -409,13 +420,21 @@ impl Datapath {
         &mut self,
         next: u32,
         compiled: &Compiled,
+        prebuilt: Option<&Fib>,
         report: &mut PublishReport,
     ) -> Result<(), DatapathError> {
         report.v4_prefixes = compiled.v4.len();
         report.v6_prefixes = compiled.v6.len();
         if self.options.fills_fib() {
             let build = Instant::now();
-            let fib = Fib::build(&compiled.v4, &compiled.v6, self.options.fib)?;
+            let owned;
+            let fib = if let Some(fib) = prebuilt {
+                fib.fits(self.options.fib)?;
+                fib
+            } else {
+                owned = Fib::build(&compiled.v4, &compiled.v6, self.options.fib)?;
+                &owned
+            };
             report.fib_build_time = build.elapsed();
             report.fib_ranges = fib.ranges.len();
             report.fib_long = fib.long.len();

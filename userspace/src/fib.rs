@@ -86,28 +86,34 @@ impl Fib {
             )
         });
         fib.append_v6(v6_part?)?;
-        if fib.slots.len() > capacity.slots {
+        fib.fits(capacity)?;
+        Ok(fib)
+    }
+
+    /// Errors if the structure does not fit maps created with `capacity`.
+    pub fn fits(&self, capacity: Capacity) -> Result<(), FibError> {
+        if self.slots.len() > capacity.slots {
             return Err(FibError::Capacity {
                 what: "FIB_SLOTS",
-                needed: fib.slots.len(),
+                needed: self.slots.len(),
                 capacity: capacity.slots,
             });
         }
-        if fib.ranges.len() > capacity.ranges {
+        if self.ranges.len() > capacity.ranges {
             return Err(FibError::Capacity {
                 what: "FIB_RANGES",
-                needed: fib.ranges.len(),
+                needed: self.ranges.len(),
                 capacity: capacity.ranges,
             });
         }
-        if fib.long.len() > capacity.long {
+        if self.long.len() > capacity.long {
             return Err(FibError::Capacity {
                 what: "FIB_LONG",
-                needed: fib.long.len(),
+                needed: self.long.len(),
                 capacity: capacity.long,
             });
         }
-        Ok(fib)
+        Ok(())
     }
 
     fn empty() -> Self {

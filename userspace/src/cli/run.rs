@@ -96,11 +96,11 @@ pub enum Unparsed {
 }
 
 /// The lookup chosen, with the compiled lookup's room raised to 1.5 times
-/// what `compiled` needs.
+/// what `compiled` needs; the lookup built for that, to publish.
 fn load_options(
     args: &Args,
     compiled: &regionwall::compile::Compiled,
-) -> anyhow::Result<LoadOptions> {
+) -> anyhow::Result<(LoadOptions, Option<Fib>)> {
     let mut options = LoadOptions {
         lookup: match args.lookup {
             LookupArg::Compiled => Lookup::Compiled,
@@ -123,8 +123,20 @@ fn load_options(
         options.fib.slots = options.fib.slots.max(room(fib.slots.len()));
         options.fib.ranges = options.fib.ranges.max(room(fib.ranges.len()));
         options.fib.long = options.fib.long.max(room(fib.long.len()));
+        return Ok((options, Some(fib)));
     }
-    Ok(options)
+    Ok((options, None))
+}
+
+/// Hands memory freed after loading (parsed data files, build buffers,
+/// the compiler's worker-thread arenas) back to the system, so the
+/// long-running controller's RSS is what it keeps, not its peak.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap pages.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn options(args: &Args) -> regionwall::policy::Options {
@@ -148,7 +160,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let (_, compiled) = super::load_policy(&args.policy, &options(&args))?;
-    let options = load_options(&args, &compiled)?;
+    let (options, fib) = load_options(&args, &compiled)?;
     let mut dp = Datapath::load_with(options)
         .context("loading the XDP program (are you root? is the kernel >= 5.8?)")?;
     dp.set_unparsed(match args.unparsed {
@@ -157,8 +169,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     })?;
     let mut epoch = 1;
     let report = dp
-        .publish(&compiled, epoch)
+        .publish_with(&compiled, fib.as_ref(), epoch)
         .context("publishing the policy")?;
+    drop(fib);
+    release_freed_memory();
     log::info!(
         "published policy {} (epoch {epoch}): {} IPv4 + {} IPv6 prefixes, {} classes, {} compiled ranges ({} KiB), in {:?}",
         args.policy.display(),
@@ -245,6 +259,7 @@ fn reload(args: &Args, dp: &mut Datapath, epoch: &mut u32, names: &mut Names) {
                 Ok(r) => {
                     *epoch = next;
                     names.insert(next, Arc::new(compiled));
+                    release_freed_memory();
                     log::info!("reloaded policy (epoch {next}) in {:?}", r.write_time);
                 }
                 Err(e) => log::error!("reload failed, previous policy still enforcing: {e}"),
