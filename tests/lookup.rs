@@ -23,10 +23,23 @@ use regionwall::{
     compile::{self, Compiled},
     datapath::{Datapath, LoadOptions},
     fib::Fib,
-    policy::{V4, V6, net::Bits},
+    policy::{
+        V4, V6,
+        net::{Bits, host_mask},
+    },
 };
 
 const MAC: [u8; 6] = [0x02, 0, 0x5e, 0, 0x53, 0x01];
+
+/// A UDP frame from a documentation source to `dst`.
+fn frame(dst: IpAddr) -> Vec<u8> {
+    let src4 = Ipv4Addr::new(192, 0, 2, 10);
+    let src6: Ipv6Addr = "2001:db8:ffff::10".parse().expect("address");
+    match dst {
+        IpAddr::V4(d) => ethernet(MAC, &[], 0x0800, &ipv4(src4, d, 17, 0, 0, &udp(5, 7, b""))),
+        IpAddr::V6(d) => ethernet(MAC, &[], 0x86dd, &ipv6(src6, d, &[], 17, &udp(5, 7, b""))),
+    }
+}
 
 struct Classifier {
     dp: Datapath,
@@ -50,12 +63,7 @@ impl Classifier {
 
     /// (LPM class, compiled class) found by the kernel.
     fn kernel(&self, dst: IpAddr) -> (u32, u32) {
-        let src4 = Ipv4Addr::new(192, 0, 2, 10);
-        let src6: Ipv6Addr = "2001:db8:ffff::10".parse().expect("address");
-        let frame = match dst {
-            IpAddr::V4(d) => ethernet(MAC, &[], 0x0800, &ipv4(src4, d, 17, 0, 0, &udp(5, 7, b""))),
-            IpAddr::V6(d) => ethernet(MAC, &[], 0x86dd, &ipv6(src6, d, &[], 17, &udp(5, 7, b""))),
-        };
+        let frame = frame(dst);
         let mut out = vec![0u8; frame.len()];
         let result = self
             .dp
@@ -222,20 +230,6 @@ fn compiled_lookup_equals_lpm_trie_on_nested_and_long_prefixes() {
     assert!(classed > n / 2 && classed < n);
 }
 
-fn host_mask(width: u8, len: u8) -> u128 {
-    let host = u32::from(width - len);
-    let full = if width == 128 {
-        u128::MAX
-    } else {
-        u128::from(u32::MAX)
-    };
-    if host >= 128 {
-        full
-    } else {
-        ((1u128 << host) - 1) & full
-    }
-}
-
 /// The production program loaded with either lookup (the `LOOKUP` global;
 /// each datapath fills only its own lookup's tables) gives the same verdict
 /// on every frame of a world-table sweep, with real drops among them.
@@ -262,15 +256,10 @@ fn production_program_gives_the_same_verdicts_with_either_lookup() {
         dp
     };
     let (fast, lpm) = (load(Lookup::Compiled), load(Lookup::Lpm));
-    let src4 = Ipv4Addr::new(192, 0, 2, 10);
-    let src6: Ipv6Addr = "2001:db8:ffff::10".parse().expect("address");
     let mut rng = Rng(0x0dd_ba11);
     let (mut drops, mut total) = (0, 0);
     for i in 0..20_000 {
-        let frame = match rng.destination(i % 2 == 0) {
-            IpAddr::V4(d) => ethernet(MAC, &[], 0x0800, &ipv4(src4, d, 17, 0, 0, &udp(5, 7, b""))),
-            IpAddr::V6(d) => ethernet(MAC, &[], 0x86dd, &ipv6(src6, d, &[], 17, &udp(5, 7, b""))),
-        };
+        let frame = frame(rng.destination(i % 2 == 0));
         let verdict = |dp: &Datapath| {
             dp.program()
                 .expect("program")

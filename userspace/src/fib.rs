@@ -470,7 +470,7 @@ fn emit(out: &mut Vec<(u128, u32)>, start: u128, class: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Prefix;
+    use crate::policy::{Prefix, net::host_mask};
 
     const ROOMY: Capacity = Capacity {
         slots: 1 << 22,
@@ -611,7 +611,7 @@ mod tests {
                 .iter()
                 .map(|&(a, len, c)| {
                     let a = 0x0a00_0000 | a << 4;
-                    (V4::make(u128::from(a) & !mask(32, len), len), c)
+                    (V4::make(u128::from(a) & !host_mask(32, len), len), c)
                 })
                 .collect();
             t4.sort_by_key(|(p, _)| (p.addr, p.len));
@@ -620,7 +620,7 @@ mod tests {
                 .iter()
                 .map(|&(a, len, c)| {
                     let a = (0x2001_0db8_u128 << 96) | a << 8;
-                    (V6::make(a & !mask(128, len), len), c)
+                    (V6::make(a & !host_mask(128, len), len), c)
                 })
                 .collect();
             t6.sort_by_key(|(p, _)| (p.addr, p.len));
@@ -641,20 +641,6 @@ mod tests {
             for a in a6 {
                 proptest::prop_assert_eq!(fib.class_v6(a), Some(lpm(&t6, a)), "{:#x}", a);
             }
-        }
-    }
-
-    fn mask(width: u8, len: u8) -> u128 {
-        let host = u32::from(width - len);
-        let full = if width == 128 {
-            u128::MAX
-        } else {
-            u128::from(u32::MAX)
-        };
-        if host >= 128 {
-            full
-        } else {
-            ((1u128 << host) - 1) & full
         }
     }
 }

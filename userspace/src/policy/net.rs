@@ -27,6 +27,22 @@ pub enum Prefix {
     V6(V6),
 }
 
+/// The host bits of a `len`-bit prefix in a `width`-bit family (32 or 128).
+#[must_use]
+pub const fn host_mask(width: u8, len: u8) -> u128 {
+    let host = (width - len) as u32;
+    let full = if width == 128 {
+        u128::MAX
+    } else {
+        u32::MAX as u128
+    };
+    if host >= 128 {
+        full
+    } else {
+        ((1u128 << host) - 1) & full
+    }
+}
+
 /// Operations the table compiler needs, for both families.
 #[expect(
     clippy::len_without_is_empty,
@@ -39,17 +55,7 @@ pub trait Bits: Copy + Ord + std::hash::Hash + fmt::Debug {
     fn make(addr: u128, len: u8) -> Self;
     /// Last address covered.
     fn last(&self) -> u128 {
-        let host = if self.len() == 0 {
-            u128::MAX
-        } else {
-            (1u128 << (u32::from(Self::WIDTH - self.len()))) - 1
-        };
-        let host = if Self::WIDTH == 128 {
-            host
-        } else {
-            host & u128::from(u32::MAX)
-        };
-        self.addr() | host
+        self.addr() | host_mask(Self::WIDTH, self.len())
     }
     fn contains_prefix(&self, other: &Self) -> bool {
         other.len() >= self.len() && other.addr() >= self.addr() && other.last() <= self.last()

@@ -36,7 +36,7 @@ use regionwall::{
     compile,
     datapath::{Datapath, LoadOptions},
     fib::{Capacity, Fib},
-    policy::{self, Prefix},
+    policy::{self, Prefix, net::Bits as _},
 };
 use regionwall_common::{BENCH_KEYS, Lookup};
 use serde::Serialize;
@@ -310,13 +310,13 @@ fn destinations(
         compiled
             .v4
             .iter()
-            .map(|(p, _)| (u128::from(p.addr), u128::from(p.addr | host32(p.len))))
+            .map(|(p, _)| (u128::from(p.addr), p.last()))
             .collect()
     } else {
         compiled
             .v6
             .iter()
-            .map(|(p, _)| (p.addr, p.addr | host128(p.len)))
+            .map(|(p, _)| (p.addr, p.last()))
             .collect()
     };
     let class = |a: u128| -> u32 {
@@ -369,22 +369,6 @@ fn destinations(
     }
     rng.shuffle(&mut keys);
     (keys, inside)
-}
-
-const fn host32(len: u8) -> u32 {
-    if len == 0 {
-        u32::MAX
-    } else {
-        (1u32 << (32 - len as u32)).wrapping_sub(1)
-    }
-}
-
-const fn host128(len: u8) -> u128 {
-    if len == 0 {
-        u128::MAX
-    } else {
-        (1u128 << (128 - len as u32)).wrapping_sub(1)
-    }
 }
 
 /// A UDP frame of the family; the driver overwrites its destination.
