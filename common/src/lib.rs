@@ -75,7 +75,8 @@ pub enum Lookup {
 //   256 slots at `base` (so no run grows long; at most `FIB_MAX_SPLITS`).
 //   Any other slot is a run.
 // * `FIB_RANGES`: runs of `u64` range entries, `start << 16 | tag`, sorted by
-//   start, the first of every run starting at 0. IPv4: start = low 16 bits
+//   start, the first of every run starting at 0 (runs longer than
+//   `FIB_LINE` preceded by a summary, see there). IPv4: start = low 16 bits
 //   of the address. IPv6: start = bits 16..64. Below a split, starts keep
 //   only the bits the splits have not consumed. The entry that applies is the
 //   last whose start is <= the key. `tag` is the class, or `FIB_TAG_LONG |
@@ -107,6 +108,12 @@ pub const FIB_TAG_LONG: u64 = 0x8000;
 pub const FIB_RANGES_DEFAULT: u32 = 1 << 19;
 /// Default capacity of `FIB_LONG` per generation (256 KiB).
 pub const FIB_LONG_DEFAULT: u32 = 1 << 14;
+/// Entries one scan reads (one 64-byte cache line of range entries). A run
+/// of `len > FIB_LINE` entries is stored after a summary of every
+/// `FIB_LINE`-th entry (`len.div_ceil(FIB_LINE)` entries), so a lookup in a
+/// run of up to `FIB_LINE^2` entries reads the summary line, then one line
+/// of entries; longer runs are binary-searched past their summary.
+pub const FIB_LINE: u32 = 8;
 /// Halving steps of one binary search: runs of up to 2^FIB_SEARCH_STEPS
 /// entries (the largest `FIB_RANGES` the controller accepts).
 pub const FIB_SEARCH_STEPS: u32 = 24;

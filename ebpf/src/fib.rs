@@ -9,8 +9,8 @@
 
 use aya_ebpf::maps::Array;
 use regionwall_common::{
-    Counter, FIB_LONG_SLOT_BASE, FIB_MAX_SPLITS, FIB_SEARCH_STEPS, FIB_SPLIT, FIB_TAG_LONG,
-    FIB_V6_SLOT_BASE, FibLong, FibSlot, NO_CLASS,
+    Counter, FIB_LINE, FIB_LONG_SLOT_BASE, FIB_MAX_SPLITS, FIB_SEARCH_STEPS, FIB_SPLIT,
+    FIB_TAG_LONG, FIB_V6_SLOT_BASE, FibLong, FibSlot, NO_CLASS,
 };
 
 use crate::{maps::*, report};
@@ -80,6 +80,45 @@ fn descend<const G: u32>(mut slot: FibSlot, key: u64, mut rem: u32) -> Option<(F
     Some((slot, rem))
 }
 
+/// Index of the last of `count` (1..=FIB_LINE) sorted `FIB_RANGES` entries
+/// from `at` whose start is <= `key` (the first one's is): a scan along
+/// one cache line, one mispredicted exit instead of one per halving step.
+#[inline(always)]
+fn scan<const G: u32>(at: u32, count: u32, key: u64) -> Option<u32> {
+    let array = ranges::<G>();
+    let mut i = 0;
+    while i + 1 < FIB_LINE {
+        if i + 1 >= count || *array.get(at + i + 1)? >> 16 > key {
+            break;
+        }
+        i += 1;
+    }
+    Some(i)
+}
+
+/// The last entry of a `FIB_RANGES` run whose start is <= `key`: runs of
+/// up to FIB_LINE entries are scanned, up to FIB_LINE^2 through their
+/// summary line then one line of entries, longer ones binary-searched.
+#[inline(always)]
+fn search_run<const G: u32>(slot: FibSlot, key: u64) -> Option<u64> {
+    let n = slot.len;
+    if n <= FIB_LINE {
+        let i = scan::<G>(slot.base, n, key)?;
+        return ranges::<G>().get(slot.base + i).copied();
+    }
+    let summary = n.div_ceil(FIB_LINE);
+    let entries = slot.base + summary;
+    if n > FIB_LINE * FIB_LINE {
+        return search(ranges::<G>(), entries, n, key, |e| *e >> 16);
+    }
+    let block = scan::<G>(slot.base, summary, key)?;
+    let at = entries + block * FIB_LINE;
+    let rest = n - block * FIB_LINE;
+    let count = if rest < FIB_LINE { rest } else { FIB_LINE };
+    let i = scan::<G>(at, count, key)?;
+    ranges::<G>().get(at + i).copied()
+}
+
 #[inline(always)]
 fn found(class: Option<u32>) -> u32 {
     match class {
@@ -102,7 +141,7 @@ fn v4_inner<const G: u32>(addr: u32) -> Option<u32> {
         return Some(slot.base);
     }
     let key = u64::from(addr) & ((1u64 << rem) - 1);
-    let entry = search(ranges::<G>(), slot.base, slot.len, key, |e| *e >> 16)?;
+    let entry = search_run::<G>(slot, key)?;
     // IPv4 runs never point into FIB_LONG.
     Some((entry & 0x7fff) as u32)
 }
@@ -120,7 +159,7 @@ fn v6_inner<const G: u32>(addr: [u32; 4]) -> Option<u32> {
         return Some(slot.base);
     }
     let key = hi & ((1u64 << rem) - 1);
-    let entry = search(ranges::<G>(), slot.base, slot.len, key, |e| *e >> 16)?;
+    let entry = search_run::<G>(slot, key)?;
     let tag = entry & 0xffff;
     if tag & FIB_TAG_LONG == 0 {
         return Some(tag as u32);

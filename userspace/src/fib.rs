@@ -17,7 +17,7 @@
 //! userspace, so the structure can be checked without a kernel.
 
 use regionwall_common::{
-    FIB_DIRECT, FIB_LONG_SLOT_BASE, FIB_MAX_LONG, FIB_MAX_SPLITS, FIB_SLOTS, FIB_SPLIT,
+    FIB_DIRECT, FIB_LINE, FIB_LONG_SLOT_BASE, FIB_MAX_LONG, FIB_MAX_SPLITS, FIB_SLOTS, FIB_SPLIT,
     FIB_TAG_LONG, FIB_V6_SLOT_BASE, FibLong, FibSlot, MAX_CLASSES,
 };
 
@@ -25,7 +25,9 @@ use regionwall_common::{
 /// lines); longer runs become split slots while key bits remain. Measured
 /// with `cargo xtask bench`: 32 costs twice the memory at 1M prefixes for
 /// no gain, 128 is slower on the world table.
-pub const RUN_MAX: usize = 64;
+pub const RUN_MAX: usize = LINE * LINE;
+
+const LINE: usize = FIB_LINE as usize;
 
 use crate::{
     error::FibError,
@@ -209,18 +211,22 @@ impl Fib {
             return FibSlot::leaf(head as u32);
         }
         if inside.len() < RUN_MAX || rem < 8 || depth >= FIB_MAX_SPLITS {
-            let base = self.ranges.len();
             let mask = (1u64 << rem) - 1;
-            self.ranges.push(head);
-            self.ranges
-                .extend(inside.iter().map(|&(key, tag)| ((key & mask) << 16) | tag));
+            let mut run = Vec::with_capacity(1 + inside.len());
+            run.push(head);
+            run.extend(inside.iter().map(|&(key, tag)| ((key & mask) << 16) | tag));
+            let base = self.ranges.len();
+            if run.len() > LINE {
+                self.ranges.extend(run.iter().step_by(LINE).copied());
+            }
+            self.ranges.extend_from_slice(&run);
             #[expect(
                 clippy::cast_possible_truncation,
                 reason = "bounded by the capacity check"
             )]
             return FibSlot {
                 base: base as u32,
-                len: (self.ranges.len() - base) as u32,
+                len: run.len() as u32,
             };
         }
         let sub = rem - 8;
@@ -313,7 +319,7 @@ impl Fib {
             return Some(slot.base);
         }
         let key = u64::from(addr) & ((1u64 << rem) - 1);
-        let e = search(&self.ranges, slot, key, |e| e >> 16)?;
+        let e = search_run(&self.ranges, slot, key)?;
         u32::try_from(e & 0x7fff).ok()
     }
 
@@ -329,7 +335,7 @@ impl Fib {
             return Some(slot.base);
         }
         let key = hi & ((1u64 << rem) - 1);
-        let tag = search(&self.ranges, slot, key, |e| e >> 16)? & 0xffff;
+        let tag = search_run(&self.ranges, slot, key)? & 0xffff;
         if tag & FIB_TAG_LONG == 0 {
             return u32::try_from(tag).ok();
         }
@@ -382,6 +388,39 @@ fn search<T: Copy>(run: &[T], slot: FibSlot, key: u64, start: impl Fn(&T) -> u64
         n -= half;
     }
     if n == 1 { run.get(lo).copied() } else { None }
+}
+
+/// The kernel's `search_run`: the last entry of a `FIB_RANGES` run whose
+/// start is <= `key`, through its summary where it has one.
+fn search_run(ranges: &[u64], slot: FibSlot, key: u64) -> Option<u64> {
+    let base = slot.base as usize;
+    let n = slot.len as usize;
+    if n <= LINE {
+        return ranges.get(base + scan(ranges, base, n, key)?).copied();
+    }
+    let summary = n.div_ceil(LINE);
+    let entries = base + summary;
+    if n > LINE * LINE {
+        let rest = FibSlot {
+            base: u32::try_from(entries).ok()?,
+            len: slot.len,
+        };
+        return search(ranges, rest, key, |e| e >> 16);
+    }
+    let block = scan(ranges, base, summary, key)?;
+    let at = entries + block * LINE;
+    let count = LINE.min(n - block * LINE);
+    ranges.get(at + scan(ranges, at, count, key)?).copied()
+}
+
+/// Index of the last of `count` (>= 1) sorted entries from `at` whose
+/// start is <= `key` (the first one's is).
+fn scan(ranges: &[u64], at: usize, count: usize, key: u64) -> Option<usize> {
+    let mut i = 0;
+    while i + 1 < count && ranges.get(at + i + 1)? >> 16 <= key {
+        i += 1;
+    }
+    (count >= 1).then_some(i)
 }
 
 /// Appends a boundary, replacing one at the same start and dropping one that
