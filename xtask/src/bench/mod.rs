@@ -242,6 +242,14 @@ fn bench_table(table: &Table, dir: &Path, args: &Args) -> anyhow::Result<TableRe
     let mut rng = Rng(0x0bad_cafe ^ table.prefixes.len() as u64);
     for v4 in [true, false] {
         let (keys, inside) = destinations(&compiled, &fib, v4, &mut rng);
+        // The figures mean something only with the promised key mix.
+        if keys.len() != BENCH_KEYS as usize || inside != keys.len() / 2 {
+            bail!(
+                "table {}: {} destinations, {inside} inside; wanted {BENCH_KEYS}, half inside",
+                table.name,
+                keys.len()
+            );
+        }
         dp.set_bench_keys(&keys)?;
         let cost = packet_cost(&dp, v4, args)?;
         if v4 {
