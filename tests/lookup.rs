@@ -281,3 +281,52 @@ fn production_program_gives_the_same_verdicts_with_either_lookup() {
         "the sweep has drops and passes"
     );
 }
+
+/// A policy too large for the room the compiled lookup was loaded with is
+/// refused before the switch, with an error naming the table and the flags
+/// to raise, and the previous policy keeps enforcing.
+#[test]
+fn too_large_for_the_compiled_lookup_keeps_the_old_policy() {
+    let small = common::policy(
+        "[regions.doc]\ncidrs = [\"198.51.100.0/24\"]\n[[rules]]\nname = \"block\"\ndevices = [\"default\"]\nblock = [\"doc\"]\n",
+    );
+    let mut cidrs = Vec::new();
+    for a in 0..200u32 {
+        cidrs.push(format!("\"10.{}.{}.0/24\"", a / 2, (a % 2) * 128));
+    }
+    let large = common::policy(&format!(
+        "[regions.many]\ncidrs = [{}]\n[[rules]]\nname = \"block\"\ndevices = [\"default\"]\nblock = [\"many\"]\n",
+        cidrs.join(", ")
+    ));
+    let mut options = LoadOptions::default();
+    options.fib.ranges = 64;
+    let mut dp = Datapath::load_with(options).expect("load");
+    dp.publish(&compile::compile(&small).expect("compile"), 1)
+        .expect("the small policy fits");
+    let err = dp
+        .publish(&compile::compile(&large).expect("compile"), 2)
+        .expect_err("the large policy does not fit")
+        .to_string();
+    println!("refused: {err}");
+    assert!(
+        err.contains("needs 400 FIB_RANGES") && err.contains("--fib-ranges 400"),
+        "{err}"
+    );
+    assert_eq!(dp.epoch(), 1, "the old policy is still the live one");
+    let run = |dst: Ipv4Addr| {
+        dp.program()
+            .expect("program")
+            .test_run(TestRunOptions {
+                data_in: Some(&frame(IpAddr::V4(dst))),
+                ..TestRunOptions::default()
+            })
+            .expect("test_run")
+            .return_value
+    };
+    assert_eq!(run(Ipv4Addr::new(198, 51, 100, 7)), 1, "still dropped");
+    assert_eq!(
+        run(Ipv4Addr::new(10, 0, 0, 1)),
+        2,
+        "the new policy never went live"
+    );
+}

@@ -44,10 +44,12 @@ pub enum CompileError {
 #[derive(Debug, thiserror::Error)]
 pub enum FibError {
     #[error(
-        "the compiled lookup needs {needed} {what} entries but the program was loaded with room for {capacity}; raise --fib-slots/--fib-ranges or use --lookup lpm"
+        "the compiled lookup needs {needed} {what} entries but the program was loaded with room for {capacity}; restart `run` (it sizes the tables from its policy) or with {flag} {needed} or more, or use --lookup lpm"
     )]
     Capacity {
         what: &'static str,
+        /// The `run` option that sets this room.
+        flag: &'static str,
         needed: usize,
         capacity: usize,
     },

@@ -97,6 +97,7 @@ impl Fib {
         if self.slots.len() > capacity.slots {
             return Err(FibError::Capacity {
                 what: "FIB_SLOTS",
+                flag: "--fib-slots",
                 needed: self.slots.len(),
                 capacity: capacity.slots,
             });
@@ -104,6 +105,7 @@ impl Fib {
         if self.ranges.len() > capacity.ranges {
             return Err(FibError::Capacity {
                 what: "FIB_RANGES",
+                flag: "--fib-ranges",
                 needed: self.ranges.len(),
                 capacity: capacity.ranges,
             });
@@ -111,6 +113,7 @@ impl Fib {
         if self.long.len() > capacity.long {
             return Err(FibError::Capacity {
                 what: "FIB_LONG",
+                flag: "--fib-long",
                 needed: self.long.len(),
                 capacity: capacity.long,
             });
@@ -623,6 +626,7 @@ mod tests {
             Fib::build(&table, &[], small),
             Err(FibError::Capacity {
                 what: "FIB_RANGES",
+                flag: "--fib-ranges",
                 needed: 3,
                 capacity: 2
             })

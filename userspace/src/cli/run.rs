@@ -74,6 +74,10 @@ pub struct Args {
     /// needs about 200k).
     #[arg(long, default_value_t = regionwall_common::FIB_RANGES_DEFAULT)]
     pub fib_ranges: u32,
+    /// Long ranges (IPv6 prefixes longer than /64) the compiled lookup has
+    /// room for, at least; raised like --fib-slots.
+    #[arg(long, default_value_t = regionwall_common::FIB_LONG_DEFAULT)]
+    pub fib_long: u32,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -110,6 +114,7 @@ fn load_options(
     };
     options.fib.slots = args.fib_slots as usize;
     options.fib.ranges = args.fib_ranges as usize;
+    options.fib.long = args.fib_long as usize;
     if options.lookup == Lookup::Compiled {
         // Room for 1.5 times what this policy needs, so reloads can grow.
         let unlimited = Capacity {
