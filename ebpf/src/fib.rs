@@ -9,8 +9,8 @@
 
 use aya_ebpf::maps::Array;
 use regionwall_common::{
-    Counter, FIB_LINE, FIB_LONG_SLOT_BASE, FIB_MAX_SPLITS, FIB_SEARCH_STEPS, FIB_SPLIT,
-    FIB_TAG_LONG, FIB_V6_SLOT_BASE, FibLong, FibSlot, NO_CLASS,
+    Counter, FIB_LINE, FIB_LINE_V4, FIB_LONG_SLOT_BASE, FIB_MAX_SPLITS, FIB_SEARCH_STEPS,
+    FIB_SPLIT, FIB_TAG_LONG, FIB_V6_SLOT_BASE, FibLong, FibSlot, NO_CLASS,
 };
 
 use crate::{maps::*, report};
@@ -119,6 +119,49 @@ fn search_run<const G: u32>(slot: FibSlot, key: u64) -> Option<u64> {
     ranges::<G>().get(at + i).copied()
 }
 
+/// The `index`-th 32-bit IPv4 entry of `FIB_RANGES` (two to an element,
+/// the first in the low half).
+#[inline(always)]
+fn narrow<const G: u32>(index: u32) -> Option<u32> {
+    let pair = *ranges::<G>().get(index >> 1)?;
+    Some((pair >> ((index & 1) * 32)) as u32)
+}
+
+/// [`scan`] over 32-bit IPv4 entries.
+#[inline(always)]
+fn scan_v4<const G: u32>(at: u32, count: u32, key: u32) -> Option<u32> {
+    let mut i = 0;
+    while i + 1 < FIB_LINE_V4 {
+        if i + 1 >= count || narrow::<G>(at + i + 1)? >> 16 > key {
+            break;
+        }
+        i += 1;
+    }
+    Some(i)
+}
+
+/// [`search_run`] for IPv4 runs (at most FIB_LINE_V4^2 entries).
+#[inline(always)]
+fn search_run_v4<const G: u32>(slot: FibSlot, key: u32) -> Option<u32> {
+    let n = slot.len;
+    if n <= FIB_LINE_V4 {
+        return narrow::<G>(slot.base + scan_v4::<G>(slot.base, n, key)?);
+    }
+    if n > FIB_LINE_V4 * FIB_LINE_V4 {
+        return None;
+    }
+    let summary = n.div_ceil(FIB_LINE_V4);
+    let block = scan_v4::<G>(slot.base, summary, key)?;
+    let at = slot.base + summary + block * FIB_LINE_V4;
+    let rest = n - block * FIB_LINE_V4;
+    let count = if rest < FIB_LINE_V4 {
+        rest
+    } else {
+        FIB_LINE_V4
+    };
+    narrow::<G>(at + scan_v4::<G>(at, count, key)?)
+}
+
 #[inline(always)]
 fn found(class: Option<u32>) -> u32 {
     match class {
@@ -140,10 +183,10 @@ fn v4_inner<const G: u32>(addr: u32) -> Option<u32> {
     if slot.len == 0 {
         return Some(slot.base);
     }
-    let key = u64::from(addr) & ((1u64 << rem) - 1);
-    let entry = search_run::<G>(slot, key)?;
+    let key = addr & ((1u32 << rem) - 1);
+    let entry = search_run_v4::<G>(slot, key)?;
     // IPv4 runs never point into FIB_LONG.
-    Some((entry & 0x7fff) as u32)
+    Some(entry & 0x7fff)
 }
 
 #[inline(always)]

@@ -17,8 +17,8 @@
 //! userspace, so the structure can be checked without a kernel.
 
 use regionwall_common::{
-    FIB_DIRECT, FIB_LINE, FIB_LONG_SLOT_BASE, FIB_MAX_LONG, FIB_MAX_SPLITS, FIB_SLOTS, FIB_SPLIT,
-    FIB_TAG_LONG, FIB_V6_SLOT_BASE, FibLong, FibSlot, MAX_CLASSES,
+    FIB_DIRECT, FIB_LINE, FIB_LINE_V4, FIB_LONG_SLOT_BASE, FIB_MAX_LONG, FIB_MAX_SPLITS, FIB_SLOTS,
+    FIB_SPLIT, FIB_TAG_LONG, FIB_V6_SLOT_BASE, FibLong, FibSlot, MAX_CLASSES,
 };
 
 /// Longest run left unsplit (at most six halving steps over eight cache
@@ -26,8 +26,13 @@ use regionwall_common::{
 /// with `cargo xtask bench`: 32 costs twice the memory at 1M prefixes for
 /// no gain, 128 is slower on the world table.
 pub const RUN_MAX: usize = LINE * LINE;
+/// IPv4 runs hold 32-bit entries, two to a `FIB_RANGES` element: half the
+/// memory, the same scans (measured: scans of 16 were slower on the world
+/// table).
+pub const RUN_MAX_V4: usize = LINE_V4 * LINE_V4;
 
 const LINE: usize = FIB_LINE as usize;
+const LINE_V4: usize = FIB_LINE_V4 as usize;
 
 use crate::{
     error::FibError,
@@ -45,6 +50,9 @@ pub struct Fib {
     pub long: Vec<FibLong>,
     /// Long slots in use (IPv6 /64s refined below /64).
     pub long_slots: usize,
+    /// IPv4 runs while building (32-bit entries), packed into `ranges` at
+    /// the end.
+    narrow: Vec<u32>,
     /// Class boundaries of each family, after merging equal neighbours.
     pub v4_intervals: usize,
     pub v6_intervals: usize,
@@ -171,12 +179,19 @@ impl Fib {
             .iter()
             .map(|&(start, class)| (low_u64(start), u64::from(class)))
             .collect();
-        self.top_level(&entries, 0, 16);
+        self.top_level(&entries, 0, 16, true);
+        // Two entries to an element, the first in the low half.
+        let narrow = std::mem::take(&mut self.narrow);
+        self.ranges.extend(
+            narrow
+                .chunks(2)
+                .map(|p| u64::from(p[0]) | (u64::from(p.get(1).copied().unwrap_or(0)) << 32)),
+        );
     }
 
     /// One slot per top-16-bit value of keys with `16 + rem` significant
     /// bits, the slots at `first_slot..`.
-    fn top_level(&mut self, entries: &[(u64, u64)], first_slot: usize, rem: u32) {
+    fn top_level(&mut self, entries: &[(u64, u64)], first_slot: usize, rem: u32, narrow: bool) {
         let mut inherited = 0;
         let mut i = 0;
         for top in 0..FIB_DIRECT as usize {
@@ -185,7 +200,7 @@ impl Fib {
             while j < entries.len() && entries[j].0 >> rem <= top as u64 {
                 j += 1;
             }
-            let slot = self.block(&entries[i..j], inherited, first, rem, 0);
+            let slot = self.block(&entries[i..j], inherited, first, rem, 0, narrow);
             self.slots[first_slot + top] = slot;
             if let Some(last) = entries[i..j].last() {
                 inherited = last.1;
@@ -204,6 +219,7 @@ impl Fib {
         first: u64,
         rem: u32,
         depth: u32,
+        narrow: bool,
     ) -> FibSlot {
         let (head, inside) = match entries.first() {
             Some(e) if e.0 == first => (e.1, &entries[1..]),
@@ -213,7 +229,31 @@ impl Fib {
             #[expect(clippy::cast_possible_truncation, reason = "classes are < MAX_CLASSES")]
             return FibSlot::leaf(head as u32);
         }
-        if inside.len() < RUN_MAX || rem < 8 || depth >= FIB_MAX_SPLITS {
+        if narrow && (inside.len() < RUN_MAX_V4 || rem < 8) {
+            let mask = (1u64 << rem) - 1;
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "IPv4 starts below a /16 fit 16 bits, classes 15"
+            )]
+            let run: Vec<u32> = std::iter::once(head)
+                .chain(inside.iter().map(|&(key, tag)| ((key & mask) << 16) | tag))
+                .map(|e| e as u32)
+                .collect();
+            let base = self.narrow.len();
+            if run.len() > LINE_V4 {
+                self.narrow.extend(run.iter().step_by(LINE_V4).copied());
+            }
+            self.narrow.extend_from_slice(&run);
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "bounded by the capacity check"
+            )]
+            return FibSlot {
+                base: base as u32,
+                len: run.len() as u32,
+            };
+        }
+        if !narrow && (inside.len() < RUN_MAX || rem < 8 || depth >= FIB_MAX_SPLITS) {
             let mask = (1u64 << rem) - 1;
             let mut run = Vec::with_capacity(1 + inside.len());
             run.push(head);
@@ -244,7 +284,7 @@ impl Fib {
             while j < inside.len() && inside[j].0 >> sub <= sub_first >> sub {
                 j += 1;
             }
-            let slot = self.block(&inside[i..j], current, sub_first, sub, depth + 1);
+            let slot = self.block(&inside[i..j], current, sub_first, sub, depth + 1, narrow);
             self.slots[block_base + b] = slot;
             if let Some(last) = inside[i..j].last() {
                 current = last.1;
@@ -309,7 +349,7 @@ impl Fib {
                 push_merged(&mut mid, next, last);
             }
         }
-        self.top_level(&mid, FIB_V6_SLOT_BASE as usize, 48);
+        self.top_level(&mid, FIB_V6_SLOT_BASE as usize, 48, false);
         Ok(())
     }
 
@@ -322,8 +362,8 @@ impl Fib {
             return Some(slot.base);
         }
         let key = u64::from(addr) & ((1u64 << rem) - 1);
-        let e = search_run(&self.ranges, slot, key)?;
-        u32::try_from(e & 0x7fff).ok()
+        let e = search_run_v4(&self.ranges, slot, key)?;
+        Some(e & 0x7fff)
     }
 
     /// The kernel's IPv6 lookup, in userspace.
@@ -414,6 +454,37 @@ fn search_run(ranges: &[u64], slot: FibSlot, key: u64) -> Option<u64> {
     let at = entries + block * LINE;
     let count = LINE.min(n - block * LINE);
     ranges.get(at + scan(ranges, at, count, key)?).copied()
+}
+
+/// The `index`-th 32-bit IPv4 entry of `FIB_RANGES`.
+fn narrow_at(ranges: &[u64], index: usize) -> Option<u32> {
+    let pair = ranges.get(index / 2)?;
+    #[expect(clippy::cast_possible_truncation, reason = "one half of the pair")]
+    Some((pair >> (32 * (index % 2))) as u32)
+}
+
+/// The kernel's `search_run_v4`: like [`search_run`] over 32-bit entries,
+/// sixteen to a line; IPv4 runs never exceed 256 entries.
+fn search_run_v4(ranges: &[u64], slot: FibSlot, key: u64) -> Option<u32> {
+    let scan = |at: usize, count: usize| -> Option<usize> {
+        let mut i = 0;
+        while i + 1 < count && u64::from(narrow_at(ranges, at + i + 1)? >> 16) <= key {
+            i += 1;
+        }
+        (count >= 1).then_some(i)
+    };
+    let base = slot.base as usize;
+    let n = slot.len as usize;
+    if n <= LINE_V4 {
+        return narrow_at(ranges, base + scan(base, n)?);
+    }
+    if n > LINE_V4 * LINE_V4 {
+        return None;
+    }
+    let summary = n.div_ceil(LINE_V4);
+    let block = scan(base, summary)?;
+    let at = base + summary + block * LINE_V4;
+    narrow_at(ranges, at + scan(at, LINE_V4.min(n - block * LINE_V4))?)
 }
 
 /// Index of the last of `count` (>= 1) sorted entries from `at` whose
@@ -619,7 +690,7 @@ mod tests {
         let table = vec![(v4("10.0.0.0/24"), 1), (v4("10.0.1.0/24"), 2)];
         let small = Capacity {
             slots: 1 << 20,
-            ranges: 2,
+            ranges: 1,
             long: 0,
         };
         assert!(matches!(
@@ -627,8 +698,8 @@ mod tests {
             Err(FibError::Capacity {
                 what: "FIB_RANGES",
                 flag: "--fib-ranges",
-                needed: 3,
-                capacity: 2
+                needed: 2,
+                capacity: 1
             })
         ));
         let big = vec![(v4("10.0.0.0/24"), MAX_CLASSES)];
