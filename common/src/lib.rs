@@ -108,17 +108,14 @@ pub const FIB_TAG_LONG: u64 = 0x8000;
 pub const FIB_RANGES_DEFAULT: u32 = 1 << 19;
 /// Default capacity of `FIB_LONG` per generation (256 KiB).
 pub const FIB_LONG_DEFAULT: u32 = 1 << 14;
-/// Entries one scan reads (one 64-byte cache line of range entries). A run
+/// Entries one scan reads (IPv6 entries are 64-bit; IPv4 entries are
+/// 32-bit `start << 16 | class`, two to a `FIB_RANGES` element with the
+/// first in the low half, indexed in entries). A run
 /// of `len > FIB_LINE` entries is stored after a summary of every
 /// `FIB_LINE`-th entry (`len.div_ceil(FIB_LINE)` entries), so a lookup in a
 /// run of up to `FIB_LINE^2` entries reads the summary line, then one line
 /// of entries; longer runs are binary-searched past their summary.
 pub const FIB_LINE: u32 = 8;
-/// IPv4 run entries are 32 bits (`start << 16 | class`), two to a
-/// `FIB_RANGES` element (the first in the low half), indexed in entries;
-/// IPv4 runs are scanned `FIB_LINE_V4` entries at a time (half a line),
-/// with a summary of every `FIB_LINE_V4`-th entry when longer.
-pub const FIB_LINE_V4: u32 = 8;
 /// Halving steps of one binary search: runs of up to 2^FIB_SEARCH_STEPS
 /// entries (the largest `FIB_RANGES` the controller accepts).
 pub const FIB_SEARCH_STEPS: u32 = 24;

@@ -1,16 +1,18 @@
 //! The compiled lookup: destination -> region class through the `FIB_*`
 //! arrays (layout in `regionwall_common`, builder in the controller's
-//! `fib.rs`). A direct read of the /16 slot, then at most two binary
-//! searches over short sorted runs; every read is a bounds-checked array
-//! lookup and every loop has a constant bound.
+//! `fib.rs`). A direct read of the /16 slot, split slots if any, then a
+//! scan of a short sorted run (through its summary when longer than
+//! FIB_LINE); IPv6 /64s refined below /64 add a binary search in FIB_LONG.
+//! Every read is a bounds-checked array lookup and every loop has a
+//! constant bound.
 //!
 //! Functions are generic over the generation so each instance names its maps
 //! statically (the verifier needs a constant map pointer per call site).
 
 use aya_ebpf::maps::Array;
 use regionwall_common::{
-    Counter, FIB_LINE, FIB_LINE_V4, FIB_LONG_SLOT_BASE, FIB_MAX_SPLITS, FIB_SEARCH_STEPS,
-    FIB_SPLIT, FIB_TAG_LONG, FIB_V6_SLOT_BASE, FibLong, FibSlot, NO_CLASS,
+    Counter, FIB_LINE, FIB_LONG_SLOT_BASE, FIB_MAX_SPLITS, FIB_SEARCH_STEPS, FIB_SPLIT,
+    FIB_TAG_LONG, FIB_V6_SLOT_BASE, FibLong, FibSlot, NO_CLASS,
 };
 
 use crate::{maps::*, report};
@@ -31,16 +33,11 @@ fn long<const G: u32>() -> &'static Array<FibLong> {
 }
 
 /// Index of the last entry of the run `base..base + len` whose start is <=
-/// `key` (the run's first entry starts at 0, so there is one). `None` if a
-/// read falls outside the array or the run is longer than the step bound.
+/// `key` (the run's first entry starts at 0, so there is one), by halving.
+/// `None` if a read falls outside its array or the run is longer than the
+/// step bound.
 #[inline(always)]
-fn search<T: Copy>(
-    array: &Array<T>,
-    base: u32,
-    len: u32,
-    key: u64,
-    start: impl Fn(&T) -> u64,
-) -> Option<T> {
+fn bsearch(start: impl Fn(u32) -> Option<u64>, base: u32, len: u32, key: u64) -> Option<u32> {
     let mut lo = base;
     let mut n = len;
     let mut step = 0;
@@ -49,16 +46,13 @@ fn search<T: Copy>(
             break;
         }
         let half = n / 2;
-        if start(array.get(lo + half)?) <= key {
+        if start(lo + half)? <= key {
             lo += half;
         }
         n -= half;
         step += 1;
     }
-    if n != 1 {
-        return None;
-    }
-    array.get(lo).copied()
+    (n == 1).then_some(lo)
 }
 
 /// Follows split slots down by 8 key bits each. `rem` is the number of key
@@ -80,59 +74,28 @@ fn descend<const G: u32>(mut slot: FibSlot, key: u64, mut rem: u32) -> Option<(F
     Some((slot, rem))
 }
 
-/// Index of the last of `count` (1..=FIB_LINE) sorted `FIB_RANGES` entries
-/// from `at` whose start is <= `key` (the first one's is): a scan along
-/// one cache line, one mispredicted exit instead of one per halving step.
+/// The `index`-th 64-bit (IPv6) entry of `FIB_RANGES`.
 #[inline(always)]
-fn scan<const G: u32>(at: u32, count: u32, key: u64) -> Option<u32> {
-    let array = ranges::<G>();
-    let mut i = 0;
-    while i + 1 < FIB_LINE {
-        if i + 1 >= count || *array.get(at + i + 1)? >> 16 > key {
-            break;
-        }
-        i += 1;
-    }
-    Some(i)
-}
-
-/// The last entry of a `FIB_RANGES` run whose start is <= `key`: runs of
-/// up to FIB_LINE entries are scanned, up to FIB_LINE^2 through their
-/// summary line then one line of entries, longer ones binary-searched.
-#[inline(always)]
-fn search_run<const G: u32>(slot: FibSlot, key: u64) -> Option<u64> {
-    let n = slot.len;
-    if n <= FIB_LINE {
-        let i = scan::<G>(slot.base, n, key)?;
-        return ranges::<G>().get(slot.base + i).copied();
-    }
-    let summary = n.div_ceil(FIB_LINE);
-    let entries = slot.base + summary;
-    if n > FIB_LINE * FIB_LINE {
-        return search(ranges::<G>(), entries, n, key, |e| *e >> 16);
-    }
-    let block = scan::<G>(slot.base, summary, key)?;
-    let at = entries + block * FIB_LINE;
-    let rest = n - block * FIB_LINE;
-    let count = if rest < FIB_LINE { rest } else { FIB_LINE };
-    let i = scan::<G>(at, count, key)?;
-    ranges::<G>().get(at + i).copied()
+fn wide<const G: u32>(index: u32) -> Option<u64> {
+    ranges::<G>().get(index).copied()
 }
 
 /// The `index`-th 32-bit IPv4 entry of `FIB_RANGES` (two to an element,
 /// the first in the low half).
 #[inline(always)]
-fn narrow<const G: u32>(index: u32) -> Option<u32> {
+fn narrow<const G: u32>(index: u32) -> Option<u64> {
     let pair = *ranges::<G>().get(index >> 1)?;
-    Some((pair >> ((index & 1) * 32)) as u32)
+    Some((pair >> ((index & 1) * 32)) & 0xffff_ffff)
 }
 
-/// [`scan`] over 32-bit IPv4 entries.
+/// Index of the last of `count` (1..=FIB_LINE) sorted entries from `at`
+/// whose start is <= `key` (the first one's is): a short scan, one
+/// mispredicted exit instead of one per halving step.
 #[inline(always)]
-fn scan_v4<const G: u32>(at: u32, count: u32, key: u32) -> Option<u32> {
+fn scan(entry: &impl Fn(u32) -> Option<u64>, at: u32, count: u32, key: u64) -> Option<u32> {
     let mut i = 0;
-    while i + 1 < FIB_LINE_V4 {
-        if i + 1 >= count || narrow::<G>(at + i + 1)? >> 16 > key {
+    while i + 1 < FIB_LINE {
+        if i + 1 >= count || entry(at + i + 1)? >> 16 > key {
             break;
         }
         i += 1;
@@ -140,26 +103,26 @@ fn scan_v4<const G: u32>(at: u32, count: u32, key: u32) -> Option<u32> {
     Some(i)
 }
 
-/// [`search_run`] for IPv4 runs (at most FIB_LINE_V4^2 entries).
+/// The last entry of a `FIB_RANGES` run whose start is <= `key`, `entry`
+/// reading the run's entries (IPv4 or IPv6 width): runs of up to FIB_LINE
+/// entries are scanned, up to FIB_LINE^2 through their summary then one
+/// group of entries, longer ones binary-searched past their summary.
 #[inline(always)]
-fn search_run_v4<const G: u32>(slot: FibSlot, key: u32) -> Option<u32> {
+fn run_entry(entry: impl Fn(u32) -> Option<u64>, slot: FibSlot, key: u64) -> Option<u64> {
     let n = slot.len;
-    if n <= FIB_LINE_V4 {
-        return narrow::<G>(slot.base + scan_v4::<G>(slot.base, n, key)?);
+    if n <= FIB_LINE {
+        return entry(slot.base + scan(&entry, slot.base, n, key)?);
     }
-    if n > FIB_LINE_V4 * FIB_LINE_V4 {
-        return None;
+    let summary = n.div_ceil(FIB_LINE);
+    let entries = slot.base + summary;
+    if n > FIB_LINE * FIB_LINE {
+        return entry(bsearch(|i| entry(i).map(|e| e >> 16), entries, n, key)?);
     }
-    let summary = n.div_ceil(FIB_LINE_V4);
-    let block = scan_v4::<G>(slot.base, summary, key)?;
-    let at = slot.base + summary + block * FIB_LINE_V4;
-    let rest = n - block * FIB_LINE_V4;
-    let count = if rest < FIB_LINE_V4 {
-        rest
-    } else {
-        FIB_LINE_V4
-    };
-    narrow::<G>(at + scan_v4::<G>(at, count, key)?)
+    let block = scan(&entry, slot.base, summary, key)?;
+    let at = entries + block * FIB_LINE;
+    let rest = n - block * FIB_LINE;
+    let count = if rest < FIB_LINE { rest } else { FIB_LINE };
+    entry(at + scan(&entry, at, count, key)?)
 }
 
 #[inline(always)]
@@ -175,18 +138,15 @@ fn found(class: Option<u32>) -> u32 {
 
 #[inline(always)]
 fn v4_inner<const G: u32>(addr: u32) -> Option<u32> {
+    let key = u64::from(addr);
     let slot = *slots::<G>().get(addr >> 16)?;
+    let (slot, rem) = descend::<G>(slot, key, 16)?;
     if slot.len == 0 {
         return Some(slot.base);
     }
-    let (slot, rem) = descend::<G>(slot, u64::from(addr), 16)?;
-    if slot.len == 0 {
-        return Some(slot.base);
-    }
-    let key = addr & ((1u32 << rem) - 1);
-    let entry = search_run_v4::<G>(slot, key)?;
+    let entry = run_entry(narrow::<G>, slot, key & ((1u64 << rem) - 1))?;
     // IPv4 runs never point into FIB_LONG.
-    Some(entry & 0x7fff)
+    Some((entry & 0x7fff) as u32)
 }
 
 #[inline(always)]
@@ -194,23 +154,20 @@ fn v6_inner<const G: u32>(addr: [u32; 4]) -> Option<u32> {
     let word = |i: usize| u64::from(u32::from_be(addr[i]));
     let hi = (word(0) << 32) | word(1);
     let slot = *slots::<G>().get(FIB_V6_SLOT_BASE + (hi >> 48) as u32)?;
-    if slot.len == 0 {
-        return Some(slot.base);
-    }
     let (slot, rem) = descend::<G>(slot, hi, 48)?;
     if slot.len == 0 {
         return Some(slot.base);
     }
-    let key = hi & ((1u64 << rem) - 1);
-    let entry = search_run::<G>(slot, key)?;
+    let entry = run_entry(wide::<G>, slot, hi & ((1u64 << rem) - 1))?;
     let tag = entry & 0xffff;
     if tag & FIB_TAG_LONG == 0 {
         return Some(tag as u32);
     }
     let lo = (word(2) << 32) | word(3);
     let lslot = *slots::<G>().get(FIB_LONG_SLOT_BASE + (tag & !FIB_TAG_LONG) as u32)?;
-    let range = search(long::<G>(), lslot.base, lslot.len, lo, |r| r.start)?;
-    Some(range.class as u32)
+    let start = |i: u32| long::<G>().get(i).map(|r| r.start);
+    let index = bsearch(start, lslot.base, lslot.len, lo)?;
+    Some(long::<G>().get(index)?.class as u32)
 }
 
 /// Region class of an IPv4 destination (the address as a number).

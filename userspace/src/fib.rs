@@ -17,22 +17,17 @@
 //! userspace, so the structure can be checked without a kernel.
 
 use regionwall_common::{
-    FIB_DIRECT, FIB_LINE, FIB_LINE_V4, FIB_LONG_SLOT_BASE, FIB_MAX_LONG, FIB_MAX_SPLITS, FIB_SLOTS,
-    FIB_SPLIT, FIB_TAG_LONG, FIB_V6_SLOT_BASE, FibLong, FibSlot, MAX_CLASSES,
+    FIB_DIRECT, FIB_LINE, FIB_LONG_SLOT_BASE, FIB_MAX_LONG, FIB_MAX_SPLITS, FIB_SLOTS, FIB_SPLIT,
+    FIB_TAG_LONG, FIB_V6_SLOT_BASE, FibLong, FibSlot, MAX_CLASSES,
 };
 
-/// Longest run left unsplit (at most six halving steps over eight cache
-/// lines); longer runs become split slots while key bits remain. Measured
+/// Longest run left unsplit (a summary scan, then a scan of one group of
+/// entries); longer runs become split slots while key bits remain. Measured
 /// with `cargo xtask bench`: 32 costs twice the memory at 1M prefixes for
 /// no gain, 128 is slower on the world table.
 pub const RUN_MAX: usize = LINE * LINE;
-/// IPv4 runs hold 32-bit entries, two to a `FIB_RANGES` element: half the
-/// memory, the same scans (measured: scans of 16 were slower on the world
-/// table).
-pub const RUN_MAX_V4: usize = LINE_V4 * LINE_V4;
 
 const LINE: usize = FIB_LINE as usize;
-const LINE_V4: usize = FIB_LINE_V4 as usize;
 
 use crate::{
     error::FibError,
@@ -102,31 +97,25 @@ impl Fib {
 
     /// Errors if the structure does not fit maps created with `capacity`.
     pub fn fits(&self, capacity: Capacity) -> Result<(), FibError> {
-        if self.slots.len() > capacity.slots {
-            return Err(FibError::Capacity {
-                what: "FIB_SLOTS",
-                flag: "--fib-slots",
-                needed: self.slots.len(),
-                capacity: capacity.slots,
-            });
+        let tables = [
+            ("FIB_SLOTS", "--fib-slots", self.slots.len(), capacity.slots),
+            (
+                "FIB_RANGES",
+                "--fib-ranges",
+                self.ranges.len(),
+                capacity.ranges,
+            ),
+            ("FIB_LONG", "--fib-long", self.long.len(), capacity.long),
+        ];
+        match tables.into_iter().find(|t| t.2 > t.3) {
+            Some((what, flag, needed, capacity)) => Err(FibError::Capacity {
+                what,
+                flag,
+                needed,
+                capacity,
+            }),
+            None => Ok(()),
         }
-        if self.ranges.len() > capacity.ranges {
-            return Err(FibError::Capacity {
-                what: "FIB_RANGES",
-                flag: "--fib-ranges",
-                needed: self.ranges.len(),
-                capacity: capacity.ranges,
-            });
-        }
-        if self.long.len() > capacity.long {
-            return Err(FibError::Capacity {
-                what: "FIB_LONG",
-                flag: "--fib-long",
-                needed: self.long.len(),
-                capacity: capacity.long,
-            });
-        }
-        Ok(())
     }
 
     fn empty() -> Self {
@@ -229,48 +218,12 @@ impl Fib {
             #[expect(clippy::cast_possible_truncation, reason = "classes are < MAX_CLASSES")]
             return FibSlot::leaf(head as u32);
         }
-        if narrow && (inside.len() < RUN_MAX_V4 || rem < 8) {
+        if inside.len() < RUN_MAX || rem < 8 || depth >= FIB_MAX_SPLITS {
             let mask = (1u64 << rem) - 1;
-            #[expect(
-                clippy::cast_possible_truncation,
-                reason = "IPv4 starts below a /16 fit 16 bits, classes 15"
-            )]
-            let run: Vec<u32> = std::iter::once(head)
+            let run: Vec<u64> = std::iter::once(head)
                 .chain(inside.iter().map(|&(key, tag)| ((key & mask) << 16) | tag))
-                .map(|e| e as u32)
                 .collect();
-            let base = self.narrow.len();
-            if run.len() > LINE_V4 {
-                self.narrow.extend(run.iter().step_by(LINE_V4).copied());
-            }
-            self.narrow.extend_from_slice(&run);
-            #[expect(
-                clippy::cast_possible_truncation,
-                reason = "bounded by the capacity check"
-            )]
-            return FibSlot {
-                base: base as u32,
-                len: run.len() as u32,
-            };
-        }
-        if !narrow && (inside.len() < RUN_MAX || rem < 8 || depth >= FIB_MAX_SPLITS) {
-            let mask = (1u64 << rem) - 1;
-            let mut run = Vec::with_capacity(1 + inside.len());
-            run.push(head);
-            run.extend(inside.iter().map(|&(key, tag)| ((key & mask) << 16) | tag));
-            let base = self.ranges.len();
-            if run.len() > LINE {
-                self.ranges.extend(run.iter().step_by(LINE).copied());
-            }
-            self.ranges.extend_from_slice(&run);
-            #[expect(
-                clippy::cast_possible_truncation,
-                reason = "bounded by the capacity check"
-            )]
-            return FibSlot {
-                base: base as u32,
-                len: run.len() as u32,
-            };
+            return self.push_run(&run, narrow);
         }
         let sub = rem - 8;
         let block_base = self.slots.len();
@@ -298,6 +251,38 @@ impl Fib {
         FibSlot {
             base: block_base as u32,
             len: FIB_SPLIT,
+        }
+    }
+
+    /// Stores a run (after its summary when longer than a scan) as 32-bit
+    /// IPv4 or 64-bit IPv6 entries; returns its slot.
+    fn push_run(&mut self, run: &[u64], narrow: bool) -> FibSlot {
+        let summary = if run.len() > LINE {
+            run.iter().step_by(LINE).copied().collect()
+        } else {
+            Vec::new()
+        };
+        let stored = summary.iter().chain(run);
+        let base = if narrow {
+            let base = self.narrow.len();
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "IPv4 starts below a /16 fit 16 bits, classes 15"
+            )]
+            self.narrow.extend(stored.map(|e| *e as u32));
+            base
+        } else {
+            let base = self.ranges.len();
+            self.ranges.extend(stored);
+            base
+        };
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "bounded by the capacity check"
+        )]
+        FibSlot {
+            base: base as u32,
+            len: run.len() as u32,
         }
     }
 
@@ -362,8 +347,8 @@ impl Fib {
             return Some(slot.base);
         }
         let key = u64::from(addr) & ((1u64 << rem) - 1);
-        let e = search_run_v4(&self.ranges, slot, key)?;
-        Some(e & 0x7fff)
+        let e = run_entry(|i| narrow_at(&self.ranges, i), slot, key)?;
+        u32::try_from(e & 0x7fff).ok()
     }
 
     /// The kernel's IPv6 lookup, in userspace.
@@ -378,15 +363,21 @@ impl Fib {
             return Some(slot.base);
         }
         let key = hi & ((1u64 << rem) - 1);
-        let tag = search_run(&self.ranges, slot, key)? & 0xffff;
+        let tag = run_entry(|i| self.ranges.get(i).copied(), slot, key)? & 0xffff;
         if tag & FIB_TAG_LONG == 0 {
             return u32::try_from(tag).ok();
         }
         let lslot = self
             .slots
             .get(FIB_LONG_SLOT_BASE as usize + usize::try_from(tag & !FIB_TAG_LONG).ok()?)?;
-        let r = search(&self.long, *lslot, low_u64(addr), |r| r.start)?;
-        u32::try_from(r.class).ok()
+        let start = |i: usize| self.long.get(i).map(|r| r.start);
+        let index = bsearch(
+            start,
+            lslot.base as usize,
+            lslot.len as usize,
+            low_u64(addr),
+        )?;
+        u32::try_from(self.long.get(index)?.class).ok()
     }
 
     /// The kernel's `descend`: follows split slots by 8 key bits each.
@@ -419,82 +410,58 @@ const fn high_u64(x: u128) -> u64 {
     low_u64(x >> 64)
 }
 
-/// The same halving loop as the kernel's `fib::search`.
-fn search<T: Copy>(run: &[T], slot: FibSlot, key: u64, start: impl Fn(&T) -> u64) -> Option<T> {
-    let mut lo = slot.base as usize;
-    let mut n = slot.len as usize;
+/// The kernel's `bsearch`: index of the last entry of `base..base + len`
+/// whose start is <= `key`.
+fn bsearch(
+    start: impl Fn(usize) -> Option<u64>,
+    base: usize,
+    len: usize,
+    key: u64,
+) -> Option<usize> {
+    let mut lo = base;
+    let mut n = len;
     while n > 1 {
         let half = n / 2;
-        if start(run.get(lo + half)?) <= key {
+        if start(lo + half)? <= key {
             lo += half;
         }
         n -= half;
     }
-    if n == 1 { run.get(lo).copied() } else { None }
+    (n == 1).then_some(lo)
 }
 
-/// The kernel's `search_run`: the last entry of a `FIB_RANGES` run whose
+/// The `index`-th 32-bit IPv4 entry of `FIB_RANGES` (the kernel's `narrow`).
+fn narrow_at(ranges: &[u64], index: usize) -> Option<u64> {
+    let pair = ranges.get(index / 2)?;
+    Some((pair >> (32 * (index % 2))) & 0xffff_ffff)
+}
+
+/// The kernel's `scan`: index of the last of `count` (>= 1) sorted
+/// entries from `at` whose start is <= `key`.
+fn scan(entry: &impl Fn(usize) -> Option<u64>, at: usize, count: usize, key: u64) -> Option<usize> {
+    let mut i = 0;
+    while i + 1 < count && entry(at + i + 1)? >> 16 <= key {
+        i += 1;
+    }
+    (count >= 1).then_some(i)
+}
+
+/// The kernel's `run_entry`: the last entry of a `FIB_RANGES` run whose
 /// start is <= `key`, through its summary where it has one.
-fn search_run(ranges: &[u64], slot: FibSlot, key: u64) -> Option<u64> {
+fn run_entry(entry: impl Fn(usize) -> Option<u64>, slot: FibSlot, key: u64) -> Option<u64> {
     let base = slot.base as usize;
     let n = slot.len as usize;
     if n <= LINE {
-        return ranges.get(base + scan(ranges, base, n, key)?).copied();
+        return entry(base + scan(&entry, base, n, key)?);
     }
     let summary = n.div_ceil(LINE);
     let entries = base + summary;
     if n > LINE * LINE {
-        let rest = FibSlot {
-            base: u32::try_from(entries).ok()?,
-            len: slot.len,
-        };
-        return search(ranges, rest, key, |e| e >> 16);
+        return entry(bsearch(|i| entry(i).map(|e| e >> 16), entries, n, key)?);
     }
-    let block = scan(ranges, base, summary, key)?;
+    let block = scan(&entry, base, summary, key)?;
     let at = entries + block * LINE;
-    let count = LINE.min(n - block * LINE);
-    ranges.get(at + scan(ranges, at, count, key)?).copied()
-}
-
-/// The `index`-th 32-bit IPv4 entry of `FIB_RANGES`.
-fn narrow_at(ranges: &[u64], index: usize) -> Option<u32> {
-    let pair = ranges.get(index / 2)?;
-    #[expect(clippy::cast_possible_truncation, reason = "one half of the pair")]
-    Some((pair >> (32 * (index % 2))) as u32)
-}
-
-/// The kernel's `search_run_v4`: like [`search_run`] over 32-bit entries,
-/// sixteen to a line; IPv4 runs never exceed 256 entries.
-fn search_run_v4(ranges: &[u64], slot: FibSlot, key: u64) -> Option<u32> {
-    let scan = |at: usize, count: usize| -> Option<usize> {
-        let mut i = 0;
-        while i + 1 < count && u64::from(narrow_at(ranges, at + i + 1)? >> 16) <= key {
-            i += 1;
-        }
-        (count >= 1).then_some(i)
-    };
-    let base = slot.base as usize;
-    let n = slot.len as usize;
-    if n <= LINE_V4 {
-        return narrow_at(ranges, base + scan(base, n)?);
-    }
-    if n > LINE_V4 * LINE_V4 {
-        return None;
-    }
-    let summary = n.div_ceil(LINE_V4);
-    let block = scan(base, summary)?;
-    let at = base + summary + block * LINE_V4;
-    narrow_at(ranges, at + scan(at, LINE_V4.min(n - block * LINE_V4))?)
-}
-
-/// Index of the last of `count` (>= 1) sorted entries from `at` whose
-/// start is <= `key` (the first one's is).
-fn scan(ranges: &[u64], at: usize, count: usize, key: u64) -> Option<usize> {
-    let mut i = 0;
-    while i + 1 < count && ranges.get(at + i + 1)? >> 16 <= key {
-        i += 1;
-    }
-    (count >= 1).then_some(i)
+    entry(at + scan(&entry, at, LINE.min(n - block * LINE), key)?)
 }
 
 /// Appends a boundary, replacing one at the same start and dropping one that
