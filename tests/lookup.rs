@@ -87,6 +87,27 @@ impl Classifier {
         }
     }
 
+    /// Every LPM entry's boundaries, both families.
+    fn boundaries(&self) -> Vec<IpAddr> {
+        let mut addrs = boundaries(&self.compiled.v4, v4_addr);
+        addrs.extend(boundaries(&self.compiled.v6, v6_addr));
+        addrs
+    }
+
+    /// The tables' sizes, for the test output.
+    fn describe(&self) -> String {
+        format!(
+            "{} + {} LPM entries, {} classes -> {} split blocks, {} ranges, {} long /64s, {} KiB",
+            self.compiled.v4.len(),
+            self.compiled.v6.len(),
+            self.compiled.classes.len(),
+            self.fib.splits,
+            self.fib.ranges.len(),
+            self.fib.long_slots,
+            self.fib.bytes() / 1024
+        )
+    }
+
     /// Checks every address; returns (addresses, addresses in some class).
     fn check(&self, addrs: &[IpAddr]) -> (usize, usize) {
         let mut classed = 0;
@@ -141,8 +162,7 @@ fn compiled_lookup_equals_lpm_trie_on_the_world() {
         "[[rules]]\nname = \"block\"\ndevices = [\"default\"]\nblock = [\"r0\", \"r1\"]\n",
     );
     let c = Classifier::new(&text);
-    let mut addrs = boundaries(&c.compiled.v4, v4_addr);
-    addrs.extend(boundaries(&c.compiled.v6, v6_addr));
+    let mut addrs = c.boundaries();
     let mut rng = Rng(0x0005_eed0_ff1b);
     for i in 0..100_000 {
         addrs.push(rng.destination(i % 2 == 0));
@@ -150,13 +170,8 @@ fn compiled_lookup_equals_lpm_trie_on_the_world() {
     let started = std::time::Instant::now();
     let (n, classed) = c.check(&addrs);
     println!(
-        "world ({countries} countries, 60 regions, {} + {} LPM entries, {} classes -> {} split blocks, {} ranges, {} KiB): {n} addresses ({classed} in a region) agree in the kernel and the model, {:?}",
-        c.compiled.v4.len(),
-        c.compiled.v6.len(),
-        c.compiled.classes.len(),
-        c.fib.splits,
-        c.fib.ranges.len(),
-        c.fib.bytes() / 1024,
+        "world ({countries} countries, 60 regions, {}): {n} addresses ({classed} in a region) agree in the kernel and the model, {:?}",
+        c.describe(),
         started.elapsed()
     );
     assert!(n > 700_000, "every entry's boundaries were tried");
@@ -206,8 +221,7 @@ fn compiled_lookup_equals_lpm_trie_on_nested_and_long_prefixes() {
         "the long level is exercised ({})",
         c.fib.long_slots
     );
-    let mut addrs = boundaries(&c.compiled.v4, v4_addr);
-    addrs.extend(boundaries(&c.compiled.v6, v6_addr));
+    let mut addrs = c.boundaries();
     for p in v4s.iter().take(500) {
         addrs.push(v4_addr(
             p.addr() | (u128::from(rng.next_u64()) & host_mask(32, p.len)),
@@ -220,12 +234,8 @@ fn compiled_lookup_equals_lpm_trie_on_nested_and_long_prefixes() {
     }
     let (n, classed) = c.check(&addrs);
     println!(
-        "nested: {} + {} LPM entries, {} classes, {} split blocks, {} long /64s: {n} addresses ({classed} in a region) agree",
-        c.compiled.v4.len(),
-        c.compiled.v6.len(),
-        c.compiled.classes.len(),
-        c.fib.splits,
-        c.fib.long_slots
+        "nested ({}): {n} addresses ({classed} in a region) agree",
+        c.describe()
     );
     assert!(classed > n / 2 && classed < n);
 }

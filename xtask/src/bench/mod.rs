@@ -493,15 +493,11 @@ fn rss(root: &Path, countries: &Path, lookup: &str) -> anyhow::Result<Rss> {
     let binary = root.join("target/release/regionwall");
     let dir = root.join("target/bench/rss");
     std::fs::create_dir_all(&dir)?;
-    let codes: Vec<String> = {
-        let mut c: Vec<String> = std::fs::read_dir(countries)?
-            .filter_map(Result::ok)
-            .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().to_ascii_uppercase())
-            .collect();
-        c.sort();
-        c
-    };
+    let codes: Vec<String> = tables::country_dirs(countries)?
+        .iter()
+        .filter_map(|d| d.file_name())
+        .map(|n| n.to_string_lossy().to_ascii_uppercase())
+        .collect();
     let mut text = format!("regions_dir = \"{}\"\n", countries.display());
     for g in 0..tables::REGIONS {
         let members: Vec<String> = codes

@@ -75,18 +75,24 @@ impl Rng {
     }
 }
 
-/// Every country's prefixes, countries spread round robin over [`REGIONS`].
-pub fn world(countries_dir: &Path) -> anyhow::Result<Table> {
-    let mut codes: Vec<_> = std::fs::read_dir(countries_dir)
+/// The country directories of the database, sorted by code.
+pub fn country_dirs(countries_dir: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut dirs: Vec<_> = std::fs::read_dir(countries_dir)
         .with_context(|| format!("reading {}", countries_dir.display()))?
         .filter_map(Result::ok)
-        .filter(|e| e.path().is_dir())
         .map(|e| e.path())
+        .filter(|p| p.is_dir())
         .collect();
-    codes.sort();
-    if codes.is_empty() {
+    dirs.sort();
+    if dirs.is_empty() {
         bail!("no countries under {}", countries_dir.display());
     }
+    Ok(dirs)
+}
+
+/// Every country's prefixes, countries spread round robin over [`REGIONS`].
+pub fn world(countries_dir: &Path) -> anyhow::Result<Table> {
+    let codes = country_dirs(countries_dir)?;
     let mut prefixes = Vec::new();
     for (i, dir) in codes.iter().enumerate() {
         for file in ["ipv4-aggregated.txt", "ipv6-aggregated.txt"] {
