@@ -549,8 +549,12 @@ impl Datapath {
     /// Empties the tries and the MAC table of one generation, so an idle
     /// table set costs no memory.
     fn clear_generation(&mut self, generation: u32) -> Result<(), DatapathError> {
-        self.clear_trie::<[u8; 4]>(gen_name(generation, ["REGION_V4_0", "REGION_V4_1"]))?;
-        self.clear_trie::<[u8; 16]>(gen_name(generation, ["REGION_V6_0", "REGION_V6_1"]))?;
+        // The compiled lookup's arrays are overwritten in place; the region
+        // tries hold entries only when this program fills them.
+        if self.options.fills_lpm() {
+            self.clear_trie::<[u8; 4]>(gen_name(generation, ["REGION_V4_0", "REGION_V4_1"]))?;
+            self.clear_trie::<[u8; 16]>(gen_name(generation, ["REGION_V6_0", "REGION_V6_1"]))?;
+        }
         self.clear_trie::<[u8; 4]>(gen_name(generation, ["DEVICE_V4_0", "DEVICE_V4_1"]))?;
         self.clear_trie::<[u8; 16]>(gen_name(generation, ["DEVICE_V6_0", "DEVICE_V6_1"]))?;
         let name = gen_name(generation, ["DEVICE_MAC_0", "DEVICE_MAC_1"]);
