@@ -337,20 +337,16 @@ impl Datapath {
         };
 
         self.write_regions(next, compiled, fib, &mut report)?;
-        let dk4: Vec<Key<[u8; 4]>> = compiled
-            .device_v4
-            .iter()
-            .map(|(p, _)| Key::new(u32::from(p.len), p.octets()))
-            .collect();
-        let dv4: Vec<u32> = compiled.device_v4.iter().map(|(_, d)| *d).collect();
-        self.fill_trie(gen_name(next, ["DEVICE_V4_0", "DEVICE_V4_1"]), &dk4, &dv4)?;
-        let dk6: Vec<Key<[u8; 16]>> = compiled
-            .device_v6
-            .iter()
-            .map(|(p, _)| Key::new(u32::from(p.len), p.octets()))
-            .collect();
-        let dv6: Vec<u32> = compiled.device_v6.iter().map(|(_, d)| *d).collect();
-        self.fill_trie(gen_name(next, ["DEVICE_V6_0", "DEVICE_V6_1"]), &dk6, &dv6)?;
+        self.fill_prefixes(
+            gen_name(next, ["DEVICE_V4_0", "DEVICE_V4_1"]),
+            &compiled.device_v4,
+            |p| Key::new(u32::from(p.len), p.octets()),
+        )?;
+        self.fill_prefixes(
+            gen_name(next, ["DEVICE_V6_0", "DEVICE_V6_1"]),
+            &compiled.device_v6,
+            |p| Key::new(u32::from(p.len), p.octets()),
+        )?;
         {
             let name = gen_name(next, ["DEVICE_MAC_0", "DEVICE_MAC_1"]);
             let mut macs: HashMap<&mut MapData, MacKey, u32> =
@@ -447,27 +443,15 @@ impl Datapath {
             self.write_array(gen_name(next, ["FIB_LONG_0", "FIB_LONG_1"]), &fib.long)?;
         }
         if self.options.fills_lpm() {
-            let v4_keys: Vec<Key<[u8; 4]>> = compiled
-                .v4
-                .iter()
-                .map(|(p, _)| Key::new(u32::from(p.len), p.octets()))
-                .collect();
-            let v4_vals: Vec<u32> = compiled.v4.iter().map(|(_, c)| *c).collect();
-            report.single_fallbacks += self.fill_trie(
+            report.single_fallbacks += self.fill_prefixes(
                 gen_name(next, ["REGION_V4_0", "REGION_V4_1"]),
-                &v4_keys,
-                &v4_vals,
+                &compiled.v4,
+                |p| Key::new(u32::from(p.len), p.octets()),
             )?;
-            let v6_keys: Vec<Key<[u8; 16]>> = compiled
-                .v6
-                .iter()
-                .map(|(p, _)| Key::new(u32::from(p.len), p.octets()))
-                .collect();
-            let v6_vals: Vec<u32> = compiled.v6.iter().map(|(_, c)| *c).collect();
-            report.single_fallbacks += self.fill_trie(
+            report.single_fallbacks += self.fill_prefixes(
                 gen_name(next, ["REGION_V6_0", "REGION_V6_1"]),
-                &v6_keys,
-                &v6_vals,
+                &compiled.v6,
+                |p| Key::new(u32::from(p.len), p.octets()),
             )?;
         }
 
@@ -496,6 +480,18 @@ impl Datapath {
                 self.fill_array(name, values)
             }
         }
+    }
+
+    /// [`Self::fill_trie`] from (prefix, value) pairs.
+    fn fill_prefixes<P, K: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        entries: &[(P, u32)],
+        key: impl Fn(&P) -> Key<K>,
+    ) -> Result<usize, DatapathError> {
+        let keys: Vec<Key<K>> = entries.iter().map(|(p, _)| key(p)).collect();
+        let values: Vec<u32> = entries.iter().map(|(_, v)| *v).collect();
+        self.fill_trie(name, &keys, &values)
     }
 
     /// Inserts into an LPM trie in batches; where a batch stops early
