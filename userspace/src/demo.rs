@@ -61,6 +61,16 @@ impl Topology {
 
     fn wire(&self) -> io::Result<()> {
         let (p, g, n) = (&self.phone, &self.gateway, &self.internet);
+        // Before any link exists: no duplicate address detection (link-local
+        // addresses included — a tentative one can stall the first IPv6
+        // exchange for a second or more), and the gateway a router from the
+        // start rather than switched to one with its links up.
+        for ns in [p, g, n] {
+            ns.sysctl("net.ipv6.conf.default.accept_dad=0")?;
+            ns.sysctl("net.ipv6.conf.all.accept_dad=0")?;
+        }
+        g.sysctl("net.ipv4.ip_forward=1")?;
+        g.sysctl("net.ipv6.conf.all.forwarding=1")?;
         for (gateway_side, peer) in [(GATEWAY_LAN, p), (GATEWAY_WAN, n)] {
             let peer_args = ["type", "veth", "peer", "name", "eth0", "netns", peer.name()];
             let mut args = vec!["link", "add", gateway_side];
@@ -111,8 +121,6 @@ impl Topology {
             "via",
             "2001:db8:bad::1",
         ])?;
-        g.sysctl("net.ipv4.ip_forward=1")?;
-        g.sysctl("net.ipv6.conf.all.forwarding=1")?;
         Ok(())
     }
 }
