@@ -12,7 +12,7 @@ use aya::{
 use common::frames::*;
 use regionwall::{
     compile::Compiled,
-    datapath::Datapath,
+    datapath::{Datapath, Readings as _},
     events::{self, BootClock, Names, Record},
 };
 use regionwall_common::{Counter, Event, UnparsedAction};

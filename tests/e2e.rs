@@ -123,7 +123,7 @@ fn rejected_reload_keeps_the_old_policy_enforcing() {
     std::thread::sleep(Duration::from_millis(500));
     let log = controller.log.lock().map(|l| l.clone()).unwrap_or_default();
     assert!(
-        log.contains("reload rejected") && log.contains(":2:10:"),
+        log.contains("rejected, previous policy") && log.contains(":2:10:"),
         "rejection logged with position:\n{log}"
     );
     let d = send_traffic(&topology, "blocked v4", "198.51.100.10", 5).expect("traffic");

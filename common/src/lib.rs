@@ -13,7 +13,7 @@ use core::mem::size_of;
 
 /// Version of the map layout below. Bumped whenever any shared type or map
 /// changes meaning, so a controller can tell pinned state of another layout.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Number of policy table sets. A reload writes the inactive set, then flips
 /// [`Control::active`] with one map update.
@@ -285,9 +285,12 @@ pub enum Counter {
     /// A compiled-lookup read fell outside its table (should never happen;
     /// the destination counted as in no region).
     BadLookup = 13,
+    /// Events not sent because their (device, region) was over its rate
+    /// limit (the verdict was not changed; see [`Bucket`]).
+    EventsSuppressed = 14,
 }
 /// Number of [`Counter`] slots.
-pub const COUNTERS: u32 = 14;
+pub const COUNTERS: u32 = 15;
 
 /// Packets and bytes of one traffic counter slot.
 #[repr(C)]
@@ -307,8 +310,48 @@ pub struct Control {
     pub active: u32,
     /// [`UnparsedAction`] as u32.
     pub unparsed: u32,
+    /// Event rate limit: nanoseconds of credit one event costs
+    /// (1e9 / events per second); 0 sends every event.
+    pub event_cost_ns: u32,
+    /// Events a (device, region) may send at once after a quiet spell.
+    pub event_burst: u32,
 }
-const _: () = assert!(size_of::<Control>() == 8);
+const _: () = assert!(size_of::<Control>() == 16);
+
+/// Default event rate limit per (device, region) and CPU, events per second.
+pub const EVENT_RATE_DEFAULT: u32 = 100;
+/// Default burst per (device, region) and CPU.
+pub const EVENT_BURST_DEFAULT: u32 = 200;
+
+/// Token bucket of one (device, region), per CPU (map `RATE_LIMIT`). Credit
+/// is kept in nanoseconds: it grows with time up to `burst * cost` and an
+/// event spends `cost`, so the kernel needs no division.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bucket {
+    pub credit_ns: u64,
+    pub last_ns: u64,
+    /// Events this (device, region) did not send for lack of credit.
+    pub suppressed: u64,
+}
+const _: () = assert!(size_of::<Bucket>() == 24);
+
+/// Slots of `RATE_LIMIT`: one per (device, region or no region).
+pub const RATE_SLOTS: u32 = MAX_DEVICES * (MAX_REGIONS + 1);
+
+/// Index into `RATE_LIMIT`.
+#[must_use]
+pub const fn rate_slot(device: u32, region: u32) -> u32 {
+    device * (MAX_REGIONS + 1) + region
+}
+
+/// Map `LAYOUT` (an array of u32 whose own shape never changes): which
+/// layout and lookup the pinned maps were made for.
+pub const LAYOUT_SLOTS: u32 = 4;
+/// `LAYOUT` index of [`LAYOUT_VERSION`].
+pub const LAYOUT_SLOT_VERSION: u32 = 0;
+/// `LAYOUT` index of the [`Lookup`] the tables are filled for.
+pub const LAYOUT_SLOT_LOOKUP: u32 = 1;
 
 /// Per-generation facts about the published tables (map `POLICY_META`,
 /// index = generation).
@@ -328,7 +371,10 @@ pub struct PolicyMeta {
     /// Which device tables have entries ([`DEVICE_BY_MAC`] | ...); empty
     /// ones are not looked up.
     pub device_tables: u32,
-    pub _pad: u32,
+    /// Digest of the policy's device, region and rule names: a restarted
+    /// controller names events of the policy it found pinned when its own
+    /// compile of the policy file has the same digest.
+    pub names_digest: u32,
 }
 const _: () = assert!(size_of::<PolicyMeta>() == 24);
 
@@ -417,6 +463,7 @@ mod pod {
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::FibSlot {}
     unsafe impl aya::Pod for super::FibLong {}
+    unsafe impl aya::Pod for super::Bucket {}
 }
 
 /// Size of the benchmark object's destination key pool (a power of two).

@@ -38,6 +38,7 @@ pub fn filter(ctx: &XdpContext, lookup: Lookup) -> u32 {
                 let epoch = policy::epoch(control.active & 1);
                 report::emit(
                     ctx,
+                    &control,
                     &pkt,
                     &policy::unparsed_decision(),
                     Reason::Unparsed,
@@ -57,7 +58,15 @@ pub fn filter(ctx: &XdpContext, lookup: Lookup) -> u32 {
             if decision.verdict == Verdict::Pass as u8 {
                 return xdp_action::XDP_PASS;
             }
-            report::emit(ctx, &pkt, &decision, Reason::Policy, epoch, device);
+            report::emit(
+                ctx,
+                &control,
+                &pkt,
+                &decision,
+                Reason::Policy,
+                epoch,
+                device,
+            );
             if decision.verdict == Verdict::Drop as u8 {
                 xdp_action::XDP_DROP
             } else {

@@ -7,13 +7,18 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
+use regionwall_common::Bucket;
 use regionwall_common::{
     COUNTERS, Control, DEVICE_LPM_MAX_ENTRIES, DEVICE_MAC_MAX_ENTRIES, Decision, EVENT_RING_BYTES,
     FIB_LONG_DEFAULT, FIB_RANGES_DEFAULT, FIB_SLOTS_DEFAULT, FibLong, FibSlot, GENERATIONS,
-    LPM_V4_MAX_ENTRIES, LPM_V6_MAX_ENTRIES, MAX_DECISIONS, MacKey, PORT_SLOTS, PolicyMeta,
-    TRAFFIC_SLOTS, TrafficCounter,
+    LAYOUT_SLOTS, LPM_V4_MAX_ENTRIES, LPM_V6_MAX_ENTRIES, MAX_DECISIONS, MacKey, PORT_SLOTS,
+    PolicyMeta, RATE_SLOTS, TRAFFIC_SLOTS, TrafficCounter,
 };
 
+/// Which layout and lookup these maps were made for; written by the
+/// controller, never read here (see `LAYOUT_SLOT_*`).
+#[map]
+pub static LAYOUT: Array<u32> = Array::with_max_entries(LAYOUT_SLOTS, 0);
 #[map]
 pub static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
 #[map]
@@ -84,6 +89,10 @@ pub static DECISIONS_1: Array<Decision> = Array::with_max_entries(MAX_DECISIONS,
 pub static COUNTERS_MAP: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 0);
 #[map]
 pub static TRAFFIC: PerCpuArray<TrafficCounter> = PerCpuArray::with_max_entries(TRAFFIC_SLOTS, 0);
+
+/// Event rate limit per (device, region), per CPU (see `Bucket`).
+#[map]
+pub static RATE_LIMIT: PerCpuArray<Bucket> = PerCpuArray::with_max_entries(RATE_SLOTS, 0);
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);

@@ -3,10 +3,12 @@
 //! allowed to change the verdict.
 
 use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, programs::XdpContext};
-use regionwall_common::{Counter, Decision, Event, MAX_DEVICES, MAX_REGIONS, Reason, traffic_slot};
+use regionwall_common::{
+    Control, Counter, Decision, Event, MAX_DEVICES, MAX_REGIONS, Reason, rate_slot, traffic_slot,
+};
 
 use crate::{
-    maps::{COUNTERS_MAP, EVENTS, TRAFFIC},
+    maps::{COUNTERS_MAP, EVENTS, RATE_LIMIT, TRAFFIC},
     parse::Packet,
 };
 
@@ -36,21 +38,62 @@ pub fn traffic(ctx: &XdpContext, device: u32, decision: &Decision) {
     }
 }
 
+/// Token bucket of (device, region) on this CPU: whether an event at `now`
+/// may be sent. Credit grows by the time elapsed, capped at `burst` events'
+/// worth; an event spends `cost`. A slot outside the table is not limited.
+#[inline(always)]
+fn admit(control: &Control, device: u32, region: u32, now: u64) -> bool {
+    let cost = u64::from(control.event_cost_ns);
+    if cost == 0 || device >= MAX_DEVICES || region > MAX_REGIONS {
+        return true;
+    }
+    let Some(b) = RATE_LIMIT.get_ptr_mut(rate_slot(device, region)) else {
+        return true;
+    };
+    let cap = cost * u64::from(control.event_burst.max(1));
+    // SAFETY: per-CPU slot, only this CPU writes it while we run.
+    unsafe {
+        let elapsed = now.wrapping_sub((*b).last_ns);
+        let credit = if elapsed >= cap {
+            cap
+        } else {
+            let c = (*b).credit_ns + elapsed;
+            if c > cap { cap } else { c }
+        };
+        (*b).last_ns = now;
+        if credit >= cost {
+            (*b).credit_ns = credit - cost;
+            true
+        } else {
+            (*b).credit_ns = credit;
+            (*b).suppressed += 1;
+            false
+        }
+    }
+}
+
+/// Reports a drop or audit: rate limited per (device, region), then written
+/// to the ring buffer. Every event is counted as sent, suppressed or lost.
 #[inline(always)]
 pub fn emit(
     ctx: &XdpContext,
+    control: &Control,
     pkt: &Packet,
     decision: &Decision,
     reason: Reason,
     epoch: u32,
     device: u32,
 ) {
+    // SAFETY: helper without preconditions.
+    let ts_ns = unsafe { bpf_ktime_get_boot_ns() };
+    if !admit(control, device, u32::from(decision.region), ts_ns) {
+        count(Counter::EventsSuppressed);
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count(Counter::EventsLost);
         return;
     };
-    // SAFETY: helper without preconditions.
-    let ts_ns = unsafe { bpf_ktime_get_boot_ns() };
     entry.write(Event {
         ts_ns,
         src_addr: crate::policy::bytes16(pkt.src),

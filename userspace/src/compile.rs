@@ -45,6 +45,22 @@ pub struct Compiled {
 }
 
 impl Compiled {
+    /// FNV-1a digest of the device, region and rule names in order: equal
+    /// digests name events the same way.
+    #[must_use]
+    pub fn names_digest(&self) -> u32 {
+        let mut h: u32 = 0x811c_9dc5;
+        for list in [&self.device_names, &self.region_names, &self.rule_names] {
+            for name in list {
+                for b in name.bytes().chain([0]) {
+                    h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+                }
+            }
+            h = (h ^ 0xff).wrapping_mul(0x0100_0193);
+        }
+        h
+    }
+
     /// Name of a region id as found in events (0 = none).
     #[must_use]
     pub fn region_name(&self, id: u16) -> &str {

@@ -10,19 +10,24 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
-    programs::{Xdp, XdpMode, links::LinkError, xdp::XdpLinkId},
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use regionwall_common::{
-    COUNTERS, Control, DEVICE_BY_MAC, DEVICE_BY_V4, DEVICE_BY_V6, FIB_LONG_DEFAULT,
-    FIB_MAX_CAPACITY, FIB_RANGES_DEFAULT, FIB_SLOTS, FIB_SLOTS_DEFAULT, GENERATIONS, Lookup,
-    MAX_DEVICES, MAX_REGIONS, MacKey, PolicyMeta, TrafficCounter, UnparsedAction, VERDICTS,
-    traffic_slot,
+    Bucket, COUNTERS, Control, DEVICE_BY_MAC, DEVICE_BY_V4, DEVICE_BY_V6, FIB_LONG_DEFAULT,
+    FIB_MAX_CAPACITY, FIB_RANGES_DEFAULT, FIB_SLOTS, FIB_SLOTS_DEFAULT, GENERATIONS,
+    LAYOUT_SLOT_LOOKUP, LAYOUT_SLOT_VERSION, LAYOUT_VERSION, Lookup, MAX_DEVICES, MAX_REGIONS,
+    MacKey, PolicyMeta, TrafficCounter, UnparsedAction, VERDICTS, rate_slot, traffic_slot,
 };
 
 use crate::{
     compile::Compiled,
     error::DatapathError,
     fib::{Capacity, Fib},
+    pin::{LinkFacts, PinDir},
     sys,
 };
 
@@ -124,7 +129,44 @@ pub struct Datapath {
     epoch: u32,
     options: LoadOptions,
     program_name: &'static str,
+    /// The XDP link when attached through [`Self::attach_pinned`] or
+    /// [`Self::take_over`]; dropping it closes the fd (the pin, if any,
+    /// keeps the program attached).
+    link: Option<FdLink>,
 }
+
+/// Every map of the production object, pinned by name under the
+/// interface's pin directory (see [`crate::pin`]).
+/// Keep in step with ebpf/src/maps.rs: pinning fails on a missing name.
+pub const PINNED_MAPS: [&str; 27] = [
+    "LAYOUT",
+    "CONTROL",
+    "POLICY_META",
+    "REGION_V4_0",
+    "REGION_V4_1",
+    "REGION_V6_0",
+    "REGION_V6_1",
+    "FIB_SLOTS_0",
+    "FIB_SLOTS_1",
+    "FIB_RANGES_0",
+    "FIB_RANGES_1",
+    "FIB_LONG_0",
+    "FIB_LONG_1",
+    "DEVICE_MAC_0",
+    "DEVICE_MAC_1",
+    "DEVICE_V4_0",
+    "DEVICE_V4_1",
+    "DEVICE_V6_0",
+    "DEVICE_V6_1",
+    "PORT_CLASS_0",
+    "PORT_CLASS_1",
+    "DECISIONS_0",
+    "DECISIONS_1",
+    "COUNTERS_MAP",
+    "TRAFFIC",
+    "RATE_LIMIT",
+    "EVENTS",
+];
 
 fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
     move |source| DatapathError::Map { name, source }
@@ -140,16 +182,47 @@ impl Datapath {
         Self::load_with(LoadOptions::default())
     }
 
-    /// Loads the XDP program into the kernel (not attached yet).
+    /// Loads the XDP program into the kernel (not attached yet), with maps
+    /// of its own.
     pub fn load_with(options: LoadOptions) -> Result<Self, DatapathError> {
         let lookup = options.lookup as u32;
-        Self::load_object(PROGRAM_OBJECT, &[PROGRAM_NAME], Some(&lookup), options)
+        Self::load_object(
+            PROGRAM_OBJECT,
+            &[PROGRAM_NAME],
+            Some(&lookup),
+            options,
+            None,
+        )
+    }
+
+    /// Loads the XDP program on the maps pinned in `pins` (which the
+    /// caller checked with [`crate::pin::Found::refusal`]): the policy they
+    /// hold stays live, the control record and epoch are read from them.
+    /// The compiled lookup's room is what the pinned arrays have.
+    pub fn adopt(options: LoadOptions, pins: &PinDir) -> Result<Self, DatapathError> {
+        let lookup = options.lookup as u32;
+        let entries = |name| pins.max_entries(name).map(|n| n as usize);
+        let options = LoadOptions {
+            fib: Capacity {
+                slots: entries("FIB_SLOTS_0")?,
+                ranges: entries("FIB_RANGES_0")?,
+                long: entries("FIB_LONG_0")?,
+            },
+            ..options
+        };
+        Self::load_object(
+            PROGRAM_OBJECT,
+            &[PROGRAM_NAME],
+            Some(&lookup),
+            options,
+            Some(pins),
+        )
     }
 
     /// Loads [`BENCH_OBJECT`] with all of [`BENCH_PROGRAMS`]; `program()`
     /// returns `bench_compiled`, [`Self::program_named`] the others.
     pub fn load_bench(options: LoadOptions) -> Result<Self, DatapathError> {
-        let mut dp = Self::load_object(BENCH_OBJECT, &BENCH_PROGRAMS, None, options)?;
+        let mut dp = Self::load_object(BENCH_OBJECT, &BENCH_PROGRAMS, None, options, None)?;
         dp.program_name = "bench_compiled";
         Ok(dp)
     }
@@ -159,6 +232,7 @@ impl Datapath {
         programs: &[&'static str],
         lookup: Option<&u32>,
         options: LoadOptions,
+        adopt: Option<&PinDir>,
     ) -> Result<Self, DatapathError> {
         let cap = |n: usize| {
             u32::try_from(n)
@@ -189,6 +263,11 @@ impl Datapath {
         for name in ["FIB_LONG_0", "FIB_LONG_1"] {
             loader.map_max_entries(name, long);
         }
+        if let Some(pins) = adopt {
+            for name in PINNED_MAPS {
+                loader.map_pin_path(name, pins.map(name));
+            }
+        }
         let mut ebpf = loader.load(object)?;
         for name in programs {
             let program: &mut Xdp = ebpf
@@ -210,9 +289,93 @@ impl Datapath {
                 ..options
             },
             program_name: programs.first().copied().unwrap_or(PROGRAM_NAME),
+            link: None,
         };
-        dp.write_control()?;
+        if adopt.is_some() {
+            dp.control = dp.control()?;
+            dp.epoch = dp.live_meta()?.epoch;
+        } else {
+            dp.write_control()?;
+            if programs.contains(&PROGRAM_NAME) {
+                let mut layout: Array<&mut MapData, u32> =
+                    Array::try_from(dp.map_mut("LAYOUT")?).map_err(map_err("LAYOUT"))?;
+                layout
+                    .set(LAYOUT_SLOT_VERSION, &LAYOUT_VERSION, 0)
+                    .map_err(map_err("LAYOUT"))?;
+                layout
+                    .set(LAYOUT_SLOT_LOOKUP, &(options.lookup as u32), 0)
+                    .map_err(map_err("LAYOUT"))?;
+            }
+        }
         Ok(dp)
+    }
+
+    /// Pins every map and the program into `pins` (replacing what is
+    /// there), so they outlive this process. Call before [`Self::take_events`].
+    pub fn pin(&mut self, pins: &PinDir) -> Result<(), DatapathError> {
+        for name in PINNED_MAPS {
+            let path = pins.map(name);
+            pins.unpin(&path)?;
+            self.map(name)?
+                .pin(&path)
+                .map_err(|source| DatapathError::Pin { what: name, source })?;
+        }
+        let path = pins.prog();
+        pins.unpin(&path)?;
+        self.program_mut()?
+            .pin(&path)
+            .map_err(|source| DatapathError::Pin {
+                what: "program",
+                source,
+            })
+    }
+
+    /// Attaches with a new link pinned at `pins.link()` (replacing a stale
+    /// link pin), so the program stays attached after this process.
+    pub fn attach_pinned(
+        &mut self,
+        ifindex: u32,
+        mode: XdpMode,
+        pins: &PinDir,
+    ) -> Result<LinkFacts, DatapathError> {
+        let program = self.program_mut()?;
+        let id = program.attach(ifindex, mode)?;
+        let link = program.take_link(id)?;
+        let fd = FdLink::try_from(link).map_err(|_| DatapathError::NoBpfLink)?;
+        let path = pins.link();
+        pins.unpin(&path)?;
+        let pinned = fd.pin(&path).map_err(|source| DatapathError::Pin {
+            what: "link",
+            source,
+        })?;
+        self.link = Some(pinned.into());
+        Ok(pins.link_facts()?.unwrap_or(LinkFacts {
+            id: 0,
+            prog_id: 0,
+            ifindex,
+        }))
+    }
+
+    /// Swaps this program onto the link pinned at `pins.link()` with one
+    /// `BPF_LINK_UPDATE`: the interface never runs without a program.
+    pub fn take_over(&mut self, pins: &PinDir) -> Result<LinkFacts, DatapathError> {
+        let pinned = PinnedLink::from_pin(pins.link())?;
+        let link = XdpLink::try_from(FdLink::from(pinned))?;
+        let program = self.program_mut()?;
+        let id = program.attach_to_link(link)?;
+        let link = program.take_link(id)?;
+        self.link = Some(FdLink::try_from(link).map_err(|_| DatapathError::NoBpfLink)?);
+        Ok(pins.link_facts()?.unwrap_or(LinkFacts {
+            id: 0,
+            prog_id: 0,
+            ifindex: 0,
+        }))
+    }
+
+    /// Closes this process's link fd: with the pin removed first the
+    /// program detaches, otherwise it stays attached through the pin.
+    pub fn release_link(&mut self) {
+        self.link = None;
     }
 
     /// How the program was loaded.
@@ -287,6 +450,14 @@ impl Datapath {
     /// Sets what happens to frames beyond the parser's limits.
     pub fn set_unparsed(&mut self, action: UnparsedAction) -> Result<(), DatapathError> {
         self.control.unparsed = action as u32;
+        self.write_control()
+    }
+
+    /// Sets the event rate limit per (device, region) and CPU: `rate`
+    /// events per second with bursts of `burst`; rate 0 sends every event.
+    pub fn set_event_limit(&mut self, rate: u32, burst: u32) -> Result<(), DatapathError> {
+        self.control.event_cost_ns = 1_000_000_000u32.checked_div(rate).map_or(0, |c| c.max(1));
+        self.control.event_burst = burst.max(1);
         self.write_control()
     }
 
@@ -580,10 +751,44 @@ impl Datapath {
         Ok(())
     }
 
+    /// Takes the event ring buffer (once).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, DatapathError> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(DatapathError::MissingMap("EVENTS"))?;
+        RingBuf::try_from(map).map_err(map_err("EVENTS"))
+    }
+}
+
+/// Reading the counters and the live policy's facts, from a loaded
+/// [`Datapath`] or from pinned maps ([`crate::pin::PinnedMaps`]).
+pub trait Readings {
+    /// A map by name.
+    fn map_named(&self, name: &'static str) -> Result<&Map, DatapathError>;
+
+    /// The control record.
+    fn control(&self) -> Result<Control, DatapathError> {
+        let control: Array<&MapData, Control> =
+            Array::try_from(self.map_named("CONTROL")?).map_err(map_err("CONTROL"))?;
+        control.get(&0, 0).map_err(map_err("CONTROL"))
+    }
+
+    /// The live generation's metadata.
+    fn live_meta(&self) -> Result<PolicyMeta, DatapathError> {
+        let active = self.control()?.active;
+        let metas: Array<&MapData, PolicyMeta> =
+            Array::try_from(self.map_named("POLICY_META")?).map_err(map_err("POLICY_META"))?;
+        metas
+            .get(&(active % GENERATIONS), 0)
+            .map_err(map_err("POLICY_META"))
+    }
+
     /// Global counters summed over CPUs, indexed by `Counter as usize`.
-    pub fn counters(&self) -> Result<[u64; COUNTERS as usize], DatapathError> {
+    fn counters(&self) -> Result<[u64; COUNTERS as usize], DatapathError> {
         let arr: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.map("COUNTERS_MAP")?).map_err(map_err("COUNTERS_MAP"))?;
+            PerCpuArray::try_from(self.map_named("COUNTERS_MAP")?)
+                .map_err(map_err("COUNTERS_MAP"))?;
         let mut out = [0u64; COUNTERS as usize];
         for (i, slot) in out.iter_mut().enumerate() {
             let i = u32::try_from(i).unwrap_or(u32::MAX);
@@ -597,9 +802,9 @@ impl Datapath {
     }
 
     /// Every (device, region, verdict) slot with traffic, summed over CPUs.
-    pub fn traffic(&self, devices: u32) -> Result<Vec<TrafficRow>, DatapathError> {
+    fn traffic(&self, devices: u32) -> Result<Vec<TrafficRow>, DatapathError> {
         let arr: PerCpuArray<&MapData, TrafficCounter> =
-            PerCpuArray::try_from(self.map("TRAFFIC")?).map_err(map_err("TRAFFIC"))?;
+            PerCpuArray::try_from(self.map_named("TRAFFIC")?).map_err(map_err("TRAFFIC"))?;
         let mut out = Vec::new();
         for device in 0..devices.min(MAX_DEVICES) {
             for region in 0..=MAX_REGIONS {
@@ -628,13 +833,32 @@ impl Datapath {
         Ok(out)
     }
 
-    /// Takes the event ring buffer (once).
-    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, DatapathError> {
-        let map = self
-            .ebpf
-            .take_map("EVENTS")
-            .ok_or(DatapathError::MissingMap("EVENTS"))?;
-        RingBuf::try_from(map).map_err(map_err("EVENTS"))
+    /// Events each (device, region) did not send for its rate limit,
+    /// summed over CPUs; only slots with suppressed events.
+    fn suppressed(&self, devices: u32) -> Result<Vec<(u32, u32, u64)>, DatapathError> {
+        let arr: PerCpuArray<&MapData, Bucket> =
+            PerCpuArray::try_from(self.map_named("RATE_LIMIT")?).map_err(map_err("RATE_LIMIT"))?;
+        let mut out = Vec::new();
+        for device in 0..devices.min(MAX_DEVICES) {
+            for region in 0..=MAX_REGIONS {
+                let n: u64 = arr
+                    .get(&rate_slot(device, region), 0)
+                    .map_err(map_err("RATE_LIMIT"))?
+                    .iter()
+                    .map(|b| b.suppressed)
+                    .sum();
+                if n > 0 {
+                    out.push((device, region, n));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Readings for Datapath {
+    fn map_named(&self, name: &'static str) -> Result<&Map, DatapathError> {
+        self.map(name)
     }
 }
 
@@ -653,7 +877,7 @@ fn policy_meta(compiled: &Compiled, epoch: u32) -> PolicyMeta {
         device_tables: flag(!compiled.device_macs.is_empty(), DEVICE_BY_MAC)
             | flag(!compiled.device_v4.is_empty(), DEVICE_BY_V4)
             | flag(!compiled.device_v6.is_empty(), DEVICE_BY_V6),
-        _pad: 0,
+        names_digest: compiled.names_digest(),
     }
 }
 

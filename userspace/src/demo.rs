@@ -129,6 +129,11 @@ impl Topology {
 /// (SIGTERM, then SIGKILL) on drop.
 pub struct Controller {
     child: Child,
+    /// Pin root and control socket this controller uses.
+    pub pin_root: std::path::PathBuf,
+    pub socket: std::path::PathBuf,
+    /// Whether `start` made the pin root up (and so removes it on drop).
+    own_pins: bool,
     /// Lines the controller printed on stdout (events).
     pub lines: mpsc::Receiver<String>,
     /// Everything it printed on stderr so far.
@@ -137,7 +142,10 @@ pub struct Controller {
 
 impl Controller {
     /// Starts `exe run --iface lan0 --policy POLICY EXTRA...` in the gateway
-    /// and waits until it reports that it is enforcing.
+    /// and waits until it reports that it is enforcing. Unless `extra`
+    /// names them, the pin root and the control socket are fresh ones of
+    /// this controller's (removed on drop), so controllers in several
+    /// sandboxes never meet.
     pub fn start(
         exe: &Path,
         topology: &Topology,
@@ -150,10 +158,28 @@ impl Controller {
         let policy = policy
             .to_str()
             .ok_or_else(|| io::Error::other("non-UTF-8 policy path"))?;
-        let mut child = topology
-            .gateway
-            .command(exe)
-            .args(["run", "--iface", GATEWAY_LAN, "--policy", policy])
+        let given = |flag: &str| {
+            extra
+                .iter()
+                .position(|a| *a == flag)
+                .and_then(|i| extra.get(i + 1))
+                .map(std::path::PathBuf::from)
+        };
+        let unique = crate::netns::unique_name("ctl");
+        let own_pins = given("--pin-root").is_none();
+        let pin_root = given("--pin-root")
+            .unwrap_or_else(|| std::path::Path::new("/sys/fs/bpf").join(&unique));
+        let socket = given("--socket")
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("{unique}.sock")));
+        let mut cmd = topology.gateway.command(exe);
+        cmd.args(["run", "--iface", GATEWAY_LAN, "--policy", policy]);
+        if own_pins {
+            cmd.arg("--pin-root").arg(&pin_root);
+        }
+        if given("--socket").is_none() {
+            cmd.arg("--socket").arg(&socket);
+        }
+        let mut child = cmd
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -190,7 +216,14 @@ impl Controller {
                 }
             }
         });
-        let mut c = Self { child, lines, log };
+        let mut c = Self {
+            child,
+            pin_root,
+            socket,
+            own_pins,
+            lines,
+            log,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if ready_rx.recv_timeout(Duration::from_millis(100)).is_ok() {
@@ -208,6 +241,18 @@ impl Controller {
                 ));
             }
         }
+    }
+
+    /// The controller's process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a crash: nothing is cleaned up, the pins stay.
+    pub fn kill9(mut self) -> io::Result<std::process::ExitStatus> {
+        self.signal(libc::SIGKILL);
+        self.child.wait()
     }
 
     /// Sends SIGTERM and waits (up to 10 s) for a clean exit.
@@ -228,8 +273,8 @@ impl Controller {
         }
     }
 
-    /// Sends a signal to the controller (the child of `ip netns exec`,
-    /// which execs it, so the pid is the controller's).
+    /// Sends a signal to the controller (`nsenter` execs it, so the pid is
+    /// the controller's).
     pub fn signal(&self, sig: libc::c_int) {
         if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
             // SAFETY: sending a signal to our own child.
@@ -261,6 +306,12 @@ impl Drop for Controller {
             std::thread::sleep(Duration::from_millis(300));
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        if self.own_pins {
+            let pins = crate::pin::PinDir::new(&self.pin_root, GATEWAY_LAN);
+            let _ = pins.detach_link();
+            let _ = pins.remove_all();
+            let _ = std::fs::remove_dir(&self.pin_root);
         }
     }
 }

@@ -101,4 +101,18 @@ pub enum DatapathError {
     Compile(#[from] CompileError),
     #[error(transparent)]
     Fib(#[from] FibError),
+    #[error("pinning the {what}: {source}")]
+    Pin {
+        what: &'static str,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error(transparent)]
+    Pinned(#[from] crate::pin::PinError),
+    #[error("XDP link: {0}")]
+    Link(#[from] aya::programs::links::LinkError),
+    #[error(
+        "the kernel attached XDP through netlink, not a bpf_link; pinning needs Linux 5.9 or later"
+    )]
+    NoBpfLink,
 }

@@ -10,7 +10,7 @@ use std::{
 };
 
 use regionwall_common::{Event, Reason, Verdict};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{compile::Compiled, policy::net::format_mac};
 
@@ -83,7 +83,7 @@ impl BootClock {
 }
 
 /// One event, with names resolved, as printed.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Record {
     pub timestamp: String,
     pub interface: String,

@@ -6,11 +6,14 @@
 //! - [`fib`]: the compiled destination lookup (direct /16 table + range runs).
 //! - [`explain`]: why an address is blocked (regions, source lines, rule).
 //! - [`datapath`]: the loaded program; publish, counters, events ring.
+//! - [`control`]: the control socket protocol and statistics snapshots.
 //! - [`events`]: decoding and printing drop/audit events.
+//! - [`pin`]: the pinned state that keeps enforcing without the controller.
 //! - [`netns`]: network namespace helpers for the demo and tests.
 //! - [`demo`]: the sandbox demo.
 
 pub mod compile;
+pub mod control;
 pub mod datapath;
 pub mod demo;
 pub mod error;
@@ -18,6 +21,7 @@ pub mod events;
 pub mod explain;
 pub mod fib;
 pub mod netns;
+pub mod pin;
 pub mod policy;
 pub mod sources;
 mod sys;

@@ -22,6 +22,9 @@ enum Command {
     Check(cli::check::Args),
     Explain(cli::explain::Args),
     Demo(cli::demo::Args),
+    Events(cli::client::EventsArgs),
+    Stats(cli::client::StatsArgs),
+    Detach(cli::client::DetachArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +38,9 @@ fn main() -> std::process::ExitCode {
         Command::Check(args) => cli::check::main(&args),
         Command::Explain(args) => cli::explain::main(&args),
         Command::Demo(args) => cli::demo::main(&args),
+        Command::Events(args) => cli::client::events(&args),
+        Command::Stats(args) => cli::client::stats(&args),
+        Command::Detach(args) => cli::client::detach(&args),
     };
     match result {
         Ok(code) => code,

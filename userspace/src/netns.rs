@@ -67,11 +67,17 @@ impl NetNs {
         ip(&full)
     }
 
-    /// A command that runs `program` inside the namespace.
+    /// A command that runs `program` inside the namespace. Only the network
+    /// namespace changes (`nsenter --net`): unlike `ip netns exec`, which
+    /// also gives the program a mount namespace of its own with /sys
+    /// remounted, the program sees the host's /sys/fs/bpf, so what it pins
+    /// outlives it.
     #[must_use]
     pub fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, program]);
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
         c
     }
 

@@ -1,4 +1,5 @@
-//! The one bpf(2) command aya does not wrap: BPF_MAP_UPDATE_BATCH.
+//! bpf(2) commands aya does not wrap or does not expose: BPF_MAP_UPDATE_BATCH,
+//! link facts (the XDP ifindex), BPF_LINK_DETACH; and the bpffs check.
 
 use std::{
     io,
@@ -94,4 +95,166 @@ pub fn write_mapped(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<()> {
         libc::munmap(ptr, len);
     }
     Ok(())
+}
+
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_DETACH: libc::c_long = 34;
+/// `BPF_FS_MAGIC` (include/uapi/linux/magic.h).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+fn bpf(cmd: libc::c_long, attr: *mut u8, size: usize) -> io::Result<libc::c_long> {
+    // SAFETY: callers pass a bpf_attr prefix of `size` bytes valid for `cmd`.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr,
+            libc::c_uint::try_from(size).unwrap_or(libc::c_uint::MAX),
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Opens a pinned object (`BPF_OBJ_GET`).
+pub fn obj_get(path: &std::path::Path) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
+    #[repr(C)]
+    #[derive(Default)]
+    struct ObjAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        _pad: u32,
+    }
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut attr = ObjAttr {
+        pathname: c.as_ptr() as u64,
+        ..ObjAttr::default()
+    };
+    let fd = bpf(
+        BPF_OBJ_GET,
+        (&raw mut attr).cast(),
+        std::mem::size_of::<ObjAttr>(),
+    )?;
+    let fd = i32::try_from(fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// What the kernel says of a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkFacts {
+    pub id: u32,
+    pub prog_id: u32,
+    /// For XDP links: the interface, 0 once the interface is gone or the
+    /// link was detached.
+    pub ifindex: u32,
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` on a link.
+pub fn link_facts(fd: BorrowedFd<'_>) -> io::Result<LinkFacts> {
+    /// `struct bpf_link_info` up to the XDP member of its union.
+    #[repr(C)]
+    #[derive(Default)]
+    struct LinkInfo {
+        type_: u32,
+        id: u32,
+        prog_id: u32,
+        _pad: u32,
+        union_first: u32,
+        rest: [u32; 15],
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    const BPF_LINK_TYPE_XDP: u32 = 6;
+    let mut info = LinkInfo::default();
+    let mut attr = InfoAttr {
+        bpf_fd: u32::try_from(fd.as_raw_fd())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+        info_len: u32::try_from(std::mem::size_of::<LinkInfo>()).unwrap_or(0),
+        info: (&raw mut info) as u64,
+    };
+    bpf(
+        BPF_OBJ_GET_INFO_BY_FD,
+        (&raw mut attr).cast(),
+        std::mem::size_of::<InfoAttr>(),
+    )?;
+    Ok(LinkFacts {
+        id: info.id,
+        prog_id: info.prog_id,
+        ifindex: if info.type_ == BPF_LINK_TYPE_XDP {
+            info.union_first
+        } else {
+            0
+        },
+    })
+}
+
+/// `BPF_LINK_DETACH`: detaches a link whoever else holds it.
+pub fn link_detach(fd: BorrowedFd<'_>) -> io::Result<()> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct DetachAttr {
+        link_fd: u32,
+    }
+    let mut attr = DetachAttr {
+        link_fd: u32::try_from(fd.as_raw_fd())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+    };
+    bpf(
+        BPF_LINK_DETACH,
+        (&raw mut attr).cast(),
+        std::mem::size_of::<DetachAttr>(),
+    )
+    .map(drop)
+}
+
+/// Whether `path` is on a bpf filesystem.
+pub fn is_bpffs(path: &std::path::Path) -> io::Result<bool> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: statfs is plain data; zeroed is a valid value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out pointer.
+    if unsafe { libc::statfs(c.as_ptr(), &raw mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(clippy::useless_conversion, reason = "f_type is i64 or u32 by target")]
+    Ok(i64::from(st.f_type) == BPF_FS_MAGIC)
+}
+
+/// Mounts a bpf filesystem on `path` (what systemd and bpftool do when
+/// /sys/fs/bpf is not mounted).
+pub fn mount_bpffs(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let target = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: valid C strings; no data argument.
+    let ret = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            target.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod check;
+pub mod client;
 pub mod demo;
 pub mod explain;
 pub mod run;

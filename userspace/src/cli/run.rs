@@ -1,13 +1,13 @@
 //! `regionwall run`: load, publish, attach, stream events, reload, detach.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitCode,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use std::io::Write as _;
@@ -15,20 +15,35 @@ use std::io::Write as _;
 use anyhow::Context as _;
 use aya::programs::XdpMode;
 use regionwall::{
+    compile::Compiled,
+    control::{self, Ack, Filter, Lagged, Raw, Request, Stats},
+    datapath::Readings as _,
     datapath::{Datapath, LoadOptions},
     events::{self, BootClock, Names, Record},
     fib::{Capacity, Fib},
     netns,
+    pin::{self, LinkFacts, PinDir},
 };
-use regionwall_common::{COUNTERS, Counter, Lookup, UnparsedAction};
-use tokio::signal::unix::{SignalKind, signal};
+use regionwall_common::{COUNTERS, Counter, LAYOUT_VERSION, Lookup, UnparsedAction};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{UnixListener, UnixStream},
+    signal::unix::{SignalKind, signal},
+    sync::broadcast,
+};
 
 /// Enforce a policy on an interface and stream drop/audit events.
 ///
 /// Attach to the LAN-facing interface of the gateway: the program sees what
 /// devices send out. Events go to stdout, one per line (or JSON with
-/// --json); logs go to stderr. SIGHUP reloads the policy (a rejected policy
-/// leaves the old one enforcing). Ctrl-C or SIGTERM detaches and exits.
+/// --json); logs go to stderr. SIGHUP, or saving the policy file, reloads
+/// it (a rejected policy leaves the old one enforcing).
+///
+/// The program, its link and its maps are pinned under
+/// <pin-root>/<iface>/: if the controller dies, the last policy keeps
+/// enforcing, and the next `run` adopts it without a gap. Ctrl-C or SIGTERM
+/// detaches and removes the pins, unless --persist; `regionwall detach`
+/// removes them too.
 ///
 /// Example:
 ///   regionwall run --iface lan0 --policy policies/home.toml --json
@@ -78,6 +93,29 @@ pub struct Args {
     /// room for, at least; raised like --fib-slots.
     #[arg(long, default_value_t = regionwall_common::FIB_LONG_DEFAULT)]
     pub fib_long: u32,
+    /// Events per second each (device, region) may report, per CPU; drops
+    /// over it are still enforced and counted (see `regionwall stats`).
+    /// 0: report every drop.
+    #[arg(long, default_value_t = regionwall_common::EVENT_RATE_DEFAULT)]
+    pub event_rate: u32,
+    /// Events a (device, region) may report at once after a quiet spell.
+    #[arg(long, default_value_t = regionwall_common::EVENT_BURST_DEFAULT)]
+    pub event_burst: u32,
+    /// Where the program, link and maps are pinned (a directory per
+    /// interface below it, on a bpf filesystem).
+    #[arg(long, default_value = pin::DEFAULT_ROOT)]
+    pub pin_root: PathBuf,
+    /// Control socket for `regionwall events/stats/detach`
+    /// [default: /run/regionwall/<iface>.sock]
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// On Ctrl-C/SIGTERM, leave the program attached and pinned (the last
+    /// policy keeps enforcing; the next `run` adopts it).
+    #[arg(long)]
+    pub persist: bool,
+    /// Do not reload when the policy file changes (SIGHUP still reloads).
+    #[arg(long)]
+    pub no_watch: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -158,29 +196,124 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     rt.block_on(run(args))
 }
 
-async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    // Handlers first: a signal that arrives while loading must not kill
-    // the process with its default action (SIGHUP would terminate it).
-    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
-    let (_, compiled) = super::load_policy(&args.policy, &options(&args))?;
-    let (options, fib) = load_options(&args, &compiled)?;
-    let mut dp = Datapath::load_with(options)
-        .context("loading the XDP program (are you root? is the kernel >= 5.8?)")?;
+/// How the controller came to enforce.
+enum Start {
+    /// Nothing was pinned.
+    Fresh,
+    /// Pinned state of this layout: same maps, program swapped on the link.
+    Adopted { epoch: u32, digest: u32 },
+    /// Pinned state it could not adopt, replaced without a gap.
+    Replaced { reason: String },
+}
+
+const fn xdp_mode(mode: Mode) -> XdpMode {
+    match mode {
+        Mode::Native => XdpMode::Driver,
+        Mode::Generic => XdpMode::Skb,
+        Mode::Auto => XdpMode::Default,
+    }
+}
+
+fn set_controls(args: &Args, dp: &mut Datapath) -> anyhow::Result<()> {
     dp.set_unparsed(match args.unparsed {
         Unparsed::Pass => UnparsedAction::Pass,
         Unparsed::Drop => UnparsedAction::Drop,
     })?;
-    let mut epoch = 1;
+    dp.set_event_limit(args.event_rate, args.event_burst)?;
+    Ok(())
+}
+
+/// Puts this controller's program in charge of the interface: adopts the
+/// pinned state when it can, else loads fresh maps, publishes the policy
+/// into them, and only then swaps the program onto the pinned link (or
+/// attaches a new one). Every path pins the result.
+fn establish(
+    args: &Args,
+    compiled: &Compiled,
+    pins: &PinDir,
+    ifindex: u32,
+) -> anyhow::Result<(Datapath, Start, LinkFacts)> {
+    let (options, fib) = load_options(args, compiled)?;
+    let mode = xdp_mode(args.xdp_mode);
+    let found = pins
+        .inspect()
+        .with_context(|| format!("reading pinned state in {}", pins.path().display()))?;
+    let link_live = |pins: &PinDir| -> anyhow::Result<bool> {
+        Ok(pins.link_facts()?.is_some_and(|f| f.ifindex == ifindex))
+    };
+    let mut reason = None;
+    if let Some(found) = &found {
+        match found.refusal(LAYOUT_VERSION, options.lookup as u32) {
+            None => {
+                let mut dp =
+                    Datapath::adopt(options, pins).context("loading on the pinned maps")?;
+                let fits = fib
+                    .as_ref()
+                    .is_none_or(|f| f.fits(dp.options().fib).is_ok());
+                if fits {
+                    let meta = dp.live_meta()?;
+                    set_controls(args, &mut dp)?;
+                    let facts = if link_live(pins)? {
+                        dp.take_over(pins)
+                            .context("swapping the program on the pinned link")?
+                    } else {
+                        dp.attach_pinned(ifindex, mode, pins)
+                            .with_context(|| attach_hint(&args.iface))?
+                    };
+                    dp.pin(pins).context("pinning")?;
+                    let epoch = meta.epoch + 1;
+                    publish(&mut dp, compiled, fib.as_ref(), epoch, &args.policy)?;
+                    return Ok((
+                        dp,
+                        Start::Adopted {
+                            epoch: meta.epoch,
+                            digest: meta.names_digest,
+                        },
+                        facts,
+                    ));
+                }
+                reason = Some("the policy needs more room than the pinned tables have".into());
+            }
+            Some(why) => reason = Some(why),
+        }
+    }
+    // Fresh maps: the policy is fully published before the program goes live.
+    let mut dp = Datapath::load_with(options)
+        .context("loading the XDP program (are you root? is the kernel >= 5.9?)")?;
+    set_controls(args, &mut dp)?;
+    publish(&mut dp, compiled, fib.as_ref(), 1, &args.policy)?;
+    let facts = if link_live(pins)? {
+        dp.take_over(pins)
+            .context("swapping the program on the pinned link")?
+    } else {
+        dp.attach_pinned(ifindex, mode, pins)
+            .with_context(|| attach_hint(&args.iface))?
+    };
+    dp.pin(pins).context("pinning")?;
+    let start = match reason {
+        Some(reason) => Start::Replaced { reason },
+        None => Start::Fresh,
+    };
+    Ok((dp, start, facts))
+}
+
+fn attach_hint(iface: &str) -> String {
+    format!("attaching to {iface} (try --xdp-mode generic if the driver lacks XDP)")
+}
+
+fn publish(
+    dp: &mut Datapath,
+    compiled: &Compiled,
+    fib: Option<&Fib>,
+    epoch: u32,
+    policy: &Path,
+) -> anyhow::Result<()> {
     let report = dp
-        .publish_with(&compiled, fib.as_ref(), epoch)
+        .publish_with(compiled, fib, epoch)
         .context("publishing the policy")?;
-    drop(fib);
-    release_freed_memory();
     log::info!(
         "published policy {} (epoch {epoch}): {} IPv4 + {} IPv6 prefixes, {} classes, {} compiled ranges ({} KiB), in {:?}",
-        args.policy.display(),
+        policy.display(),
         report.v4_prefixes,
         report.v6_prefixes,
         compiled.classes.len(),
@@ -188,26 +321,215 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         report.fib_bytes / 1024,
         report.write_time
     );
-    let mut names = Names::default();
-    names.insert(epoch, Arc::new(compiled));
+    Ok(())
+}
 
-    let ifindex = netns::ifindex(&args.iface)
-        .with_context(|| format!("interface {} not found", args.iface))?;
-    let mode = match args.xdp_mode {
-        Mode::Native => XdpMode::Driver,
-        Mode::Generic => XdpMode::Skb,
-        Mode::Auto => XdpMode::Default,
+/// Binds the control socket: 0700 directory, 0600 socket. A socket some
+/// other controller still answers on is an error; a stale one is replaced.
+fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!(
+                "another controller is running on this interface (it answers on {})",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    // Created with mode 0600 from the start: no window where others may connect.
+    // SAFETY: umask has no preconditions; restored right after bind.
+    let old = unsafe { libc::umask(0o177) };
+    let listener = UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let listener = listener.with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Watches the policy file's directory; sends on `tx` when the file is
+/// written, created or renamed over.
+fn watch(
+    policy: &Path,
+    tx: tokio::sync::mpsc::Sender<()>,
+) -> anyhow::Result<notify::RecommendedWatcher> {
+    use notify::{EventKind, RecursiveMode, Watcher as _};
+    let policy = std::path::absolute(policy).context("resolving the policy path")?;
+    let dir = policy
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let name = policy.file_name().map(std::ffi::OsStr::to_os_string);
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(event) = res else { return };
+        let ours = event
+            .paths
+            .iter()
+            .any(|p| p.file_name().map(std::ffi::OsStr::to_os_string) == name);
+        if ours && matches!(event.kind, EventKind::Modify(_) | EventKind::Create(_)) {
+            let _ = tx.try_send(());
+        }
+    })
+    .context("starting the policy file watcher")?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .with_context(|| format!("watching {}", dir.display()))?;
+    Ok(watcher)
+}
+
+/// What the loop shares with the control socket's clients.
+struct Shared {
+    iface: String,
+    feed: broadcast::Sender<Arc<Record>>,
+    detach: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Ack>>,
+    stats: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Stats>>,
+}
+
+async fn serve_client(stream: UnixStream, shared: Arc<Shared>) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read).read_line(&mut line).await?;
+    let request: Request = match serde_json::from_str(line.trim()) {
+        Ok(r) => r,
+        Err(e) => {
+            let ack = Ack {
+                ok: false,
+                message: format!("bad request: {e}"),
+            };
+            return write.write_all(json_line(&ack).as_bytes()).await;
+        }
     };
-    let link = dp.attach(ifindex, mode).with_context(|| {
-        format!(
-            "attaching to {} (try --xdp-mode generic if the driver lacks XDP)",
-            args.iface
-        )
-    })?;
+    match request {
+        Request::Events(filter) => stream_events(&mut write, &shared, &filter).await,
+        Request::Stats => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if shared.stats.send(tx).await.is_err() {
+                return Ok(());
+            }
+            if let Ok(stats) = rx.await {
+                write.write_all(json_line(&stats).as_bytes()).await?;
+            }
+            Ok(())
+        }
+        Request::Detach => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if shared.detach.send(tx).await.is_err() {
+                return Ok(());
+            }
+            if let Ok(ack) = rx.await {
+                write.write_all(json_line(&ack).as_bytes()).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn stream_events(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    shared: &Shared,
+    filter: &Filter,
+) -> std::io::Result<()> {
+    let mut feed = shared.feed.subscribe();
+    log::info!("events client attached ({})", shared.iface);
+    loop {
+        match feed.recv().await {
+            Ok(record) => {
+                if filter.matches(&record) {
+                    write
+                        .write_all(json_line(record.as_ref()).as_bytes())
+                        .await?;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                write
+                    .write_all(json_line(&Lagged { lagged: n }).as_bytes())
+                    .await?;
+            }
+            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+        }
+    }
+}
+
+fn json_line<T: serde::Serialize>(value: &T) -> String {
+    let mut s = serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    s.push('\n');
+    s
+}
+
+/// Counts of what the loop printed and could not print.
+#[derive(Default)]
+struct Tally {
+    logged: u64,
+    last_lost: u64,
+    last_suppressed: u64,
+    last_queue_dropped: u64,
+}
+
+#[allow(
+    clippy::too_many_lines,
+    reason = "the controller's event loop, one select"
+)]
+async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // Handlers first: a signal that arrives while loading must not kill
+    // the process with its default action (SIGHUP would terminate it).
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    let (_, compiled) = super::load_policy(&args.policy, &options(&args))?;
+    let socket_path = args
+        .socket
+        .clone()
+        .unwrap_or_else(|| control::default_socket(&args.iface));
+    let listener = bind_socket(&socket_path)?;
+    let _socket_guard = RemoveOnDrop(socket_path.clone());
+    let pins = PinDir::new(&args.pin_root, &args.iface);
+    pins.create()
+        .with_context(|| format!("creating the pin directory {}", pins.path().display()))?;
+    let mut ifindex = netns::ifindex(&args.iface)
+        .with_context(|| format!("interface {} not found", args.iface))?;
+
+    let (mut dp, start, facts) = establish(&args, &compiled, &pins, ifindex)?;
+    release_freed_memory();
+    let compiled = Arc::new(compiled);
+    let mut epoch = dp.epoch();
+    let mut names = Names::default();
+    match &start {
+        Start::Fresh => {}
+        Start::Adopted { epoch: old, digest } => {
+            log::info!(
+                "adopted the pinned state in {} (policy epoch {old}, link {}, program now {}): no gap",
+                pins.path().display(),
+                facts.id,
+                facts.prog_id
+            );
+            // Events still queued from the previous controller's policy.
+            if *digest == compiled.names_digest() {
+                names.insert(*old, Arc::clone(&compiled));
+            }
+        }
+        Start::Replaced { reason } => log::warn!(
+            "replaced the pinned state in {} ({reason}); the new policy was published before the program swap (link {}, program {})",
+            pins.path().display(),
+            facts.id,
+            facts.prog_id
+        ),
+    }
+    names.insert(epoch, Arc::clone(&compiled));
     eprintln!(
-        "regionwall: enforcing {} on {} (ifindex {ifindex})",
+        "regionwall: enforcing {} on {} (ifindex {ifindex}, link {}, pinned in {}, control socket {})",
         args.policy.display(),
-        args.iface
+        args.iface,
+        facts.id,
+        pins.path().display(),
+        socket_path.display()
     );
 
     let ring = dp.take_events()?;
@@ -215,10 +537,30 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(args.queue.max(1));
     let pump = tokio::spawn(events::pump(ring, tx, Arc::clone(&queue_dropped)));
 
+    let (feed, _) = broadcast::channel(4096);
+    let (detach_tx, mut detach_rx) = tokio::sync::mpsc::channel(4);
+    let (stats_tx, mut stats_rx) = tokio::sync::mpsc::channel(16);
+    let shared = Arc::new(Shared {
+        iface: args.iface.clone(),
+        feed: feed.clone(),
+        detach: detach_tx,
+        stats: stats_tx,
+    });
+    let (change_tx, mut change_rx) = tokio::sync::mpsc::channel(16);
+    let _watcher = if args.no_watch {
+        None
+    } else {
+        Some(watch(&args.policy, change_tx)?)
+    };
+    let mut reload_at: Option<tokio::time::Instant> = None;
+
     let clock = BootClock::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
-    let mut last_lost = 0;
-    let mut last_queue_dropped = 0;
+    let mut tick = tokio::time::interval(IFACE_POLL);
+    let mut report_tick = tokio::time::interval(Duration::from_secs(10));
+    let mut tally = Tally::default();
+    let mut gone_since: Option<Instant> = None;
+    let mut unpin_on_exit = !args.persist;
+    let mut detach_ack = None;
     // Buffered, flushed whenever the queue runs empty: one write per burst
     // instead of one per event keeps up with floods, and a lone event still
     // appears at once.
@@ -228,6 +570,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Some(event) = rx.recv() => {
                 let record = Record::new(&event, &names, &clock, &args.iface);
                 let text = if args.json { record.json() } else { record.line() };
+                tally.logged += 1;
+                if feed.receiver_count() > 0 {
+                    let _ = feed.send(Arc::new(record));
+                }
                 let written = writeln!(stdout, "{text}")
                     .and_then(|()| if rx.is_empty() { stdout.flush() } else { Ok(()) });
                 if written.is_err() {
@@ -236,27 +582,190 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
-            _ = sighup.recv() => reload(&args, &mut dp, &mut epoch, &mut names),
-            _ = tick.tick() => {
-                let lost = dp.counters().map_or(last_lost, |c| c[Counter::EventsLost as usize]);
-                let qd = queue_dropped.load(Ordering::Relaxed);
-                if lost > last_lost || qd > last_queue_dropped {
-                    log::warn!("events not logged: {} lost in the kernel ring buffer, {} dropped from a full queue (drops themselves were enforced)", lost - last_lost, qd - last_queue_dropped);
-                }
-                last_lost = lost;
-                last_queue_dropped = qd;
+            _ = sighup.recv() => reload(&args, &mut dp, &mut epoch, &mut names, "SIGHUP"),
+            Some(()) = change_rx.recv() => {
+                // Debounced: editors write in several steps.
+                reload_at = Some(tokio::time::Instant::now() + DEBOUNCE);
             }
+            () = async { if let Some(at) = reload_at { tokio::time::sleep_until(at).await } else { std::future::pending().await } } => {
+                reload_at = None;
+                reload(&args, &mut dp, &mut epoch, &mut names, "policy file changed");
+            }
+            Ok((stream, _)) = listener.accept() => {
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    if let Err(e) = serve_client(stream, shared).await {
+                        log::debug!("control client: {e}");
+                    }
+                });
+            }
+            Some(reply) = stats_rx.recv() => {
+                let stats = snapshot(&dp, &args.iface, &names, queue_dropped.load(Ordering::Relaxed), tally.logged);
+                let _ = reply.send(stats);
+            }
+            Some(reply) = detach_rx.recv() => {
+                unpin_on_exit = true;
+                detach_ack = Some(reply);
+                break;
+            }
+            _ = tick.tick() => {
+                match check_link(&args.iface, &pins, ifindex) {
+                    LinkState::Fine => {}
+                    LinkState::Gone => {
+                        if gone_since.is_none() {
+                            log::warn!("interface {} is gone; enforcement resumes when it is back", args.iface);
+                            gone_since = Some(Instant::now());
+                        }
+                    }
+                    LinkState::Back(index) => {
+                        let since = gone_since.take();
+                        match dp.attach_pinned(index, xdp_mode(args.xdp_mode), &pins) {
+                            Ok(facts) => {
+                                ifindex = index;
+                                let gap = since.map_or_else(
+                                    || format!("under {} ms (re-created between checks)", IFACE_POLL.as_millis()),
+                                    |t| format!("{} ms", t.elapsed().as_millis()),
+                                );
+                                log::warn!(
+                                    "re-attached to {} (ifindex {index}, link {}); unenforced gap: {gap}",
+                                    args.iface, facts.id
+                                );
+                            }
+                            Err(e) => {
+                                gone_since = since;
+                                log::error!("re-attaching to {}: {e}", args.iface);
+                            }
+                        }
+                    }
+                    LinkState::Detached => {
+                        log::warn!("the link on {} was detached from outside (regionwall detach?); exiting", args.iface);
+                        unpin_on_exit = true;
+                        break;
+                    }
+                }
+            }
+            _ = report_tick.tick() => report_not_logged(&dp, &mut tally, queue_dropped.load(Ordering::Relaxed)),
         }
     }
+    let _ = stdout.flush();
     pump.abort();
-    dp.detach(link).context("detaching")?;
-    print_summary(&args.iface, &dp, queue_dropped.load(Ordering::Relaxed));
+    let stats = snapshot(
+        &dp,
+        &args.iface,
+        &names,
+        queue_dropped.load(Ordering::Relaxed),
+        tally.logged,
+    );
+    let message = if unpin_on_exit {
+        // Pins first: closing the last fd of an unpinned link detaches.
+        let removed = pins.remove_all().context("removing the pins")?;
+        dp.release_link();
+        format!(
+            "detached from {} and removed {} pins from {}",
+            args.iface,
+            removed.len(),
+            pins.path().display()
+        )
+    } else {
+        dp.release_link();
+        format!(
+            "exited; {} stays enforcing epoch {epoch} through the pins in {} (`regionwall detach --iface {}` removes them)",
+            args.iface,
+            pins.path().display(),
+            args.iface
+        )
+    };
+    if let Some(reply) = detach_ack {
+        let _ = reply.send(Ack {
+            ok: true,
+            message: message.clone(),
+        });
+        // Let the client read its answer before the runtime stops.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    print_summary(&message, &stats);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Removes the control socket however `run` ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// How often the interface and the link are checked.
+const IFACE_POLL: Duration = Duration::from_millis(100);
+/// Quiet time after the last policy file change before reloading.
+const DEBOUNCE: Duration = Duration::from_millis(250);
+
+enum LinkState {
+    Fine,
+    /// The interface does not exist.
+    Gone,
+    /// The interface exists (again) under this index, without our program.
+    Back(u32),
+    /// The interface is still there but our link was detached or unpinned.
+    Detached,
+}
+
+fn check_link(iface: &str, pins: &PinDir, attached: u32) -> LinkState {
+    let Ok(now) = netns::ifindex(iface) else {
+        return LinkState::Gone;
+    };
+    match pins.link_facts() {
+        Ok(Some(f)) if f.ifindex == now => LinkState::Fine,
+        Ok(Some(f)) if f.ifindex == 0 && now == attached => LinkState::Detached,
+        Ok(None) => LinkState::Detached,
+        Ok(Some(_)) => LinkState::Back(now),
+        Err(e) => {
+            log::debug!("reading the pinned link: {e}");
+            LinkState::Fine
+        }
+    }
+}
+
+fn snapshot(dp: &Datapath, iface: &str, names: &Names, queue_dropped: u64, logged: u64) -> Stats {
+    let meta = dp.live_meta().unwrap_or_default();
+    let devices = meta.devices.max(1);
+    let raw = Raw {
+        interface: iface,
+        epoch: dp.epoch(),
+        counters: dp.counters().unwrap_or([0; COUNTERS as usize]),
+        traffic: dp.traffic(devices).unwrap_or_default(),
+        suppressed: dp.suppressed(devices).unwrap_or_default(),
+        queue_dropped,
+        events_logged: logged,
+    };
+    Stats::new(&raw, names.get(dp.epoch()))
+}
+
+/// Logs drops and audits that did not become events since the last report.
+fn report_not_logged(dp: &Datapath, tally: &mut Tally, queue_dropped: u64) {
+    let Ok(c) = dp.counters() else { return };
+    let lost = c[Counter::EventsLost as usize];
+    let suppressed = c[Counter::EventsSuppressed as usize];
+    if lost > tally.last_lost
+        || suppressed > tally.last_suppressed
+        || queue_dropped > tally.last_queue_dropped
+    {
+        log::warn!(
+            "not logged in the last interval (verdicts were enforced): {} over the event rate limit, {} lost in the kernel ring buffer, {} dropped from a full queue; `regionwall stats` shows which devices and regions",
+            suppressed - tally.last_suppressed,
+            lost - tally.last_lost,
+            queue_dropped - tally.last_queue_dropped
+        );
+    }
+    tally.last_lost = lost;
+    tally.last_suppressed = suppressed;
+    tally.last_queue_dropped = queue_dropped;
 }
 
 /// Re-reads, compiles and publishes the policy; on any error the previous
 /// policy stays live and the error is logged with its positions.
-fn reload(args: &Args, dp: &mut Datapath, epoch: &mut u32, names: &mut Names) {
+fn reload(args: &Args, dp: &mut Datapath, epoch: &mut u32, names: &mut Names, why: &str) {
     match super::load_policy(&args.policy, &options(args)) {
         Ok((_, compiled)) => {
             let next = *epoch + 1;
@@ -265,26 +774,37 @@ fn reload(args: &Args, dp: &mut Datapath, epoch: &mut u32, names: &mut Names) {
                     *epoch = next;
                     names.insert(next, Arc::new(compiled));
                     release_freed_memory();
-                    log::info!("reloaded policy (epoch {next}) in {:?}", r.write_time);
+                    log::info!(
+                        "reloaded policy ({why}; epoch {next}) in {:?}",
+                        r.write_time
+                    );
                 }
-                Err(e) => log::error!("reload failed, previous policy still enforcing: {e}"),
+                Err(e) => log::error!(
+                    "reload ({why}) failed, previous policy (epoch {epoch}) still enforcing: {e}"
+                ),
             }
         }
-        Err(e) => log::error!("reload rejected, previous policy still enforcing: {e:#}"),
+        Err(e) => log::error!(
+            "reload ({why}) rejected, previous policy (epoch {epoch}) still enforcing: {e:#}"
+        ),
     }
 }
 
-fn print_summary(iface: &str, dp: &Datapath, queue_dropped: u64) {
-    let counters = dp.counters().unwrap_or([0; COUNTERS as usize]);
-    let c = |k: Counter| counters[k as usize];
+fn print_summary(message: &str, stats: &Stats) {
+    let c = |k: &str| stats.counters.get(k).copied().unwrap_or(0);
+    let n = stats.not_logged;
     eprintln!(
-        "regionwall: detached from {iface}. frames {}, non-IP {}, unparsed passed {} / dropped {}, \
-         events {} (lost in kernel {}, dropped in queue {queue_dropped})",
-        c(Counter::Frames),
-        c(Counter::NonIp),
-        c(Counter::UnparsedPassed),
-        c(Counter::UnparsedDropped),
-        c(Counter::EventsSent),
-        c(Counter::EventsLost),
+        "regionwall: {message}. frames {}, non-IP {}, unparsed passed {} / dropped {}, \
+         dropped {}, audited {}, events logged {} (over the rate limit {}, lost in kernel {}, dropped in queue {})",
+        c("frames"),
+        c("non_ip"),
+        c("unparsed_passed"),
+        c("unparsed_dropped"),
+        stats.packets("drop") + c("unparsed_dropped"),
+        stats.packets("audit"),
+        stats.events_logged,
+        n.suppressed,
+        n.ring_lost,
+        n.queue_dropped,
     );
 }

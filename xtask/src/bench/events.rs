@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use aya::programs::{TestRun as _, TestRunOptions};
 use regionwall::{
     compile,
-    datapath::Datapath,
+    datapath::{Datapath, Readings as _},
     events::{self, BootClock, Names, Record},
     policy,
 };

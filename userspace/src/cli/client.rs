@@ -1,0 +1,293 @@
+//! `regionwall events`, `stats` and `detach`: clients of a running
+//! controller's control socket, or readers of the pinned maps when no
+//! controller runs.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use regionwall::{
+    control::{self, Ack, Filter, Lagged, Raw, Request, Stats},
+    datapath::Readings as _,
+    events::{self, BootClock, Names, Record},
+    pin::{self, PinDir, PinnedMaps},
+};
+use regionwall_common::COUNTERS;
+
+/// Where to find the controller of an interface.
+#[derive(clap::Args, Clone)]
+pub struct Target {
+    /// The interface the controller enforces on.
+    #[arg(long)]
+    pub iface: String,
+    /// Its control socket [default: /run/regionwall/<iface>.sock].
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Its pin root (read directly when no controller answers).
+    #[arg(long, default_value = pin::DEFAULT_ROOT)]
+    pub pin_root: PathBuf,
+    /// The policy file, to name devices, regions and rules when reading
+    /// pinned maps without a controller (used only if it is the policy
+    /// that was published).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+}
+
+impl Target {
+    fn socket(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| control::default_socket(&self.iface))
+    }
+
+    fn pins(&self) -> PinDir {
+        PinDir::new(&self.pin_root, &self.iface)
+    }
+
+    /// Connects and sends `request`; `None` when no controller listens.
+    fn ask(&self, request: &Request) -> anyhow::Result<Option<BufReader<UnixStream>>> {
+        let path = self.socket();
+        let mut stream = match UnixStream::connect(&path) {
+            Ok(s) => s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e).with_context(|| format!("connecting to {}", path.display())),
+        };
+        let mut line = serde_json::to_string(request)?;
+        line.push('\n');
+        stream
+            .write_all(line.as_bytes())
+            .with_context(|| format!("writing to {}", path.display()))?;
+        Ok(Some(BufReader::new(stream)))
+    }
+
+    /// The names of the pinned live policy, if `--policy` compiles to it.
+    fn names(&self, digest: u32) -> Option<regionwall::compile::Compiled> {
+        let path = self.policy.as_deref()?;
+        let compiled = super::load_policy(path, &regionwall::policy::Options::default())
+            .map_err(|e| log::warn!("{e:#}"))
+            .ok()?
+            .1;
+        if compiled.names_digest() == digest {
+            Some(compiled)
+        } else {
+            log::warn!(
+                "{} is not the policy that was published; showing indices",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// Tail drop and audit events of a running controller.
+///
+/// Connects to the controller's control socket; with no controller
+/// running, reads the pinned event ring directly.
+#[derive(clap::Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Print JSON lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Only events of this device (name as printed).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Only events of this region.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Only this verdict: drop or audit.
+    #[arg(long, value_parser = ["drop", "audit"])]
+    pub verdict: Option<String>,
+    /// Exit after this many events.
+    #[arg(long)]
+    pub count: Option<u64>,
+}
+
+pub fn events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
+    super::default_sigpipe();
+    let filter = Filter {
+        device: args.device.clone(),
+        region: args.region.clone(),
+        verdict: args.verdict.clone(),
+    };
+    let mut printed = 0u64;
+    let mut out = std::io::stdout().lock();
+    let mut print = |record: &Record| -> anyhow::Result<bool> {
+        let text = if args.json {
+            record.json()
+        } else {
+            record.line()
+        };
+        writeln!(out, "{text}")?;
+        out.flush()?;
+        printed += 1;
+        Ok(args.count.is_some_and(|n| printed >= n))
+    };
+    if let Some(mut reader) = args.target.ask(&Request::Events(filter.clone()))? {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                eprintln!("regionwall: the controller closed the stream");
+                return Ok(ExitCode::SUCCESS);
+            }
+            if let Ok(lag) = serde_json::from_str::<Lagged>(&line) {
+                eprintln!(
+                    "regionwall: {} events missed (this client was too slow)",
+                    lag.lagged
+                );
+                continue;
+            }
+            let record: Record = serde_json::from_str(&line)
+                .with_context(|| format!("bad event from the controller: {line}"))?;
+            if print(&record)? {
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+    // No controller: consume the pinned ring.
+    let pins = args.target.pins();
+    let mut ring = PinnedMaps::events(&pins).with_context(|| {
+        format!(
+            "no controller answers on {} and nothing is pinned in {}",
+            args.target.socket().display(),
+            pins.path().display()
+        )
+    })?;
+    let maps = PinnedMaps::open(&pins)?;
+    let meta = maps.live_meta()?;
+    let mut names = Names::default();
+    if let Some(c) = args.target.names(meta.names_digest) {
+        names.insert(meta.epoch, std::sync::Arc::new(c));
+    }
+    eprintln!(
+        "regionwall: no controller running; reading the pinned event ring in {}",
+        pins.path().display()
+    );
+    let clock = BootClock::now();
+    loop {
+        while let Some(item) = ring.next() {
+            let Some(ev) = events::decode(&item) else {
+                continue;
+            };
+            let record = Record::new(&ev, &names, &clock, &args.target.iface);
+            if filter.matches(&record) && print(&record)? {
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Packets and bytes per device × region by verdict, and what was not logged.
+#[derive(clap::Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn stats(args: &StatsArgs) -> anyhow::Result<ExitCode> {
+    super::default_sigpipe();
+    let stats = if let Some(mut reader) = args.target.ask(&Request::Stats)? {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        serde_json::from_str::<Stats>(&line)
+            .with_context(|| format!("bad stats from the controller: {line}"))?
+    } else {
+        from_pins(&args.target)?
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&stats)?);
+    } else {
+        print!("{}", stats.table());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn from_pins(target: &Target) -> anyhow::Result<Stats> {
+    let pins = target.pins();
+    let maps = PinnedMaps::open(&pins).with_context(|| {
+        format!(
+            "no controller answers on {} and nothing is pinned in {}",
+            target.socket().display(),
+            pins.path().display()
+        )
+    })?;
+    let meta = maps.live_meta()?;
+    let names = target.names(meta.names_digest);
+    let devices = meta.devices.max(1);
+    let raw = Raw {
+        interface: &target.iface,
+        epoch: meta.epoch,
+        counters: maps.counters().unwrap_or([0; COUNTERS as usize]),
+        traffic: maps.traffic(devices)?,
+        suppressed: maps.suppressed(devices)?,
+        queue_dropped: 0,
+        events_logged: 0,
+    };
+    Ok(Stats::new(&raw, names.as_ref()))
+}
+
+/// Detach regionwall from an interface and remove its pins.
+///
+/// A running controller is asked to detach and exit; otherwise the pinned
+/// link is detached and every pin removed.
+#[derive(clap::Args)]
+pub struct DetachArgs {
+    #[command(flatten)]
+    pub target: Target,
+}
+
+pub fn detach(args: &DetachArgs) -> anyhow::Result<ExitCode> {
+    if let Some(mut reader) = args.target.ask(&Request::Detach)? {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let ack: Ack = serde_json::from_str(&line)
+            .with_context(|| format!("bad answer from the controller: {line}"))?;
+        println!("regionwall: controller: {}", ack.message);
+        if !ack.ok {
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let pins = args.target.pins();
+    let detached = pins.detach_link()?;
+    let removed = pins.remove_all()?;
+    remove_socket(&args.target.socket());
+    if detached || !removed.is_empty() {
+        println!(
+            "regionwall: detached from {} and removed {} pins from {}",
+            args.target.iface,
+            removed.len(),
+            pins.path().display()
+        );
+    } else {
+        println!(
+            "regionwall: nothing pinned for {} in {}",
+            args.target.iface,
+            pins.path().display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn remove_socket(path: &Path) {
+    if UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+}

@@ -1,0 +1,270 @@
+//! The controller's control socket: a Unix stream socket (mode 0600 in a
+//! 0700 directory, so only root reaches it) through which `regionwall
+//! events`, `stats` and `detach` talk to a running `regionwall run`.
+//!
+//! Protocol: the client sends one JSON [`Request`] line; the controller
+//! answers with JSON lines: a stream of [`crate::events::Record`]s (and
+//! [`Lagged`] notes) for `events`, one [`Stats`] for `stats`, one
+//! [`Ack`] for `detach`.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use regionwall_common::{COUNTERS, Counter, Verdict};
+use serde::{Deserialize, Serialize};
+
+use crate::{compile::Compiled, datapath::TrafficRow, events::Record};
+
+/// Directory of the default sockets.
+pub const SOCKET_DIR: &str = "/run/regionwall";
+
+/// The default socket of the controller of `iface`.
+#[must_use]
+pub fn default_socket(iface: &str) -> PathBuf {
+    Path::new(SOCKET_DIR).join(format!("{iface}.sock"))
+}
+
+/// What a client asks for.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
+pub enum Request {
+    /// Stream events matching the filter.
+    Events(Filter),
+    /// One statistics snapshot.
+    #[default]
+    Stats,
+    /// Detach, remove the pins and exit.
+    Detach,
+}
+
+/// Event filter: every given field must match (names as printed).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Filter {
+    pub device: Option<String>,
+    pub region: Option<String>,
+    pub verdict: Option<String>,
+}
+
+impl Filter {
+    #[must_use]
+    pub fn matches(&self, r: &Record) -> bool {
+        let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        eq(&self.device, &r.device) && eq(&self.region, &r.region) && eq(&self.verdict, &r.verdict)
+    }
+}
+
+/// Sent in the event stream when a slow client missed events.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Lagged {
+    pub lagged: u64,
+}
+
+/// Answer to `detach`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ack {
+    pub ok: bool,
+    pub message: String,
+}
+
+/// Packets and bytes of one (device, region, verdict).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatRow {
+    pub device: String,
+    pub region: String,
+    pub verdict: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Events one (device, region) did not send for its rate limit.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SuppressedRow {
+    pub device: String,
+    pub region: String,
+    pub events: u64,
+}
+
+/// Why drops and audits did not become printed events.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NotLogged {
+    /// Over the per-(device, region) rate limit (counted in the kernel).
+    pub suppressed: u64,
+    /// The kernel ring buffer was full.
+    pub ring_lost: u64,
+    /// The controller's queue was full (`--queue`).
+    pub queue_dropped: u64,
+}
+
+/// A statistics snapshot.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Stats {
+    pub interface: String,
+    /// Epoch of the live policy.
+    pub epoch: u32,
+    /// Whether names come from the live policy (else `#index`).
+    pub named: bool,
+    pub counters: BTreeMap<String, u64>,
+    pub traffic: Vec<StatRow>,
+    pub suppressed: Vec<SuppressedRow>,
+    pub not_logged: NotLogged,
+    /// Events the controller printed (0 when read from pins).
+    pub events_logged: u64,
+}
+
+/// Name of a counter slot as shown in stats.
+#[must_use]
+pub const fn counter_name(c: u32) -> &'static str {
+    match c {
+        0 => "frames",
+        1 => "non_ip",
+        2 => "unparsed_vlan",
+        3 => "unparsed_ext_headers",
+        4 => "unparsed_pppoe",
+        5 => "malformed",
+        6 => "unparsed_passed",
+        7 => "unparsed_dropped",
+        8 => "later_fragments",
+        9 => "events_sent",
+        10 => "events_lost",
+        11 => "mapped_v6",
+        12 => "bad_decision",
+        13 => "bad_lookup",
+        14 => "events_suppressed",
+        _ => "unknown",
+    }
+}
+
+/// Everything a snapshot is made of, as read from the maps.
+pub struct Raw<'a> {
+    pub interface: &'a str,
+    pub epoch: u32,
+    pub counters: [u64; COUNTERS as usize],
+    pub traffic: Vec<TrafficRow>,
+    pub suppressed: Vec<(u32, u32, u64)>,
+    pub queue_dropped: u64,
+    pub events_logged: u64,
+}
+
+impl Stats {
+    /// Names a snapshot with the live policy when known.
+    #[must_use]
+    pub fn new(raw: &Raw<'_>, names: Option<&Compiled>) -> Self {
+        let device = |d: u32| {
+            let d16 = u16::try_from(d).unwrap_or(u16::MAX);
+            names.map_or_else(|| format!("#{d}"), |c| c.device_name(d16).to_string())
+        };
+        let region = |r: u32| {
+            let r16 = u16::try_from(r).unwrap_or(u16::MAX);
+            names.map_or_else(
+                || if r == 0 { "-".into() } else { format!("#{r}") },
+                |c| c.region_name(r16).to_string(),
+            )
+        };
+        let c = |k: Counter| raw.counters[k as usize];
+        Self {
+            interface: raw.interface.to_string(),
+            epoch: raw.epoch,
+            named: names.is_some(),
+            counters: (0..COUNTERS)
+                .map(|i| (counter_name(i).to_string(), raw.counters[i as usize]))
+                .collect(),
+            traffic: raw
+                .traffic
+                .iter()
+                .map(|t| StatRow {
+                    device: device(t.device),
+                    region: region(t.region),
+                    verdict: u8::try_from(t.verdict)
+                        .ok()
+                        .and_then(Verdict::from_u8)
+                        .map_or_else(|| format!("#{}", t.verdict), |v| v.as_str().to_string()),
+                    packets: t.counter.packets,
+                    bytes: t.counter.bytes,
+                })
+                .collect(),
+            suppressed: raw
+                .suppressed
+                .iter()
+                .map(|&(d, r, n)| SuppressedRow {
+                    device: device(d),
+                    region: region(r),
+                    events: n,
+                })
+                .collect(),
+            not_logged: NotLogged {
+                suppressed: c(Counter::EventsSuppressed),
+                ring_lost: c(Counter::EventsLost),
+                queue_dropped: raw.queue_dropped,
+            },
+            events_logged: raw.events_logged,
+        }
+    }
+
+    /// Packets of a verdict over all devices and regions.
+    #[must_use]
+    pub fn packets(&self, verdict: &str) -> u64 {
+        self.traffic
+            .iter()
+            .filter(|r| r.verdict == verdict)
+            .map(|r| r.packets)
+            .sum()
+    }
+
+    /// A table: one line per (device, region), packets/bytes per verdict.
+    #[must_use]
+    pub fn table(&self) -> String {
+        use std::fmt::Write as _;
+        let mut cells: BTreeMap<(&str, &str), [(u64, u64); 3]> = BTreeMap::new();
+        for r in &self.traffic {
+            let i = match r.verdict.as_str() {
+                "pass" => 0,
+                "drop" => 1,
+                _ => 2,
+            };
+            let cell = cells.entry((&r.device, &r.region)).or_default();
+            cell[i].0 += r.packets;
+            cell[i].1 += r.bytes;
+        }
+        let mut out = format!(
+            "{} (policy epoch {}){}\n{:<16} {:<16} {:>12} {:>14} {:>12} {:>14} {:>12} {:>14}\n",
+            self.interface,
+            self.epoch,
+            if self.named {
+                ""
+            } else {
+                " - names unknown, indices shown"
+            },
+            "DEVICE",
+            "REGION",
+            "PASS PKTS",
+            "PASS BYTES",
+            "DROP PKTS",
+            "DROP BYTES",
+            "AUDIT PKTS",
+            "AUDIT BYTES"
+        );
+        for ((d, r), v) in &cells {
+            let _ = writeln!(
+                out,
+                "{d:<16} {r:<16} {:>12} {:>14} {:>12} {:>14} {:>12} {:>14}",
+                v[0].0, v[0].1, v[1].0, v[1].1, v[2].0, v[2].1
+            );
+        }
+        let n = &self.not_logged;
+        let _ = writeln!(
+            out,
+            "events not logged: {} over the rate limit, {} lost in the kernel ring, {} dropped from the controller's queue",
+            n.suppressed, n.ring_lost, n.queue_dropped
+        );
+        for s in &self.suppressed {
+            let _ = writeln!(
+                out,
+                "  rate-limited: device {} region {}: {} events",
+                s.device, s.region, s.events
+            );
+        }
+        out
+    }
+}

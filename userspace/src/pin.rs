@@ -1,0 +1,323 @@
+//! Pinned state of one interface: the XDP link, the program and every map
+//! under `<root>/<iface>/` (root `/sys/fs/bpf/regionwall` by default).
+//!
+//! The pinned link keeps the program attached when the controller exits or
+//! is killed: enforcement of the last published policy continues (fail
+//! closed for what the policy blocks). A restarted controller inspects the
+//! directory and either adopts it (same layout, same lookup, consistent
+//! pins: it loads its program on the pinned maps and swaps it onto the link
+//! atomically) or replaces it (fresh maps, policy published, then the
+//! program swapped onto the same link): never a gap.
+
+use std::{
+    io,
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+};
+
+use aya::{maps::MapData, programs::ProgramInfo};
+use regionwall_common::{LAYOUT_SLOT_LOOKUP, LAYOUT_SLOT_VERSION};
+
+pub use crate::sys::LinkFacts;
+use crate::{datapath::PINNED_MAPS, sys};
+
+/// Where pins live unless `--pin-root` says otherwise.
+pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/regionwall";
+
+/// Pinned state could not be read, written or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{} is not on a bpf filesystem (mount one: mount -t bpf bpf /sys/fs/bpf)",
+        path.display()
+    )]
+    NotBpffs { path: PathBuf },
+    #[error("pinned map {}: {source}", path.display())]
+    Map {
+        path: PathBuf,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PinError + '_ {
+    move |source| PinError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The pin directory of one interface.
+#[derive(Clone, Debug)]
+pub struct PinDir {
+    dir: PathBuf,
+}
+
+/// What a pin directory holds.
+#[derive(Clone, Debug, Default)]
+pub struct Found {
+    /// `LAYOUT` slots, when that map is pinned and readable.
+    pub layout: Option<u32>,
+    pub lookup: Option<u32>,
+    /// The pinned link, when there is one.
+    pub link: Option<LinkFacts>,
+    /// Id of the pinned program.
+    pub prog_id: Option<u32>,
+    /// Pinned maps missing.
+    pub missing: Vec<&'static str>,
+    /// Pinned maps the pinned program does not use (left from an
+    /// interrupted replacement).
+    pub foreign: Vec<&'static str>,
+}
+
+impl Found {
+    /// Why these pins cannot be adopted by a controller of `layout` with
+    /// `lookup`; `None` when they can.
+    #[must_use]
+    pub fn refusal(&self, layout: u32, lookup: u32) -> Option<String> {
+        if !self.missing.is_empty() {
+            return Some(format!("maps not pinned: {}", self.missing.join(", ")));
+        }
+        match self.layout {
+            Some(v) if v == layout => {}
+            Some(v) => return Some(format!("pinned layout {v}, this controller has {layout}")),
+            None => return Some("no layout version pinned".into()),
+        }
+        if self.lookup != Some(lookup) {
+            return Some(format!(
+                "pinned tables are for lookup {:?}, this controller uses {lookup}",
+                self.lookup
+            ));
+        }
+        if !self.foreign.is_empty() {
+            return Some(format!(
+                "pinned maps {} are not the pinned program's",
+                self.foreign.join(", ")
+            ));
+        }
+        match (self.link, self.prog_id) {
+            (Some(link), Some(prog)) if link.prog_id != prog => Some(format!(
+                "the link runs program {}, the pinned program is {prog}",
+                link.prog_id
+            )),
+            (_, None) => Some("no program pinned".into()),
+            _ => None,
+        }
+    }
+}
+
+impl PinDir {
+    #[must_use]
+    pub fn new(root: &Path, iface: &str) -> Self {
+        Self {
+            dir: root.join(iface),
+        }
+    }
+
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    #[must_use]
+    pub fn link(&self) -> PathBuf {
+        self.dir.join("link")
+    }
+
+    #[must_use]
+    pub fn prog(&self) -> PathBuf {
+        self.dir.join("prog")
+    }
+
+    #[must_use]
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Creates the directory (mode 0700), mounting a bpf filesystem on
+    /// /sys/fs/bpf first when nothing is mounted there.
+    pub fn create(&self) -> Result<(), PinError> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        let sys_bpf = Path::new("/sys/fs/bpf");
+        if self.dir.starts_with(sys_bpf) && !sys::is_bpffs(sys_bpf).unwrap_or(false) {
+            sys::mount_bpffs(sys_bpf).map_err(io_err(sys_bpf))?;
+            log::info!("mounted a bpf filesystem on /sys/fs/bpf");
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(io_err(&self.dir))?;
+        if !sys::is_bpffs(&self.dir).map_err(io_err(&self.dir))? {
+            return Err(PinError::NotBpffs {
+                path: self.dir.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether anything is pinned here.
+    #[must_use]
+    pub fn exists(&self) -> bool {
+        self.link().exists() || self.prog().exists() || self.map("CONTROL").exists()
+    }
+
+    /// The pinned link's facts (`None` when no link is pinned).
+    pub fn link_facts(&self) -> Result<Option<LinkFacts>, PinError> {
+        let path = self.link();
+        match sys::obj_get(&path) {
+            Ok(fd) => Ok(Some(sys::link_facts(fd.as_fd()).map_err(io_err(&path))?)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Reads what is pinned; `None` when nothing is.
+    pub fn inspect(&self) -> Result<Option<Found>, PinError> {
+        if !self.exists() {
+            return Ok(None);
+        }
+        let mut found = Found {
+            link: self.link_facts()?,
+            ..Found::default()
+        };
+        let prog_maps = match ProgramInfo::from_pin(self.prog()) {
+            Ok(info) => {
+                found.prog_id = Some(info.id());
+                info.map_ids().ok().flatten().unwrap_or_default()
+            }
+            Err(_) => Vec::new(),
+        };
+        for name in PINNED_MAPS {
+            let path = self.map(name);
+            let Ok(map) = MapData::from_pin(&path) else {
+                found.missing.push(name);
+                continue;
+            };
+            let id = map.info().map_or(0, |i| i.id());
+            if found.prog_id.is_some() && !prog_maps.contains(&id) {
+                found.foreign.push(name);
+            }
+            if name == "LAYOUT" {
+                let array: Result<aya::maps::Array<MapData, u32>, _> =
+                    aya::maps::Array::try_from(aya::maps::Map::Array(map));
+                if let Ok(array) = array {
+                    found.layout = array.get(&LAYOUT_SLOT_VERSION, 0).ok();
+                    found.lookup = array.get(&LAYOUT_SLOT_LOOKUP, 0).ok();
+                }
+            }
+        }
+        Ok(Some(found))
+    }
+
+    /// Max entries of a pinned map.
+    pub fn max_entries(&self, name: &str) -> Result<u32, PinError> {
+        let path = self.map(name);
+        let map = MapData::from_pin(&path).map_err(|source| PinError::Map {
+            path: path.clone(),
+            source,
+        })?;
+        map.info()
+            .map(|i| i.max_entries())
+            .map_err(|source| PinError::Map { path, source })
+    }
+
+    /// Removes every pin and the directory. Returns the names removed.
+    pub fn remove_all(&self) -> Result<Vec<String>, PinError> {
+        let mut removed = Vec::new();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
+            Err(e) => return Err(io_err(&self.dir)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io_err(&self.dir))?;
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+            removed.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        std::fs::remove_dir(&self.dir).map_err(io_err(&self.dir))?;
+        removed.sort();
+        Ok(removed)
+    }
+
+    /// Removes one pin if present.
+    pub fn unpin(&self, path: &Path) -> Result<(), PinError> {
+        match std::fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(path)(e)),
+        }
+    }
+
+    /// Detaches the pinned link whoever holds it (`BPF_LINK_DETACH`).
+    pub fn detach_link(&self) -> Result<bool, PinError> {
+        let path = self.link();
+        match sys::obj_get(&path) {
+            Ok(fd) => {
+                sys::link_detach(fd.as_fd()).map_err(io_err(&path))?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+}
+
+/// The pinned maps `stats` and `events` read when no controller runs.
+pub struct PinnedMaps {
+    maps: std::collections::HashMap<&'static str, aya::maps::Map>,
+}
+
+impl PinnedMaps {
+    /// Opens the maps the readings need.
+    pub fn open(pins: &PinDir) -> Result<Self, PinError> {
+        use aya::maps::Map;
+        let mut maps = std::collections::HashMap::new();
+        for name in [
+            "CONTROL",
+            "POLICY_META",
+            "COUNTERS_MAP",
+            "TRAFFIC",
+            "RATE_LIMIT",
+        ] {
+            let path = pins.map(name);
+            let data = MapData::from_pin(&path).map_err(|source| PinError::Map {
+                path: path.clone(),
+                source,
+            })?;
+            let map = match name {
+                "CONTROL" | "POLICY_META" => Map::Array(data),
+                _ => Map::PerCpuArray(data),
+            };
+            maps.insert(name, map);
+        }
+        Ok(Self { maps })
+    }
+
+    /// The pinned event ring (consuming from it takes events from any
+    /// other reader).
+    pub fn events(pins: &PinDir) -> Result<aya::maps::RingBuf<MapData>, PinError> {
+        let path = pins.map("EVENTS");
+        let err = |source| PinError::Map {
+            path: path.clone(),
+            source,
+        };
+        let data = MapData::from_pin(&path).map_err(err)?;
+        aya::maps::RingBuf::try_from(aya::maps::Map::RingBuf(data)).map_err(err)
+    }
+}
+
+impl crate::datapath::Readings for PinnedMaps {
+    fn map_named(&self, name: &'static str) -> Result<&aya::maps::Map, crate::DatapathError> {
+        self.maps
+            .get(name)
+            .ok_or(crate::DatapathError::MissingMap(name))
+    }
+}
