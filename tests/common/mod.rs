@@ -2,6 +2,7 @@
 //! from text, and a loaded datapath with a published policy.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod flow;
 pub mod frames;
 pub mod mmdb;
 

@@ -138,8 +138,10 @@ pub struct Datapath {
 /// Every map of the production object, pinned by name under the
 /// interface's pin directory (see [`crate::pin`]).
 /// Keep in step with ebpf/src/maps.rs: pinning fails on a missing name.
+/// `LAYOUT` comes last: a replacement interrupted while re-pinning leaves
+/// the old layout version (or a program that does not use the pinned
+/// maps), which the next controller replaces again.
 pub const PINNED_MAPS: [&str; 27] = [
-    "LAYOUT",
     "CONTROL",
     "POLICY_META",
     "REGION_V4_0",
@@ -166,6 +168,7 @@ pub const PINNED_MAPS: [&str; 27] = [
     "TRAFFIC",
     "RATE_LIMIT",
     "EVENTS",
+    "LAYOUT",
 ];
 
 fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {

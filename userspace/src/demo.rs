@@ -249,7 +249,41 @@ impl Controller {
         self.child.id()
     }
 
-    /// SIGKILL, as a crash: nothing is cleaned up, the pins stay.
+    /// Waits up to `timeout` for the controller to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> io::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other("regionwall run did not exit in time"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything printed on stderr so far.
+    #[must_use]
+    pub fn log_text(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` for `needle` to appear on stderr.
+    #[must_use]
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    /// SIGKILL, as a crash: nothing is cleaned up, the pins stay (pass
+    /// `--pin-root` to `start`, or drop removes them).
     pub fn kill9(mut self) -> io::Result<std::process::ExitStatus> {
         self.signal(libc::SIGKILL);
         self.child.wait()

@@ -201,7 +201,8 @@ impl PinDir {
                 continue;
             };
             let id = map.info().map_or(0, |i| i.id());
-            if found.prog_id.is_some() && !prog_maps.contains(&id) {
+            // LAYOUT is the controller's record; the program never reads it.
+            if name != "LAYOUT" && found.prog_id.is_some() && !prog_maps.contains(&id) {
                 found.foreign.push(name);
             }
             if name == "LAYOUT" {
