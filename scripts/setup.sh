@@ -49,3 +49,17 @@ if ! "$CARGO_BIN/bpf-linker" --version 2>/dev/null | grep -q "$BPF_LINKER_VERSIO
     cargo +"$USER_TOOLCHAIN" install bpf-linker --locked --version "$BPF_LINKER_VERSION" \
       --no-default-features --features llvm-22
 fi
+
+# cargo-fuzz: `cargo xtask fuzz` (part of `./x test`) runs the fuzz targets
+# briefly on the eBPF nightly.
+CARGO_FUZZ_VERSION=0.13.2
+if ! "$CARGO_BIN/cargo-fuzz" --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+  log "installing cargo-fuzz ${CARGO_FUZZ_VERSION}"
+  cargo +"$USER_TOOLCHAIN" install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
+fi
+
+# The bpf filesystem pins live on (systemd mounts it; bare containers may not).
+if [ "$(id -u)" = 0 ] && ! mountpoint -q /sys/fs/bpf 2>/dev/null; then
+  log "mounting a bpf filesystem on /sys/fs/bpf"
+  mount -t bpf bpf /sys/fs/bpf
+fi

@@ -28,8 +28,57 @@ enum Task {
     /// Run the benchmarks (per-packet cost, compile + publish, event path,
     /// RSS) and update the README's results; always runs optimized.
     Bench(bench::Args),
+    /// Run the cargo-fuzz targets (policy parser, data loaders) for a
+    /// bounded time each, from the committed seeds.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Only these targets (default: all).
+        targets: Vec<String>,
+    },
     /// Run the installer only.
     Setup,
+}
+
+/// The cargo-fuzz targets in fuzz/Cargo.toml.
+const FUZZ_TARGETS: [&str; 4] = ["policy", "cidr_list", "rir_delegated", "range_csv"];
+/// cargo-fuzz needs nightly: the eBPF toolchain (already installed).
+const NIGHTLY: &str = "+nightly-2026-07-20";
+
+/// Runs each target for `seconds`, seeded from fuzz/seeds/<target>, with a
+/// scratch corpus; a crash fails with the reproducer's path.
+fn fuzz(targets: &[String], seconds: u64) -> anyhow::Result<()> {
+    let all: Vec<String> = FUZZ_TARGETS.iter().map(ToString::to_string).collect();
+    let targets = if targets.is_empty() { &all } else { targets };
+    for target in targets {
+        let corpus = std::path::Path::new("target/fuzz-corpus").join(target);
+        std::fs::create_dir_all(&corpus)
+            .with_context(|| format!("creating {}", corpus.display()))?;
+        // The rustup proxy, not $CARGO: `+toolchain` selects the nightly.
+        let mut cmd = Command::new("cargo");
+        for var in [
+            "CARGO",
+            "RUSTUP_TOOLCHAIN",
+            "RUSTC",
+            "RUSTC_WRAPPER",
+            "RUSTFLAGS",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.args([NIGHTLY, "fuzz", "run", "--fuzz-dir", "fuzz", "-O", target])
+            .arg(&corpus)
+            .arg(format!("fuzz/seeds/{target}"))
+            .args([
+                "--",
+                &format!("-max_total_time={seconds}"),
+                "-rss_limit_mb=2048",
+                "-print_final_stats=1",
+            ]);
+        eprintln!("xtask: fuzzing {target} for {seconds} s");
+        run(cmd)?;
+    }
+    Ok(())
 }
 
 fn cargo() -> Command {
@@ -81,8 +130,19 @@ fn main() -> anyhow::Result<()> {
             let mut test = cargo();
             // Default members only: the eBPF crate cannot be built for the host.
             test.args(["test"]).args(&args);
-            run(test)
+            run(test)?;
+            // The whole suite also fuzzes briefly (REGIONWALL_FUZZ_SECONDS
+            // per target, 0 to skip); a filtered run does not.
+            let seconds = std::env::var("REGIONWALL_FUZZ_SECONDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(10);
+            if args.is_empty() && seconds > 0 {
+                fuzz(&[], seconds)?;
+            }
+            Ok(())
         }
+        Task::Fuzz { seconds, targets } => fuzz(&targets, seconds),
         Task::Bench(args) => {
             require_root("the benchmark")?;
             if cfg!(debug_assertions) {
