@@ -520,10 +520,17 @@ fn rss(root: &Path, countries: &Path, lookup: &str) -> anyhow::Result<Rss> {
     ])?;
     ns.ip(&["link", "set", "lan0", "up"])?;
     ns.ip(&["link", "set", "lan1", "up"])?;
+    // Pins and socket of its own: never those of a controller on this host.
+    let pin_root = std::path::Path::new("/sys/fs/bpf").join(ns.name());
+    let socket = std::env::temp_dir().join(format!("{}.sock", ns.name()));
     let mut child = ns
         .command(binary.to_str().context("binary path")?)
         .args(["run", "--iface", "lan0", "--lookup", lookup, "--policy"])
         .arg(&policy)
+        .arg("--pin-root")
+        .arg(&pin_root)
+        .arg("--socket")
+        .arg(&socket)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -557,6 +564,7 @@ fn rss(root: &Path, countries: &Path, lookup: &str) -> anyhow::Result<Rss> {
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(i32::try_from(pid).unwrap_or(0), libc::SIGTERM) };
     let _ = child.wait();
+    let _ = std::fs::remove_dir(&pin_root);
     if !ready.join().unwrap_or(false) {
         bail!("regionwall run did not start enforcing the world policy");
     }
