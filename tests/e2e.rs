@@ -4,32 +4,10 @@
 
 mod common;
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
+use common::{demo_policy_copy, exe, xdp_attached};
 use regionwall::demo::{Controller, GATEWAY_LAN, Topology, send_traffic};
-
-fn exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_regionwall"))
-}
-
-fn demo_policy_copy() -> PathBuf {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../policies/demo.toml"
-    ))
-    .expect("demo policy");
-    common::policy_file(&text)
-}
-
-fn xdp_attached(t: &Topology) -> bool {
-    let out = t
-        .gateway
-        .command("ip")
-        .args(["link", "show", GATEWAY_LAN])
-        .output()
-        .expect("ip link show");
-    String::from_utf8_lossy(&out.stdout).contains("xdp")
-}
 
 #[test]
 fn blocked_ranges_dropped_allowed_delivered_with_events() {

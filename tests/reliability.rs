@@ -23,8 +23,9 @@ use aya::{
 };
 use aya_obj::programs::XdpAttachType;
 use common::{
+    demo_policy_copy, exe,
     flow::{Count, Flow},
-    frames::{ETH_P_IP, ethernet, ipv4, udp},
+    udp4_frame, xdp_attached,
 };
 use regionwall::{
     control::Stats,
@@ -37,19 +38,6 @@ const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const BLOCKED: &str = "198.51.100.10";
 const ALLOWED: &str = "203.0.113.10";
-
-fn exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_regionwall"))
-}
-
-fn demo_policy_copy() -> PathBuf {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../policies/demo.toml"
-    ))
-    .expect("demo policy");
-    common::policy_file(&text)
-}
 
 /// A pin root of the test's own on the host's bpffs; on drop, whatever is
 /// pinned there is detached and removed.
@@ -76,20 +64,23 @@ impl Drop for PinRoot {
     }
 }
 
-fn xdp_attached(t: &Topology) -> bool {
-    let out = t
-        .gateway
-        .command("ip")
-        .args(["link", "show", GATEWAY_LAN])
-        .output()
-        .expect("ip link show");
-    String::from_utf8_lossy(&out.stdout).contains("xdp")
-}
-
 fn print_counts(what: &str, counts: &[(std::net::IpAddr, Count)]) {
     for (a, c) in counts {
         println!("{what}: {a}: sent {} delivered {}", c.sent, c.delivered);
     }
+}
+
+/// `regionwall detach` of the sandbox gateway's LAN side.
+fn detach(root: &PinRoot, socket: &str) -> std::process::Output {
+    regionwall(&[
+        "detach",
+        "--iface",
+        GATEWAY_LAN,
+        "--pin-root",
+        root.arg(),
+        "--socket",
+        socket,
+    ])
 }
 
 fn regionwall(args: &[&str]) -> std::process::Output {
@@ -180,15 +171,7 @@ fn killed_controller_keeps_enforcing_restart_adopts_detach_removes() {
 
     // Detach through the control socket: the controller detaches and exits.
     let socket = second.socket.to_str().expect("UTF-8").to_string();
-    let out = regionwall(&[
-        "detach",
-        "--iface",
-        GATEWAY_LAN,
-        "--pin-root",
-        root.arg(),
-        "--socket",
-        &socket,
-    ]);
+    let out = detach(&root, &socket);
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}");
     assert!(out.status.success() && text.contains("detached"));
@@ -214,15 +197,7 @@ fn detach_without_a_controller_removes_a_crashed_controllers_pins() {
     let socket = c.socket.to_str().expect("UTF-8").to_string();
     c.kill9().expect("kill -9");
     assert!(xdp_attached(&t));
-    let out = regionwall(&[
-        "detach",
-        "--iface",
-        GATEWAY_LAN,
-        "--pin-root",
-        root.arg(),
-        "--socket",
-        &socket,
-    ]);
+    let out = detach(&root, &socket);
     println!("{}", String::from_utf8_lossy(&out.stdout));
     assert!(out.status.success());
     assert!(!root.pins().exists());
@@ -334,17 +309,7 @@ impl Prober {
             ];
             let frames: Vec<Vec<u8>> = dsts
                 .iter()
-                .map(|d| {
-                    let ip = ipv4(
-                        std::net::Ipv4Addr::new(192, 0, 2, 99),
-                        *d,
-                        17,
-                        0,
-                        0,
-                        &udp(4000, 53, b"probe"),
-                    );
-                    ethernet([2, 0, 0, 0, 0, 9], &[], ETH_P_IP, &ip)
-                })
+                .map(|d| udp4_frame(std::net::Ipv4Addr::new(192, 0, 2, 99), *d, 53))
                 .collect();
             let mut tally = [[0u64; 2]; 3];
             while !s.load(Ordering::Relaxed) {
@@ -518,18 +483,10 @@ fn bad_policy_or_data_file_is_rejected_like_check_and_the_old_policy_stays() {
     }
     println!("rejected with the same diagnostics as check: {expected:?}");
     let prog = Xdp::from_pin(root.pins().prog(), XdpAttachType::Interface).expect("program");
-    let x = ethernet(
-        [2, 0, 0, 0, 0, 9],
-        &[],
-        ETH_P_IP,
-        &ipv4(
-            std::net::Ipv4Addr::new(192, 0, 2, 99),
-            std::net::Ipv4Addr::new(203, 0, 113, 5),
-            17,
-            0,
-            0,
-            &udp(1, 2, b""),
-        ),
+    let x = udp4_frame(
+        std::net::Ipv4Addr::new(192, 0, 2, 99),
+        std::net::Ipv4Addr::new(203, 0, 113, 5),
+        2,
     );
     let verdict = |f: &[u8]| {
         prog.test_run(TestRunOptions {
@@ -605,18 +562,10 @@ fn stats(root: &PinRoot, socket: &Path) -> Stats {
 /// the stats once every event is accounted for.
 fn flood(c: &Controller, root: &PinRoot, packets: u32) -> Stats {
     let prog = Xdp::from_pin(root.pins().prog(), XdpAttachType::Interface).expect("program");
-    let frame = ethernet(
-        [2, 0, 0, 0, 0, 9],
-        &[],
-        ETH_P_IP,
-        &ipv4(
-            std::net::Ipv4Addr::new(192, 0, 2, 10),
-            std::net::Ipv4Addr::new(198, 51, 100, 20),
-            17,
-            0,
-            0,
-            &udp(4000, 9, b"flood"),
-        ),
+    let frame = udp4_frame(
+        std::net::Ipv4Addr::new(192, 0, 2, 10),
+        std::net::Ipv4Addr::new(198, 51, 100, 20),
+        9,
     );
     let before = stats(root, &c.socket);
     let start = Instant::now();

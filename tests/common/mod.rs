@@ -26,6 +26,42 @@ pub fn policy_file(text: &str) -> PathBuf {
     path
 }
 
+/// The `regionwall` binary under test.
+pub fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_regionwall"))
+}
+
+/// A private copy of policies/demo.toml (tests may rewrite it).
+pub fn demo_policy_copy() -> PathBuf {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policies/demo.toml"
+    ))
+    .expect("demo policy");
+    policy_file(&text)
+}
+
+/// Whether an XDP program is attached to the sandbox gateway's LAN side.
+pub fn xdp_attached(t: &regionwall::demo::Topology) -> bool {
+    let out = t
+        .gateway
+        .command("ip")
+        .args(["link", "show", regionwall::demo::GATEWAY_LAN])
+        .output()
+        .expect("ip link show");
+    String::from_utf8_lossy(&out.stdout).contains("xdp")
+}
+
+/// Ethernet + IPv4 + UDP from `src` to `dst` (source MAC 02:00:00:00:00:09).
+pub fn udp4_frame(src: Ipv4Addr, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    frames::ethernet(
+        [2, 0, 0, 0, 0, 9],
+        &[],
+        frames::ETH_P_IP,
+        &frames::ipv4(src, dst, 17, 0, 0, &frames::udp(4000, dport, b"probe")),
+    )
+}
+
 /// Parses policy text, panicking with the diagnostics if it is invalid.
 pub fn policy(text: &str) -> policy::Policy {
     let path = policy_file(text);

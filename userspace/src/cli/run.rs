@@ -238,9 +238,6 @@ fn establish(
     let found = pins
         .inspect()
         .with_context(|| format!("reading pinned state in {}", pins.path().display()))?;
-    let link_live = |pins: &PinDir| -> anyhow::Result<bool> {
-        Ok(pins.link_facts()?.is_some_and(|f| f.ifindex == ifindex))
-    };
     let mut reason = None;
     if let Some(found) = &found {
         match found.refusal(LAYOUT_VERSION, options.lookup as u32) {
@@ -253,14 +250,7 @@ fn establish(
                 if fits {
                     let meta = dp.live_meta()?;
                     set_controls(args, &mut dp)?;
-                    let facts = if link_live(pins)? {
-                        dp.take_over(pins)
-                            .context("swapping the program on the pinned link")?
-                    } else {
-                        dp.attach_pinned(ifindex, mode, pins)
-                            .with_context(|| attach_hint(&args.iface))?
-                    };
-                    dp.pin(pins).context("pinning")?;
+                    let facts = go_live(&mut dp, pins, ifindex, mode, &args.iface)?;
                     let epoch = meta.epoch + 1;
                     publish(&mut dp, compiled, fib.as_ref(), epoch, &args.policy)?;
                     return Ok((
@@ -282,19 +272,34 @@ fn establish(
         .context("loading the XDP program (are you root? is the kernel >= 5.9?)")?;
     set_controls(args, &mut dp)?;
     publish(&mut dp, compiled, fib.as_ref(), 1, &args.policy)?;
-    let facts = if link_live(pins)? {
-        dp.take_over(pins)
-            .context("swapping the program on the pinned link")?
-    } else {
-        dp.attach_pinned(ifindex, mode, pins)
-            .with_context(|| attach_hint(&args.iface))?
-    };
-    dp.pin(pins).context("pinning")?;
+    let facts = go_live(&mut dp, pins, ifindex, mode, &args.iface)?;
     let start = match reason {
         Some(reason) => Start::Replaced { reason },
         None => Start::Fresh,
     };
     Ok((dp, start, facts))
+}
+
+/// Puts `dp`'s program on the interface: swapped onto the pinned link when
+/// that link is attached here (no gap), else on a new pinned link; then
+/// pins the maps and program.
+fn go_live(
+    dp: &mut Datapath,
+    pins: &PinDir,
+    ifindex: u32,
+    mode: XdpMode,
+    iface: &str,
+) -> anyhow::Result<LinkFacts> {
+    let live = pins.link_facts()?.is_some_and(|f| f.ifindex == ifindex);
+    let facts = if live {
+        dp.take_over(pins)
+            .context("swapping the program on the pinned link")?
+    } else {
+        dp.attach_pinned(ifindex, mode, pins)
+            .with_context(|| attach_hint(iface))?
+    };
+    dp.pin(pins).context("pinning")?;
+    Ok(facts)
 }
 
 fn attach_hint(iface: &str) -> String {
@@ -409,27 +414,24 @@ async fn serve_client(stream: UnixStream, shared: Arc<Shared>) -> std::io::Resul
     };
     match request {
         Request::Events(filter) => stream_events(&mut write, &shared, &filter).await,
-        Request::Stats => {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            if shared.stats.send(tx).await.is_err() {
-                return Ok(());
-            }
-            if let Ok(stats) = rx.await {
-                write.write_all(json_line(&stats).as_bytes()).await?;
-            }
-            Ok(())
-        }
-        Request::Detach => {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            if shared.detach.send(tx).await.is_err() {
-                return Ok(());
-            }
-            if let Ok(ack) = rx.await {
-                write.write_all(json_line(&ack).as_bytes()).await?;
-            }
-            Ok(())
-        }
+        Request::Stats => answer(&mut write, &shared.stats).await,
+        Request::Detach => answer(&mut write, &shared.detach).await,
     }
+}
+
+/// Asks the controller's loop through `loop_tx` and writes its answer.
+async fn answer<T: serde::Serialize>(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    loop_tx: &tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<T>>,
+) -> std::io::Result<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if loop_tx.send(tx).await.is_err() {
+        return Ok(());
+    }
+    if let Ok(value) = rx.await {
+        write.write_all(json_line(&value).as_bytes()).await?;
+    }
+    Ok(())
 }
 
 async fn stream_events(
