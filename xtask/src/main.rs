@@ -130,6 +130,11 @@ fn main() -> anyhow::Result<()> {
             let mut test = cargo();
             // Default members only: the eBPF crate cannot be built for the host.
             test.args(["test"]).args(&args);
+            if args.is_empty() {
+                // The figures the tests measure (reloads, packets, lost
+                // events, timings) are part of the result: show them.
+                test.args(["--", "--show-output"]);
+            }
             run(test)?;
             // The whole suite also fuzzes briefly (REGIONWALL_FUZZ_SECONDS
             // per target, 0 to skip); a filtered run does not.
