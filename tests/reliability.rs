@@ -902,19 +902,20 @@ fn interface_deleted_and_recreated_is_reattached_within_a_second() {
     t.gateway
         .ip(&["link", "set", GATEWAY_LAN, "up"])
         .expect("up");
+    let mark = c.log_text().len();
     let recreated = Instant::now();
     t.phone.ip(&["link", "set", "eth0", "up"]).expect("up");
     t.phone
         .ip(&["route", "add", "default", "via", "192.0.2.1"])
         .expect("route");
     assert!(
-        c.wait_log("re-attached to lan0", Duration::from_secs(1)),
+        wait_log_after(&c, mark, "re-attached to lan0", Duration::from_secs(1)),
         "re-attached within a second:\n{}",
         c.log_text()
     );
     let took = recreated.elapsed();
     let log = c.log_text();
-    let gap = log
+    let gap = log[mark..]
         .lines()
         .find(|l| l.contains("unenforced gap"))
         .expect("gap reported");
@@ -924,6 +925,34 @@ fn interface_deleted_and_recreated_is_reattached_within_a_second() {
     let allowed = send_traffic(&t, "allowed", ALLOWED, 3).expect("traffic");
     assert_eq!(blocked.udp_delivered, 0, "enforcing again");
     assert_eq!(allowed.udp_delivered, 3);
+
+    // Someone detaches the link (as `bpftool link detach` does): put back.
+    let mark = c.log_text().len();
+    let detached = Instant::now();
+    assert!(root.pins().detach_link().expect("BPF_LINK_DETACH"));
+    assert!(
+        wait_log_after(&c, mark, "re-attached to lan0", Duration::from_secs(1)),
+        "re-attached after an outside detach:\n{}",
+        c.log_text()
+    );
+    println!(
+        "re-attached {:?} after an outside BPF_LINK_DETACH",
+        detached.elapsed()
+    );
+    let blocked = send_traffic(&t, "blocked", BLOCKED, 3).expect("traffic");
+    assert_eq!(blocked.udp_delivered, 0, "enforcing again");
+}
+
+/// Waits for `needle` in what the controller logged after byte `mark`.
+fn wait_log_after(c: &Controller, mark: usize, needle: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if c.log_text().get(mark..).is_some_and(|l| l.contains(needle)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
 }
 
 /// Capabilities named by the unit's CapabilityBoundingSet.

@@ -560,7 +560,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut tick = tokio::time::interval(IFACE_POLL);
     let mut report_tick = tokio::time::interval(Duration::from_secs(10));
     let mut tally = Tally::default();
-    let mut gone_since: Option<Instant> = None;
+    let mut outage = Outage::default();
     let mut unpin_on_exit = !args.persist;
     let mut detach_ack = None;
     // Buffered, flushed whenever the queue runs empty: one write per burst
@@ -611,38 +611,47 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 break;
             }
             _ = tick.tick() => {
-                match check_link(&args.iface, &pins, ifindex) {
-                    LinkState::Fine => {}
+                let state = check_link(&args.iface, &pins, ifindex);
+                let back = match state {
+                    LinkState::Fine => None,
                     LinkState::Gone => {
-                        if gone_since.is_none() {
+                        if !outage.announced {
                             log::warn!("interface {} is gone; enforcement resumes when it is back", args.iface);
-                            gone_since = Some(Instant::now());
+                            outage.announced = true;
                         }
+                        outage.since.get_or_insert_with(Instant::now);
+                        None
                     }
-                    LinkState::Back(index) => {
-                        let since = gone_since.take();
-                        match dp.attach_pinned(index, xdp_mode(args.xdp_mode), &pins) {
-                            Ok(facts) => {
-                                ifindex = index;
-                                let gap = since.map_or_else(
-                                    || format!("under {} ms (re-created between checks)", IFACE_POLL.as_millis()),
-                                    |t| format!("{} ms", t.elapsed().as_millis()),
-                                );
-                                log::warn!(
-                                    "re-attached to {} (ifindex {index}, link {}); unenforced gap: {gap}",
-                                    args.iface, facts.id
-                                );
-                            }
-                            Err(e) => {
-                                gone_since = since;
-                                log::error!("re-attaching to {}: {e}", args.iface);
-                            }
-                        }
+                    LinkState::Back(index) => Some(index),
+                    // The link lost its interface but the name still has the
+                    // same index: the interface is being deleted (seen for a
+                    // moment), or someone detached the link (bpftool link
+                    // detach). Re-attach once it has lasted UNLINKED_GRACE.
+                    LinkState::Unlinked(index) => {
+                        let since = *outage.since.get_or_insert_with(Instant::now);
+                        (since.elapsed() >= UNLINKED_GRACE).then_some(index)
                     }
                     LinkState::Detached => {
-                        log::warn!("the link on {} was detached from outside (regionwall detach?); exiting", args.iface);
+                        log::warn!("the link pin of {} was removed (regionwall detach?); exiting", args.iface);
                         unpin_on_exit = true;
                         break;
+                    }
+                };
+                if let Some(index) = back {
+                    match dp.attach_pinned(index, xdp_mode(args.xdp_mode), &pins) {
+                        Ok(facts) => {
+                            ifindex = index;
+                            let gap = outage.since.map_or_else(
+                                || format!("under {} ms (re-created between checks)", IFACE_POLL.as_millis()),
+                                |t| format!("{} ms", t.elapsed().as_millis()),
+                            );
+                            log::warn!(
+                                "re-attached to {} (ifindex {index}, link {}); unenforced gap: {gap}",
+                                args.iface, facts.id
+                            );
+                            outage = Outage::default();
+                        }
+                        Err(e) => log::error!("re-attaching to {}: {e}", args.iface),
                     }
                 }
             }
@@ -703,13 +712,27 @@ const IFACE_POLL: Duration = Duration::from_millis(100);
 /// Quiet time after the last policy file change before reloading.
 const DEBOUNCE: Duration = Duration::from_millis(250);
 
+/// Since when the program has not been on the interface, and whether that
+/// was logged.
+#[derive(Default)]
+struct Outage {
+    since: Option<Instant>,
+    announced: bool,
+}
+
+/// How long a link without interface, on an interface that still answers
+/// to its index, is waited out before re-attaching.
+const UNLINKED_GRACE: Duration = Duration::from_millis(300);
+
 enum LinkState {
     Fine,
     /// The interface does not exist.
     Gone,
-    /// The interface exists (again) under this index, without our program.
+    /// The interface exists (again) under another index, without our program.
     Back(u32),
-    /// The interface is still there but our link was detached or unpinned.
+    /// The interface has the index we attached to, but the link has none.
+    Unlinked(u32),
+    /// The link pin was removed.
     Detached,
 }
 
@@ -719,7 +742,7 @@ fn check_link(iface: &str, pins: &PinDir, attached: u32) -> LinkState {
     };
     match pins.link_facts() {
         Ok(Some(f)) if f.ifindex == now => LinkState::Fine,
-        Ok(Some(f)) if f.ifindex == 0 && now == attached => LinkState::Detached,
+        Ok(Some(f)) if f.ifindex == 0 && now == attached => LinkState::Unlinked(now),
         Ok(None) => LinkState::Detached,
         Ok(Some(_)) => LinkState::Back(now),
         Err(e) => {
