@@ -485,6 +485,14 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    // The watcher before the first read: a save while loading is not lost
+    // (it queues a reload).
+    let (change_tx, mut change_rx) = tokio::sync::mpsc::channel(16);
+    let _watcher = if args.no_watch {
+        None
+    } else {
+        Some(watch(&args.policy, change_tx)?)
+    };
     let (_, compiled) = super::load_policy(&args.policy, &options(&args))?;
     let socket_path = args
         .socket
@@ -548,12 +556,6 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         detach: detach_tx,
         stats: stats_tx,
     });
-    let (change_tx, mut change_rx) = tokio::sync::mpsc::channel(16);
-    let _watcher = if args.no_watch {
-        None
-    } else {
-        Some(watch(&args.policy, change_tx)?)
-    };
     let mut reload_at: Option<tokio::time::Instant> = None;
 
     let clock = BootClock::now();
