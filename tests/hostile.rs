@@ -123,6 +123,14 @@ fn ipv6_ref(f: &[u8], off: usize, mac: [u8; 6]) -> Ref {
     let src = IpAddr::from(<[u8; 16]>::try_from(&h[8..24]).expect("16"));
     let dst = IpAddr::from(<[u8; 16]>::try_from(&h[24..40]).expect("16"));
     let is_ext = |n: u8| matches!(n, 0 | 43 | 44 | 51 | 60 | 135 | 139 | 140);
+    let ip = |proto: u8, port: Option<u16>, later_fragment: bool| Ref::Ip {
+        mac,
+        src,
+        dst,
+        proto,
+        port,
+        later_fragment,
+    };
     let mut nh = h[6];
     let mut l4 = off + 40;
     let mut first = true;
@@ -132,14 +140,7 @@ fn ipv6_ref(f: &[u8], off: usize, mac: [u8; 6]) -> Ref {
         }
         let Some(e) = get::<4>(f, l4) else {
             // The chain runs off the frame: destination known, no L4.
-            return Ref::Ip {
-                mac,
-                src,
-                dst,
-                proto: nh,
-                port: None,
-                later_fragment: false,
-            };
+            return ip(nh, None, false);
         };
         let len = match nh {
             44 => {
@@ -156,26 +157,12 @@ fn ipv6_ref(f: &[u8], off: usize, mac: [u8; 6]) -> Ref {
         }
     }
     if !first {
-        return Ref::Ip {
-            mac,
-            src,
-            dst,
-            proto: nh,
-            port: None,
-            later_fragment: true,
-        };
+        return ip(nh, None, true);
     }
     if is_ext(nh) {
         return Ref::Unparsed(Counter::UnparsedExtHeaders);
     }
-    Ref::Ip {
-        mac,
-        src,
-        dst,
-        proto: nh,
-        port: ports(f, nh, l4),
-        later_fragment: false,
-    }
+    ip(nh, ports(f, nh, l4), false)
 }
 
 const POLICY: &str = r#"

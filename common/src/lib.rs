@@ -292,6 +292,49 @@ pub enum Counter {
 /// Number of [`Counter`] slots.
 pub const COUNTERS: u32 = 15;
 
+impl Counter {
+    /// Every counter, in slot order.
+    pub const ALL: [Self; COUNTERS as usize] = [
+        Self::Frames,
+        Self::NonIp,
+        Self::UnparsedVlan,
+        Self::UnparsedExtHeaders,
+        Self::UnparsedPppoe,
+        Self::Malformed,
+        Self::UnparsedPassed,
+        Self::UnparsedDropped,
+        Self::LaterFragments,
+        Self::EventsSent,
+        Self::EventsLost,
+        Self::MappedV6,
+        Self::BadDecision,
+        Self::BadLookup,
+        Self::EventsSuppressed,
+    ];
+
+    /// The name shown in statistics.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Frames => "frames",
+            Self::NonIp => "non_ip",
+            Self::UnparsedVlan => "unparsed_vlan",
+            Self::UnparsedExtHeaders => "unparsed_ext_headers",
+            Self::UnparsedPppoe => "unparsed_pppoe",
+            Self::Malformed => "malformed",
+            Self::UnparsedPassed => "unparsed_passed",
+            Self::UnparsedDropped => "unparsed_dropped",
+            Self::LaterFragments => "later_fragments",
+            Self::EventsSent => "events_sent",
+            Self::EventsLost => "events_lost",
+            Self::MappedV6 => "mapped_v6",
+            Self::BadDecision => "bad_decision",
+            Self::BadLookup => "bad_lookup",
+            Self::EventsSuppressed => "events_suppressed",
+        }
+    }
+}
+
 /// Packets and bytes of one traffic counter slot.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -7,12 +7,11 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
-use regionwall_common::Bucket;
 use regionwall_common::{
-    COUNTERS, Control, DEVICE_LPM_MAX_ENTRIES, DEVICE_MAC_MAX_ENTRIES, Decision, EVENT_RING_BYTES,
-    FIB_LONG_DEFAULT, FIB_RANGES_DEFAULT, FIB_SLOTS_DEFAULT, FibLong, FibSlot, GENERATIONS,
-    LAYOUT_SLOTS, LPM_V4_MAX_ENTRIES, LPM_V6_MAX_ENTRIES, MAX_DECISIONS, MacKey, PORT_SLOTS,
-    PolicyMeta, RATE_SLOTS, TRAFFIC_SLOTS, TrafficCounter,
+    Bucket, COUNTERS, Control, DEVICE_LPM_MAX_ENTRIES, DEVICE_MAC_MAX_ENTRIES, Decision,
+    EVENT_RING_BYTES, FIB_LONG_DEFAULT, FIB_RANGES_DEFAULT, FIB_SLOTS_DEFAULT, FibLong, FibSlot,
+    GENERATIONS, LAYOUT_SLOTS, LPM_V4_MAX_ENTRIES, LPM_V6_MAX_ENTRIES, MAX_DECISIONS, MacKey,
+    PORT_SLOTS, PolicyMeta, RATE_SLOTS, TRAFFIC_SLOTS, TrafficCounter,
 };
 
 /// Which layout and lookup these maps were made for; written by the

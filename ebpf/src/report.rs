@@ -54,12 +54,7 @@ fn admit(control: &Control, device: u32, region: u32, now: u64) -> bool {
     // SAFETY: per-CPU slot, only this CPU writes it while we run.
     unsafe {
         let elapsed = now.wrapping_sub((*b).last_ns);
-        let credit = if elapsed >= cap {
-            cap
-        } else {
-            let c = (*b).credit_ns + elapsed;
-            if c > cap { cap } else { c }
-        };
+        let credit = (*b).credit_ns.saturating_add(elapsed).min(cap);
         (*b).last_ns = now;
         if credit >= cost {
             (*b).credit_ns = credit - cost;

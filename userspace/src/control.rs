@@ -12,10 +12,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use regionwall_common::{COUNTERS, Counter, Verdict};
+use regionwall_common::{Counter, Verdict};
 use serde::{Deserialize, Serialize};
 
-use crate::{compile::Compiled, datapath::TrafficRow, events::Record};
+use crate::{DatapathError, compile::Compiled, datapath::Readings, events::Record};
 
 /// Directory of the default sockets.
 pub const SOCKET_DIR: &str = "/run/regionwall";
@@ -113,44 +113,28 @@ pub struct Stats {
     pub events_logged: u64,
 }
 
-/// Name of a counter slot as shown in stats.
-#[must_use]
-pub const fn counter_name(c: u32) -> &'static str {
-    match c {
-        0 => "frames",
-        1 => "non_ip",
-        2 => "unparsed_vlan",
-        3 => "unparsed_ext_headers",
-        4 => "unparsed_pppoe",
-        5 => "malformed",
-        6 => "unparsed_passed",
-        7 => "unparsed_dropped",
-        8 => "later_fragments",
-        9 => "events_sent",
-        10 => "events_lost",
-        11 => "mapped_v6",
-        12 => "bad_decision",
-        13 => "bad_lookup",
-        14 => "events_suppressed",
-        _ => "unknown",
-    }
-}
-
-/// Everything a snapshot is made of, as read from the maps.
-pub struct Raw<'a> {
-    pub interface: &'a str,
-    pub epoch: u32,
-    pub counters: [u64; COUNTERS as usize],
-    pub traffic: Vec<TrafficRow>,
-    pub suppressed: Vec<(u32, u32, u64)>,
+/// What a snapshot adds that the maps do not hold: the controller's own
+/// counts (0 when read from pins).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Userspace {
     pub queue_dropped: u64,
     pub events_logged: u64,
 }
 
 impl Stats {
-    /// Names a snapshot with the live policy when known.
-    #[must_use]
-    pub fn new(raw: &Raw<'_>, names: Option<&Compiled>) -> Self {
+    /// Reads a snapshot from the maps, naming devices and regions with
+    /// `names` (the live policy) when known.
+    pub fn read(
+        maps: &impl Readings,
+        interface: &str,
+        names: Option<&Compiled>,
+        user: Userspace,
+    ) -> Result<Self, DatapathError> {
+        let meta = maps.live_meta()?;
+        let devices = meta.devices.max(1);
+        let counters = maps.counters()?;
+        let traffic = maps.traffic(devices)?;
+        let suppressed = maps.suppressed(devices)?;
         let device = |d: u32| {
             let d16 = u16::try_from(d).unwrap_or(u16::MAX);
             names.map_or_else(|| format!("#{d}"), |c| c.device_name(d16).to_string())
@@ -162,16 +146,16 @@ impl Stats {
                 |c| c.region_name(r16).to_string(),
             )
         };
-        let c = |k: Counter| raw.counters[k as usize];
-        Self {
-            interface: raw.interface.to_string(),
-            epoch: raw.epoch,
+        let c = |k: Counter| counters[k as usize];
+        Ok(Self {
+            interface: interface.to_string(),
+            epoch: meta.epoch,
             named: names.is_some(),
-            counters: (0..COUNTERS)
-                .map(|i| (counter_name(i).to_string(), raw.counters[i as usize]))
+            counters: Counter::ALL
+                .iter()
+                .map(|&k| (k.name().to_string(), c(k)))
                 .collect(),
-            traffic: raw
-                .traffic
+            traffic: traffic
                 .iter()
                 .map(|t| StatRow {
                     device: device(t.device),
@@ -184,8 +168,7 @@ impl Stats {
                     bytes: t.counter.bytes,
                 })
                 .collect(),
-            suppressed: raw
-                .suppressed
+            suppressed: suppressed
                 .iter()
                 .map(|&(d, r, n)| SuppressedRow {
                     device: device(d),
@@ -196,10 +179,10 @@ impl Stats {
             not_logged: NotLogged {
                 suppressed: c(Counter::EventsSuppressed),
                 ring_lost: c(Counter::EventsLost),
-                queue_dropped: raw.queue_dropped,
+                queue_dropped: user.queue_dropped,
             },
-            events_logged: raw.events_logged,
-        }
+            events_logged: user.events_logged,
+        })
     }
 
     /// Packets of a verdict over all devices and regions.

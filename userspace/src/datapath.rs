@@ -299,16 +299,14 @@ impl Datapath {
             dp.epoch = dp.live_meta()?.epoch;
         } else {
             dp.write_control()?;
-            if programs.contains(&PROGRAM_NAME) {
-                let mut layout: Array<&mut MapData, u32> =
-                    Array::try_from(dp.map_mut("LAYOUT")?).map_err(map_err("LAYOUT"))?;
-                layout
-                    .set(LAYOUT_SLOT_VERSION, &LAYOUT_VERSION, 0)
-                    .map_err(map_err("LAYOUT"))?;
-                layout
-                    .set(LAYOUT_SLOT_LOOKUP, &(options.lookup as u32), 0)
-                    .map_err(map_err("LAYOUT"))?;
-            }
+            let mut layout: Array<&mut MapData, u32> =
+                Array::try_from(dp.map_mut("LAYOUT")?).map_err(map_err("LAYOUT"))?;
+            layout
+                .set(LAYOUT_SLOT_VERSION, &LAYOUT_VERSION, 0)
+                .map_err(map_err("LAYOUT"))?;
+            layout
+                .set(LAYOUT_SLOT_LOOKUP, &(options.lookup as u32), 0)
+                .map_err(map_err("LAYOUT"))?;
         }
         Ok(dp)
     }
@@ -341,10 +339,8 @@ impl Datapath {
         mode: XdpMode,
         pins: &PinDir,
     ) -> Result<LinkFacts, DatapathError> {
-        let program = self.program_mut()?;
-        let id = program.attach(ifindex, mode)?;
-        let link = program.take_link(id)?;
-        let fd = FdLink::try_from(link).map_err(|_| DatapathError::NoBpfLink)?;
+        let id = self.program_mut()?.attach(ifindex, mode)?;
+        let fd = self.take_link(id)?;
         let path = pins.link();
         pins.unpin(&path)?;
         let pinned = fd.pin(&path).map_err(|source| DatapathError::Pin {
@@ -352,11 +348,7 @@ impl Datapath {
             source,
         })?;
         self.link = Some(pinned.into());
-        Ok(pins.link_facts()?.unwrap_or(LinkFacts {
-            id: 0,
-            prog_id: 0,
-            ifindex,
-        }))
+        Self::pinned_facts(pins)
     }
 
     /// Swaps this program onto the link pinned at `pins.link()` with one
@@ -364,15 +356,22 @@ impl Datapath {
     pub fn take_over(&mut self, pins: &PinDir) -> Result<LinkFacts, DatapathError> {
         let pinned = PinnedLink::from_pin(pins.link())?;
         let link = XdpLink::try_from(FdLink::from(pinned))?;
-        let program = self.program_mut()?;
-        let id = program.attach_to_link(link)?;
-        let link = program.take_link(id)?;
-        self.link = Some(FdLink::try_from(link).map_err(|_| DatapathError::NoBpfLink)?);
-        Ok(pins.link_facts()?.unwrap_or(LinkFacts {
-            id: 0,
-            prog_id: 0,
-            ifindex: 0,
-        }))
+        let id = self.program_mut()?.attach_to_link(link)?;
+        self.link = Some(self.take_link(id)?);
+        Self::pinned_facts(pins)
+    }
+
+    /// Takes a link out of the program's keeping as a bpf_link fd.
+    fn take_link(&mut self, id: XdpLinkId) -> Result<FdLink, DatapathError> {
+        let link = self.program_mut()?.take_link(id)?;
+        FdLink::try_from(link).map_err(|_| DatapathError::NoBpfLink)
+    }
+
+    /// What the kernel says of the link just pinned.
+    fn pinned_facts(pins: &PinDir) -> Result<LinkFacts, DatapathError> {
+        Ok(pins
+            .link_facts()?
+            .ok_or_else(|| crate::pin::PinError::Missing { path: pins.link() })?)
     }
 
     /// Closes this process's link fd: with the pin removed first the

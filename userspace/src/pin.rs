@@ -38,6 +38,8 @@ pub enum PinError {
         path.display()
     )]
     NotBpffs { path: PathBuf },
+    #[error("nothing is pinned at {}", path.display())]
+    Missing { path: PathBuf },
     #[error("pinned map {}: {source}", path.display())]
     Map {
         path: PathBuf,
@@ -195,8 +197,7 @@ impl PinDir {
             Err(_) => Vec::new(),
         };
         for name in PINNED_MAPS {
-            let path = self.map(name);
-            let Ok(map) = MapData::from_pin(&path) else {
+            let Ok(map) = self.open_map(name) else {
                 found.missing.push(name);
                 continue;
             };
@@ -217,16 +218,21 @@ impl PinDir {
         Ok(Some(found))
     }
 
+    /// Opens a pinned map.
+    pub fn open_map(&self, name: &str) -> Result<MapData, PinError> {
+        let path = self.map(name);
+        MapData::from_pin(&path).map_err(|source| PinError::Map { path, source })
+    }
+
     /// Max entries of a pinned map.
     pub fn max_entries(&self, name: &str) -> Result<u32, PinError> {
-        let path = self.map(name);
-        let map = MapData::from_pin(&path).map_err(|source| PinError::Map {
-            path: path.clone(),
-            source,
-        })?;
-        map.info()
+        self.open_map(name)?
+            .info()
             .map(|i| i.max_entries())
-            .map_err(|source| PinError::Map { path, source })
+            .map_err(|source| PinError::Map {
+                path: self.map(name),
+                source,
+            })
     }
 
     /// Removes every pin and the directory. Returns the names removed.
@@ -288,11 +294,7 @@ impl PinnedMaps {
             "TRAFFIC",
             "RATE_LIMIT",
         ] {
-            let path = pins.map(name);
-            let data = MapData::from_pin(&path).map_err(|source| PinError::Map {
-                path: path.clone(),
-                source,
-            })?;
+            let data = pins.open_map(name)?;
             let map = match name {
                 "CONTROL" | "POLICY_META" => Map::Array(data),
                 _ => Map::PerCpuArray(data),
@@ -305,13 +307,13 @@ impl PinnedMaps {
     /// The pinned event ring (consuming from it takes events from any
     /// other reader).
     pub fn events(pins: &PinDir) -> Result<aya::maps::RingBuf<MapData>, PinError> {
-        let path = pins.map("EVENTS");
-        let err = |source| PinError::Map {
-            path: path.clone(),
-            source,
-        };
-        let data = MapData::from_pin(&path).map_err(err)?;
-        aya::maps::RingBuf::try_from(aya::maps::Map::RingBuf(data)).map_err(err)
+        let data = pins.open_map("EVENTS")?;
+        aya::maps::RingBuf::try_from(aya::maps::Map::RingBuf(data)).map_err(|source| {
+            PinError::Map {
+                path: pins.map("EVENTS"),
+                source,
+            }
+        })
     }
 }
 

@@ -36,8 +36,7 @@ pub fn update_batch(
     }
     let count32 =
         u32::try_from(count).map_err(|_| (0, io::Error::from(io::ErrorKind::InvalidInput)))?;
-    let map_fd = u32::try_from(fd.as_raw_fd())
-        .map_err(|_| (0, io::Error::from(io::ErrorKind::InvalidInput)))?;
+    let map_fd = fd_u32(fd).map_err(|e| (0, e))?;
     let mut attr = BatchAttr {
         keys: keys.as_ptr() as u64,
         values: values.as_ptr() as u64,
@@ -48,19 +47,14 @@ pub fn update_batch(
     // SAFETY: attr is a valid bpf_attr prefix for BPF_MAP_UPDATE_BATCH; the
     // key and value buffers outlive the call and hold `count` elements each.
     let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
+        bpf(
             BPF_MAP_UPDATE_BATCH,
-            &raw mut attr,
-            libc::c_uint::try_from(std::mem::size_of::<BatchAttr>()).unwrap_or(libc::c_uint::MAX),
+            (&raw mut attr).cast(),
+            std::mem::size_of::<BatchAttr>(),
         )
     };
-    if ret == 0 {
-        Ok(())
-    } else {
-        let err = io::Error::last_os_error();
-        Err((attr.count as usize, err))
-    }
+    // On failure the kernel wrote back how many elements it processed.
+    ret.map(drop).map_err(|err| (attr.count as usize, err))
 }
 
 /// Copies `bytes` to the start of a `BPF_F_MMAPABLE` array map through a
@@ -97,14 +91,31 @@ pub fn write_mapped(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// A path as the C string syscalls take.
+fn c_path(path: &std::path::Path) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt as _;
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// An fd as the u32 `bpf_attr` fields take.
+fn fd_u32(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    u32::try_from(fd.as_raw_fd()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_DETACH: libc::c_long = 34;
 /// `BPF_FS_MAGIC` (include/uapi/linux/magic.h).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-fn bpf(cmd: libc::c_long, attr: *mut u8, size: usize) -> io::Result<libc::c_long> {
-    // SAFETY: callers pass a bpf_attr prefix of `size` bytes valid for `cmd`.
+/// bpf(2).
+///
+/// # Safety
+/// `attr` points to a `bpf_attr` prefix of `size` bytes valid for `cmd`,
+/// and every pointer inside it is valid for the call.
+unsafe fn bpf(cmd: libc::c_long, attr: *mut u8, size: usize) -> io::Result<libc::c_long> {
+    // SAFETY: as the caller promised.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -122,7 +133,7 @@ fn bpf(cmd: libc::c_long, attr: *mut u8, size: usize) -> io::Result<libc::c_long
 
 /// Opens a pinned object (`BPF_OBJ_GET`).
 pub fn obj_get(path: &std::path::Path) -> io::Result<std::os::fd::OwnedFd> {
-    use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
+    use std::os::fd::FromRawFd as _;
     #[repr(C)]
     #[derive(Default)]
     struct ObjAttr {
@@ -132,17 +143,19 @@ pub fn obj_get(path: &std::path::Path) -> io::Result<std::os::fd::OwnedFd> {
         path_fd: i32,
         _pad: u32,
     }
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let c = c_path(path)?;
     let mut attr = ObjAttr {
         pathname: c.as_ptr() as u64,
         ..ObjAttr::default()
     };
-    let fd = bpf(
-        BPF_OBJ_GET,
-        (&raw mut attr).cast(),
-        std::mem::size_of::<ObjAttr>(),
-    )?;
+    // SAFETY: a BPF_OBJ_GET attr; the path string outlives the call.
+    let fd = unsafe {
+        bpf(
+            BPF_OBJ_GET,
+            (&raw mut attr).cast(),
+            std::mem::size_of::<ObjAttr>(),
+        )
+    }?;
     let fd = i32::try_from(fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
     // SAFETY: the kernel returned a new fd that nothing else owns.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
@@ -181,16 +194,18 @@ pub fn link_facts(fd: BorrowedFd<'_>) -> io::Result<LinkFacts> {
     const BPF_LINK_TYPE_XDP: u32 = 6;
     let mut info = LinkInfo::default();
     let mut attr = InfoAttr {
-        bpf_fd: u32::try_from(fd.as_raw_fd())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+        bpf_fd: fd_u32(fd)?,
         info_len: u32::try_from(std::mem::size_of::<LinkInfo>()).unwrap_or(0),
         info: (&raw mut info) as u64,
     };
-    bpf(
-        BPF_OBJ_GET_INFO_BY_FD,
-        (&raw mut attr).cast(),
-        std::mem::size_of::<InfoAttr>(),
-    )?;
+    // SAFETY: an info attr pointing at `info`, `info_len` bytes long.
+    unsafe {
+        bpf(
+            BPF_OBJ_GET_INFO_BY_FD,
+            (&raw mut attr).cast(),
+            std::mem::size_of::<InfoAttr>(),
+        )
+    }?;
     Ok(LinkFacts {
         id: info.id,
         prog_id: info.prog_id,
@@ -210,22 +225,22 @@ pub fn link_detach(fd: BorrowedFd<'_>) -> io::Result<()> {
         link_fd: u32,
     }
     let mut attr = DetachAttr {
-        link_fd: u32::try_from(fd.as_raw_fd())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+        link_fd: fd_u32(fd)?,
     };
-    bpf(
-        BPF_LINK_DETACH,
-        (&raw mut attr).cast(),
-        std::mem::size_of::<DetachAttr>(),
-    )
+    // SAFETY: a BPF_LINK_DETACH attr (a link fd, no pointers).
+    unsafe {
+        bpf(
+            BPF_LINK_DETACH,
+            (&raw mut attr).cast(),
+            std::mem::size_of::<DetachAttr>(),
+        )
+    }
     .map(drop)
 }
 
 /// Whether `path` is on a bpf filesystem.
 pub fn is_bpffs(path: &std::path::Path) -> io::Result<bool> {
-    use std::os::unix::ffi::OsStrExt as _;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let c = c_path(path)?;
     // SAFETY: statfs is plain data; zeroed is a valid value.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: valid C string and out pointer.
@@ -239,9 +254,7 @@ pub fn is_bpffs(path: &std::path::Path) -> io::Result<bool> {
 /// Mounts a bpf filesystem on `path` (what systemd and bpftool do when
 /// /sys/fs/bpf is not mounted).
 pub fn mount_bpffs(path: &std::path::Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt as _;
-    let target = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let target = c_path(path)?;
     // SAFETY: valid C strings; no data argument.
     let ret = unsafe {
         libc::mount(

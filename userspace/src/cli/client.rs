@@ -12,12 +12,11 @@ use std::{
 
 use anyhow::Context as _;
 use regionwall::{
-    control::{self, Ack, Filter, Lagged, Raw, Request, Stats},
+    control::{self, Ack, Filter, Lagged, Request, Stats},
     datapath::Readings as _,
     events::{self, BootClock, Names, Record},
     pin::{self, PinDir, PinnedMaps},
 };
-use regionwall_common::COUNTERS;
 
 /// Where to find the controller of an interface.
 #[derive(clap::Args, Clone)]
@@ -229,19 +228,13 @@ fn from_pins(target: &Target) -> anyhow::Result<Stats> {
             pins.path().display()
         )
     })?;
-    let meta = maps.live_meta()?;
-    let names = target.names(meta.names_digest);
-    let devices = meta.devices.max(1);
-    let raw = Raw {
-        interface: &target.iface,
-        epoch: meta.epoch,
-        counters: maps.counters().unwrap_or([0; COUNTERS as usize]),
-        traffic: maps.traffic(devices)?,
-        suppressed: maps.suppressed(devices)?,
-        queue_dropped: 0,
-        events_logged: 0,
-    };
-    Ok(Stats::new(&raw, names.as_ref()))
+    let names = target.names(maps.live_meta()?.names_digest);
+    Ok(Stats::read(
+        &maps,
+        &target.iface,
+        names.as_ref(),
+        control::Userspace::default(),
+    )?)
 }
 
 /// Detach regionwall from an interface and remove its pins.

@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use aya::programs::XdpMode;
 use regionwall::{
     compile::Compiled,
-    control::{self, Ack, Filter, Lagged, Raw, Request, Stats},
+    control::{self, Ack, Filter, Lagged, Request, Stats, Userspace},
     datapath::Readings as _,
     datapath::{Datapath, LoadOptions},
     events::{self, BootClock, Names, Record},
@@ -24,7 +24,7 @@ use regionwall::{
     netns,
     pin::{self, LinkFacts, PinDir},
 };
-use regionwall_common::{COUNTERS, Counter, LAYOUT_VERSION, Lookup, UnparsedAction};
+use regionwall_common::{Counter, LAYOUT_VERSION, Lookup, UnparsedAction};
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
@@ -669,10 +669,14 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         queue_dropped.load(Ordering::Relaxed),
         tally.logged,
     );
-    let message = if unpin_on_exit {
-        // Pins first: closing the last fd of an unpinned link detaches.
-        let removed = pins.remove_all().context("removing the pins")?;
-        dp.release_link();
+    // Pins first: closing the last fd of an unpinned link detaches.
+    let removed = if unpin_on_exit {
+        Some(pins.remove_all().context("removing the pins")?)
+    } else {
+        None
+    };
+    dp.release_link();
+    let message = if let Some(removed) = removed {
         format!(
             "detached from {} and removed {} pins from {}",
             args.iface,
@@ -680,7 +684,6 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             pins.path().display()
         )
     } else {
-        dp.release_link();
         format!(
             "exited; {} stays enforcing epoch {epoch} through the pins in {} (`regionwall detach --iface {}` removes them)",
             args.iface,
@@ -755,18 +758,14 @@ fn check_link(iface: &str, pins: &PinDir, attached: u32) -> LinkState {
 }
 
 fn snapshot(dp: &Datapath, iface: &str, names: &Names, queue_dropped: u64, logged: u64) -> Stats {
-    let meta = dp.live_meta().unwrap_or_default();
-    let devices = meta.devices.max(1);
-    let raw = Raw {
-        interface: iface,
-        epoch: dp.epoch(),
-        counters: dp.counters().unwrap_or([0; COUNTERS as usize]),
-        traffic: dp.traffic(devices).unwrap_or_default(),
-        suppressed: dp.suppressed(devices).unwrap_or_default(),
+    let user = Userspace {
         queue_dropped,
         events_logged: logged,
     };
-    Stats::new(&raw, names.get(dp.epoch()))
+    Stats::read(dp, iface, names.get(dp.epoch()), user).unwrap_or_else(|e| {
+        log::warn!("reading the statistics: {e}");
+        Stats::default()
+    })
 }
 
 /// Logs drops and audits that did not become events since the last report.
