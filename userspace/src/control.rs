@@ -95,6 +95,9 @@ pub struct NotLogged {
     pub ring_lost: u64,
     /// The controller's queue was full (`--queue`).
     pub queue_dropped: u64,
+    /// The controller's output (stdout) failed: a closed pipe, a full disk.
+    #[serde(default)]
+    pub not_written: u64,
 }
 
 /// A statistics snapshot.
@@ -119,6 +122,7 @@ pub struct Stats {
 pub struct Userspace {
     pub queue_dropped: u64,
     pub events_logged: u64,
+    pub not_written: u64,
 }
 
 impl Stats {
@@ -180,6 +184,7 @@ impl Stats {
                 suppressed: c(Counter::EventsSuppressed),
                 ring_lost: c(Counter::EventsLost),
                 queue_dropped: user.queue_dropped,
+                not_written: user.not_written,
             },
             events_logged: user.events_logged,
         })
@@ -238,8 +243,8 @@ impl Stats {
         let n = &self.not_logged;
         let _ = writeln!(
             out,
-            "events not logged: {} over the rate limit, {} lost in the kernel ring, {} dropped from the controller's queue",
-            n.suppressed, n.ring_lost, n.queue_dropped
+            "events not logged: {} over the rate limit, {} lost in the kernel ring, {} dropped from the controller's queue, {} not written to its output",
+            n.suppressed, n.ring_lost, n.queue_dropped, n.not_written
         );
         for s in &self.suppressed {
             let _ = writeln!(

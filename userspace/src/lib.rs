@@ -7,6 +7,7 @@
 //! - [`explain`]: why an address is blocked (regions, source lines, rule).
 //! - [`datapath`]: the loaded program; publish, counters, events ring.
 //! - [`control`]: the control socket protocol and statistics snapshots.
+//! - [`controller`]: the running enforcement of one interface (`regionwall run`).
 //! - [`events`]: decoding and printing drop/audit events.
 //! - [`pin`]: the pinned state that keeps enforcing without the controller.
 //! - [`netns`]: network namespace helpers for the demo and tests.
@@ -14,6 +15,7 @@
 
 pub mod compile;
 pub mod control;
+pub mod controller;
 pub mod datapath;
 pub mod demo;
 pub mod error;

@@ -13,6 +13,7 @@ use std::{
 use anyhow::Context as _;
 use regionwall::{
     control::{self, Ack, Filter, Lagged, Request, Stats},
+    controller::lock::PinLock,
     datapath::Readings as _,
     events::{self, BootClock, Names, Record},
     pin::{self, PinDir, PinnedMaps},
@@ -143,6 +144,9 @@ pub fn events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("regionwall: the controller closed the stream");
                 return Ok(ExitCode::SUCCESS);
             }
+            if let Some(e) = refusal(&line) {
+                return Err(e);
+            }
             if let Ok(lag) = serde_json::from_str::<Lagged>(&line) {
                 eprintln!(
                     "regionwall: {} events missed (this client was too slow)",
@@ -206,6 +210,9 @@ pub fn stats(args: &StatsArgs) -> anyhow::Result<ExitCode> {
     let stats = if let Some(mut reader) = args.target.ask(&Request::Stats)? {
         let mut line = String::new();
         reader.read_line(&mut line)?;
+        if let Some(e) = refusal(&line) {
+            return Err(e);
+        }
         serde_json::from_str::<Stats>(&line)
             .with_context(|| format!("bad stats from the controller: {line}"))?
     } else {
@@ -249,34 +256,58 @@ pub struct DetachArgs {
 
 pub fn detach(args: &DetachArgs) -> anyhow::Result<ExitCode> {
     if let Some(mut reader) = args.target.ask(&Request::Detach)? {
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let ack: Ack = serde_json::from_str(&line)
-            .with_context(|| format!("bad answer from the controller: {line}"))?;
-        println!("regionwall: controller: {}", ack.message);
+        let ack = read_ack(&mut reader)?;
         if !ack.ok {
-            return Ok(ExitCode::FAILURE);
+            anyhow::bail!("the controller refused: {}", ack.message);
         }
+        // The controller removed its pins and socket itself.
+        println!("regionwall: {}", ack.message);
+        return Ok(ExitCode::SUCCESS);
     }
     let pins = args.target.pins();
+    if !pins.path().exists() {
+        anyhow::bail!(
+            "nothing is pinned for {} in {} and no controller answers on {}",
+            args.target.iface,
+            pins.path().display(),
+            args.target.socket().display()
+        );
+    }
+    // A controller that owns the pins but whose socket we could not reach
+    // (another --socket) must not lose them under its feet.
+    let _lock = PinLock::acquire(pins.path(), None)?;
     let detached = pins.detach_link()?;
     let removed = pins.remove_all()?;
     remove_socket(&args.target.socket());
-    if detached || !removed.is_empty() {
-        println!(
-            "regionwall: detached from {} and removed {} pins from {}",
-            args.target.iface,
-            removed.len(),
-            pins.path().display()
-        );
-    } else {
-        println!(
-            "regionwall: nothing pinned for {} in {}",
+    if !detached && removed.is_empty() {
+        anyhow::bail!(
+            "nothing was pinned for {} in {}",
             args.target.iface,
             pins.path().display()
         );
     }
+    println!(
+        "regionwall: detached from {} and removed {} pins from {}",
+        args.target.iface,
+        removed.len(),
+        pins.path().display()
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the controller's one-line answer, or its refusal.
+fn read_ack(reader: &mut BufReader<UnixStream>) -> anyhow::Result<Ack> {
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    serde_json::from_str(&line).with_context(|| format!("bad answer from the controller: {line}"))
+}
+
+/// A refusal in place of the expected answer (no access, bad request).
+fn refusal(line: &str) -> Option<anyhow::Error> {
+    serde_json::from_str::<Ack>(line)
+        .ok()
+        .filter(|a| !a.ok)
+        .map(|a| anyhow::anyhow!("the controller refused: {}", a.message))
 }
 
 fn remove_socket(path: &Path) {

@@ -1,0 +1,156 @@
+//! How a controller comes to enforce: adopts the pinned state of its own
+//! layout (same maps, program swapped onto the pinned link), replaces
+//! pinned state it cannot adopt (fresh maps fully published, then the swap),
+//! or starts fresh. Every path pins the result; none leaves a gap.
+
+use aya::programs::XdpMode;
+use regionwall_common::{LAYOUT_VERSION, Lookup};
+
+use super::{Config, ControllerError, Prepared};
+use crate::{
+    datapath::{Datapath, LoadOptions, Readings as _},
+    fib::Fib,
+    pin::{LinkFacts, PinDir},
+};
+
+/// How the controller came to enforce.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Nothing was pinned.
+    Fresh,
+    /// Pinned state of this layout: same maps, program swapped on the link.
+    Adopted { epoch: u32, digest: u32 },
+    /// Pinned state it could not adopt, replaced without a gap.
+    Replaced { reason: String },
+}
+
+fn dp_err(context: &'static str) -> impl FnOnce(crate::DatapathError) -> ControllerError {
+    move |source| ControllerError::Datapath {
+        context,
+        source: Box::new(source),
+    }
+}
+
+/// The lookup chosen, with the compiled lookup's room raised to 1.5 times
+/// what `fib` needs, so reloads can grow.
+fn load_options(config: &Config, fib: Option<&Fib>) -> LoadOptions {
+    let mut options = LoadOptions {
+        lookup: config.lookup,
+        ..LoadOptions::default()
+    };
+    options.fib = config.fib_room;
+    if let Some(fib) = fib {
+        let room = |n: usize| n + n / 2;
+        options.fib.slots = options.fib.slots.max(room(fib.slots.len()));
+        options.fib.ranges = options.fib.ranges.max(room(fib.ranges.len()));
+        options.fib.long = options.fib.long.max(room(fib.long.len()));
+    }
+    options
+}
+
+fn set_controls(config: &Config, dp: &mut Datapath) -> Result<(), ControllerError> {
+    dp.set_unparsed(config.unparsed)
+        .map_err(dp_err("setting the unparsed-frame action"))?;
+    dp.set_event_limit(config.event_rate, config.event_burst)
+        .map_err(dp_err("setting the event rate limit"))
+}
+
+/// Puts this controller's program in charge of the interface.
+pub fn establish(
+    config: &Config,
+    prepared: &Prepared,
+    pins: &PinDir,
+    ifindex: u32,
+) -> Result<(Datapath, Start, LinkFacts), ControllerError> {
+    let options = load_options(config, prepared.fib.as_ref());
+    let found = pins.inspect().map_err(ControllerError::Pin)?;
+    let mut reason = None;
+    if let Some(found) = &found {
+        match found.refusal(LAYOUT_VERSION, options.lookup as u32) {
+            None => {
+                let mut dp =
+                    Datapath::adopt(options, pins).map_err(dp_err("loading on the pinned maps"))?;
+                let fits = prepared
+                    .fib
+                    .as_ref()
+                    .is_none_or(|f| f.fits(dp.options().fib).is_ok());
+                if fits {
+                    let meta = dp
+                        .live_meta()
+                        .map_err(dp_err("reading the pinned policy"))?;
+                    set_controls(config, &mut dp)?;
+                    let facts = go_live(&mut dp, pins, ifindex, config.xdp_mode, &config.iface)?;
+                    super::publish(&mut dp, prepared, meta.epoch + 1, &config.policy)?;
+                    let start = Start::Adopted {
+                        epoch: meta.epoch,
+                        digest: meta.names_digest,
+                    };
+                    return Ok((dp, start, facts));
+                }
+                reason = Some("the policy needs more room than the pinned tables have".into());
+            }
+            Some(why) => reason = Some(why),
+        }
+    }
+    // Fresh maps: the policy is fully published before the program goes live.
+    let mut dp = Datapath::load_with(options).map_err(dp_err(
+        "loading the XDP program (are you root? is the kernel >= 5.9?)",
+    ))?;
+    set_controls(config, &mut dp)?;
+    super::publish(&mut dp, prepared, 1, &config.policy)?;
+    let facts = go_live(&mut dp, pins, ifindex, config.xdp_mode, &config.iface)?;
+    let start = reason.map_or(Start::Fresh, |reason| Start::Replaced { reason });
+    Ok((dp, start, facts))
+}
+
+/// Puts `dp`'s program on the interface: swapped onto the pinned link when
+/// that link is attached here (no gap), else on a new pinned link; then
+/// pins the maps and program.
+fn go_live(
+    dp: &mut Datapath,
+    pins: &PinDir,
+    ifindex: u32,
+    mode: XdpMode,
+    iface: &str,
+) -> Result<LinkFacts, ControllerError> {
+    let live = pins
+        .link_facts()
+        .map_err(ControllerError::Pin)?
+        .is_some_and(|f| f.ifindex == ifindex);
+    let facts = if live {
+        dp.take_over(pins)
+            .map_err(dp_err("swapping the program on the pinned link"))?
+    } else {
+        dp.attach_pinned(ifindex, mode, pins)
+            .map_err(|source| ControllerError::Attach {
+                iface: iface.to_string(),
+                hint: attach_hint(&source, mode),
+                source: Box::new(source),
+            })?
+    };
+    dp.pin(pins).map_err(dp_err("pinning"))?;
+    Ok(facts)
+}
+
+/// What to try when attaching failed.
+fn attach_hint(e: &crate::DatapathError, mode: XdpMode) -> &'static str {
+    let busy = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.raw_os_error() == Some(libc::EBUSY))
+        || e.to_string().contains("busy");
+    if busy {
+        // Another XDP program (another pin root's controller, or
+        // another tool) already owns the interface.
+        " (another XDP program is attached: `ip link show` names it; detach it, or use the pin root of the controller that attached it)"
+    } else if matches!(mode, XdpMode::Driver) {
+        " (the driver may lack native XDP: try --xdp-mode generic)"
+    } else {
+        ""
+    }
+}
+
+/// Whether the chosen lookup needs the compiled tables.
+#[must_use]
+pub const fn builds_fib(lookup: Lookup) -> bool {
+    matches!(lookup, Lookup::Compiled)
+}

@@ -1,0 +1,322 @@
+//! The running enforcement of one interface: owns the pin directory (an
+//! exclusive lock), the loaded program and its maps, the live policy and
+//! the names of recent epochs. `regionwall run` drives it from one event
+//! loop; new subsystems hang off the decoded event stream ([`Record`]s on
+//! a broadcast channel) and [`Controller::snapshot`].
+//!
+//! - [`prepare`]: read, check and compile a policy (off the event loop).
+//! - [`establish`]: fresh, adopt or replace pinned state without a gap.
+//! - [`lock`]: one controller per pin directory.
+//! - [`socket`]: the control socket server and its access checks.
+//! - [`supervise`]: netlink link notifications, re-attach, outages.
+//! - [`watch`]: every input file watched, debounced.
+//! - [`output`]: event printing that never stops enforcement.
+
+pub mod establish;
+pub mod lock;
+pub mod output;
+pub mod prepare;
+pub mod socket;
+pub mod supervise;
+pub mod watch;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use aya::programs::XdpMode;
+use regionwall_common::{Event, Lookup, UnparsedAction};
+
+pub use establish::Start;
+pub use prepare::{PrepareError, Prepared, prepare};
+
+use crate::{
+    DatapathError,
+    compile::Compiled,
+    control::{Stats, Userspace},
+    datapath::Datapath,
+    events::{BootClock, Names, Record},
+    fib::Capacity,
+    pin::{LinkFacts, PinDir, PinError},
+    policy::{self, Policy},
+};
+
+/// Everything a controller is told at start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub iface: String,
+    pub policy: PathBuf,
+    pub options: policy::Options,
+    pub xdp_mode: XdpMode,
+    pub unparsed: UnparsedAction,
+    pub lookup: Lookup,
+    /// Minimum room of the compiled lookup (raised to 1.5x the policy's).
+    pub fib_room: Capacity,
+    pub event_rate: u32,
+    pub event_burst: u32,
+    pub pin_root: PathBuf,
+    pub socket: PathBuf,
+    pub access: socket::Access,
+}
+
+/// Why the controller could not start or act.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    #[error(transparent)]
+    Socket(#[from] socket::SocketError),
+    #[error("pinned state: {0}")]
+    Pin(#[source] PinError),
+    #[error("{context}: {source}")]
+    Datapath {
+        context: &'static str,
+        #[source]
+        source: Box<DatapathError>,
+    },
+    #[error("attaching to {iface}: {source}{hint}")]
+    Attach {
+        iface: String,
+        hint: &'static str,
+        #[source]
+        source: Box<DatapathError>,
+    },
+    #[error("interface {iface} not found")]
+    NoInterface {
+        iface: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Publishes `prepared` as `epoch` and logs what was written.
+fn publish(
+    dp: &mut Datapath,
+    prepared: &Prepared,
+    epoch: u32,
+    path: &Path,
+) -> Result<(), ControllerError> {
+    let report = dp
+        .publish_with(&prepared.compiled, prepared.fib.as_ref(), epoch)
+        .map_err(|source| ControllerError::Datapath {
+            context: "publishing the policy",
+            source: Box::new(source),
+        })?;
+    log::info!(
+        "published policy {} (epoch {epoch}): {} IPv4 + {} IPv6 prefixes, {} classes, {} compiled ranges ({} KiB), in {:?}",
+        path.display(),
+        report.v4_prefixes,
+        report.v6_prefixes,
+        prepared.compiled.classes.len(),
+        report.fib_ranges,
+        report.fib_bytes / 1024,
+        report.write_time
+    );
+    Ok(())
+}
+
+/// One interface under enforcement.
+pub struct Controller {
+    config: Config,
+    dp: Datapath,
+    pins: PinDir,
+    _lock: lock::PinLock,
+    names: Names,
+    epoch: u32,
+    live: Arc<Policy>,
+    clock: BootClock,
+    pub supervisor: supervise::Supervisor,
+}
+
+/// What [`Controller::start`] did.
+pub struct Started {
+    pub start: Start,
+    pub facts: LinkFacts,
+}
+
+impl Controller {
+    /// Takes the pin directory (refused if another controller owns it),
+    /// then puts `prepared` in force on the interface. On failure, a pin
+    /// directory this call created is removed again.
+    pub fn start(config: Config, prepared: &Prepared) -> Result<(Self, Started), ControllerError> {
+        let pins = PinDir::new(&config.pin_root, &config.iface);
+        let created = !pins.path().exists();
+        let result = Self::start_in(config, prepared, pins.clone());
+        if result.is_err() && created {
+            // Only an empty directory: never pins someone else made.
+            let _ = std::fs::remove_dir(pins.path());
+        }
+        result
+    }
+
+    fn start_in(
+        config: Config,
+        prepared: &Prepared,
+        pins: PinDir,
+    ) -> Result<(Self, Started), ControllerError> {
+        pins.create().map_err(ControllerError::Pin)?;
+        let owner = lock::Owner {
+            pid: std::process::id(),
+            socket: config.socket.clone(),
+            iface: config.iface.clone(),
+        };
+        let lock = lock::PinLock::acquire(pins.path(), Some(&owner))?;
+        let ifindex = crate::netns::ifindex(&config.iface).map_err(|source| {
+            ControllerError::NoInterface {
+                iface: config.iface.clone(),
+                source,
+            }
+        })?;
+        let (dp, start, facts) = establish::establish(&config, prepared, &pins, ifindex)?;
+        let mut names = Names::default();
+        if let Start::Adopted { epoch, digest } = &start {
+            // Events still queued from the previous controller's policy.
+            if *digest == prepared.compiled.names_digest() {
+                names.insert(*epoch, Arc::clone(&prepared.compiled));
+            }
+        }
+        let epoch = dp.epoch();
+        names.insert(epoch, Arc::clone(&prepared.compiled));
+        let supervisor = supervise::Supervisor::new(&config.iface, ifindex, config.xdp_mode);
+        Ok((
+            Self {
+                config,
+                dp,
+                pins,
+                _lock: lock,
+                names,
+                epoch,
+                live: Arc::clone(&prepared.policy),
+                clock: BootClock::now(),
+                supervisor,
+            },
+            Started { start, facts },
+        ))
+    }
+
+    #[must_use]
+    pub const fn config(&self) -> &Config {
+        &self.config
+    }
+
+    #[must_use]
+    pub const fn pins(&self) -> &PinDir {
+        &self.pins
+    }
+
+    #[must_use]
+    pub const fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// The live policy (a reload is checked against it).
+    #[must_use]
+    pub fn live_policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.live)
+    }
+
+    /// The compiled live policy.
+    #[must_use]
+    pub fn live_compiled(&self) -> Option<&Compiled> {
+        self.names.get(self.epoch)
+    }
+
+    /// Publishes a prepared policy as the next epoch; on error the
+    /// previous policy stays live untouched.
+    pub fn apply(&mut self, prepared: &Prepared) -> Result<u32, ControllerError> {
+        let next = self.epoch + 1;
+        publish(&mut self.dp, prepared, next, &self.config.policy)?;
+        self.epoch = next;
+        self.names.insert(next, Arc::clone(&prepared.compiled));
+        self.live = Arc::clone(&prepared.policy);
+        Ok(next)
+    }
+
+    /// The event ring, to be pumped by [`crate::events::pump`].
+    pub fn take_events(
+        &mut self,
+    ) -> Result<aya::maps::RingBuf<aya::maps::MapData>, ControllerError> {
+        self.dp
+            .take_events()
+            .map_err(|source| ControllerError::Datapath {
+                context: "opening the event ring",
+                source: Box::new(source),
+            })
+    }
+
+    /// Names an event with the policy of its epoch.
+    #[must_use]
+    pub fn record(&self, event: &Event) -> Record {
+        Record::new(event, &self.names, &self.clock, &self.config.iface)
+    }
+
+    /// A statistics snapshot from the kernel's counters.
+    #[must_use]
+    pub fn snapshot(&self, user: Userspace) -> Stats {
+        Stats::read(
+            &self.dp,
+            &self.config.iface,
+            self.names.get(self.epoch),
+            user,
+        )
+        .unwrap_or_else(|e| {
+            log::warn!("reading the statistics: {e}");
+            Stats::default()
+        })
+    }
+
+    /// Kernel counters (for the periodic "not logged" report).
+    #[must_use]
+    pub fn counters(&self) -> Option<[u64; regionwall_common::COUNTERS as usize]> {
+        use crate::datapath::Readings as _;
+        self.dp.counters().ok()
+    }
+
+    /// Checks the link and re-attaches if needed.
+    pub fn supervise(&mut self) -> supervise::Step {
+        self.supervisor.check(&mut self.dp, &self.pins)
+    }
+
+    /// Ends this controller. With `unpin`, the pins are removed first (the
+    /// program then detaches when its last fd closes); otherwise the last
+    /// policy keeps enforcing through them. Returns the message to show.
+    pub fn shutdown(mut self, unpin: bool) -> Result<String, ControllerError> {
+        let removed = if unpin {
+            Some(self.pins.remove_all().map_err(ControllerError::Pin)?)
+        } else {
+            None
+        };
+        self.dp.release_link();
+        Ok(match removed {
+            Some(removed) => format!(
+                "detached from {} and removed {} pins from {}",
+                self.config.iface,
+                removed.len(),
+                self.pins.path().display()
+            ),
+            None => format!(
+                "exited; {} stays enforcing epoch {} through the pins in {} (`{}` removes them)",
+                self.config.iface,
+                self.epoch,
+                self.pins.path().display(),
+                self.detach_command()
+            ),
+        })
+    }
+
+    /// The `regionwall detach` command that reaches this controller's pins
+    /// (non-default pin root and socket included).
+    #[must_use]
+    pub fn detach_command(&self) -> String {
+        use std::fmt::Write as _;
+        let mut cmd = format!("regionwall detach --iface {}", self.config.iface);
+        if self.config.pin_root != Path::new(crate::pin::DEFAULT_ROOT) {
+            let _ = write!(cmd, " --pin-root {}", self.config.pin_root.display());
+        }
+        if self.config.socket != crate::control::default_socket(&self.config.iface) {
+            let _ = write!(cmd, " --socket {}", self.config.socket.display());
+        }
+        cmd
+    }
+}

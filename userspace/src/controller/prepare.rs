@@ -1,0 +1,127 @@
+//! Reading, checking and compiling a policy: the slow part of a (re)load,
+//! run on a blocking thread so the controller keeps serving its socket,
+//! signals and interface meanwhile. A policy that would silently widen what
+//! passes is refused here, before anything reaches the kernel.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use regionwall_common::Lookup;
+
+use crate::{
+    CompileError, FibError, PolicyError,
+    compile::{self, Compiled},
+    fib::{Capacity, Fib},
+    policy::{self, Policy},
+};
+
+/// A policy ready to publish.
+pub struct Prepared {
+    pub policy: Arc<Policy>,
+    pub compiled: Arc<Compiled>,
+    /// The compiled lookup (`None` with `--lookup lpm`).
+    pub fib: Option<Fib>,
+}
+
+/// Why a policy was not prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("policy {} rejected:\n{diags}", path.display())]
+    Invalid {
+        path: PathBuf,
+        diags: policy::Diagnostics,
+    },
+    #[error("loading policy {}: {source}", path.display())]
+    Load {
+        path: PathBuf,
+        #[source]
+        source: PolicyError,
+    },
+    #[error("compiling policy {}: {source}", path.display())]
+    Compile {
+        path: PathBuf,
+        #[source]
+        source: CompileError,
+    },
+    #[error("building the compiled lookup of {} (try --lookup lpm): {source}", path.display())]
+    Fib {
+        path: PathBuf,
+        #[source]
+        source: FibError,
+    },
+    #[error("policy {} refused: {why}", path.display())]
+    Widens { path: PathBuf, why: String },
+}
+
+/// Reads, checks and compiles `path`. With `live` (a reload), a policy
+/// that would widen what passes to everything is refused unless it says
+/// `allow_empty = true`.
+pub fn prepare(
+    path: &Path,
+    options: &policy::Options,
+    lookup: Lookup,
+    live: Option<&Policy>,
+) -> Result<Prepared, PrepareError> {
+    let parsed = match policy::parse_file_with(path, options) {
+        Ok(p) => p,
+        Err(PolicyError::Invalid(diags)) => {
+            return Err(PrepareError::Invalid {
+                path: path.to_path_buf(),
+                diags,
+            });
+        }
+        Err(source) => {
+            return Err(PrepareError::Load {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    for w in &parsed.warnings {
+        log::warn!("{w}");
+    }
+    if let Some(live) = live
+        && let Some(why) = widening(live, &parsed)
+    {
+        return Err(PrepareError::Widens {
+            path: path.to_path_buf(),
+            why,
+        });
+    }
+    let compiled = compile::compile(&parsed).map_err(|source| PrepareError::Compile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let fib = if super::establish::builds_fib(lookup) {
+        let unlimited = Capacity {
+            slots: usize::MAX,
+            ranges: usize::MAX,
+            long: usize::MAX,
+        };
+        Some(
+            Fib::build(&compiled.v4, &compiled.v6, unlimited).map_err(|source| {
+                PrepareError::Fib {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?,
+        )
+    } else {
+        None
+    };
+    Ok(Prepared {
+        policy: Arc::new(parsed),
+        compiled: Arc::new(compiled),
+        fib,
+    })
+}
+
+/// Why replacing `live` with `new` would pass everything (placeholder
+/// until the policy module's own check lands).
+fn widening(live: &Policy, new: &Policy) -> Option<String> {
+    (new.rules.is_empty() && !live.rules.is_empty()).then(|| {
+        "the new policy has no rules (it would pass everything); add allow_empty = true if that is intended".to_string()
+    })
+}

@@ -1,0 +1,250 @@
+//! Keeps the program on the interface: netlink link notifications say at
+//! once when the interface is removed or re-created (re-attach within
+//! milliseconds), and a short poll catches what netlink does not announce
+//! (an outside `BPF_LINK_DETACH`). Gaps are logged as measured.
+
+use std::time::{Duration, Instant};
+
+use aya::programs::XdpMode;
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use netlink_packet_route::{RouteNetlinkMessage, link::LinkAttribute};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use tokio::sync::mpsc;
+
+use crate::{datapath::Datapath, netns, pin::PinDir};
+
+/// How often the link is checked when netlink says nothing: an outside
+/// `BPF_LINK_DETACH` sends no notification, so this bounds how long it
+/// goes unseen. One check is two bpf(2) calls and an ioctl.
+pub const POLL: Duration = Duration::from_millis(20);
+
+/// RTMGRP_LINK: the multicast group of link notifications.
+const RTMGRP_LINK: u32 = 1;
+
+/// A link notification for any interface.
+#[derive(Clone, Debug)]
+pub struct LinkNote {
+    pub index: u32,
+    pub name: Option<String>,
+    pub removed: bool,
+    pub at: Instant,
+}
+
+/// Starts a thread reading link notifications; they arrive on the
+/// returned channel (bounded: when it is full, the next poll catches up).
+pub fn netlink_notes() -> std::io::Result<mpsc::Receiver<LinkNote>> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind(&SocketAddr::new(0, RTMGRP_LINK))?;
+    let (tx, rx) = mpsc::channel(256);
+    std::thread::Builder::new()
+        .name("regionwall-netlink".into())
+        .spawn(move || {
+            loop {
+                let buf = match socket.recv_from_full() {
+                    Ok((buf, _)) => buf,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                        // Overrun: notes were lost; ask for a check.
+                        let note = LinkNote {
+                            index: 0,
+                            name: None,
+                            removed: false,
+                            at: Instant::now(),
+                        };
+                        if tx.blocking_send(note).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        log::warn!("netlink link notifications stopped: {e}; polling only");
+                        return;
+                    }
+                };
+                for note in decode(&buf) {
+                    if tx.try_send(note).is_err() && tx.is_closed() {
+                        return;
+                    }
+                }
+            }
+        })?;
+    Ok(rx)
+}
+
+/// The link notifications in one netlink datagram.
+fn decode(mut buf: &[u8]) -> Vec<LinkNote> {
+    let at = Instant::now();
+    let mut notes = Vec::new();
+    while buf.len() >= 16 {
+        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if len < 16 || len > buf.len() {
+            break;
+        }
+        if let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[..len]) {
+            let (link, removed) = match msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => (Some(l), false),
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => (Some(l), true),
+                _ => (None, false),
+            };
+            if let Some(link) = link {
+                let name = link.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n.clone()),
+                    _ => None,
+                });
+                notes.push(LinkNote {
+                    index: link.header.index,
+                    name,
+                    removed,
+                    at,
+                });
+            }
+        }
+        let step = (len + 3) & !3;
+        buf = buf.get(step..).unwrap_or(&[]);
+    }
+    notes
+}
+
+/// What the supervisor tells the controller.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Enforcing (or waiting for the interface to come back).
+    Continue,
+    /// The link pin was removed (`regionwall detach`): the controller exits.
+    Detached,
+}
+
+enum LinkState {
+    Fine,
+    /// The interface does not exist.
+    Gone,
+    /// The interface exists under another index, without our program.
+    Back(u32),
+    /// The interface has the index we attached to, but the link has none:
+    /// someone detached it (a deletion unlists the name before it
+    /// uninstalls XDP, and the name is read after the link).
+    Unlinked(u32),
+    /// The link pin was removed.
+    Detached,
+}
+
+/// Watches one interface and re-attaches the program when it is lost.
+pub struct Supervisor {
+    iface: String,
+    ifindex: u32,
+    mode: XdpMode,
+    /// When the interface was last seen without our program: since it
+    /// appeared (netlink), or since the detach was first seen (poll).
+    lost_since: Option<(Instant, &'static str)>,
+    gone_announced: bool,
+}
+
+impl Supervisor {
+    #[must_use]
+    pub fn new(iface: &str, ifindex: u32, mode: XdpMode) -> Self {
+        Self {
+            iface: iface.to_string(),
+            ifindex,
+            mode,
+            lost_since: None,
+            gone_announced: false,
+        }
+    }
+
+    #[must_use]
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// Whether a notification concerns our interface (then check at once).
+    #[must_use]
+    pub fn concerns(&mut self, note: &LinkNote) -> bool {
+        let ours = note.name.as_deref() == Some(self.iface.as_str())
+            || note.index == self.ifindex
+            || note.index == 0;
+        if ours && !note.removed && note.index != self.ifindex && note.index != 0 {
+            // The interface (re)appeared: unenforced from now until attached.
+            self.lost_since.get_or_insert((note.at, "appeared"));
+        }
+        ours
+    }
+
+    fn state(&self, pins: &PinDir) -> LinkState {
+        // The link first, the name second: see `LinkState::Unlinked`.
+        let facts = pins.link_facts();
+        let Ok(now) = netns::ifindex(&self.iface) else {
+            return LinkState::Gone;
+        };
+        match facts {
+            Ok(Some(f)) if f.ifindex == now => LinkState::Fine,
+            Ok(Some(f)) if f.ifindex == 0 && now == self.ifindex => LinkState::Unlinked(now),
+            Ok(None) => LinkState::Detached,
+            Ok(Some(_)) => LinkState::Back(now),
+            Err(e) => {
+                log::debug!("reading the pinned link: {e}");
+                LinkState::Fine
+            }
+        }
+    }
+
+    /// Checks the link and re-attaches when the program is not on the
+    /// interface.
+    pub fn check(&mut self, dp: &mut Datapath, pins: &PinDir) -> Step {
+        let index = match self.state(pins) {
+            LinkState::Fine => {
+                self.lost_since = None;
+                return Step::Continue;
+            }
+            LinkState::Detached => return Step::Detached,
+            LinkState::Gone => {
+                if !self.gone_announced {
+                    log::warn!(
+                        "interface {} is gone; enforcement resumes the moment it is back",
+                        self.iface
+                    );
+                    self.gone_announced = true;
+                }
+                // Nothing can pass through an interface that does not exist.
+                self.lost_since = None;
+                return Step::Continue;
+            }
+            LinkState::Back(index) => {
+                self.lost_since.get_or_insert((Instant::now(), "was seen"));
+                index
+            }
+            LinkState::Unlinked(index) => {
+                self.lost_since
+                    .get_or_insert((Instant::now(), "was seen detached"));
+                index
+            }
+        };
+        match dp.attach_pinned(index, self.mode, pins) {
+            Ok(facts) => {
+                self.ifindex = index;
+                self.gone_announced = false;
+                let (since, what) = self
+                    .lost_since
+                    .take()
+                    .unwrap_or((Instant::now(), "was seen"));
+                let extra = if what == "was seen detached" {
+                    format!(
+                        " (detected by a {} ms poll: up to that much more)",
+                        POLL.as_millis()
+                    )
+                } else {
+                    String::new()
+                };
+                log::warn!(
+                    "re-attached to {} (ifindex {index}, link {}); unenforced gap: {:.1} ms since the interface {what}{extra}",
+                    self.iface,
+                    facts.id,
+                    since.elapsed().as_secs_f64() * 1e3
+                );
+            }
+            Err(e) => log::warn!(
+                "re-attaching to {} (ifindex {index}): {e}; retrying",
+                self.iface
+            ),
+        }
+        Step::Continue
+    }
+}
