@@ -25,12 +25,12 @@ use aya_obj::programs::XdpAttachType;
 use common::{
     demo_policy_copy, exe,
     flow::{Count, Flow},
+    pins::PinRoot,
     udp4_frame, xdp_attached,
 };
 use regionwall::{
     control::Stats,
     demo::{Controller, GATEWAY_LAN, Topology, send_traffic},
-    pin::PinDir,
 };
 use regionwall_common::{LAYOUT_SLOT_VERSION, LAYOUT_VERSION};
 
@@ -38,31 +38,6 @@ const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const BLOCKED: &str = "198.51.100.10";
 const ALLOWED: &str = "203.0.113.10";
-
-/// A pin root of the test's own on the host's bpffs; on drop, whatever is
-/// pinned there is detached and removed.
-struct PinRoot(PathBuf);
-
-impl PinRoot {
-    fn new() -> Self {
-        Self(Path::new("/sys/fs/bpf").join(regionwall::netns::unique_name("test-pins")))
-    }
-    fn arg(&self) -> &str {
-        self.0.to_str().expect("UTF-8 path")
-    }
-    fn pins(&self) -> PinDir {
-        PinDir::new(&self.0, GATEWAY_LAN)
-    }
-}
-
-impl Drop for PinRoot {
-    fn drop(&mut self) {
-        let pins = self.pins();
-        let _ = pins.detach_link();
-        let _ = pins.remove_all();
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
 
 fn print_counts(what: &str, counts: &[(std::net::IpAddr, Count)]) {
     for (a, c) in counts {

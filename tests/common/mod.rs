@@ -5,6 +5,7 @@
 pub mod flow;
 pub mod frames;
 pub mod mmdb;
+pub mod pins;
 
 use std::{
     io::Write as _,

@@ -221,7 +221,10 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    rt.block_on(run(args))
+    let result = rt.block_on(run(args));
+    // A loader still blocked (a FIFO nobody writes) must not hold up exit.
+    rt.shutdown_background();
+    result
 }
 
 /// Prepares the policy on a blocking thread.

@@ -79,9 +79,6 @@ pub fn prepare(
             });
         }
     };
-    for w in &parsed.warnings {
-        log::warn!("{w}");
-    }
     if let Some(live) = live
         && let Some(why) = widening(live, &parsed)
     {
@@ -89,6 +86,9 @@ pub fn prepare(
             path: path.to_path_buf(),
             why,
         });
+    }
+    for w in &parsed.warnings {
+        log::warn!("{w}");
     }
     let compiled = compile::compile(&parsed).map_err(|source| PrepareError::Compile {
         path: path.to_path_buf(),
