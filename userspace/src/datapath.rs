@@ -141,7 +141,7 @@ pub struct Datapath {
 /// `LAYOUT` comes last: a replacement interrupted while re-pinning leaves
 /// the old layout version (or a program that does not use the pinned
 /// maps), which the next controller replaces again.
-pub const PINNED_MAPS: [&str; 27] = [
+pub const PINNED_MAPS: [&str; 28] = [
     "CONTROL",
     "POLICY_META",
     "REGION_V4_0",
@@ -168,8 +168,13 @@ pub const PINNED_MAPS: [&str; 27] = [
     "TRAFFIC",
     "RATE_LIMIT",
     "EVENTS",
+    "NAMES",
     "LAYOUT",
 ];
+
+/// Maps of [`PINNED_MAPS`] the program never uses: the controller's own
+/// records, kept with the pins.
+pub const CONTROLLER_MAPS: [&str; 2] = ["NAMES", "LAYOUT"];
 
 fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
     move |source| DatapathError::Map { name, source }
