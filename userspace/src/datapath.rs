@@ -1083,3 +1083,28 @@ fn update_batches<K: aya::Pod, V: aya::Pod>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PINNED_MAPS names every map of the production object, NAMES and
+    /// LAYOUT included (aya creates them though the program never uses
+    /// them), and nothing else; global data sections are not pinned.
+    #[test]
+    fn pinned_maps_are_the_objects_maps() {
+        let dp = Datapath::load().expect("loading the XDP program (root?)");
+        let mut object: Vec<&str> = dp
+            .ebpf
+            .maps()
+            .map(|(name, _)| name)
+            .filter(|name| !name.starts_with('.'))
+            .collect();
+        object.sort_unstable();
+        let mut pinned = PINNED_MAPS.to_vec();
+        pinned.sort_unstable();
+        assert_eq!(object, pinned);
+        assert!(CONTROLLER_MAPS.iter().all(|m| PINNED_MAPS.contains(m)));
+        assert_eq!(PINNED_MAPS.last(), Some(&"LAYOUT"));
+    }
+}
