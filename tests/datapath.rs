@@ -1098,6 +1098,22 @@ fn counts_keep_their_names_across_reloads_and_adoption() {
     let pinned = regionwall::pin::PinnedMaps::open(&pins.1).expect("open pins");
     assert_eq!(rows(&pinned), want);
 
+    // Events read from the pins are named by NAMES too.
+    let mut ring = regionwall::pin::PinnedMaps::events(&pins.1).expect("pinned ring");
+    let mut names = Names::default();
+    names.set_slots(pinned.read_slots().expect("pinned slots"));
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(item) = ring.next() {
+        let ev = events::decode(&item).expect("event");
+        let r = Record::new(&ev, &names, &BootClock::now(), "test0");
+        seen.insert((r.device, r.region, r.verdict));
+    }
+    let expected: std::collections::BTreeSet<_> = want
+        .iter()
+        .map(|(d, r, v, _)| (d.clone(), r.clone(), v.clone()))
+        .collect();
+    assert_eq!(seen, expected);
+
     // A restarted controller adopts the pins: same names, same counts, and
     // publishing the same policy again moves nothing.
     let slots = dp.read_slots().expect("slots");
