@@ -13,7 +13,7 @@ use core::mem::size_of;
 
 /// Version of the map layout below. Bumped whenever any shared type or map
 /// changes meaning, so a controller can tell pinned state of another layout.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Number of policy table sets. A reload writes the inactive set, then flips
 /// [`Control::active`] with one map update.
@@ -396,6 +396,54 @@ pub const LAYOUT_SLOT_VERSION: u32 = 0;
 /// `LAYOUT` index of the [`Lookup`] the tables are filled for.
 pub const LAYOUT_SLOT_LOOKUP: u32 = 1;
 
+/// Bytes of a name in [`SlotName`]: device and region names are at most 64
+/// bytes, and an inline allow set adds "/allow" to a rule name of up to 64.
+pub const SLOT_NAME_BYTES: usize = 76;
+/// Map `NAMES` (user space only, like `LAYOUT`): which device or region name
+/// owns each counter index, so counts keep their names across reloads and
+/// restarts. Index `d` is device `d`; `NAMES_REGION_BASE + r` is region id `r`
+/// (id 0, "no region", is never named).
+pub const NAMES_REGION_BASE: u32 = MAX_DEVICES;
+/// Entries of `NAMES`.
+pub const NAMES_SLOTS: u32 = MAX_DEVICES + MAX_REGIONS + 1;
+/// [`SlotName::state`]: no name owns the index (never used).
+pub const SLOT_EMPTY: u8 = 0;
+/// [`SlotName::state`]: the name is in a policy that may still count into
+/// the index.
+pub const SLOT_LIVE: u8 = 1;
+/// [`SlotName::state`]: the name left the policy; the index keeps its counts
+/// until another name takes it.
+pub const SLOT_RETIRED: u8 = 2;
+
+/// One entry of map `NAMES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotName {
+    /// [`SLOT_EMPTY`], [`SLOT_LIVE`] or [`SLOT_RETIRED`].
+    pub state: u8,
+    /// Bytes of `name` in use.
+    pub len: u8,
+    pub _pad: [u8; 2],
+    /// UTF-8, zero padded.
+    pub name: [u8; SLOT_NAME_BYTES],
+}
+const _: () = assert!(size_of::<SlotName>() == 80);
+
+impl SlotName {
+    pub const EMPTY: Self = Self {
+        state: SLOT_EMPTY,
+        len: 0,
+        _pad: [0; 2],
+        name: [0; SLOT_NAME_BYTES],
+    };
+}
+
+impl Default for SlotName {
+    fn default() -> Self {
+        Self::EMPTY
+    }
+}
+
 /// Per-generation facts about the published tables (map `POLICY_META`,
 /// index = generation).
 #[repr(C)]
@@ -507,6 +555,7 @@ mod pod {
     unsafe impl aya::Pod for super::FibSlot {}
     unsafe impl aya::Pod for super::FibLong {}
     unsafe impl aya::Pod for super::Bucket {}
+    unsafe impl aya::Pod for super::SlotName {}
 }
 
 /// Size of the benchmark object's destination key pool (a power of two).

@@ -11,13 +11,17 @@ use regionwall_common::{
     Bucket, COUNTERS, Control, DEVICE_LPM_MAX_ENTRIES, DEVICE_MAC_MAX_ENTRIES, Decision,
     EVENT_RING_BYTES, FIB_LONG_DEFAULT, FIB_RANGES_DEFAULT, FIB_SLOTS_DEFAULT, FibLong, FibSlot,
     GENERATIONS, LAYOUT_SLOTS, LPM_V4_MAX_ENTRIES, LPM_V6_MAX_ENTRIES, MAX_DECISIONS, MacKey,
-    PORT_SLOTS, PolicyMeta, RATE_SLOTS, TRAFFIC_SLOTS, TrafficCounter,
+    NAMES_SLOTS, PORT_SLOTS, PolicyMeta, RATE_SLOTS, SlotName, TRAFFIC_SLOTS, TrafficCounter,
 };
 
 /// Which layout and lookup these maps were made for; written by the
 /// controller, never read here (see `LAYOUT_SLOT_*`).
 #[map]
 pub static LAYOUT: Array<u32> = Array::with_max_entries(LAYOUT_SLOTS, 0);
+/// Which device and region name owns each counter index; written by the
+/// controller, never read here (see `NAMES_REGION_BASE`).
+#[map]
+pub static NAMES: Array<SlotName> = Array::with_max_entries(NAMES_SLOTS, 0);
 #[map]
 pub static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
 #[map]

@@ -126,8 +126,12 @@ pub struct Userspace {
 }
 
 impl Stats {
-    /// Reads a snapshot from the maps, naming devices and regions with
-    /// `names` (the live policy) when known.
+    /// Reads a snapshot from the maps. Devices and regions are named by
+    /// the slot table the maps hold (`NAMES`, written by
+    /// [`crate::datapath::Datapath::publish_stable`]), which keeps every
+    /// count under the name it was counted for, removed names included;
+    /// indices it does not name are named by `names` (the live policy,
+    /// when published without the table), else shown as `#index`.
     pub fn read(
         maps: &impl Readings,
         interface: &str,
@@ -135,26 +139,38 @@ impl Stats {
         user: Userspace,
     ) -> Result<Self, DatapathError> {
         let meta = maps.live_meta()?;
-        let devices = meta.devices.max(1);
+        let slots = maps.read_slots()?;
+        let devices = meta
+            .devices
+            .max(u32::try_from(slots.devices.len()).unwrap_or(u32::MAX))
+            .max(1);
         let counters = maps.counters()?;
         let traffic = maps.traffic(devices)?;
         let suppressed = maps.suppressed(devices)?;
         let device = |d: u32| {
             let d16 = u16::try_from(d).unwrap_or(u16::MAX);
-            names.map_or_else(|| format!("#{d}"), |c| c.device_name(d16).to_string())
+            slots.device(d).map_or_else(
+                || names.map_or_else(|| format!("#{d}"), |c| c.device_name(d16).to_string()),
+                str::to_string,
+            )
         };
         let region = |r: u32| {
             let r16 = u16::try_from(r).unwrap_or(u16::MAX);
-            names.map_or_else(
-                || if r == 0 { "-".into() } else { format!("#{r}") },
-                |c| c.region_name(r16).to_string(),
+            slots.region(r).map_or_else(
+                || {
+                    names.map_or_else(
+                        || if r == 0 { "-".into() } else { format!("#{r}") },
+                        |c| c.region_name(r16).to_string(),
+                    )
+                },
+                str::to_string,
             )
         };
         let c = |k: Counter| counters[k as usize];
         Ok(Self {
             interface: interface.to_string(),
             epoch: meta.epoch,
-            named: names.is_some(),
+            named: names.is_some() || !slots.is_empty(),
             counters: Counter::ALL
                 .iter()
                 .map(|&k| (k.name().to_string(), c(k)))

@@ -20,7 +20,8 @@ use regionwall_common::{
     Bucket, COUNTERS, Control, DEVICE_BY_MAC, DEVICE_BY_V4, DEVICE_BY_V6, FIB_LONG_DEFAULT,
     FIB_MAX_CAPACITY, FIB_RANGES_DEFAULT, FIB_SLOTS, FIB_SLOTS_DEFAULT, GENERATIONS,
     LAYOUT_SLOT_LOOKUP, LAYOUT_SLOT_VERSION, LAYOUT_VERSION, Lookup, MAX_DEVICES, MAX_REGIONS,
-    MacKey, PolicyMeta, TrafficCounter, UnparsedAction, VERDICTS, rate_slot, traffic_slot,
+    MacKey, NAMES_SLOTS, PolicyMeta, SlotName, TrafficCounter, UnparsedAction, VERDICTS, rate_slot,
+    traffic_slot,
 };
 
 use crate::{
@@ -28,6 +29,7 @@ use crate::{
     error::DatapathError,
     fib::{Capacity, Fib},
     pin::{LinkFacts, PinDir},
+    slots::{Slot, SlotTable, Stable, stabilize},
     sys,
 };
 
@@ -141,7 +143,7 @@ pub struct Datapath {
 /// `LAYOUT` comes last: a replacement interrupted while re-pinning leaves
 /// the old layout version (or a program that does not use the pinned
 /// maps), which the next controller replaces again.
-pub const PINNED_MAPS: [&str; 27] = [
+pub const PINNED_MAPS: [&str; 28] = [
     "CONTROL",
     "POLICY_META",
     "REGION_V4_0",
@@ -168,8 +170,13 @@ pub const PINNED_MAPS: [&str; 27] = [
     "TRAFFIC",
     "RATE_LIMIT",
     "EVENTS",
+    "NAMES",
     "LAYOUT",
 ];
+
+/// Maps of [`PINNED_MAPS`] the program never uses: the controller's own
+/// records, kept with the pins.
+pub const CONTROLLER_MAPS: [&str; 2] = ["NAMES", "LAYOUT"];
 
 fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
     move |source| DatapathError::Map { name, source }
@@ -492,6 +499,147 @@ impl Datapath {
         self.publish_with(compiled, None, epoch)
     }
 
+    /// Publishes `compiled` with every device and region name on the
+    /// counter index it had before (see [`crate::slots`]): the one call for
+    /// a controller on start (fresh, adopted or replaced maps) and on every
+    /// reload. Returns the renumbered policy, which names the indices in
+    /// this epoch's events. `fib` may be built from `compiled` before
+    /// renumbering (class ids do not change). On error the previous policy
+    /// stays live and every count keeps its name.
+    ///
+    /// Order, and why:
+    /// 1. Read the slot table from `NAMES` and renumber against it. A new
+    ///    name only takes an index that no generation counts into: never
+    ///    used, or retired before the previous publish (its `live` mark
+    ///    was cleared only after that publish's grace period). A name the
+    ///    live generation still counts under is never renamed here.
+    /// 2. Zero the counters of the claimed indices. Nothing counts into
+    ///    them now, so no count is lost or moved.
+    /// 3. Write `NAMES` with the new names, names retired by this reload
+    ///    still marked live: a reader sees the new names with zero counts,
+    ///    and the old names with their counts, both true.
+    /// 4. Publish and flip; the previous generation may count under the
+    ///    retired names during the grace period, and they still own their
+    ///    indices.
+    /// 5. After the grace period, mark the retired names not live, so a
+    ///    later reload may hand their indices on. A crash between the
+    ///    steps leaves names marked live that are not: conservative.
+    pub fn publish_stable(
+        &mut self,
+        compiled: Compiled,
+        fib: Option<&Fib>,
+        epoch: u32,
+    ) -> Result<(Compiled, PublishReport), DatapathError> {
+        let previous = self.read_slots()?;
+        let Stable {
+            compiled,
+            slots,
+            before_flip,
+            claimed,
+            retired: _,
+        } = stabilize(compiled, &previous)?;
+        self.clear_counters(&claimed)?;
+        if before_flip != previous {
+            self.write_slots(&before_flip)?;
+        }
+        // publish_with sleeps the grace period after the flip.
+        let report = self.publish_with(&compiled, fib, epoch)?;
+        if slots != before_flip {
+            self.write_slots(&slots)?;
+        }
+        Ok((compiled, report))
+    }
+
+    /// Writes the slot table into `NAMES` (every entry).
+    pub fn write_slots(&mut self, slots: &SlotTable) -> Result<(), DatapathError> {
+        self.fill_array("NAMES", &slots.records())
+    }
+
+    /// Zeroes, on every CPU, the traffic counters (all verdicts) and the
+    /// event rate-limit buckets (with their suppressed counts) of the given
+    /// device indices and region ids, whatever the region or device.
+    pub fn clear_counters(&mut self, slots: &[Slot]) -> Result<(), DatapathError> {
+        let mut pairs = Vec::new();
+        for slot in slots {
+            match *slot {
+                Slot::Device(d) if d < MAX_DEVICES => {
+                    pairs.extend((0..=MAX_REGIONS).map(|r| (d, r)));
+                }
+                Slot::Region(r) if (1..=MAX_REGIONS).contains(&r) => {
+                    pairs.extend((0..MAX_DEVICES).map(|d| (d, r)));
+                }
+                _ => {}
+            }
+        }
+        pairs.sort_unstable();
+        pairs.dedup();
+        let traffic: Vec<u32> = pairs
+            .iter()
+            .flat_map(|&(d, r)| (0..VERDICTS).map(move |v| traffic_slot(d, r, v)))
+            .collect();
+        let rate: Vec<u32> = pairs.iter().map(|&(d, r)| rate_slot(d, r)).collect();
+        self.zero_per_cpu::<TrafficCounter>("TRAFFIC", &traffic)?;
+        self.zero_per_cpu::<Bucket>("RATE_LIMIT", &rate)
+    }
+
+    /// Zeroes entries of a per-CPU array on every CPU: batch updates,
+    /// then one by one from wherever a batch stops.
+    fn zero_per_cpu<V: aya::Pod + Default>(
+        &mut self,
+        name: &'static str,
+        keys: &[u32],
+    ) -> Result<(), DatapathError> {
+        const CHUNK: usize = 4096;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let io_err = |call: &'static str| {
+            move |io_error| DatapathError::Map {
+                name,
+                source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                    call,
+                    io_error,
+                }),
+            }
+        };
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| io_err("nr_cpus")(e))?;
+        let cpus = usize::try_from(cpus.get()).unwrap_or(1);
+        // The kernel's per-CPU value: each CPU's value padded to 8 bytes.
+        let per_value = std::mem::size_of::<V>().next_multiple_of(8) * cpus;
+        let map = self.map_mut(name)?;
+        let Map::PerCpuArray(data) = &*map else {
+            return Err(DatapathError::MissingMap(name));
+        };
+        let zeros = vec![0u8; CHUNK * per_value];
+        let mut done = 0;
+        let mut failed = false;
+        while done < keys.len() {
+            let n = CHUNK.min(keys.len() - done);
+            // SAFETY: u32 is plain data.
+            let key_bytes =
+                unsafe { std::slice::from_raw_parts(keys[done..].as_ptr().cast::<u8>(), n * 4) };
+            match sys::update_batch(data.fd().as_fd(), key_bytes, &zeros[..n * per_value], n) {
+                Ok(()) => done += n,
+                Err((processed, err)) => {
+                    log::debug!("{name}: zeroing batch stopped after {processed} of {n}: {err}");
+                    done += processed;
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed {
+            let mut array: PerCpuArray<&mut MapData, V> =
+                PerCpuArray::try_from(&mut *map).map_err(map_err(name))?;
+            for &k in &keys[done..] {
+                let values = aya::maps::PerCpuValues::try_from(vec![V::default(); cpus])
+                    .map_err(io_err("per-CPU values"))?;
+                array.set(k, values, 0).map_err(map_err(name))?;
+            }
+        }
+        Ok(())
+    }
+
     /// [`Self::publish`] with the compiled lookup already built from
     /// `compiled` (the controller sizes the maps from it before loading).
     pub fn publish_with(
@@ -786,6 +934,18 @@ pub trait Readings {
             .map_err(map_err("POLICY_META"))
     }
 
+    /// The slot table in `NAMES`: which name owns each device index and
+    /// region id (empty when only [`Datapath::publish`] was used).
+    fn read_slots(&self) -> Result<SlotTable, DatapathError> {
+        let names: Array<&MapData, SlotName> =
+            Array::try_from(self.map_named("NAMES")?).map_err(map_err("NAMES"))?;
+        let records = (0..NAMES_SLOTS)
+            .map(|i| names.get(&i, 0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err("NAMES"))?;
+        Ok(SlotTable::from_records(&records))
+    }
+
     /// Global counters summed over CPUs, indexed by `Counter as usize`.
     fn counters(&self) -> Result<[u64; COUNTERS as usize], DatapathError> {
         let arr: PerCpuArray<&MapData, u64> =
@@ -922,4 +1082,29 @@ fn update_batches<K: aya::Pod, V: aya::Pod>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PINNED_MAPS names every map of the production object, NAMES and
+    /// LAYOUT included (aya creates them though the program never uses
+    /// them), and nothing else; global data sections are not pinned.
+    #[test]
+    fn pinned_maps_are_the_objects_maps() {
+        let dp = Datapath::load().expect("loading the XDP program (root?)");
+        let mut object: Vec<&str> = dp
+            .ebpf
+            .maps()
+            .map(|(name, _)| name)
+            .filter(|name| !name.starts_with('.'))
+            .collect();
+        object.sort_unstable();
+        let mut pinned = PINNED_MAPS.to_vec();
+        pinned.sort_unstable();
+        assert_eq!(object, pinned);
+        assert!(CONTROLLER_MAPS.iter().all(|m| PINNED_MAPS.contains(m)));
+        assert_eq!(PINNED_MAPS.last(), Some(&"LAYOUT"));
+    }
 }

@@ -109,6 +109,8 @@ pub enum DatapathError {
     },
     #[error(transparent)]
     Pinned(#[from] crate::pin::PinError),
+    #[error(transparent)]
+    Slots(#[from] crate::slots::SlotError),
     #[error("XDP link: {0}")]
     Link(#[from] aya::programs::links::LinkError),
     #[error(

@@ -12,7 +12,7 @@ use std::{
 use regionwall_common::{Event, Reason, Verdict};
 use serde::{Deserialize, Serialize};
 
-use crate::{compile::Compiled, policy::net::format_mac};
+use crate::{compile::Compiled, policy::net::format_mac, slots::SlotTable};
 
 /// Decodes one ring buffer record; `None` if it is too short.
 #[must_use]
@@ -26,10 +26,12 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
 }
 
 /// Names of recent policies by epoch, so events emitted just before a
-/// reload are still named by the policy that decided them.
+/// reload are still named by the policy that decided them; devices and
+/// regions of other epochs by the slot table, when set.
 #[derive(Default)]
 pub struct Names {
     recent: VecDeque<(u32, Arc<Compiled>)>,
+    slots: Option<SlotTable>,
 }
 
 impl Names {
@@ -40,6 +42,13 @@ impl Names {
         while self.recent.len() > Self::KEEP {
             self.recent.pop_front();
         }
+    }
+
+    /// Names devices and regions of events whose policy is not known (the
+    /// pinned `NAMES`: an index changes name only a reload after its name
+    /// left the policy, so events of recent epochs are named right).
+    pub fn set_slots(&mut self, slots: SlotTable) {
+        self.slots = Some(slots);
     }
 
     #[must_use]
@@ -139,7 +148,11 @@ impl Record {
             interface: interface.to_string(),
             device: name(
                 &|c| c.device_name(ev.device).to_string(),
-                format!("#{}", ev.device),
+                names
+                    .slots
+                    .as_ref()
+                    .and_then(|s| s.device(u32::from(ev.device)))
+                    .map_or_else(|| format!("#{}", ev.device), str::to_string),
             ),
             src_mac: format_mac(&ev.src_mac),
             src_ip,
@@ -149,7 +162,13 @@ impl Record {
             dst_port: has_ports.then_some(ev.dst_port),
             region: name(
                 &|c| c.region_name(ev.region).to_string(),
-                format!("#{}", ev.region),
+                match names.slots.as_ref() {
+                    Some(_) if ev.region == 0 => "-".into(),
+                    Some(s) => s
+                        .region(u32::from(ev.region))
+                        .map_or_else(|| format!("#{}", ev.region), str::to_string),
+                    None => format!("#{}", ev.region),
+                },
             ),
             rule: if reason == Some(Reason::Unparsed) {
                 "--unparsed drop".into()

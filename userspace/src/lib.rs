@@ -10,6 +10,7 @@
 //! - [`controller`]: the running enforcement of one interface (`regionwall run`).
 //! - [`events`]: decoding and printing drop/audit events.
 //! - [`pin`]: the pinned state that keeps enforcing without the controller.
+//! - [`slots`]: stable counter indices for device and region names.
 //! - [`netns`]: network namespace helpers for the demo and tests.
 //! - [`demo`]: the sandbox demo.
 
@@ -25,6 +26,7 @@ pub mod fib;
 pub mod netns;
 pub mod pin;
 pub mod policy;
+pub mod slots;
 pub mod sources;
 mod sys;
 

@@ -19,7 +19,10 @@ use aya::{maps::MapData, programs::ProgramInfo};
 use regionwall_common::{LAYOUT_SLOT_LOOKUP, LAYOUT_SLOT_VERSION};
 
 pub use crate::sys::LinkFacts;
-use crate::{datapath::PINNED_MAPS, sys};
+use crate::{
+    datapath::{CONTROLLER_MAPS, PINNED_MAPS},
+    sys,
+};
 
 /// Where pins live unless `--pin-root` says otherwise.
 pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/regionwall";
@@ -202,8 +205,12 @@ impl PinDir {
                 continue;
             };
             let id = map.info().map_or(0, |i| i.id());
-            // LAYOUT is the controller's record; the program never reads it.
-            if name != "LAYOUT" && found.prog_id.is_some() && !prog_maps.contains(&id) {
+            // LAYOUT and NAMES are the controller's records; the program
+            // never reads them.
+            if !CONTROLLER_MAPS.contains(&name)
+                && found.prog_id.is_some()
+                && !prog_maps.contains(&id)
+            {
                 found.foreign.push(name);
             }
             if name == "LAYOUT" {
@@ -293,10 +300,11 @@ impl PinnedMaps {
             "COUNTERS_MAP",
             "TRAFFIC",
             "RATE_LIMIT",
+            "NAMES",
         ] {
             let data = pins.open_map(name)?;
             let map = match name {
-                "CONTROL" | "POLICY_META" => Map::Array(data),
+                "CONTROL" | "POLICY_META" | "NAMES" => Map::Array(data),
                 _ => Map::PerCpuArray(data),
             };
             maps.insert(name, map);

@@ -31,9 +31,9 @@ pub struct Target {
     /// Its pin root (read directly when no controller answers).
     #[arg(long, default_value = pin::DEFAULT_ROOT)]
     pub pin_root: PathBuf,
-    /// The policy file, to name devices, regions and rules when reading
-    /// pinned maps without a controller (used only if it is the policy
-    /// that was published).
+    /// The policy file, to name rules when reading pinned maps without a
+    /// controller (used only if it is the policy that was published;
+    /// devices and regions are named from the pins).
     #[arg(long)]
     pub policy: Option<PathBuf>,
 }
@@ -173,6 +173,7 @@ pub fn events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
     let maps = PinnedMaps::open(&pins)?;
     let meta = maps.live_meta()?;
     let mut names = Names::default();
+    names.set_slots(maps.read_slots()?);
     if let Some(c) = args.target.names(meta.names_digest) {
         names.insert(meta.epoch, std::sync::Arc::new(c));
     }

@@ -1,0 +1,696 @@
+//! Stable counter slots: each device and region name keeps its counter index across reloads, restarts and adoption.
+//!
+//! The compiler numbers devices and regions by their position in the
+//! policy, so a reload that adds a region sorting before another, or a
+//! device, would move counts to other names. [`stabilize`] renumbers a
+//! [`Compiled`] policy against the [`SlotTable`] of what was published
+//! before (kept in the pinned map `NAMES`): a name keeps its index; a new
+//! name takes a never-used index, else one whose name left the policy
+//! before the last publish (its counters are zeroed first). Only indices
+//! the kernel counts change: decisions' region ids, device table values and
+//! the rows of the decision table; the per-packet path is the same.
+//!
+//! A name that leaves the policy keeps its index and its counts ("retired")
+//! until a new name needs the index. An index is only handed to a new name
+//! when no generation that may still run counts into it: a name retired in
+//! the very reload that needs its index is never reused (the reload is
+//! refused instead, see [`SlotError::Exhausted`]).
+
+use regionwall_common::{
+    Decision, MAX_DECISIONS, MAX_DEVICES, MAX_REGIONS, NAMES_REGION_BASE, NAMES_SLOTS, SLOT_LIVE,
+    SLOT_NAME_BYTES, SLOT_RETIRED, SlotName,
+};
+
+use crate::{compile::Compiled, policy::DEFAULT_DEVICE_NAME};
+
+/// Who owns one counter index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub name: String,
+    /// The name is in a published policy that may still count into the
+    /// index. Cleared only after the policy without it has been live for
+    /// the publish grace period, so a reader of the pins can trust a
+    /// retired index is no longer counted into.
+    pub live: bool,
+}
+
+/// A device index or a region id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Slot {
+    Device(u32),
+    /// Region id, 1..=MAX_REGIONS.
+    Region(u32),
+}
+
+/// Index -> owning name, for devices and regions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotTable {
+    /// Device index -> owner (index 0 is "default" once published).
+    pub devices: Vec<Option<Owner>>,
+    /// Region id - 1 -> owner (id 0 is "no region" and never owned).
+    pub regions: Vec<Option<Owner>>,
+}
+
+/// Why a policy cannot keep its names on their indices.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SlotError {
+    #[error(
+        "no {kind} counter index is free for \"{name}\": all {max} are held by names in the live policy or removed by this reload; reload in two steps (first without the removed {kind}s, then with the new ones), or restart the controller with fresh pins"
+    )]
+    Exhausted {
+        kind: &'static str,
+        name: String,
+        max: u32,
+    },
+    #[error("{kind} name \"{name}\" is longer than {SLOT_NAME_BYTES} bytes")]
+    NameTooLong { kind: &'static str, name: String },
+    #[error("device 0 is \"{0}\", expected \"default\"")]
+    NoDefault(String),
+    #[error(
+        "keeping every device on its counter index needs a decision table of {cells} cells; at most {max} are supported (restart the controller with fresh pins to renumber)"
+    )]
+    TooManyDecisions { cells: usize, max: u32 },
+}
+
+/// A compiled policy renumbered onto stable indices.
+#[derive(Clone, Debug)]
+pub struct Stable {
+    /// The policy with stable device indices and region ids. Its
+    /// `device_names`/`region_names` name every index up to the highest one
+    /// in use (an index no device or region of this policy has carries the
+    /// retired name that owns its counts, or ""). `classes` and
+    /// `region_sizes` keep the policy's own region order.
+    pub compiled: Compiled,
+    /// The table once the policy is live and the previous one is gone.
+    pub slots: SlotTable,
+    /// The table to write before the flip: as [`Self::slots`], with the
+    /// names retired by this reload still marked live (the previous
+    /// generation counts into their indices until the flip and the grace
+    /// period after it).
+    pub before_flip: SlotTable,
+    /// Indices taken by a name that did not own them: their counters must
+    /// be zeroed before the flip (nothing counts into them until then).
+    pub claimed: Vec<Slot>,
+    /// Indices whose names left the policy in this reload (their counts stay).
+    pub retired: Vec<Slot>,
+}
+
+impl SlotTable {
+    /// Name owning device index `index`.
+    #[must_use]
+    pub fn device(&self, index: u32) -> Option<&str> {
+        let i = usize::try_from(index).ok()?;
+        self.devices.get(i)?.as_ref().map(|o| o.name.as_str())
+    }
+
+    /// Name owning region id `id` (`None` for 0).
+    #[must_use]
+    pub fn region(&self, id: u32) -> Option<&str> {
+        let i = usize::try_from(id.checked_sub(1)?).ok()?;
+        self.regions.get(i)?.as_ref().map(|o| o.name.as_str())
+    }
+
+    /// Whether no index is owned.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.devices
+            .iter()
+            .chain(&self.regions)
+            .all(Option::is_none)
+    }
+
+    /// The entries of map `NAMES` ([`NAMES_SLOTS`] of them). Names longer
+    /// than [`SLOT_NAME_BYTES`] (never made by [`stabilize`]) are cut.
+    #[must_use]
+    pub fn records(&self) -> Vec<SlotName> {
+        let mut out = vec![SlotName::EMPTY; NAMES_SLOTS as usize];
+        let base = NAMES_REGION_BASE as usize;
+        let devices = self.devices.iter().take(MAX_DEVICES as usize);
+        let regions = self.regions.iter().take(MAX_REGIONS as usize);
+        for (i, owner) in devices
+            .enumerate()
+            .chain(regions.enumerate().map(|(i, o)| (base + 1 + i, o)))
+        {
+            if let Some(owner) = owner {
+                out[i] = record(owner);
+            }
+        }
+        out
+    }
+
+    /// The table held in the entries of map `NAMES`; entries that are not
+    /// valid names are taken as never used.
+    #[must_use]
+    pub fn from_records(records: &[SlotName]) -> Self {
+        let owner = |r: &SlotName| {
+            let live = match r.state {
+                SLOT_LIVE => true,
+                SLOT_RETIRED => false,
+                _ => return None,
+            };
+            let bytes = r.name.get(..usize::from(r.len))?;
+            let name = std::str::from_utf8(bytes).ok()?;
+            (!name.is_empty()).then(|| Owner {
+                name: name.to_string(),
+                live,
+            })
+        };
+        let base = NAMES_REGION_BASE as usize;
+        let mut table = Self {
+            devices: records.iter().take(base).map(owner).collect(),
+            regions: records.iter().skip(base + 1).map(owner).collect(),
+        };
+        trim(&mut table.devices);
+        trim(&mut table.regions);
+        table
+    }
+}
+
+fn record(owner: &Owner) -> SlotName {
+    let bytes = owner.name.as_bytes();
+    let len = bytes.len().min(SLOT_NAME_BYTES);
+    let mut r = SlotName {
+        state: if owner.live { SLOT_LIVE } else { SLOT_RETIRED },
+        len: u8::try_from(len).unwrap_or(u8::MAX),
+        ..SlotName::EMPTY
+    };
+    r.name[..len].copy_from_slice(&bytes[..len]);
+    r
+}
+
+/// Drops trailing never-used entries.
+fn trim(list: &mut Vec<Option<Owner>>) {
+    while list.last().is_some_and(Option::is_none) {
+        list.pop();
+    }
+}
+
+/// Assigns indices to `names` (in order) against `previous`; returns each
+/// name's 0-based index, the table before and after the flip, the claimed
+/// and the retired indices (0-based).
+struct Assignment {
+    index: Vec<usize>,
+    before: Vec<Option<Owner>>,
+    after: Vec<Option<Owner>>,
+    claimed: Vec<usize>,
+    retired: Vec<usize>,
+}
+
+fn assign(
+    kind: &'static str,
+    names: &[&str],
+    previous: &[Option<Owner>],
+    capacity: usize,
+    fixed: Option<(usize, &str)>,
+) -> Result<Assignment, SlotError> {
+    let mut before: Vec<Option<Owner>> = previous.to_vec();
+    let mut index = vec![usize::MAX; names.len()];
+    let mut taken = vec![false; capacity.max(previous.len())];
+    let find = |name: &str| {
+        previous
+            .iter()
+            .position(|o| o.as_ref().is_some_and(|o| o.name == name))
+    };
+    // Names that keep their index (the fixed one first, wherever it was).
+    for (n, name) in names.iter().enumerate() {
+        if name.len() > SLOT_NAME_BYTES {
+            return Err(SlotError::NameTooLong {
+                kind,
+                name: (*name).to_string(),
+            });
+        }
+        let kept = match fixed {
+            Some((at, fixed_name)) if *name == fixed_name => Some(at),
+            _ => find(name).filter(|&i| i < capacity && fixed.is_none_or(|(at, _)| i != at)),
+        };
+        if let Some(i) = kept {
+            index[n] = i;
+            taken[i] = true;
+        }
+    }
+    // The fixed name where something else was recorded: a fresh index.
+    let mut claimed: Vec<usize> = index
+        .iter()
+        .enumerate()
+        .filter(|&(n, &i)| {
+            i != usize::MAX
+                && previous
+                    .get(i)
+                    .and_then(Option::as_ref)
+                    .is_none_or(|o| o.name != names[n])
+        })
+        .map(|(_, &i)| i)
+        .collect();
+    // New names: never-used indices first, then indices whose names were
+    // retired before this reload (not live), lowest first.
+    for (n, name) in names.iter().enumerate() {
+        if index[n] != usize::MAX {
+            continue;
+        }
+        let free = |i: usize, taken: &[bool]| !taken[i] && fixed.is_none_or(|(at, _)| i != at);
+        let never =
+            (0..capacity).find(|&i| free(i, &taken) && previous.get(i).is_none_or(Option::is_none));
+        let retired = || {
+            (0..capacity).find(|&i| {
+                free(i, &taken)
+                    && previous
+                        .get(i)
+                        .is_some_and(|o| o.as_ref().is_some_and(|o| !o.live))
+            })
+        };
+        let Some(i) = never.or_else(retired) else {
+            return Err(SlotError::Exhausted {
+                kind,
+                name: (*name).to_string(),
+                max: u32::try_from(capacity).unwrap_or(u32::MAX),
+            });
+        };
+        index[n] = i;
+        taken[i] = true;
+        claimed.push(i);
+    }
+    let used = index.iter().map(|i| i + 1).max().unwrap_or(0);
+    if before.len() < used {
+        before.resize(used, None);
+    }
+    let mut after = before.clone();
+    let mut retired = Vec::new();
+    for (i, (b, a)) in before.iter_mut().zip(after.iter_mut()).enumerate() {
+        match index.iter().position(|&x| x == i) {
+            Some(n) => {
+                // A kept name stays live; a claimed index gets its new name.
+                let owner = Owner {
+                    name: names[n].to_string(),
+                    live: true,
+                };
+                *b = Some(owner.clone());
+                *a = Some(owner);
+            }
+            None => {
+                if let Some(o) = a.as_mut() {
+                    if o.live {
+                        retired.push(i);
+                    }
+                    o.live = false;
+                }
+            }
+        }
+    }
+    trim(&mut before);
+    trim(&mut after);
+    Ok(Assignment {
+        index,
+        before,
+        after,
+        claimed,
+        retired,
+    })
+}
+
+/// Renumbers `compiled` so every device and region name keeps the index
+/// it has in `previous` (see the module documentation). Regions are given
+/// indices only if some decision can count under them (named regions and
+/// "any"; inline allow sets never are).
+pub fn stabilize(compiled: Compiled, previous: &SlotTable) -> Result<Stable, SlotError> {
+    let mut compiled = compiled;
+    let default = compiled.device_names.first().map_or("", String::as_str);
+    if default != DEFAULT_DEVICE_NAME {
+        return Err(SlotError::NoDefault(default.to_string()));
+    }
+    // Devices: all of them.
+    let device_names: Vec<&str> = compiled.device_names.iter().map(String::as_str).collect();
+    let devices = assign(
+        "device",
+        &device_names,
+        &previous.devices,
+        MAX_DEVICES as usize,
+        Some((0, DEFAULT_DEVICE_NAME)),
+    )?;
+    // Regions: those a decision counts under, in policy order.
+    let mut counted = vec![false; compiled.region_names.len()];
+    for d in &compiled.decisions {
+        if let Some(i) = usize::from(d.region).checked_sub(1)
+            && let Some(c) = counted.get_mut(i)
+        {
+            *c = true;
+        }
+    }
+    let region_ids: Vec<usize> = (0..counted.len()).filter(|&i| counted[i]).collect();
+    let region_names: Vec<&str> = region_ids
+        .iter()
+        .map(|&i| compiled.region_names[i].as_str())
+        .collect();
+    let regions = assign(
+        "region",
+        &region_names,
+        &previous.regions,
+        MAX_REGIONS as usize,
+        None,
+    )?;
+
+    // Policy region id -> stable id (0 stays 0; uncounted regions get 0,
+    // which no decision carries).
+    let mut region_map = vec![0u16; compiled.region_names.len() + 1];
+    for (k, &i) in region_ids.iter().enumerate() {
+        region_map[i + 1] = u16::try_from(regions.index[k] + 1).unwrap_or(u16::MAX);
+    }
+    let device_map: Vec<u32> = devices
+        .index
+        .iter()
+        .map(|&i| u32::try_from(i).unwrap_or(u32::MAX))
+        .collect();
+
+    let rows = devices.index.iter().map(|i| i + 1).max().unwrap_or(1);
+    let stride = compiled.decisions.len() / compiled.device_names.len().max(1);
+    let cells = rows * stride;
+    if cells > MAX_DECISIONS as usize {
+        return Err(SlotError::TooManyDecisions {
+            cells,
+            max: MAX_DECISIONS,
+        });
+    }
+    // Rows of indices no device of this policy has are never read (no
+    // device table entry leads there): plain passes.
+    let mut decisions = vec![Decision::default(); cells];
+    for (old, row) in compiled.decisions.chunks(stride.max(1)).enumerate() {
+        let at = devices.index[old] * stride;
+        for (dst, src) in decisions[at..at + stride].iter_mut().zip(row) {
+            *dst = Decision {
+                region: region_map
+                    .get(usize::from(src.region))
+                    .copied()
+                    .unwrap_or(0),
+                ..*src
+            };
+        }
+    }
+    compiled.decisions = decisions;
+    remap_values(&mut compiled.device_macs, &device_map);
+    remap_values(&mut compiled.device_v4, &device_map);
+    remap_values(&mut compiled.device_v6, &device_map);
+    compiled.device_names = names_of(&devices.after, rows);
+    let region_rows = regions.index.iter().map(|i| i + 1).max().unwrap_or(0);
+    compiled.region_names = names_of(&regions.after, region_rows);
+
+    let slots = SlotTable {
+        devices: devices.after,
+        regions: regions.after,
+    };
+    let before_flip = SlotTable {
+        devices: devices.before,
+        regions: regions.before,
+    };
+    let to_device = |i: &usize| Slot::Device(u32::try_from(*i).unwrap_or(u32::MAX));
+    let to_region = |i: &usize| Slot::Region(u32::try_from(*i + 1).unwrap_or(u32::MAX));
+    Ok(Stable {
+        compiled,
+        slots,
+        before_flip,
+        claimed: devices
+            .claimed
+            .iter()
+            .map(to_device)
+            .chain(regions.claimed.iter().map(to_region))
+            .collect(),
+        retired: devices
+            .retired
+            .iter()
+            .map(to_device)
+            .chain(regions.retired.iter().map(to_region))
+            .collect(),
+    })
+}
+
+fn remap_values<K>(entries: &mut [(K, u32)], map: &[u32]) {
+    for (_, v) in entries {
+        if let Some(&to) = usize::try_from(*v).ok().and_then(|i| map.get(i)) {
+            *v = to;
+        }
+    }
+}
+
+/// Names of indices `0..rows`: the owner's, or "" for an index never used.
+fn names_of(owners: &[Option<Owner>], rows: usize) -> Vec<String> {
+    (0..rows)
+        .map(|i| {
+            owners
+                .get(i)
+                .and_then(Option::as_ref)
+                .map_or_else(String::new, |o| o.name.clone())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{net::IpAddr, path::Path};
+
+    use regionwall_common::{MAX_DEVICES, MAX_REGIONS, Verdict};
+
+    use super::*;
+    use crate::{compile, policy};
+
+    /// Policy text with `regions` (each blocked for every device by its own
+    /// rule, a /24 of 10.<i>.0.0 per region) and `devices` (one IP each).
+    fn text(regions: &[&str], devices: &[&str]) -> String {
+        use std::fmt::Write as _;
+        let mut t = String::new();
+        for (i, r) in regions.iter().enumerate() {
+            let _ = writeln!(t, "[regions.{r}]\ncidrs = [\"10.{i}.0.0/24\"]");
+        }
+        for (i, d) in devices.iter().enumerate() {
+            let _ = writeln!(t, "[devices.{d}]\nip = [\"192.168.0.{}\"]", i + 1);
+        }
+        for r in regions {
+            let _ = writeln!(
+                t,
+                "[[rules]]\nname = \"no-{r}\"\ndevices = [\"default\"]\nblock = [\"{r}\"]"
+            );
+        }
+        t
+    }
+
+    fn parse(text: &str) -> policy::Policy {
+        policy::parse_str(text, Path::new("test.toml")).expect("test policy parses")
+    }
+
+    fn compiled(regions: &[&str], devices: &[&str]) -> Compiled {
+        compile::compile(&parse(&text(regions, devices))).expect("compiles")
+    }
+
+    fn live(names: &[&str]) -> Vec<Option<Owner>> {
+        names
+            .iter()
+            .map(|n| {
+                (!n.is_empty()).then(|| Owner {
+                    name: (*n).to_string(),
+                    live: true,
+                })
+            })
+            .collect()
+    }
+
+    fn names(list: &[Option<Owner>]) -> Vec<&str> {
+        list.iter()
+            .map(|o| o.as_ref().map_or("", |o| o.name.as_str()))
+            .collect()
+    }
+
+    /// The (device, region id, verdict) the stabilized tables give a
+    /// packet from `src` to `dst`.
+    fn verdict(stable: &Compiled, src: &str, dst: &str) -> (String, String, u8) {
+        let src: IpAddr = src.parse().unwrap();
+        let dst: IpAddr = dst.parse().unwrap();
+        let device = stable
+            .device_v4
+            .iter()
+            .filter(|(p, _)| policy::Prefix::V4(*p).contains(src))
+            .max_by_key(|(p, _)| p.len)
+            .map_or(0, |(_, d)| *d);
+        let class = stable
+            .v4
+            .iter()
+            .filter(|(p, _)| policy::Prefix::V4(*p).contains(dst))
+            .max_by_key(|(p, _)| p.len)
+            .map_or(0, |(_, c)| *c);
+        let stride = stable.classes.len() * stable.port_class_count;
+        let d =
+            stable.decisions[device as usize * stride + class as usize * stable.port_class_count];
+        (
+            stable
+                .device_name(u16::try_from(device).unwrap())
+                .to_string(),
+            stable.region_name(d.region).to_string(),
+            d.verdict,
+        )
+    }
+
+    #[test]
+    fn fresh_table_keeps_the_compilers_numbering() {
+        let c = compiled(&["b", "d"], &["x"]);
+        let s = stabilize(c.clone(), &SlotTable::default()).unwrap();
+        assert_eq!(s.compiled.device_names, c.device_names);
+        assert_eq!(s.compiled.region_names, c.region_names);
+        assert_eq!(s.compiled.decisions, c.decisions);
+        assert_eq!(names(&s.slots.devices), ["default", "x"]);
+        assert_eq!(names(&s.slots.regions), ["b", "d"]);
+        assert_eq!(
+            s.claimed,
+            [
+                Slot::Device(0),
+                Slot::Device(1),
+                Slot::Region(1),
+                Slot::Region(2)
+            ]
+        );
+        assert!(s.retired.is_empty());
+        assert_eq!(s.before_flip, s.slots);
+    }
+
+    #[test]
+    fn names_keep_their_indices_when_others_sort_before_them() {
+        let first = stabilize(compiled(&["b", "d"], &["x"]), &SlotTable::default()).unwrap();
+        // "a" sorts before "b", "c" between; device "w" before "x".
+        let c = compiled(&["a", "b", "c", "d"], &["w", "x"]);
+        let s = stabilize(c, &first.slots).unwrap();
+        assert_eq!(names(&s.slots.devices), ["default", "x", "w"]);
+        assert_eq!(names(&s.slots.regions), ["b", "d", "a", "c"]);
+        assert_eq!(s.compiled.device_names, ["default", "x", "w"]);
+        assert_eq!(s.compiled.region_names, ["b", "d", "a", "c"]);
+        assert_eq!(
+            s.claimed,
+            [Slot::Device(2), Slot::Region(3), Slot::Region(4)]
+        );
+        // The renumbered tables decide as before, under the right names.
+        let drop = Verdict::Drop as u8;
+        for (i, r) in ["a", "b", "c", "d"].iter().enumerate() {
+            let dst = format!("10.{i}.0.1");
+            assert_eq!(
+                verdict(&s.compiled, "192.168.0.1", &dst),
+                ("w".into(), (*r).into(), drop)
+            );
+            assert_eq!(
+                verdict(&s.compiled, "192.168.0.2", &dst),
+                ("x".into(), (*r).into(), drop)
+            );
+            assert_eq!(
+                verdict(&s.compiled, "192.168.9.9", &dst),
+                ("default".into(), (*r).into(), drop)
+            );
+        }
+        assert_eq!(
+            verdict(&s.compiled, "192.168.0.2", "11.0.0.1"),
+            ("x".into(), "-".into(), 0)
+        );
+    }
+
+    #[test]
+    fn removed_names_hold_their_index_until_reused_after_one_reload() {
+        let one = stabilize(
+            compiled(&["a", "b", "c"], &["x", "y"]),
+            &SlotTable::default(),
+        )
+        .unwrap();
+        // "a" and "x" leave: they keep their indices (placeholder rows) and counts.
+        let two = stabilize(compiled(&["b", "c"], &["y"]), &one.slots).unwrap();
+        assert_eq!(two.retired, [Slot::Device(1), Slot::Region(1)]);
+        assert!(two.claimed.is_empty());
+        assert_eq!(names(&two.slots.regions), ["a", "b", "c"]);
+        assert!(!two.slots.regions[0].as_ref().unwrap().live);
+        assert!(two.before_flip.regions[0].as_ref().unwrap().live);
+        assert_eq!(two.compiled.device_names, ["default", "x", "y"]);
+        assert_eq!(two.compiled.region_names, ["a", "b", "c"]);
+        // Nothing leads to the hole row: no device entry has index 1, no
+        // decision region 1.
+        assert!(two.compiled.device_v4.iter().all(|(_, d)| *d != 1));
+        assert!(two.compiled.decisions.iter().all(|d| d.region != 1));
+        // A returning name gets its index back.
+        let back = stabilize(compiled(&["a", "b", "c"], &["x", "y"]), &two.slots).unwrap();
+        assert_eq!(names(&back.slots.regions), ["a", "b", "c"]);
+        assert!(back.claimed.is_empty());
+        // New names take never-used indices first...
+        let three = stabilize(compiled(&["b", "c", "e"], &["y", "z"]), &two.slots).unwrap();
+        assert_eq!(names(&three.slots.regions), ["a", "b", "c", "e"]);
+        assert_eq!(names(&three.slots.devices), ["default", "x", "y", "z"]);
+        assert_eq!(three.claimed, [Slot::Device(3), Slot::Region(4)]);
+    }
+
+    #[test]
+    fn retired_indices_are_reused_when_never_used_ones_run_out() {
+        let full: Vec<String> = (0..MAX_REGIONS).map(|i| format!("r{i:02}")).collect();
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        let one = stabilize(compiled(&refs, &[]), &SlotTable::default()).unwrap();
+        // Remove r00 and r01: retired, still live until the flip is over.
+        let two = stabilize(compiled(&refs[2..], &[]), &one.slots).unwrap();
+        let mut with_new = refs[2..].to_vec();
+        with_new.push("s0");
+        // Adding in the same reload that removed them is refused...
+        let mut one_plus = refs[1..].to_vec();
+        one_plus.push("s0");
+        let err = stabilize(compiled(&one_plus, &[]), &one.slots).unwrap_err();
+        assert!(
+            matches!(err, SlotError::Exhausted { kind: "region", .. }),
+            "{err}"
+        );
+        // ...the next reload takes the lowest retired index, zeroed.
+        let three = stabilize(compiled(&with_new, &[]), &two.slots).unwrap();
+        assert_eq!(three.slots.region(1), Some("s0"));
+        assert_eq!(three.slots.region(2), Some("r01"));
+        assert_eq!(three.claimed, [Slot::Region(1)]);
+        assert_eq!(three.compiled.region_name(1), "s0");
+    }
+
+    #[test]
+    fn devices_overflow_is_a_clear_error() {
+        let mut table = SlotTable::default();
+        let all: Vec<String> = (1..MAX_DEVICES).map(|i| format!("d{i:03}")).collect();
+        table.devices = live(
+            &std::iter::once("default")
+                .chain(all.iter().map(String::as_str))
+                .collect::<Vec<_>>(),
+        );
+        let err = stabilize(compiled(&["a"], &["new"]), &table).unwrap_err();
+        assert!(
+            matches!(err, SlotError::Exhausted { kind: "device", .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("two steps"), "{err}");
+    }
+
+    #[test]
+    fn only_counted_regions_take_indices() {
+        // The inline allow set and "any" (blocked) : "any" is counted, the
+        // allow set never is.
+        let p = parse(
+            "[regions.eu]\ncidrs = [\"10.0.0.0/8\"]\n[[rules]]\nname = \"r\"\ndevices = [\"default\"]\nblock = [\"any\"]\nallow = [\"10.1.0.0/16\"]\n",
+        );
+        let c = compile::compile(&p).unwrap();
+        assert_eq!(c.region_names, ["eu", "any", "r/allow"]);
+        let s = stabilize(c, &SlotTable::default()).unwrap();
+        assert_eq!(names(&s.slots.regions), ["eu", "any"]);
+        assert_eq!(s.compiled.region_names, ["eu", "any"]);
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let s = stabilize(compiled(&["b", "d"], &["x"]), &SlotTable::default()).unwrap();
+        let two = stabilize(compiled(&["d"], &["x"]), &s.slots).unwrap();
+        let records = two.slots.records();
+        assert_eq!(records.len(), NAMES_SLOTS as usize);
+        assert_eq!(SlotTable::from_records(&records), two.slots);
+        assert_eq!(
+            SlotTable::from_records(&SlotTable::default().records()),
+            SlotTable::default()
+        );
+        let long = "r".repeat(64) + "/allow";
+        let t = SlotTable {
+            devices: live(&["default"]),
+            regions: live(&["", &long]),
+        };
+        assert_eq!(SlotTable::from_records(&t.records()), t);
+        assert_eq!(
+            SlotTable::from_records(&t.records()).region(2),
+            Some(long.as_str())
+        );
+    }
+}
