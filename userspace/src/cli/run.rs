@@ -388,15 +388,16 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let why = inflight.take().map_or("reload", |(_, w)| w);
                 let old = ctl.epoch();
                 match done {
-                    Ok(Ok(prepared)) => match ctl.apply(&prepared) {
+                    Ok(Ok(prepared)) => {
+                        let inputs = inputs(&prepared.policy);
+                        match ctl.apply(prepared) {
                         Ok(epoch) => {
                             log::info!("reloaded policy ({why}; epoch {epoch})");
-                            watch = rewatch(&args, &inputs(&prepared.policy), &change_tx).or(watch);
-                            drop(prepared);
+                            watch = rewatch(&args, &inputs, &change_tx).or(watch);
                             release_freed_memory();
                         }
                         Err(e) => log::error!("reload ({why}) failed, previous policy (epoch {old}) still enforcing: {e}"),
-                    },
+                    }},
                     Ok(Err(e)) => log::error!("reload ({why}) rejected, previous policy (epoch {old}) still enforcing: {e}"),
                     Err(e) => log::error!("reload ({why}) failed, previous policy (epoch {old}) still enforcing: the loader panicked: {e}"),
                 }

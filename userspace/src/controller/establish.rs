@@ -8,6 +8,7 @@ use regionwall_common::{LAYOUT_VERSION, Lookup};
 
 use super::{Config, ControllerError, Prepared};
 use crate::{
+    compile::Compiled,
     datapath::{Datapath, LoadOptions, Readings as _},
     fib::Fib,
     pin::{LinkFacts, PinDir},
@@ -61,7 +62,7 @@ pub fn establish(
     prepared: &Prepared,
     pins: &PinDir,
     ifindex: u32,
-) -> Result<(Datapath, Start, LinkFacts), ControllerError> {
+) -> Result<(Datapath, Start, LinkFacts, Compiled), ControllerError> {
     let options = load_options(config, prepared.fib.as_ref());
     let found = pins.inspect().map_err(ControllerError::Pin)?;
     let mut reason = None;
@@ -80,14 +81,33 @@ pub fn establish(
                         .map_err(dp_err("reading the pinned policy"))?;
                     set_controls(config, &mut dp)?;
                     let facts = go_live(&mut dp, pins, ifindex, config.xdp_mode, &config.iface)?;
-                    super::publish(&mut dp, prepared, meta.epoch + 1, &config.policy)?;
-                    let start = Start::Adopted {
-                        epoch: meta.epoch,
-                        digest: meta.names_digest,
-                    };
-                    return Ok((dp, start, facts));
+                    match super::publish(
+                        &mut dp,
+                        prepared.compiled.clone(),
+                        prepared.fib.as_ref(),
+                        meta.epoch + 1,
+                        &config.policy,
+                    ) {
+                        Ok(stable) => {
+                            let start = Start::Adopted {
+                                epoch: meta.epoch,
+                                digest: meta.names_digest,
+                            };
+                            return Ok((dp, start, facts, stable));
+                        }
+                        // The pinned slot table cannot take the new names
+                        // in one step: fresh maps (counts restart, names
+                        // stay right); the pinned policy enforces meanwhile.
+                        Err(ControllerError::Datapath { source, .. })
+                            if matches!(*source, crate::DatapathError::Slots(_)) =>
+                        {
+                            reason = Some(format!("the pinned counter slots: {source}"));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                } else {
+                    reason = Some("the policy needs more room than the pinned tables have".into());
                 }
-                reason = Some("the policy needs more room than the pinned tables have".into());
             }
             Some(why) => reason = Some(why),
         }
@@ -97,10 +117,16 @@ pub fn establish(
         "loading the XDP program (are you root? is the kernel >= 5.9?)",
     ))?;
     set_controls(config, &mut dp)?;
-    super::publish(&mut dp, prepared, 1, &config.policy)?;
+    let stable = super::publish(
+        &mut dp,
+        prepared.compiled.clone(),
+        prepared.fib.as_ref(),
+        1,
+        &config.policy,
+    )?;
     let facts = go_live(&mut dp, pins, ifindex, config.xdp_mode, &config.iface)?;
     let start = reason.map_or(Start::Fresh, |reason| Start::Replaced { reason });
-    Ok((dp, start, facts))
+    Ok((dp, start, facts, stable))
 }
 
 /// Puts `dp`'s program on the interface: swapped onto the pinned link when

@@ -90,30 +90,34 @@ pub enum ControllerError {
     },
 }
 
-/// Publishes `prepared` as `epoch` and logs what was written.
+/// Publishes `compiled` as `epoch` with every device and region on its
+/// stable counter slot, and logs what was written. Returns the policy as
+/// renumbered, which names this epoch's events and counters.
 fn publish(
     dp: &mut Datapath,
-    prepared: &Prepared,
+    compiled: Compiled,
+    fib: Option<&crate::fib::Fib>,
     epoch: u32,
     path: &Path,
-) -> Result<(), ControllerError> {
-    let report = dp
-        .publish_with(&prepared.compiled, prepared.fib.as_ref(), epoch)
-        .map_err(|source| ControllerError::Datapath {
-            context: "publishing the policy",
-            source: Box::new(source),
-        })?;
+) -> Result<Compiled, ControllerError> {
+    let classes = compiled.classes.len();
+    let (stable, report) =
+        dp.publish_stable(compiled, fib, epoch)
+            .map_err(|source| ControllerError::Datapath {
+                context: "publishing the policy",
+                source: Box::new(source),
+            })?;
     log::info!(
         "published policy {} (epoch {epoch}): {} IPv4 + {} IPv6 prefixes, {} classes, {} compiled ranges ({} KiB), in {:?}",
         path.display(),
         report.v4_prefixes,
         report.v6_prefixes,
-        prepared.compiled.classes.len(),
+        classes,
         report.fib_ranges,
         report.fib_bytes / 1024,
         report.write_time
     );
-    Ok(())
+    Ok(stable)
 }
 
 /// One interface under enforcement.
@@ -168,16 +172,17 @@ impl Controller {
                 source,
             }
         })?;
-        let (dp, start, facts) = establish::establish(&config, prepared, &pins, ifindex)?;
+        let (dp, start, facts, stable) = establish::establish(&config, prepared, &pins, ifindex)?;
+        let stable = Arc::new(stable);
         let mut names = Names::default();
         if let Start::Adopted { epoch, digest } = &start {
             // Events still queued from the previous controller's policy.
-            if *digest == prepared.compiled.names_digest() {
-                names.insert(*epoch, Arc::clone(&prepared.compiled));
+            if *digest == stable.names_digest() {
+                names.insert(*epoch, Arc::clone(&stable));
             }
         }
         let epoch = dp.epoch();
-        names.insert(epoch, Arc::clone(&prepared.compiled));
+        names.insert(epoch, stable);
         let supervisor = supervise::Supervisor::new(&config.iface, ifindex, config.xdp_mode);
         Ok((
             Self {
@@ -224,12 +229,18 @@ impl Controller {
 
     /// Publishes a prepared policy as the next epoch; on error the
     /// previous policy stays live untouched.
-    pub fn apply(&mut self, prepared: &Prepared) -> Result<u32, ControllerError> {
+    pub fn apply(&mut self, prepared: Prepared) -> Result<u32, ControllerError> {
         let next = self.epoch + 1;
-        publish(&mut self.dp, prepared, next, &self.config.policy)?;
+        let stable = publish(
+            &mut self.dp,
+            prepared.compiled,
+            prepared.fib.as_ref(),
+            next,
+            &self.config.policy,
+        )?;
         self.epoch = next;
-        self.names.insert(next, Arc::clone(&prepared.compiled));
-        self.live = Arc::clone(&prepared.policy);
+        self.names.insert(next, Arc::new(stable));
+        self.live = prepared.policy;
         Ok(next)
     }
 

@@ -20,7 +20,9 @@ use crate::{
 /// A policy ready to publish.
 pub struct Prepared {
     pub policy: Arc<Policy>,
-    pub compiled: Arc<Compiled>,
+    /// As compiled: [`crate::datapath::Datapath::publish_stable`] renumbers
+    /// it onto the stable counter slots when it is published.
+    pub compiled: Compiled,
     /// The compiled lookup (`None` with `--lookup lpm`).
     pub fib: Option<Fib>,
 }
@@ -113,7 +115,7 @@ pub fn prepare(
     };
     Ok(Prepared {
         policy: Arc::new(parsed),
-        compiled: Arc::new(compiled),
+        compiled,
         fib,
     })
 }
