@@ -26,4 +26,4 @@ pub mod policy;
 pub mod sources;
 mod sys;
 
-pub use error::{CompileError, DatapathError, FibError, PolicyError};
+pub use error::{CompileError, DatapathError, FibError, PolicyError, Shortfall};
