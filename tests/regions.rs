@@ -504,6 +504,7 @@ fn policy_of(regions: Vec<(Vec<Prefix>, Vec<Prefix>)>) -> Policy {
         }],
         groups: vec![],
         rules: vec![],
+        allow_empty: false,
         warnings: vec![],
     }
 }

@@ -10,6 +10,7 @@ mod parse;
 pub mod ports;
 mod schema;
 pub mod set;
+mod widen;
 
 use std::{
     net::IpAddr,
@@ -21,6 +22,7 @@ pub use diag::{Diagnostic, Diagnostics, locate};
 pub use net::{Prefix, V4, V6};
 pub use parse::{Options, parse_file, parse_file_with, parse_str, parse_str_with};
 pub use ports::{PacketKey, PortMatch};
+pub use widen::{Widening, widening};
 
 /// Name of the implicit device that stands for every source no device names.
 pub const DEFAULT_DEVICE_NAME: &str = "default";
@@ -154,6 +156,10 @@ pub struct Policy {
     pub devices: Vec<Device>,
     pub groups: Vec<Group>,
     pub rules: Vec<Rule>,
+    /// `allow_empty = true`: the author means a reload to this policy to
+    /// pass more than the last one did (no rules, or devices no rule
+    /// covers any more); see [`widening`].
+    pub allow_empty: bool,
     /// Problems that do not stop the policy from loading.
     pub warnings: Vec<Diagnostic>,
 }

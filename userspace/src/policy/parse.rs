@@ -5,6 +5,7 @@
 //!
 //! ```toml
 //! mode = "enforce"                      # default for rules: enforce | audit
+//! allow_empty = false                   # true: reloading to fewer rules is intended
 //! regions_dir = "/var/lib/regionwall/country-ip-blocks"  # for `countries`
 //!
 //! [sources.apnic]                       # other country data (optional)
@@ -63,6 +64,8 @@ pub struct Options {
 struct RawPolicy {
     #[serde(default)]
     mode: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_empty: Option<bool>,
     #[serde(default)]
     regions_dir: Option<Spanned<String>>,
     #[serde(default)]
@@ -910,7 +913,8 @@ impl Checker<'_> {
                 line: self.line_of(r),
             });
         }
-        if rules.is_empty() && self.errors.is_empty() {
+        let allow_empty = raw.allow_empty.unwrap_or(false);
+        if rules.is_empty() && self.errors.is_empty() && !allow_empty {
             self.warnings.push(Diagnostic::at(
                 self.path,
                 self.source,
@@ -942,6 +946,7 @@ impl Checker<'_> {
             devices,
             groups,
             rules,
+            allow_empty,
             warnings: self.warnings,
         })
     }
