@@ -18,7 +18,7 @@ use std::{
     sync::Arc,
 };
 
-pub use diag::{Diagnostic, Diagnostics, locate};
+pub use diag::{Diagnostic, Diagnostics, Lines, locate};
 pub use net::{Prefix, V4, V6};
 pub use parse::{Options, parse_file, parse_file_with, parse_str, parse_str_with};
 pub use ports::{PacketKey, PortMatch};

@@ -44,8 +44,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    ANY_REGION_NAME, DEFAULT_DEVICE_NAME, Device, Diagnostic, Diagnostics, Group, Mode, Origin,
-    Policy, PortMatch, Prefix, Region, Rule, V4, V6, net,
+    ANY_REGION_NAME, DEFAULT_DEVICE_NAME, Device, Diagnostic, Diagnostics, Group, Lines, Mode,
+    Origin, Policy, PortMatch, Prefix, Region, Rule, V4, V6, net,
 };
 use crate::{
     error::PolicyError,
@@ -176,6 +176,7 @@ pub fn parse_str_with(source: &str, path: &Path, options: &Options) -> Result<Po
         path,
         file: Arc::from(path),
         source,
+        lines: Lines::new(source),
         base_dir,
         options,
         errors: Vec::new(),
@@ -197,6 +198,8 @@ struct Checker<'a> {
     path: &'a Path,
     file: Arc<Path>,
     source: &'a str,
+    /// Line index of `source`: positions of many values are looked up.
+    lines: Lines,
     base_dir: PathBuf,
     options: &'a Options,
     errors: Vec<Diagnostic>,
@@ -209,18 +212,22 @@ struct Checker<'a> {
 const REGIONS_DIR_SOURCE: &str = "regions_dir";
 
 impl Checker<'_> {
+    fn diagnostic<T>(&self, at: &Spanned<T>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::at_indexed(self.path, self.source, &self.lines, at.span(), message)
+    }
+
     fn error<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
-        self.errors
-            .push(Diagnostic::at(self.path, self.source, at.span(), message));
+        let d = self.diagnostic(at, message);
+        self.errors.push(d);
     }
 
     fn warn<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
-        self.warnings
-            .push(Diagnostic::at(self.path, self.source, at.span(), message));
+        let d = self.diagnostic(at, message);
+        self.warnings.push(d);
     }
 
     fn line_of<T>(&self, at: &Spanned<T>) -> usize {
-        super::locate(self.source, at.span().start).0
+        self.lines.line(at.span().start)
     }
 
     fn origin<T>(&self, at: &Spanned<T>) -> Origin {
