@@ -2,7 +2,7 @@
 
 use std::{io, path::PathBuf};
 
-use crate::policy::Diagnostics;
+use crate::{input::InputError, policy::Diagnostics};
 
 /// A policy could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -13,8 +13,20 @@ pub enum PolicyError {
         #[source]
         source: io::Error,
     },
+    /// Not a regular file, or over the size limit.
+    #[error("policy {0}")]
+    Input(InputError),
     #[error("{0}")]
     Invalid(Diagnostics),
+}
+
+impl From<InputError> for PolicyError {
+    fn from(e: InputError) -> Self {
+        match e {
+            InputError::Io { path, source } => Self::Io { path, source },
+            other => Self::Input(other),
+        }
+    }
 }
 
 /// A compiled policy does not fit the kernel tables.

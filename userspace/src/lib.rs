@@ -20,6 +20,7 @@ pub mod error;
 pub mod events;
 pub mod explain;
 pub mod fib;
+pub mod input;
 pub mod netns;
 pub mod pin;
 pub mod policy;

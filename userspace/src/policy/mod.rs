@@ -20,7 +20,9 @@ use std::{
 
 pub use diag::{Diagnostic, Diagnostics, Lines, locate};
 pub use net::{Prefix, V4, V6};
-pub use parse::{Options, parse_file, parse_file_with, parse_str, parse_str_with};
+pub use parse::{
+    Options, parse_file, parse_file_limited, parse_file_with, parse_str, parse_str_with,
+};
 pub use ports::{PacketKey, PortMatch};
 pub use widen::{Widening, widening};
 

@@ -49,6 +49,7 @@ use super::{
 };
 use crate::{
     error::PolicyError,
+    input::{Inputs, Limits},
     sources::{self, ByCountry, LoadError, Sourced, country_dir, geolite2},
 };
 
@@ -138,11 +139,22 @@ pub fn parse_file(path: &Path) -> Result<Policy, PolicyError> {
 
 /// [`parse_file`] with settings from the command line.
 pub fn parse_file_with(path: &Path, options: &Options) -> Result<Policy, PolicyError> {
-    let source = std::fs::read_to_string(path).map_err(|source| PolicyError::Io {
+    parse_file_limited(path, options, Limits::default())
+}
+
+/// [`parse_file_with`], reading the policy and every file it names within
+/// `limits` (`--max-file-size`).
+pub fn parse_file_limited(
+    path: &Path,
+    options: &Options,
+    limits: Limits,
+) -> Result<Policy, PolicyError> {
+    let mut inputs = Inputs::new(limits);
+    let source = String::from_utf8(inputs.read(path)?).map_err(|e| PolicyError::Io {
         path: path.to_path_buf(),
-        source,
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
     })?;
-    parse_str_with(&source, path, options)
+    parse_text(&source, path, options, inputs)
 }
 
 /// Validates policy text that was read from `path`.
@@ -152,6 +164,18 @@ pub fn parse_str(source: &str, path: &Path) -> Result<Policy, PolicyError> {
 
 /// [`parse_str`] with settings from the command line.
 pub fn parse_str_with(source: &str, path: &Path, options: &Options) -> Result<Policy, PolicyError> {
+    let mut inputs = Inputs::new(Limits::default());
+    inputs.note(path);
+    parse_text(source, path, options, inputs)
+}
+
+/// Validates policy text read from `path`; data files are read through `inputs`.
+fn parse_text(
+    source: &str,
+    path: &Path,
+    options: &Options,
+    inputs: Inputs,
+) -> Result<Policy, PolicyError> {
     let problems = super::schema::check(source);
     if !problems.is_empty() {
         return Err(PolicyError::Invalid(Diagnostics(
@@ -179,6 +203,7 @@ pub fn parse_str_with(source: &str, path: &Path, options: &Options) -> Result<Po
         lines: Lines::new(source),
         base_dir,
         options,
+        inputs,
         errors: Vec::new(),
         warnings: Vec::new(),
         loaded: HashMap::new(),
@@ -202,6 +227,8 @@ struct Checker<'a> {
     lines: Lines,
     base_dir: PathBuf,
     options: &'a Options,
+    /// Every file and directory read, and the limits on reading.
+    inputs: Inputs,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     /// Sources by name, loaded on first use.
@@ -276,6 +303,8 @@ impl Checker<'_> {
                 at,
                 format!("cannot read {what} {}: {source}", path.display()),
             ),
+            // "region file /x.fifo is a FIFO, not a regular file"
+            LoadError::Input(e) => self.error(at, format!("{what} {e}")),
             LoadError::Invalid(diags) => self.errors.extend(diags),
         }
     }
@@ -292,6 +321,7 @@ impl Checker<'_> {
             (None, None) => None,
         };
         if let Some(dir) = dir {
+            self.inputs.note(&dir);
             if dir.is_dir() {
                 self.loaded
                     .insert(REGIONS_DIR_SOURCE.into(), SourceKind::Dir(dir));
@@ -357,6 +387,7 @@ impl Checker<'_> {
     ) -> SourceKind {
         let (what, result) = match b.format.get_ref().as_str() {
             "country-dir" => {
+                self.inputs.note(&path);
                 if path.is_dir() {
                     return SourceKind::Dir(path);
                 }
@@ -368,11 +399,20 @@ impl Checker<'_> {
             }
             "rir" => (
                 "RIR statistics",
-                sources::rir::load(&path).map(|(data, _)| data),
+                sources::rir::load(&path, &mut self.inputs).map(|(data, _)| data),
             ),
-            "geolite2-csv" => ("GeoLite2 CSV", geolite2::load(&path, field)),
-            "mmdb" => ("MaxMind DB", sources::mmdb::load(&path, field)),
-            "range-csv" => ("range CSV", sources::range_csv::load(&path)),
+            "geolite2-csv" => (
+                "GeoLite2 CSV",
+                geolite2::load(&path, field, &mut self.inputs),
+            ),
+            "mmdb" => (
+                "MaxMind DB",
+                sources::mmdb::load(&path, field, &mut self.inputs),
+            ),
+            "range-csv" => (
+                "range CSV",
+                sources::range_csv::load(&path, &mut self.inputs),
+            ),
             other => {
                 self.error(
                     &b.format,
@@ -474,7 +514,7 @@ impl Checker<'_> {
                             continue;
                         }
                         let dir = dir.clone();
-                        match country_dir::load(&dir, &cc) {
+                        match country_dir::load(&dir, &cc, &mut self.inputs) {
                             Ok(list) => {
                                 found_in += 1;
                                 out.extend(list);
@@ -540,7 +580,7 @@ impl Checker<'_> {
             }
             if let Some(file) = &b.file {
                 let data_path = self.resolve(file.get_ref());
-                match sources::read(&data_path) {
+                match sources::read(&data_path, &mut self.inputs) {
                     Ok(text) => {
                         let (found, errs) = sources::read_cidr_list(&data_path, &text);
                         prefixes.extend(found);
