@@ -1,16 +1,23 @@
 //! Input files: only regular files within --max-file-size are read (a FIFO
 //! or /dev/zero named by a policy is an error at the line that names it,
-//! not a hang).
+//! not a hang), and `Policy::inputs` lists every file and directory read.
 
 mod common;
 
-use std::{path::Path, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use regionwall::{
     PolicyError,
     input::Limits,
     policy::{self, Diagnostic},
 };
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
 
 fn mkfifo(path: &Path) {
     let _ = std::fs::remove_file(path);
@@ -146,5 +153,77 @@ fn check_takes_max_file_size() {
         String::from_utf8_lossy(&bad.stderr).contains("expected a size such as 256M"),
         "{}",
         String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+#[test]
+fn inputs_list_every_file_and_directory_read() {
+    let path = common::policy_file("");
+    let dir = path.parent().expect("dir").to_path_buf();
+    let countries = dir.join("countries");
+    for (cc, v4, v6) in [("cn", true, true), ("ru", true, false), ("de", true, true)] {
+        let d = countries.join(cc);
+        std::fs::create_dir_all(&d).expect("country dir");
+        if v4 {
+            std::fs::write(d.join("ipv4-aggregated.txt"), "198.51.100.0/24\n").expect("v4");
+        }
+        if v6 {
+            std::fs::write(d.join("ipv6-aggregated.txt"), "2001:db8::/32\n").expect("v6");
+        }
+    }
+    std::fs::write(dir.join("extra.txt"), "203.0.113.0/24\n").expect("list");
+    // Relative paths, and a path through `..`: listed absolute, unresolved.
+    std::fs::write(
+        &path,
+        "regions_dir = \"countries\"\n\
+         [regions.a]\ncountries = [\"RU\", \"CN\"]\nfile = \"extra.txt\"\n\
+         [regions.b]\ncountries = [\"CN\"]\nfile = \"countries/../extra.txt\"\n\
+         [[rules]]\ndevices = [\"default\"]\nblock = [\"a\", \"b\"]\n",
+    )
+    .expect("policy");
+    let p = policy::parse_file(&path).expect("valid");
+    let expected: Vec<PathBuf> = [
+        path.clone(),
+        countries.clone(),
+        dir.join("extra.txt"),
+        countries.join("ru"),
+        countries.join("ru/ipv4-aggregated.txt"),
+        countries.join("cn"),
+        countries.join("cn/ipv4-aggregated.txt"),
+        countries.join("cn/ipv6-aggregated.txt"),
+        dir.join("countries/../extra.txt"),
+    ]
+    .into_iter()
+    .map(|p| std::path::absolute(p).expect("absolute"))
+    .collect();
+    assert_eq!(p.inputs, expected);
+    assert!(p.inputs.iter().all(|p| p.is_absolute()));
+
+    // GeoLite2: the directory and its three files.
+    let geo = fixtures().join("geolite2");
+    std::fs::write(
+        &path,
+        format!(
+            "[sources.geo]\nformat = \"geolite2-csv\"\npath = \"{}\"\n[regions.a]\ncountries = [\"CN\"]\nfrom = [\"geo\"]\n",
+            geo.display()
+        ),
+    )
+    .expect("policy");
+    let p = policy::parse_file(&path).expect("valid");
+    let names: Vec<String> = p.inputs[1..]
+        .iter()
+        .map(|p| {
+            p.strip_prefix(&geo)
+                .map_or_else(|_| p.display().to_string(), |r| r.display().to_string())
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "",
+            "GeoLite2-Country-Locations-en.csv",
+            "GeoLite2-Country-Blocks-IPv4.csv",
+            "GeoLite2-Country-Blocks-IPv6.csv"
+        ]
     );
 }

@@ -517,6 +517,7 @@ fn policy_of(regions: Vec<(Vec<Prefix>, Vec<Prefix>)>) -> Policy {
         groups: vec![],
         rules: vec![],
         allow_empty: false,
+        inputs: vec![],
         warnings: vec![],
     }
 }

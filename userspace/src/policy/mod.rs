@@ -162,6 +162,11 @@ pub struct Policy {
     /// pass more than the last one did (no rules, or devices no rule
     /// covers any more); see [`widening`].
     pub allow_empty: bool,
+    /// Every file and directory the loader read: the policy, `file =`
+    /// lists, `regions_dir` and the country files read under it, source
+    /// files and directories. Absolute (symlinks not resolved), each once,
+    /// in the order first read; for watching them.
+    pub inputs: Vec<PathBuf>,
     /// Problems that do not stop the policy from loading.
     pub warnings: Vec<Diagnostic>,
 }

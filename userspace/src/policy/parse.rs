@@ -994,6 +994,7 @@ impl Checker<'_> {
             groups,
             rules,
             allow_empty,
+            inputs: self.inputs.into_paths(),
             warnings: self.warnings,
         })
     }
