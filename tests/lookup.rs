@@ -319,7 +319,7 @@ fn too_large_for_the_compiled_lookup_keeps_the_old_policy() {
         .to_string();
     println!("refused: {err}");
     assert!(
-        err.contains("needs 200 FIB_RANGES") && err.contains("--fib-ranges 200"),
+        err.contains("needs 200 FIB_RANGES") && err.contains("--fib-ranges 300"),
         "{err}"
     );
     assert_eq!(dp.epoch(), 1, "the old policy is still the live one");

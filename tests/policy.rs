@@ -642,3 +642,50 @@ tv = 1
     let at: Vec<(usize, usize)> = e.iter().map(|d| (d.line, d.column)).collect();
     assert_eq!(at, [(3, 10), (7, 10)], "{e:#?}");
 }
+
+/// 100k CIDRs listed inline (one per line) parse with each one's own line,
+/// and compile to the same set as a `file =` list would: every listed /25
+/// allowed, the /25 next to it still blocked. (Inline values were once
+/// located by scanning the text from its start: quadratic.)
+#[test]
+fn a_hundred_thousand_inline_cidrs_parse_and_compile_exactly() {
+    const N: usize = 100_000;
+    let cidr = |i: usize| format!("{}.{}.{}.0/25", 16 + (i >> 16), (i >> 8) & 0xff, i & 0xff);
+    let mut text = String::from(
+        "[[rules]]\nname = \"inline\"\ndevices = [\"default\"]\nblock = [\"any\"]\nallow = [\n",
+    );
+    for i in 0..N {
+        text.push_str("  \"");
+        text.push_str(&cidr(i));
+        text.push_str("\",\n");
+    }
+    text.push_str("]\n");
+    let started = std::time::Instant::now();
+    let p = common::policy(&text);
+    println!("{N} inline CIDRs parsed in {:.2?}", started.elapsed());
+    let allow = p.rules[0].allow[0];
+    let region = &p.regions[allow];
+    assert_eq!(region.name, "inline/allow");
+    assert_eq!(region.prefixes.len(), N);
+    for i in [0, 1, N / 2, N - 1] {
+        let (prefix, origin) = &region.prefixes[i];
+        assert_eq!(prefix.to_string(), cidr(i));
+        assert_eq!(origin.line, 6 + i, "line of entry {i}");
+    }
+    let compiled = compile::compile(&p).expect("compiles");
+    assert_eq!(compiled.region_sizes[allow], (N, 0), "nothing merges");
+    for i in [0, 12_345, N - 1] {
+        let inside = cidr(i).replace(".0/25", ".7");
+        let next = cidr(i).replace(".0/25", ".200");
+        assert_eq!(
+            verdict(&p, None, "192.0.2.1", &inside),
+            Verdict::Pass,
+            "{inside}"
+        );
+        assert_eq!(
+            verdict(&p, None, "192.0.2.1", &next),
+            Verdict::Drop,
+            "{next}"
+        );
+    }
+}

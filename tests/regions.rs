@@ -14,6 +14,7 @@ use std::{
 use proptest::prelude::*;
 use regionwall::{
     PolicyError, compile,
+    input::Inputs,
     policy::{self, Device, Origin, Policy, Prefix, Region, V4, V6, net::Bits},
     sources::{self, LoadError, geolite2::CountryField},
 };
@@ -52,7 +53,8 @@ fn errors_of(path: &Path) -> Vec<policy::Diagnostic> {
 #[test]
 fn rir_apnic_real_file_loads_with_exact_cidrs_and_checked_counts() {
     let path = data_dir().join("rir/delegated-apnic-20141224");
-    let (data, stats) = sources::rir::load(&path).expect("APNIC file loads");
+    let (data, stats) =
+        sources::rir::load(&path, &mut Inputs::default()).expect("APNIC file loads");
     let text = std::fs::read_to_string(&path).expect("read");
     // Independent count of the records to take, and of their addresses.
     let mut want_records = 0;
@@ -97,8 +99,11 @@ fn rir_apnic_real_file_loads_with_exact_cidrs_and_checked_counts() {
 
 #[test]
 fn rir_extended_format_skips_available_and_reserved() {
-    let (data, stats) = sources::rir::load(&fixtures().join("delegated-ripencc-extended-sample"))
-        .expect("extended sample loads");
+    let (data, stats) = sources::rir::load(
+        &fixtures().join("delegated-ripencc-extended-sample"),
+        &mut Inputs::default(),
+    )
+    .expect("extended sample loads");
     assert_eq!(stats.taken, 3);
     assert_eq!(stats.skipped, 3);
     assert_eq!(strings(&data.countries["FR"]), ["2.0.0.0/12"]);
@@ -190,12 +195,15 @@ fn assert_registered_fixture(registered: &sources::ByCountry) {
 #[test]
 fn geolite2_located_falls_back_to_registered() {
     let dir = fixtures().join("geolite2");
-    let located = sources::geolite2::load(&dir, CountryField::Located).expect("located");
+    let located = sources::geolite2::load(&dir, CountryField::Located, &mut Inputs::default())
+        .expect("located");
     assert_located_fixture(&located);
     let line = located.countries["HK"][0].1.line;
     assert_eq!(line, 6, "origin is the CSV record's line");
 
-    let registered = sources::geolite2::load(&dir, CountryField::Registered).expect("registered");
+    let registered =
+        sources::geolite2::load(&dir, CountryField::Registered, &mut Inputs::default())
+            .expect("registered");
     assert_registered_fixture(&registered);
 }
 
@@ -263,7 +271,11 @@ from = ["geo"]
 
 #[test]
 fn range_csv_splits_ranges_into_exact_cidrs() {
-    let data = sources::range_csv::load(&fixtures().join("dbip-country-lite.csv")).expect("load");
+    let data = sources::range_csv::load(
+        &fixtures().join("dbip-country-lite.csv"),
+        &mut Inputs::default(),
+    )
+    .expect("load");
     let cn = &data.countries["CN"];
     assert_eq!(
         strings(cn),
@@ -295,7 +307,7 @@ fn range_csv_splits_ranges_into_exact_cidrs() {
         "1.0.0.0,1.0.0.255,AU\n1.0.1.9,1.0.1.0,CN\n2001:db8::,1.2.3.4,CN\n1.0.2.0,1.0.2.255,CHN\n",
     )
     .expect("write");
-    let Err(LoadError::Invalid(e)) = sources::range_csv::load(&bad) else {
+    let Err(LoadError::Invalid(e)) = sources::range_csv::load(&bad, &mut Inputs::default()) else {
         panic!("bad ranges accepted")
     };
     assert_eq!(e.len(), 3, "{e:#?}");
@@ -504,6 +516,8 @@ fn policy_of(regions: Vec<(Vec<Prefix>, Vec<Prefix>)>) -> Policy {
         }],
         groups: vec![],
         rules: vec![],
+        allow_empty: false,
+        inputs: vec![],
         warnings: vec![],
     }
 }
@@ -648,9 +662,11 @@ fn mmdb_networks_by_located_or_registered_country() {
     )
     .expect("write mmdb");
     // The same blocks as the GeoLite2 CSV fixture, the same countries.
-    let located = sources::mmdb::load(&file, CountryField::Located).expect("located");
+    let located =
+        sources::mmdb::load(&file, CountryField::Located, &mut Inputs::default()).expect("located");
     assert_located_fixture(&located);
-    let registered = sources::mmdb::load(&file, CountryField::Registered).expect("registered");
+    let registered = sources::mmdb::load(&file, CountryField::Registered, &mut Inputs::default())
+        .expect("registered");
     assert_registered_fixture(&registered);
 
     // In a policy.

@@ -8,6 +8,6 @@ use regionwall::sources::range_csv;
 fuzz_target!(|data: &[u8]| {
     let path = std::env::temp_dir().join(format!("regionwall-fuzz-{}.csv", std::process::id()));
     if std::fs::write(&path, data).is_ok() {
-        let _ = range_csv::load(&path);
+        let _ = range_csv::load(&path, &mut regionwall::input::Inputs::default());
     }
 });

@@ -2,7 +2,7 @@
 
 use std::{io, path::PathBuf};
 
-use crate::policy::Diagnostics;
+use crate::{input::InputError, policy::Diagnostics};
 
 /// A policy could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -13,8 +13,20 @@ pub enum PolicyError {
         #[source]
         source: io::Error,
     },
+    /// Not a regular file, or over the size limit.
+    #[error("policy {0}")]
+    Input(InputError),
     #[error("{0}")]
     Invalid(Diagnostics),
+}
+
+impl From<InputError> for PolicyError {
+    fn from(e: InputError) -> Self {
+        match e {
+            InputError::Io { path, source } => Self::Io { path, source },
+            other => Self::Input(other),
+        }
+    }
 }
 
 /// A compiled policy does not fit the kernel tables.
@@ -40,19 +52,60 @@ pub enum CompileError {
     },
 }
 
+/// One compiled-lookup table that needs more room than the program was
+/// loaded with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shortfall {
+    /// The kernel map, e.g. `FIB_RANGES`.
+    pub what: &'static str,
+    /// The `run` option that sets this room, e.g. `--fib-ranges`.
+    pub flag: &'static str,
+    pub needed: usize,
+    pub capacity: usize,
+}
+
+impl Shortfall {
+    /// The value to give [`Shortfall::flag`]: 1.5 times the need, as `run`
+    /// sizes its tables at start, so later reloads can grow.
+    #[must_use]
+    pub const fn suggested(&self) -> usize {
+        self.needed.saturating_add(self.needed.div_ceil(2))
+    }
+}
+
+/// `needs A FIB_SLOTS entries (room for X) and B FIB_RANGES entries (room for Y)`.
+fn needs(tables: &[Shortfall]) -> String {
+    tables
+        .iter()
+        .map(|t| {
+            format!(
+                "needs {} {} entries (room for {})",
+                t.needed, t.what, t.capacity
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+/// `--fib-slots N --fib-ranges M`.
+fn raise(tables: &[Shortfall]) -> String {
+    tables
+        .iter()
+        .map(|t| format!("{} {}", t.flag, t.suggested()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The compiled lookup cannot represent a table.
 #[derive(Debug, thiserror::Error)]
 pub enum FibError {
+    /// Every table that does not fit (at least one).
     #[error(
-        "the compiled lookup needs {needed} {what} entries but the program was loaded with room for {capacity}; restart `run` (it sizes the tables from its policy) or with {flag} {needed} or more, or use --lookup lpm"
+        "the compiled lookup {} but the program was loaded with less; restart `run` with {} (1.5 times the need, so reloads can grow), or use --lookup lpm",
+        needs(.0),
+        raise(.0)
     )]
-    Capacity {
-        what: &'static str,
-        /// The `run` option that sets this room.
-        flag: &'static str,
-        needed: usize,
-        capacity: usize,
-    },
+    Capacity(Vec<Shortfall>),
     #[error("region class {class} does not fit the compiled lookup's 15-bit class field")]
     ClassTooLarge { class: u32 },
     #[error(

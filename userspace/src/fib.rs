@@ -30,7 +30,7 @@ pub const RUN_MAX: usize = LINE * LINE;
 const LINE: usize = FIB_LINE as usize;
 
 use crate::{
-    error::FibError,
+    error::{FibError, Shortfall},
     policy::{V4, V6, net::Bits},
 };
 
@@ -107,14 +107,20 @@ impl Fib {
             ),
             ("FIB_LONG", "--fib-long", self.long.len(), capacity.long),
         ];
-        match tables.into_iter().find(|t| t.2 > t.3) {
-            Some((what, flag, needed, capacity)) => Err(FibError::Capacity {
+        let short: Vec<Shortfall> = tables
+            .into_iter()
+            .filter(|t| t.2 > t.3)
+            .map(|(what, flag, needed, capacity)| Shortfall {
                 what,
                 flag,
                 needed,
                 capacity,
-            }),
-            None => Ok(()),
+            })
+            .collect();
+        if short.is_empty() {
+            Ok(())
+        } else {
+            Err(FibError::Capacity(short))
         }
     }
 
@@ -662,18 +668,47 @@ mod tests {
         };
         assert!(matches!(
             Fib::build(&table, &[], small),
-            Err(FibError::Capacity {
+            Err(FibError::Capacity(ref short)) if short == &[Shortfall {
                 what: "FIB_RANGES",
                 flag: "--fib-ranges",
                 needed: 2,
                 capacity: 1
-            })
+            }]
         ));
+        let message = Fib::build(&table, &[], small)
+            .expect_err("too small")
+            .to_string();
+        assert!(
+            message.contains("needs 2 FIB_RANGES entries (room for 1)")
+                && message.contains("restart `run` with --fib-ranges 3 "),
+            "{message}"
+        );
         let big = vec![(v4("10.0.0.0/24"), MAX_CLASSES)];
         assert!(matches!(
             Fib::build(&big, &[], ROOMY),
             Err(FibError::ClassTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn capacity_error_names_every_flag_with_room_to_grow() {
+        let short = |what, flag, needed, capacity| Shortfall {
+            what,
+            flag,
+            needed,
+            capacity,
+        };
+        let e = FibError::Capacity(vec![
+            short("FIB_SLOTS", "--fib-slots", 1_200_000, 1 << 20),
+            short("FIB_RANGES", "--fib-ranges", 1_176_703, 524_288),
+        ]);
+        assert_eq!(
+            e.to_string(),
+            "the compiled lookup needs 1200000 FIB_SLOTS entries (room for 1048576) and \
+             needs 1176703 FIB_RANGES entries (room for 524288) but the program was \
+             loaded with less; restart `run` with --fib-slots 1800000 --fib-ranges 1765055 \
+             (1.5 times the need, so reloads can grow), or use --lookup lpm"
+        );
     }
 
     proptest::proptest! {

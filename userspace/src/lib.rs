@@ -23,6 +23,7 @@ pub mod error;
 pub mod events;
 pub mod explain;
 pub mod fib;
+pub mod input;
 pub mod netns;
 pub mod pin;
 pub mod policy;
@@ -30,4 +31,4 @@ pub mod slots;
 pub mod sources;
 mod sys;
 
-pub use error::{CompileError, DatapathError, FibError, PolicyError};
+pub use error::{CompileError, DatapathError, FibError, PolicyError, Shortfall};

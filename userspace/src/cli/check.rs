@@ -24,6 +24,8 @@ pub struct Args {
     /// Country database directory (overrides the policy's `regions_dir`).
     #[arg(long)]
     pub regions_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: super::input::InputArgs,
 }
 
 /// Kernel bytes of one LPM trie element: `struct lpm_trie_node` (rcu head,
@@ -45,7 +47,7 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
         regions_dir: args.regions_dir.clone(),
     };
     let started = std::time::Instant::now();
-    let parsed = match policy::parse_file_with(&args.policy, &options) {
+    let parsed = match policy::parse_file_limited(&args.policy, &options, args.input.limits()) {
         Ok(p) => p,
         Err(PolicyError::Invalid(diags)) => {
             eprintln!("{diags}");

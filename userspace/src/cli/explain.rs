@@ -45,6 +45,8 @@ pub struct Args {
     /// Country database directory (overrides the policy's `regions_dir`).
     #[arg(long)]
     pub regions_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: super::input::InputArgs,
     /// Print one JSON object (fields addr, device, regions, rule, verdict, ...).
     #[arg(long)]
     pub json: bool,
@@ -55,7 +57,7 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
     let options = policy::Options {
         regions_dir: args.regions_dir.clone(),
     };
-    let parsed = super::parse_policy(&args.policy, &options)?;
+    let parsed = super::parse_policy(&args.policy, &options, args.input.limits())?;
     let (device, by) = if let Some(name) = &args.device {
         let i = parsed
             .devices

@@ -4,16 +4,22 @@ pub mod check;
 pub mod client;
 pub mod demo;
 pub mod explain;
+pub mod input;
 pub mod run;
 
 use std::path::Path;
 
 use anyhow::Context as _;
-use regionwall::{PolicyError, compile, policy};
+use regionwall::{PolicyError, compile, input::Limits, policy};
 
-/// Parses a policy; every diagnostic goes into the error.
-pub fn parse_policy(path: &Path, options: &policy::Options) -> anyhow::Result<policy::Policy> {
-    let parsed = match policy::parse_file_with(path, options) {
+/// Parses a policy, reading files within `limits`; every diagnostic goes
+/// into the error.
+pub fn parse_policy(
+    path: &Path,
+    options: &policy::Options,
+    limits: Limits,
+) -> anyhow::Result<policy::Policy> {
+    let parsed = match policy::parse_file_limited(path, options, limits) {
         Ok(p) => p,
         Err(PolicyError::Invalid(diags)) => {
             anyhow::bail!("policy {} rejected:\n{diags}", path.display())
@@ -31,7 +37,7 @@ pub fn load_policy(
     path: &Path,
     options: &policy::Options,
 ) -> anyhow::Result<(policy::Policy, compile::Compiled)> {
-    let parsed = parse_policy(path, options)?;
+    let parsed = parse_policy(path, options, Limits::default())?;
     let compiled = compile::compile(&parsed)
         .with_context(|| format!("compiling policy {}", path.display()))?;
     Ok((parsed, compiled))

@@ -10,6 +10,7 @@ mod parse;
 pub mod ports;
 mod schema;
 pub mod set;
+mod widen;
 
 use std::{
     net::IpAddr,
@@ -17,10 +18,13 @@ use std::{
     sync::Arc,
 };
 
-pub use diag::{Diagnostic, Diagnostics, locate};
+pub use diag::{Diagnostic, Diagnostics, Lines, locate};
 pub use net::{Prefix, V4, V6};
-pub use parse::{Options, parse_file, parse_file_with, parse_str, parse_str_with};
+pub use parse::{
+    Options, parse_file, parse_file_limited, parse_file_with, parse_str, parse_str_with,
+};
 pub use ports::{PacketKey, PortMatch};
+pub use widen::{Widening, widening};
 
 /// Name of the implicit device that stands for every source no device names.
 pub const DEFAULT_DEVICE_NAME: &str = "default";
@@ -154,6 +158,15 @@ pub struct Policy {
     pub devices: Vec<Device>,
     pub groups: Vec<Group>,
     pub rules: Vec<Rule>,
+    /// `allow_empty = true`: the author means a reload to this policy to
+    /// pass more than the last one did (no rules, or devices no rule
+    /// covers any more); see [`widening`].
+    pub allow_empty: bool,
+    /// Every file and directory the loader read: the policy, `file =`
+    /// lists, `regions_dir` and the country files read under it, source
+    /// files and directories. Absolute (symlinks not resolved), each once,
+    /// in the order first read; for watching them.
+    pub inputs: Vec<PathBuf>,
     /// Problems that do not stop the policy from loading.
     pub warnings: Vec<Diagnostic>,
 }

@@ -5,6 +5,7 @@
 //!
 //! ```toml
 //! mode = "enforce"                      # default for rules: enforce | audit
+//! allow_empty = false                   # true: reloading to fewer rules is intended
 //! regions_dir = "/var/lib/regionwall/country-ip-blocks"  # for `countries`
 //!
 //! [sources.apnic]                       # other country data (optional)
@@ -43,11 +44,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    ANY_REGION_NAME, DEFAULT_DEVICE_NAME, Device, Diagnostic, Diagnostics, Group, Mode, Origin,
-    Policy, PortMatch, Prefix, Region, Rule, V4, V6, net,
+    ANY_REGION_NAME, DEFAULT_DEVICE_NAME, Device, Diagnostic, Diagnostics, Group, Lines, Mode,
+    Origin, Policy, PortMatch, Prefix, Region, Rule, V4, V6, net,
 };
 use crate::{
     error::PolicyError,
+    input::{Inputs, Limits},
     sources::{self, ByCountry, LoadError, Sourced, country_dir, geolite2},
 };
 
@@ -63,6 +65,8 @@ pub struct Options {
 struct RawPolicy {
     #[serde(default)]
     mode: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_empty: Option<bool>,
     #[serde(default)]
     regions_dir: Option<Spanned<String>>,
     #[serde(default)]
@@ -135,11 +139,22 @@ pub fn parse_file(path: &Path) -> Result<Policy, PolicyError> {
 
 /// [`parse_file`] with settings from the command line.
 pub fn parse_file_with(path: &Path, options: &Options) -> Result<Policy, PolicyError> {
-    let source = std::fs::read_to_string(path).map_err(|source| PolicyError::Io {
+    parse_file_limited(path, options, Limits::default())
+}
+
+/// [`parse_file_with`], reading the policy and every file it names within
+/// `limits` (`--max-file-size`).
+pub fn parse_file_limited(
+    path: &Path,
+    options: &Options,
+    limits: Limits,
+) -> Result<Policy, PolicyError> {
+    let mut inputs = Inputs::new(limits);
+    let source = String::from_utf8(inputs.read(path)?).map_err(|e| PolicyError::Io {
         path: path.to_path_buf(),
-        source,
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
     })?;
-    parse_str_with(&source, path, options)
+    parse_text(&source, path, options, inputs)
 }
 
 /// Validates policy text that was read from `path`.
@@ -149,6 +164,18 @@ pub fn parse_str(source: &str, path: &Path) -> Result<Policy, PolicyError> {
 
 /// [`parse_str`] with settings from the command line.
 pub fn parse_str_with(source: &str, path: &Path, options: &Options) -> Result<Policy, PolicyError> {
+    let mut inputs = Inputs::new(Limits::default());
+    inputs.note(path);
+    parse_text(source, path, options, inputs)
+}
+
+/// Validates policy text read from `path`; data files are read through `inputs`.
+fn parse_text(
+    source: &str,
+    path: &Path,
+    options: &Options,
+    inputs: Inputs,
+) -> Result<Policy, PolicyError> {
     let problems = super::schema::check(source);
     if !problems.is_empty() {
         return Err(PolicyError::Invalid(Diagnostics(
@@ -173,8 +200,10 @@ pub fn parse_str_with(source: &str, path: &Path, options: &Options) -> Result<Po
         path,
         file: Arc::from(path),
         source,
+        lines: Lines::new(source),
         base_dir,
         options,
+        inputs,
         errors: Vec::new(),
         warnings: Vec::new(),
         loaded: HashMap::new(),
@@ -194,8 +223,12 @@ struct Checker<'a> {
     path: &'a Path,
     file: Arc<Path>,
     source: &'a str,
+    /// Line index of `source`: positions of many values are looked up.
+    lines: Lines,
     base_dir: PathBuf,
     options: &'a Options,
+    /// Every file and directory read, and the limits on reading.
+    inputs: Inputs,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     /// Sources by name, loaded on first use.
@@ -206,18 +239,22 @@ struct Checker<'a> {
 const REGIONS_DIR_SOURCE: &str = "regions_dir";
 
 impl Checker<'_> {
+    fn diagnostic<T>(&self, at: &Spanned<T>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::at_indexed(self.path, self.source, &self.lines, at.span(), message)
+    }
+
     fn error<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
-        self.errors
-            .push(Diagnostic::at(self.path, self.source, at.span(), message));
+        let d = self.diagnostic(at, message);
+        self.errors.push(d);
     }
 
     fn warn<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
-        self.warnings
-            .push(Diagnostic::at(self.path, self.source, at.span(), message));
+        let d = self.diagnostic(at, message);
+        self.warnings.push(d);
     }
 
     fn line_of<T>(&self, at: &Spanned<T>) -> usize {
-        super::locate(self.source, at.span().start).0
+        self.lines.line(at.span().start)
     }
 
     fn origin<T>(&self, at: &Spanned<T>) -> Origin {
@@ -266,6 +303,8 @@ impl Checker<'_> {
                 at,
                 format!("cannot read {what} {}: {source}", path.display()),
             ),
+            // "region file /x.fifo is a FIFO, not a regular file"
+            LoadError::Input(e) => self.error(at, format!("{what} {e}")),
             LoadError::Invalid(diags) => self.errors.extend(diags),
         }
     }
@@ -282,6 +321,7 @@ impl Checker<'_> {
             (None, None) => None,
         };
         if let Some(dir) = dir {
+            self.inputs.note(&dir);
             if dir.is_dir() {
                 self.loaded
                     .insert(REGIONS_DIR_SOURCE.into(), SourceKind::Dir(dir));
@@ -347,6 +387,7 @@ impl Checker<'_> {
     ) -> SourceKind {
         let (what, result) = match b.format.get_ref().as_str() {
             "country-dir" => {
+                self.inputs.note(&path);
                 if path.is_dir() {
                     return SourceKind::Dir(path);
                 }
@@ -358,11 +399,20 @@ impl Checker<'_> {
             }
             "rir" => (
                 "RIR statistics",
-                sources::rir::load(&path).map(|(data, _)| data),
+                sources::rir::load(&path, &mut self.inputs).map(|(data, _)| data),
             ),
-            "geolite2-csv" => ("GeoLite2 CSV", geolite2::load(&path, field)),
-            "mmdb" => ("MaxMind DB", sources::mmdb::load(&path, field)),
-            "range-csv" => ("range CSV", sources::range_csv::load(&path)),
+            "geolite2-csv" => (
+                "GeoLite2 CSV",
+                geolite2::load(&path, field, &mut self.inputs),
+            ),
+            "mmdb" => (
+                "MaxMind DB",
+                sources::mmdb::load(&path, field, &mut self.inputs),
+            ),
+            "range-csv" => (
+                "range CSV",
+                sources::range_csv::load(&path, &mut self.inputs),
+            ),
             other => {
                 self.error(
                     &b.format,
@@ -464,7 +514,7 @@ impl Checker<'_> {
                             continue;
                         }
                         let dir = dir.clone();
-                        match country_dir::load(&dir, &cc) {
+                        match country_dir::load(&dir, &cc, &mut self.inputs) {
                             Ok(list) => {
                                 found_in += 1;
                                 out.extend(list);
@@ -530,7 +580,7 @@ impl Checker<'_> {
             }
             if let Some(file) = &b.file {
                 let data_path = self.resolve(file.get_ref());
-                match sources::read(&data_path) {
+                match sources::read(&data_path, &mut self.inputs) {
                     Ok(text) => {
                         let (found, errs) = sources::read_cidr_list(&data_path, &text);
                         prefixes.extend(found);
@@ -910,7 +960,8 @@ impl Checker<'_> {
                 line: self.line_of(r),
             });
         }
-        if rules.is_empty() && self.errors.is_empty() {
+        let allow_empty = raw.allow_empty.unwrap_or(false);
+        if rules.is_empty() && self.errors.is_empty() && !allow_empty {
             self.warnings.push(Diagnostic::at(
                 self.path,
                 self.source,
@@ -942,6 +993,8 @@ impl Checker<'_> {
             devices,
             groups,
             rules,
+            allow_empty,
+            inputs: self.inputs.into_paths(),
             warnings: self.warnings,
         })
     }

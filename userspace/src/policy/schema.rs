@@ -13,6 +13,7 @@ use toml::{
 /// What a value must be.
 #[derive(Clone, Copy)]
 enum Shape {
+    Bool,
     Str,
     StrList,
     /// A table of named entries, each of this shape.
@@ -49,6 +50,7 @@ const RULE: &[(&str, Shape, bool)] = &[
 ];
 const TOP: &[(&str, Shape, bool)] = &[
     ("mode", Shape::Str, false),
+    ("allow_empty", Shape::Bool, false),
     ("regions_dir", Shape::Str, false),
     ("sources", Shape::Named(&Shape::Table(SOURCE)), false),
     ("regions", Shape::Named(&Shape::Table(REGION)), false),
@@ -174,7 +176,8 @@ fn value(v: &Spanned<DeValue<'_>>, shape: Shape, name: &str, out: &mut Vec<Probl
         });
     };
     match (shape, v.get_ref()) {
-        (Shape::Str, DeValue::String(_)) => {}
+        (Shape::Bool, DeValue::Boolean(_)) | (Shape::Str, DeValue::String(_)) => {}
+        (Shape::Bool, _) => wrong("true or false", out),
         (Shape::Str, _) => wrong("a string", out),
         (Shape::StrList, DeValue::Array(items)) => {
             for item in &**items {

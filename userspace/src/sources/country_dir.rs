@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{LoadError, Sourced, read, read_cidr_list};
+use crate::input::Inputs;
 
 /// The two list files of one country.
 const FILES: [&str; 2] = ["ipv4-aggregated.txt", "ipv6-aggregated.txt"];
@@ -18,7 +19,7 @@ pub fn country_path(dir: &Path, code: &str) -> Option<PathBuf> {
 
 /// Reads both lists of one country. A missing family file is not an error
 /// (some countries have no IPv6 space); a country with neither file is.
-pub fn load(dir: &Path, code: &str) -> Result<Sourced, LoadError> {
+pub fn load(dir: &Path, code: &str, inputs: &mut Inputs) -> Result<Sourced, LoadError> {
     let Some(country) = country_path(dir, code) else {
         return Err(LoadError::Io {
             path: dir.join(code.to_ascii_lowercase()),
@@ -28,6 +29,7 @@ pub fn load(dir: &Path, code: &str) -> Result<Sourced, LoadError> {
             ),
         });
     };
+    inputs.note(&country);
     let mut found = Vec::new();
     let mut errors = Vec::new();
     let mut files = 0;
@@ -37,7 +39,7 @@ pub fn load(dir: &Path, code: &str) -> Result<Sourced, LoadError> {
             continue;
         }
         files += 1;
-        let text = read(&path)?;
+        let text = read(&path, inputs)?;
         let (f, e) = read_cidr_list(&path, &text);
         found.extend(f);
         errors.extend(e);

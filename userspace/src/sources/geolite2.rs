@@ -14,7 +14,8 @@
 
 use std::{collections::HashMap, path::Path, sync::Arc};
 
-use super::{ByCountry, LoadError};
+use super::{ByCountry, CsvReader, LoadError};
+use crate::input::Inputs;
 use crate::policy::{Diagnostic, Origin, Prefix};
 
 pub const BLOCKS_V4: &str = "GeoLite2-Country-Blocks-IPv4.csv";
@@ -38,8 +39,9 @@ fn csv_error(path: &Path, e: &csv::Error) -> LoadError {
 fn open(
     path: &Path,
     columns: &[&str],
-) -> Result<(csv::Reader<std::fs::File>, Vec<usize>), LoadError> {
-    let mut reader = super::open_csv(path, true)?;
+    inputs: &mut Inputs,
+) -> Result<(CsvReader, Vec<usize>), LoadError> {
+    let mut reader = super::open_csv(path, true, inputs)?;
     let header = reader.headers().map_err(|e| csv_error(path, &e))?.clone();
     let mut idx = Vec::new();
     let mut missing = Vec::new();
@@ -64,8 +66,8 @@ fn open(
 }
 
 /// geoname_id -> country ISO code (empty for continent-level locations).
-fn locations(path: &Path) -> Result<HashMap<String, String>, LoadError> {
-    let (mut reader, idx) = open(path, &["geoname_id", "country_iso_code"])?;
+fn locations(path: &Path, inputs: &mut Inputs) -> Result<HashMap<String, String>, LoadError> {
+    let (mut reader, idx) = open(path, &["geoname_id", "country_iso_code"], inputs)?;
     let mut map = HashMap::new();
     let mut errors = Vec::new();
     for rec in reader.records() {
@@ -99,8 +101,9 @@ fn locations(path: &Path) -> Result<HashMap<String, String>, LoadError> {
 }
 
 /// Loads a GeoLite2-Country CSV directory.
-pub fn load(dir: &Path, field: CountryField) -> Result<ByCountry, LoadError> {
-    let names = locations(&dir.join(LOCATIONS))?;
+pub fn load(dir: &Path, field: CountryField, inputs: &mut Inputs) -> Result<ByCountry, LoadError> {
+    inputs.note(dir);
+    let names = locations(&dir.join(LOCATIONS), inputs)?;
     let mut out = ByCountry::default();
     let mut errors = Vec::new();
     for blocks in [BLOCKS_V4, BLOCKS_V6] {
@@ -109,6 +112,7 @@ pub fn load(dir: &Path, field: CountryField) -> Result<ByCountry, LoadError> {
         let (mut reader, idx) = open(
             &path,
             &["network", "geoname_id", "registered_country_geoname_id"],
+            inputs,
         )?;
         for rec in reader.records() {
             let rec = rec.map_err(|e| csv_error(&path, &e))?;

@@ -11,7 +11,10 @@ use std::{path::Path, sync::Arc};
 use maxminddb::{MaxMindDbError, Reader, geoip2};
 
 use super::{ByCountry, LoadError, geolite2::CountryField};
-use crate::policy::{Diagnostic, Origin, Prefix};
+use crate::{
+    input::Inputs,
+    policy::{Diagnostic, Origin, Prefix},
+};
 
 fn invalid(path: &Path, e: &MaxMindDbError) -> LoadError {
     match e {
@@ -31,8 +34,8 @@ fn invalid(path: &Path, e: &MaxMindDbError) -> LoadError {
 }
 
 /// Loads every network of an MMDB file by country.
-pub fn load(path: &Path, field: CountryField) -> Result<ByCountry, LoadError> {
-    let reader = Reader::open_readfile(path).map_err(|e| invalid(path, &e))?;
+pub fn load(path: &Path, field: CountryField, inputs: &mut Inputs) -> Result<ByCountry, LoadError> {
+    let reader = Reader::from_source(inputs.read(path)?).map_err(|e| invalid(path, &e))?;
     let file: Arc<Path> = Arc::from(path);
     let mut out = ByCountry::default();
     let networks = reader

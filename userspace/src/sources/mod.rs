@@ -19,7 +19,10 @@ pub mod rir;
 
 use std::{collections::HashMap, io, path::Path, sync::Arc};
 
-use crate::policy::{Diagnostic, Origin, Prefix};
+use crate::{
+    input::{InputError, Inputs},
+    policy::{Diagnostic, Origin, Prefix},
+};
 
 /// Prefixes with the place each came from.
 pub type Sourced = Vec<(Prefix, Origin)>;
@@ -47,18 +50,27 @@ pub enum LoadError {
         #[source]
         source: io::Error,
     },
+    /// Not a regular file, or over the size limit.
+    #[error(transparent)]
+    Input(InputError),
     /// Problems at lines of the data file itself.
     #[error("{} problem(s) in data files", .0.len())]
     Invalid(Vec<Diagnostic>),
 }
 
-/// Reads a text data file. Bytes that are not UTF-8 are reported at their
-/// line and column, like any other content error.
-pub fn read(path: &Path) -> Result<String, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+impl From<InputError> for LoadError {
+    fn from(e: InputError) -> Self {
+        match e {
+            InputError::Io { path, source } => Self::Io { path, source },
+            other => Self::Input(other),
+        }
+    }
+}
+
+/// Reads a text data file through `inputs`. Bytes that are not UTF-8 are
+/// reported at their line and column, like any other content error.
+pub fn read(path: &Path, inputs: &mut Inputs) -> Result<String, LoadError> {
+    let bytes = inputs.read(path)?;
     String::from_utf8(bytes).map_err(|e| {
         let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = good.split(|b| *b == b'\n').count();
@@ -110,22 +122,21 @@ pub fn read_cidr_list(path: &Path, text: &str) -> (Sourced, Vec<Diagnostic>) {
     (found, errors)
 }
 
-/// Opens a CSV file (fields may be quoted, rows may differ in length).
+/// A CSV file read into memory.
+pub(crate) type CsvReader = csv::Reader<io::Cursor<Vec<u8>>>;
+
+/// Reads a CSV file through `inputs` (fields may be quoted, rows may differ
+/// in length).
 pub(crate) fn open_csv(
     path: &Path,
     has_headers: bool,
-) -> Result<csv::Reader<std::fs::File>, LoadError> {
-    csv::ReaderBuilder::new()
+    inputs: &mut Inputs,
+) -> Result<CsvReader, LoadError> {
+    let bytes = inputs.read(path)?;
+    Ok(csv::ReaderBuilder::new()
         .has_headers(has_headers)
         .flexible(true)
-        .from_path(path)
-        .map_err(|e| LoadError::Io {
-            path: path.to_path_buf(),
-            source: match e.into_kind() {
-                csv::ErrorKind::Io(io) => io,
-                other => io::Error::other(format!("{other:?}")),
-            },
-        })
+        .from_reader(io::Cursor::new(bytes)))
 }
 
 /// A CSV record that could not be read, at its line.

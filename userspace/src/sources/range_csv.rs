@@ -6,12 +6,13 @@
 use std::{net::IpAddr, path::Path, sync::Arc};
 
 use super::{ByCountry, LoadError};
+use crate::input::Inputs;
 use crate::policy::{Diagnostic, Origin, Prefix, V4, V6, set::range_to_prefixes};
 
 /// Loads a range CSV.
-pub fn load(path: &Path) -> Result<ByCountry, LoadError> {
+pub fn load(path: &Path, inputs: &mut Inputs) -> Result<ByCountry, LoadError> {
     let file: Arc<Path> = Arc::from(path);
-    let mut reader = super::open_csv(path, false)?;
+    let mut reader = super::open_csv(path, false, inputs)?;
     let mut out = ByCountry::default();
     let mut errors = Vec::new();
     for (i, rec) in reader.records().enumerate() {

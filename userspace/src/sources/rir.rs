@@ -22,6 +22,7 @@ use std::{
 };
 
 use super::{ByCountry, LoadError, field_column, read};
+use crate::input::Inputs;
 use crate::policy::{Diagnostic, Origin, Prefix, V4, set::range_to_prefixes};
 
 /// Statistics of one loaded file, for `check` and tests.
@@ -37,8 +38,8 @@ pub struct RirStats {
 }
 
 /// Loads one delegated-statistics file.
-pub fn load(path: &Path) -> Result<(ByCountry, RirStats), LoadError> {
-    let text = read(path)?;
+pub fn load(path: &Path, inputs: &mut Inputs) -> Result<(ByCountry, RirStats), LoadError> {
+    let text = read(path, inputs)?;
     parse(path, &text)
 }
 

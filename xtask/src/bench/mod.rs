@@ -10,6 +10,7 @@
 //! 3. The event path: drop events consumed per second while the kernel
 //!    floods the ring buffer, and every drop accounted for.
 //! 4. The controller's peak RSS with the world table (the real binary).
+//! 5. `regionwall check` of 1M CIDRs listed inline in a policy.
 //!
 //! Prints a table with ratios and target checks, writes JSON under
 //! target/bench/ and refreshes the README's results section.
@@ -20,6 +21,7 @@
 )]
 
 mod events;
+mod inline;
 mod report;
 mod tables;
 
@@ -125,6 +127,8 @@ pub struct Results {
     pub tables: Vec<TableResult>,
     pub events: Option<events::EventResult>,
     pub rss: Vec<Rss>,
+    /// Seconds for `regionwall check` of [`inline::COUNT`] inline CIDRs.
+    pub inline_check_s: Option<f64>,
 }
 
 #[derive(Serialize, Default)]
@@ -182,6 +186,13 @@ pub fn main(args: &Args, root: &Path) -> anyhow::Result<()> {
     for lookup in ["compiled", "lpm"] {
         results.rss.push(rss(root, &countries, lookup)?);
     }
+    eprintln!("bench: check of {} inline CIDRs", inline::COUNT);
+    let seconds = inline::run(root)?;
+    eprintln!(
+        "bench: {}M inline CIDRs checked in {seconds:.2} s",
+        inline::COUNT / 1_000_000
+    );
+    results.inline_check_s = Some(seconds);
     report::finish(&results, root, !args.no_readme)
 }
 

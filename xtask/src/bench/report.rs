@@ -195,6 +195,15 @@ fn targets(r: &Results) -> Vec<(bool, String)> {
             format!("controller peak RSS with the world table: {mib:.1} MiB (target < 64 MiB)"),
         ));
     }
+    if let Some(s) = r.inline_check_s {
+        out.push((
+            s < 2.0,
+            format!(
+                "{}M inline CIDRs checked in {s:.2} s (target < 2 s)",
+                super::inline::COUNT / 1_000_000
+            ),
+        ));
+    }
     out
 }
 

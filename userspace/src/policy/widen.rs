@@ -1,0 +1,226 @@
+//! Whether reloading from one policy to another would silently pass more.
+
+use std::{collections::BTreeSet, fmt};
+
+use super::{DEFAULT_DEVICE_NAME, Policy};
+
+/// Why a reload from an old policy to a new one would widen what passes
+/// without the new policy saying so (`allow_empty = true`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Widening {
+    /// The new policy has no rules; the old one had `old_rules`.
+    NoRules { old_rules: usize },
+    /// Devices (by name; `default` for the default device) that some old
+    /// rule covered, directly or through a group, and no new rule covers.
+    /// Sorted, at least one.
+    Uncovered { devices: Vec<String> },
+}
+
+impl fmt::Display for Widening {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoRules { old_rules } => write!(
+                f,
+                "the new policy has no rules (it would pass everything; the running policy has {old_rules} rule{}); add allow_empty = true to the policy if that is intended",
+                if *old_rules == 1 { "" } else { "s" }
+            ),
+            Self::Uncovered { devices } => {
+                let names: Vec<String> = devices.iter().map(|d| format!("\"{d}\"")).collect();
+                let (noun, pronoun) = if devices.len() == 1 {
+                    ("device", "it")
+                } else {
+                    ("devices", "them")
+                };
+                write!(
+                    f,
+                    "no rule of the new policy covers {noun} {} (the running policy has rules for {pronoun}, so it would pass everything from {pronoun}); add a rule for {pronoun}, or add allow_empty = true to the policy if that is intended",
+                    names.join(", ")
+                )
+            }
+        }
+    }
+}
+
+/// Names of the devices some rule of `p` covers: named directly, as
+/// members of a named group, or `default`.
+fn covered(p: &Policy) -> BTreeSet<&str> {
+    let name = |d: usize| p.devices.get(d).map(|d| d.name.as_str());
+    p.rules
+        .iter()
+        .flat_map(|r| {
+            let direct = r.devices.iter().copied();
+            let grouped = r
+                .groups
+                .iter()
+                .filter_map(|g| p.groups.get(*g))
+                .flat_map(|g| g.members.iter().copied());
+            direct.chain(grouped)
+        })
+        .filter_map(name)
+        .collect()
+}
+
+/// Why replacing `old` by `new` would silently widen what passes, or
+/// `None` if it would not or if `new` sets `allow_empty = true`.
+///
+/// Devices are compared by name. A device the new policy no longer defines
+/// at all is matched as the default device (its traffic is), so it counts
+/// as covered when a new rule covers `default`.
+#[must_use]
+pub fn widening(old: &Policy, new: &Policy) -> Option<Widening> {
+    if new.allow_empty {
+        return None;
+    }
+    if new.rules.is_empty() && !old.rules.is_empty() {
+        return Some(Widening::NoRules {
+            old_rules: old.rules.len(),
+        });
+    }
+    let now = covered(new);
+    let defined: BTreeSet<&str> = new.devices.iter().map(|d| d.name.as_str()).collect();
+    let devices: Vec<String> = covered(old)
+        .into_iter()
+        .filter(|d| {
+            let as_named = now.contains(d);
+            let as_default = !defined.contains(d) && now.contains(DEFAULT_DEVICE_NAME);
+            !as_named && !as_default
+        })
+        .map(str::to_string)
+        .collect();
+    (!devices.is_empty()).then_some(Widening::Uncovered { devices })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const DEVICES: &str = r#"
+[regions.doc]
+cidrs = ["198.51.100.0/24"]
+[devices.tv]
+mac = ["02:00:5e:00:53:01"]
+[devices.phone]
+mac = ["02:00:5e:00:53:02"]
+[groups]
+screens = ["tv", "phone"]
+"#;
+
+    fn policy(rules: &str) -> Policy {
+        parsed(&format!("{DEVICES}{rules}"))
+    }
+
+    /// With `allow_empty = true` (a top-level key: before every table).
+    fn allowing(rules: &str) -> Policy {
+        parsed(&format!("allow_empty = true\n{DEVICES}{rules}"))
+    }
+
+    fn parsed(text: &str) -> Policy {
+        match super::super::parse_str(text, Path::new("p.toml")) {
+            Ok(p) => p,
+            Err(e) => panic!("test policy does not parse:\n{e}"),
+        }
+    }
+
+    fn rule(devices: &str) -> String {
+        format!("[[rules]]\ndevices = [{devices}]\nblock = [\"doc\"]\n")
+    }
+
+    #[test]
+    fn no_rules_after_some_widens_unless_allowed() {
+        let old = policy(&rule("\"default\""));
+        let empty = policy("");
+        let w = widening(&old, &empty);
+        assert_eq!(w, Some(Widening::NoRules { old_rules: 1 }));
+        assert_eq!(
+            w.map(|w| w.to_string()).as_deref(),
+            Some(
+                "the new policy has no rules (it would pass everything; the running policy has 1 rule); add allow_empty = true to the policy if that is intended"
+            )
+        );
+        let allowed = allowing("");
+        assert!(allowed.allow_empty && allowed.warnings.is_empty());
+        assert_eq!(widening(&old, &allowed), None);
+        assert_eq!(widening(&empty, &empty), None, "nothing to lose");
+        assert!(!empty.allow_empty, "the default is false");
+    }
+
+    #[test]
+    fn same_or_more_coverage_does_not_widen() {
+        let old = policy(&rule("\"tv\""));
+        assert_eq!(widening(&old, &old), None);
+        let more = policy(&format!("{}{}", rule("\"tv\""), rule("\"default\"")));
+        assert_eq!(widening(&old, &more), None);
+        // A rule through a group covers its members.
+        assert_eq!(widening(&old, &policy(&rule("\"screens\""))), None);
+    }
+
+    #[test]
+    fn a_group_only_rule_lost_uncovers_its_members() {
+        let old = policy(&format!("{}{}", rule("\"screens\""), rule("\"default\"")));
+        let new = policy(&rule("\"default\""));
+        let w = widening(&old, &new);
+        assert_eq!(
+            w,
+            Some(Widening::Uncovered {
+                devices: vec!["phone".into(), "tv".into()]
+            })
+        );
+        let text = w.map(|w| w.to_string()).unwrap_or_default();
+        assert!(
+            text.starts_with("no rule of the new policy covers devices \"phone\", \"tv\"")
+                && text.ends_with("add allow_empty = true to the policy if that is intended"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_rule_lost_for_one_device_only_names_that_device() {
+        let old = policy(&rule("\"tv\", \"phone\""));
+        let new = policy(&rule("\"phone\""));
+        assert_eq!(
+            widening(&old, &new),
+            Some(Widening::Uncovered {
+                devices: vec!["tv".into()]
+            })
+        );
+        let allowed = allowing(&rule("\"phone\""));
+        assert_eq!(widening(&old, &allowed), None);
+    }
+
+    #[test]
+    fn losing_the_default_rule_widens() {
+        let old = policy(&format!("{}{}", rule("\"default\""), rule("\"tv\"")));
+        let new = policy(&rule("\"tv\""));
+        assert_eq!(
+            widening(&old, &new),
+            Some(Widening::Uncovered {
+                devices: vec!["default".into()]
+            })
+        );
+    }
+
+    #[test]
+    fn a_removed_device_falls_to_default_coverage() {
+        let old = policy(&rule("\"tv\", \"default\""));
+        let without_tv = policy(&rule("\"default\""));
+        // tv is still defined here, so a default-only rule does not cover it.
+        assert!(widening(&old, &without_tv).is_some());
+        let text = "[regions.doc]\ncidrs = [\"198.51.100.0/24\"]\n[[rules]]\ndevices = [\"default\"]\nblock = [\"doc\"]\n";
+        let gone = parsed(text);
+        assert_eq!(widening(&old, &gone), None, "tv's traffic is default's now");
+    }
+
+    #[test]
+    fn allow_empty_must_be_a_boolean() {
+        let Err(e) = super::super::parse_str("allow_empty = \"yes\"\n", Path::new("p.toml")) else {
+            panic!("a string allow_empty parsed");
+        };
+        assert!(
+            e.to_string()
+                .contains("`allow_empty` must be true or false"),
+            "{e}"
+        );
+    }
+}
