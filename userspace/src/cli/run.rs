@@ -125,6 +125,8 @@ pub struct Args {
     /// is then 0660 in a 0750 directory. Only root may `detach`.
     #[arg(long)]
     pub socket_group: Option<String>,
+    #[command(flatten)]
+    pub input: super::input::InputArgs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -157,6 +159,7 @@ impl Args {
             options: regionwall::policy::Options {
                 regions_dir: self.regions_dir.clone(),
             },
+            limits: self.input.limits(),
             xdp_mode: match self.xdp_mode {
                 Mode::Native => XdpMode::Driver,
                 Mode::Generic => XdpMode::Skb,
@@ -232,8 +235,13 @@ fn spawn_prepare(
     config: &Config,
     live: Option<Arc<regionwall::policy::Policy>>,
 ) -> JoinHandle<Result<Prepared, PrepareError>> {
-    let (path, options, lookup) = (config.policy.clone(), config.options.clone(), config.lookup);
-    tokio::task::spawn_blocking(move || prepare(&path, &options, lookup, live.as_deref()))
+    let (path, options, limits, lookup) = (
+        config.policy.clone(),
+        config.options.clone(),
+        config.limits,
+        config.lookup,
+    );
+    tokio::task::spawn_blocking(move || prepare(&path, &options, limits, lookup, live.as_deref()))
 }
 
 /// Counts of what the loop could not log, as of the last report.
@@ -243,11 +251,6 @@ struct Tally {
     suppressed: u64,
     queue_dropped: u64,
     not_written: u64,
-}
-
-/// Every file and directory the policy read.
-fn inputs(policy: &regionwall::policy::Policy) -> Vec<PathBuf> {
-    vec![policy.source.clone()]
 }
 
 /// The watcher over everything `prepared` read.
@@ -289,7 +292,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _socket_guard = RemoveOnDrop(config.socket.clone());
     let socket_path = config.socket.clone();
     let (mut ctl, started) = Controller::start(config, &prepared)?;
-    watch = rewatch(&args, &inputs(&prepared.policy), &change_tx).or(watch);
+    watch = rewatch(&args, &prepared.policy.inputs, &change_tx).or(watch);
     drop(prepared);
     release_freed_memory();
     let pins = ctl.pins().clone();
@@ -389,7 +392,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let old = ctl.epoch();
                 match done {
                     Ok(Ok(prepared)) => {
-                        let inputs = inputs(&prepared.policy);
+                        let inputs = prepared.policy.inputs.clone();
                         match ctl.apply(prepared) {
                         Ok(epoch) => {
                             log::info!("reloaded policy ({why}; epoch {epoch})");

@@ -48,6 +48,8 @@ pub struct Config {
     pub iface: String,
     pub policy: PathBuf,
     pub options: policy::Options,
+    /// Bounds on reading the policy's files (`--max-file-size`).
+    pub limits: crate::input::Limits,
     pub xdp_mode: XdpMode,
     pub unparsed: UnparsedAction,
     pub lookup: Lookup,

@@ -14,6 +14,7 @@ use crate::{
     CompileError, FibError, PolicyError,
     compile::{self, Compiled},
     fib::{Capacity, Fib},
+    input::Limits,
     policy::{self, Policy},
 };
 
@@ -63,10 +64,11 @@ pub enum PrepareError {
 pub fn prepare(
     path: &Path,
     options: &policy::Options,
+    limits: Limits,
     lookup: Lookup,
     live: Option<&Policy>,
 ) -> Result<Prepared, PrepareError> {
-    let parsed = match policy::parse_file_with(path, options) {
+    let parsed = match policy::parse_file_limited(path, options, limits) {
         Ok(p) => p,
         Err(PolicyError::Invalid(diags)) => {
             return Err(PrepareError::Invalid {
@@ -82,11 +84,11 @@ pub fn prepare(
         }
     };
     if let Some(live) = live
-        && let Some(why) = widening(live, &parsed)
+        && let Some(why) = policy::widening(live, &parsed)
     {
         return Err(PrepareError::Widens {
             path: path.to_path_buf(),
-            why,
+            why: why.to_string(),
         });
     }
     for w in &parsed.warnings {
@@ -117,13 +119,5 @@ pub fn prepare(
         policy: Arc::new(parsed),
         compiled,
         fib,
-    })
-}
-
-/// Why replacing `live` with `new` would pass everything (placeholder
-/// until the policy module's own check lands).
-fn widening(live: &Policy, new: &Policy) -> Option<String> {
-    (new.rules.is_empty() && !live.rules.is_empty()).then(|| {
-        "the new policy has no rules (it would pass everything); add allow_empty = true if that is intended".to_string()
     })
 }
