@@ -159,17 +159,17 @@ fn print_fib(compiled: &compile::Compiled) -> usize {
                 mib(fib.bytes()),
                 started.elapsed()
             );
-            if fib.slots.len() > capacity.slots
-                || fib.ranges.len() > capacity.ranges
-                || fib.long.len() > capacity.long
-            {
+            if let Err(regionwall::FibError::Capacity(short)) = fib.fits(capacity) {
+                let flags: Vec<String> = short
+                    .iter()
+                    .map(|t| format!("{} {}", t.flag, t.suggested()))
+                    .collect();
                 println!(
-                    "note: larger than the default room ({} slots, {} ranges, {} long ranges): `run` sizes its tables from the policy it starts with (1.5x); to reload into this size after starting smaller, start with --fib-slots {} --fib-ranges {}",
+                    "note: larger than the default room ({} slots, {} ranges, {} long ranges): `run` sizes its tables from the policy it starts with (1.5x); to reload into this size after starting smaller, start with {} (1.5 times the need)",
                     capacity.slots,
                     capacity.ranges,
                     capacity.long,
-                    fib.slots.len(),
-                    fib.ranges.len()
+                    flags.join(" ")
                 );
             }
         }
