@@ -15,7 +15,11 @@ use std::{
 use regionwall_common::{Counter, Verdict};
 use serde::{Deserialize, Serialize};
 
-use crate::{DatapathError, compile::Compiled, datapath::Readings, events::Record};
+use crate::{
+    compile::Compiled,
+    events::Record,
+    readings::{ReadError, Readings},
+};
 
 /// Directory of the default sockets.
 pub const SOCKET_DIR: &str = "/run/regionwall";
@@ -137,7 +141,7 @@ impl Stats {
         interface: &str,
         names: Option<&Compiled>,
         user: Userspace,
-    ) -> Result<Self, DatapathError> {
+    ) -> Result<Self, ReadError> {
         let meta = maps.live_meta()?;
         let slots = maps.read_slots()?;
         let devices = meta

@@ -1,11 +1,14 @@
 //! regionwall: region egress policies enforced by an XDP program.
 //!
 //! - [`policy`]: the policy model and its TOML parser with precise errors.
+//! - [`input`]: bounded, non-blocking reads of every input file.
 //! - [`sources`]: loaders for country databases, RIR statistics, GeoLite2 and range CSVs.
 //! - [`compile`]: policy -> kernel tables (region classes, decisions).
 //! - [`fib`]: the compiled destination lookup (direct /16 table + range runs).
 //! - [`explain`]: why an address is blocked (regions, source lines, rule).
-//! - [`datapath`]: the loaded program; publish, counters, events ring.
+//! - [`layout`]: the program's map names, defined once.
+//! - [`readings`]: counters, policy facts and slot names read from the maps.
+//! - [`datapath`]: the loaded program; publish, link, events ring.
 //! - [`control`]: the control socket protocol and statistics snapshots.
 //! - [`controller`]: the running enforcement of one interface (`regionwall run`).
 //! - [`events`]: decoding and printing drop/audit events.
@@ -24,11 +27,14 @@ pub mod events;
 pub mod explain;
 pub mod fib;
 pub mod input;
+pub mod layout;
 pub mod netns;
 pub mod pin;
 pub mod policy;
+pub mod readings;
 pub mod slots;
 pub mod sources;
 mod sys;
 
-pub use error::{CompileError, DatapathError, FibError, PolicyError, Shortfall};
+pub use datapath::DatapathError;
+pub use error::{CompileError, FibError, PolicyError, Shortfall};

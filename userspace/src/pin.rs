@@ -20,7 +20,7 @@ use regionwall_common::{LAYOUT_SLOT_LOOKUP, LAYOUT_SLOT_VERSION};
 
 pub use crate::sys::LinkFacts;
 use crate::{
-    datapath::{CONTROLLER_MAPS, PINNED_MAPS},
+    layout::{CONTROLLER_MAPS, PINNED_MAPS},
     sys,
 };
 
@@ -325,10 +325,10 @@ impl PinnedMaps {
     }
 }
 
-impl crate::datapath::Readings for PinnedMaps {
-    fn map_named(&self, name: &'static str) -> Result<&aya::maps::Map, crate::DatapathError> {
+impl crate::readings::Readings for PinnedMaps {
+    fn map_named(&self, name: &'static str) -> Result<&aya::maps::Map, crate::readings::ReadError> {
         self.maps
             .get(name)
-            .ok_or(crate::DatapathError::MissingMap(name))
+            .ok_or(crate::readings::ReadError::MissingMap(name))
     }
 }

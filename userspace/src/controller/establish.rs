@@ -78,7 +78,7 @@ pub fn establish(
                 if fits {
                     let meta = dp
                         .live_meta()
-                        .map_err(dp_err("reading the pinned policy"))?;
+                        .map_err(|e| dp_err("reading the pinned policy")(e.into()))?;
                     set_controls(config, &mut dp)?;
                     let facts = go_live(&mut dp, pins, ifindex, config.xdp_mode, &config.iface)?;
                     match super::publish(

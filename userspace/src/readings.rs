@@ -1,0 +1,145 @@
+//! Reading the counters, the live policy's facts and the slot names from
+//! the program's maps: the same code for a loaded
+//! [`crate::datapath::Datapath`] and for pinned maps
+//! ([`crate::pin::PinnedMaps`]) when no controller runs.
+
+use aya::maps::{Array, Map, MapData, PerCpuArray};
+use regionwall_common::{
+    Bucket, COUNTERS, Control, GENERATIONS, MAX_DEVICES, MAX_REGIONS, NAMES_SLOTS, PolicyMeta,
+    SlotName, TrafficCounter, VERDICTS, rate_slot, traffic_slot,
+};
+
+use crate::slots::SlotTable;
+
+/// A map could not be found or read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("map {0} is not there (not in the object, or not pinned)")]
+    MissingMap(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+pub(crate) fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> ReadError {
+    move |source| ReadError::Map { name, source }
+}
+
+/// One traffic counter slot with traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrafficRow {
+    pub device: u32,
+    pub region: u32,
+    pub verdict: u32,
+    pub counter: TrafficCounter,
+}
+
+/// Reading the counters and the live policy's facts, from a loaded
+/// [`Datapath`] or from pinned maps ([`crate::pin::PinnedMaps`]).
+pub trait Readings {
+    /// A map by name.
+    fn map_named(&self, name: &'static str) -> Result<&Map, ReadError>;
+
+    /// The control record.
+    fn control(&self) -> Result<Control, ReadError> {
+        let control: Array<&MapData, Control> =
+            Array::try_from(self.map_named("CONTROL")?).map_err(map_err("CONTROL"))?;
+        control.get(&0, 0).map_err(map_err("CONTROL"))
+    }
+
+    /// The live generation's metadata.
+    fn live_meta(&self) -> Result<PolicyMeta, ReadError> {
+        let active = self.control()?.active;
+        let metas: Array<&MapData, PolicyMeta> =
+            Array::try_from(self.map_named("POLICY_META")?).map_err(map_err("POLICY_META"))?;
+        metas
+            .get(&(active % GENERATIONS), 0)
+            .map_err(map_err("POLICY_META"))
+    }
+
+    /// The slot table in `NAMES`: which name owns each device index and
+    /// region id (empty when only [`Datapath::publish`] was used).
+    fn read_slots(&self) -> Result<SlotTable, ReadError> {
+        let names: Array<&MapData, SlotName> =
+            Array::try_from(self.map_named("NAMES")?).map_err(map_err("NAMES"))?;
+        let records = (0..NAMES_SLOTS)
+            .map(|i| names.get(&i, 0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err("NAMES"))?;
+        Ok(SlotTable::from_records(&records))
+    }
+
+    /// Global counters summed over CPUs, indexed by `Counter as usize`.
+    fn counters(&self) -> Result<[u64; COUNTERS as usize], ReadError> {
+        let arr: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.map_named("COUNTERS_MAP")?)
+                .map_err(map_err("COUNTERS_MAP"))?;
+        let mut out = [0u64; COUNTERS as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let i = u32::try_from(i).unwrap_or(u32::MAX);
+            *slot = arr
+                .get(&i, 0)
+                .map_err(map_err("COUNTERS_MAP"))?
+                .iter()
+                .sum();
+        }
+        Ok(out)
+    }
+
+    /// Every (device, region, verdict) slot with traffic, summed over CPUs.
+    fn traffic(&self, devices: u32) -> Result<Vec<TrafficRow>, ReadError> {
+        let arr: PerCpuArray<&MapData, TrafficCounter> =
+            PerCpuArray::try_from(self.map_named("TRAFFIC")?).map_err(map_err("TRAFFIC"))?;
+        let mut out = Vec::new();
+        for device in 0..devices.min(MAX_DEVICES) {
+            for region in 0..=MAX_REGIONS {
+                for verdict in 0..VERDICTS {
+                    let values = arr
+                        .get(&traffic_slot(device, region, verdict), 0)
+                        .map_err(map_err("TRAFFIC"))?;
+                    let counter =
+                        values
+                            .iter()
+                            .fold(TrafficCounter::default(), |a, c| TrafficCounter {
+                                packets: a.packets + c.packets,
+                                bytes: a.bytes + c.bytes,
+                            });
+                    if counter.packets > 0 {
+                        out.push(TrafficRow {
+                            device,
+                            region,
+                            verdict,
+                            counter,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Events each (device, region) did not send for its rate limit,
+    /// summed over CPUs; only slots with suppressed events.
+    fn suppressed(&self, devices: u32) -> Result<Vec<(u32, u32, u64)>, ReadError> {
+        let arr: PerCpuArray<&MapData, Bucket> =
+            PerCpuArray::try_from(self.map_named("RATE_LIMIT")?).map_err(map_err("RATE_LIMIT"))?;
+        let mut out = Vec::new();
+        for device in 0..devices.min(MAX_DEVICES) {
+            for region in 0..=MAX_REGIONS {
+                let n: u64 = arr
+                    .get(&rate_slot(device, region), 0)
+                    .map_err(map_err("RATE_LIMIT"))?
+                    .iter()
+                    .map(|b| b.suppressed)
+                    .sum();
+                if n > 0 {
+                    out.push((device, region, n));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
