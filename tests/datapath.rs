@@ -14,6 +14,7 @@ use regionwall::{
     compile::Compiled,
     datapath::{Datapath, Readings as _},
     events::{self, BootClock, Names, Record},
+    verdict::Verdict,
 };
 use regionwall_common::{Counter, Event, UnparsedAction};
 
@@ -187,8 +188,9 @@ impl Harness {
             None => assert!(evs.is_empty(), "{}: expected no event, got {evs:?}", c.name),
             Some(e) => {
                 assert_eq!(evs.len(), 1, "{}: expected one event, got {evs:?}", c.name);
-                let r = Record::new(&evs[0], &self.names, &BootClock::now(), "test0");
-                assert_eq!(r.verdict, e.verdict, "{}: event verdict", c.name);
+                let r = Record::new(&evs[0], &self.names, &BootClock::now(), "test0")
+                    .expect("an event of ours");
+                assert_eq!(r.verdict.as_str(), e.verdict, "{}: event verdict", c.name);
                 assert_eq!(r.device, e.device, "{}: event device", c.name);
                 assert_eq!(r.region, e.region, "{}: event region", c.name);
                 assert_eq!(r.rule, e.rule, "{}: event rule", c.name);
@@ -714,13 +716,13 @@ fn traffic_counted_per_device_region_and_verdict() {
     let blocked_region = 1; // regions: blocked, watched
     let drop = rows
         .iter()
-        .find(|r| r.device == phone && r.region == blocked_region && r.verdict == 1)
+        .find(|r| r.device == phone && r.region == blocked_region && r.verdict == Verdict::Drop)
         .expect("drop row");
     assert_eq!(drop.counter.packets, 3);
     assert_eq!(drop.counter.bytes, 3 * blocked.len() as u64);
     let pass = rows
         .iter()
-        .find(|r| r.device == phone && r.region == 0 && r.verdict == 0)
+        .find(|r| r.device == phone && r.region == 0 && r.verdict == Verdict::Pass)
         .expect("pass row");
     assert_eq!(pass.counter.packets, 2);
     assert_eq!(pass.counter.bytes, 2 * allowed.len() as u64);
@@ -798,7 +800,7 @@ fn full_ring_buffer_never_changes_the_verdict() {
     let rows = h.dp.traffic(3).expect("traffic");
     let dropped: u64 = rows
         .iter()
-        .filter(|r| r.verdict == 1)
+        .filter(|r| r.verdict == Verdict::Drop)
         .map(|r| r.counter.packets)
         .sum();
     assert_eq!(dropped, u64::from(runs), "every run counted as a drop");
@@ -1033,7 +1035,7 @@ fn rows(maps: &impl regionwall::datapath::Readings) -> Vec<(String, String, Stri
     let mut out: Vec<_> = stats
         .traffic
         .into_iter()
-        .map(|r| (r.device, r.region, r.verdict, r.packets))
+        .map(|r| (r.device, r.region, r.verdict.to_string(), r.packets))
         .collect();
     out.sort();
     out
@@ -1105,8 +1107,8 @@ fn counts_keep_their_names_across_reloads_and_adoption() {
     let mut seen = std::collections::BTreeSet::new();
     while let Some(item) = ring.next() {
         let ev = events::decode(&item).expect("event");
-        let r = Record::new(&ev, &names, &BootClock::now(), "test0");
-        seen.insert((r.device, r.region, r.verdict));
+        let r = Record::new(&ev, &names, &BootClock::now(), "test0").expect("an event of ours");
+        seen.insert((r.device, r.region, r.verdict.to_string()));
     }
     let expected: std::collections::BTreeSet<_> = want
         .iter()

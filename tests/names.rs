@@ -7,7 +7,10 @@ mod common;
 use std::{path::Path, process::Command, time::Duration};
 
 use common::{demo_policy_copy, exe, pins::PinRoot};
-use regionwall::demo::{Controller, GATEWAY_LAN, Topology, send_traffic};
+use regionwall::{
+    demo::{Controller, GATEWAY_LAN, Topology, send_traffic},
+    verdict::Verdict,
+};
 
 const BLOCKED: &str = "198.51.100.10";
 
@@ -27,7 +30,12 @@ fn text(out: &std::process::Output) -> String {
 }
 
 /// Packets of (device, region, verdict) in a stats snapshot.
-fn packets(stats: &regionwall::control::Stats, device: &str, region: &str, verdict: &str) -> u64 {
+fn packets(
+    stats: &regionwall::control::Stats,
+    device: &str,
+    region: &str,
+    verdict: Verdict,
+) -> u64 {
     stats
         .traffic
         .iter()
@@ -82,12 +90,12 @@ fn counts_keep_their_names_across_reloads_and_restarts() {
     assert_eq!(second.udp_delivered, 0);
     let socket = c.socket.clone();
     let before = stats_of(&root, &socket);
-    let phone = packets(&before, "phone", "blocked-zone", "drop");
+    let phone = packets(&before, "phone", "blocked-zone", Verdict::Drop);
     println!("after a reload that adds aaa-first and aaa-tv: phone/blocked-zone drops {phone}");
     // Each send_traffic also makes one TCP attempt (SYN retries included).
     assert!(phone >= first.udp_sent + second.udp_sent, "{before:?}");
     assert_eq!(
-        packets(&before, "aaa-tv", "aaa-first", "audit"),
+        packets(&before, "aaa-tv", "aaa-first", Verdict::Audit),
         0,
         "{before:?}"
     );
@@ -113,7 +121,7 @@ fn counts_keep_their_names_across_reloads_and_restarts() {
     let third = send_traffic(&t, "blocked", BLOCKED, 4).expect("traffic");
     assert_eq!(third.udp_delivered, 0);
     let after = stats_of(&root, &c.socket);
-    let phone_after = packets(&after, "phone", "blocked-zone", "drop");
+    let phone_after = packets(&after, "phone", "blocked-zone", Verdict::Drop);
     println!("after kill -9 and adoption: phone/blocked-zone drops {phone_after}");
     assert!(phone_after >= phone + third.udp_sent, "{after:?}");
     assert!(

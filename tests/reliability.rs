@@ -31,6 +31,7 @@ use common::{
 use regionwall::{
     control::Stats,
     demo::{Controller, GATEWAY_LAN, Topology, send_traffic},
+    verdict::Verdict,
 };
 use regionwall_common::{LAYOUT_SLOT_VERSION, LAYOUT_VERSION};
 
@@ -557,7 +558,7 @@ fn flood(c: &Controller, root: &PinRoot, packets: u32) -> Stats {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let s = stats(root, &c.socket);
-        let drops = s.packets("drop") - before.packets("drop");
+        let drops = s.packets(Verdict::Drop) - before.packets(Verdict::Drop);
         let n = s.not_logged;
         let accounted = (s.events_logged - before.events_logged)
             + (n.suppressed - before.not_logged.suppressed)
@@ -730,18 +731,18 @@ fn events_and_stats_clients_through_the_socket_and_from_pins() {
 
     // `stats` through the socket.
     let s = stats(&root, &c.socket);
-    let row = |s: &Stats, verdict: &str| {
+    let row = |s: &Stats, verdict: Verdict| {
         s.traffic
             .iter()
             .filter(|r| r.device == "phone" && r.region == "blocked-zone" && r.verdict == verdict)
             .map(|r| (r.packets, r.bytes))
             .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
     };
-    let (drops, drop_bytes) = row(&s, "drop");
+    let (drops, drop_bytes) = row(&s, Verdict::Drop);
     let passed: u64 = s
         .traffic
         .iter()
-        .filter(|r| r.device == "phone" && r.verdict == "pass")
+        .filter(|r| r.device == "phone" && r.verdict == Verdict::Pass)
         .map(|r| r.packets)
         .sum();
     println!(
@@ -788,7 +789,7 @@ fn events_and_stats_clients_through_the_socket_and_from_pins() {
         String::from_utf8_lossy(&out.stderr)
     );
     let pinned: Stats = serde_json::from_slice(&out.stdout).expect("stats JSON");
-    let (pinned_drops, _) = row(&pinned, "drop");
+    let (pinned_drops, _) = row(&pinned, Verdict::Drop);
     println!("stats from the pins: phone -> blocked-zone dropped {pinned_drops}");
     assert!(pinned.named && pinned_drops >= drops + 2);
     let out = regionwall(&[
@@ -1049,7 +1050,7 @@ fn runs_with_only_the_units_capabilities_and_its_socket_is_root_only() {
     assert_eq!(errno, libc::EACCES, "not world-accessible");
     // As root: answered.
     let s = stats(&root, &socket);
-    assert!(s.packets("drop") >= 3);
+    assert!(s.packets(Verdict::Drop) >= 3);
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);
 }

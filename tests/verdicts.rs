@@ -127,7 +127,8 @@ impl Kernel {
         }
         let rule = evs
             .first()
-            .map(|e| Record::new(e, &self.names, &BootClock::now(), "test0").rule);
+            .and_then(|e| Record::new(e, &self.names, &BootClock::now(), "test0"))
+            .map(|r| r.rule);
         let name = match (ret, evs.len()) {
             (XDP_DROP, 1) => "drop",
             (XDP_PASS, 1) => "audit",

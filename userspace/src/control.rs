@@ -12,13 +12,14 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use regionwall_common::{Counter, Verdict};
+use regionwall_common::Counter;
 use serde::{Deserialize, Serialize};
 
 use crate::{
     compile::Compiled,
     events::Record,
     readings::{ReadError, Readings},
+    verdict::Verdict,
 };
 
 /// Directory of the default sockets.
@@ -48,14 +49,16 @@ pub enum Request {
 pub struct Filter {
     pub device: Option<String>,
     pub region: Option<String>,
-    pub verdict: Option<String>,
+    pub verdict: Option<Verdict>,
 }
 
 impl Filter {
     #[must_use]
     pub fn matches(&self, r: &Record) -> bool {
         let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
-        eq(&self.device, &r.device) && eq(&self.region, &r.region) && eq(&self.verdict, &r.verdict)
+        eq(&self.device, &r.device)
+            && eq(&self.region, &r.region)
+            && self.verdict.is_none_or(|v| v == r.verdict)
     }
 }
 
@@ -77,7 +80,7 @@ pub struct Ack {
 pub struct StatRow {
     pub device: String,
     pub region: String,
-    pub verdict: String,
+    pub verdict: Verdict,
     pub packets: u64,
     pub bytes: u64,
 }
@@ -184,10 +187,7 @@ impl Stats {
                 .map(|t| StatRow {
                     device: device(t.device),
                     region: region(t.region),
-                    verdict: u8::try_from(t.verdict)
-                        .ok()
-                        .and_then(Verdict::from_u8)
-                        .map_or_else(|| format!("#{}", t.verdict), |v| v.as_str().to_string()),
+                    verdict: t.verdict,
                     packets: t.counter.packets,
                     bytes: t.counter.bytes,
                 })
@@ -212,7 +212,7 @@ impl Stats {
 
     /// Packets of a verdict over all devices and regions.
     #[must_use]
-    pub fn packets(&self, verdict: &str) -> u64 {
+    pub fn packets(&self, verdict: Verdict) -> u64 {
         self.traffic
             .iter()
             .filter(|r| r.verdict == verdict)
@@ -226,10 +226,10 @@ impl Stats {
         use std::fmt::Write as _;
         let mut cells: BTreeMap<(&str, &str), [(u64, u64); 3]> = BTreeMap::new();
         for r in &self.traffic {
-            let i = match r.verdict.as_str() {
-                "pass" => 0,
-                "drop" => 1,
-                _ => 2,
+            let i = match r.verdict {
+                Verdict::Pass => 0,
+                Verdict::Drop => 1,
+                Verdict::Audit => 2,
             };
             let cell = cells.entry((&r.device, &r.region)).or_default();
             cell[i].0 += r.packets;

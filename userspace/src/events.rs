@@ -9,7 +9,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use regionwall_common::{Event, Reason, Verdict};
+use regionwall_common::{Event, Reason};
 use serde::{Deserialize, Serialize};
 
 use crate::{compile::Compiled, policy::net::format_mac, slots::SlotTable};
@@ -105,16 +105,19 @@ pub struct Record {
     pub dst_port: Option<u16>,
     pub region: String,
     pub rule: String,
-    pub verdict: String,
+    pub verdict: crate::verdict::Verdict,
     pub reason: String,
     pub bytes: u32,
     pub policy_epoch: u32,
 }
 
 impl Record {
-    /// Names an event. `interface` is the name of the interface it came in on.
+    /// Names an event. `interface` is the name of the interface it came in
+    /// on. `None` for a verdict the kernel never writes (not an event of
+    /// this program's).
     #[must_use]
-    pub fn new(ev: &Event, names: &Names, clock: &BootClock, interface: &str) -> Self {
+    pub fn new(ev: &Event, names: &Names, clock: &BootClock, interface: &str) -> Option<Self> {
+        let verdict = crate::verdict::Verdict::from_kernel(u32::from(ev.verdict))?;
         let (src_ip, dst_ip) = match ev.family {
             4 => (
                 Some(IpAddr::V4(Ipv4Addr::new(
@@ -143,7 +146,7 @@ impl Record {
         let has_ports =
             matches!(ev.proto, 6 | 17 | 132 | 136) && (ev.src_port != 0 || ev.dst_port != 0);
         let reason = Reason::from_u8(ev.reason);
-        Self {
+        Some(Self {
             timestamp: humantime::format_rfc3339_micros(clock.at(ev.ts_ns)).to_string(),
             interface: interface.to_string(),
             device: name(
@@ -178,8 +181,7 @@ impl Record {
                     format!("#{}", ev.rule),
                 )
             },
-            verdict: Verdict::from_u8(ev.verdict)
-                .map_or_else(|| format!("#{}", ev.verdict), |v| v.as_str().to_string()),
+            verdict,
             reason: match reason {
                 Some(Reason::Policy) => "policy".into(),
                 Some(Reason::Unparsed) => "unparsed".into(),
@@ -187,7 +189,7 @@ impl Record {
             },
             bytes: ev.len,
             policy_epoch: ev.epoch,
-        }
+        })
     }
 
     /// One readable line.
@@ -203,7 +205,7 @@ impl Record {
             "{} {} {:<5} device={} mac={} {} -> {} {} region={} rule={} ({} bytes)",
             self.timestamp,
             self.interface,
-            self.verdict.to_uppercase(),
+            self.verdict.as_str().to_uppercase(),
             self.device,
             self.src_mac,
             endpoint(self.src_ip, self.src_port),

@@ -11,6 +11,7 @@
 //! - [`datapath`]: the loaded program; publish, link, events ring.
 //! - [`control`]: the control socket protocol and statistics snapshots.
 //! - [`controller`]: the running enforcement of one interface (`regionwall run`).
+//! - [`verdict`]: pass, drop, audit as a userspace type.
 //! - [`events`]: decoding and printing drop/audit events.
 //! - [`pin`]: the pinned state that keeps enforcing without the controller.
 //! - [`slots`]: stable counter indices for device and region names.
@@ -35,6 +36,7 @@ pub mod readings;
 pub mod slots;
 pub mod sources;
 mod sys;
+pub mod verdict;
 
 pub use datapath::DatapathError;
 pub use error::{CompileError, FibError, PolicyError, Shortfall};

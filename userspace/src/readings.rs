@@ -6,10 +6,10 @@
 use aya::maps::{Array, Map, MapData, PerCpuArray};
 use regionwall_common::{
     Bucket, COUNTERS, Control, GENERATIONS, MAX_DEVICES, MAX_REGIONS, NAMES_SLOTS, PolicyMeta,
-    SlotName, TrafficCounter, VERDICTS, rate_slot, traffic_slot,
+    SlotName, TrafficCounter, rate_slot, traffic_slot,
 };
 
-use crate::slots::SlotTable;
+use crate::{slots::SlotTable, verdict::Verdict};
 
 /// A map could not be found or read.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +33,7 @@ pub(crate) fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) ->
 pub struct TrafficRow {
     pub device: u32,
     pub region: u32,
-    pub verdict: u32,
+    pub verdict: Verdict,
     pub counter: TrafficCounter,
 }
 
@@ -96,9 +96,9 @@ pub trait Readings {
         let mut out = Vec::new();
         for device in 0..devices.min(MAX_DEVICES) {
             for region in 0..=MAX_REGIONS {
-                for verdict in 0..VERDICTS {
+                for verdict in Verdict::ALL {
                     let values = arr
-                        .get(&traffic_slot(device, region, verdict), 0)
+                        .get(&traffic_slot(device, region, verdict.kernel()), 0)
                         .map_err(map_err("TRAFFIC"))?;
                     let counter =
                         values

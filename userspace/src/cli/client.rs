@@ -17,6 +17,7 @@ use regionwall::{
     datapath::Readings as _,
     events::{self, BootClock, Names, Record},
     pin::{self, PinDir, PinnedMaps},
+    verdict::Verdict,
 };
 
 /// Where to find the controller of an interface.
@@ -91,6 +92,14 @@ impl Target {
     }
 }
 
+/// The verdicts events carry.
+fn event_verdict(s: &str) -> Result<Verdict, String> {
+    match s.parse() {
+        Ok(v @ (Verdict::Drop | Verdict::Audit)) => Ok(v),
+        _ => Err("expected drop or audit".into()),
+    }
+}
+
 /// Tail drop and audit events of a running controller.
 ///
 /// Connects to the controller's control socket; with no controller
@@ -109,8 +118,8 @@ pub struct EventsArgs {
     #[arg(long)]
     pub region: Option<String>,
     /// Only this verdict: drop or audit.
-    #[arg(long, value_parser = ["drop", "audit"])]
-    pub verdict: Option<String>,
+    #[arg(long, value_parser = event_verdict)]
+    pub verdict: Option<Verdict>,
     /// Exit after this many events.
     #[arg(long)]
     pub count: Option<u64>,
@@ -121,7 +130,7 @@ pub fn events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
     let filter = Filter {
         device: args.device.clone(),
         region: args.region.clone(),
-        verdict: args.verdict.clone(),
+        verdict: args.verdict,
     };
     let mut printed = 0u64;
     let mut out = std::io::stdout().lock();
@@ -187,7 +196,9 @@ pub fn events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
             let Some(ev) = events::decode(&item) else {
                 continue;
             };
-            let record = Record::new(&ev, &names, &clock, &args.target.iface);
+            let Some(record) = Record::new(&ev, &names, &clock, &args.target.iface) else {
+                continue;
+            };
             if filter.matches(&record) && print(&record)? {
                 return Ok(ExitCode::SUCCESS);
             }

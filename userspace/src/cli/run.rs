@@ -361,7 +361,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     loop {
         tokio::select! {
             Some(event) = rx.recv() => {
-                let record = ctl.record(&event);
+                let Some(record) = ctl.record(&event) else { continue };
                 let text = if args.json { record.json() } else { record.line() };
                 if feed.receiver_count() > 0 {
                     let _ = feed.send(Arc::new(record));
@@ -500,8 +500,8 @@ fn print_summary(message: &str, stats: &Stats) {
         c("non_ip"),
         c("unparsed_passed"),
         c("unparsed_dropped"),
-        stats.packets("drop") + c("unparsed_dropped"),
-        stats.packets("audit"),
+        stats.packets(regionwall::verdict::Verdict::Drop) + c("unparsed_dropped"),
+        stats.packets(regionwall::verdict::Verdict::Audit),
         stats.events_logged,
         n.suppressed,
         n.ring_lost,

@@ -258,9 +258,10 @@ impl Controller {
             })
     }
 
-    /// Names an event with the policy of its epoch.
+    /// Names an event with the policy of its epoch (`None` if it is not
+    /// an event of this program's).
     #[must_use]
-    pub fn record(&self, event: &Event) -> Record {
+    pub fn record(&self, event: &Event) -> Option<Record> {
         Record::new(event, &self.names, &self.clock, &self.config.iface)
     }
 

@@ -125,8 +125,9 @@ fn spawn_reader(
                     Ok(n) => {
                         for ev in batch.drain(..) {
                             if json {
-                                let record = Record::new(&ev, &names, &clock, "lan0");
-                                writeln!(sink, "{}", record.json())?;
+                                if let Some(record) = Record::new(&ev, &names, &clock, "lan0") {
+                                    writeln!(sink, "{}", record.json())?;
+                                }
                             } else {
                                 *tally.entry((ev.rule, ev.region)).or_default() += 1;
                             }
