@@ -73,13 +73,20 @@ impl Target {
         Ok(Some(BufReader::new(stream)))
     }
 
-    /// The names of the pinned live policy, if `--policy` compiles to it.
-    fn names(&self, digest: u32) -> Option<regionwall::compile::Compiled> {
+    /// The names of the pinned live policy, if `--policy` compiles to it
+    /// (numbered on the pinned counter slots, as the controller did).
+    fn names(&self, maps: &PinnedMaps) -> Option<regionwall::compile::Compiled> {
         let path = self.policy.as_deref()?;
+        let digest = maps.live_meta().ok()?.names_digest;
+        let slots = maps.read_slots().ok()?;
         let compiled = super::load_policy(path, &regionwall::policy::Options::default())
             .map_err(|e| log::warn!("{e:#}"))
             .ok()?
             .1;
+        let compiled = regionwall::slots::stabilize(compiled, &slots)
+            .map_err(|e| log::warn!("{e}"))
+            .ok()?
+            .compiled;
         if compiled.names_digest() == digest {
             Some(compiled)
         } else {
@@ -183,7 +190,7 @@ pub fn events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
     let meta = maps.live_meta()?;
     let mut names = Names::default();
     names.set_slots(maps.read_slots()?);
-    if let Some(c) = args.target.names(meta.names_digest) {
+    if let Some(c) = args.target.names(&maps) {
         names.insert(meta.epoch, std::sync::Arc::new(c));
     }
     eprintln!(
@@ -247,7 +254,7 @@ fn from_pins(target: &Target) -> anyhow::Result<Stats> {
             pins.path().display()
         )
     })?;
-    let names = target.names(maps.live_meta()?.names_digest);
+    let names = target.names(&maps);
     Ok(Stats::read(
         &maps,
         &target.iface,
