@@ -195,6 +195,17 @@ async fn serve_client(stream: UnixStream, shared: &Shared) -> io::Result<()> {
     };
     let grant = grant(&cred, shared.access);
     let (read, mut write) = stream.into_split();
+    // The request is read before any answer, refusals included: a client
+    // whose request is still in flight would otherwise see EPIPE instead
+    // of the reason. One short line: bounded, and not waited on forever.
+    let mut line = String::new();
+    let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, 64 * 1024));
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        reader.read_line(&mut line),
+    )
+    .await
+    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no request within 5 s"))??;
     if grant == Grant::None {
         log::warn!(
             "control socket: refused uid {} (pid {}): not root{}",
@@ -212,10 +223,6 @@ async fn serve_client(stream: UnixStream, shared: &Shared) -> io::Result<()> {
         )
         .await;
     }
-    let mut line = String::new();
-    // A request is one short line: bound what a client can make us buffer.
-    let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, 64 * 1024));
-    reader.read_line(&mut line).await?;
     let request: Request = match serde_json::from_str(line.trim()) {
         Ok(r) => r,
         Err(e) => return refuse(&mut write, &format!("bad request: {e}")).await,
