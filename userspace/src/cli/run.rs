@@ -1,36 +1,26 @@
 //! `regionwall run`: load, publish, attach, stream events, reload, detach.
 
-use std::{
-    path::PathBuf,
-    process::ExitCode,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use aya::programs::XdpMode;
 use regionwall::{
-    control::{self, Stats, Userspace},
+    control,
     controller::{
-        Config, Controller, PrepareError, Prepared, Start,
-        output::EventOutput,
-        prepare,
+        Config, Controller, release_freed_memory,
+        reload::{Reloads, spawn_prepare},
+        report::{self, NotLogged},
         socket::{self, Access, RemoveOnDrop, Shared},
+        stream::EventStream,
         supervise::{self, Step},
-        watch::{DEBOUNCE, Watch},
     },
-    events,
     fib::Capacity,
     pin,
 };
-use regionwall_common::{Counter, Lookup, UnparsedAction};
+use regionwall_common::{Lookup, UnparsedAction};
 use tokio::{
     signal::unix::{SignalKind, signal},
-    sync::{broadcast, mpsc},
-    task::JoinHandle,
+    sync::mpsc,
 };
 
 /// Enforce a policy on an interface and stream drop/audit events.
@@ -205,17 +195,6 @@ fn group_id(name: &str) -> anyhow::Result<u32> {
         .with_context(|| format!("--socket-group: no group named {name:?}"))
 }
 
-/// Hands memory freed after loading (parsed data files, build buffers,
-/// the compiler's worker-thread arenas) back to the system, so the
-/// long-running controller's RSS is what it keeps, not its peak.
-fn release_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free heap pages.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     // Multi-threaded: compiling a policy runs on a blocking thread while
     // the loop keeps serving signals, the socket and the interface.
@@ -230,47 +209,16 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     result
 }
 
-/// Prepares the policy on a blocking thread.
-fn spawn_prepare(
-    config: &Config,
-    live: Option<Arc<regionwall::policy::Policy>>,
-) -> JoinHandle<Result<Prepared, PrepareError>> {
-    let (path, options, limits, lookup) = (
-        config.policy.clone(),
-        config.options.clone(),
-        config.limits,
-        config.lookup,
-    );
-    tokio::task::spawn_blocking(move || prepare(&path, &options, limits, lookup, live.as_deref()))
+/// Why the loop ended.
+enum Exit {
+    /// Ctrl-C or SIGTERM: unpin unless --persist.
+    Signal,
+    /// `regionwall detach` through the socket: unpin, then answer.
+    Detach(tokio::sync::oneshot::Sender<control::Ack>),
+    /// The link pin was removed from outside.
+    Unpinned,
 }
 
-/// Counts of what the loop could not log, as of the last report.
-#[derive(Default)]
-struct Tally {
-    lost: u64,
-    suppressed: u64,
-    queue_dropped: u64,
-    not_written: u64,
-}
-
-/// The watcher over everything `prepared` read.
-fn rewatch(args: &Args, inputs: &[PathBuf], tx: &mpsc::Sender<PathBuf>) -> Option<Watch> {
-    if args.no_watch {
-        return None;
-    }
-    match Watch::start(inputs, tx.clone()) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            log::warn!("not watching the policy's files ({e}); SIGHUP reloads");
-            None
-        }
-    }
-}
-
-#[expect(
-    clippy::too_many_lines,
-    reason = "the controller's event loop: one select whose branches call the controller"
-)]
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Handlers first: a signal that arrives while loading must not kill
     // the process with its default action (SIGHUP would terminate it).
@@ -278,10 +226,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let config = args.config()?;
-    // The watcher before the first read: a save while loading is not lost
-    // (it queues a reload).
-    let (change_tx, mut change_rx) = mpsc::channel(64);
-    let mut watch = rewatch(&args, std::slice::from_ref(&config.policy), &change_tx);
+    let mut reloads = Reloads::new(!args.no_watch, &config.policy);
     let prepared = spawn_prepare(&config, None)
         .await
         .context("the policy loader panicked")??;
@@ -290,159 +235,64 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let listener = socket::bind(&config.socket, config.access)?;
     let _socket_guard = RemoveOnDrop(config.socket.clone());
-    let socket_path = config.socket.clone();
     let (mut ctl, started) = Controller::start(config, &prepared)?;
-    watch = rewatch(&args, &prepared.policy.inputs, &change_tx).or(watch);
+    reloads.watch(&prepared.policy.inputs);
     drop(prepared);
     release_freed_memory();
-    let pins = ctl.pins().clone();
-    match &started.start {
-        Start::Fresh => {}
-        Start::Adopted { epoch, .. } => log::info!(
-            "adopted the pinned state in {} (policy epoch {epoch}, link {}, program now {}): no gap",
-            pins.path().display(),
-            started.facts.id,
-            started.facts.prog_id
-        ),
-        Start::Replaced { reason } => log::warn!(
-            "replaced the pinned state in {} ({reason}); the new policy was published before the program swap (link {}, program {})",
-            pins.path().display(),
-            started.facts.id,
-            started.facts.prog_id
-        ),
-    }
-    eprintln!(
-        "regionwall: enforcing {} on {} (ifindex {}, link {}, pinned in {}, control socket {})",
-        args.policy.display(),
-        args.iface,
-        ctl.supervisor.ifindex(),
-        started.facts.id,
-        pins.path().display(),
-        socket_path.display()
-    );
+    report::started(&ctl, &started);
 
-    let ring = ctl.take_events()?;
-    let queue_dropped = Arc::new(AtomicU64::new(0));
-    let (tx, mut rx) = mpsc::channel(args.queue.max(1));
-    let pump = tokio::spawn(events::pump(ring, tx, Arc::clone(&queue_dropped)));
-
-    let (feed, _) = broadcast::channel(4096);
+    let mut events = EventStream::start(&mut ctl, args.queue, args.json)?;
     let (detach_tx, mut detach_rx) = mpsc::channel(4);
     let (stats_tx, mut stats_rx) = mpsc::channel(16);
     let shared = Arc::new(Shared {
         iface: args.iface.clone(),
         access: ctl.config().access,
-        feed: feed.clone(),
+        feed: ctl.feed(),
         detach: detach_tx,
         stats: stats_tx,
     });
     let server = tokio::spawn(socket::serve(listener, shared));
-    let mut link_notes = match supervise::netlink_notes() {
-        Ok(rx) => Some(rx),
-        Err(e) => {
-            log::warn!(
-                "no netlink link notifications ({e}); polling the interface every {} ms",
-                supervise::POLL.as_millis()
-            );
-            None
-        }
-    };
-
-    let mut reload_at: Option<tokio::time::Instant> = None;
-    let mut inflight: Option<(JoinHandle<Result<Prepared, PrepareError>>, &'static str)> = None;
-    let mut again: Option<&'static str> = None;
+    let mut link_notes = supervise::netlink_notes()
+        .map_err(|e| log::warn!("no netlink link notifications ({e}); polling only"))
+        .ok();
     let mut poll = tokio::time::interval(supervise::POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut report_tick = tokio::time::interval(Duration::from_secs(10));
-    let mut tally = Tally::default();
-    let mut unpin_on_exit = !args.persist;
-    let mut detach_ack = None;
-    let mut output = EventOutput::new(std::io::stdout());
-    loop {
+    let mut not_logged = NotLogged::default();
+    let exit = loop {
         tokio::select! {
-            Some(event) = rx.recv() => {
-                let Some(record) = ctl.record(&event) else { continue };
-                let text = if args.json { record.json() } else { record.line() };
-                if feed.receiver_count() > 0 {
-                    let _ = feed.send(Arc::new(record));
-                }
-                output.line(&text, rx.is_empty());
-            }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            _ = sighup.recv() => {
-                if inflight.is_some() { again = Some("SIGHUP"); } else {
-                    inflight = Some((spawn_prepare(ctl.config(), Some(ctl.live_policy())), "SIGHUP"));
-                }
-            }
-            Some(path) = change_rx.recv() => {
-                // Debounced until the files stop changing: every change
-                // restarts the wait.
-                log::debug!("{} changed", path.display());
-                reload_at = Some(tokio::time::Instant::now() + DEBOUNCE);
-            }
-            () = async { if let Some(at) = reload_at { tokio::time::sleep_until(at).await } else { std::future::pending().await } } => {
-                reload_at = None;
-                if inflight.is_some() { again = Some("policy file changed"); } else {
-                    inflight = Some((spawn_prepare(ctl.config(), Some(ctl.live_policy())), "policy file changed"));
-                }
-            }
-            done = async { match inflight.as_mut() { Some((h, _)) => h.await, None => std::future::pending().await } } => {
-                let why = inflight.take().map_or("reload", |(_, w)| w);
-                let old = ctl.epoch();
-                match done {
-                    Ok(Ok(prepared)) => {
-                        let inputs = prepared.policy.inputs.clone();
-                        match ctl.apply(prepared) {
-                        Ok(epoch) => {
-                            log::info!("reloaded policy ({why}; epoch {epoch})");
-                            watch = rewatch(&args, &inputs, &change_tx).or(watch);
-                            release_freed_memory();
-                        }
-                        Err(e) => log::error!("reload ({why}) failed, previous policy (epoch {old}) still enforcing: {e}"),
-                    }},
-                    Ok(Err(e)) => log::error!("reload ({why}) rejected, previous policy (epoch {old}) still enforcing: {e}"),
-                    Err(e) => log::error!("reload ({why}) failed, previous policy (epoch {old}) still enforcing: the loader panicked: {e}"),
-                }
-                if let Some(why) = again.take() {
-                    inflight = Some((spawn_prepare(ctl.config(), Some(ctl.live_policy())), why));
-                }
-            }
-            Some(reply) = stats_rx.recv() => {
-                let _ = reply.send(snapshot(&ctl, &queue_dropped, &output));
-            }
-            Some(reply) = detach_rx.recv() => {
-                unpin_on_exit = true;
-                detach_ack = Some(reply);
-                break;
-            }
+            Some(event) = events.next() => events.deliver(&ctl, &event),
+            _ = sigint.recv() => break Exit::Signal,
+            _ = sigterm.recv() => break Exit::Signal,
+            _ = sighup.recv() => reloads.request(&ctl, "SIGHUP"),
+            trigger = reloads.next() => reloads.handle(&mut ctl, trigger),
+            Some(reply) = stats_rx.recv() => { let _ = reply.send(ctl.snapshot()); }
+            Some(reply) = detach_rx.recv() => break Exit::Detach(reply),
             Some(note) = async { match link_notes.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
                 if ctl.supervisor.concerns(&note) && ctl.supervise() == Step::Detached {
-                    log::warn!("the link pin of {} was removed; exiting", args.iface);
-                    unpin_on_exit = true;
-                    break;
+                    break Exit::Unpinned;
                 }
             }
-            _ = poll.tick() => {
-                if ctl.supervise() == Step::Detached {
-                    log::warn!("the link pin of {} was removed; exiting", args.iface);
-                    unpin_on_exit = true;
-                    break;
-                }
-            }
-            _ = report_tick.tick() => report_not_logged(&ctl, &mut tally, queue_dropped.load(Ordering::Relaxed), output.not_written),
+            _ = poll.tick() => if ctl.supervise() == Step::Detached { break Exit::Unpinned },
+            _ = report_tick.tick() => not_logged.report(&ctl),
         }
-    }
-    output.flush();
-    pump.abort();
-    server.abort();
-    drop(watch);
-    let stats = snapshot(&ctl, &queue_dropped, &output);
-    let message = match ctl.shutdown(unpin_on_exit) {
-        Ok(m) => m,
-        Err(e) => format!("exiting, but the pins could not all be removed: {e}"),
     };
-    if let Some(reply) = detach_ack {
+    events.stop();
+    server.abort();
+    drop(reloads);
+    let stats = ctl.snapshot();
+    let unpin = match &exit {
+        Exit::Signal => !args.persist,
+        Exit::Detach(_) => true,
+        Exit::Unpinned => {
+            log::warn!("the link pin of {} was removed; exiting", args.iface);
+            true
+        }
+    };
+    let message = ctl
+        .shutdown(unpin)
+        .unwrap_or_else(|e| format!("exiting, but the pins could not all be removed: {e}"));
+    if let Exit::Detach(reply) = exit {
         let _ = reply.send(control::Ack {
             ok: true,
             message: message.clone(),
@@ -450,62 +300,6 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         // Let the client read its answer before the runtime stops.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    print_summary(&message, &stats);
+    eprintln!("{}", report::summary(&message, &stats));
     Ok(ExitCode::SUCCESS)
-}
-
-fn snapshot(
-    ctl: &Controller,
-    queue_dropped: &AtomicU64,
-    output: &EventOutput<std::io::Stdout>,
-) -> Stats {
-    ctl.snapshot(Userspace {
-        queue_dropped: queue_dropped.load(Ordering::Relaxed),
-        events_logged: output.written,
-        not_written: output.not_written,
-    })
-}
-
-/// Logs drops and audits that did not become events since the last report.
-fn report_not_logged(ctl: &Controller, tally: &mut Tally, queue_dropped: u64, not_written: u64) {
-    let Some(c) = ctl.counters() else { return };
-    let lost = c[Counter::EventsLost as usize];
-    let suppressed = c[Counter::EventsSuppressed as usize];
-    if lost > tally.lost
-        || suppressed > tally.suppressed
-        || queue_dropped > tally.queue_dropped
-        || not_written > tally.not_written
-    {
-        log::warn!(
-            "not logged in the last interval (verdicts were enforced): {} over the event rate limit, {} lost in the kernel ring buffer, {} dropped from a full queue, {} not written to the output; `regionwall stats` shows which devices and regions",
-            suppressed - tally.suppressed,
-            lost - tally.lost,
-            queue_dropped - tally.queue_dropped,
-            not_written - tally.not_written,
-        );
-    }
-    tally.lost = lost;
-    tally.suppressed = suppressed;
-    tally.queue_dropped = queue_dropped;
-    tally.not_written = not_written;
-}
-
-fn print_summary(message: &str, stats: &Stats) {
-    let c = |k: &str| stats.counters.get(k).copied().unwrap_or(0);
-    let n = stats.not_logged;
-    eprintln!(
-        "regionwall: {message}. frames {}, non-IP {}, unparsed passed {} / dropped {}, \
-         dropped {}, audited {}, events logged {} (over the rate limit {}, lost in kernel {}, dropped in queue {}, not written {})",
-        c("frames"),
-        c("non_ip"),
-        c("unparsed_passed"),
-        c("unparsed_dropped"),
-        stats.packets(regionwall::verdict::Verdict::Drop) + c("unparsed_dropped"),
-        stats.packets(regionwall::verdict::Verdict::Audit),
-        stats.events_logged,
-        n.suppressed,
-        n.ring_lost,
-        n.queue_dropped,
-        n.not_written,
-    );
 }

@@ -11,18 +11,27 @@
 //! - [`supervise`]: netlink link notifications, re-attach, outages.
 //! - [`watch`]: every input file watched, debounced.
 //! - [`output`]: event printing that never stops enforcement.
+//! - [`reload`]: SIGHUP and file changes, debounced, prepared off the loop.
+//! - [`stream`]: the decoded event stream and its fan-out.
+//! - [`report`]: start, periodic and exit messages.
 
 pub mod establish;
 pub mod lock;
 pub mod output;
 pub mod prepare;
+pub mod reload;
+pub mod report;
 pub mod socket;
+pub mod stream;
 pub mod supervise;
 pub mod watch;
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use aya::programs::XdpMode;
@@ -122,6 +131,33 @@ fn publish(
     Ok(stable)
 }
 
+/// What the controller itself counts (the kernel counts the rest):
+/// shared with the event pump and the output.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Events dropped from a full queue (`--queue`).
+    pub queue_dropped: Arc<AtomicU64>,
+    /// Events printed.
+    pub events_logged: AtomicU64,
+    /// Events the output could not take.
+    pub not_written: AtomicU64,
+}
+
+/// Capacity of the decoded-event broadcast: a subscriber that falls this
+/// far behind is told how many it missed.
+const FEED: usize = 4096;
+
+/// Hands memory freed after loading (parsed data files, build buffers,
+/// the compiler's worker-thread arenas) back to the system, so the
+/// long-running controller's RSS is what it keeps, not its peak.
+pub fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap pages.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// One interface under enforcement.
 pub struct Controller {
     config: Config,
@@ -132,6 +168,8 @@ pub struct Controller {
     epoch: u32,
     live: Arc<Policy>,
     clock: BootClock,
+    tally: Tally,
+    feed: tokio::sync::broadcast::Sender<Arc<Record>>,
     pub supervisor: supervise::Supervisor,
 }
 
@@ -196,6 +234,8 @@ impl Controller {
                 epoch,
                 live: Arc::clone(&prepared.policy),
                 clock: BootClock::now(),
+                tally: Tally::default(),
+                feed: tokio::sync::broadcast::channel(FEED).0,
                 supervisor,
             },
             Started { start, facts },
@@ -265,9 +305,41 @@ impl Controller {
         Record::new(event, &self.names, &self.clock, &self.config.iface)
     }
 
-    /// A statistics snapshot from the kernel's counters.
+    /// The controller's own counts.
     #[must_use]
-    pub fn snapshot(&self, user: Userspace) -> Stats {
+    pub const fn tally(&self) -> &Tally {
+        &self.tally
+    }
+
+    /// Subscribes to the decoded event stream: every event the controller
+    /// names, as it names it (the seam for new subsystems).
+    #[must_use]
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Record>> {
+        self.feed.subscribe()
+    }
+
+    /// The sender side of the event stream (for the control socket).
+    #[must_use]
+    pub fn feed(&self) -> tokio::sync::broadcast::Sender<Arc<Record>> {
+        self.feed.clone()
+    }
+
+    /// Sends a named event to every subscriber.
+    pub fn broadcast(&self, record: Record) {
+        if self.feed.receiver_count() > 0 {
+            let _ = self.feed.send(Arc::new(record));
+        }
+    }
+
+    /// A statistics snapshot: the kernel's counters named with the stable
+    /// slot names, plus the controller's own counts.
+    #[must_use]
+    pub fn snapshot(&self) -> Stats {
+        let user = Userspace {
+            queue_dropped: self.tally.queue_dropped.load(Ordering::Relaxed),
+            events_logged: self.tally.events_logged.load(Ordering::Relaxed),
+            not_written: self.tally.not_written.load(Ordering::Relaxed),
+        };
         Stats::read(
             &self.dp,
             &self.config.iface,
