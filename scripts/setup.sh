@@ -37,9 +37,11 @@ if ! grep -q "^${USER_TOOLCHAIN}-" <<<"$installed_toolchains"; then
   rustup toolchain install "$USER_TOOLCHAIN" --profile minimal --component clippy,rustfmt
 fi
 if ! grep -q "^${EBPF_TOOLCHAIN}-" <<<"$installed_toolchains" \
-   || ! rustup component list --toolchain "$EBPF_TOOLCHAIN" --installed 2>/dev/null | grep -q '^rust-src'; then
-  log "installing ${EBPF_TOOLCHAIN} + rust-src"
-  rustup toolchain install "$EBPF_TOOLCHAIN" --profile minimal --component rust-src
+   || ! rustup component list --toolchain "$EBPF_TOOLCHAIN" --installed 2>/dev/null | grep -q '^rust-src' \
+   || ! rustup component list --toolchain "$EBPF_TOOLCHAIN" --installed 2>/dev/null | grep -q '^clippy'; then
+  # clippy: `./x test` lints the eBPF crate for the bpf target too.
+  log "installing ${EBPF_TOOLCHAIN} + rust-src, clippy"
+  rustup toolchain install "$EBPF_TOOLCHAIN" --profile minimal --component rust-src --component clippy
 fi
 
 CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"

@@ -55,18 +55,8 @@ fn fuzz(targets: &[String], seconds: u64) -> anyhow::Result<()> {
         let corpus = std::path::Path::new("target/fuzz-corpus").join(target);
         std::fs::create_dir_all(&corpus)
             .with_context(|| format!("creating {}", corpus.display()))?;
-        // The rustup proxy, not $CARGO: `+toolchain` selects the nightly.
-        let mut cmd = Command::new("cargo");
-        for var in [
-            "CARGO",
-            "RUSTUP_TOOLCHAIN",
-            "RUSTC",
-            "RUSTC_WRAPPER",
-            "RUSTFLAGS",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.args([NIGHTLY, "fuzz", "run", "--fuzz-dir", "fuzz", "-O", target])
+        let mut cmd = nightly_cargo();
+        cmd.args(["fuzz", "run", "--fuzz-dir", "fuzz", "-O", target])
             .arg(&corpus)
             .arg(format!("fuzz/seeds/{target}"))
             .args([
@@ -79,6 +69,56 @@ fn fuzz(targets: &[String], seconds: u64) -> anyhow::Result<()> {
         run(cmd)?;
     }
     Ok(())
+}
+
+/// `cargo +nightly…` through the rustup proxy (not $CARGO, and without
+/// the variables cargo set for this process, which would pin the stable
+/// toolchain).
+fn nightly_cargo() -> Command {
+    let mut cmd = Command::new("cargo");
+    for var in [
+        "CARGO",
+        "RUSTUP_TOOLCHAIN",
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTFLAGS",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.arg(NIGHTLY);
+    cmd
+}
+
+/// Clippy on the eBPF crate for the bpf target (as aya's own xtask does):
+/// the default members' clippy cannot build it for the host.
+fn ebpf_clippy() -> Command {
+    let mut cmd = Command::new("cargo");
+    // The rustup proxy picks the nightly from `+toolchain`; the variables
+    // cargo set for this process would pin the stable one.
+    for var in [
+        "CARGO",
+        "RUSTUP_TOOLCHAIN",
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTFLAGS",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.current_dir("ebpf").args([
+        NIGHTLY,
+        "clippy",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--bins",
+        "--target-dir",
+        "../target/ebpf-clippy",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    cmd
 }
 
 fn cargo() -> Command {
@@ -127,6 +167,7 @@ fn main() -> anyhow::Result<()> {
             let mut clippy = cargo();
             clippy.args(["clippy", "--all-targets", "--", "-D", "warnings"]);
             run(clippy)?;
+            run(ebpf_clippy())?;
             let mut test = cargo();
             // Default members only: the eBPF crate cannot be built for the host.
             test.args(["test"]).args(&args);
