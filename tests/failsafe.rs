@@ -527,3 +527,133 @@ fn failed_starts_and_detach_leave_nothing_behind_and_say_so() {
     );
     assert!(log.contains(&expected), "{log}");
 }
+
+#[test]
+fn a_reader_that_stops_reading_never_stalls_the_controller() {
+    use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+    let t = Topology::create("stall").expect("namespaces");
+    let root = PinRoot::new();
+    let socket = std::env::temp_dir().join(regionwall::netns::unique_name("stall.sock"));
+    let policy = demo_policy_copy();
+    // A pipe whose reader is alive but never reads (a paused pager).
+    let (_reader, writer) = std::io::pipe().expect("pipe");
+    let mut child = t
+        .gateway
+        .command(exe().to_str().expect("UTF-8"))
+        .args([
+            "run",
+            "--iface",
+            GATEWAY_LAN,
+            "--event-rate",
+            "0",
+            "--pin-root",
+            root.arg(),
+        ])
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--socket")
+        .arg(&socket)
+        .stdout(writer)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !root.pins().link().exists() || !socket.exists() {
+        assert!(Instant::now() < deadline, "controller did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // 100,000 drop events: far more than the pipe and the output queue hold.
+    let prog = Xdp::from_pin(
+        root.pins().prog(),
+        aya_obj::programs::XdpAttachType::Interface,
+    )
+    .expect("pinned program");
+    let frame = common::udp4_frame(
+        "192.0.2.10".parse().expect("ip"),
+        BLOCKED.parse().expect("ip"),
+        9,
+    );
+    for _ in 0..10 {
+        let ret = prog
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                repeat: 10_000,
+                ..TestRunOptions::default()
+            })
+            .expect("test_run")
+            .return_value;
+        assert_eq!(ret, 1, "XDP_DROP");
+    }
+    // The controller works through its queue; stats answer meanwhile.
+    let queued = u64::try_from(regionwall::controller::output::QUEUE).expect("queue");
+    let accounted = |s: &regionwall::control::Stats| {
+        let n = s.not_logged;
+        s.events_logged + n.not_written + n.queue_dropped + n.ring_lost
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (stats, took) = loop {
+        let asked = Instant::now();
+        let stats = stats_json(&root, &socket);
+        let took = asked.elapsed();
+        assert!(took < Duration::from_secs(2), "stats took {took:?}");
+        if accounted(&stats) + queued + 2048 >= 100_000 || Instant::now() > deadline {
+            break (stats, took);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let n = stats.not_logged;
+    println!(
+        "stalled reader: stats in {took:?}; events written {}, not written {}, dropped from the queue {}, lost in the ring {}",
+        stats.events_logged, n.not_written, n.queue_dropped, n.ring_lost
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(n.not_written > queued, "{stats:?}");
+    // Every drop is accounted: printed, waiting in the output queue or the
+    // pipe, or counted where it was lost.
+    assert!(accounted(&stats) + queued + 2048 >= 100_000, "{stats:?}");
+    // The interface is still supervised: re-created, re-attached, enforcing.
+    t.gateway
+        .ip(&["link", "set", GATEWAY_LAN, "down"])
+        .expect("down");
+    t.gateway
+        .ip(&["link", "set", GATEWAY_LAN, "up"])
+        .expect("up");
+    let blocked = send_traffic(&t, "blocked", BLOCKED, 10).expect("traffic");
+    assert_eq!(blocked.udp_delivered, 0, "still enforcing");
+    // SIGTERM is served, the stuck reader notwithstanding.
+    let stopping = Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(
+            libc::pid_t::try_from(child.id()).expect("pid"),
+            libc::SIGTERM,
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().expect("wait").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "SIGTERM not served with a stuck reader"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!(
+        "SIGTERM with a stuck reader: exited in {:?}",
+        stopping.elapsed()
+    );
+}
+
+fn stats_json(root: &PinRoot, socket: &Path) -> regionwall::control::Stats {
+    let out = regionwall(&[
+        "stats",
+        "--json",
+        "--iface",
+        GATEWAY_LAN,
+        "--pin-root",
+        root.arg(),
+        "--socket",
+        socket.to_str().expect("UTF-8"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).expect("stats JSON")
+}

@@ -93,6 +93,11 @@ pub enum ControllerError {
         #[source]
         source: Box<DatapathError>,
     },
+    #[error("starting the event output: {source}")]
+    Output {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("interface {iface} not found")]
     NoInterface {
         iface: String,
@@ -168,7 +173,7 @@ pub struct Controller {
     epoch: u32,
     live: Arc<Policy>,
     clock: BootClock,
-    tally: Tally,
+    tally: Arc<Tally>,
     feed: tokio::sync::broadcast::Sender<Arc<Record>>,
     pub supervisor: supervise::Supervisor,
 }
@@ -234,7 +239,7 @@ impl Controller {
                 epoch,
                 live: Arc::clone(&prepared.policy),
                 clock: BootClock::now(),
-                tally: Tally::default(),
+                tally: Arc::new(Tally::default()),
                 feed: tokio::sync::broadcast::channel(FEED).0,
                 supervisor,
             },
@@ -307,7 +312,7 @@ impl Controller {
 
     /// The controller's own counts.
     #[must_use]
-    pub const fn tally(&self) -> &Tally {
+    pub const fn tally(&self) -> &Arc<Tally> {
         &self.tally
     }
 

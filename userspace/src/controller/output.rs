@@ -1,46 +1,114 @@
-//! Where the controller prints events (stdout): a failing output (a closed
-//! pipe, a full disk) is logged once and counted, and never stops
-//! enforcement.
+//! Where the controller prints events (stdout), on a thread of its own
+//! behind a bounded queue: a reader that stops reading (a paused pager, a
+//! stuck log shipper), a closed pipe or a full disk costs events, counted
+//! as not written and logged once, and never stalls or stops enforcement.
 
-use std::io::Write;
+use std::{
+    io::Write,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel},
+    },
+    time::Duration,
+};
 
-/// Buffered event output; one write per burst, flushed when the queue
-/// runs empty.
-pub struct EventOutput<W: Write> {
-    out: std::io::BufWriter<W>,
-    failed: bool,
-    /// Events that could not be written.
-    pub not_written: u64,
-    /// Events written.
-    pub written: u64,
+use super::Tally;
+
+/// Lines queued for the output before further events are counted as not
+/// written.
+pub const QUEUE: usize = 8192;
+
+/// The event output: [`EventOutput::line`] never blocks.
+pub struct EventOutput {
+    tx: Option<SyncSender<String>>,
+    done: Receiver<()>,
+    tally: Arc<Tally>,
+    behind: AtomicBool,
 }
 
-impl<W: Write> EventOutput<W> {
-    pub fn new(out: W) -> Self {
-        Self {
-            out: std::io::BufWriter::with_capacity(1 << 16, out),
-            failed: false,
-            not_written: 0,
-            written: 0,
+impl EventOutput {
+    /// Starts the writer thread on `out`; counts go to `tally`.
+    pub fn start<W: Write + Send + 'static>(out: W, tally: Arc<Tally>) -> std::io::Result<Self> {
+        let (tx, rx) = sync_channel::<String>(QUEUE);
+        let (done_tx, done) = sync_channel(1);
+        let counts = Arc::clone(&tally);
+        std::thread::Builder::new()
+            .name("regionwall-output".into())
+            .spawn(move || {
+                write_all(out, &rx, &counts);
+                let _ = done_tx.send(());
+            })?;
+        Ok(Self {
+            tx: Some(tx),
+            done,
+            tally,
+            behind: AtomicBool::new(false),
+        })
+    }
+
+    /// Queues one line; when the queue is full (the reader is not keeping
+    /// up) the line is counted as not written.
+    pub fn line(&self, text: String) {
+        let Some(tx) = &self.tx else { return };
+        match tx.try_send(text) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.tally.not_written.fetch_add(1, Ordering::Relaxed);
+                if !self.behind.swap(true, Ordering::Relaxed) {
+                    log::error!(
+                        "the event output is not keeping up (a slow or stopped reader): events past {QUEUE} queued lines are counted as not written; enforcement continues"
+                    );
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.tally.not_written.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
-    /// Writes one line; `flush` when no more events are queued. After the
-    /// first failure nothing more is written (the buffer would only grow):
-    /// every later event is counted as not written.
-    pub fn line(&mut self, text: &str, flush: bool) {
-        if self.failed {
-            self.not_written += 1;
-            return;
+    /// Lets the writer finish what is queued, waiting at most `wait` (a
+    /// reader that stopped reading must not hold up the exit).
+    pub fn close(mut self, wait: Duration) {
+        self.tx = None;
+        let _ = self.done.recv_timeout(wait);
+    }
+}
+
+/// The writer thread: one write per burst, a flush when the queue runs
+/// empty; after the first failure every line is counted, none written.
+fn write_all<W: Write>(out: W, rx: &Receiver<String>, tally: &Tally) {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+    let mut failed = false;
+    loop {
+        let line = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut burst = vec![line];
+        while let Ok(more) = rx.try_recv() {
+            burst.push(more);
+            if burst.len() >= 1024 {
+                break;
+            }
         }
-        let result = writeln!(self.out, "{text}")
-            .and_then(|()| if flush { self.out.flush() } else { Ok(()) });
+        let n = burst.len() as u64;
+        if failed {
+            tally.not_written.fetch_add(n, Ordering::Relaxed);
+            continue;
+        }
+        let result = burst
+            .iter()
+            .try_for_each(|l| writeln!(out, "{l}"))
+            .and_then(|()| out.flush());
         match result {
-            Ok(()) => self.written += 1,
+            Ok(()) => {
+                tally.events_logged.fetch_add(n, Ordering::Relaxed);
+            }
             Err(e) => {
-                self.failed = true;
-                // What the buffer held is lost with this one.
-                self.not_written += 1;
+                failed = true;
+                tally.not_written.fetch_add(n, Ordering::Relaxed);
                 log::error!(
                     "writing events to the output failed ({e}); enforcement continues, \
                      events are no longer printed (counted as not written; \
@@ -49,10 +117,60 @@ impl<W: Write> EventOutput<W> {
             }
         }
     }
+    if !failed {
+        let _ = out.flush();
+    }
+}
 
-    pub fn flush(&mut self) {
-        if !self.failed && self.out.flush().is_err() {
-            self.failed = true;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that blocks until told, like a pipe nobody reads.
+    struct Stuck(std::sync::mpsc::Receiver<()>);
+
+    impl Write for Stuck {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let _ = self.0.recv();
+            Ok(buf.len())
         }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stuck_reader_costs_events_never_time() {
+        let tally = Arc::new(Tally::default());
+        let (_release, stuck) = std::sync::mpsc::channel();
+        let out = EventOutput::start(Stuck(stuck), Arc::clone(&tally)).expect("thread");
+        let start = std::time::Instant::now();
+        let n = QUEUE * 3;
+        for i in 0..n {
+            out.line(format!("event {i} {}", "x".repeat(100)));
+        }
+        assert!(start.elapsed() < Duration::from_secs(2), "never blocks");
+        let not_written = tally.not_written.load(Ordering::Relaxed);
+        assert!(
+            not_written >= (n - QUEUE - 1024 - 1) as u64,
+            "{not_written}"
+        );
+        out.close(Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_failing_output_counts_every_line() {
+        let tally = Arc::new(Tally::default());
+        let out = EventOutput::start(
+            std::fs::File::create("/dev/full").expect("/dev/full"),
+            Arc::clone(&tally),
+        )
+        .expect("thread");
+        for i in 0..100 {
+            out.line(format!("event {i}"));
+        }
+        out.close(Duration::from_secs(2));
+        assert_eq!(tally.events_logged.load(Ordering::Relaxed), 0);
+        assert_eq!(tally.not_written.load(Ordering::Relaxed), 100);
     }
 }

@@ -3,7 +3,7 @@
 //! the broadcast every subscriber (control socket clients, and later
 //! metrics, history, dashboard) reads, and to the controller's output.
 
-use std::sync::{Arc, atomic::Ordering};
+use std::{sync::Arc, time::Duration};
 
 use regionwall_common::Event;
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -14,7 +14,7 @@ use super::{Controller, ControllerError, output::EventOutput};
 pub struct EventStream {
     rx: mpsc::Receiver<Event>,
     pump: JoinHandle<std::io::Result<()>>,
-    output: EventOutput<std::io::Stdout>,
+    output: EventOutput,
     json: bool,
 }
 
@@ -32,7 +32,8 @@ impl EventStream {
         Ok(Self {
             rx,
             pump,
-            output: EventOutput::new(std::io::stdout()),
+            output: EventOutput::start(std::io::stdout(), Arc::clone(ctl.tally()))
+                .map_err(|source| ControllerError::Output { source })?,
             json,
         })
     }
@@ -42,7 +43,7 @@ impl EventStream {
         self.rx.recv().await
     }
 
-    /// Names `event`, broadcasts it, prints it (one write per burst).
+    /// Names `event`, broadcasts it, queues it for the output.
     pub fn deliver(&mut self, ctl: &Controller, event: &Event) {
         let Some(record) = ctl.record(event) else {
             return;
@@ -53,20 +54,13 @@ impl EventStream {
             record.line()
         };
         ctl.broadcast(record);
-        let before = (self.output.written, self.output.not_written);
-        self.output.line(&text, self.rx.is_empty());
-        let tally = ctl.tally();
-        tally
-            .events_logged
-            .fetch_add(self.output.written - before.0, Ordering::Relaxed);
-        tally
-            .not_written
-            .fetch_add(self.output.not_written - before.1, Ordering::Relaxed);
+        self.output.line(text);
     }
 
-    /// Flushes the output and stops the pump.
-    pub fn stop(mut self) {
-        self.output.flush();
+    /// Stops the pump and lets the output write what is queued (at most
+    /// a second: a stopped reader must not hold up the exit).
+    pub fn stop(self) {
         self.pump.abort();
+        self.output.close(Duration::from_secs(1));
     }
 }
