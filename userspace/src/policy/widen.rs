@@ -14,6 +14,9 @@ pub enum Widening {
     /// rule covered, directly or through a group, and no new rule covers.
     /// Sorted, at least one.
     Uncovered { devices: Vec<String> },
+    /// Regions some rule blocks that had addresses and now have none (an
+    /// emptied or truncated data file). Sorted, at least one.
+    Emptied { regions: Vec<String> },
 }
 
 impl fmt::Display for Widening {
@@ -37,16 +40,28 @@ impl fmt::Display for Widening {
                     names.join(", ")
                 )
             }
+            Self::Emptied { regions } => {
+                let names: Vec<String> = regions.iter().map(|r| format!("\"{r}\"")).collect();
+                write!(
+                    f,
+                    "blocked region{} {} would have no addresses (the running policy blocks addresses there: an emptied or truncated data file?); fix the data, or add allow_empty = true to the policy if that is intended",
+                    if regions.len() == 1 { "" } else { "s" },
+                    names.join(", ")
+                )
+            }
         }
     }
 }
 
-/// Names of the devices some rule of `p` covers: named directly, as
-/// members of a named group, or `default`.
+/// Names of the devices some blocking rule of `p` covers: named directly,
+/// as members of a named group, or `default`. A rule that only allows
+/// restricts nothing, so losing it widens nothing, and keeping it does
+/// not keep a device restricted.
 fn covered(p: &Policy) -> BTreeSet<&str> {
     let name = |d: usize| p.devices.get(d).map(|d| d.name.as_str());
     p.rules
         .iter()
+        .filter(|r| !r.block.is_empty())
         .flat_map(|r| {
             let direct = r.devices.iter().copied();
             let grouped = r
@@ -57,6 +72,17 @@ fn covered(p: &Policy) -> BTreeSet<&str> {
             direct.chain(grouped)
         })
         .filter_map(name)
+        .collect()
+}
+
+/// Names of the regions some rule of `p` blocks that hold addresses.
+fn blocked_nonempty(p: &Policy) -> BTreeSet<&str> {
+    p.rules
+        .iter()
+        .flat_map(|r| r.block.iter())
+        .filter_map(|&i| p.regions.get(i))
+        .filter(|r| !r.prefixes.is_empty())
+        .map(|r| r.name.as_str())
         .collect()
 }
 
@@ -87,7 +113,23 @@ pub fn widening(old: &Policy, new: &Policy) -> Option<Widening> {
         })
         .map(str::to_string)
         .collect();
-    (!devices.is_empty()).then_some(Widening::Uncovered { devices })
+    if !devices.is_empty() {
+        return Some(Widening::Uncovered { devices });
+    }
+    let still = blocked_nonempty(new);
+    let blocked_now: BTreeSet<&str> = new
+        .rules
+        .iter()
+        .flat_map(|r| r.block.iter())
+        .filter_map(|&i| new.regions.get(i))
+        .map(|r| r.name.as_str())
+        .collect();
+    let regions: Vec<String> = blocked_nonempty(old)
+        .into_iter()
+        .filter(|r| blocked_now.contains(r) && !still.contains(r))
+        .map(str::to_string)
+        .collect();
+    (!regions.is_empty()).then_some(Widening::Emptied { regions })
 }
 
 #[cfg(test)]
@@ -222,5 +264,61 @@ screens = ["tv", "phone"]
                 .contains("`allow_empty` must be true or false"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn keeping_an_allow_only_rule_does_not_keep_a_device_restricted() {
+        // A save cut before the second rule: the allow-only rule survives.
+        let allow_only = "[[rules]]\nname = \"ok\"\ndevices = [\"default\"]\nallow = [\"doc\"]\n";
+        let block = "[[rules]]\nname = \"no\"\ndevices = [\"default\"]\nblock = [\"doc\"]\n";
+        let old = policy(&format!("{allow_only}{block}"));
+        let cut = policy(allow_only);
+        assert_eq!(
+            widening(&old, &cut),
+            Some(Widening::Uncovered {
+                devices: vec!["default".into()]
+            })
+        );
+        // Losing an allow-only rule restricts more: not a widening.
+        assert_eq!(
+            widening(&policy(&format!("{allow_only}{block}")), &policy(block)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_blocked_region_emptied_widens() {
+        let dir = std::env::temp_dir().join(format!("rw-widen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let list = dir.join("list.txt");
+        let text = format!(
+            "[regions.listed]\nfile = \"{}\"\n[[rules]]\ndevices = [\"default\"]\nblock = [\"listed\"]\n",
+            list.display()
+        );
+        let load = |content: &str| {
+            std::fs::write(&list, content).expect("list");
+            let path = dir.join("p.toml");
+            std::fs::write(&path, &text).expect("policy");
+            super::super::parse_file(&path).expect("parses")
+        };
+        let old = load("203.0.113.0/24\n");
+        let emptied = load("");
+        let why = widening(&old, &emptied).expect("widens");
+        assert_eq!(
+            why,
+            Widening::Emptied {
+                regions: vec!["listed".into()]
+            }
+        );
+        assert!(
+            why.to_string().contains("emptied or truncated data file"),
+            "{why}"
+        );
+        assert_eq!(
+            widening(&old, &load("203.0.113.0/25\n")),
+            None,
+            "smaller is not empty"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
