@@ -68,15 +68,31 @@ pub fn bind(path: &Path, access: Access) -> Result<UnixListener, SocketError> {
         (0o700, 0o600)
     };
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(dir_mode)
-            .create(dir)
-            .map_err(io_err("creating", dir))?;
-        if let Some(gid) = access.read_group {
-            std::os::unix::fs::chown(dir, None, Some(gid)).map_err(io_err("chown", dir))?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode))
-                .map_err(io_err("chmod", dir))?;
+        // Only a directory this controller creates is given its mode and
+        // group: an existing one (/run/regionwall, /tmp, a shared 1777
+        // directory) is never changed.
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(dir_mode)
+                .create(dir)
+                .map_err(io_err("creating", dir))?;
+            if let Some(gid) = access.read_group {
+                std::os::unix::fs::chown(dir, None, Some(gid)).map_err(io_err("chown", dir))?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode))
+                    .map_err(io_err("chmod", dir))?;
+            }
+        } else if access.read_group.is_some() {
+            use std::os::unix::fs::MetadataExt as _;
+            let meta = std::fs::metadata(dir).map_err(io_err("reading", dir))?;
+            let group_enters = meta.mode() & 0o010 != 0 && access.read_group == Some(meta.gid())
+                || meta.mode() & 0o001 != 0;
+            if !group_enters {
+                log::warn!(
+                    "{} exists and members of --socket-group cannot enter it; they will not reach the socket (it was left as it is)",
+                    dir.display()
+                );
+            }
         }
     }
     if path.exists() {
