@@ -99,9 +99,14 @@ impl PinLock {
             if !same {
                 continue;
             }
-            let record = match owner {
-                Some(owner) => Some(write_record(&fd, owner).map_err(io_err)?),
-                None => None,
+            let record = if let Some(owner) = owner {
+                Some(write_record(&fd, owner).map_err(io_err)?)
+            } else {
+                // Ours now: a record left by a killed owner is stale.
+                if let Ok(stale) = record_path(&fd) {
+                    let _ = std::fs::remove_file(stale);
+                }
+                None
             };
             return Ok(Self { _fd: fd, record });
         }
