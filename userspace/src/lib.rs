@@ -12,6 +12,7 @@
 //! - [`control`]: the control socket protocol and statistics snapshots.
 //! - [`controller`]: the running enforcement of one interface (`regionwall run`).
 //! - [`verdict`]: pass, drop, audit as a userspace type.
+//! - [`shown`]: input shown in logs with control characters escaped.
 //! - [`events`]: decoding and printing drop/audit events.
 //! - [`pin`]: the pinned state that keeps enforcing without the controller.
 //! - [`slots`]: stable counter indices for device and region names.
@@ -33,6 +34,7 @@ pub mod netns;
 pub mod pin;
 pub mod policy;
 pub mod readings;
+pub mod shown;
 pub mod slots;
 pub mod sources;
 mod sys;

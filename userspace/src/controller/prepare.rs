@@ -31,30 +31,33 @@ pub struct Prepared {
 /// Why a policy was not prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
-    #[error("policy {} rejected:\n{diags}", path.display())]
+    #[error("policy {} rejected:\n{diags}", crate::shown::Shown(path))]
     Invalid {
         path: PathBuf,
         diags: policy::Diagnostics,
     },
-    #[error("loading policy {}: {source}", path.display())]
+    #[error("loading policy {}: {source}", crate::shown::Shown(path))]
     Load {
         path: PathBuf,
         #[source]
         source: PolicyError,
     },
-    #[error("compiling policy {}: {source}", path.display())]
+    #[error("compiling policy {}: {source}", crate::shown::Shown(path))]
     Compile {
         path: PathBuf,
         #[source]
         source: CompileError,
     },
-    #[error("building the compiled lookup of {} (try --lookup lpm): {source}", path.display())]
+    #[error(
+        "building the compiled lookup of {} (try --lookup lpm): {source}",
+        crate::shown::Shown(path)
+    )]
     Fib {
         path: PathBuf,
         #[source]
         source: FibError,
     },
-    #[error("policy {} refused: {why}", path.display())]
+    #[error("policy {} refused: {why}", crate::shown::Shown(path))]
     Widens { path: PathBuf, why: String },
 }
 

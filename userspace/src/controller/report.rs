@@ -4,11 +4,11 @@
 use regionwall_common::Counter;
 
 use super::{Controller, Started, establish::Start};
-use crate::{control::Stats, verdict::Verdict};
+use crate::{control::Stats, shown::Shown, verdict::Verdict};
 
 /// Logs how the controller came to enforce and prints the `enforcing` line.
 pub fn started(ctl: &Controller, started: &Started) {
-    let pins = ctl.pins().path().display();
+    let pins = Shown(ctl.pins().path());
     let facts = &started.facts;
     match &started.start {
         Start::Fresh => {}
@@ -26,11 +26,11 @@ pub fn started(ctl: &Controller, started: &Started) {
     let config = ctl.config();
     eprintln!(
         "regionwall: enforcing {} on {} (ifindex {}, link {}, pinned in {pins}, control socket {})",
-        config.policy.display(),
+        Shown(&config.policy),
         config.iface,
         ctl.supervisor.ifindex(),
         facts.id,
-        config.socket.display()
+        Shown(&config.socket)
     );
 }
 
