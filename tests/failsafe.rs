@@ -281,8 +281,10 @@ fn the_control_socket_checks_who_asks() {
         c.log_text()
     );
     drop(c);
+}
 
-    // A read-only group: stats yes, detach no.
+#[test]
+fn a_socket_group_reads_but_cannot_detach() {
     let t = Topology::create("sockgrp").expect("namespaces");
     let root = PinRoot::new();
     let sock_dir = std::env::temp_dir().join(regionwall::netns::unique_name("grp"));
@@ -307,6 +309,39 @@ fn the_control_socket_checks_who_asks() {
     };
     assert_eq!(mode(&socket), 0o660);
     assert_eq!(mode(&sock_dir), 0o750);
+    // An existing directory (here a shared 1777 one) is never changed.
+    let shared_dir = std::env::temp_dir().join(regionwall::netns::unique_name("shared"));
+    std::fs::create_dir(&shared_dir).expect("dir");
+    std::fs::set_permissions(
+        &shared_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .expect("chmod");
+    let root2 = PinRoot::new();
+    let t2 = Topology::create("sockgrp2").expect("namespaces");
+    let shared_socket = shared_dir.join("lan0.sock");
+    let c2 = Controller::start(
+        &exe(),
+        &t2,
+        &demo_policy_copy(),
+        &[
+            "--pin-root",
+            root2.arg(),
+            "--socket",
+            shared_socket.to_str().expect("UTF-8"),
+            "--socket-group",
+            "65534",
+        ],
+    )
+    .expect("start");
+    let perms = std::fs::metadata(&shared_dir).expect("stat").permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&perms) & 0o7777,
+        0o1777,
+        "left as it was"
+    );
+    drop(c2);
+    let _ = std::fs::remove_dir_all(&shared_dir);
     let socket = socket.to_str().expect("UTF-8");
     let target = [
         "--iface",
@@ -356,6 +391,7 @@ fn failed_starts_and_detach_leave_nothing_behind_and_say_so() {
         !root.0.join("rw-nonexistent0").exists(),
         "no empty pin directory left"
     );
+    assert!(!root.0.exists(), "nor the pin root it made");
 
     let out = regionwall(&[
         "detach",
@@ -421,4 +457,36 @@ fn failed_starts_and_detach_leave_nothing_behind_and_say_so() {
         socket.display()
     );
     assert!(log.contains(&expected), "{log}");
+}
+
+#[test]
+fn names_that_are_not_interfaces_never_become_paths() {
+    let root = PinRoot::new();
+    let policy = demo_policy_copy();
+    let socket = std::env::temp_dir().join(regionwall::netns::unique_name("esc.sock"));
+    let out = regionwall(&[
+        "run",
+        "--iface",
+        "../../rw-escape",
+        "--policy",
+        policy.to_str().expect("UTF-8"),
+        "--pin-root",
+        root.arg(),
+        "--socket",
+        socket.to_str().expect("UTF-8"),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("is not an interface name"),
+        "{}",
+        text(&out)
+    );
+    assert!(!root.0.exists() && !Path::new("/sys/fs/rw-escape").exists());
+    let out = regionwall(&["detach", "--iface", "..", "--pin-root", root.arg()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("is not an interface name"),
+        "{}",
+        text(&out)
+    );
 }

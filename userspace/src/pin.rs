@@ -58,6 +58,28 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PinError + '_ {
     }
 }
 
+/// Why `name` cannot be an interface name (the kernel's `dev_valid_name`:
+/// 1 to 15 bytes, not `.` or `..`, no `/`, `:` or white space). The pin
+/// directory is named after the interface, so this also keeps it inside
+/// the pin root.
+#[must_use]
+pub fn invalid_iface_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > 15 {
+        Some("it is longer than 15 bytes")
+    } else if name == "." || name == ".." {
+        Some("it is `.` or `..`")
+    } else if name
+        .bytes()
+        .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace())
+    {
+        Some("it contains `/`, `:` or white space")
+    } else {
+        None
+    }
+}
+
 /// The pin directory of one interface.
 #[derive(Clone, Debug)]
 pub struct PinDir {

@@ -46,8 +46,11 @@ impl Target {
             .unwrap_or_else(|| control::default_socket(&self.iface))
     }
 
-    fn pins(&self) -> PinDir {
-        PinDir::new(&self.pin_root, &self.iface)
+    fn pins(&self) -> anyhow::Result<PinDir> {
+        if let Some(why) = pin::invalid_iface_name(&self.iface) {
+            anyhow::bail!("{:?} is not an interface name: {why}", self.iface);
+        }
+        Ok(PinDir::new(&self.pin_root, &self.iface))
     }
 
     /// Connects and sends `request`; `None` when no controller listens.
@@ -178,7 +181,7 @@ pub fn events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
         }
     }
     // No controller: consume the pinned ring.
-    let pins = args.target.pins();
+    let pins = args.target.pins()?;
     let mut ring = PinnedMaps::events(&pins).with_context(|| {
         format!(
             "no controller answers on {} and nothing is pinned in {}",
@@ -246,7 +249,7 @@ pub fn stats(args: &StatsArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn from_pins(target: &Target) -> anyhow::Result<Stats> {
-    let pins = target.pins();
+    let pins = target.pins()?;
     let maps = PinnedMaps::open(&pins).with_context(|| {
         format!(
             "no controller answers on {} and nothing is pinned in {}",
@@ -283,7 +286,7 @@ pub fn detach(args: &DetachArgs) -> anyhow::Result<ExitCode> {
         println!("regionwall: {}", ack.message);
         return Ok(ExitCode::SUCCESS);
     }
-    let pins = args.target.pins();
+    let pins = args.target.pins()?;
     if !pins.path().exists() {
         anyhow::bail!(
             "nothing is pinned for {} in {} and no controller answers on {}",

@@ -98,6 +98,8 @@ pub enum ControllerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{iface:?} is not an interface name: {why}")]
+    BadInterfaceName { iface: String, why: &'static str },
     #[error("interface {iface} not found")]
     NoInterface {
         iface: String,
@@ -125,7 +127,7 @@ fn publish(
             })?;
     log::info!(
         "published policy {} (epoch {epoch}): {} IPv4 + {} IPv6 prefixes, {} classes, {} compiled ranges ({} KiB), in {:?}",
-        path.display(),
+        crate::shown::Shown(path),
         report.v4_prefixes,
         report.v6_prefixes,
         classes,
@@ -189,12 +191,26 @@ impl Controller {
     /// then puts `prepared` in force on the interface. On failure, a pin
     /// directory this call created is removed again.
     pub fn start(config: Config, prepared: &Prepared) -> Result<(Self, Started), ControllerError> {
+        if let Some(why) = crate::pin::invalid_iface_name(&config.iface) {
+            return Err(ControllerError::BadInterfaceName {
+                iface: config.iface,
+                why,
+            });
+        }
         let pins = PinDir::new(&config.pin_root, &config.iface);
+        let created_root = !config.pin_root.exists();
         let created = !pins.path().exists();
+        let root = config.pin_root.clone();
         let result = Self::start_in(config, prepared, pins.clone());
-        if result.is_err() && created {
-            // Only an empty directory: never pins someone else made.
-            let _ = std::fs::remove_dir(pins.path());
+        if result.is_err() {
+            // Only empty directories this call made: never pins someone
+            // else made.
+            if created {
+                let _ = std::fs::remove_dir(pins.path());
+            }
+            if created_root {
+                let _ = std::fs::remove_dir(&root);
+            }
         }
         result
     }
