@@ -1050,7 +1050,7 @@ impl Pins {
     fn new() -> Self {
         let root = std::path::Path::new("/sys/fs/bpf").join(format!(
             "wtslots-{}",
-            regionwall::netns::unique_name("pins")
+            regionwall_testkit::netns::unique_name("pins")
         ));
         let pins = regionwall::pin::PinDir::new(&root, "slots0");
         pins.create().expect("pin directory");

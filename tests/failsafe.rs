@@ -12,7 +12,10 @@ use std::{
 };
 
 use common::{demo_policy_copy, exe, flow::Flow, pins::PinRoot, xdp_attached};
-use regionwall::demo::{Controller, GATEWAY_LAN, Topology, send_traffic};
+use regionwall_testkit::{
+    sandbox::{Controller, GATEWAY_LAN, Topology},
+    traffic::send_traffic,
+};
 
 const BLOCKED: &str = "198.51.100.10";
 const ALLOWED: &str = "203.0.113.10";
@@ -112,7 +115,8 @@ fn a_second_controller_on_the_same_pins_is_refused() {
     let root = PinRoot::new();
     let c = Controller::start(&exe(), &t, &demo_policy_copy(), &["--pin-root", root.arg()])
         .expect("start");
-    let other_socket = std::env::temp_dir().join(regionwall::netns::unique_name("other.sock"));
+    let other_socket =
+        std::env::temp_dir().join(regionwall_testkit::netns::unique_name("other.sock"));
     let other = other_socket.to_str().expect("UTF-8");
     let second = Controller::start(
         &exe(),
@@ -222,7 +226,7 @@ fn a_failing_event_output_never_stops_enforcement() {
     // stdout /dev/full: ENOSPC on every write.
     let t = Topology::create("devfull").expect("namespaces");
     let root = PinRoot::new();
-    let socket = std::env::temp_dir().join(regionwall::netns::unique_name("full.sock"));
+    let socket = std::env::temp_dir().join(regionwall_testkit::netns::unique_name("full.sock"));
     let policy = demo_policy_copy();
     let mut child = t
         .gateway
@@ -390,7 +394,7 @@ fn the_control_socket_checks_who_asks() {
     // A read-only group: stats yes, detach no.
     let t = Topology::create("sockgrp").expect("namespaces");
     let root = PinRoot::new();
-    let sock_dir = std::env::temp_dir().join(regionwall::netns::unique_name("grp"));
+    let sock_dir = std::env::temp_dir().join(regionwall_testkit::netns::unique_name("grp"));
     let socket = sock_dir.join("lan0.sock");
     let c = Controller::start(
         &exe(),
@@ -439,7 +443,7 @@ fn the_control_socket_checks_who_asks() {
 fn failed_starts_and_detach_leave_nothing_behind_and_say_so() {
     let root = PinRoot::new();
     let policy = demo_policy_copy();
-    let socket = std::env::temp_dir().join(regionwall::netns::unique_name("none.sock"));
+    let socket = std::env::temp_dir().join(regionwall_testkit::netns::unique_name("none.sock"));
     let out = regionwall(&[
         "run",
         "--iface",
@@ -458,7 +462,7 @@ fn failed_starts_and_detach_leave_nothing_behind_and_say_so() {
         text(&out)
     );
     assert!(
-        !root.0.join("rw-nonexistent0").exists(),
+        !root.path().join("rw-nonexistent0").exists(),
         "no empty pin directory left"
     );
 

@@ -28,11 +28,12 @@ use common::{
     pins::PinRoot,
     udp4_frame, xdp_attached,
 };
-use regionwall::{
-    control::Stats,
-    demo::{Controller, GATEWAY_LAN, Topology, send_traffic},
-};
+use regionwall::control::Stats;
 use regionwall_common::{LAYOUT_SLOT_VERSION, LAYOUT_VERSION};
+use regionwall_testkit::{
+    sandbox::{Controller, GATEWAY_LAN, Topology},
+    traffic::send_traffic,
+};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -986,7 +987,7 @@ fn runs_with_only_the_units_capabilities_and_its_socket_is_root_only() {
             .collect::<Vec<_>>()
             .join(",")
     );
-    let dir = std::env::temp_dir().join(regionwall::netns::unique_name("caps"));
+    let dir = std::env::temp_dir().join(regionwall_testkit::netns::unique_name("caps"));
     std::fs::create_dir_all(&dir).expect("dir");
     let wrapper = dir.join("regionwall-limited");
     std::fs::write(

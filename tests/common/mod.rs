@@ -2,8 +2,8 @@
 //! from text, and a loaded datapath with a published policy.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
-pub mod flow;
-pub mod frames;
+#[allow(unused_imports, reason = "each test binary uses a different subset")]
+pub use regionwall_testkit::{flow, frames};
 pub mod mmdb;
 pub mod pins;
 
@@ -43,11 +43,11 @@ pub fn demo_policy_copy() -> PathBuf {
 }
 
 /// Whether an XDP program is attached to the sandbox gateway's LAN side.
-pub fn xdp_attached(t: &regionwall::demo::Topology) -> bool {
+pub fn xdp_attached(t: &regionwall_testkit::sandbox::Topology) -> bool {
     let out = t
         .gateway
         .command("ip")
-        .args(["link", "show", regionwall::demo::GATEWAY_LAN])
+        .args(["link", "show", regionwall_testkit::sandbox::GATEWAY_LAN])
         .output()
         .expect("ip link show");
     String::from_utf8_lossy(&out.stdout).contains("xdp")

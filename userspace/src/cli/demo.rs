@@ -31,7 +31,7 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
     })?;
     let exe = std::env::current_exe().context("locating the regionwall binary")?;
     let _signals = SignalGuard::install();
-    let results = regionwall::demo::run(&exe, &policy, &mut std::io::stdout())
+    let results = crate::demo::run(&exe, &policy, &mut std::io::stdout())
         .context("running the demo (it needs root: network namespaces and XDP)")?;
     let blocked_ok = results
         .iter()

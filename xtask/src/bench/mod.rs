@@ -476,7 +476,8 @@ fn nft(table: &Table, dir: &Path) -> anyhow::Result<Option<f64>> {
     );
     let file = dir.join("nft.conf");
     std::fs::write(&file, text)?;
-    let ns = regionwall::netns::NetNs::create(&regionwall::netns::unique_name("bench"))?;
+    let ns =
+        regionwall_testkit::netns::NetNs::create(&regionwall_testkit::netns::unique_name("bench"))?;
     let started = Instant::now();
     let out = ns
         .command("timeout")
@@ -525,7 +526,8 @@ fn rss(root: &Path, countries: &Path, lookup: &str) -> anyhow::Result<Rss> {
     let policy = dir.join("world.toml");
     std::fs::write(&policy, text)?;
 
-    let ns = regionwall::netns::NetNs::create(&regionwall::netns::unique_name("rss"))?;
+    let ns =
+        regionwall_testkit::netns::NetNs::create(&regionwall_testkit::netns::unique_name("rss"))?;
     ns.ip(&[
         "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
     ])?;
