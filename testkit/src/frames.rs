@@ -1,4 +1,7 @@
-//! Hand-built frames for BPF_PROG_TEST_RUN.
+//! Hand-built frames for BPF_PROG_TEST_RUN, with correct checksums.
+//!
+//! [`ipv4`] fills in the header checksum; [`ipv4`] and [`ipv6`] fill in the
+//! UDP, TCP and ICMP checksums of a complete (unfragmented) L4 payload.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -27,7 +30,7 @@ pub fn ethernet(src_mac: [u8; 6], vlans: &[u16], ethertype: u16, payload: &[u8])
     f
 }
 
-/// UDP header (checksum 0) and payload.
+/// UDP header and payload; the IP builder fills in the checksum.
 #[must_use]
 pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut u = Vec::new();
@@ -39,7 +42,7 @@ pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     u
 }
 
-/// Minimal TCP SYN header.
+/// Minimal TCP SYN header; the IP builder fills in the checksum.
 #[must_use]
 pub fn tcp(sport: u16, dport: u16) -> Vec<u8> {
     let mut t = Vec::new();
@@ -71,7 +74,19 @@ pub fn ipv4(
     for _ in 0..option_words {
         h.extend_from_slice(&[1, 1, 1, 1]);
     }
+    let sum = checksum(&[&h]);
+    h[10..12].copy_from_slice(&sum.to_be_bytes());
+    let l4 = h.len();
     h.extend_from_slice(payload);
+    // Offset 0 and no more-fragments flag: the whole L4 payload is here.
+    let (offset, more_fragments) = (frag_off & 0x1fff, frag_off & 0x2000 != 0);
+    if offset == 0 && !more_fragments {
+        let len = u16::try_from(payload.len())
+            .unwrap_or(u16::MAX)
+            .to_be_bytes();
+        let pseudo = [&src.octets()[..], &dst.octets()[..], &[0, proto], &len];
+        fill_l4_checksum(&mut h[l4..], proto, &pseudo, proto == IPPROTO_ICMP);
+    }
     h
 }
 
@@ -126,6 +141,141 @@ pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, exts: &[Ext], proto: u8, payload: &[u8
     h.extend_from_slice(&src.octets());
     h.extend_from_slice(&dst.octets());
     h.extend_from_slice(&chain);
+    let l4 = h.len();
     h.extend_from_slice(payload);
+    if !exts
+        .iter()
+        .any(|e| matches!(e, Ext::Fragment(_) | Ext::Routing))
+    {
+        let len = u32::try_from(payload.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes();
+        let pseudo = [
+            &src.octets()[..],
+            &dst.octets()[..],
+            &len,
+            &[0, 0, 0, proto],
+        ];
+        fill_l4_checksum(&mut h[l4..], proto, &pseudo, false);
+    }
     h
+}
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+/// ICMP (or ICMPv6) message: type, code, checksum (filled in by the IP
+/// builder), then `rest` (for an echo: identifier, sequence, data).
+#[must_use]
+pub fn icmp(kind: u8, code: u8, rest: &[u8]) -> Vec<u8> {
+    let mut m = vec![kind, code, 0, 0];
+    m.extend_from_slice(rest);
+    m
+}
+
+/// ICMP echo request (type 8; use 128 with [`icmp`] for ICMPv6).
+#[must_use]
+pub fn icmp_echo(id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
+    let mut rest = Vec::with_capacity(4 + data.len());
+    rest.extend_from_slice(&id.to_be_bytes());
+    rest.extend_from_slice(&seq.to_be_bytes());
+    rest.extend_from_slice(data);
+    icmp(8, 0, &rest)
+}
+
+/// The Internet checksum (RFC 1071) of the concatenated `parts`.
+#[must_use]
+pub fn checksum(parts: &[&[u8]]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut odd: Option<u8> = None;
+    for b in parts.iter().flat_map(|p| p.iter().copied()) {
+        match odd.take() {
+            Some(hi) => sum += u32::from(u16::from_be_bytes([hi, b])),
+            None => odd = Some(b),
+        }
+    }
+    if let Some(hi) = odd {
+        sum += u32::from(u16::from_be_bytes([hi, 0]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    #[expect(clippy::cast_possible_truncation, reason = "folded to 16 bits")]
+    let folded = sum as u16;
+    !folded
+}
+
+/// Writes the checksum of a UDP, TCP, ICMP or ICMPv6 message in place,
+/// if the message is long enough to have one. `pseudo` is the IP
+/// pseudo-header (ignored when `no_pseudo`, as for ICMPv4).
+fn fill_l4_checksum(l4: &mut [u8], proto: u8, pseudo: &[&[u8]], no_pseudo: bool) {
+    let at = match proto {
+        IPPROTO_UDP if l4.len() >= 8 => 6,
+        IPPROTO_TCP if l4.len() >= 20 => 16,
+        IPPROTO_ICMP | IPPROTO_ICMPV6 if l4.len() >= 4 => 2,
+        _ => return,
+    };
+    l4[at..at + 2].copy_from_slice(&[0, 0]);
+    let mut parts: Vec<&[u8]> = if no_pseudo {
+        Vec::new()
+    } else {
+        pseudo.to_vec()
+    };
+    parts.push(l4);
+    let mut sum = checksum(&parts);
+    if proto == IPPROTO_UDP && sum == 0 {
+        sum = 0xffff; // 0 means "no checksum" in UDP
+    }
+    l4[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+    const B: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+
+    #[test]
+    fn ipv4_header_and_l4_checksums_verify() {
+        for (proto, l4) in [
+            (IPPROTO_UDP, udp(4000, 53, b"odd")),
+            (IPPROTO_TCP, tcp(4000, 443)),
+            (IPPROTO_ICMP, icmp_echo(1, 2, b"ping")),
+        ] {
+            let p = ipv4(A, B, proto, 1, 0, &l4);
+            assert_eq!(checksum(&[&p[..24]]), 0, "header of {proto}");
+            let seg = &p[24..];
+            let len = u16::try_from(seg.len()).unwrap().to_be_bytes();
+            let sum = if proto == IPPROTO_ICMP {
+                checksum(&[seg])
+            } else {
+                checksum(&[&A.octets(), &B.octets(), &[0, proto], &len, seg])
+            };
+            assert_eq!(sum, 0, "L4 checksum of {proto}");
+        }
+        // A first fragment has only part of the L4 payload: no L4 checksum.
+        let p = ipv4(A, B, IPPROTO_UDP, 0, 0x2000, &udp(1, 2, b""));
+        assert_eq!(&p[26..28], &[0, 0]);
+    }
+
+    #[test]
+    fn ipv6_l4_checksums_verify() {
+        let (s, d): (Ipv6Addr, Ipv6Addr) = (
+            "2001:db8:1::10".parse().unwrap(),
+            "2001:db8::7".parse().unwrap(),
+        );
+        for (proto, l4) in [
+            (IPPROTO_UDP, udp(4000, 53, b"x")),
+            (IPPROTO_ICMPV6, icmp(128, 0, &[0, 1, 0, 1])),
+        ] {
+            let p = ipv6(s, d, &[Ext::HopByHop], proto, &l4);
+            let seg = &p[48..];
+            let len = u32::try_from(seg.len()).unwrap().to_be_bytes();
+            let sum = checksum(&[&s.octets(), &d.octets(), &len, &[0, 0, 0, proto], seg]);
+            assert_eq!(sum, 0, "L4 checksum of {proto}");
+        }
+    }
 }
