@@ -11,10 +11,12 @@
 //! - [`flow`]: continuous UDP to several hosts ([`flow::Flow`]).
 //! - [`frames`]: hand-built frames for BPF_PROG_TEST_RUN.
 //! - [`pins`]: a pin root of a test's own, cleaned up on drop.
+//! - [`rng`]: the seeded generator.
 
 pub mod flow;
 pub mod frames;
 pub mod netns;
 pub mod pins;
+pub mod rng;
 pub mod sandbox;
 pub mod traffic;

@@ -3,13 +3,13 @@
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 #[allow(unused_imports, reason = "each test binary uses a different subset")]
-pub use regionwall_testkit::{flow, frames};
+pub use regionwall_testkit::{flow, frames, rng::Rng};
 pub mod mmdb;
 pub mod pins;
 
 use std::{
     io::Write as _,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::Ipv4Addr,
     path::{Path, PathBuf},
 };
 
@@ -118,28 +118,4 @@ pub fn world_regions(groups: usize) -> (String, usize) {
             .expect("write to a String");
     }
     (text, codes.len())
-}
-
-/// A seeded xorshift generator: the same addresses on every run.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// A random IPv4 destination, or an IPv6 one inside 2000::/4 (where
-    /// the world's IPv6 table lives).
-    pub fn destination(&mut self, v4: bool) -> IpAddr {
-        if v4 {
-            #[expect(clippy::cast_possible_truncation, reason = "random bits")]
-            Ipv4Addr::from(self.next_u64() as u32).into()
-        } else {
-            let hi = (u128::from(self.next_u64()) << 64) | u128::from(self.next_u64());
-            Ipv6Addr::from((hi >> 4) | (0x2u128 << 124)).into()
-        }
-    }
 }

@@ -41,9 +41,10 @@ use regionwall::{
     policy::{self, Prefix, net::Bits as _},
 };
 use regionwall_common::{BENCH_KEYS, Lookup};
+use regionwall_testkit::rng::Rng;
 use serde::Serialize;
 
-use self::tables::{Rng, Table};
+use self::tables::Table;
 
 /// Room for the 1M table in both lookups.
 const CAPACITY: Capacity = Capacity {
