@@ -3,6 +3,7 @@
 
 mod common;
 
+use regionwall_testkit::xdp::{XDP_DROP, XDP_PASS};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::{
@@ -16,9 +17,6 @@ use regionwall::{
     events::{self, BootClock, Names, Record},
 };
 use regionwall_common::{Counter, Event, UnparsedAction};
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
 
 const PHONE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const OTHER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x09];

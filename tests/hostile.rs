@@ -12,6 +12,7 @@
 
 mod common;
 
+use regionwall_testkit::xdp::{XDP_DROP, XDP_PASS};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::programs::{TestRun as _, TestRunOptions};
@@ -23,8 +24,6 @@ use regionwall::{
 };
 use regionwall_common::{Counter, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS, UnparsedAction, Verdict};
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
 const FRAMES: u64 = 1_048_576;
 
 /// What the reference parser reads from a frame (the kernel's rules, see

@@ -9,6 +9,7 @@
 
 mod common;
 
+use regionwall_testkit::xdp::XDP_PASS;
 use std::{
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -75,7 +76,10 @@ impl Classifier {
                 ..TestRunOptions::default()
             })
             .expect("test_run");
-        assert_eq!(result.return_value, 2, "classify passes the frame ({dst})");
+        assert_eq!(
+            result.return_value, XDP_PASS,
+            "classify passes the frame ({dst})"
+        );
         let word = |i: usize| u32::from_be_bytes([out[i], out[i + 1], out[i + 2], out[i + 3]]);
         (word(0), word(4))
     }

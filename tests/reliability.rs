@@ -7,6 +7,7 @@
 
 mod common;
 
+use regionwall_testkit::xdp::{XDP_DROP, XDP_PASS};
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -35,8 +36,6 @@ use regionwall_testkit::{
     traffic::send_traffic,
 };
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
 const BLOCKED: &str = "198.51.100.10";
 const ALLOWED: &str = "203.0.113.10";
 

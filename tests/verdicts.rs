@@ -6,6 +6,7 @@
 
 mod common;
 
+use regionwall_testkit::xdp::{XDP_DROP, XDP_PASS};
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::Arc,
@@ -24,8 +25,6 @@ use regionwall::{
     policy::{PacketKey, Policy},
 };
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
 const SRC4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 99);
 
 fn v6(s: &str) -> Ipv6Addr {

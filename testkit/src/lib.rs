@@ -12,6 +12,7 @@
 //! - [`frames`]: hand-built frames for BPF_PROG_TEST_RUN.
 //! - [`pins`]: a pin root of a test's own, cleaned up on drop.
 //! - [`rng`]: the seeded generator.
+//! - [`xdp`]: XDP return codes.
 
 pub mod flow;
 pub mod frames;
@@ -20,3 +21,4 @@ pub mod pins;
 pub mod rng;
 pub mod sandbox;
 pub mod traffic;
+pub mod xdp;
