@@ -6,10 +6,7 @@ mod common;
 use regionwall_testkit::xdp::{XDP_DROP, XDP_PASS};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use aya::{
-    maps::{MapData, RingBuf},
-    programs::{TestRun as _, TestRunOptions},
-};
+use aya::maps::{MapData, RingBuf};
 use common::frames::*;
 use regionwall::{
     compile::Compiled,
@@ -142,15 +139,7 @@ impl Harness {
     }
 
     fn run(&self, frame: &[u8]) -> u32 {
-        self.dp
-            .program()
-            .expect("program")
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                ..TestRunOptions::default()
-            })
-            .unwrap_or_else(|e| panic!("test_run failed: {e:?}"))
-            .return_value
+        common::prog::verdict_of(&self.dp, frame)
     }
 
     fn events(&mut self) -> Vec<Event> {
@@ -768,16 +757,7 @@ fn full_ring_buffer_never_changes_the_verdict() {
     let frame = udp4(PHONE_MAC, &[], PHONE_IP, BLOCKED, 0, 0);
     let runs = 100_000u32; // the 4 MiB ring holds ~52k events of 72 (+8) bytes
     let before = h.dp.counters().expect("counters");
-    let ret =
-        h.dp.program()
-            .expect("program")
-            .test_run(TestRunOptions {
-                data_in: Some(&frame),
-                repeat: runs,
-                ..TestRunOptions::default()
-            })
-            .expect("test_run")
-            .return_value;
+    let ret = common::prog::run(h.dp.program().expect("program"), &frame, runs).return_value;
     assert_eq!(ret, XDP_DROP);
     let after = h.dp.counters().expect("counters");
     let d = |c: Counter| after[c as usize] - before[c as usize];
@@ -901,15 +881,7 @@ mode = "audit"
             IpAddr::V4(d) => udp4(OTHER_MAC, &[], Ipv4Addr::new(192, 0, 2, 99), d, 0, 0),
             IpAddr::V6(d) => udp6(OTHER_MAC, v6("2001:db8:1::99"), d, &[]),
         };
-        let got = dp
-            .program()
-            .expect("program")
-            .test_run(TestRunOptions {
-                data_in: Some(&frame),
-                ..TestRunOptions::default()
-            })
-            .expect("test_run")
-            .return_value;
+        let got = common::prog::verdict_of(&dp, &frame);
         let want_ret = if want == 1 { XDP_DROP } else { XDP_PASS };
         assert_eq!(got, want_ret, "{dst}: regions {regions:?}");
         drops += usize::from(want == 1);
@@ -926,15 +898,7 @@ mode = "audit"
         0,
         0,
     );
-    let r = dp
-        .program()
-        .expect("program")
-        .test_run(TestRunOptions {
-            data_in: Some(&frame),
-            repeat: 100_000,
-            ..TestRunOptions::default()
-        })
-        .expect("test_run");
+    let r = common::prog::run(dp.program().expect("program"), &frame, 100_000);
     println!("world: one repeated IPv4 packet, {:?} per run", r.duration);
     assert!(drops > 0 && audits > 0, "the sample hits both rules");
 }
@@ -1005,15 +969,7 @@ fn compiled(text: &str) -> Compiled {
 fn send(dp: &Datapath, mac: [u8; 6], dst: Ipv4Addr, times: usize, verdict: u32) {
     let frame = udp4(mac, &[], PHONE_IP, dst, 0, 0);
     for _ in 0..times {
-        let got = dp
-            .program()
-            .expect("program")
-            .test_run(TestRunOptions {
-                data_in: Some(&frame),
-                ..TestRunOptions::default()
-            })
-            .expect("test_run")
-            .return_value;
+        let got = common::prog::verdict_of(dp, &frame);
         assert_eq!(got, verdict, "verdict to {dst}");
     }
 }

@@ -15,7 +15,6 @@ mod common;
 use regionwall_testkit::xdp::{XDP_DROP, XDP_PASS};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use aya::programs::{TestRun as _, TestRunOptions};
 use common::{Rng, frames::*};
 use regionwall::{
     compile,
@@ -463,15 +462,7 @@ fn a_million_hostile_frames_match_the_reference() {
         let f = frames.frame();
         let r = reference(&f);
         let want = expected(&policy, &r, unparsed);
-        let got = dp
-            .program()
-            .expect("program")
-            .test_run(TestRunOptions {
-                data_in: Some(&f),
-                ..TestRunOptions::default()
-            })
-            .expect("test_run")
-            .return_value;
+        let got = common::prog::verdict_of(&dp, &f);
         assert_eq!(
             got, want,
             "frame {i}: kernel {got}, reference {want} ({r:?})\n{f:02x?}"

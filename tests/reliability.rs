@@ -20,7 +20,7 @@ use std::{
 
 use aya::{
     maps::{Array, Map, MapData},
-    programs::{TestRun as _, TestRunOptions, Xdp},
+    programs::Xdp,
 };
 use aya_obj::programs::XdpAttachType;
 use common::{
@@ -289,13 +289,7 @@ impl Prober {
             let mut tally = [[0u64; 2]; 3];
             while !s.load(Ordering::Relaxed) {
                 for (i, f) in frames.iter().enumerate() {
-                    let r = prog
-                        .test_run(TestRunOptions {
-                            data_in: Some(f),
-                            ..TestRunOptions::default()
-                        })
-                        .expect("test_run")
-                        .return_value;
+                    let r = common::prog::verdict(&prog, f);
                     match r {
                         XDP_PASS => tally[i][0] += 1,
                         XDP_DROP => tally[i][1] += 1,
@@ -463,14 +457,7 @@ fn bad_policy_or_data_file_is_rejected_like_check_and_the_old_policy_stays() {
         std::net::Ipv4Addr::new(203, 0, 113, 5),
         2,
     );
-    let verdict = |f: &[u8]| {
-        prog.test_run(TestRunOptions {
-            data_in: Some(f),
-            ..TestRunOptions::default()
-        })
-        .expect("test_run")
-        .return_value
-    };
+    let verdict = |f: &[u8]| common::prog::verdict(&prog, f);
     assert_eq!(verdict(&x), XDP_DROP, "the last good policy still drops x");
 
     // A broken data file (a country list with a bad line) is rejected too.
@@ -544,13 +531,7 @@ fn flood(c: &Controller, root: &PinRoot, packets: u32) -> Stats {
     );
     let before = stats(root, &c.socket);
     let start = Instant::now();
-    let run = prog
-        .test_run(TestRunOptions {
-            data_in: Some(&frame),
-            repeat: packets,
-            ..TestRunOptions::default()
-        })
-        .expect("test_run");
+    let run = common::prog::run(&prog, &frame, packets);
     assert_eq!(run.return_value, XDP_DROP);
     println!("{packets} blocked packets in {:?}", start.elapsed());
     // Wait for the controller to drain the ring.

@@ -12,10 +12,7 @@ use std::{
     sync::Arc,
 };
 
-use aya::{
-    maps::{MapData, RingBuf},
-    programs::{TestRun as _, TestRunOptions},
-};
+use aya::maps::{MapData, RingBuf};
 use common::frames::*;
 use regionwall::{
     compile::{self, Compiled},
@@ -106,15 +103,7 @@ impl Kernel {
     }
 
     fn run(&self, frame: &[u8]) -> u32 {
-        self.dp
-            .program()
-            .expect("program")
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                ..TestRunOptions::default()
-            })
-            .expect("test_run")
-            .return_value
+        common::prog::verdict_of(&self.dp, frame)
     }
 
     /// Verdict name and, for drops and audits, the rule named in the event.

@@ -6,6 +6,7 @@
 pub use regionwall_testkit::{flow, frames, rng::Rng};
 pub mod mmdb;
 pub mod pins;
+pub mod prog;
 
 use std::{
     io::Write as _,
