@@ -32,6 +32,7 @@ use common::{
 use regionwall::control::Stats;
 use regionwall_common::{LAYOUT_SLOT_VERSION, LAYOUT_VERSION};
 use regionwall_testkit::{
+    kernel::XDP_LINK,
     sandbox::{Controller, GATEWAY_LAN, Topology},
     traffic::send_traffic,
 };
@@ -67,6 +68,10 @@ fn regionwall(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn killed_controller_keeps_enforcing_restart_adopts_detach_removes() {
+    // XDP links: attached, swapped (adoption, replacement) and detached.
+    if !XDP_LINK.supported() {
+        return;
+    }
     let t = Topology::create("pin").expect("namespaces");
     let policy = demo_policy_copy();
     let root = PinRoot::new();
@@ -165,6 +170,10 @@ fn killed_controller_keeps_enforcing_restart_adopts_detach_removes() {
 
 #[test]
 fn detach_without_a_controller_removes_a_crashed_controllers_pins() {
+    // XDP links: attached, swapped (adoption, replacement) and detached.
+    if !XDP_LINK.supported() {
+        return;
+    }
     let t = Topology::create("detach").expect("namespaces");
     let root = PinRoot::new();
     let c = Controller::start(&exe(), &t, &demo_policy_copy(), &["--pin-root", root.arg()])
@@ -181,6 +190,10 @@ fn detach_without_a_controller_removes_a_crashed_controllers_pins() {
 
 #[test]
 fn pinned_state_of_another_layout_is_replaced_without_a_gap() {
+    // XDP links: attached, swapped (adoption, replacement) and detached.
+    if !XDP_LINK.supported() {
+        return;
+    }
     let t = Topology::create("upgrade").expect("namespaces");
     let policy = demo_policy_copy();
     let root = PinRoot::new();

@@ -13,9 +13,11 @@
 //! - [`pins`]: a pin root of a test's own, cleaned up on drop.
 //! - [`rng`]: the seeded generator.
 //! - [`xdp`]: XDP return codes.
+//! - [`kernel`]: the running kernel's version, for tests needing a feature.
 
 pub mod flow;
 pub mod frames;
+pub mod kernel;
 pub mod netns;
 pub mod pins;
 pub mod rng;
