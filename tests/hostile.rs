@@ -306,7 +306,7 @@ impl Gen {
                 s.extend_from_slice(&[0; 4]);
                 s
             }
-            _ => vec![8, 0, 0, 0, 0, 1, 0, 1],
+            _ => icmp_echo(1, 1, b""),
         }
     }
 

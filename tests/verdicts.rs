@@ -46,7 +46,7 @@ fn frame(p: &Pkt) -> Vec<u8> {
     let l4 = |port: u16| match p.key.proto {
         6 => tcp(40000, port),
         17 => udp(40000, port, b"x"),
-        _ => vec![8, 0, 0, 0, 0, 1, 0, 1], // ICMP echo
+        _ => icmp_echo(1, 1, b""),
     };
     let port = p.key.port.unwrap_or(0);
     match p.dst {
