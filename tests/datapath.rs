@@ -3,12 +3,10 @@
 
 mod common;
 
+use regionwall_testkit::xdp::{XDP_DROP, XDP_PASS};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use aya::{
-    maps::{MapData, RingBuf},
-    programs::{TestRun as _, TestRunOptions},
-};
+use aya::maps::{MapData, RingBuf};
 use common::frames::*;
 use regionwall::{
     compile::Compiled,
@@ -17,9 +15,6 @@ use regionwall::{
     verdict::Verdict,
 };
 use regionwall_common::{Counter, Event, UnparsedAction};
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
 
 const PHONE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const OTHER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x09];
@@ -145,15 +140,7 @@ impl Harness {
     }
 
     fn run(&self, frame: &[u8]) -> u32 {
-        self.dp
-            .program()
-            .expect("program")
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                ..TestRunOptions::default()
-            })
-            .unwrap_or_else(|e| panic!("test_run failed: {e:?}"))
-            .return_value
+        common::prog::verdict_of(&self.dp, frame)
     }
 
     fn events(&mut self) -> Vec<Event> {
@@ -772,16 +759,7 @@ fn full_ring_buffer_never_changes_the_verdict() {
     let frame = udp4(PHONE_MAC, &[], PHONE_IP, BLOCKED, 0, 0);
     let runs = 100_000u32; // the 4 MiB ring holds ~52k events of 72 (+8) bytes
     let before = h.dp.counters().expect("counters");
-    let ret =
-        h.dp.program()
-            .expect("program")
-            .test_run(TestRunOptions {
-                data_in: Some(&frame),
-                repeat: runs,
-                ..TestRunOptions::default()
-            })
-            .expect("test_run")
-            .return_value;
+    let ret = common::prog::run(h.dp.program().expect("program"), &frame, runs).return_value;
     assert_eq!(ret, XDP_DROP);
     let after = h.dp.counters().expect("counters");
     let d = |c: Counter| after[c as usize] - before[c as usize];
@@ -905,15 +883,7 @@ mode = "audit"
             IpAddr::V4(d) => udp4(OTHER_MAC, &[], Ipv4Addr::new(192, 0, 2, 99), d, 0, 0),
             IpAddr::V6(d) => udp6(OTHER_MAC, v6("2001:db8:1::99"), d, &[]),
         };
-        let got = dp
-            .program()
-            .expect("program")
-            .test_run(TestRunOptions {
-                data_in: Some(&frame),
-                ..TestRunOptions::default()
-            })
-            .expect("test_run")
-            .return_value;
+        let got = common::prog::verdict_of(&dp, &frame);
         let want_ret = if want == 1 { XDP_DROP } else { XDP_PASS };
         assert_eq!(got, want_ret, "{dst}: regions {regions:?}");
         drops += usize::from(want == 1);
@@ -930,15 +900,7 @@ mode = "audit"
         0,
         0,
     );
-    let r = dp
-        .program()
-        .expect("program")
-        .test_run(TestRunOptions {
-            data_in: Some(&frame),
-            repeat: 100_000,
-            ..TestRunOptions::default()
-        })
-        .expect("test_run");
+    let r = common::prog::run(dp.program().expect("program"), &frame, 100_000);
     println!("world: one repeated IPv4 packet, {:?} per run", r.duration);
     assert!(drops > 0 && audits > 0, "the sample hits both rules");
 }
@@ -1009,15 +971,7 @@ fn compiled(text: &str) -> Compiled {
 fn send(dp: &Datapath, mac: [u8; 6], dst: Ipv4Addr, times: usize, verdict: u32) {
     let frame = udp4(mac, &[], PHONE_IP, dst, 0, 0);
     for _ in 0..times {
-        let got = dp
-            .program()
-            .expect("program")
-            .test_run(TestRunOptions {
-                data_in: Some(&frame),
-                ..TestRunOptions::default()
-            })
-            .expect("test_run")
-            .return_value;
+        let got = common::prog::verdict_of(dp, &frame);
         assert_eq!(got, verdict, "verdict to {dst}");
     }
 }
@@ -1052,7 +1006,7 @@ impl Pins {
     fn new() -> Self {
         let root = std::path::Path::new("/sys/fs/bpf").join(format!(
             "wtslots-{}",
-            regionwall::netns::unique_name("pins")
+            regionwall_testkit::netns::unique_name("pins")
         ));
         let pins = regionwall::pin::PinDir::new(&root, "slots0");
         pins.create().expect("pin directory");

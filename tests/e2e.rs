@@ -7,7 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::{demo_policy_copy, exe, xdp_attached};
-use regionwall::demo::{Controller, GATEWAY_LAN, Topology, send_traffic};
+use regionwall_testkit::{
+    sandbox::{Controller, GATEWAY_LAN, Topology},
+    traffic::send_traffic,
+};
 
 #[test]
 fn blocked_ranges_dropped_allowed_delivered_with_events() {
@@ -21,7 +24,7 @@ fn blocked_ranges_dropped_allowed_delivered_with_events() {
     );
 
     let mut results = Vec::new();
-    for (label, addr) in regionwall::demo::TARGETS {
+    for (label, addr) in regionwall_testkit::sandbox::TARGETS {
         let d = send_traffic(&topology, label, addr, 5).expect("send traffic");
         println!(
             "{label:<11} {addr:<18} sent {} delivered {} tcp upload {}",
@@ -182,7 +185,7 @@ ports = ["udp"]
         &["--json", "--regions-dir", db_arg],
     )
     .expect("start regionwall run");
-    for (label, addr) in regionwall::demo::TARGETS {
+    for (label, addr) in regionwall_testkit::sandbox::TARGETS {
         let d = send_traffic(&topology, label, addr, 5).expect("send traffic");
         println!(
             "{label:<11} {addr:<18} sent {} delivered {} tcp upload {}",

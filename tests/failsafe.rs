@@ -12,7 +12,10 @@ use std::{
 };
 
 use common::{demo_policy_copy, exe, flow::Flow, pins::PinRoot, xdp_attached};
-use regionwall::demo::{Controller, GATEWAY_LAN, Topology, send_traffic};
+use regionwall_testkit::{
+    sandbox::{Controller, GATEWAY_LAN, Topology},
+    traffic::send_traffic,
+};
 
 const BLOCKED: &str = "198.51.100.10";
 const ALLOWED: &str = "203.0.113.10";
@@ -112,7 +115,8 @@ fn a_second_controller_on_the_same_pins_is_refused() {
     let root = PinRoot::new();
     let c = Controller::start(&exe(), &t, &demo_policy_copy(), &["--pin-root", root.arg()])
         .expect("start");
-    let other_socket = std::env::temp_dir().join(regionwall::netns::unique_name("other.sock"));
+    let other_socket =
+        std::env::temp_dir().join(regionwall_testkit::netns::unique_name("other.sock"));
     let other = other_socket.to_str().expect("UTF-8");
     let second = Controller::start(
         &exe(),
@@ -287,7 +291,7 @@ fn the_control_socket_checks_who_asks() {
 fn a_socket_group_reads_but_cannot_detach() {
     let t = Topology::create("sockgrp").expect("namespaces");
     let root = PinRoot::new();
-    let sock_dir = std::env::temp_dir().join(regionwall::netns::unique_name("grp"));
+    let sock_dir = std::env::temp_dir().join(regionwall_testkit::netns::unique_name("grp"));
     let socket = sock_dir.join("lan0.sock");
     let c = Controller::start(
         &exe(),
@@ -310,7 +314,7 @@ fn a_socket_group_reads_but_cannot_detach() {
     assert_eq!(mode(&socket), 0o660);
     assert_eq!(mode(&sock_dir), 0o750);
     // An existing directory (here a shared 1777 one) is never changed.
-    let shared_dir = std::env::temp_dir().join(regionwall::netns::unique_name("shared"));
+    let shared_dir = std::env::temp_dir().join(regionwall_testkit::netns::unique_name("shared"));
     std::fs::create_dir(&shared_dir).expect("dir");
     std::fs::set_permissions(
         &shared_dir,
@@ -369,7 +373,7 @@ fn a_socket_group_reads_but_cannot_detach() {
 fn failed_starts_and_detach_leave_nothing_behind_and_say_so() {
     let root = PinRoot::new();
     let policy = demo_policy_copy();
-    let socket = std::env::temp_dir().join(regionwall::netns::unique_name("none.sock"));
+    let socket = std::env::temp_dir().join(regionwall_testkit::netns::unique_name("none.sock"));
     let out = regionwall(&[
         "run",
         "--iface",
@@ -388,10 +392,10 @@ fn failed_starts_and_detach_leave_nothing_behind_and_say_so() {
         text(&out)
     );
     assert!(
-        !root.0.join("rw-nonexistent0").exists(),
+        !root.path().join("rw-nonexistent0").exists(),
         "no empty pin directory left"
     );
-    assert!(!root.0.exists(), "nor the pin root it made");
+    assert!(!root.path().exists(), "nor the pin root it made");
 
     let out = regionwall(&[
         "detach",
@@ -463,7 +467,7 @@ fn failed_starts_and_detach_leave_nothing_behind_and_say_so() {
 fn names_that_are_not_interfaces_never_become_paths() {
     let root = PinRoot::new();
     let policy = demo_policy_copy();
-    let socket = std::env::temp_dir().join(regionwall::netns::unique_name("esc.sock"));
+    let socket = std::env::temp_dir().join(regionwall_testkit::netns::unique_name("esc.sock"));
     let out = regionwall(&[
         "run",
         "--iface",
@@ -481,7 +485,7 @@ fn names_that_are_not_interfaces_never_become_paths() {
         "{}",
         text(&out)
     );
-    assert!(!root.0.exists() && !Path::new("/sys/fs/rw-escape").exists());
+    assert!(!root.path().exists() && !Path::new("/sys/fs/rw-escape").exists());
     let out = regionwall(&["detach", "--iface", "..", "--pin-root", root.arg()]);
     assert!(!out.status.success());
     assert!(

@@ -12,9 +12,9 @@
 
 mod common;
 
+use regionwall_testkit::xdp::{XDP_DROP, XDP_PASS};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use aya::programs::{TestRun as _, TestRunOptions};
 use common::{Rng, frames::*};
 use regionwall::{
     compile,
@@ -23,8 +23,6 @@ use regionwall::{
 };
 use regionwall_common::{Counter, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS, UnparsedAction, Verdict};
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
 const FRAMES: u64 = 1_048_576;
 
 /// What the reference parser reads from a frame (the kernel's rules, see
@@ -308,7 +306,7 @@ impl Gen {
                 s.extend_from_slice(&[0; 4]);
                 s
             }
-            _ => vec![8, 0, 0, 0, 0, 1, 0, 1],
+            _ => icmp_echo(1, 1, b""),
         }
     }
 
@@ -464,15 +462,7 @@ fn a_million_hostile_frames_match_the_reference() {
         let f = frames.frame();
         let r = reference(&f);
         let want = expected(&policy, &r, unparsed);
-        let got = dp
-            .program()
-            .expect("program")
-            .test_run(TestRunOptions {
-                data_in: Some(&f),
-                ..TestRunOptions::default()
-            })
-            .expect("test_run")
-            .return_value;
+        let got = common::prog::verdict_of(&dp, &f);
         assert_eq!(
             got, want,
             "frame {i}: kernel {got}, reference {want} ({r:?})\n{f:02x?}"

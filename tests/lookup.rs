@@ -9,12 +9,12 @@
 
 mod common;
 
+use regionwall_testkit::xdp::{XDP_DROP, XDP_PASS};
 use std::{
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use aya::programs::{TestRun as _, TestRunOptions};
 use common::{
     Rng,
     frames::{ethernet, ipv4, ipv6, udp},
@@ -65,17 +65,14 @@ impl Classifier {
     fn kernel(&self, dst: IpAddr) -> (u32, u32) {
         let frame = frame(dst);
         let mut out = vec![0u8; frame.len()];
-        let result = self
-            .dp
-            .program_named("bench_classify")
-            .expect("classify program")
-            .test_run(TestRunOptions {
-                data_in: Some(&frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::default()
-            })
-            .expect("test_run");
-        assert_eq!(result.return_value, 2, "classify passes the frame ({dst})");
+        let ret = common::prog::run_into(
+            self.dp
+                .program_named("bench_classify")
+                .expect("classify program"),
+            &frame,
+            &mut out,
+        );
+        assert_eq!(ret, XDP_PASS, "classify passes the frame ({dst})");
         let word = |i: usize| u32::from_be_bytes([out[i], out[i + 1], out[i + 2], out[i + 3]]);
         (word(0), word(4))
     }
@@ -270,16 +267,7 @@ fn production_program_gives_the_same_verdicts_with_either_lookup() {
     let (mut drops, mut total) = (0, 0);
     for i in 0..20_000 {
         let frame = frame(rng.destination(i % 2 == 0));
-        let verdict = |dp: &Datapath| {
-            dp.program()
-                .expect("program")
-                .test_run(TestRunOptions {
-                    data_in: Some(&frame),
-                    ..TestRunOptions::default()
-                })
-                .expect("test_run")
-                .return_value
-        };
+        let verdict = |dp: &Datapath| common::prog::verdict_of(dp, &frame);
         let v = verdict(&fast);
         assert_eq!(v, verdict(&lpm), "frame {i}");
         drops += usize::from(v == 1);
@@ -323,20 +311,15 @@ fn too_large_for_the_compiled_lookup_keeps_the_old_policy() {
         "{err}"
     );
     assert_eq!(dp.epoch(), 1, "the old policy is still the live one");
-    let run = |dst: Ipv4Addr| {
-        dp.program()
-            .expect("program")
-            .test_run(TestRunOptions {
-                data_in: Some(&frame(IpAddr::V4(dst))),
-                ..TestRunOptions::default()
-            })
-            .expect("test_run")
-            .return_value
-    };
-    assert_eq!(run(Ipv4Addr::new(198, 51, 100, 7)), 1, "still dropped");
+    let run = |dst: Ipv4Addr| common::prog::verdict_of(&dp, &frame(IpAddr::V4(dst)));
+    assert_eq!(
+        run(Ipv4Addr::new(198, 51, 100, 7)),
+        XDP_DROP,
+        "still dropped"
+    );
     assert_eq!(
         run(Ipv4Addr::new(10, 0, 0, 1)),
-        2,
+        XDP_PASS,
         "the new policy never went live"
     );
 }

@@ -7,9 +7,10 @@ mod common;
 use std::{path::Path, process::Command, time::Duration};
 
 use common::{demo_policy_copy, exe, pins::PinRoot};
-use regionwall::{
-    demo::{Controller, GATEWAY_LAN, Topology, send_traffic},
-    verdict::Verdict,
+use regionwall::verdict::Verdict;
+use regionwall_testkit::{
+    sandbox::{Controller, GATEWAY_LAN, Topology},
+    traffic::send_traffic,
 };
 
 const BLOCKED: &str = "198.51.100.10";

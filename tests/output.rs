@@ -11,7 +11,10 @@ use std::{
 };
 
 use common::{demo_policy_copy, exe, pins::PinRoot};
-use regionwall::demo::{Controller, GATEWAY_LAN, Topology, send_traffic};
+use regionwall_testkit::{
+    sandbox::{Controller, GATEWAY_LAN, Topology},
+    traffic::send_traffic,
+};
 
 const BLOCKED: &str = "198.51.100.10";
 
@@ -88,7 +91,7 @@ fn a_failing_event_output_never_stops_enforcement() {
     // stdout /dev/full: ENOSPC on every write.
     let t = Topology::create("devfull").expect("namespaces");
     let root = PinRoot::new();
-    let socket = std::env::temp_dir().join(regionwall::netns::unique_name("full.sock"));
+    let socket = std::env::temp_dir().join(regionwall_testkit::netns::unique_name("full.sock"));
     let policy = demo_policy_copy();
     let mut child = spawn_run(
         &t,
@@ -122,7 +125,7 @@ fn a_reader_that_stops_reading_never_stalls_the_controller() {
     use aya::programs::{TestRun as _, TestRunOptions, Xdp};
     let t = Topology::create("stall").expect("namespaces");
     let root = PinRoot::new();
-    let socket = std::env::temp_dir().join(regionwall::netns::unique_name("stall.sock"));
+    let socket = std::env::temp_dir().join(regionwall_testkit::netns::unique_name("stall.sock"));
     let policy = demo_policy_copy();
     // A pipe whose reader is alive but never reads (a paused pager).
     let (_reader, writer) = std::io::pipe().expect("pipe");
@@ -147,7 +150,7 @@ fn a_reader_that_stops_reading_never_stalls_the_controller() {
             })
             .expect("test_run")
             .return_value;
-        assert_eq!(ret, 1, "XDP_DROP");
+        assert_eq!(ret, regionwall_testkit::xdp::XDP_DROP);
     }
     // The controller works through its queue; stats answer meanwhile.
     let queued = u64::try_from(regionwall::controller::output::QUEUE).expect("queue");

@@ -7,6 +7,7 @@
 
 mod common;
 
+use regionwall_testkit::xdp::{XDP_DROP, XDP_PASS};
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -19,7 +20,7 @@ use std::{
 
 use aya::{
     maps::{Array, Map, MapData},
-    programs::{TestRun as _, TestRunOptions, Xdp},
+    programs::Xdp,
 };
 use aya_obj::programs::XdpAttachType;
 use common::{
@@ -28,15 +29,14 @@ use common::{
     pins::PinRoot,
     udp4_frame, xdp_attached,
 };
-use regionwall::{
-    control::Stats,
-    demo::{Controller, GATEWAY_LAN, Topology, send_traffic},
-    verdict::Verdict,
-};
+use regionwall::{control::Stats, verdict::Verdict};
 use regionwall_common::{LAYOUT_SLOT_VERSION, LAYOUT_VERSION};
+use regionwall_testkit::{
+    kernel::XDP_LINK,
+    sandbox::{Controller, GATEWAY_LAN, Topology},
+    traffic::send_traffic,
+};
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
 const BLOCKED: &str = "198.51.100.10";
 const ALLOWED: &str = "203.0.113.10";
 
@@ -68,6 +68,10 @@ fn regionwall(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn killed_controller_keeps_enforcing_restart_adopts_detach_removes() {
+    // XDP links: attached, swapped (adoption, replacement) and detached.
+    if !XDP_LINK.supported() {
+        return;
+    }
     let t = Topology::create("pin").expect("namespaces");
     let policy = demo_policy_copy();
     let root = PinRoot::new();
@@ -166,6 +170,10 @@ fn killed_controller_keeps_enforcing_restart_adopts_detach_removes() {
 
 #[test]
 fn detach_without_a_controller_removes_a_crashed_controllers_pins() {
+    // XDP links: attached, swapped (adoption, replacement) and detached.
+    if !XDP_LINK.supported() {
+        return;
+    }
     let t = Topology::create("detach").expect("namespaces");
     let root = PinRoot::new();
     let c = Controller::start(&exe(), &t, &demo_policy_copy(), &["--pin-root", root.arg()])
@@ -182,6 +190,10 @@ fn detach_without_a_controller_removes_a_crashed_controllers_pins() {
 
 #[test]
 fn pinned_state_of_another_layout_is_replaced_without_a_gap() {
+    // XDP links: attached, swapped (adoption, replacement) and detached.
+    if !XDP_LINK.supported() {
+        return;
+    }
     let t = Topology::create("upgrade").expect("namespaces");
     let policy = demo_policy_copy();
     let root = PinRoot::new();
@@ -290,13 +302,7 @@ impl Prober {
             let mut tally = [[0u64; 2]; 3];
             while !s.load(Ordering::Relaxed) {
                 for (i, f) in frames.iter().enumerate() {
-                    let r = prog
-                        .test_run(TestRunOptions {
-                            data_in: Some(f),
-                            ..TestRunOptions::default()
-                        })
-                        .expect("test_run")
-                        .return_value;
+                    let r = common::prog::verdict(&prog, f);
                     match r {
                         XDP_PASS => tally[i][0] += 1,
                         XDP_DROP => tally[i][1] += 1,
@@ -464,14 +470,7 @@ fn bad_policy_or_data_file_is_rejected_like_check_and_the_old_policy_stays() {
         std::net::Ipv4Addr::new(203, 0, 113, 5),
         2,
     );
-    let verdict = |f: &[u8]| {
-        prog.test_run(TestRunOptions {
-            data_in: Some(f),
-            ..TestRunOptions::default()
-        })
-        .expect("test_run")
-        .return_value
-    };
+    let verdict = |f: &[u8]| common::prog::verdict(&prog, f);
     assert_eq!(verdict(&x), XDP_DROP, "the last good policy still drops x");
 
     // A broken data file (a country list with a bad line) is rejected too.
@@ -545,13 +544,7 @@ fn flood(c: &Controller, root: &PinRoot, packets: u32) -> Stats {
     );
     let before = stats(root, &c.socket);
     let start = Instant::now();
-    let run = prog
-        .test_run(TestRunOptions {
-            data_in: Some(&frame),
-            repeat: packets,
-            ..TestRunOptions::default()
-        })
-        .expect("test_run");
+    let run = common::prog::run(&prog, &frame, packets);
     assert_eq!(run.return_value, XDP_DROP);
     println!("{packets} blocked packets in {:?}", start.elapsed());
     // Wait for the controller to drain the ring.
@@ -987,7 +980,7 @@ fn runs_with_only_the_units_capabilities_and_its_socket_is_root_only() {
             .collect::<Vec<_>>()
             .join(",")
     );
-    let dir = std::env::temp_dir().join(regionwall::netns::unique_name("caps"));
+    let dir = std::env::temp_dir().join(regionwall_testkit::netns::unique_name("caps"));
     std::fs::create_dir_all(&dir).expect("dir");
     let wrapper = dir.join("regionwall-limited");
     std::fs::write(

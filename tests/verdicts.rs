@@ -6,15 +6,13 @@
 
 mod common;
 
+use regionwall_testkit::xdp::{XDP_DROP, XDP_PASS};
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::Arc,
 };
 
-use aya::{
-    maps::{MapData, RingBuf},
-    programs::{TestRun as _, TestRunOptions},
-};
+use aya::maps::{MapData, RingBuf};
 use common::frames::*;
 use regionwall::{
     compile::{self, Compiled},
@@ -24,8 +22,6 @@ use regionwall::{
     policy::{PacketKey, Policy},
 };
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
 const SRC4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 99);
 
 fn v6(s: &str) -> Ipv6Addr {
@@ -50,7 +46,7 @@ fn frame(p: &Pkt) -> Vec<u8> {
     let l4 = |port: u16| match p.key.proto {
         6 => tcp(40000, port),
         17 => udp(40000, port, b"x"),
-        _ => vec![8, 0, 0, 0, 0, 1, 0, 1], // ICMP echo
+        _ => icmp_echo(1, 1, b""),
     };
     let port = p.key.port.unwrap_or(0);
     match p.dst {
@@ -107,15 +103,7 @@ impl Kernel {
     }
 
     fn run(&self, frame: &[u8]) -> u32 {
-        self.dp
-            .program()
-            .expect("program")
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                ..TestRunOptions::default()
-            })
-            .expect("test_run")
-            .return_value
+        common::prog::verdict_of(&self.dp, frame)
     }
 
     /// Verdict name and, for drops and audits, the rule named in the event.

@@ -12,7 +12,10 @@ use std::{
 };
 
 use common::{demo_policy_copy, exe, pins::PinRoot};
-use regionwall::demo::{Controller, Topology, send_traffic};
+use regionwall_testkit::{
+    sandbox::{Controller, Topology},
+    traffic::send_traffic,
+};
 
 const BLOCKED: &str = "198.51.100.10";
 const LISTED: &str = "203.0.113.10";
@@ -49,7 +52,7 @@ fn saves_to_every_input_reload_even_through_a_symlink() {
     std::fs::write(&list, "# nothing yet\n").expect("list");
     std::fs::write(&real, with_list(&full, &list)).expect("policy");
     // --policy is a symlink in another directory.
-    let link_dir = std::env::temp_dir().join(regionwall::netns::unique_name("link"));
+    let link_dir = std::env::temp_dir().join(regionwall_testkit::netns::unique_name("link"));
     std::fs::create_dir_all(&link_dir).expect("dir");
     let link = link_dir.join("policy.toml");
     std::os::unix::fs::symlink(&real, &link).expect("symlink");

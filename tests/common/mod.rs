@@ -2,14 +2,15 @@
 //! from text, and a loaded datapath with a published policy.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
-pub mod flow;
-pub mod frames;
+#[allow(unused_imports, reason = "each test binary uses a different subset")]
+pub use regionwall_testkit::{flow, frames, rng::Rng};
 pub mod mmdb;
 pub mod pins;
+pub mod prog;
 
 use std::{
     io::Write as _,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::Ipv4Addr,
     path::{Path, PathBuf},
 };
 
@@ -43,11 +44,11 @@ pub fn demo_policy_copy() -> PathBuf {
 }
 
 /// Whether an XDP program is attached to the sandbox gateway's LAN side.
-pub fn xdp_attached(t: &regionwall::demo::Topology) -> bool {
+pub fn xdp_attached(t: &regionwall_testkit::sandbox::Topology) -> bool {
     let out = t
         .gateway
         .command("ip")
-        .args(["link", "show", regionwall::demo::GATEWAY_LAN])
+        .args(["link", "show", regionwall_testkit::sandbox::GATEWAY_LAN])
         .output()
         .expect("ip link show");
     String::from_utf8_lossy(&out.stdout).contains("xdp")
@@ -118,28 +119,4 @@ pub fn world_regions(groups: usize) -> (String, usize) {
             .expect("write to a String");
     }
     (text, codes.len())
-}
-
-/// A seeded xorshift generator: the same addresses on every run.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// A random IPv4 destination, or an IPv6 one inside 2000::/4 (where
-    /// the world's IPv6 table lives).
-    pub fn destination(&mut self, v4: bool) -> IpAddr {
-        if v4 {
-            #[expect(clippy::cast_possible_truncation, reason = "random bits")]
-            Ipv4Addr::from(self.next_u64() as u32).into()
-        } else {
-            let hi = (u128::from(self.next_u64()) << 64) | u128::from(self.next_u64());
-            Ipv6Addr::from((hi >> 4) | (0x2u128 << 124)).into()
-        }
-    }
 }

@@ -16,21 +16,18 @@
 //! - [`events`]: decoding and printing drop/audit events.
 //! - [`pin`]: the pinned state that keeps enforcing without the controller.
 //! - [`slots`]: stable counter indices for device and region names.
-//! - [`netns`]: network namespace helpers for the demo and tests.
-//! - [`demo`]: the sandbox demo.
 
 pub mod compile;
 pub mod control;
 pub mod controller;
 pub mod datapath;
-pub mod demo;
 pub mod error;
 pub mod events;
 pub mod explain;
 pub mod fib;
+mod iface;
 pub mod input;
 pub mod layout;
-pub mod netns;
 pub mod pin;
 pub mod policy;
 pub mod readings;

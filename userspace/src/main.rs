@@ -1,6 +1,7 @@
 //! `regionwall`: region egress policies enforced at line rate by XDP.
 
 mod cli;
+mod demo;
 
 use clap::{Parser, Subcommand};
 

@@ -1,8 +1,16 @@
 //! `regionwall demo`: the sandbox demo in throwaway network namespaces.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use anyhow::Context as _;
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 /// Show regionwall at work in a sandbox (the default command).
 ///
@@ -30,8 +38,8 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
         )
     })?;
     let exe = std::env::current_exe().context("locating the regionwall binary")?;
-    let _signals = SignalGuard::install();
-    let results = regionwall::demo::run(&exe, &policy, &mut std::io::stdout())
+    let _signals = SignalGuard::install()?;
+    let results = crate::demo::run(&exe, &policy, &mut std::io::stdout())
         .context("running the demo (it needs root: network namespaces and XDP)")?;
     let blocked_ok = results
         .iter()
@@ -53,27 +61,29 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
 /// While the demo runs, SIGINT/SIGTERM only set a flag, so Ctrl-C cannot
 /// leave namespaces behind; the bounded demo finishes and cleans up.
 /// (A handler, unlike SIG_IGN, is reset to the default in exec'd children.)
-struct SignalGuard;
-
-static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+struct SignalGuard {
+    interrupted: Arc<AtomicBool>,
+    ids: Vec<signal_hook::SigId>,
 }
 
 impl SignalGuard {
-    fn install() -> Self {
-        for sig in [libc::SIGINT, libc::SIGTERM] {
-            // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-            unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
-        }
-        Self
+    fn install() -> anyhow::Result<Self> {
+        let interrupted = Arc::new(AtomicBool::new(false));
+        let ids = [SIGINT, SIGTERM]
+            .into_iter()
+            .map(|sig| signal_hook::flag::register(sig, Arc::clone(&interrupted)))
+            .collect::<Result<_, _>>()
+            .context("installing the SIGINT/SIGTERM handlers")?;
+        Ok(Self { interrupted, ids })
     }
 }
 
 impl Drop for SignalGuard {
     fn drop(&mut self) {
-        if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+        if self.interrupted.load(Ordering::Relaxed) {
             eprintln!("regionwall demo: interrupted; namespaces were removed");
         }
     }

@@ -227,7 +227,7 @@ impl Controller {
             iface: config.iface.clone(),
         };
         let lock = lock::PinLock::acquire(pins.path(), Some(&owner))?;
-        let ifindex = crate::netns::ifindex(&config.iface).map_err(|source| {
+        let ifindex = crate::iface::ifindex(&config.iface).map_err(|source| {
             ControllerError::NoInterface {
                 iface: config.iface.clone(),
                 source,

@@ -11,7 +11,7 @@ use netlink_packet_route::{RouteNetlinkMessage, link::LinkAttribute};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use tokio::sync::mpsc;
 
-use crate::{datapath::Datapath, netns, pin::PinDir};
+use crate::{datapath::Datapath, iface, pin::PinDir};
 
 /// How often the link is checked when netlink says nothing: an outside
 /// `BPF_LINK_DETACH` sends no notification, so this bounds how long it
@@ -171,7 +171,7 @@ impl Supervisor {
     fn state(&self, pins: &PinDir) -> LinkState {
         // The link first, the name second: see `LinkState::Unlinked`.
         let facts = pins.link_facts();
-        let Ok(now) = netns::ifindex(&self.iface) else {
+        let Ok(now) = iface::ifindex(&self.iface) else {
             return LinkState::Gone;
         };
         match facts {

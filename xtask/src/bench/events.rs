@@ -22,6 +22,7 @@ use regionwall::{
     policy,
 };
 use regionwall_common::Counter;
+use regionwall_testkit::xdp::XDP_DROP;
 use serde::Serialize;
 
 /// Drops per run.
@@ -167,15 +168,8 @@ fn flood(json: bool) -> anyhow::Result<EventRun> {
     let reader = spawn_reader(ring, names, json, &shared);
 
     pin(0);
-    let frame = {
-        let mut f = vec![
-            0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0x5e, 0, 0x53, 0x01, 0x08, 0x00,
-        ];
-        f.extend_from_slice(&[0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0]);
-        f.extend_from_slice(&[192, 0, 2, 10, 198, 51, 100, 7]);
-        f.extend_from_slice(&[0x30, 0x39, 0x01, 0xbb, 0, 8, 0, 0]);
-        f
-    };
+    // 192.0.2.10 -> 198.51.100.7, UDP 443: blocked by the policy above.
+    let frame = super::frame(true);
     let program = dp.program()?;
     let started = Instant::now();
     let mut sent = 0;
@@ -187,7 +181,10 @@ fn flood(json: bool) -> anyhow::Result<EventRun> {
                 ..TestRunOptions::default()
             })
             .context("test_run")?;
-        anyhow::ensure!(r.return_value == 1, "the flood frame must be dropped");
+        anyhow::ensure!(
+            r.return_value == XDP_DROP,
+            "the flood frame must be dropped"
+        );
         sent += BURST;
     }
     let produced = started.elapsed();

@@ -41,9 +41,10 @@ use regionwall::{
     policy::{self, Prefix, net::Bits as _},
 };
 use regionwall_common::{BENCH_KEYS, Lookup};
+use regionwall_testkit::rng::Rng;
 use serde::Serialize;
 
-use self::tables::{Rng, Table};
+use self::tables::Table;
 
 /// Room for the 1M table in both lookups.
 const CAPACITY: Capacity = Capacity {
@@ -402,21 +403,32 @@ fn destinations(
 
 /// A UDP frame of the family; the driver overwrites its destination.
 fn frame(v4: bool) -> Vec<u8> {
-    let mut f = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0x5e, 0, 0x53, 0x01];
-    let udp = [0x30, 0x39, 0x01, 0xbb, 0, 8, 0, 0];
+    use regionwall_testkit::frames::{
+        ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP, ethernet, ipv4, ipv6, udp,
+    };
+    let udp = udp(12345, 443, b"");
     if v4 {
-        f.extend_from_slice(&[0x08, 0x00]);
-        f.extend_from_slice(&[0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0]);
-        f.extend_from_slice(&[192, 0, 2, 10, 198, 51, 100, 7]);
+        let (src, dst) = ([192, 0, 2, 10].into(), [198, 51, 100, 7].into());
+        ethernet(
+            BENCH_MAC,
+            &[],
+            ETH_P_IP,
+            &ipv4(src, dst, IPPROTO_UDP, 0, 0, &udp),
+        )
     } else {
-        f.extend_from_slice(&[0x86, 0xdd]);
-        f.extend_from_slice(&[0x60, 0, 0, 0, 0, 8, 17, 64]);
-        f.extend_from_slice(&0x2001_0db8_0000_0000_0000_0000_0000_0010_u128.to_be_bytes());
-        f.extend_from_slice(&0x2001_0db8_0000_0000_0000_0000_0000_0020_u128.to_be_bytes());
+        let src = 0x2001_0db8_0000_0000_0000_0000_0000_0010_u128.into();
+        let dst = 0x2001_0db8_0000_0000_0000_0000_0000_0020_u128.into();
+        ethernet(
+            BENCH_MAC,
+            &[],
+            ETH_P_IPV6,
+            &ipv6(src, dst, &[], IPPROTO_UDP, &udp),
+        )
     }
-    f.extend_from_slice(&udp);
-    f
 }
+
+/// Source MAC of the benchmark frames (a documentation address).
+const BENCH_MAC: [u8; 6] = [0x02, 0, 0x5e, 0, 0x53, 0x01];
 
 fn packet_cost(dp: &Datapath, v4: bool, args: &Args) -> anyhow::Result<PacketCost> {
     let frame = frame(v4);
@@ -476,7 +488,8 @@ fn nft(table: &Table, dir: &Path) -> anyhow::Result<Option<f64>> {
     );
     let file = dir.join("nft.conf");
     std::fs::write(&file, text)?;
-    let ns = regionwall::netns::NetNs::create(&regionwall::netns::unique_name("bench"))?;
+    let ns =
+        regionwall_testkit::netns::NetNs::create(&regionwall_testkit::netns::unique_name("bench"))?;
     let started = Instant::now();
     let out = ns
         .command("timeout")
@@ -525,7 +538,8 @@ fn rss(root: &Path, countries: &Path, lookup: &str) -> anyhow::Result<Rss> {
     let policy = dir.join("world.toml");
     std::fs::write(&policy, text)?;
 
-    let ns = regionwall::netns::NetNs::create(&regionwall::netns::unique_name("rss"))?;
+    let ns =
+        regionwall_testkit::netns::NetNs::create(&regionwall_testkit::netns::unique_name("rss"))?;
     ns.ip(&[
         "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
     ])?;

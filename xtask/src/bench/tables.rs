@@ -6,6 +6,7 @@ use std::{fmt::Write as _, path::Path};
 
 use anyhow::{Context as _, bail};
 use regionwall::policy::Prefix;
+use regionwall_testkit::rng::Rng;
 
 /// Regions the countries are spread over (as in the world tests).
 pub const REGIONS: usize = 60;
@@ -49,29 +50,6 @@ impl Table {
         let path = dir.join("policy.toml");
         std::fs::write(&path, policy).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
-    }
-}
-
-/// A seeded xorshift generator: the same tables and keys on every run.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-
-    pub fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = usize::try_from(self.below(i as u64 + 1)).unwrap_or(0);
-            v.swap(i, j);
-        }
     }
 }
 

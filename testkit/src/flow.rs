@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use regionwall::demo::Topology;
+use crate::sandbox::Topology;
 
 /// Sent and delivered datagrams of one destination.
 #[derive(Clone, Copy, Debug, Default)]
@@ -117,6 +117,7 @@ impl Flow {
 
     /// Stops sending, lets the last datagrams arrive, and returns the
     /// counts per address, in the order given.
+    #[must_use]
     pub fn stop(mut self) -> Vec<(IpAddr, Count)> {
         // The sender first (last thread), then the receivers after a pause.
         let sender = self.threads.pop().expect("sender");

@@ -1,5 +1,5 @@
-//! Network namespaces for the demo and the tests: created with iproute2,
-//! entered per thread with setns(2), always removed on drop.
+//! Network namespaces with unique names: created with iproute2, entered
+//! per thread with setns(2), always removed on drop.
 
 use std::{
     fs::File,
@@ -136,34 +136,4 @@ impl Drop for NsGuard {
             log::error!("returning to the previous network namespace: {e}");
         }
     }
-}
-
-/// Index of interface `name` in the calling thread's namespace.
-pub fn ifindex(name: &str) -> io::Result<u32> {
-    let c =
-        std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: valid NUL-terminated string.
-    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if idx == 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(idx)
-    }
-}
-
-/// Name of interface `index` in the calling thread's namespace.
-#[must_use]
-pub fn ifname(index: u32) -> Option<String> {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: buf has IF_NAMESIZE bytes as the call requires.
-    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
-    Some(
-        unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
-            .to_string_lossy()
-            .into_owned(),
-    )
 }
