@@ -1,5 +1,8 @@
 //! regionwall: region egress policies enforced by an XDP program.
 //!
+//! - [`net`], [`set`]: address prefixes and exact prefix-set algebra.
+//! - [`diag`]: diagnostics with file, line, column and what was expected.
+//! - [`input`]: bounded, non-blocking reading of every input file.
 //! - [`policy`]: the policy model and its TOML parser with precise errors.
 //! - [`sources`]: loaders for country databases, RIR statistics, GeoLite2 and range CSVs.
 //! - [`compile`]: policy -> kernel tables (region classes, decisions).
@@ -19,14 +22,17 @@ pub mod control;
 pub mod controller;
 pub mod datapath;
 pub mod demo;
+pub mod diag;
 pub mod error;
 pub mod events;
 pub mod explain;
 pub mod fib;
 pub mod input;
+pub mod net;
 pub mod netns;
 pub mod pin;
 pub mod policy;
+pub mod set;
 pub mod slots;
 pub mod sources;
 mod sys;

@@ -4,12 +4,9 @@
 //! [`parse`] turns a TOML file into a validated [`Policy`] or every error it
 //! found, each with file, line and column.
 
-mod diag;
-pub mod net;
 mod parse;
 pub mod ports;
 mod schema;
-pub mod set;
 mod widen;
 
 use std::{
@@ -18,8 +15,10 @@ use std::{
     sync::Arc,
 };
 
-pub use diag::{Diagnostic, Diagnostics, Lines, locate};
-pub use net::{Prefix, V4, V6};
+pub use crate::diag::{Diagnostic, Diagnostics, Lines, locate};
+pub use crate::net::{Prefix, V4, V6};
+/// Moved to the crate root; kept here for existing `policy::net` paths.
+pub use crate::{net, set};
 pub use parse::{
     Options, parse_file, parse_file_limited, parse_file_with, parse_str, parse_str_with,
 };
