@@ -9,14 +9,11 @@ pub mod ports;
 mod schema;
 mod widen;
 
-use std::{
-    net::IpAddr,
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::{net::IpAddr, path::PathBuf};
 
 pub use crate::diag::{Diagnostic, Diagnostics, Lines, locate};
 pub use crate::net::{Prefix, V4, V6};
+pub use crate::sources::Origin;
 /// Moved to the crate root; kept here for existing `policy::net` paths.
 pub use crate::{net, set};
 pub use parse::{
@@ -29,24 +26,6 @@ pub use widen::{Widening, widening};
 pub const DEFAULT_DEVICE_NAME: &str = "default";
 /// Name of the built-in region holding every address (0.0.0.0/0 and ::/0).
 pub const ANY_REGION_NAME: &str = "any";
-
-/// Where a prefix came from, for `explain`. The path is shared by every
-/// prefix of one file; line 0 means the file has no lines (MMDB).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Origin {
-    pub file: Arc<Path>,
-    pub line: usize,
-}
-
-impl std::fmt::Display for Origin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if self.line > 0 {
-            write!(f, ":{}", self.line)?;
-        }
-        Ok(())
-    }
-}
 
 /// A named set of addresses: the union of `prefixes` (from any number of
 /// sources, overlaps and duplicates allowed) minus the union of `except`.
