@@ -37,4 +37,6 @@ pub mod slots;
 pub mod sources;
 mod sys;
 
-pub use error::{CompileError, DatapathError, FibError, PolicyError, Shortfall};
+pub use compile::CompileError;
+pub use error::{DatapathError, FibError, Shortfall};
+pub use policy::PolicyError;

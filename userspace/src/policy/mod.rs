@@ -17,7 +17,8 @@ pub use crate::sources::Origin;
 /// Moved to the crate root; kept here for existing `policy::net` paths.
 pub use crate::{net, set};
 pub use parse::{
-    Options, parse_file, parse_file_limited, parse_file_with, parse_str, parse_str_with,
+    Options, PolicyError, parse_file, parse_file_limited, parse_file_with, parse_str,
+    parse_str_with,
 };
 pub use ports::{PacketKey, PortMatch};
 pub use widen::{Widening, widening};

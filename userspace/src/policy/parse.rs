@@ -48,10 +48,34 @@ use super::{
     Origin, Policy, PortMatch, Prefix, Region, Rule, V4, V6, net,
 };
 use crate::{
-    error::PolicyError,
-    input::{Inputs, Limits},
+    input::{InputError, Inputs, Limits},
     sources::{self, ByCountry, LoadError, Sourced, country_dir, geolite2},
 };
+
+/// A policy could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read policy {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not a regular file, or over the size limit.
+    #[error("policy {0}")]
+    Input(InputError),
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+impl From<InputError> for PolicyError {
+    fn from(e: InputError) -> Self {
+        match e {
+            InputError::Io { path, source } => Self::Io { path, source },
+            other => Self::Input(other),
+        }
+    }
+}
 
 /// Settings that do not come from the policy file.
 #[derive(Clone, Debug, Default)]
