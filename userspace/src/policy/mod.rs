@@ -1,11 +1,16 @@
 //! The policy model: named regions (sets of prefixes), named devices, and
 //! rules `devices -> block [regions]` with `allow` exceptions.
 //!
-//! [`parse`] turns a TOML file into a validated [`Policy`] or every error it
-//! found, each with file, line and column.
+//! [`parse_file`] turns a TOML file into a validated [`Policy`] or every
+//! error it found, each with file, line and column: `parse` (the serde
+//! shapes), `schema` (structural errors), `resolve` (data files and
+//! sources), `check` (names and references); `load` runs them in turn.
 
+mod check;
+mod load;
 mod parse;
 pub mod ports;
+mod resolve;
 mod schema;
 mod widen;
 
@@ -16,7 +21,7 @@ pub use crate::net::{Prefix, V4, V6};
 pub use crate::sources::Origin;
 /// Moved to the crate root; kept here for existing `policy::net` paths.
 pub use crate::{net, set};
-pub use parse::{
+pub use load::{
     Options, PolicyError, parse_file, parse_file_limited, parse_file_with, parse_str,
     parse_str_with,
 };
