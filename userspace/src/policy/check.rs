@@ -10,7 +10,6 @@ use super::{
     ANY_REGION_NAME, DEFAULT_DEVICE_NAME, Device, Diagnostic, Diagnostics, Group, Mode, Policy,
     PolicyError, PortMatch, Prefix, Region, Rule, V4, V6, load::Checker, net, parse::RawPolicy,
 };
-use crate::sources;
 
 impl Checker<'_> {
     pub(super) fn mode(&mut self, m: &Spanned<String>) -> Mode {
@@ -72,15 +71,7 @@ impl Checker<'_> {
                 }
             }
             if let Some(file) = &b.file {
-                let data_path = self.resolve(file.get_ref());
-                match sources::read(&data_path, &mut self.inputs) {
-                    Ok(text) => {
-                        let (found, errs) = sources::read_cidr_list(&data_path, &text);
-                        prefixes.extend(found);
-                        self.errors.extend(errs);
-                    }
-                    Err(e) => self.load_failed(file, "region file", e),
-                }
+                prefixes.extend(self.region_file(file));
             }
             prefixes.extend(self.countries(name, &b.countries, b.from.as_ref()));
             if b.file.is_none() && b.cidrs.is_empty() && b.countries.is_empty() {

@@ -12,9 +12,7 @@ use std::{
 
 use toml::Spanned;
 
-use super::{
-    Diagnostic, Diagnostics, Lines, Origin, Policy, parse::RawPolicy, resolve::SourceKind,
-};
+use super::{Diagnostic, Diagnostics, Lines, Origin, Policy, resolve::SourceKind};
 use crate::input::{InputError, Inputs, Limits};
 
 /// A policy could not be loaded.
@@ -93,25 +91,7 @@ fn parse_text(
     options: &Options,
     inputs: Inputs,
 ) -> Result<Policy, PolicyError> {
-    let problems = super::schema::check(source);
-    if !problems.is_empty() {
-        return Err(PolicyError::Invalid(Diagnostics(
-            problems
-                .into_iter()
-                .map(|p| Diagnostic::at(path, source, p.span, p.message))
-                .collect(),
-        )));
-    }
-    let raw: RawPolicy = match toml::from_str(source) {
-        Ok(r) => r,
-        Err(e) => {
-            let span = e.span().unwrap_or(0..0);
-            let message = e.message().trim().to_string();
-            return Err(PolicyError::Invalid(Diagnostics(vec![Diagnostic::at(
-                path, source, span, message,
-            )])));
-        }
-    };
+    let raw = super::parse::parse(source, path).map_err(PolicyError::Invalid)?;
     let base_dir = path.parent().map_or_else(PathBuf::new, Path::to_path_buf);
     Checker {
         path,

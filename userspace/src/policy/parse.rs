@@ -31,10 +31,31 @@
 //! mode = "audit"
 //! ```
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, path::Path};
 
 use serde::Deserialize;
 use toml::Spanned;
+
+use super::{Diagnostic, Diagnostics};
+
+/// The policy text read from `path` in its serde shape, or every
+/// structural error (syntax, unknown keys, wrong types) found in it.
+pub(super) fn parse(source: &str, path: &Path) -> Result<RawPolicy, Diagnostics> {
+    let problems = super::schema::check(source);
+    if !problems.is_empty() {
+        return Err(Diagnostics(
+            problems
+                .into_iter()
+                .map(|p| Diagnostic::at(path, source, p.span, p.message))
+                .collect(),
+        ));
+    }
+    toml::from_str(source).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        let message = e.message().trim().to_string();
+        Diagnostics(vec![Diagnostic::at(path, source, span, message)])
+    })
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -42,6 +42,22 @@ impl Checker<'_> {
         self.base_dir.join(text)
     }
 
+    /// The CIDRs of a region's `file =` list; its errors are reported.
+    pub(super) fn region_file(&mut self, file: &Spanned<String>) -> Sourced {
+        let data_path = self.resolve(file.get_ref());
+        match sources::read(&data_path, &mut self.inputs) {
+            Ok(text) => {
+                let (found, errs) = sources::read_cidr_list(&data_path, &text);
+                self.errors.extend(errs);
+                found
+            }
+            Err(e) => {
+                self.load_failed(file, "region file", e);
+                Vec::new()
+            }
+        }
+    }
+
     /// Registers `[sources.*]` and the `regions_dir` database.
     pub(super) fn declare_sources(&mut self, raw: &RawPolicy) {
         let dir = match (&self.options.regions_dir, &raw.regions_dir) {
