@@ -127,3 +127,118 @@ pub(super) struct RawRule {
     #[serde(default)]
     pub(super) mode: Option<Spanned<String>>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every structural message of `source`: `line:column: message`.
+    fn problems(source: &str) -> Vec<String> {
+        let Err(d) = parse(source, Path::new("p.toml")) else {
+            panic!("expected structural errors");
+        };
+        d.0.iter()
+            .map(|d| format!("{}:{}: {}", d.line, d.column, d.message))
+            .collect()
+    }
+
+    /// Pins every key of every table, its shape and whether it is
+    /// required, as the unknown-key, type and missing-key errors show them.
+    #[test]
+    fn structural_errors_name_every_key_and_shape() {
+        let every_key_wrong = "\
+mode = 1
+allow_empty = \"x\"
+regions_dir = 1
+x = 1
+[sources.s]
+format = 1
+path = 1
+country = 1
+y = 1
+[sources.t]
+[regions.r]
+cidrs = 1
+file = 1
+countries = 1
+from = 1
+except = 1
+z = 1
+[devices.d]
+mac = 1
+ip = 1
+w = 1
+[groups]
+g = 1
+[[rules]]
+name = 1
+devices = 1
+block = 1
+allow = 1
+ports = 1
+mode = 1
+v = 1
+[[rules]]
+";
+        let list = "must be an array of strings, e.g. [\"...\"], found an integer";
+        assert_eq!(
+            problems(every_key_wrong),
+            [
+                "1:8: `mode` must be a string, found an integer".to_string(),
+                "2:15: `allow_empty` must be true or false, found a string".into(),
+                "3:15: `regions_dir` must be a string, found an integer".into(),
+                "4:1: unknown field `x` in the policy, expected one of `mode`, `allow_empty`, \
+                 `regions_dir`, `sources`, `regions`, `devices`, `groups`, `rules`"
+                    .into(),
+                "6:10: `format` must be a string, found an integer".into(),
+                "7:8: `path` must be a string, found an integer".into(),
+                "8:11: `country` must be a string, found an integer".into(),
+                "9:1: unknown field `y` in [sources.s], expected one of `format`, `path`, \
+                 `country`"
+                    .into(),
+                "10:1: missing field `format` in [sources.t]".into(),
+                "10:1: missing field `path` in [sources.t]".into(),
+                format!("12:9: `cidrs` {list}"),
+                "13:8: `file` must be a string, found an integer".into(),
+                format!("14:13: `countries` {list}"),
+                format!("15:8: `from` {list}"),
+                format!("16:10: `except` {list}"),
+                "17:1: unknown field `z` in [regions.r], expected one of `cidrs`, `file`, \
+                 `countries`, `from`, `except`"
+                    .into(),
+                format!("19:7: `mac` {list}"),
+                format!("20:6: `ip` {list}"),
+                "21:1: unknown field `w` in [devices.d], expected one of `mac`, `ip`".into(),
+                format!("23:5: `groups.g` {list}"),
+                "25:8: `name` must be a string, found an integer".into(),
+                format!("26:11: `devices` {list}"),
+                format!("27:9: `block` {list}"),
+                format!("28:9: `allow` {list}"),
+                format!("29:9: `ports` {list}"),
+                "30:8: `mode` must be a string, found an integer".into(),
+                "31:1: unknown field `v` in [[rules]], expected one of `name`, `devices`, \
+                 `block`, `allow`, `ports`, `mode`"
+                    .into(),
+                "32:1: missing field `devices` in [[rules]]".into(),
+            ]
+        );
+        assert_eq!(
+            problems("sources = 1\nregions = 1\ndevices = 1\ngroups = 1\nrules = 1\n"),
+            [
+                "1:11: `sources` must be a table, found an integer",
+                "2:11: `regions` must be a table, found an integer",
+                "3:11: `devices` must be a table, found an integer",
+                "4:10: `groups` must be a table, found an integer",
+                "5:9: `rules` must be an array of tables ([[...]]), found an integer",
+            ]
+        );
+        assert_eq!(
+            problems("rules = [1]\nsources = { t = 1 }\ngroups = { g = [1] }\n"),
+            [
+                "1:10: `rules` must be tables ([[rules]]), found an integer",
+                "2:17: `sources.t` must be a table, found an integer",
+                "3:17: `groups.g` must list strings, found an integer",
+            ]
+        );
+    }
+}
