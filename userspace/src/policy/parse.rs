@@ -36,12 +36,15 @@ use std::{collections::BTreeMap, path::Path};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Diagnostic, Diagnostics};
+use super::{
+    Diagnostic, Diagnostics,
+    schema::{Field, Keys, Shape},
+};
 
 /// The policy text read from `path` in its serde shape, or every
 /// structural error (syntax, unknown keys, wrong types) found in it.
 pub(super) fn parse(source: &str, path: &Path) -> Result<RawPolicy, Diagnostics> {
-    let problems = super::schema::check(source);
+    let problems = super::schema::check(source, RawPolicy::KEYS);
     if !problems.is_empty() {
         return Err(Diagnostics(
             problems
@@ -57,75 +60,100 @@ pub(super) fn parse(source: &str, path: &Path) -> Result<RawPolicy, Diagnostics>
     })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawPolicy {
-    #[serde(default)]
-    pub(super) mode: Option<Spanned<String>>,
-    #[serde(default)]
-    pub(super) allow_empty: Option<bool>,
-    #[serde(default)]
-    pub(super) regions_dir: Option<Spanned<String>>,
-    #[serde(default)]
-    pub(super) sources: BTreeMap<Spanned<String>, Spanned<RawSource>>,
-    #[serde(default)]
-    pub(super) regions: BTreeMap<Spanned<String>, Spanned<RawRegion>>,
-    #[serde(default)]
-    pub(super) devices: BTreeMap<Spanned<String>, Spanned<RawDevice>>,
-    #[serde(default)]
-    pub(super) groups: BTreeMap<Spanned<String>, Spanned<Vec<Spanned<String>>>>,
-    #[serde(default)]
-    pub(super) rules: Vec<Spanned<RawRule>>,
+/// Declares one table of the policy file in one place: the serde struct
+/// (unknown keys denied, `= default` fields optional) and, through
+/// [`Field`], the keys, shapes and required keys the `schema` pass checks
+/// the text against. Adding a key is adding a line here.
+macro_rules! policy_table {
+    (
+        $(#[$meta:meta])*
+        struct $name:ident {
+            $( $(#[$fmeta:meta])* $field:ident: $ty:ty $(= $default:ident)? ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(super) struct $name {
+            $( $(#[$fmeta])* $(#[serde($default)])? pub(super) $field: $ty, )*
+        }
+
+        impl $name {
+            /// Each key with its shape and whether it is required.
+            pub(super) const KEYS: Keys = &[
+                $( (stringify!($field), <$ty as Field>::SHAPE, required!($($default)?)), )*
+            ];
+        }
+
+        impl Field for $name {
+            const SHAPE: Shape = Shape::Table(Self::KEYS);
+        }
+    };
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawSource {
-    pub(super) format: Spanned<String>,
-    pub(super) path: Spanned<String>,
-    /// GeoLite2 only: "located" (default) or "registered".
-    #[serde(default)]
-    pub(super) country: Option<Spanned<String>>,
+/// Whether a [`policy_table!`] field without `= default` must be given.
+macro_rules! required {
+    () => {
+        true
+    };
+    (default) => {
+        false
+    };
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawRegion {
-    #[serde(default)]
-    pub(super) cidrs: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub(super) file: Option<Spanned<String>>,
-    #[serde(default)]
-    pub(super) countries: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub(super) from: Option<Spanned<Vec<Spanned<String>>>>,
-    #[serde(default)]
-    pub(super) except: Vec<Spanned<String>>,
+policy_table! {
+    /// The whole policy file.
+    struct RawPolicy {
+        mode: Option<Spanned<String>> = default,
+        allow_empty: Option<bool> = default,
+        regions_dir: Option<Spanned<String>> = default,
+        sources: BTreeMap<Spanned<String>, Spanned<RawSource>> = default,
+        regions: BTreeMap<Spanned<String>, Spanned<RawRegion>> = default,
+        devices: BTreeMap<Spanned<String>, Spanned<RawDevice>> = default,
+        groups: BTreeMap<Spanned<String>, Spanned<Vec<Spanned<String>>>> = default,
+        rules: Vec<Spanned<RawRule>> = default,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawDevice {
-    #[serde(default)]
-    pub(super) mac: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub(super) ip: Vec<Spanned<String>>,
+policy_table! {
+    /// `[sources.<name>]`
+    struct RawSource {
+        format: Spanned<String>,
+        path: Spanned<String>,
+        /// GeoLite2 only: "located" (default) or "registered".
+        country: Option<Spanned<String>> = default,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawRule {
-    #[serde(default)]
-    pub(super) name: Option<Spanned<String>>,
-    pub(super) devices: Spanned<Vec<Spanned<String>>>,
-    #[serde(default)]
-    pub(super) block: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub(super) allow: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub(super) ports: Option<Spanned<Vec<Spanned<String>>>>,
-    #[serde(default)]
-    pub(super) mode: Option<Spanned<String>>,
+policy_table! {
+    /// `[regions.<name>]`
+    struct RawRegion {
+        cidrs: Vec<Spanned<String>> = default,
+        file: Option<Spanned<String>> = default,
+        countries: Vec<Spanned<String>> = default,
+        from: Option<Spanned<Vec<Spanned<String>>>> = default,
+        except: Vec<Spanned<String>> = default,
+    }
+}
+
+policy_table! {
+    /// `[devices.<name>]`
+    struct RawDevice {
+        mac: Vec<Spanned<String>> = default,
+        ip: Vec<Spanned<String>> = default,
+    }
+}
+
+policy_table! {
+    /// One `[[rules]]` entry.
+    struct RawRule {
+        name: Option<Spanned<String>> = default,
+        devices: Spanned<Vec<Spanned<String>>>,
+        block: Vec<Spanned<String>> = default,
+        allow: Vec<Spanned<String>> = default,
+        ports: Option<Spanned<Vec<Spanned<String>>>> = default,
+        mode: Option<Spanned<String>> = default,
+    }
 }
 
 #[cfg(test)]
