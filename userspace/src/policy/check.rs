@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use toml::Spanned;
 
 use super::{
-    ANY_REGION_NAME, DEFAULT_DEVICE_NAME, Device, Diagnostic, Diagnostics, Group, Mode, Policy,
-    PolicyError, PortMatch, Prefix, Region, Rule, V4, V6, load::Checker, net, parse::RawPolicy,
+    ANY_REGION_NAME, DEFAULT_DEVICE_NAME, Device, Diagnostic, Group, Mode, PortMatch, Prefix,
+    Region, Rule, V4, V6, load::Checker, net, parse::RawPolicy,
 };
 
 impl Checker<'_> {
@@ -302,22 +302,21 @@ impl Checker<'_> {
         (groups, ids)
     }
 
+    /// The `[[rules]]`, in file order. Inline CIDRs in `allow` become
+    /// anonymous regions appended to `regions`; "any" is added on first use.
     #[expect(
         clippy::too_many_lines,
-        reason = "one linear pass over the sections of a policy"
+        reason = "one linear pass over the rules of a policy"
     )]
-    #[expect(
-        clippy::needless_pass_by_value,
-        reason = "the raw policy is consumed by this pass"
-    )]
-    pub(super) fn check(mut self, raw: RawPolicy) -> Result<Policy, PolicyError> {
-        let default_mode = raw.mode.as_ref().map_or(Mode::Enforce, |m| self.mode(m));
-        self.declare_sources(&raw);
-        let (mut regions, mut region_ids) = self.regions(&raw);
-        let (devices, device_ids) = self.devices(&raw);
-        let (groups, group_ids) = self.groups(&raw, &device_ids);
-
-        let named_regions = regions.len();
+    pub(super) fn rules(
+        &mut self,
+        raw: &RawPolicy,
+        default_mode: Mode,
+        regions: &mut Vec<Region>,
+        region_ids: &mut HashMap<String, usize>,
+        device_ids: &HashMap<String, usize>,
+        group_ids: &HashMap<String, usize>,
+    ) -> Vec<Rule> {
         let mut rules = Vec::new();
         let mut rule_names: HashMap<String, usize> = HashMap::new();
         for (i, r) in raw.rules.iter().enumerate() {
@@ -367,14 +366,14 @@ impl Checker<'_> {
             }
             let mut block = Vec::new();
             for b in &body.block {
-                match self.region_ref(b, &mut regions, &mut region_ids) {
+                match self.region_ref(b, regions, region_ids) {
                     Some(id) => block.push(id),
                     None => self.error(
                         b,
                         format!(
                             "unknown region \"{}\": expected one of {}",
                             b.get_ref(),
-                            known_regions(&region_ids)
+                            known_regions(region_ids)
                         ),
                     ),
                 }
@@ -382,7 +381,7 @@ impl Checker<'_> {
             let mut allow = Vec::new();
             let mut inline = Vec::new();
             for a in &body.allow {
-                if let Some(id) = self.region_ref(a, &mut regions, &mut region_ids) {
+                if let Some(id) = self.region_ref(a, regions, region_ids) {
                     allow.push(id);
                 } else {
                     match Prefix::parse(a.get_ref()) {
@@ -391,7 +390,7 @@ impl Checker<'_> {
                             a,
                             format!(
                                 "expected a region name ({}) or a CIDR in `allow`, found \"{}\"",
-                                known_regions(&region_ids),
+                                known_regions(region_ids),
                                 a.get_ref()
                             ),
                         ),
@@ -444,7 +443,12 @@ impl Checker<'_> {
                 line: self.line_of(r),
             });
         }
-        let allow_empty = raw.allow_empty.unwrap_or(false);
+        rules
+    }
+
+    /// Checks on the policy as a whole: no rules (a warning unless
+    /// `allow_empty`), and more regions than the kernel tables hold.
+    pub(super) fn totals(&mut self, rules: &[Rule], regions: &[Region], allow_empty: bool) {
         if rules.is_empty() && self.errors.is_empty() && !allow_empty {
             self.warnings.push(Diagnostic::at(
                 self.path,
@@ -465,22 +469,6 @@ impl Checker<'_> {
                 ),
             ));
         }
-        if !self.errors.is_empty() {
-            self.errors
-                .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
-            return Err(PolicyError::Invalid(Diagnostics(self.errors)));
-        }
-        Ok(Policy {
-            source: self.path.to_path_buf(),
-            regions,
-            named_regions,
-            devices,
-            groups,
-            rules,
-            allow_empty,
-            inputs: self.inputs.into_paths(),
-            warnings: self.warnings,
-        })
     }
 
     /// Resolves a region name; "any" is built in.

@@ -12,7 +12,9 @@ use std::{
 
 use toml::Spanned;
 
-use super::{Diagnostic, Diagnostics, Lines, Origin, Policy, resolve::SourceKind};
+use super::{
+    Diagnostic, Diagnostics, Lines, Mode, Origin, Policy, parse::RawPolicy, resolve::SourceKind,
+};
 use crate::input::{InputError, Inputs, Limits};
 
 /// A policy could not be loaded.
@@ -105,7 +107,7 @@ fn parse_text(
         warnings: Vec::new(),
         loaded: HashMap::new(),
     }
-    .check(raw)
+    .run(&raw)
 }
 pub(super) struct Checker<'a> {
     pub(super) path: &'a Path,
@@ -146,5 +148,42 @@ impl Checker<'_> {
             file: self.file.clone(),
             line: self.line_of(at),
         }
+    }
+
+    /// Resolves and checks `raw` section by section, in the order the
+    /// warnings are given; then every error, sorted by position, or the policy.
+    fn run(mut self, raw: &RawPolicy) -> Result<Policy, PolicyError> {
+        let default_mode = raw.mode.as_ref().map_or(Mode::Enforce, |m| self.mode(m));
+        self.declare_sources(raw);
+        let (mut regions, mut region_ids) = self.regions(raw);
+        let (devices, device_ids) = self.devices(raw);
+        let (groups, group_ids) = self.groups(raw, &device_ids);
+        let named_regions = regions.len();
+        let rules = self.rules(
+            raw,
+            default_mode,
+            &mut regions,
+            &mut region_ids,
+            &device_ids,
+            &group_ids,
+        );
+        let allow_empty = raw.allow_empty.unwrap_or(false);
+        self.totals(&rules, &regions, allow_empty);
+        if !self.errors.is_empty() {
+            self.errors
+                .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+            return Err(PolicyError::Invalid(Diagnostics(self.errors)));
+        }
+        Ok(Policy {
+            source: self.path.to_path_buf(),
+            regions,
+            named_regions,
+            devices,
+            groups,
+            rules,
+            allow_empty,
+            inputs: self.inputs.into_paths(),
+            warnings: self.warnings,
+        })
     }
 }
