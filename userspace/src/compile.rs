@@ -11,10 +11,30 @@ use std::{collections::HashMap, net::IpAddr};
 
 use regionwall_common::{Decision, MAX_DECISIONS, NO_REGION, NO_RULE, PORT_SLOTS, Verdict};
 
-use crate::{
-    error::CompileError,
-    policy::{Mode, PacketKey, Policy, PortMatch, Prefix, Rule, V4, V6, net::Bits},
-};
+use crate::policy::{Mode, PacketKey, Policy, PortMatch, Prefix, Rule, V4, V6, net::Bits};
+
+/// A compiled policy does not fit the kernel tables.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(
+        "{devices} devices x {classes} region classes x {port_classes} port classes = {cells} decision cells; at most {max} fit"
+    )]
+    TooManyDecisions {
+        devices: usize,
+        classes: usize,
+        port_classes: usize,
+        cells: usize,
+        max: u32,
+    },
+    #[error("{classes} region classes; at most {max} are supported")]
+    TooManyClasses { classes: usize, max: u32 },
+    #[error("{count} {family} prefixes; the table holds at most {max}")]
+    TooManyPrefixes {
+        family: &'static str,
+        count: usize,
+        max: u32,
+    },
+}
 
 /// The policy as the kernel sees it.
 #[derive(Clone, Debug)]

@@ -1,56 +1,7 @@
-//! Typed errors of the library.
+//! Typed errors of the library. [`PolicyError`] and [`CompileError`] live
+//! beside the code that raises them and are re-exported here.
 
-use std::{io, path::PathBuf};
-
-use crate::{input::InputError, policy::Diagnostics};
-
-/// A policy could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum PolicyError {
-    #[error("cannot read policy {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    /// Not a regular file, or over the size limit.
-    #[error("policy {0}")]
-    Input(InputError),
-    #[error("{0}")]
-    Invalid(Diagnostics),
-}
-
-impl From<InputError> for PolicyError {
-    fn from(e: InputError) -> Self {
-        match e {
-            InputError::Io { path, source } => Self::Io { path, source },
-            other => Self::Input(other),
-        }
-    }
-}
-
-/// A compiled policy does not fit the kernel tables.
-#[derive(Debug, thiserror::Error)]
-pub enum CompileError {
-    #[error(
-        "{devices} devices x {classes} region classes x {port_classes} port classes = {cells} decision cells; at most {max} fit"
-    )]
-    TooManyDecisions {
-        devices: usize,
-        classes: usize,
-        port_classes: usize,
-        cells: usize,
-        max: u32,
-    },
-    #[error("{classes} region classes; at most {max} are supported")]
-    TooManyClasses { classes: usize, max: u32 },
-    #[error("{count} {family} prefixes; the table holds at most {max}")]
-    TooManyPrefixes {
-        family: &'static str,
-        count: usize,
-        max: u32,
-    },
-}
+pub use crate::{compile::CompileError, policy::PolicyError};
 
 /// One compiled-lookup table that needs more room than the program was
 /// loaded with.

@@ -1,7 +1,9 @@
 //! regionwall: region egress policies enforced by an XDP program.
 //!
+//! - [`net`], [`set`]: address prefixes and exact prefix-set algebra.
+//! - [`diag`]: diagnostics with file, line, column and what was expected.
+//! - [`input`]: bounded, non-blocking reading of every input file.
 //! - [`policy`]: the policy model and its TOML parser with precise errors.
-//! - [`input`]: bounded, non-blocking reads of every input file.
 //! - [`sources`]: loaders for country databases, RIR statistics, GeoLite2 and range CSVs.
 //! - [`compile`]: policy -> kernel tables (region classes, decisions).
 //! - [`fib`]: the compiled destination lookup (direct /16 table + range runs).
@@ -21,6 +23,7 @@ pub mod compile;
 pub mod control;
 pub mod controller;
 pub mod datapath;
+pub mod diag;
 pub mod error;
 pub mod events;
 pub mod explain;
@@ -28,14 +31,18 @@ pub mod fib;
 mod iface;
 pub mod input;
 pub mod layout;
+pub mod net;
 pub mod pin;
 pub mod policy;
 pub mod readings;
+pub mod set;
 pub mod shown;
 pub mod slots;
 pub mod sources;
 mod sys;
 pub mod verdict;
 
+pub use compile::CompileError;
 pub use datapath::DatapathError;
-pub use error::{CompileError, FibError, PolicyError, Shortfall};
+pub use error::{FibError, Shortfall};
+pub use policy::PolicyError;

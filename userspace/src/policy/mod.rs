@@ -1,27 +1,29 @@
 //! The policy model: named regions (sets of prefixes), named devices, and
 //! rules `devices -> block [regions]` with `allow` exceptions.
 //!
-//! [`parse`] turns a TOML file into a validated [`Policy`] or every error it
-//! found, each with file, line and column.
+//! [`parse_file`] turns a TOML file into a validated [`Policy`] or every
+//! error it found, each with file, line and column: `parse` (the serde
+//! shapes), `schema` (structural errors), `resolve` (data files and
+//! sources), `check` (names and references); `load` runs them in turn.
 
-mod diag;
-pub mod net;
+mod check;
+mod load;
 mod parse;
 pub mod ports;
+mod resolve;
 mod schema;
-pub mod set;
 mod widen;
 
-use std::{
-    net::IpAddr,
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::{net::IpAddr, path::PathBuf};
 
-pub use diag::{Diagnostic, Diagnostics, Lines, locate};
-pub use net::{Prefix, V4, V6};
-pub use parse::{
-    Options, parse_file, parse_file_limited, parse_file_with, parse_str, parse_str_with,
+pub use crate::diag::{Diagnostic, Diagnostics, Lines, locate};
+pub use crate::net::{Prefix, V4, V6};
+pub use crate::sources::Origin;
+/// Moved to the crate root; kept here for existing `policy::net` paths.
+pub use crate::{net, set};
+pub use load::{
+    Options, PolicyError, parse_file, parse_file_limited, parse_file_with, parse_str,
+    parse_str_with,
 };
 pub use ports::{PacketKey, PortMatch};
 pub use widen::{Widening, widening};
@@ -30,24 +32,6 @@ pub use widen::{Widening, widening};
 pub const DEFAULT_DEVICE_NAME: &str = "default";
 /// Name of the built-in region holding every address (0.0.0.0/0 and ::/0).
 pub const ANY_REGION_NAME: &str = "any";
-
-/// Where a prefix came from, for `explain`. The path is shared by every
-/// prefix of one file; line 0 means the file has no lines (MMDB).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Origin {
-    pub file: Arc<Path>,
-    pub line: usize,
-}
-
-impl std::fmt::Display for Origin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if self.line > 0 {
-            write!(f, ":{}", self.line)?;
-        }
-        Ok(())
-    }
-}
 
 /// A named set of addresses: the union of `prefixes` (from any number of
 /// sources, overlaps and duplicates allowed) minus the union of `except`.

@@ -1,9 +1,12 @@
-//! Structural check of a policy before it is deserialized: every TOML
-//! syntax error (the parser recovers and goes on), then every unknown key,
-//! wrong type and missing required key, each at its position. The typed
-//! deserializer would stop at the first of these; `check` reports them all.
+//! Structural check of a policy before it is deserialized, every error at once.
+//!
+//! Every TOML syntax error (the parser recovers and goes on), then every
+//! unknown key, wrong type and missing required key, each at its position.
+//! The typed deserializer would stop at the first of these; `check`
+//! reports them all. The keys and shapes are not listed here: they come
+//! from the serde structs of `parse` (see [`Field`]).
 
-use std::ops::Range;
+use std::{collections::BTreeMap, ops::Range};
 
 use toml::{
     Spanned,
@@ -12,52 +15,56 @@ use toml::{
 
 /// What a value must be.
 #[derive(Clone, Copy)]
-enum Shape {
+pub(super) enum Shape {
     Bool,
     Str,
     StrList,
     /// A table of named entries, each of this shape.
     Named(&'static Shape),
-    /// A table with these keys (and which of them are required).
-    Table(&'static [(&'static str, Shape, bool)]),
+    /// A table with these keys.
+    Table(Keys),
     /// An array of tables (`[[rules]]`).
-    TableList(&'static [(&'static str, Shape, bool)]),
+    TableList(Keys),
 }
 
-const SOURCE: &[(&str, Shape, bool)] = &[
-    ("format", Shape::Str, true),
-    ("path", Shape::Str, true),
-    ("country", Shape::Str, false),
-];
-const REGION: &[(&str, Shape, bool)] = &[
-    ("cidrs", Shape::StrList, false),
-    ("file", Shape::Str, false),
-    ("countries", Shape::StrList, false),
-    ("from", Shape::StrList, false),
-    ("except", Shape::StrList, false),
-];
-const DEVICE: &[(&str, Shape, bool)] = &[
-    ("mac", Shape::StrList, false),
-    ("ip", Shape::StrList, false),
-];
-const RULE: &[(&str, Shape, bool)] = &[
-    ("name", Shape::Str, false),
-    ("devices", Shape::StrList, true),
-    ("block", Shape::StrList, false),
-    ("allow", Shape::StrList, false),
-    ("ports", Shape::StrList, false),
-    ("mode", Shape::Str, false),
-];
-const TOP: &[(&str, Shape, bool)] = &[
-    ("mode", Shape::Str, false),
-    ("allow_empty", Shape::Bool, false),
-    ("regions_dir", Shape::Str, false),
-    ("sources", Shape::Named(&Shape::Table(SOURCE)), false),
-    ("regions", Shape::Named(&Shape::Table(REGION)), false),
-    ("devices", Shape::Named(&Shape::Table(DEVICE)), false),
-    ("groups", Shape::Named(&Shape::StrList), false),
-    ("rules", Shape::TableList(RULE), false),
-];
+/// The keys of a table: name, shape, and whether it is required.
+pub(super) type Keys = &'static [(&'static str, Shape, bool)];
+
+/// A type a policy value deserializes into, and so the shape the value
+/// must have. The tables (`Raw*` structs) implement it through
+/// `policy_table!`, which lists their keys from the struct's own fields.
+pub(super) trait Field {
+    const SHAPE: Shape;
+}
+
+impl Field for bool {
+    const SHAPE: Shape = Shape::Bool;
+}
+
+impl Field for String {
+    const SHAPE: Shape = Shape::Str;
+}
+
+impl<T: Field> Field for Spanned<T> {
+    const SHAPE: Shape = T::SHAPE;
+}
+
+impl<T: Field> Field for Option<T> {
+    const SHAPE: Shape = T::SHAPE;
+}
+
+impl<T: Field> Field for Vec<T> {
+    const SHAPE: Shape = match T::SHAPE {
+        Shape::Str => Shape::StrList,
+        Shape::Table(keys) => Shape::TableList(keys),
+        _ => panic!("a policy list holds strings or tables"),
+    };
+}
+
+/// Named entries (`[regions.<name>]`, `[groups]`): keys are names.
+impl<K, T: Field> Field for BTreeMap<K, T> {
+    const SHAPE: Shape = Shape::Named(&T::SHAPE);
+}
 
 /// A problem at a byte span of the policy text.
 pub struct Problem {
@@ -65,14 +72,15 @@ pub struct Problem {
     pub message: String,
 }
 
-/// Checks `source`'s structure; returns every problem found.
-pub fn check(source: &str) -> Vec<Problem> {
+/// Checks `source`'s structure against `top`, the keys of the policy's
+/// top-level table; returns every problem found.
+pub(super) fn check(source: &str, top: Keys) -> Vec<Problem> {
     let (doc, syntax) = DeTable::parse_recoverable(source);
     if !syntax.is_empty() {
         return syntax_problems(source, &syntax);
     }
     let mut out = Vec::new();
-    table(doc.get_ref(), doc.span(), TOP, "the policy", &mut out);
+    table(doc.get_ref(), doc.span(), top, "the policy", &mut out);
     out.sort_by_key(|p| (p.span.start, p.span.end));
     out
 }

@@ -14,9 +14,10 @@
 
 use std::{collections::HashMap, path::Path, sync::Arc};
 
+use super::Origin;
 use super::{ByCountry, CsvReader, LoadError};
 use crate::input::Inputs;
-use crate::policy::{Diagnostic, Origin, Prefix};
+use crate::{diag::Diagnostic, net::Prefix};
 
 pub const BLOCKS_V4: &str = "GeoLite2-Country-Blocks-IPv4.csv";
 pub const BLOCKS_V6: &str = "GeoLite2-Country-Blocks-IPv6.csv";

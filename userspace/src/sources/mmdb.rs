@@ -10,11 +10,8 @@ use std::{path::Path, sync::Arc};
 
 use maxminddb::{MaxMindDbError, Reader, geoip2};
 
-use super::{ByCountry, LoadError, geolite2::CountryField};
-use crate::{
-    input::Inputs,
-    policy::{Diagnostic, Origin, Prefix},
-};
+use super::{ByCountry, LoadError, Origin, geolite2::CountryField};
+use crate::{diag::Diagnostic, input::Inputs, net::Prefix};
 
 fn invalid(path: &Path, e: &MaxMindDbError) -> LoadError {
     match e {

@@ -20,9 +20,28 @@ pub mod rir;
 use std::{collections::HashMap, io, path::Path, sync::Arc};
 
 use crate::{
+    diag::Diagnostic,
     input::{InputError, Inputs},
-    policy::{Diagnostic, Origin, Prefix},
+    net::Prefix,
 };
+
+/// Where a prefix came from, for `explain`. The path is shared by every
+/// prefix of one file; line 0 means the file has no lines (MMDB).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub file: Arc<Path>,
+    pub line: usize,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        Ok(())
+    }
+}
 
 /// Prefixes with the place each came from.
 pub type Sourced = Vec<(Prefix, Origin)>;

@@ -5,9 +5,14 @@
 
 use std::{net::IpAddr, path::Path, sync::Arc};
 
+use super::Origin;
 use super::{ByCountry, LoadError};
 use crate::input::Inputs;
-use crate::policy::{Diagnostic, Origin, Prefix, V4, V6, set::range_to_prefixes};
+use crate::{
+    diag::Diagnostic,
+    net::{Prefix, V4, V6},
+    set::range_to_prefixes,
+};
 
 /// Loads a range CSV.
 pub fn load(path: &Path, inputs: &mut Inputs) -> Result<ByCountry, LoadError> {

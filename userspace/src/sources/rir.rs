@@ -21,9 +21,14 @@ use std::{
     sync::Arc,
 };
 
+use super::Origin;
 use super::{ByCountry, LoadError, field_column, read};
 use crate::input::Inputs;
-use crate::policy::{Diagnostic, Origin, Prefix, V4, set::range_to_prefixes};
+use crate::{
+    diag::Diagnostic,
+    net::{Prefix, V4},
+    set::range_to_prefixes,
+};
 
 /// Statistics of one loaded file, for `check` and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 //! turned back into the minimal list of CIDRs covering exactly the same
 //! addresses. Nothing is gained or lost on the way.
 
-use super::net::Bits;
+use crate::net::Bits;
 
 /// A set of addresses of one family as sorted, disjoint, non-adjacent
 /// inclusive ranges.
@@ -124,7 +124,7 @@ pub fn range_to_prefixes<B: Bits>(mut start: u128, end: u128, out: &mut Vec<B>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{V4, V6};
+    use crate::net::{V4, V6};
 
     fn v4s(list: &[V4]) -> Vec<String> {
         list.iter().map(ToString::to_string).collect()
