@@ -70,12 +70,7 @@ pub struct BootClock {
 impl BootClock {
     #[must_use]
     pub fn now() -> Self {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: valid pointer to a timespec.
-        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
+        let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
         let since_boot = Duration::new(
             u64::try_from(ts.tv_sec).unwrap_or(0),
             u32::try_from(ts.tv_nsec).unwrap_or(0),

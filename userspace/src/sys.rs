@@ -1,5 +1,10 @@
-//! bpf(2) commands aya does not wrap or does not expose: BPF_MAP_UPDATE_BATCH,
-//! link facts (the XDP ifindex), BPF_LINK_DETACH; and the bpffs check.
+//! What aya does not wrap or does not expose, each for a reason:
+//! BPF_MAP_UPDATE_BATCH (aya updates one element per syscall: 30x slower
+//! for the world table), writes through mmap of BPF_F_MMAPABLE arrays (no
+//! aya API), BPF_OBJ_GET_INFO_BY_FD on links for the XDP ifindex (aya's
+//! `LinkInfo` has id and program only), BPF_LINK_DETACH (aya detaches only
+//! links it owns; `detach` must detach a pinned link someone else holds),
+//! and the bpffs check and mount (through rustix).
 
 use std::{
     io,
@@ -240,13 +245,7 @@ pub fn link_detach(fd: BorrowedFd<'_>) -> io::Result<()> {
 
 /// Whether `path` is on a bpf filesystem.
 pub fn is_bpffs(path: &std::path::Path) -> io::Result<bool> {
-    let c = c_path(path)?;
-    // SAFETY: statfs is plain data; zeroed is a valid value.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid C string and out pointer.
-    if unsafe { libc::statfs(c.as_ptr(), &raw mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let st = rustix::fs::statfs(path)?;
     #[allow(clippy::useless_conversion, reason = "f_type is i64 or u32 by target")]
     Ok(i64::from(st.f_type) == BPF_FS_MAGIC)
 }
@@ -254,20 +253,6 @@ pub fn is_bpffs(path: &std::path::Path) -> io::Result<bool> {
 /// Mounts a bpf filesystem on `path` (what systemd and bpftool do when
 /// /sys/fs/bpf is not mounted).
 pub fn mount_bpffs(path: &std::path::Path) -> io::Result<()> {
-    let target = c_path(path)?;
-    // SAFETY: valid C strings; no data argument.
-    let ret = unsafe {
-        libc::mount(
-            c"bpf".as_ptr(),
-            target.as_ptr(),
-            c"bpf".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if ret == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    rustix::mount::mount("bpf", path, "bpf", rustix::mount::MountFlags::empty(), None)?;
+    Ok(())
 }

@@ -134,17 +134,10 @@ fn run(mut cmd: Command) -> anyhow::Result<()> {
 }
 
 fn require_root(what: &str) -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc_geteuid() };
-    if euid != 0 {
+    if !rustix::process::geteuid().is_root() {
         bail!("{what} needs root (XDP programs and network namespaces); run it with sudo");
     }
     Ok(())
-}
-
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
 }
 
 fn main() -> anyhow::Result<()> {
