@@ -12,10 +12,20 @@ use std::{
 
 use toml::Spanned;
 
-use super::{
-    Diagnostic, Diagnostics, Lines, Mode, Origin, Policy, parse::RawPolicy, resolve::SourceKind,
+use super::{Diagnostic, Diagnostics, Lines, Mode, Origin, Policy, parse::RawPolicy};
+use crate::{
+    input::{InputError, Inputs, Limits},
+    sources::ByCountry,
 };
-use crate::input::{InputError, Inputs, Limits};
+
+/// A declared source of country data, as loaded (kept in the checker's
+/// state, filled by `resolve`).
+pub(super) enum SourceKind {
+    Dir(PathBuf),
+    Data(ByCountry),
+    /// Could not be loaded; its errors are already reported.
+    Failed,
+}
 
 /// A policy could not be loaded.
 #[derive(Debug, thiserror::Error)]

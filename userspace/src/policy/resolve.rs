@@ -9,18 +9,11 @@ use toml::Spanned;
 
 use super::{
     Diagnostic,
-    load::Checker,
+    load::{Checker, SourceKind},
     parse::{RawPolicy, RawSource},
 };
-use crate::sources::{self, ByCountry, LoadError, Sourced, country_dir, geolite2};
+use crate::sources::{self, LoadError, Sourced, country_dir, geolite2};
 
-/// A declared source of country data.
-pub(super) enum SourceKind {
-    Dir(PathBuf),
-    Data(ByCountry),
-    /// Could not be loaded; its errors are already reported.
-    Failed,
-}
 /// Name under which the `regions_dir` database is kept in `Checker::loaded`.
 pub(super) const REGIONS_DIR_SOURCE: &str = "regions_dir";
 impl Checker<'_> {
