@@ -494,3 +494,33 @@ fn names_that_are_not_interfaces_never_become_paths() {
         text(&out)
     );
 }
+
+#[test]
+fn an_interface_owned_by_another_pin_root_is_named_as_the_cause() {
+    let t = Topology::create("ebusy").expect("namespaces");
+    let first = PinRoot::new();
+    let _c = Controller::start(
+        &exe(),
+        &t,
+        &demo_policy_copy(),
+        &["--pin-root", first.arg()],
+    )
+    .expect("start");
+    let second = PinRoot::new();
+    let Err(e) = Controller::start(
+        &exe(),
+        &t,
+        &demo_policy_copy(),
+        &["--pin-root", second.arg()],
+    ) else {
+        panic!("a second program attached to the same interface");
+    };
+    let e = e.to_string();
+    println!("second pin root: {}", e.lines().last().unwrap_or_default());
+    assert!(e.contains("another XDP program is attached"), "{e}");
+    assert!(!e.contains("--xdp-mode generic"), "not the cause: {e}");
+    assert!(
+        !second.path().join(GATEWAY_LAN).exists(),
+        "nothing left pinned"
+    );
+}

@@ -160,10 +160,14 @@ fn go_live(
 
 /// What to try when attaching failed.
 fn attach_hint(e: &crate::DatapathError, mode: XdpMode) -> &'static str {
-    let busy = std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .is_some_and(|io| io.raw_os_error() == Some(libc::EBUSY))
-        || e.to_string().contains("busy");
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut busy = false;
+    while let Some(c) = cause {
+        busy |= c
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(libc::EBUSY));
+        cause = c.source();
+    }
     if busy {
         // Another XDP program (another pin root's controller, or
         // another tool) already owns the interface.
