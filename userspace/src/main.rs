@@ -46,7 +46,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("regionwall: error: {e:#}");
+            eprintln!("regionwall: error: {}", cli::error_text(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -52,3 +52,40 @@ pub fn default_sigpipe() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
+
+/// An error and its causes on one line, each cause once: library errors
+/// often show their source in their own message too, and anyhow's `{:#}`
+/// would then print the same text twice ("`BPF_OBJ_GET` failed: `BPF_OBJ_GET`
+/// failed"). A cause whose text the line already holds is left out.
+#[must_use]
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(part.as_str()) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading x: {0}")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn each_cause_once() {
+        let io = std::io::Error::other("Is a directory");
+        let e = anyhow::Error::new(Outer(io)).context("loading policy p.toml");
+        assert_eq!(
+            super::error_text(&e),
+            "loading policy p.toml: reading x: Is a directory"
+        );
+    }
+}
