@@ -175,3 +175,36 @@ fn fifos_and_devices_as_data_files_are_refused_at_once() {
     }
     let _ = std::fs::remove_file(&fifo);
 }
+
+#[test]
+fn an_updated_country_database_reloads() {
+    let t = Topology::create("ccdata").expect("namespaces");
+    let root = PinRoot::new();
+    // A country database of the test's own over documentation ranges.
+    let dir = std::env::temp_dir().join(regionwall_testkit::netns::unique_name("countries"));
+    let zz = dir.join("zz");
+    std::fs::create_dir_all(&zz).expect("dir");
+    let list = zz.join("ipv4-aggregated.txt");
+    std::fs::write(&list, "# ZZ\n198.51.100.0/24\n").expect("list");
+    let policy = common::policy_file(&format!(
+        "regions_dir = \"{}\"\n[regions.zz]\ncountries = [\"ZZ\"]\n[[rules]]\ndevices = [\"default\"]\nblock = [\"zz\"]\n",
+        dir.display()
+    ));
+    let c = Controller::start(&exe(), &t, &policy, &["--pin-root", root.arg()]).expect("start");
+    let open = send_traffic(&t, "listed", LISTED, 5).expect("traffic");
+    assert_eq!(open.udp_delivered, 5, "not in ZZ yet");
+    // The data is updated in place, as a copy or an update tool would.
+    std::fs::write(&list, "# ZZ\n198.51.100.0/24\n203.0.113.0/24\n").expect("list");
+    assert!(
+        wait_count(&c, "reloaded policy", 1, Duration::from_secs(5)),
+        "{}",
+        c.log_text()
+    );
+    let listed = send_traffic(&t, "listed", LISTED, 5).expect("traffic");
+    println!(
+        "after the country database changed: {}/5 delivered",
+        listed.udp_delivered
+    );
+    assert_eq!(listed.udp_delivered, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
