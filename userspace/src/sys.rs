@@ -4,7 +4,8 @@
 //! aya API), BPF_OBJ_GET_INFO_BY_FD on links for the XDP ifindex (aya's
 //! `LinkInfo` has id and program only), BPF_LINK_DETACH (aya detaches only
 //! links it owns; `detach` must detach a pinned link someone else holds),
-//! and the bpffs check and mount (through rustix).
+//! BPF_OBJ_GET for those two (aya's `PinnedLink`/`FdLink` keep their fd
+//! private), and the bpffs check and mount (through rustix).
 
 use std::{
     io,
