@@ -349,3 +349,44 @@ tv = 1
     let at: Vec<(usize, usize)> = e.iter().map(|d| (d.line, d.column)).collect();
     assert_eq!(at, [(3, 10), (7, 10)], "{e:#?}");
 }
+
+#[test]
+fn shown_text_is_escaped_cut_and_positioned() {
+    // Bytes that are not UTF-8: at their line and column.
+    let path = common::policy_file("");
+    std::fs::write(&path, b"mode = \"enforce\"\n# caf\xe9\n").expect("write");
+    let Err(PolicyError::Invalid(d)) = policy::parse_file(&path) else {
+        panic!("non-UTF-8 accepted");
+    };
+    assert_eq!((d.0[0].line, d.0[0].column), (2, 6), "{}", d.0[0]);
+    assert!(
+        d.0[0].message.contains("byte 0xe9 is not UTF-8"),
+        "{}",
+        d.0[0]
+    );
+
+    // Control characters and NULs are escaped, never echoed raw.
+    let e = one_error("[regions.x]\ncidrs = [\"198.51.100.0/24\u{1b}[2J\u{0}\"]\n");
+    let shown = e.to_string();
+    assert!(
+        !shown.contains('\u{1b}') && !shown.contains('\u{0}'),
+        "{shown:?}"
+    );
+    assert!(shown.contains("\\u{1b}[2J"), "{shown}");
+
+    // A huge value is cut, not printed whole (twice or three times).
+    let huge = "1".repeat(1 << 20);
+    let e = one_error(&format!("[regions.x]\ncidrs = [\"{huge}\"]\n"));
+    let shown = e.to_string();
+    assert!(shown.len() < 2_000, "{} bytes shown", shown.len());
+    assert!(shown.contains("more characters"), "says what was left out");
+
+    // A 50,000-deep dotted header: at its line, with a readable message.
+    let deep = format!(
+        "[regions.x]\ncidrs = [\"198.51.100.0/24\"]\n[{}b]\n",
+        "a.".repeat(50_000)
+    );
+    let e = one_error(&deep);
+    assert_eq!(e.line, 3, "{e}");
+    assert!(e.message.contains("nested too deeply"), "{e}");
+}

@@ -349,7 +349,21 @@ block = ["cn-hk"]
         common::policy_file(&text.replace(&countries_dir().display().to_string(), "/nonexistent"));
     let e = errors_of(&path);
     assert_eq!((e[0].line, e[0].column), (2, 15), "{}", e[0]);
-    assert!(e[0].message.contains("is not a directory"), "{}", e[0]);
+    assert!(
+        e[0].message.contains("no country database at /nonexistent"),
+        "{}",
+        e[0]
+    );
+    // A directory that is no country database (say /tmp) is named as such,
+    // not reported as an unknown country code.
+    let path = common::policy_file(&text.replace(&countries_dir().display().to_string(), "/tmp"));
+    let e = errors_of(&path);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].message.contains("no country database at /tmp"),
+        "{}",
+        e[0]
+    );
     let p = policy::parse_file_with(
         &path,
         &policy::Options {

@@ -78,6 +78,37 @@ impl Diagnostic {
     }
 }
 
+/// Where a file stops being UTF-8: a diagnostic at the line and column of
+/// the first byte that is not, naming it. `what` says what the file should
+/// hold ("a policy", "a CIDR list").
+#[must_use]
+pub fn not_utf8(
+    file: impl Into<PathBuf>,
+    bytes: &[u8],
+    valid_up_to: usize,
+    what: &str,
+) -> Diagnostic {
+    let good = &bytes[..valid_up_to.min(bytes.len())];
+    let line = good.split(|b| *b == b'\n').count();
+    let line_start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let line_end = bytes[line_start..]
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(bytes.len(), |i| line_start + i);
+    let before = String::from_utf8_lossy(&good[line_start..]);
+    let byte = bytes.get(valid_up_to).copied().unwrap_or(0);
+    Diagnostic::at_line(
+        file,
+        line,
+        before.chars().count() + 1,
+        &String::from_utf8_lossy(&bytes[line_start..line_end]),
+        "",
+        format!(
+            "byte 0x{byte:02x} is not UTF-8; expected UTF-8 text ({what}): is this a binary file, or saved in another encoding?"
+        ),
+    )
+}
+
 /// Line (1-based), column (1-based, characters) and text of the line holding byte `offset`.
 #[must_use]
 pub fn locate(source: &str, offset: usize) -> (usize, usize, String) {
@@ -135,26 +166,70 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
+/// Characters of a source line shown around the column.
+const EXCERPT: usize = 100;
+/// Characters of an offending value shown (a 50 MB value is not printed).
+const SNIPPET: usize = 60;
+/// Characters of a message shown.
+const MESSAGE: usize = 400;
+
+/// `text` with control characters escaped, cut to `max` characters with
+/// the number left out.
+fn shortened(text: &str, max: usize) -> String {
+    let escaped = crate::shown::escaped(text);
+    let n = escaped.chars().count();
+    if n <= max {
+        escaped.into_owned()
+    } else {
+        let kept: String = escaped.chars().take(max).collect();
+        format!("{kept}… ({} more characters)", n - max)
+    }
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            // Not in a file (a command-line option): no position.
+            return write!(
+                f,
+                "{}: {}",
+                crate::shown::Shown(&self.file),
+                shortened(&self.message, MESSAGE)
+            );
+        }
         write!(
             f,
             "{}:{}:{}: {}",
-            self.file.display(),
+            crate::shown::Shown(&self.file),
             self.line,
             self.column,
-            self.message
+            shortened(&self.message, MESSAGE)
         )?;
         if !self.snippet.is_empty() && !self.message.contains(self.snippet.trim_matches('"')) {
-            write!(f, " (found `{}`)", self.snippet)?;
+            write!(f, " (found `{}`)", shortened(&self.snippet, SNIPPET))?;
         }
         if !self.source_line.is_empty() {
-            let width = self.snippet.chars().count().max(1);
+            // A window of the line around the column, control characters
+            // escaped; the caret counts the escaped characters before it.
+            let chars: Vec<char> = self.source_line.chars().collect();
+            let col = self.column.saturating_sub(1).min(chars.len());
+            let start = col.saturating_sub(EXCERPT / 2);
+            let end = (start + EXCERPT).min(chars.len());
+            let piece = |from: usize, to: usize| {
+                crate::shown::escaped(&chars[from..to].iter().collect::<String>()).into_owned()
+            };
+            let lead = if start > 0 { "…" } else { "" };
+            let tail = if end < chars.len() { "…" } else { "" };
+            let before = piece(start, col.max(start));
+            let width = crate::shown::escaped(&self.snippet)
+                .chars()
+                .count()
+                .clamp(1, EXCERPT);
             write!(
                 f,
-                "\n    | {}\n    | {}{}",
-                self.source_line,
-                " ".repeat(self.column.saturating_sub(1)),
+                "\n    | {lead}{}{tail}\n    | {}{}",
+                piece(start, end),
+                " ".repeat(lead.chars().count() + before.chars().count()),
                 "^".repeat(width)
             )?;
         }

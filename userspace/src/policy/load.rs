@@ -77,9 +77,14 @@ pub fn parse_file_limited(
     limits: Limits,
 ) -> Result<Policy, PolicyError> {
     let mut inputs = Inputs::new(limits);
-    let source = String::from_utf8(inputs.read(path)?).map_err(|e| PolicyError::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
+    let source = String::from_utf8(inputs.read(path)?).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        PolicyError::Invalid(Diagnostics(vec![crate::diag::not_utf8(
+            path,
+            e.as_bytes(),
+            valid,
+            "a policy",
+        )]))
     })?;
     parse_text(&source, path, options, inputs)
 }

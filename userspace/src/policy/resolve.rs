@@ -60,24 +60,20 @@ impl Checker<'_> {
         };
         if let Some(dir) = dir {
             self.inputs.note(&dir);
-            if dir.is_dir() {
+            if country_dir::is_database(&dir) {
                 self.loaded
                     .insert(REGIONS_DIR_SOURCE.into(), SourceKind::Dir(dir));
             } else {
                 let msg = format!(
-                    "country database {} is not a directory: expected <cc>/ipv4-aggregated.txt files under it",
-                    dir.display()
+                    "no country database at {}: expected <cc>/ipv4-aggregated.txt and <cc>/ipv6-aggregated.txt files under it (the country-ip-blocks layout)",
+                    crate::shown::Shown(&dir)
                 );
                 match &raw.regions_dir {
                     Some(at) if self.options.regions_dir.is_none() => self.error(at, msg),
-                    _ => self.errors.push(Diagnostic::at_line(
-                        "--regions-dir",
-                        1,
-                        1,
-                        &dir.display().to_string(),
-                        &dir.display().to_string(),
-                        msg,
-                    )),
+                    // From the command line: no position to show.
+                    _ => self
+                        .errors
+                        .push(Diagnostic::at_line("--regions-dir", 0, 0, "", "", msg)),
                 }
                 self.loaded
                     .insert(REGIONS_DIR_SOURCE.into(), SourceKind::Failed);

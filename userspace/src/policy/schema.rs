@@ -98,6 +98,10 @@ fn syntax_problems(source: &str, errors: &[toml::de::Error]) -> Vec<Problem> {
     let mut out: Vec<Problem> = Vec::new();
     let mut duplicate_table: Option<usize> = None;
     for (span, message) in errors {
+        if message == "recursion limit" {
+            out.push(deepest_nesting(source));
+            break;
+        }
         if message != "duplicate key" {
             out.push(Problem {
                 span,
@@ -123,6 +127,28 @@ fn syntax_problems(source: &str, errors: &[toml::de::Error]) -> Vec<Problem> {
         });
     }
     out
+}
+
+/// The TOML parser stops at a nesting limit without a position: point at
+/// the line nested deepest (dotted keys, tables, arrays, inline tables).
+fn deepest_nesting(source: &str) -> Problem {
+    let mut best = (0, 0..0);
+    let mut offset = 0;
+    for line in source.split_inclusive('\n') {
+        let depth = line
+            .bytes()
+            .filter(|b| matches!(b, b'.' | b'[' | b'{'))
+            .count();
+        if depth > best.0 {
+            let start = offset + (line.len() - line.trim_start().len());
+            best = (depth, start..start + 1);
+        }
+        offset += line.len();
+    }
+    Problem {
+        span: best.1,
+        message: "nested too deeply for the TOML parser (dotted keys, tables or arrays inside each other); expected a policy a few levels deep".to_string(),
+    }
 }
 
 fn kind(v: &DeValue<'_>) -> &'static str {

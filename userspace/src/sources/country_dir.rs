@@ -10,6 +10,22 @@ use crate::input::Inputs;
 /// The two list files of one country.
 const FILES: [&str; 2] = ["ipv4-aggregated.txt", "ipv6-aggregated.txt"];
 
+/// Whether `dir` looks like a country database: a directory with at least
+/// one `<cc>/ipv4-aggregated.txt` or `<cc>/ipv6-aggregated.txt`.
+#[must_use]
+pub fn is_database(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|e| {
+        let name = e.file_name();
+        let code = name.to_string_lossy();
+        code.len() == 2
+            && code.bytes().all(|b| b.is_ascii_lowercase())
+            && FILES.iter().any(|f| e.path().join(f).is_file())
+    })
+}
+
 /// Directory holding the lists of `code`, if the database has it.
 #[must_use]
 pub fn country_path(dir: &Path, code: &str) -> Option<PathBuf> {

@@ -91,17 +91,12 @@ impl From<InputError> for LoadError {
 pub fn read(path: &Path, inputs: &mut Inputs) -> Result<String, LoadError> {
     let bytes = inputs.read(path)?;
     String::from_utf8(bytes).map_err(|e| {
-        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let line = good.split(|b| *b == b'\n').count();
-        let line_start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        let before = String::from_utf8_lossy(&good[line_start..]);
-        LoadError::Invalid(vec![Diagnostic::at_line(
+        let valid = e.utf8_error().valid_up_to();
+        LoadError::Invalid(vec![crate::diag::not_utf8(
             path,
-            line,
-            before.chars().count() + 1,
-            &before,
-            "",
-            "expected UTF-8 text (a CIDR list); found bytes that are not UTF-8: is this a binary file?",
+            e.as_bytes(),
+            valid,
+            "a CIDR list",
         )])
     })
 }
