@@ -229,6 +229,22 @@ fn explain_json_names_regions_sources_rule_and_verdict() {
         "{note}"
     );
 
+    // Only qualified rules naming the device are noted.
+    let v = explain("home.toml", &["1.0.1.1", "--device", "laptop"]);
+    assert!(v["notes"].as_array().is_none_or(Vec::is_empty), "{v}");
+    // An audit rule is said to audit, not to block.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_regionwall"))
+        .args(["explain", "1.0.1.1", "--device", "speaker", "--policy"])
+        .arg(policies_dir().join("home.toml"))
+        .output()
+        .expect("run explain");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("would block it: in audit mode it is reported and passes"),
+        "{text}"
+    );
+    assert!(!text.contains("audit) blocks it"), "{text}");
+
     // Text output says the same.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_regionwall"))
         .args(["explain", "1.0.8.1", "--src", "192.0.2.77", "--policy"])

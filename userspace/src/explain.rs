@@ -184,6 +184,33 @@ fn source_hit(p: &Prefix, o: &crate::policy::Origin) -> SourceHit {
     }
 }
 
+/// A note when rules with protocol/port qualifiers that name `device`
+/// (directly, through a group, or as `default`) were left out because no
+/// packet was given: only those could change the answer.
+fn qualifier_notes(policy: &Policy, device: usize, packet: Option<PacketKey>) -> Vec<String> {
+    let names_device = |r: &crate::policy::Rule| {
+        r.devices.contains(&device)
+            || r.devices.contains(&0)
+            || r.groups
+                .iter()
+                .filter_map(|g| policy.groups.get(*g))
+                .any(|g| g.members.contains(&device))
+    };
+    let qualified: Vec<&str> = policy
+        .rules
+        .iter()
+        .filter(|r| r.ports.is_some() && names_device(r))
+        .map(|r| r.name.as_str())
+        .collect();
+    if packet.is_some() || qualified.is_empty() {
+        return Vec::new();
+    }
+    vec![format!(
+        "rules with protocol/port qualifiers were not applied ({}); give --packet, e.g. tcp/443, to include them",
+        qualified.join(", ")
+    )]
+}
+
 /// Explains the policy's decision for `addr` sent by `device`.
 #[must_use]
 pub fn explain(
@@ -264,19 +291,7 @@ pub fn explain(
         .checked_sub(1)
         .and_then(|i| policy.regions.get(i))
         .map(|r| r.name.clone());
-    let mut notes = Vec::new();
-    let qualified: Vec<&str> = policy
-        .rules
-        .iter()
-        .filter(|r| r.ports.is_some())
-        .map(|r| r.name.as_str())
-        .collect();
-    if packet.is_none() && !qualified.is_empty() {
-        notes.push(format!(
-            "rules with protocol/port qualifiers were not applied ({}); give --packet, e.g. tcp/443, to include them",
-            qualified.join(", ")
-        ));
-    }
+    let notes = qualifier_notes(policy, device, packet);
     Explanation {
         notes,
         addr: addr.to_string(),
@@ -326,7 +341,7 @@ impl std::fmt::Display for Explanation {
         match &self.decided_by {
             Some(r) => writeln!(
                 f,
-                "  rule {} (line {}, {} rule, {}{}) {}s it",
+                "  rule {} (line {}, {} rule, {}{}) {}",
                 r.name,
                 r.line,
                 r.level,
@@ -336,7 +351,11 @@ impl std::fmt::Display for Explanation {
                 } else {
                     format!(", ports {}", r.ports.join(" "))
                 },
-                r.action
+                match (r.action, r.mode) {
+                    ("block", "audit") => "would block it: in audit mode it is reported and passes",
+                    ("block", _) => "blocks it",
+                    _ => "allows it",
+                }
             )?,
             None => writeln!(f, "  no rule matches: passes by default")?,
         }
