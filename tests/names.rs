@@ -104,9 +104,38 @@ fn counts_keep_their_names_across_reloads_and_restarts() {
         before.traffic.iter().all(|r| r.device != "aaa-tv"),
         "{before:?}"
     );
+    // A filter naming no device of the policy says so instead of waiting.
+    let typo = |socket: &Path| {
+        regionwall(&[
+            "events",
+            "--iface",
+            GATEWAY_LAN,
+            "--pin-root",
+            root.arg(),
+            "--socket",
+            socket.to_str().expect("UTF-8"),
+            "--device",
+            "phoen",
+        ])
+    };
+    let out = typo(&socket);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("unknown device \"phoen\": expected one of"),
+        "{}",
+        text(&out)
+    );
     // Killed and restarted: the new controller adopts the pins and the
     // counts keep their names.
     c.kill9().expect("kill");
+    // With no controller, the pinned names answer the same.
+    let out = typo(&socket);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("unknown device \"phoen\""),
+        "{}",
+        text(&out)
+    );
     let c = Controller::start(
         &exe(),
         &t,

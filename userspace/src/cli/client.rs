@@ -191,8 +191,24 @@ pub fn events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
     })?;
     let maps = PinnedMaps::open(&pins)?;
     let meta = maps.live_meta()?;
+    let slots = maps.read_slots()?;
+    if !slots.is_empty() {
+        // A filter naming what was never counted would wait forever.
+        let owned = |v: &[Option<regionwall::slots::Owner>]| -> Vec<String> {
+            v.iter().flatten().map(|o| o.name.clone()).collect()
+        };
+        let mut regions = owned(&slots.regions);
+        regions.push("-".into());
+        let known = regionwall::controller::Known {
+            devices: owned(&slots.devices),
+            regions,
+        };
+        if let Some(why) = known.unknown(&filter) {
+            anyhow::bail!("{why}");
+        }
+    }
     let mut names = Names::default();
-    names.set_slots(maps.read_slots()?);
+    names.set_slots(slots);
     if let Some(c) = args.target.names(&maps) {
         names.insert(meta.epoch, std::sync::Arc::new(c));
     }

@@ -248,6 +248,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         iface: args.iface.clone(),
         access: ctl.config().access,
         feed: ctl.feed(),
+        known: ctl.known(),
         detach: detach_tx,
         stats: stats_tx,
     });

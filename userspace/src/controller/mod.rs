@@ -150,6 +150,43 @@ pub struct Tally {
     pub not_written: AtomicU64,
 }
 
+/// The names a filter may use: the live policy's devices and regions
+/// (`-` for no region). Shared with the control socket, updated on reload.
+#[derive(Clone, Debug, Default)]
+pub struct Known {
+    pub devices: Vec<String>,
+    pub regions: Vec<String>,
+}
+
+impl Known {
+    fn of(c: &Compiled) -> Self {
+        let named =
+            |v: &[String]| -> Vec<String> { v.iter().filter(|n| !n.is_empty()).cloned().collect() };
+        let mut regions = named(&c.region_names);
+        regions.push("-".into());
+        Self {
+            devices: named(&c.device_names),
+            regions,
+        }
+    }
+
+    /// Why `filter` can never match, if it names what the policy lacks.
+    #[must_use]
+    pub fn unknown(&self, filter: &crate::control::Filter) -> Option<String> {
+        let check = |what: &str, want: &Option<String>, have: &[String]| {
+            want.as_ref().filter(|w| !have.contains(w)).map(|w| {
+                format!(
+                    "unknown {what} {:?}: expected one of {}",
+                    crate::shown::escaped(w),
+                    have.join(", ")
+                )
+            })
+        };
+        check("device", &filter.device, &self.devices)
+            .or_else(|| check("region", &filter.region, &self.regions))
+    }
+}
+
 /// Capacity of the decoded-event broadcast: a subscriber that falls this
 /// far behind is told how many it missed.
 const FEED: usize = 4096;
@@ -176,6 +213,7 @@ pub struct Controller {
     live: Arc<Policy>,
     clock: BootClock,
     tally: Arc<Tally>,
+    known: Arc<std::sync::RwLock<Known>>,
     feed: tokio::sync::broadcast::Sender<Arc<Record>>,
     pub supervisor: supervise::Supervisor,
 }
@@ -243,6 +281,7 @@ impl Controller {
             }
         }
         let epoch = dp.epoch();
+        let known = Arc::new(std::sync::RwLock::new(Known::of(&stable)));
         names.insert(epoch, stable);
         let supervisor = supervise::Supervisor::new(&config.iface, ifindex, config.xdp_mode);
         Ok((
@@ -256,6 +295,7 @@ impl Controller {
                 live: Arc::clone(&prepared.policy),
                 clock: BootClock::now(),
                 tally: Arc::new(Tally::default()),
+                known,
                 feed: tokio::sync::broadcast::channel(FEED).0,
                 supervisor,
             },
@@ -302,6 +342,9 @@ impl Controller {
             &self.config.policy,
         )?;
         self.epoch = next;
+        if let Ok(mut known) = self.known.write() {
+            *known = Known::of(&stable);
+        }
         self.names.insert(next, Arc::new(stable));
         self.live = prepared.policy;
         Ok(next)
@@ -337,6 +380,12 @@ impl Controller {
     #[must_use]
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Record>> {
         self.feed.subscribe()
+    }
+
+    /// The names filters may use, kept current across reloads.
+    #[must_use]
+    pub fn known(&self) -> Arc<std::sync::RwLock<Known>> {
+        Arc::clone(&self.known)
     }
 
     /// The sender side of the event stream (for the control socket).

@@ -178,6 +178,8 @@ pub struct Shared {
     pub iface: String,
     pub access: Access,
     pub feed: broadcast::Sender<Arc<Record>>,
+    /// The names an events filter may use.
+    pub known: Arc<std::sync::RwLock<super::Known>>,
     pub detach: mpsc::Sender<oneshot::Sender<Ack>>,
     pub stats: mpsc::Sender<oneshot::Sender<Stats>>,
 }
@@ -286,6 +288,11 @@ async fn stream_events(
     shared: &Shared,
     filter: &Filter,
 ) -> io::Result<()> {
+    // A filter naming what the policy lacks would wait forever.
+    let unknown = shared.known.read().ok().and_then(|k| k.unknown(filter));
+    if let Some(why) = unknown {
+        return refuse(write, &why).await;
+    }
     let mut feed = shared.feed.subscribe();
     log::info!("events client attached ({})", shared.iface);
     loop {
