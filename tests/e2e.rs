@@ -22,6 +22,14 @@ fn blocked_ranges_dropped_allowed_delivered_with_events() {
         xdp_attached(&topology),
         "XDP attached to the gateway's {GATEWAY_LAN}"
     );
+    // veth has native XDP: what `auto` picked is said.
+    assert!(
+        controller
+            .log_text()
+            .contains("XDP native (chosen by the kernel for --xdp-mode auto)"),
+        "{}",
+        controller.log_text()
+    );
 
     let mut results = Vec::new();
     for (label, addr) in regionwall_testkit::sandbox::TARGETS {
@@ -140,6 +148,11 @@ fn generic_xdp_mode_enforces_too() {
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("xdpgeneric"),
         "attached in generic mode"
+    );
+    assert!(
+        controller.log_text().contains("XDP generic,"),
+        "{}",
+        controller.log_text()
     );
     let blocked = send_traffic(&topology, "blocked v6", "2001:db8:bad::10", 3).expect("traffic");
     let allowed = send_traffic(&topology, "allowed v4", "203.0.113.10", 3).expect("traffic");

@@ -24,8 +24,14 @@ pub fn started(ctl: &Controller, started: &Started) {
         ),
     }
     let config = ctl.config();
+    let mode = super::supervise::attached_mode(ctl.supervisor.ifindex()).unwrap_or("unknown");
+    let picked = if matches!(config.xdp_mode, aya::programs::XdpMode::Default) {
+        " (chosen by the kernel for --xdp-mode auto)"
+    } else {
+        ""
+    };
     eprintln!(
-        "regionwall: enforcing {} on {} (ifindex {}, link {}, pinned in {pins}, control socket {})",
+        "regionwall: enforcing {} on {} (ifindex {}, XDP {mode}{picked}, link {}, pinned in {pins}, control socket {})",
         Shown(&config.policy),
         config.iface,
         ctl.supervisor.ifindex(),

@@ -104,6 +104,44 @@ fn decode(mut buf: &[u8]) -> Vec<LinkNote> {
     notes
 }
 
+/// How XDP runs on `ifindex` as the kernel reports it (RTM_GETLINK's
+/// IFLA_XDP_ATTACHED): "native", "generic", "offloaded", or `None` when it
+/// cannot tell. Tells what `--xdp-mode auto` picked.
+#[must_use]
+pub fn attached_mode(ifindex: u32) -> Option<&'static str> {
+    use netlink_packet_core::{NLM_F_REQUEST, NetlinkHeader};
+    use netlink_packet_route::link::{LinkMessage, LinkXdp, XdpAttached};
+    let mut socket = Socket::new(NETLINK_ROUTE).ok()?;
+    socket.bind_auto().ok()?;
+    socket.connect(&SocketAddr::new(0, 0)).ok()?;
+    let mut link = LinkMessage::default();
+    link.header.index = ifindex;
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST;
+    let mut request = NetlinkMessage::new(
+        header,
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::GetLink(link)),
+    );
+    request.finalize();
+    let mut buf = vec![0; request.buffer_len()];
+    request.serialize(&mut buf);
+    socket.send(&buf, 0).ok()?;
+    let (reply, _) = socket.recv_from_full().ok()?;
+    let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply).ok()?;
+    let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) = msg.payload else {
+        return None;
+    };
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Xdp(xdp) => xdp.iter().find_map(|x| match x {
+            LinkXdp::Attached(XdpAttached::Driver) => Some("native"),
+            LinkXdp::Attached(XdpAttached::SocketBuffer) => Some("generic"),
+            LinkXdp::Attached(XdpAttached::Hardware) => Some("offloaded"),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
 /// What the supervisor tells the controller.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
