@@ -360,3 +360,69 @@ fn a_hundred_thousand_inline_cidrs_parse_and_compile_exactly() {
         );
     }
 }
+
+/// `check` output (stdout, stderr) and exit status for policy text.
+fn check_text(text: &str) -> (String, String, bool) {
+    let path = common::policy_file(text);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_regionwall"))
+        .arg("check")
+        .arg(&path)
+        .output()
+        .expect("run check");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
+}
+
+#[test]
+fn check_warns_about_what_can_never_match_and_reads_well() {
+    let (out, warnings, ok) = check_text(
+        r#"
+[regions.zone]
+cidrs = ["198.51.100.0/24"]
+[devices.tv]
+mac = ["02:00:5e:00:53:01", "ff:ff:ff:ff:ff:ff", "00:00:00:00:00:00"]
+[groups]
+screens = ["tv", "tv"]
+[[rules]]
+name = "contradicts"
+devices = ["tv"]
+block = ["zone"]
+allow = ["zone", "203.0.113.7"]
+[[rules]]
+name = "open"
+devices = ["screens"]
+allow = ["any"]
+[[rules]]
+name = "shadowed"
+devices = ["screens"]
+block = ["zone"]
+"#,
+    );
+    assert!(ok, "warnings do not fail the check:\n{warnings}");
+    for expected in [
+        "region \"zone\" is both blocked and allowed by this rule",
+        "broadcast or multicast MAC",
+        "all-zero MAC",
+        "device \"tv\" is listed twice in group \"screens\"",
+        "rule \"shadowed\" can never fire: rule \"open\"",
+    ] {
+        assert!(warnings.contains(expected), "{expected:?} in:\n{warnings}");
+    }
+    assert!(
+        warnings.contains(":5:29:"),
+        "warnings have positions:\n{warnings}"
+    );
+    // The summary: singular where one, modes in lower case, inline allow
+    // lists with their rule, not as regions.
+    assert!(out.contains("(1 source prefix)"), "{out}");
+    assert!(out.contains("enforce: [tv]"), "{out}");
+    assert!(!out.contains("contradicts/allow"), "{out}");
+    assert!(out.contains("allow [zone, 1 inline prefix]"), "{out}");
+
+    let (_, warnings, ok) = check_text("");
+    assert!(ok);
+    assert!(warnings.contains("the policy file is empty"), "{warnings}");
+}

@@ -75,11 +75,18 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
         compile_time.as_millis()
     );
     println!("regions (prefixes after merging overlaps and removing exceptions):");
-    for (r, (v4, v6)) in parsed.regions.iter().zip(&compiled.region_sizes) {
+    // Inline allow lists (`rule/allow`) are the policy's own, not regions
+    // the user named: they are shown with their rule.
+    for (r, (v4, v6)) in parsed
+        .regions
+        .iter()
+        .zip(&compiled.region_sizes)
+        .filter(|(r, _)| !r.name.contains('/'))
+    {
         println!(
-            "  {:<28} {v4:>8} IPv4 {v6:>8} IPv6   ({} source prefixes{})",
+            "  {:<28} {v4:>8} IPv4 {v6:>8} IPv6   ({}{})",
             r.name,
-            r.prefixes.len(),
+            plural(r.prefixes.len(), "source prefix", "source prefixes"),
             if r.except.is_empty() {
                 String::new()
             } else {
@@ -90,10 +97,10 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
     println!("devices:");
     for d in &parsed.devices {
         println!(
-            "  {:<28} {} MAC, {} address prefixes",
+            "  {:<28} {}, {}",
             d.name,
-            d.macs.len(),
-            d.prefixes.len()
+            plural(d.macs.len(), "MAC", "MACs"),
+            plural(d.prefixes.len(), "address prefix", "address prefixes")
         );
     }
     if !parsed.groups.is_empty() {
@@ -114,12 +121,12 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let per_cpu = TRAFFIC_SLOTS as usize * 16 * cpus;
     println!(
-        "compiled: {} IPv4 + {} IPv6 LPM entries, {} region classes, {} port classes, {} decisions",
+        "compiled: {} IPv4 + {} IPv6 LPM entries, {}, {}, {}",
         compiled.v4.len(),
         compiled.v6.len(),
-        compiled.classes.len(),
-        compiled.port_class_count,
-        compiled.decisions.len(),
+        plural(compiled.classes.len(), "region class", "region classes"),
+        plural(compiled.port_class_count, "port class", "port classes"),
+        plural(compiled.decisions.len(), "decision", "decisions"),
     );
     let fib_prealloc = print_fib(&compiled);
     println!(
@@ -186,7 +193,14 @@ fn print_rules(parsed: &policy::Policy) {
     for r in &parsed.rules {
         let names = |ids: &[usize]| {
             ids.iter()
-                .map(|i| parsed.regions[*i].name.as_str())
+                .map(|i| {
+                    let region = &parsed.regions[*i];
+                    if region.name.contains('/') {
+                        plural(region.prefixes.len(), "inline prefix", "inline prefixes")
+                    } else {
+                        region.name.clone()
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -206,13 +220,21 @@ fn print_rules(parsed: &policy::Policy) {
             )
         });
         println!(
-            "  {:<28} line {:<4} {:?}: [{}] block [{}] allow [{}]{ports}",
+            "  {:<28} line {:<4} {}: [{}] block [{}] allow [{}]{ports}",
             r.name,
             r.line,
-            r.mode,
+            match r.mode {
+                policy::Mode::Enforce => "enforce",
+                policy::Mode::Audit => "audit",
+            },
             who.join(", "),
             names(&r.block),
             names(&r.allow)
         );
     }
+}
+
+/// `1 thing`, `2 things`.
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

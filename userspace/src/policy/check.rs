@@ -191,6 +191,17 @@ impl Checker<'_> {
             for m in &body.get_ref().mac {
                 match net::parse_mac(m.get_ref()) {
                     Ok(mac) => {
+                        if mac == [0; 6] {
+                            self.warn(
+                                m,
+                                "the all-zero MAC address never appears as a source: this entry matches nothing",
+                            );
+                        } else if mac[0] & 1 == 1 {
+                            self.warn(
+                                m,
+                                "a broadcast or multicast MAC address (first octet odd) never sends as a device: this entry matches nothing",
+                            );
+                        }
                         if let Some(other) = mac_owner.insert(mac, dev.name.clone()) {
                             self.error(
                                 m,
@@ -281,7 +292,16 @@ impl Checker<'_> {
                         "\"default\" cannot be a group member: rules for \"default\" already apply to every device",
                     ),
                     Some(&d) => {
-                        if !group.members.contains(&d) {
+                        if group.members.contains(&d) {
+                            self.warn(
+                                m,
+                                format!(
+                                    "device \"{}\" is listed twice in group \"{}\"",
+                                    m.get_ref(),
+                                    name.get_ref()
+                                ),
+                            );
+                        } else {
                             group.members.push(d);
                         }
                     }
@@ -319,6 +339,9 @@ impl Checker<'_> {
     ) -> Vec<Rule> {
         let mut rules = Vec::new();
         let mut rule_names: HashMap<String, usize> = HashMap::new();
+        // Rules that allow "any" (without qualifiers), by their sorted
+        // device list: a later rule for the same list is shadowed.
+        let mut allow_any: HashMap<Vec<String>, (String, usize)> = HashMap::new();
         for (i, r) in raw.rules.iter().enumerate() {
             let body = r.get_ref();
             let name = match &body.name {
@@ -381,6 +404,15 @@ impl Checker<'_> {
             let mut allow = Vec::new();
             let mut inline = Vec::new();
             for a in &body.allow {
+                if body.block.iter().any(|b| b.get_ref() == a.get_ref()) {
+                    self.warn(
+                        a,
+                        format!(
+                            "region \"{}\" is both blocked and allowed by this rule: allow wins, so the block never fires for it",
+                            a.get_ref()
+                        ),
+                    );
+                }
                 if let Some(id) = self.region_ref(a, regions, region_ids) {
                     allow.push(id);
                 } else {
@@ -432,6 +464,24 @@ impl Checker<'_> {
                 out
             });
             let mode = body.mode.as_ref().map_or(default_mode, |m| self.mode(m));
+            let mut who: Vec<String> = body
+                .devices
+                .get_ref()
+                .iter()
+                .map(|d| d.get_ref().clone())
+                .collect();
+            who.sort_unstable();
+            who.dedup();
+            if let Some((earlier, line)) = allow_any.get(&who) {
+                self.warn(
+                    r,
+                    format!(
+                        "rule \"{name}\" can never fire: rule \"{earlier}\" (line {line}) allows any destination for the same devices at the same level"
+                    ),
+                );
+            } else if ports.is_none() && body.allow.iter().any(|a| a.get_ref() == ANY_REGION_NAME) {
+                allow_any.insert(who, (name.clone(), self.line_of(r)));
+            }
             rules.push(Rule {
                 name,
                 devices: rule_devices,
@@ -449,7 +499,14 @@ impl Checker<'_> {
     /// Checks on the policy as a whole: no rules (a warning unless
     /// `allow_empty`), and more regions than the kernel tables hold.
     pub(super) fn totals(&mut self, rules: &[Rule], regions: &[Region], allow_empty: bool) {
-        if rules.is_empty() && self.errors.is_empty() && !allow_empty {
+        if self.source.trim().is_empty() {
+            self.warnings.push(Diagnostic::at(
+                self.path,
+                self.source,
+                0..0,
+                "the policy file is empty: nothing is blocked",
+            ));
+        } else if rules.is_empty() && self.errors.is_empty() && !allow_empty {
             self.warnings.push(Diagnostic::at(
                 self.path,
                 self.source,
