@@ -63,7 +63,10 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
     let compiled = match compile::compile(&parsed) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{}: error: {e}", args.policy.display());
+            eprintln!(
+                "regionwall: error: compiling {}: {e}",
+                regionwall::shown::Shown(&args.policy)
+            );
             return Ok(ExitCode::FAILURE);
         }
     };
