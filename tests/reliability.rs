@@ -692,7 +692,16 @@ fn events_and_stats_clients_through_the_socket_and_from_pins() {
     let mut other = Command::new(exe())
         .arg("events")
         .args(target)
-        .args(["--json", "--region", "no-such-region", "--count", "1"])
+        // Valid names, but the phone's rule never audits: nothing matches.
+        .args([
+            "--json",
+            "--region",
+            "blocked-zone",
+            "--verdict",
+            "audit",
+            "--count",
+            "1",
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("events client");
