@@ -74,6 +74,11 @@ impl Reloads {
         if !self.watching {
             return;
         }
+        // Re-arming drops the old watch and whatever it had queued but not
+        // read: only when the files to watch changed.
+        if self.watch.as_ref().is_some_and(|w| w.watches(inputs)) {
+            return;
+        }
         match Watch::start(inputs, self.changes_tx.clone()) {
             Ok(w) => self.watch = Some(w),
             Err(e) => log::warn!("not watching the policy's files ({e}); SIGHUP reloads"),
@@ -130,8 +135,8 @@ impl Reloads {
                         let inputs = prepared.policy.inputs.clone();
                         match ctl.apply(prepared) {
                             Ok(epoch) => {
-                                log::info!("reloaded policy ({why}; epoch {epoch})");
                                 self.watch(&inputs);
+                                log::info!("reloaded policy ({why}; epoch {epoch})");
                                 super::release_freed_memory();
                             }
                             Err(e) => log::error!(

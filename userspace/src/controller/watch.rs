@@ -122,6 +122,12 @@ impl Watch {
         })
     }
 
+    /// Whether this watch covers exactly `inputs`.
+    #[must_use]
+    pub fn watches(&self, inputs: &[PathBuf]) -> bool {
+        targets(inputs) == self.watched
+    }
+
     /// How many files and directories are watched.
     #[must_use]
     pub fn len(&self) -> usize {
