@@ -13,12 +13,14 @@
 //!    Each /16 (top 16 bits) is then a leaf, a run of (bits 16..64, tag),
 //!    or split, as for IPv4.
 //!
-//! [`Fib::class_v4`] and [`Fib::class_v6`] run the kernel's algorithm in
-//! userspace, so the structure can be checked without a kernel.
+//! [`Fib::class_v4`] and [`Fib::class_v6`] run the kernel's search
+//! (`regionwall_common::fib`) over the built tables, so the structure can be
+//! checked without a kernel.
 
 use regionwall_common::{
     FIB_DIRECT, FIB_LINE, FIB_LONG_SLOT_BASE, FIB_MAX_LONG, FIB_MAX_SPLITS, FIB_SLOTS, FIB_SPLIT,
     FIB_TAG_LONG, FIB_V6_SLOT_BASE, FibLong, FibSlot, MAX_CLASSES,
+    fib::{self, FibTables},
 };
 
 /// Longest run left unsplit (a summary scan, then a scan of one group of
@@ -344,58 +346,18 @@ impl Fib {
         Ok(())
     }
 
-    /// The kernel's IPv4 lookup, in userspace.
+    /// Region class of an IPv4 destination: the kernel's search over these
+    /// tables. `None` if they are malformed.
     #[must_use]
     pub fn class_v4(&self, addr: u32) -> Option<u32> {
-        let slot = *self.slots.get((addr >> 16) as usize)?;
-        let (slot, rem) = self.descend(slot, u64::from(addr), 16)?;
-        if slot.len == 0 {
-            return Some(slot.base);
-        }
-        let key = u64::from(addr) & ((1u64 << rem) - 1);
-        let e = run_entry(|i| narrow_at(&self.ranges, i), slot, key)?;
-        u32::try_from(e & 0x7fff).ok()
+        fib::class_v4(self, addr)
     }
 
-    /// The kernel's IPv6 lookup, in userspace.
+    /// Region class of an IPv6 destination: the kernel's search over these
+    /// tables. `None` if they are malformed.
     #[must_use]
     pub fn class_v6(&self, addr: u128) -> Option<u32> {
-        let hi = high_u64(addr);
-        let slot = *self
-            .slots
-            .get(FIB_V6_SLOT_BASE as usize + usize::try_from(hi >> 48).ok()?)?;
-        let (slot, rem) = self.descend(slot, hi, 48)?;
-        if slot.len == 0 {
-            return Some(slot.base);
-        }
-        let key = hi & ((1u64 << rem) - 1);
-        let tag = run_entry(|i| self.ranges.get(i).copied(), slot, key)? & 0xffff;
-        if tag & FIB_TAG_LONG == 0 {
-            return u32::try_from(tag).ok();
-        }
-        let lslot = self
-            .slots
-            .get(FIB_LONG_SLOT_BASE as usize + usize::try_from(tag & !FIB_TAG_LONG).ok()?)?;
-        let start = |i: usize| self.long.get(i).map(|r| r.start);
-        let index = bsearch(
-            start,
-            lslot.base as usize,
-            lslot.len as usize,
-            low_u64(addr),
-        )?;
-        u32::try_from(self.long.get(index)?.class).ok()
-    }
-
-    /// The kernel's `descend`: follows split slots by 8 key bits each.
-    fn descend(&self, mut slot: FibSlot, key: u64, mut rem: u32) -> Option<(FibSlot, u32)> {
-        let mut depth = 0;
-        while depth < FIB_MAX_SPLITS && slot.len & FIB_SPLIT != 0 && rem >= 8 {
-            rem -= 8;
-            let index = slot.base as usize + usize::try_from((key >> rem) & 0xff).ok()?;
-            slot = *self.slots.get(index)?;
-            depth += 1;
-        }
-        (slot.len & FIB_SPLIT == 0).then_some((slot, rem))
+        fib::class_v6(self, high_u64(addr), low_u64(addr))
     }
 
     /// Bytes the kernel reads from (slots + used ranges + used long ranges).
@@ -407,6 +369,21 @@ impl Fib {
     }
 }
 
+/// Reads over the built tables, as the kernel's over its maps.
+impl FibTables for Fib {
+    fn slot(&self, index: u32) -> Option<FibSlot> {
+        self.slots.get(index as usize).copied()
+    }
+
+    fn range(&self, index: u32) -> Option<u64> {
+        self.ranges.get(index as usize).copied()
+    }
+
+    fn long(&self, index: u32) -> Option<FibLong> {
+        self.long.get(index as usize).copied()
+    }
+}
+
 #[expect(clippy::cast_possible_truncation, reason = "the low half, on purpose")]
 const fn low_u64(x: u128) -> u64 {
     x as u64
@@ -414,60 +391,6 @@ const fn low_u64(x: u128) -> u64 {
 
 const fn high_u64(x: u128) -> u64 {
     low_u64(x >> 64)
-}
-
-/// The kernel's `bsearch`: index of the last entry of `base..base + len`
-/// whose start is <= `key`.
-fn bsearch(
-    start: impl Fn(usize) -> Option<u64>,
-    base: usize,
-    len: usize,
-    key: u64,
-) -> Option<usize> {
-    let mut lo = base;
-    let mut n = len;
-    while n > 1 {
-        let half = n / 2;
-        if start(lo + half)? <= key {
-            lo += half;
-        }
-        n -= half;
-    }
-    (n == 1).then_some(lo)
-}
-
-/// The `index`-th 32-bit IPv4 entry of `FIB_RANGES` (the kernel's `narrow`).
-fn narrow_at(ranges: &[u64], index: usize) -> Option<u64> {
-    let pair = ranges.get(index / 2)?;
-    Some((pair >> (32 * (index % 2))) & 0xffff_ffff)
-}
-
-/// The kernel's `scan`: index of the last of `count` (>= 1) sorted
-/// entries from `at` whose start is <= `key`.
-fn scan(entry: &impl Fn(usize) -> Option<u64>, at: usize, count: usize, key: u64) -> Option<usize> {
-    let mut i = 0;
-    while i + 1 < count && entry(at + i + 1)? >> 16 <= key {
-        i += 1;
-    }
-    (count >= 1).then_some(i)
-}
-
-/// The kernel's `run_entry`: the last entry of a `FIB_RANGES` run whose
-/// start is <= `key`, through its summary where it has one.
-fn run_entry(entry: impl Fn(usize) -> Option<u64>, slot: FibSlot, key: u64) -> Option<u64> {
-    let base = slot.base as usize;
-    let n = slot.len as usize;
-    if n <= LINE {
-        return entry(base + scan(&entry, base, n, key)?);
-    }
-    let summary = n.div_ceil(LINE);
-    let entries = base + summary;
-    if n > LINE * LINE {
-        return entry(bsearch(|i| entry(i).map(|e| e >> 16), entries, n, key)?);
-    }
-    let block = scan(&entry, base, summary, key)?;
-    let at = entries + block * LINE;
-    entry(at + scan(&entry, at, LINE.min(n - block * LINE), key)?)
 }
 
 /// Appends a boundary, replacing one at the same start and dropping one that
