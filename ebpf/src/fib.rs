@@ -11,7 +11,7 @@ use regionwall_common::{
     fib::{self, FibTables},
 };
 
-use crate::{maps::*, report};
+use crate::{counters, maps::*};
 
 /// The `FIB_*` arrays of generation `G`.
 struct Fib<const G: u32>;
@@ -55,7 +55,7 @@ fn found(class: Option<u32>) -> u32 {
     match class {
         Some(c) => c,
         None => {
-            report::count(Counter::BadLookup);
+            counters::count(Counter::BadLookup);
             NO_CLASS
         }
     }

@@ -9,7 +9,12 @@ use regionwall_common::{
     MAX_DECISIONS, MacKey, NO_CLASS, NO_REGION, NO_RULE, PolicyMeta, Verdict, port_slot,
 };
 
-use crate::{fib, maps::*, parse::Packet, report};
+use crate::{
+    counters::count,
+    fib,
+    maps::*,
+    parse::{Packet, bytes16},
+};
 
 /// Reads the control record. The array always has index 0; the zero value
 /// (generation 0, unparsed pass) is the documented default before the
@@ -31,13 +36,6 @@ pub fn unparsed_decision() -> Decision {
         rule: NO_RULE,
         ..Decision::default()
     }
-}
-
-/// Wire-order bytes of address words (see [`Packet`]).
-#[inline(always)]
-pub fn bytes16(w: [u32; 4]) -> [u8; 16] {
-    // SAFETY: [u32; 4] and [u8; 16] have the same size and any bytes are valid.
-    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(w) }
 }
 
 /// `::ffff:a.b.c.d` (RFC 4291 section 2.5.5.2): the IPv4 word.
@@ -70,7 +68,7 @@ pub fn region_class(lookup: Lookup, generation: u32, pkt: &Packet) -> u32 {
         return region_class_v4(lookup, generation, pkt.dst[0]);
     }
     if let Some(v4) = mapped_v4(pkt.dst) {
-        report::count(Counter::MappedV6);
+        count(Counter::MappedV6);
         return region_class_v4(lookup, generation, v4);
     }
     if lookup == Lookup::Compiled {
@@ -148,7 +146,7 @@ pub fn decide(lookup: Lookup, generation: u32, pkt: &Packet) -> (Decision, u32, 
     // A class or device outside the published table can only come from a
     // controller bug; pass (the gateway must not black-hole) and count it.
     if class >= meta.classes || device >= meta.devices {
-        report::count(Counter::BadDecision);
+        count(Counter::BadDecision);
         return (pass, DEFAULT_DEVICE, meta.epoch);
     }
     let mut index = device * meta.classes + class;
@@ -162,14 +160,14 @@ pub fn decide(lookup: Lookup, generation: u32, pkt: &Packet) -> (Decision, u32, 
         let pclass = match pclass {
             Some(p) if *p < meta.port_classes => *p,
             _ => {
-                report::count(Counter::BadDecision);
+                count(Counter::BadDecision);
                 return (pass, DEFAULT_DEVICE, meta.epoch);
             }
         };
         index = index * meta.port_classes + pclass;
     }
     if index >= MAX_DECISIONS {
-        report::count(Counter::BadDecision);
+        count(Counter::BadDecision);
         return (pass, DEFAULT_DEVICE, meta.epoch);
     }
     let cell = if generation == 0 {
@@ -180,7 +178,7 @@ pub fn decide(lookup: Lookup, generation: u32, pkt: &Packet) -> (Decision, u32, 
     match cell {
         Some(d) => (*d, device, meta.epoch),
         None => {
-            report::count(Counter::BadDecision);
+            count(Counter::BadDecision);
             (pass, DEFAULT_DEVICE, meta.epoch)
         }
     }
