@@ -31,4 +31,5 @@ pub mod slots;
 pub mod sources;
 mod sys;
 
-pub use error::{CompileError, DatapathError, FibError, PolicyError, Shortfall};
+pub use error::{CompileError, DatapathError, PolicyError};
+pub use fib::{FibError, Shortfall};
