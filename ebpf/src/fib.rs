@@ -2,51 +2,33 @@
 //! over one generation's `FIB_*` arrays, each read a bounds-checked map
 //! lookup.
 //!
-//! [`Fib`] is generic over the generation so each instance names its maps
-//! statically (the verifier needs a constant map pointer per call site).
+//! Generic over the generation, as everything reading policy tables (see
+//! `maps::Generation`).
 
-use aya_ebpf::maps::Array;
 use regionwall_common::{
     Counter, FibLong, FibSlot, NO_CLASS,
     fib::{self, FibTables},
 };
 
-use crate::{counters, maps::*};
+use crate::{counters, maps::Generation};
 
-/// The `FIB_*` arrays of generation `G`.
+/// The `FIB_*` arrays of generation `G`, read as the search expects.
 struct Fib<const G: u32>;
-
-impl<const G: u32> Fib<G> {
-    #[inline(always)]
-    fn slots() -> &'static Array<FibSlot> {
-        if G == 0 { &FIB_SLOTS_0 } else { &FIB_SLOTS_1 }
-    }
-
-    #[inline(always)]
-    fn ranges() -> &'static Array<u64> {
-        if G == 0 { &FIB_RANGES_0 } else { &FIB_RANGES_1 }
-    }
-
-    #[inline(always)]
-    fn long() -> &'static Array<FibLong> {
-        if G == 0 { &FIB_LONG_0 } else { &FIB_LONG_1 }
-    }
-}
 
 impl<const G: u32> FibTables for Fib<G> {
     #[inline(always)]
     fn slot(&self, index: u32) -> Option<FibSlot> {
-        Self::slots().get(index).copied()
+        Generation::<G>::fib_slots().get(index).copied()
     }
 
     #[inline(always)]
     fn range(&self, index: u32) -> Option<u64> {
-        Self::ranges().get(index).copied()
+        Generation::<G>::fib_ranges().get(index).copied()
     }
 
     #[inline(always)]
     fn long(&self, index: u32) -> Option<FibLong> {
-        Self::long().get(index).copied()
+        Generation::<G>::fib_long().get(index).copied()
     }
 }
 
@@ -61,25 +43,19 @@ fn found(class: Option<u32>) -> u32 {
     }
 }
 
-/// Region class of an IPv4 destination (the address as a number).
+/// Region class of an IPv4 destination (the address as a number) in
+/// generation `G`.
 #[inline(always)]
-pub fn class_v4(generation: u32, addr: u32) -> u32 {
-    found(if generation == 0 {
-        fib::class_v4(&Fib::<0>, addr)
-    } else {
-        fib::class_v4(&Fib::<1>, addr)
-    })
+pub fn class_v4<const G: u32>(addr: u32) -> u32 {
+    found(fib::class_v4(&Fib::<G>, addr))
 }
 
-/// Region class of an IPv6 destination (wire-order words, see `Packet`).
+/// Region class of an IPv6 destination (wire-order words, see `Packet`) in
+/// generation `G`.
 #[inline(always)]
-pub fn class_v6(generation: u32, dst: [u32; 4]) -> u32 {
+pub fn class_v6<const G: u32>(dst: [u32; 4]) -> u32 {
     let word = |i: usize| u64::from(u32::from_be(dst[i]));
     let hi = (word(0) << 32) | word(1);
     let lo = (word(2) << 32) | word(3);
-    found(if generation == 0 {
-        fib::class_v6(&Fib::<0>, hi, lo)
-    } else {
-        fib::class_v6(&Fib::<1>, hi, lo)
-    })
+    found(fib::class_v6(&Fib::<G>, hi, lo))
 }

@@ -53,8 +53,12 @@ pub fn filter(ctx: &XdpContext, lookup: Lookup) -> u32 {
             }
         }
         Parsed::Ip(pkt) => {
-            let generation = control.active & 1;
-            let (decision, device, epoch) = policy::decide(lookup, generation, &pkt);
+            // The packet's generation picks its tables here, once.
+            let (decision, device, epoch) = if control.active & 1 == 0 {
+                policy::decide::<0>(lookup, &pkt)
+            } else {
+                policy::decide::<1>(lookup, &pkt)
+            };
             report::traffic(ctx, device, &decision);
             if decision.verdict == Verdict::Pass as u8 {
                 return xdp_action::XDP_PASS;
