@@ -2,7 +2,8 @@
 //! tables, it finds the same region class as the LPM trie for every address
 //! tried — every boundary of every table entry (first, last, and the
 //! addresses just outside) and random addresses — and both equal the
-//! userspace model of the structure (`Fib::class_v4`/`class_v6`).
+//! same search run in userspace over the built tables (`Fib::class_v4`/
+//! `class_v6`, the code of `regionwall_common::fib` that the kernel runs).
 //!
 //! The benchmark object's `bench_classify` program runs both lookups on one
 //! frame and writes the two classes over the frame's first 8 bytes.

@@ -11,6 +11,8 @@
 
 use core::mem::size_of;
 
+pub mod fib;
+
 /// Version of the map layout below. Bumped whenever any shared type or map
 /// changes meaning, so a controller can tell pinned state of another layout.
 pub const LAYOUT_VERSION: u32 = 5;

@@ -119,8 +119,12 @@ fn class_only(ctx: &XdpContext, lookup: Lookup) -> u32 {
     let parse::Parsed::Ip(pkt) = parse::parse(ctx) else {
         return xdp_action::XDP_ABORTED;
     };
-    let generation = policy::control().active & 1;
-    if policy::region_class(lookup, generation, &pkt) == u32::MAX {
+    let class = if policy::control().active & 1 == 0 {
+        policy::region_class::<0>(lookup, &pkt)
+    } else {
+        policy::region_class::<1>(lookup, &pkt)
+    };
+    if class == u32::MAX {
         xdp_action::XDP_DROP
     } else {
         xdp_action::XDP_PASS
@@ -154,9 +158,17 @@ pub fn bench_classify(ctx: XdpContext) -> u32 {
     let parse::Parsed::Ip(pkt) = parse::parse(&ctx) else {
         return xdp_action::XDP_ABORTED;
     };
-    let generation = policy::control().active & 1;
-    let lpm = policy::region_class(Lookup::Lpm, generation, &pkt);
-    let compiled = policy::region_class(Lookup::Compiled, generation, &pkt);
+    let (lpm, compiled) = if policy::control().active & 1 == 0 {
+        (
+            policy::region_class::<0>(Lookup::Lpm, &pkt),
+            policy::region_class::<0>(Lookup::Compiled, &pkt),
+        )
+    } else {
+        (
+            policy::region_class::<1>(Lookup::Lpm, &pkt),
+            policy::region_class::<1>(Lookup::Compiled, &pkt),
+        )
+    };
     let data = ctx.data();
     if data + 8 > ctx.data_end() {
         return xdp_action::XDP_ABORTED;

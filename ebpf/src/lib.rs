@@ -4,10 +4,11 @@
 //! Attached to the LAN-facing interface of a gateway, it sees every frame a
 //! device sends out. Per frame: parse L2/L3/L4 (`parse`), find the region
 //! class of the destination and the device (`policy`), read the decision the
-//! controller compiled for (device, class), count it per CPU, and report
-//! drops and audits through a ring buffer (`report`).
+//! controller compiled for (device, class), count it per CPU (`counters`,
+//! `report`), and report drops and audits through a ring buffer (`report`).
 #![no_std]
 
+pub mod counters;
 pub mod fib;
 pub mod maps;
 pub mod parse;
@@ -24,17 +25,17 @@ use crate::parse::Parsed;
 /// returns a deliberate action; there is no implicit fallback.
 #[inline(always)]
 pub fn filter(ctx: &XdpContext, lookup: Lookup) -> u32 {
-    report::count(Counter::Frames);
+    counters::count(Counter::Frames);
     let control = policy::control();
     match parse::parse(ctx) {
         Parsed::NonIp => {
-            report::count(Counter::NonIp);
+            counters::count(Counter::NonIp);
             xdp_action::XDP_PASS
         }
         Parsed::Unparsed(cause, pkt) => {
-            report::count(cause);
+            counters::count(cause);
             if control.unparsed == UnparsedAction::Drop as u32 {
-                report::count(Counter::UnparsedDropped);
+                counters::count(Counter::UnparsedDropped);
                 let epoch = policy::epoch(control.active & 1);
                 report::emit(
                     ctx,
@@ -47,13 +48,17 @@ pub fn filter(ctx: &XdpContext, lookup: Lookup) -> u32 {
                 );
                 xdp_action::XDP_DROP
             } else {
-                report::count(Counter::UnparsedPassed);
+                counters::count(Counter::UnparsedPassed);
                 xdp_action::XDP_PASS
             }
         }
         Parsed::Ip(pkt) => {
-            let generation = control.active & 1;
-            let (decision, device, epoch) = policy::decide(lookup, generation, &pkt);
+            // The packet's generation picks its tables here, once.
+            let (decision, device, epoch) = if control.active & 1 == 0 {
+                policy::decide::<0>(lookup, &pkt)
+            } else {
+                policy::decide::<1>(lookup, &pkt)
+            };
             report::traffic(ctx, device, &decision);
             if decision.verdict == Verdict::Pass as u8 {
                 return xdp_action::XDP_PASS;

@@ -1,6 +1,7 @@
 //! Every map of the program. Policy tables exist twice (suffix `_0`, `_1`):
 //! the controller fills the inactive set, then flips `CONTROL.active`.
-//! A packet reads `active` once, so it sees one whole policy.
+//! A packet reads `active` once, so it sees one whole policy; code reaches
+//! the set through [`Generation`], never by naming a suffix.
 
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
@@ -99,3 +100,61 @@ pub static RATE_LIMIT: PerCpuArray<Bucket> = PerCpuArray::with_max_entries(RATE_
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
+
+/// The policy tables of generation `G` (0 or 1): the one place that maps a
+/// generation to its `_0`/`_1` maps. Code generic over `G` names each map
+/// statically (the verifier needs a constant map pointer per call site);
+/// the packet's generation picks `G` once, at the top of the path.
+pub struct Generation<const G: u32>;
+
+impl<const G: u32> Generation<G> {
+    #[inline(always)]
+    pub fn region_v4() -> &'static LpmTrie<[u8; 4], u32> {
+        if G == 0 { &REGION_V4_0 } else { &REGION_V4_1 }
+    }
+
+    #[inline(always)]
+    pub fn region_v6() -> &'static LpmTrie<[u8; 16], u32> {
+        if G == 0 { &REGION_V6_0 } else { &REGION_V6_1 }
+    }
+
+    #[inline(always)]
+    pub fn fib_slots() -> &'static Array<FibSlot> {
+        if G == 0 { &FIB_SLOTS_0 } else { &FIB_SLOTS_1 }
+    }
+
+    #[inline(always)]
+    pub fn fib_ranges() -> &'static Array<u64> {
+        if G == 0 { &FIB_RANGES_0 } else { &FIB_RANGES_1 }
+    }
+
+    #[inline(always)]
+    pub fn fib_long() -> &'static Array<FibLong> {
+        if G == 0 { &FIB_LONG_0 } else { &FIB_LONG_1 }
+    }
+
+    #[inline(always)]
+    pub fn device_mac() -> &'static HashMap<MacKey, u32> {
+        if G == 0 { &DEVICE_MAC_0 } else { &DEVICE_MAC_1 }
+    }
+
+    #[inline(always)]
+    pub fn device_v4() -> &'static LpmTrie<[u8; 4], u32> {
+        if G == 0 { &DEVICE_V4_0 } else { &DEVICE_V4_1 }
+    }
+
+    #[inline(always)]
+    pub fn device_v6() -> &'static LpmTrie<[u8; 16], u32> {
+        if G == 0 { &DEVICE_V6_0 } else { &DEVICE_V6_1 }
+    }
+
+    #[inline(always)]
+    pub fn port_class() -> &'static Array<u32> {
+        if G == 0 { &PORT_CLASS_0 } else { &PORT_CLASS_1 }
+    }
+
+    #[inline(always)]
+    pub fn decisions() -> &'static Array<Decision> {
+        if G == 0 { &DECISIONS_0 } else { &DECISIONS_1 }
+    }
+}

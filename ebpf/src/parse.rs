@@ -5,6 +5,8 @@
 use aya_ebpf::programs::XdpContext;
 use regionwall_common::{Counter, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS};
 
+use crate::counters::count;
+
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
@@ -67,6 +69,13 @@ impl Packet {
             has_ports: false,
         }
     }
+}
+
+/// Wire-order bytes of address words (see [`Packet`]).
+#[inline(always)]
+pub fn bytes16(w: [u32; 4]) -> [u8; 16] {
+    // SAFETY: [u32; 4] and [u8; 16] have the same size and any bytes are valid.
+    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(w) }
 }
 
 pub enum Parsed {
@@ -187,7 +196,7 @@ fn ipv4(ctx: &XdpContext, l3: usize, mut pkt: Packet) -> Parsed {
     if frag_off != 0 {
         // A later fragment: no L4 header, but the destination is known and
         // the policy applies to it like to the first fragment.
-        crate::report::count(Counter::LaterFragments);
+        count(Counter::LaterFragments);
         return Parsed::Ip(pkt);
     }
     ports(ctx, l3 + hlen, &mut pkt);
@@ -257,7 +266,7 @@ fn ipv6(ctx: &XdpContext, l3: usize, mut pkt: Packet) -> Parsed {
     }
     pkt.proto = nh;
     if !first_fragment {
-        crate::report::count(Counter::LaterFragments);
+        count(Counter::LaterFragments);
         return Parsed::Ip(pkt);
     }
     if is_ext_header(nh) {

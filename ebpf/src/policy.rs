@@ -9,7 +9,12 @@ use regionwall_common::{
     MAX_DECISIONS, MacKey, NO_CLASS, NO_REGION, NO_RULE, PolicyMeta, Verdict, port_slot,
 };
 
-use crate::{fib, maps::*, parse::Packet, report};
+use crate::{
+    counters::count,
+    fib,
+    maps::{CONTROL, Generation, POLICY_META},
+    parse::{Packet, bytes16},
+};
 
 /// Reads the control record. The array always has index 0; the zero value
 /// (generation 0, unparsed pass) is the documented default before the
@@ -33,13 +38,6 @@ pub fn unparsed_decision() -> Decision {
     }
 }
 
-/// Wire-order bytes of address words (see [`Packet`]).
-#[inline(always)]
-pub fn bytes16(w: [u32; 4]) -> [u8; 16] {
-    // SAFETY: [u32; 4] and [u8; 16] have the same size and any bytes are valid.
-    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(w) }
-}
-
 /// `::ffff:a.b.c.d` (RFC 4291 section 2.5.5.2): the IPv4 word.
 #[inline(always)]
 fn mapped_v4(addr: [u32; 4]) -> Option<u32> {
@@ -51,56 +49,43 @@ fn mapped_v4(addr: [u32; 4]) -> Option<u32> {
 }
 
 #[inline(always)]
-fn region_class_v4(lookup: Lookup, generation: u32, dst: u32) -> u32 {
+fn region_class_v4<const G: u32>(lookup: Lookup, dst: u32) -> u32 {
     if lookup == Lookup::Compiled {
-        return fib::class_v4(generation, u32::from_be(dst));
+        return fib::class_v4::<G>(u32::from_be(dst));
     }
     let key = Key::new(32, dst.to_ne_bytes());
-    let hit = if generation == 0 {
-        REGION_V4_0.get(&key)
-    } else {
-        REGION_V4_1.get(&key)
-    };
+    let hit = Generation::<G>::region_v4().get(&key);
     hit.copied().unwrap_or(NO_CLASS)
 }
 
+/// Region class of the destination in generation `G`.
 #[inline(always)]
-pub fn region_class(lookup: Lookup, generation: u32, pkt: &Packet) -> u32 {
+pub fn region_class<const G: u32>(lookup: Lookup, pkt: &Packet) -> u32 {
     if pkt.family == 4 {
-        return region_class_v4(lookup, generation, pkt.dst[0]);
+        return region_class_v4::<G>(lookup, pkt.dst[0]);
     }
     if let Some(v4) = mapped_v4(pkt.dst) {
-        report::count(Counter::MappedV6);
-        return region_class_v4(lookup, generation, v4);
+        count(Counter::MappedV6);
+        return region_class_v4::<G>(lookup, v4);
     }
     if lookup == Lookup::Compiled {
-        return fib::class_v6(generation, pkt.dst);
+        return fib::class_v6::<G>(pkt.dst);
     }
     let key = Key::new(128, bytes16(pkt.dst));
-    let hit = if generation == 0 {
-        REGION_V6_0.get(&key)
-    } else {
-        REGION_V6_1.get(&key)
-    };
+    let hit = Generation::<G>::region_v6().get(&key);
     hit.copied().unwrap_or(NO_CLASS)
 }
 
 /// Device by source MAC, else by source IP, else the default device. Tables
 /// the policy left empty are not looked up.
 #[inline(always)]
-fn device(generation: u32, tables: u32, pkt: &Packet) -> u32 {
+fn device<const G: u32>(tables: u32, pkt: &Packet) -> u32 {
     if tables & DEVICE_BY_MAC != 0 {
         let b = pkt.src_mac.to_ne_bytes();
         let mac = MacKey::new([b[0], b[1], b[2], b[3], b[4], b[5]]);
         // SAFETY: the value is a plain u32 copied out at once; hash map values
         // may be replaced concurrently, which a u32 read tolerates.
-        let by_mac = unsafe {
-            if generation == 0 {
-                DEVICE_MAC_0.get(&mac)
-            } else {
-                DEVICE_MAC_1.get(&mac)
-            }
-        };
+        let by_mac = unsafe { Generation::<G>::device_mac().get(&mac) };
         if let Some(d) = by_mac {
             return *d;
         }
@@ -110,21 +95,13 @@ fn device(generation: u32, tables: u32, pkt: &Packet) -> u32 {
             return DEFAULT_DEVICE;
         }
         let key = Key::new(32, pkt.src[0].to_ne_bytes());
-        if generation == 0 {
-            DEVICE_V4_0.get(&key)
-        } else {
-            DEVICE_V4_1.get(&key)
-        }
+        Generation::<G>::device_v4().get(&key)
     } else {
         if tables & DEVICE_BY_V6 == 0 {
             return DEFAULT_DEVICE;
         }
         let key = Key::new(128, bytes16(pkt.src));
-        if generation == 0 {
-            DEVICE_V6_0.get(&key)
-        } else {
-            DEVICE_V6_1.get(&key)
-        }
+        Generation::<G>::device_v6().get(&key)
     };
     by_ip.copied().unwrap_or(DEFAULT_DEVICE)
 }
@@ -135,52 +112,43 @@ pub fn epoch(generation: u32) -> u32 {
     POLICY_META.get(generation).map_or(0, |m| m.epoch)
 }
 
-/// Returns the decision, the device index and the policy epoch.
+/// Returns the decision of generation `G`, the device index and the policy
+/// epoch.
 #[inline(always)]
-pub fn decide(lookup: Lookup, generation: u32, pkt: &Packet) -> (Decision, u32, u32) {
-    let meta = match POLICY_META.get(generation) {
+pub fn decide<const G: u32>(lookup: Lookup, pkt: &Packet) -> (Decision, u32, u32) {
+    let meta = match POLICY_META.get(G) {
         Some(m) => *m,
         None => PolicyMeta::default(),
     };
-    let class = region_class(lookup, generation, pkt);
-    let device = device(generation, meta.device_tables, pkt);
+    let class = region_class::<G>(lookup, pkt);
+    let device = device::<G>(meta.device_tables, pkt);
     let pass = Decision::default();
     // A class or device outside the published table can only come from a
     // controller bug; pass (the gateway must not black-hole) and count it.
     if class >= meta.classes || device >= meta.devices {
-        report::count(Counter::BadDecision);
+        count(Counter::BadDecision);
         return (pass, DEFAULT_DEVICE, meta.epoch);
     }
     let mut index = device * meta.classes + class;
     if meta.port_classes > 1 {
         let slot = port_slot(pkt.proto, pkt.has_ports, pkt.dst_port);
-        let pclass = if generation == 0 {
-            PORT_CLASS_0.get(slot)
-        } else {
-            PORT_CLASS_1.get(slot)
-        };
-        let pclass = match pclass {
+        let pclass = match Generation::<G>::port_class().get(slot) {
             Some(p) if *p < meta.port_classes => *p,
             _ => {
-                report::count(Counter::BadDecision);
+                count(Counter::BadDecision);
                 return (pass, DEFAULT_DEVICE, meta.epoch);
             }
         };
         index = index * meta.port_classes + pclass;
     }
     if index >= MAX_DECISIONS {
-        report::count(Counter::BadDecision);
+        count(Counter::BadDecision);
         return (pass, DEFAULT_DEVICE, meta.epoch);
     }
-    let cell = if generation == 0 {
-        DECISIONS_0.get(index)
-    } else {
-        DECISIONS_1.get(index)
-    };
-    match cell {
+    match Generation::<G>::decisions().get(index) {
         Some(d) => (*d, device, meta.epoch),
         None => {
-            report::count(Counter::BadDecision);
+            count(Counter::BadDecision);
             (pass, DEFAULT_DEVICE, meta.epoch)
         }
     }

@@ -1,6 +1,6 @@
-//! Counters and events. Counters are per-CPU (no atomics on the hot path);
-//! events go to a ring buffer, and a full ring buffer is counted, never
-//! allowed to change the verdict.
+//! Traffic counters and events. Traffic is counted per CPU (no atomics on
+//! the hot path); events go to a ring buffer, and a full ring buffer is
+//! counted, never allowed to change the verdict.
 
 use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, programs::XdpContext};
 use regionwall_common::{
@@ -8,17 +8,10 @@ use regionwall_common::{
 };
 
 use crate::{
-    maps::{COUNTERS_MAP, EVENTS, RATE_LIMIT, TRAFFIC},
-    parse::Packet,
+    counters::count,
+    maps::{EVENTS, RATE_LIMIT, TRAFFIC},
+    parse::{Packet, bytes16},
 };
-
-#[inline(always)]
-pub fn count(counter: Counter) {
-    if let Some(p) = COUNTERS_MAP.get_ptr_mut(counter as u32) {
-        // SAFETY: per-CPU slot, only this CPU writes it while we run.
-        unsafe { *p += 1 };
-    }
-}
 
 /// Counts packets and bytes per (device, region, verdict), passed traffic too.
 #[inline(always)]
@@ -91,8 +84,8 @@ pub fn emit(
     };
     entry.write(Event {
         ts_ns,
-        src_addr: crate::policy::bytes16(pkt.src),
-        dst_addr: crate::policy::bytes16(pkt.dst),
+        src_addr: bytes16(pkt.src),
+        dst_addr: bytes16(pkt.dst),
         src_mac: {
             let b = pkt.src_mac.to_ne_bytes();
             [b[0], b[1], b[2], b[3], b[4], b[5]]

@@ -42,7 +42,4 @@ pub mod sources;
 mod sys;
 pub mod verdict;
 
-pub use compile::CompileError;
-pub use datapath::DatapathError;
-pub use error::{FibError, Shortfall};
-pub use policy::PolicyError;
+pub use error::{CompileError, DatapathError, FibError, PolicyError, Shortfall};

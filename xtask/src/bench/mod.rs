@@ -325,8 +325,9 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// [`BENCH_KEYS`] distinct destinations of one family, in random order:
 /// half inside the table (a random address of a random entry), half
-/// outside (next to an entry, or anywhere), checked with the structure's
-/// own userspace model. Returns the keys and how many are inside.
+/// outside (next to an entry, or anywhere), checked with the kernel's
+/// search run over the built tables. Returns the keys and how many are
+/// inside.
 fn destinations(
     compiled: &compile::Compiled,
     fib: &Fib,
