@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{demo_policy_copy, exe, flow::Flow, pins::PinRoot, xdp_attached};
+use common::{demo_policy_copy, exe, flow::Flow, pins::PinRoot, regionwall, text, xdp_attached};
 use regionwall_testkit::{
     sandbox::{Controller, GATEWAY_LAN, Topology},
     traffic::send_traffic,
@@ -19,21 +19,6 @@ use regionwall_testkit::{
 
 const BLOCKED: &str = "198.51.100.10";
 const ALLOWED: &str = "203.0.113.10";
-
-fn regionwall(args: &[&str]) -> std::process::Output {
-    Command::new(exe())
-        .args(args)
-        .output()
-        .expect("run regionwall")
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// Waits for the `n`-th occurrence of `needle` in the controller's log.
 fn wait_count(c: &Controller, needle: &str, n: usize, timeout: Duration) -> bool {

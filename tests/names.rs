@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, time::Duration};
 
-use common::{demo_policy_copy, exe, pins::PinRoot};
+use common::{demo_policy_copy, exe, pins::PinRoot, regionwall, text};
 use regionwall::verdict::Verdict;
 use regionwall_testkit::{
     sandbox::{Controller, GATEWAY_LAN, Topology},
@@ -14,21 +14,6 @@ use regionwall_testkit::{
 };
 
 const BLOCKED: &str = "198.51.100.10";
-
-fn regionwall(args: &[&str]) -> std::process::Output {
-    Command::new(exe())
-        .args(args)
-        .output()
-        .expect("run regionwall")
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// Packets of (device, region, verdict) in a stats snapshot.
 fn packets(

@@ -6,32 +6,17 @@ mod common;
 
 use std::{
     path::Path,
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
-use common::{demo_policy_copy, exe, pins::PinRoot};
+use common::{demo_policy_copy, exe, pins::PinRoot, regionwall, text};
 use regionwall_testkit::{
     sandbox::{Controller, GATEWAY_LAN, Topology},
     traffic::send_traffic,
 };
 
 const BLOCKED: &str = "198.51.100.10";
-
-fn regionwall(args: &[&str]) -> std::process::Output {
-    Command::new(exe())
-        .args(args)
-        .output()
-        .expect("run regionwall")
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 #[test]
 fn a_failing_event_output_never_stops_enforcement() {

@@ -33,6 +33,23 @@ pub fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_regionwall"))
 }
 
+/// Runs the `regionwall` binary with `args` and waits for it.
+pub fn regionwall(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(exe())
+        .args(args)
+        .output()
+        .expect("run regionwall")
+}
+
+/// What a command printed, stdout then stderr.
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// A private copy of policies/demo.toml (tests may rewrite it).
 pub fn demo_policy_copy() -> PathBuf {
     let text = std::fs::read_to_string(concat!(
