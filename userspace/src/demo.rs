@@ -9,13 +9,19 @@ use regionwall_testkit::{
     traffic::{Delivery, UPLOAD_BYTES, send_traffic},
 };
 
-/// Runs the whole demo, printing to `out`. `exe` is the regionwall binary.
-pub fn run(exe: &Path, policy: &Path, out: &mut dyn io::Write) -> io::Result<Vec<Delivery>> {
+/// Runs the whole demo, printing to `out`. `exe` is the regionwall binary;
+/// `tag` goes into the namespace names.
+pub fn run(
+    exe: &Path,
+    policy: &Path,
+    tag: &str,
+    out: &mut dyn io::Write,
+) -> io::Result<Vec<Delivery>> {
     writeln!(
         out,
         "regionwall demo: building namespaces phone -> gateway -> internet (documentation addresses only)"
     )?;
-    let topology = Topology::create("demo")?;
+    let topology = Topology::create(tag)?;
     writeln!(
         out,
         "  phone    {}: 192.0.2.10, 2001:db8:1::10\n  gateway  {}: regionwall on {GATEWAY_LAN} (phone side)\n  internet {}: blocked 198.51.100.10, 2001:db8:bad::10; allowed 203.0.113.10, 2001:db8:600d::10",

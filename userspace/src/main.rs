@@ -11,10 +11,18 @@ use clap::{Parser, Subcommand};
 /// gateway, drops what the policy forbids, and reports every drop with the
 /// device, region and rule that decided it.
 #[derive(Parser)]
-#[command(name = "regionwall", version, verbatim_doc_comment)]
+#[command(
+    name = "regionwall",
+    version,
+    verbatim_doc_comment,
+    // A bare `regionwall` prints the help (on stderr, exit status 2, as
+    // clap does for any missing argument): it never builds namespaces or
+    // attaches anything by surprise.
+    arg_required_else_help = true
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Command,
 }
 
 #[derive(Subcommand)]
@@ -31,10 +39,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    let result = match cli
-        .command
-        .unwrap_or(Command::Demo(cli::demo::Args::default()))
-    {
+    let result = match cli.command {
         Command::Run(args) => cli::run::main(args),
         Command::Check(args) => cli::check::main(&args),
         Command::Explain(args) => cli::explain::main(&args),
