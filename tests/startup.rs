@@ -64,6 +64,31 @@ fn bare_command_prints_help_and_touches_nothing() {
 }
 
 #[test]
+fn subcommand_summaries_are_imperative_without_a_period() {
+    let out = Command::new(exe()).arg("--help").output().expect("help");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summaries: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert_eq!(summaries.len(), 8, "{text}");
+    for line in summaries {
+        let summary = line.trim_start().split_once("  ").expect("name, summary").1;
+        let summary = summary.trim();
+        assert!(!summary.ends_with('.'), "no period: {line}");
+        assert!(
+            summary.starts_with(char::is_uppercase),
+            "capitalised: {line}"
+        );
+        // Imperative: a verb first, not "Packets and bytes ..." or "Shows".
+        let verb = summary.split(' ').next().unwrap_or_default();
+        assert!(!verb.ends_with('s'), "imperative: {line}");
+    }
+}
+
+#[test]
 fn demo_runs_from_any_directory() {
     let started = Instant::now();
     let child = Command::new(exe())
