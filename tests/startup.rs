@@ -64,6 +64,9 @@ fn bare_command_prints_help_and_touches_nothing() {
             "{command} listed"
         );
     }
+    for hidden in ["manpages", "completions"] {
+        assert!(!stderr.contains(hidden), "{hidden} is hidden");
+    }
     assert!(!stderr.contains("namespaces phone"), "no demo started");
     assert_eq!(traces_of(pid), Vec::<String>::new(), "no namespace or pin");
     assert!(took < Duration::from_secs(2), "{took:?}");

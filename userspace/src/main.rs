@@ -34,6 +34,10 @@ enum Command {
     Events(cli::client::EventsArgs),
     Stats(cli::client::StatsArgs),
     Detach(cli::client::DetachArgs),
+    #[command(hide = true)]
+    Manpages(cli::generate::ManpagesArgs),
+    #[command(hide = true)]
+    Completions(cli::generate::CompletionsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +51,8 @@ fn main() -> std::process::ExitCode {
         Command::Events(args) => cli::client::events(&args),
         Command::Stats(args) => cli::client::stats(&args),
         Command::Detach(args) => cli::client::detach(&args),
+        Command::Manpages(args) => cli::generate::manpages(&args),
+        Command::Completions(args) => cli::generate::completions(&args),
     };
     match result {
         Ok(code) => code,
