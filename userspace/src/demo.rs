@@ -10,10 +10,12 @@ use regionwall_testkit::{
 };
 
 /// Runs the whole demo, printing to `out`. `exe` is the regionwall binary;
-/// `tag` goes into the namespace names.
+/// `shown` is how the policy is named to the reader (the built-in one is
+/// read from a temporary copy); `tag` goes into the namespace names.
 pub fn run(
     exe: &Path,
     policy: &Path,
+    shown: &Path,
     tag: &str,
     out: &mut dyn io::Write,
 ) -> io::Result<Vec<Delivery>> {
@@ -32,7 +34,7 @@ pub fn run(
     writeln!(
         out,
         "starting: regionwall run --iface {GATEWAY_LAN} --policy {}",
-        policy.display()
+        shown.display()
     )?;
     let controller = Controller::start(exe, &topology, policy, &[])?;
     writeln!(
@@ -70,7 +72,7 @@ pub fn run(
             if d.tcp_upload { "delivered" } else { "blocked" }
         )?;
     }
-    explain_one_drop(policy, out)?;
+    explain_one_drop(policy, shown, out)?;
     writeln!(out, "removing namespaces")?;
     drop(topology);
     Ok(results)
@@ -78,7 +80,7 @@ pub fn run(
 
 /// Answers "why was this blocked?" for the first blocked target, as
 /// `regionwall explain` would.
-fn explain_one_drop(policy: &Path, out: &mut dyn io::Write) -> io::Result<()> {
+fn explain_one_drop(policy: &Path, shown: &Path, out: &mut dyn io::Write) -> io::Result<()> {
     let Some((_, addr)) = TARGETS.first() else {
         return Ok(());
     };
@@ -100,7 +102,7 @@ fn explain_one_drop(policy: &Path, out: &mut dyn io::Write) -> io::Result<()> {
     writeln!(
         out,
         "\nwhy was {addr} blocked?  regionwall explain {addr} --src {src} --packet udp/9 --policy {}",
-        policy.display()
+        shown.display()
     )?;
     for line in e.to_string().lines() {
         writeln!(out, "  {line}")?;

@@ -51,7 +51,13 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let exe = std::env::current_exe().context("locating the regionwall binary")?;
     let _signals = SignalGuard::install()?;
-    let results = crate::demo::run(&exe, &policy, &args.tag, &mut std::io::stdout())
+    // The built-in policy is named as the repository's file, not as its
+    // temporary copy, which is gone when the reader tries the commands.
+    let shown = args
+        .policy
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("policies/demo.toml"));
+    let results = crate::demo::run(&exe, &policy, &shown, &args.tag, &mut std::io::stdout())
         .context("running the demo (it needs root: network namespaces and XDP)")?;
     let blocked_ok = results
         .iter()
