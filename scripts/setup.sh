@@ -12,7 +12,9 @@ LLVM_PREFIX=/usr/lib/llvm-22
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 need_apt=()
-for pkg in llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev iproute2 iputils-ping nftables; do
+# systemd: `systemd-analyze verify` of the installed unit (works offline,
+# no running systemd needed); man-db: `man -l` renders the generated pages.
+for pkg in llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev iproute2 iputils-ping nftables systemd man-db; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

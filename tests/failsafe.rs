@@ -359,10 +359,12 @@ fn failed_starts_and_detach_leave_nothing_behind_and_say_so() {
     let root = PinRoot::new();
     let policy = demo_policy_copy();
     let socket = std::env::temp_dir().join(regionwall_testkit::netns::unique_name("none.sock"));
+    // `--no-wait`: without it `run` waits for the interface to appear.
     let out = regionwall(&[
         "run",
         "--iface",
         "rw-nonexistent0",
+        "--no-wait",
         "--policy",
         policy.to_str().expect("UTF-8"),
         "--pin-root",

@@ -158,7 +158,9 @@ impl Controller {
                 .and_then(|i| extra.get(i + 1))
                 .map(std::path::PathBuf::from)
         };
-        let unique = crate::netns::unique_name("ctl");
+        // Named after the topology, so whoever made the namespaces (a
+        // test, the demo's `--tag`) recognises the pins and socket too.
+        let unique = crate::netns::unique_name(&format!("ctl-{}", topology.gateway.name()));
         let own_pins = given("--pin-root").is_none();
         let pin_root = given("--pin-root")
             .unwrap_or_else(|| std::path::Path::new("/sys/fs/bpf").join(&unique));

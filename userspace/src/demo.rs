@@ -9,13 +9,21 @@ use regionwall_testkit::{
     traffic::{Delivery, UPLOAD_BYTES, send_traffic},
 };
 
-/// Runs the whole demo, printing to `out`. `exe` is the regionwall binary.
-pub fn run(exe: &Path, policy: &Path, out: &mut dyn io::Write) -> io::Result<Vec<Delivery>> {
+/// Runs the whole demo, printing to `out`. `exe` is the regionwall binary;
+/// `shown` is how the policy is named to the reader (the built-in one is
+/// read from a temporary copy); `tag` goes into the namespace names.
+pub fn run(
+    exe: &Path,
+    policy: &Path,
+    shown: &Path,
+    tag: &str,
+    out: &mut dyn io::Write,
+) -> io::Result<Vec<Delivery>> {
     writeln!(
         out,
         "regionwall demo: building namespaces phone -> gateway -> internet (documentation addresses only)"
     )?;
-    let topology = Topology::create("demo")?;
+    let topology = Topology::create(tag)?;
     writeln!(
         out,
         "  phone    {}: 192.0.2.10, 2001:db8:1::10\n  gateway  {}: regionwall on {GATEWAY_LAN} (phone side)\n  internet {}: blocked 198.51.100.10, 2001:db8:bad::10; allowed 203.0.113.10, 2001:db8:600d::10",
@@ -26,7 +34,7 @@ pub fn run(exe: &Path, policy: &Path, out: &mut dyn io::Write) -> io::Result<Vec
     writeln!(
         out,
         "starting: regionwall run --iface {GATEWAY_LAN} --policy {}",
-        policy.display()
+        shown.display()
     )?;
     let controller = Controller::start(exe, &topology, policy, &[])?;
     writeln!(
@@ -64,7 +72,7 @@ pub fn run(exe: &Path, policy: &Path, out: &mut dyn io::Write) -> io::Result<Vec
             if d.tcp_upload { "delivered" } else { "blocked" }
         )?;
     }
-    explain_one_drop(policy, out)?;
+    explain_one_drop(policy, shown, out)?;
     writeln!(out, "removing namespaces")?;
     drop(topology);
     Ok(results)
@@ -72,7 +80,7 @@ pub fn run(exe: &Path, policy: &Path, out: &mut dyn io::Write) -> io::Result<Vec
 
 /// Answers "why was this blocked?" for the first blocked target, as
 /// `regionwall explain` would.
-fn explain_one_drop(policy: &Path, out: &mut dyn io::Write) -> io::Result<()> {
+fn explain_one_drop(policy: &Path, shown: &Path, out: &mut dyn io::Write) -> io::Result<()> {
     let Some((_, addr)) = TARGETS.first() else {
         return Ok(());
     };
@@ -94,7 +102,7 @@ fn explain_one_drop(policy: &Path, out: &mut dyn io::Write) -> io::Result<()> {
     writeln!(
         out,
         "\nwhy was {addr} blocked?  regionwall explain {addr} --src {src} --packet udp/9 --policy {}",
-        policy.display()
+        shown.display()
     )?;
     for line in e.to_string().lines() {
         writeln!(out, "  {line}")?;

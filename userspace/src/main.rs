@@ -11,10 +11,18 @@ use clap::{Parser, Subcommand};
 /// gateway, drops what the policy forbids, and reports every drop with the
 /// device, region and rule that decided it.
 #[derive(Parser)]
-#[command(name = "regionwall", version, verbatim_doc_comment)]
+#[command(
+    name = "regionwall",
+    version,
+    verbatim_doc_comment,
+    // A bare `regionwall` prints the help (on stderr, exit status 2, as
+    // clap does for any missing argument): it never builds namespaces or
+    // attaches anything by surprise.
+    arg_required_else_help = true
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Command,
 }
 
 #[derive(Subcommand)]
@@ -26,15 +34,16 @@ enum Command {
     Events(cli::client::EventsArgs),
     Stats(cli::client::StatsArgs),
     Detach(cli::client::DetachArgs),
+    #[command(hide = true)]
+    Manpages(cli::generate::ManpagesArgs),
+    #[command(hide = true)]
+    Completions(cli::generate::CompletionsArgs),
 }
 
 fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    let result = match cli
-        .command
-        .unwrap_or(Command::Demo(cli::demo::Args::default()))
-    {
+    let result = match cli.command {
         Command::Run(args) => cli::run::main(args),
         Command::Check(args) => cli::check::main(&args),
         Command::Explain(args) => cli::explain::main(&args),
@@ -42,6 +51,8 @@ fn main() -> std::process::ExitCode {
         Command::Events(args) => cli::client::events(&args),
         Command::Stats(args) => cli::client::stats(&args),
         Command::Detach(args) => cli::client::detach(&args),
+        Command::Manpages(args) => cli::generate::manpages(&args),
+        Command::Completions(args) => cli::generate::completions(&args),
     };
     match result {
         Ok(code) => code,

@@ -2,6 +2,7 @@
 //! as root, setup. Called through `./x`, which installs the toolchain first.
 
 mod bench;
+mod install;
 
 use std::process::Command;
 
@@ -39,6 +40,9 @@ enum Task {
     },
     /// Run the installer only.
     Setup,
+    /// Build a release and install the binary, man pages, shell
+    /// completions, the systemd unit and an example policy.
+    Install(install::Args),
 }
 
 /// The cargo-fuzz targets in fuzz/Cargo.toml.
@@ -214,6 +218,7 @@ fn main() -> anyhow::Result<()> {
             let root = std::env::current_dir()?;
             bench::main(&args, &root)
         }
+        Task::Install(args) => install::main(&args),
         Task::Setup => run({
             let mut c = Command::new("bash");
             c.arg("scripts/setup.sh");

@@ -8,7 +8,7 @@ use regionwall_common::{
     MAX_DECISIONS, PORT_SLOTS, TRAFFIC_SLOTS,
 };
 
-/// Validate a policy file without touching the kernel.
+/// Validate a policy file without touching the kernel
 ///
 /// Prints every error with file, line and column and exits non-zero, or a
 /// summary: regions with their IPv4/IPv6 prefix counts after merging,

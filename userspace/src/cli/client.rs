@@ -110,7 +110,7 @@ fn event_verdict(s: &str) -> Result<Verdict, String> {
     }
 }
 
-/// Tail drop and audit events of a running controller.
+/// Tail drop and audit events of a running controller
 ///
 /// Connects to the controller's control socket; with no controller
 /// running, reads the pinned event ring directly.
@@ -233,7 +233,7 @@ pub fn events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Packets and bytes per device × region by verdict, and what was not logged.
+/// Show packets and bytes per device × region by verdict, and what was not logged
 #[derive(clap::Args)]
 pub struct StatsArgs {
     #[command(flatten)]
@@ -282,7 +282,7 @@ fn from_pins(target: &Target) -> anyhow::Result<Stats> {
     )?)
 }
 
-/// Detach regionwall from an interface and remove its pins.
+/// Detach regionwall from an interface and remove its pins
 ///
 /// A running controller is asked to detach and exit; otherwise the pinned
 /// link is detached and every pin removed.

@@ -9,7 +9,7 @@ use regionwall::{
     policy::{self, PacketKey},
 };
 
-/// Explain the verdict for a destination address.
+/// Explain the verdict for a destination address
 ///
 /// Prints the regions containing ADDR with the file and line of each
 /// matching prefix, the rule that decides for the device, and the verdict.

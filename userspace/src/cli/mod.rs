@@ -4,6 +4,7 @@ pub mod check;
 pub mod client;
 pub mod demo;
 pub mod explain;
+pub mod generate;
 pub mod input;
 pub mod run;
 

@@ -23,7 +23,7 @@ use tokio::{
     sync::mpsc,
 };
 
-/// Enforce a policy on an interface and stream drop/audit events.
+/// Enforce a policy on an interface and stream drop/audit events
 ///
 /// Attach to the LAN-facing interface of the gateway: the program sees what
 /// devices send out. Events go to stdout, one per line (or JSON with
@@ -42,6 +42,8 @@ use tokio::{
 ///   regionwall run --iface lan0 --policy policies/home.toml --json
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
+// Independent on/off command-line flags, not a state machine.
+#[allow(clippy::struct_excessive_bools)]
 pub struct Args {
     /// LAN-facing interface to attach to.
     #[arg(long)]
@@ -110,6 +112,10 @@ pub struct Args {
     /// still reloads).
     #[arg(long)]
     pub no_watch: bool,
+    /// Fail at once when the interface does not exist, instead of waiting
+    /// for it to appear (a PPPoE, VLAN or USB interface made late).
+    #[arg(long)]
+    pub no_wait: bool,
     /// Group (name or number) whose members may use the read-only
     /// commands (`events`, `stats`) through the control socket; the socket
     /// is then 0660 in a 0750 directory. Only root may `detach`.
@@ -209,6 +215,13 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     result
 }
 
+/// A signal while waiting for the interface: nothing was attached or
+/// pinned, so there is nothing to undo.
+fn stopped_waiting(iface: &str) -> ExitCode {
+    log::info!("stopped while waiting for interface {iface}; nothing was attached");
+    ExitCode::SUCCESS
+}
+
 /// Why the loop ended.
 enum Exit {
     /// Ctrl-C or SIGTERM: unpin unless --persist.
@@ -232,6 +245,16 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("the policy loader panicked")??;
     if prepared.policy.rules.is_empty() {
         log::warn!("the policy has no rules: every packet passes (observe only)");
+    }
+    // A LAN interface made late (PPPoE, VLAN, USB) is waited for, so a
+    // unit started before it does not end failed; a signal still ends the
+    // wait, with nothing attached.
+    if !args.no_wait {
+        tokio::select! {
+            found = supervise::wait_for_interface(&config.iface) => { found?; }
+            _ = sigint.recv() => return Ok(stopped_waiting(&config.iface)),
+            _ = sigterm.recv() => return Ok(stopped_waiting(&config.iface)),
+        }
     }
     let listener = socket::bind(&config.socket, config.access)?;
     let _socket_guard = RemoveOnDrop(config.socket.clone());

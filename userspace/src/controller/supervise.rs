@@ -13,10 +13,17 @@ use tokio::sync::mpsc;
 
 use crate::{datapath::Datapath, iface, pin::PinDir};
 
+use super::ControllerError;
+
 /// How often the link is checked when netlink says nothing: an outside
 /// `BPF_LINK_DETACH` sends no notification, so this bounds how long it
 /// goes unseen. One check is two bpf(2) calls and an ioctl.
 pub const POLL: Duration = Duration::from_millis(20);
+
+/// How often `wait_for_interface` looks for the interface besides
+/// netlink (which wakes it at once): the fallback when notifications are
+/// unavailable or overrun.
+pub const WAIT_POLL: Duration = Duration::from_millis(500);
 
 /// RTMGRP_LINK: the multicast group of link notifications.
 const RTMGRP_LINK: u32 = 1;
@@ -68,6 +75,57 @@ pub fn netlink_notes() -> std::io::Result<mpsc::Receiver<LinkNote>> {
             }
         })?;
     Ok(rx)
+}
+
+/// Waits until an interface named `iface` exists and returns its index. A
+/// LAN interface that appears late (PPPoE, a VLAN, a USB adapter) is
+/// waited for rather than an error: logged once when the wait begins and
+/// once when it appears. Netlink link notifications wake the wait at once;
+/// a poll every `WAIT_POLL` covers their absence. Fails at once for a name
+/// that can be no interface's, or when the index cannot be read for a
+/// reason other than its absence. The caller races it against its signals.
+pub async fn wait_for_interface(iface: &str) -> Result<u32, ControllerError> {
+    if let Some(why) = crate::pin::invalid_iface_name(iface) {
+        return Err(ControllerError::BadInterfaceName {
+            iface: iface.to_string(),
+            why,
+        });
+    }
+    let lookup = || match iface::ifindex(iface) {
+        Ok(index) => Ok(Some(index)),
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+        Err(source) => Err(ControllerError::NoInterface {
+            iface: iface.to_string(),
+            source,
+        }),
+    };
+    if let Some(index) = lookup()? {
+        return Ok(index);
+    }
+    // Subscribed before the next look, so an appearance in between is
+    // either seen by that look or announced.
+    let mut notes = netlink_notes()
+        .map_err(|e| log::warn!("no netlink link notifications ({e}); polling only"))
+        .ok();
+    let since = Instant::now();
+    log::warn!(
+        "interface {iface} does not exist yet; waiting for it (nothing is enforced on it until it appears)"
+    );
+    let mut poll = tokio::time::interval(WAIT_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if let Some(index) = lookup()? {
+            log::info!(
+                "interface {iface} appeared (ifindex {index}) after {:.1} s of waiting; attaching",
+                since.elapsed().as_secs_f64()
+            );
+            return Ok(index);
+        }
+        tokio::select! {
+            Some(_) = async { match notes.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {}
+            _ = poll.tick() => {}
+        }
+    }
 }
 
 /// The link notifications in one netlink datagram.
