@@ -511,3 +511,51 @@ fn an_interface_owned_by_another_pin_root_is_named_as_the_cause() {
         "nothing left pinned"
     );
 }
+
+#[test]
+fn racing_starts_leave_exactly_one_owner() {
+    let t = Topology::create("race").expect("namespaces");
+    let policy = demo_policy_copy();
+    let mut won = 0;
+    for round in 0..8 {
+        let root = PinRoot::new();
+        let spawn = |n: usize| {
+            let socket = std::env::temp_dir().join(regionwall_testkit::netns::unique_name(
+                &format!("race{n}.sock"),
+            ));
+            t.gateway
+                .command(exe().to_str().expect("UTF-8"))
+                .args(["run", "--iface", GATEWAY_LAN, "--pin-root", root.arg()])
+                .arg("--policy")
+                .arg(&policy)
+                .arg("--socket")
+                .arg(&socket)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        };
+        let mut a = spawn(0);
+        let mut b = spawn(1);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !root.pins().link().exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let alive = [&mut a, &mut b]
+            .into_iter()
+            .map(|c| c.try_wait().expect("wait").is_none())
+            .filter(|running| *running)
+            .count();
+        assert_eq!(alive, 1, "round {round}: exactly one controller runs");
+        assert!(root.pins().link().exists(), "round {round}: pinned");
+        assert!(xdp_attached(&t), "round {round}: attached");
+        won += 1;
+        for c in [&mut a, &mut b] {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(libc::pid_t::try_from(c.id()).expect("pid"), libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+    println!("racing starts: {won}/8 rounds with exactly one owner");
+}

@@ -240,10 +240,11 @@ impl Controller {
         let created = !pins.path().exists();
         let root = config.pin_root.clone();
         let result = Self::start_in(config, prepared, pins.clone());
-        if result.is_err() {
-            // Only empty directories this call made: never pins someone
-            // else made.
-            if created {
+        if result.is_err() && created {
+            // Only an empty directory this call made, and only while no
+            // other controller holds it: two starts racing both see it
+            // missing, and the loser must not remove the winner's.
+            if let Ok(_lock) = lock::PinLock::acquire(pins.path(), None) {
                 let _ = std::fs::remove_dir(pins.path());
             }
             if created_root {
@@ -258,13 +259,25 @@ impl Controller {
         prepared: &Prepared,
         pins: PinDir,
     ) -> Result<(Self, Started), ControllerError> {
-        pins.create().map_err(ControllerError::Pin)?;
         let owner = lock::Owner {
             pid: std::process::id(),
             socket: config.socket.clone(),
             iface: config.iface.clone(),
         };
-        let lock = lock::PinLock::acquire(pins.path(), Some(&owner))?;
+        // A racing start that failed may remove the (still empty)
+        // directory between our mkdir and our lock: make it again.
+        let mut attempts = 0;
+        let lock = loop {
+            pins.create().map_err(ControllerError::Pin)?;
+            match lock::PinLock::acquire(pins.path(), Some(&owner)) {
+                Err(lock::LockError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound && attempts < 3 =>
+                {
+                    attempts += 1;
+                }
+                other => break other?,
+            }
+        };
         let ifindex = crate::iface::ifindex(&config.iface).map_err(|source| {
             ControllerError::NoInterface {
                 iface: config.iface.clone(),
