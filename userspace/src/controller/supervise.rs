@@ -231,6 +231,9 @@ pub struct Supervisor {
     /// When the interface was last seen without our program: since it
     /// appeared (netlink), or since the detach was first seen (poll).
     lost_since: Option<(Instant, &'static str)>,
+    /// When the program was last seen on the interface: an outside detach
+    /// happened after it, so "now - last_fine" bounds the gap.
+    last_fine: Instant,
     gone_announced: bool,
 }
 
@@ -242,6 +245,7 @@ impl Supervisor {
             ifindex,
             mode,
             lost_since: None,
+            last_fine: Instant::now(),
             gone_announced: false,
         }
     }
@@ -288,6 +292,7 @@ impl Supervisor {
         let index = match self.state(pins) {
             LinkState::Fine => {
                 self.lost_since = None;
+                self.last_fine = Instant::now();
                 return Step::Continue;
             }
             LinkState::Detached => return Step::Detached,
@@ -321,20 +326,25 @@ impl Supervisor {
                     .lost_since
                     .take()
                     .unwrap_or((Instant::now(), "was seen"));
-                let extra = if what == "was seen detached" {
-                    format!(
-                        " (detected by a {} ms poll: up to that much more)",
-                        POLL.as_millis()
-                    )
+                let gap = since.elapsed().as_secs_f64() * 1e3;
+                if what == "was seen detached" {
+                    // Detached some time after it was last seen attached:
+                    // the gap is at most that long (measured, not assumed
+                    // from the poll interval, which load can stretch).
+                    let bound = self.last_fine.elapsed().as_secs_f64() * 1e3;
+                    log::warn!(
+                        "re-attached to {} (ifindex {index}, link {}) after an outside detach; unenforced gap: at most {bound:.1} ms (last seen attached then; the detach was seen {gap:.1} ms ago)",
+                        self.iface,
+                        facts.id,
+                    );
                 } else {
-                    String::new()
-                };
-                log::warn!(
-                    "re-attached to {} (ifindex {index}, link {}); unenforced gap: {:.1} ms since the interface {what}{extra}",
-                    self.iface,
-                    facts.id,
-                    since.elapsed().as_secs_f64() * 1e3
-                );
+                    log::warn!(
+                        "re-attached to {} (ifindex {index}, link {}); unenforced gap: {gap:.1} ms since the interface {what}",
+                        self.iface,
+                        facts.id,
+                    );
+                }
+                self.last_fine = Instant::now();
             }
             Err(e) => log::warn!(
                 "re-attaching to {} (ifindex {index}): {e}; retrying",
