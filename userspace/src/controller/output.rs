@@ -7,7 +7,7 @@ use std::{
     io::Write,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel},
     },
     time::Duration,
@@ -25,6 +25,8 @@ pub struct EventOutput {
     done: Receiver<()>,
     tally: Arc<Tally>,
     behind: AtomicBool,
+    /// Lines queued and not yet written or counted by the writer.
+    queued: Arc<AtomicU64>,
 }
 
 impl EventOutput {
@@ -33,10 +35,12 @@ impl EventOutput {
         let (tx, rx) = sync_channel::<String>(QUEUE);
         let (done_tx, done) = sync_channel(1);
         let counts = Arc::clone(&tally);
+        let queued = Arc::new(AtomicU64::new(0));
+        let in_queue = Arc::clone(&queued);
         std::thread::Builder::new()
             .name("regionwall-output".into())
             .spawn(move || {
-                write_all(out, &rx, &counts);
+                write_all(out, &rx, &counts, &in_queue);
                 let _ = done_tx.send(());
             })?;
         Ok(Self {
@@ -44,6 +48,7 @@ impl EventOutput {
             done,
             tally,
             behind: AtomicBool::new(false),
+            queued,
         })
     }
 
@@ -51,9 +56,12 @@ impl EventOutput {
     /// up) the line is counted as not written.
     pub fn line(&self, text: String) {
         let Some(tx) = &self.tx else { return };
+        // Counted before it is sent: the writer may take it at once.
+        self.queued.fetch_add(1, Ordering::Relaxed);
         match tx.try_send(text) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
                 self.tally.not_written.fetch_add(1, Ordering::Relaxed);
                 if !self.behind.swap(true, Ordering::Relaxed) {
                     log::error!(
@@ -62,22 +70,27 @@ impl EventOutput {
                 }
             }
             Err(TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
                 self.tally.not_written.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
     /// Lets the writer finish what is queued, waiting at most `wait` (a
-    /// reader that stopped reading must not hold up the exit).
+    /// reader that stopped reading must not hold up the exit); what it
+    /// could not write by then is counted as not written.
     pub fn close(mut self, wait: Duration) {
         self.tx = None;
-        let _ = self.done.recv_timeout(wait);
+        if self.done.recv_timeout(wait).is_err() {
+            let left = self.queued.swap(0, Ordering::Relaxed);
+            self.tally.not_written.fetch_add(left, Ordering::Relaxed);
+        }
     }
 }
 
 /// The writer thread: one write per burst, a flush when the queue runs
 /// empty; after the first failure every line is counted, none written.
-fn write_all<W: Write>(out: W, rx: &Receiver<String>, tally: &Tally) {
+fn write_all<W: Write>(out: W, rx: &Receiver<String>, tally: &Tally, queued: &AtomicU64) {
     let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
     let mut failed = false;
     loop {
@@ -96,6 +109,7 @@ fn write_all<W: Write>(out: W, rx: &Receiver<String>, tally: &Tally) {
         let n = burst.len() as u64;
         if failed {
             tally.not_written.fetch_add(n, Ordering::Relaxed);
+            queued.fetch_sub(n, Ordering::Relaxed);
             continue;
         }
         let result = burst
@@ -116,6 +130,9 @@ fn write_all<W: Write>(out: W, rx: &Receiver<String>, tally: &Tally) {
                 );
             }
         }
+        // Counted as written or not: off the queue (a burst stuck in a
+        // write stays queued, and is counted as not written at close).
+        queued.fetch_sub(n, Ordering::Relaxed);
     }
     if !failed {
         let _ = out.flush();
@@ -156,6 +173,10 @@ mod tests {
             "{not_written}"
         );
         out.close(Duration::from_millis(50));
+        // At exit every line is accounted: written, or counted as not.
+        let accounted =
+            tally.events_logged.load(Ordering::Relaxed) + tally.not_written.load(Ordering::Relaxed);
+        assert_eq!(accounted, n as u64);
     }
 
     #[test]
