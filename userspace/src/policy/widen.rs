@@ -17,6 +17,9 @@ pub enum Widening {
     /// Regions some rule blocks that had addresses and now have none (an
     /// emptied or truncated data file). Sorted, at least one.
     Emptied { regions: Vec<String> },
+    /// Data files a blocked region still reads that gave it addresses and
+    /// now give none, though the region keeps others. Sorted.
+    EmptiedFiles { files: Vec<String> },
 }
 
 impl fmt::Display for Widening {
@@ -40,6 +43,13 @@ impl fmt::Display for Widening {
                     names.join(", ")
                 )
             }
+            Self::EmptiedFiles { files } => write!(
+                f,
+                "data file{} {} no longer give{} a blocked region any address (an emptied or truncated file?); fix the data, or add allow_empty = true to the policy if that is intended",
+                if files.len() == 1 { "" } else { "s" },
+                files.join(", "),
+                if files.len() == 1 { "s" } else { "" }
+            ),
             Self::Emptied { regions } => {
                 let names: Vec<String> = regions.iter().map(|r| format!("\"{r}\"")).collect();
                 write!(
@@ -86,6 +96,32 @@ fn blocked_nonempty(p: &Policy) -> BTreeSet<&str> {
         .collect()
 }
 
+/// A path as compared here: absolute, symlinks not resolved (as
+/// `Policy::inputs` lists them).
+fn absolute(p: &std::path::Path) -> String {
+    std::path::absolute(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// Per data file, how many prefixes it gives the regions some rule of
+/// `p` blocks.
+fn blocked_file_counts(p: &Policy) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    let blocked: BTreeSet<usize> = p
+        .rules
+        .iter()
+        .flat_map(|r| r.block.iter().copied())
+        .collect();
+    for r in blocked.iter().filter_map(|&i| p.regions.get(i)) {
+        for (_, origin) in &r.prefixes {
+            *out.entry(absolute(&origin.file)).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
 /// Why replacing `old` by `new` would silently widen what passes, or
 /// `None` if it would not or if `new` sets `allow_empty = true`.
 ///
@@ -129,7 +165,28 @@ pub fn widening(old: &Policy, new: &Policy) -> Option<Widening> {
         .filter(|r| blocked_now.contains(r) && !still.contains(r))
         .map(str::to_string)
         .collect();
-    (!regions.is_empty()).then_some(Widening::Emptied { regions })
+    if !regions.is_empty() {
+        return Some(Widening::Emptied { regions });
+    }
+    // A file the new policy still reads that gave blocked addresses and
+    // now gives none: its region shrank by a whole file.
+    // The policy file itself is edited on purpose: only data files count.
+    let policy_file = absolute(&new.source);
+    let read_now: BTreeSet<String> = new
+        .inputs
+        .iter()
+        .map(|p| absolute(p))
+        .filter(|p| *p != policy_file)
+        .collect();
+    let counts_now = blocked_file_counts(new);
+    let files: Vec<String> = blocked_file_counts(old)
+        .into_iter()
+        .filter(|(file, n)| {
+            *n > 0 && read_now.contains(file) && counts_now.get(file).copied().unwrap_or(0) == 0
+        })
+        .map(|(file, _)| crate::shown::escaped(&file).into_owned())
+        .collect();
+    (!files.is_empty()).then_some(Widening::EmptiedFiles { files })
 }
 
 #[cfg(test)]
@@ -319,6 +376,34 @@ screens = ["tv", "phone"]
             None,
             "smaller is not empty"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_data_file_emptied_under_a_region_with_other_addresses_widens() {
+        let dir = std::env::temp_dir().join(format!("rw-widen-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let list = dir.join("list.txt");
+        let load = |content: &str, cidrs: &str| {
+            std::fs::write(&list, content).expect("list");
+            let path = dir.join("p.toml");
+            std::fs::write(
+                &path,
+                format!(
+                    "[regions.zone]\ncidrs = [{cidrs}]\nfile = \"{}\"\n[[rules]]\ndevices = [\"default\"]\nblock = [\"zone\"]\n",
+                    list.display()
+                ),
+            )
+            .expect("policy");
+            super::super::parse_file(&path).expect("parses")
+        };
+        let old = load("203.0.113.0/24\n", "\"198.51.100.0/24\"");
+        let why = widening(&old, &load("", "\"198.51.100.0/24\"")).expect("widens");
+        assert!(matches!(why, Widening::EmptiedFiles { .. }), "{why}");
+        assert!(why.to_string().contains("list.txt"), "{why}");
+        // Editing the policy's own inline list is deliberate: not flagged.
+        let two = load("203.0.113.0/24\n", "\"198.51.100.0/24\", \"192.0.2.0/24\"");
+        assert_eq!(widening(&two, &load("203.0.113.0/24\n", "")), None);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
