@@ -138,6 +138,18 @@ pub fn open(path: &Path, limits: Limits) -> Result<(File, u64), InputError> {
         path: path.to_path_buf(),
         source,
     };
+    // Refused before it is opened when it is already not a regular file:
+    // opening a device can act (a watchdog, a tape). The check on the open
+    // descriptor below still decides (the path may change in between).
+    if let Some(kind) = std::fs::metadata(path)
+        .ok()
+        .and_then(|m| kind(m.file_type()))
+    {
+        return Err(InputError::NotRegular {
+            path: path.to_path_buf(),
+            kind,
+        });
+    }
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
