@@ -188,7 +188,9 @@ impl Args {
 
 /// A group name or number.
 fn group_id(name: &str) -> anyhow::Result<u32> {
-    if let Ok(gid) = name.parse() {
+    if let Ok(gid) = name.parse::<u32>() {
+        // chown(2) reads -1 (u32::MAX) as "leave the group unchanged".
+        anyhow::ensure!(gid != u32::MAX, "--socket-group: {gid} is not a group id");
         return Ok(gid);
     }
     let groups = std::fs::read_to_string("/etc/group").context("reading /etc/group")?;

@@ -72,15 +72,20 @@ pub fn bind(path: &Path, access: Access) -> Result<UnixListener, SocketError> {
         // group: an existing one (/run/regionwall, /tmp, a shared 1777
         // directory) is never changed.
         if !dir.exists() {
+            // Every directory made here gets the mode and group, so a group
+            // member can reach the socket through all of them.
+            let made: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(dir_mode)
                 .create(dir)
                 .map_err(io_err("creating", dir))?;
             if let Some(gid) = access.read_group {
-                std::os::unix::fs::chown(dir, None, Some(gid)).map_err(io_err("chown", dir))?;
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode))
-                    .map_err(io_err("chmod", dir))?;
+                for d in made {
+                    std::os::unix::fs::chown(d, None, Some(gid)).map_err(io_err("chown", d))?;
+                    std::fs::set_permissions(d, std::fs::Permissions::from_mode(dir_mode))
+                        .map_err(io_err("chmod", d))?;
+                }
             }
         } else if access.read_group.is_some() {
             use std::os::unix::fs::MetadataExt as _;
