@@ -20,18 +20,6 @@ use regionwall_testkit::{
 const BLOCKED: &str = "198.51.100.10";
 const ALLOWED: &str = "203.0.113.10";
 
-/// Waits for the `n`-th occurrence of `needle` in the controller's log.
-fn wait_count(c: &Controller, needle: &str, n: usize, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if c.log_text().matches(needle).count() >= n {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
-}
-
 #[test]
 fn empty_or_half_written_policies_never_reach_the_kernel() {
     let t = Topology::create("halfw").expect("namespaces");
@@ -44,14 +32,14 @@ fn empty_or_half_written_policies_never_reach_the_kernel() {
     // 1. Truncated, left so for 0.6 s (longer than the debounce), restored.
     std::fs::write(&policy, "").expect("truncate");
     assert!(
-        wait_count(&c, "rejected", 1, Duration::from_secs(5)),
+        common::wait_count(&c, "rejected", 1, Duration::from_secs(5)),
         "{}",
         c.log_text()
     );
     std::thread::sleep(Duration::from_millis(600));
     std::fs::write(&policy, &full).expect("restore");
     assert!(
-        wait_count(&c, "reloaded policy", 1, Duration::from_secs(5)),
+        common::wait_count(&c, "reloaded policy", 1, Duration::from_secs(5)),
         "{}",
         c.log_text()
     );
@@ -62,7 +50,7 @@ fn empty_or_half_written_policies_never_reach_the_kernel() {
     std::thread::sleep(Duration::from_millis(150));
     std::fs::write(&policy, &full).expect("restore");
     assert!(
-        wait_count(&c, "reloaded policy", 2, Duration::from_secs(5)),
+        common::wait_count(&c, "reloaded policy", 2, Duration::from_secs(5)),
         "{}",
         c.log_text()
     );
@@ -73,7 +61,7 @@ fn empty_or_half_written_policies_never_reach_the_kernel() {
     std::thread::sleep(Duration::from_millis(600));
     std::fs::write(&policy, &full).expect("restore");
     assert!(
-        wait_count(&c, "reloaded policy", 3, Duration::from_secs(5)),
+        common::wait_count(&c, "reloaded policy", 3, Duration::from_secs(5)),
         "{}",
         c.log_text()
     );

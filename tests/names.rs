@@ -30,21 +30,6 @@ fn packets(
         .sum()
 }
 
-fn stats_of(root: &PinRoot, socket: &Path) -> regionwall::control::Stats {
-    let out = regionwall(&[
-        "stats",
-        "--json",
-        "--iface",
-        GATEWAY_LAN,
-        "--pin-root",
-        root.arg(),
-        "--socket",
-        socket.to_str().expect("UTF-8"),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    serde_json::from_slice(&out.stdout).expect("stats JSON")
-}
-
 #[test]
 fn counts_keep_their_names_across_reloads_and_restarts() {
     let t = Topology::create("names").expect("namespaces");
@@ -75,7 +60,7 @@ fn counts_keep_their_names_across_reloads_and_restarts() {
     let second = send_traffic(&t, "blocked", BLOCKED, 5).expect("traffic");
     assert_eq!(second.udp_delivered, 0);
     let socket = c.socket.clone();
-    let before = stats_of(&root, &socket);
+    let before = common::stats(&root, &socket);
     let phone = packets(&before, "phone", "blocked-zone", Verdict::Drop);
     println!("after a reload that adds aaa-first and aaa-tv: phone/blocked-zone drops {phone}");
     // Each send_traffic also makes one TCP attempt (SYN retries included).
@@ -135,7 +120,7 @@ fn counts_keep_their_names_across_reloads_and_restarts() {
     );
     let third = send_traffic(&t, "blocked", BLOCKED, 4).expect("traffic");
     assert_eq!(third.udp_delivered, 0);
-    let after = stats_of(&root, &c.socket);
+    let after = common::stats(&root, &c.socket);
     let phone_after = packets(&after, "phone", "blocked-zone", Verdict::Drop);
     println!("after kill -9 and adoption: phone/blocked-zone drops {phone_after}");
     assert!(phone_after >= phone + third.udp_sent, "{after:?}");

@@ -38,25 +38,6 @@ fn rss(pid: u32) -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
-fn stats(root: &PinRoot, socket: &Path) -> Stats {
-    let out = regionwall(&[
-        "stats",
-        "--iface",
-        GATEWAY_LAN,
-        "--pin-root",
-        root.arg(),
-        "--socket",
-        socket.to_str().expect("UTF-8"),
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stats JSON")
-}
-
 /// One million blocked packets through the controller's program; returns
 /// the stats once every event is accounted for.
 fn flood(c: &Controller, root: &PinRoot, packets: u32) -> Stats {
@@ -66,7 +47,7 @@ fn flood(c: &Controller, root: &PinRoot, packets: u32) -> Stats {
         std::net::Ipv4Addr::new(198, 51, 100, 20),
         9,
     );
-    let before = stats(root, &c.socket);
+    let before = common::stats(root, &c.socket);
     let start = Instant::now();
     let run = common::prog::run(&prog, &frame, packets);
     assert_eq!(run.return_value, XDP_DROP);
@@ -74,7 +55,7 @@ fn flood(c: &Controller, root: &PinRoot, packets: u32) -> Stats {
     // Wait for the controller to drain the ring.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let s = stats(root, &c.socket);
+        let s = common::stats(root, &c.socket);
         let drops = s.packets(Verdict::Drop) - before.packets(Verdict::Drop);
         let n = s.not_logged;
         let accounted = (s.events_logged - before.events_logged)
@@ -256,7 +237,7 @@ fn events_and_stats_clients_through_the_socket_and_from_pins() {
     );
 
     // `stats` through the socket.
-    let s = stats(&root, &c.socket);
+    let s = common::stats(&root, &c.socket);
     let row = |s: &Stats, verdict: Verdict| {
         s.traffic
             .iter()
@@ -575,7 +556,7 @@ fn runs_with_only_the_units_capabilities_and_its_socket_is_root_only() {
     );
     assert_eq!(errno, libc::EACCES, "not world-accessible");
     // As root: answered.
-    let s = stats(&root, &socket);
+    let s = common::stats(&root, &socket);
     assert!(s.packets(Verdict::Drop) >= 3);
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);

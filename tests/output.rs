@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{demo_policy_copy, exe, pins::PinRoot, regionwall, text};
+use common::{demo_policy_copy, exe, pins::PinRoot, regionwall};
 use regionwall_testkit::{
     sandbox::{Controller, GATEWAY_LAN, Topology},
     traffic::send_traffic,
@@ -146,7 +146,7 @@ fn a_reader_that_stops_reading_never_stalls_the_controller() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let (stats, took) = loop {
         let asked = Instant::now();
-        let stats = stats_json(&root, &socket);
+        let stats = common::stats(&root, &socket);
         let took = asked.elapsed();
         assert!(took < Duration::from_secs(2), "stats took {took:?}");
         if accounted(&stats) + queued + 2048 >= 100_000 || Instant::now() > deadline {
@@ -194,21 +194,6 @@ fn a_reader_that_stops_reading_never_stalls_the_controller() {
         "SIGTERM with a stuck reader: exited in {:?}",
         stopping.elapsed()
     );
-}
-
-fn stats_json(root: &PinRoot, socket: &Path) -> regionwall::control::Stats {
-    let out = regionwall(&[
-        "stats",
-        "--json",
-        "--iface",
-        GATEWAY_LAN,
-        "--pin-root",
-        root.arg(),
-        "--socket",
-        socket.to_str().expect("UTF-8"),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    serde_json::from_slice(&out.stdout).expect("stats JSON")
 }
 
 /// `regionwall run --event-rate 0` in the sandbox gateway with `stdout`,

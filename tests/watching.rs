@@ -20,17 +20,6 @@ use regionwall_testkit::{
 const BLOCKED: &str = "198.51.100.10";
 const LISTED: &str = "203.0.113.10";
 
-fn wait_count(c: &Controller, needle: &str, n: usize, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if c.log_text().matches(needle).count() >= n {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
-}
-
 /// The demo policy with its blocked zone also read from `list`.
 fn with_list(full: &str, list: &Path) -> String {
     full.replace(
@@ -63,7 +52,7 @@ fn saves_to_every_input_reload_even_through_a_symlink() {
     // The list gains the address: reload, and it is dropped.
     std::fs::write(&list, "203.0.113.0/24\n").expect("list");
     assert!(
-        wait_count(&c, "reloaded policy", 1, Duration::from_secs(5)),
+        common::wait_count(&c, "reloaded policy", 1, Duration::from_secs(5)),
         "{}",
         c.log_text()
     );
@@ -77,7 +66,7 @@ fn saves_to_every_input_reload_even_through_a_symlink() {
     // A broken list is rejected and the old one (with the address) kept.
     std::fs::write(&list, "203.0.113.0/33\n").expect("list");
     assert!(
-        wait_count(&c, "rejected", 1, Duration::from_secs(5)),
+        common::wait_count(&c, "rejected", 1, Duration::from_secs(5)),
         "{}",
         c.log_text()
     );
@@ -86,7 +75,7 @@ fn saves_to_every_input_reload_even_through_a_symlink() {
     assert_eq!(still.udp_delivered, 0, "old list still enforcing");
     std::fs::write(&list, "203.0.113.0/24\n").expect("list");
     assert!(
-        wait_count(&c, "reloaded policy", 2, Duration::from_secs(5)),
+        common::wait_count(&c, "reloaded policy", 2, Duration::from_secs(5)),
         "{}",
         c.log_text()
     );
@@ -98,7 +87,7 @@ fn saves_to_every_input_reload_even_through_a_symlink() {
     )
     .expect("save target");
     assert!(
-        wait_count(&c, "reloaded policy", 3, Duration::from_secs(5)),
+        common::wait_count(&c, "reloaded policy", 3, Duration::from_secs(5)),
         "{}",
         c.log_text()
     );
@@ -113,7 +102,7 @@ fn saves_to_every_input_reload_even_through_a_symlink() {
     let regions_only = full.split("[[rules]]").next().expect("regions").to_string();
     std::fs::write(&real, format!("allow_empty = true\n{regions_only}")).expect("empty");
     assert!(
-        wait_count(&c, "reloaded policy", 4, Duration::from_secs(5)),
+        common::wait_count(&c, "reloaded policy", 4, Duration::from_secs(5)),
         "{}",
         c.log_text()
     );
@@ -154,7 +143,7 @@ fn fifos_and_devices_as_data_files_are_refused_at_once() {
         let asked = Instant::now();
         c.signal(libc::SIGHUP);
         assert!(
-            wait_count(
+            common::wait_count(
                 &c,
                 "reload (SIGHUP) rejected",
                 n + 1,
@@ -196,7 +185,7 @@ fn an_updated_country_database_reloads() {
     // The data is updated in place, as a copy or an update tool would.
     std::fs::write(&list, "# ZZ\n198.51.100.0/24\n203.0.113.0/24\n").expect("list");
     assert!(
-        wait_count(&c, "reloaded policy", 1, Duration::from_secs(5)),
+        common::wait_count(&c, "reloaded policy", 1, Duration::from_secs(5)),
         "{}",
         c.log_text()
     );

@@ -41,6 +41,41 @@ pub fn regionwall(args: &[&str]) -> std::process::Output {
         .expect("run regionwall")
 }
 
+/// `regionwall stats --json` of the sandbox gateway's LAN side, through
+/// `socket` or, with no controller, from the pins under `root`.
+pub fn stats(root: &pins::PinRoot, socket: &Path) -> regionwall::control::Stats {
+    let out = regionwall(&[
+        "stats",
+        "--json",
+        "--iface",
+        regionwall_testkit::sandbox::GATEWAY_LAN,
+        "--pin-root",
+        root.arg(),
+        "--socket",
+        socket.to_str().expect("UTF-8"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).expect("stats JSON")
+}
+
+/// Waits up to `timeout` for the `n`-th occurrence of `needle` in what the
+/// controller logged.
+pub fn wait_count(
+    c: &regionwall_testkit::sandbox::Controller,
+    needle: &str,
+    n: usize,
+    timeout: std::time::Duration,
+) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if c.log_text().matches(needle).count() >= n {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
 /// What a command printed, stdout then stderr.
 pub fn text(out: &std::process::Output) -> String {
     format!(
