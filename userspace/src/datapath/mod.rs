@@ -373,6 +373,15 @@ impl Datapath {
         self.write_control()
     }
 
+    /// Sets the reject answer rate limit per device and CPU: `rate` RSTs
+    /// and ICMP errors per second with bursts of `burst`; rate 0 answers
+    /// every rejected packet. Over the limit a rejected packet is dropped.
+    pub fn set_reject_limit(&mut self, rate: u32, burst: u32) -> Result<(), DatapathError> {
+        self.control.reject_cost_ns = 1_000_000_000u32.checked_div(rate).map_or(0, |c| c.max(1));
+        self.control.reject_burst = burst.max(1);
+        self.write_control()
+    }
+
     fn write_control(&mut self) -> Result<(), DatapathError> {
         let value = self.control;
         let mut control: Array<&mut MapData, Control> =
