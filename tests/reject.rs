@@ -32,7 +32,7 @@ const POLICY: &str = r#"
 cidrs = ["198.51.100.0/24", "2001:db8:bad::/48", "224.0.0.0/4", "ff00::/8"]
 
 [regions.dropped]
-cidrs = ["203.0.113.0/24"]
+cidrs = ["203.0.113.0/24", "2001:db8:d0d::/48"]
 
 [[rules]]
 name = "refuse"
@@ -590,4 +590,33 @@ fn answers_are_rate_limited_per_device() {
         .map(|t| t.counter.packets)
         .sum();
     assert_eq!(rejected, 8);
+}
+
+/// The benchmark object's `bench_syn*` drivers (the bench's reject row)
+/// write a SYN the production path drops or answers, for each family.
+#[test]
+fn bench_drivers_are_dropped_and_answered() {
+    let compiled = regionwall::compile::compile(&common::policy(POLICY)).expect("compile");
+    let mut dp = Datapath::load_bench(regionwall::datapath::LoadOptions::default())
+        .expect("load the benchmark object");
+    dp.publish(&compiled, 1).expect("publish");
+    for len in [54, 74] {
+        let frame = vec![0u8; len];
+        for (name, want) in [
+            ("bench_syn", XDP_PASS),
+            ("bench_syn_drop", XDP_DROP),
+            ("bench_syn_reject", XDP_TX),
+        ] {
+            let prog = dp.program_named(name).expect("bench program");
+            let (action, out) = common::prog::run_out(prog, &frame);
+            assert_eq!(action, want, "{name} on {len} bytes");
+            assert_eq!(out.len(), len, "{name}: same length");
+            if name == "bench_syn_reject" {
+                // A RST+ACK back to the SYN's source port 12345.
+                let tcp = &out[len - 20..];
+                assert_eq!(be16(&tcp[2..4]), 12345, "{name}: to the source port");
+                assert_eq!(tcp[13], RST | ACK, "{name}: RST+ACK");
+            }
+        }
+    }
 }

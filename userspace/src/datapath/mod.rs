@@ -94,7 +94,7 @@ pub const PROGRAM_NAME: &str = "regionwall";
 pub static BENCH_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/regionwall-bench"));
 /// Programs of [`BENCH_OBJECT`].
-pub const BENCH_PROGRAMS: [&str; 8] = [
+pub const BENCH_PROGRAMS: [&str; 11] = [
     "bench_floor",
     "bench_keys",
     "bench_parse",
@@ -103,6 +103,9 @@ pub const BENCH_PROGRAMS: [&str; 8] = [
     "bench_lpm",
     "bench_compiled",
     "bench_classify",
+    "bench_syn",
+    "bench_syn_drop",
+    "bench_syn_reject",
 ];
 
 /// How the program is loaded.
