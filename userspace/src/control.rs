@@ -93,7 +93,7 @@ pub struct SuppressedRow {
     pub events: u64,
 }
 
-/// Why drops and audits did not become printed events.
+/// Why drops, rejects and audits did not become printed events.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NotLogged {
     /// Over the per-(device, region) rate limit (counted in the kernel).

@@ -110,7 +110,7 @@ fn event_verdict(s: &str) -> Result<Verdict, String> {
     }
 }
 
-/// Tail drop and audit events of a running controller.
+/// Tail drop, reject and audit events of a running controller.
 ///
 /// Connects to the controller's control socket; with no controller
 /// running, reads the pinned event ring directly.

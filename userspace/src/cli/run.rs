@@ -23,7 +23,7 @@ use tokio::{
     sync::mpsc,
 };
 
-/// Enforce a policy on an interface and stream drop/audit events.
+/// Enforce a policy on an interface and stream drop/reject/audit events.
 ///
 /// Attach to the LAN-facing interface of the gateway: the program sees what
 /// devices send out. Events go to stdout, one per line (or JSON with

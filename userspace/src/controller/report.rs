@@ -50,8 +50,8 @@ pub struct NotLogged {
 }
 
 impl NotLogged {
-    /// Logs drops and audits that did not become printed events since the
-    /// last call.
+    /// Logs drops, rejects and audits that did not become printed events
+    /// since the last call.
     pub fn report(&mut self, ctl: &Controller) {
         let Some(c) = ctl.counters() else { return };
         let stats = ctl.snapshot();
