@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{demo_policy_copy, exe, xdp_attached};
+use regionwall::datapath::Datapath;
 use regionwall_testkit::{
     sandbox::{Controller, GATEWAY_LAN, Topology},
     traffic::send_traffic,
@@ -227,4 +228,164 @@ ports = ["udp"]
     }
     let status = controller.stop().expect("stop");
     assert!(status.success(), "{status}");
+}
+
+/// What a blocked TCP connect and UDP exchange from the phone ran into:
+/// (error kind, errno) and how long it took.
+struct Attempt {
+    addr: std::net::SocketAddr,
+    tcp: (Option<(std::io::ErrorKind, Option<i32>)>, Duration),
+    udp: (Option<(std::io::ErrorKind, Option<i32>)>, Duration),
+}
+
+/// Connects to `host:8080`, then sends to `host:9` on a connected UDP
+/// socket and waits for the answer or its error (3 s at most each).
+fn attempt(host: std::net::IpAddr) -> Attempt {
+    use std::net::{SocketAddr, TcpStream, UdpSocket};
+    let err = |e: std::io::Error| (e.kind(), e.raw_os_error());
+    let addr = SocketAddr::new(host, 8080);
+    let started = std::time::Instant::now();
+    let connect = TcpStream::connect_timeout(&addr, Duration::from_secs(3));
+    let tcp = (connect.err().map(err), started.elapsed());
+    let bind = if host.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let sock = UdpSocket::bind(bind).expect("bind");
+    sock.connect(SocketAddr::new(host, 9)).expect("connect udp");
+    sock.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let started = std::time::Instant::now();
+    sock.send(b"hello").expect("send");
+    let recv = sock.recv(&mut [0u8; 64]);
+    let udp = (recv.err().map(err), started.elapsed());
+    Attempt { addr, tcp, udp }
+}
+
+/// A program that passes everything, attached to `dev` in `ns` while the
+/// returned datapath lives.
+fn pass_all_xdp(ns: &regionwall_testkit::netns::NetNs, dev: &std::ffi::CStr) -> Datapath {
+    let _inside = ns.enter().expect("enter the namespace");
+    let (mut dp, _) = common::datapath_with("");
+    // SAFETY: a NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(dev.as_ptr()) };
+    dp.attach(ifindex, aya::programs::XdpMode::Driver)
+        .expect("attach XDP");
+    dp
+}
+
+/// `mode = "reject"`: a blocked TCP connect from the phone is refused and
+/// a blocked UDP exchange fails at once (the XDP program answers with a
+/// RST or an ICMP error), v4 and v6; allowed connections still work.
+#[test]
+fn rejected_connections_fail_fast() {
+    use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+
+    let topology = Topology::create("reject").expect("create namespaces");
+    let policy = common::policy_file(
+        r#"
+[regions.blocked-zone]
+cidrs = ["198.51.100.0/24", "2001:db8:bad::/48"]
+
+[[rules]]
+name = "refuse"
+devices = ["default"]
+block = ["blocked-zone"]
+mode = "reject"
+"#,
+    );
+    // The answers go back out lan0 (XDP_TX) to the phone's end of the veth,
+    // which hands such frames to its stack only when it runs an XDP
+    // program of its own (veth_xdp_flush kicks the receiving NAPI only
+    // then): the phone's eth0 gets one that passes everything.
+    let _phone_xdp = pass_all_xdp(&topology.phone, c"eth0");
+    let controller =
+        Controller::start(&exe(), &topology, &policy, &["--json"]).expect("start regionwall run");
+
+    // Listeners for the allowed hosts, one connection each.
+    let allowed: Vec<SocketAddr> = ["203.0.113.10:8080", "[2001:db8:600d::10]:8080"]
+        .iter()
+        .map(|a| a.parse().expect("socket address"))
+        .collect();
+    let listen = allowed.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let _server = topology
+        .internet
+        .run(move || -> std::io::Result<()> {
+            let listeners: Vec<TcpListener> = listen
+                .iter()
+                .map(TcpListener::bind)
+                .collect::<Result<_, _>>()?;
+            let _ = ready_tx.send(());
+            let mut held = Vec::new();
+            for l in &listeners {
+                held.push(l.accept()?);
+            }
+            Ok(())
+        })
+        .expect("internet thread");
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("listeners ready");
+
+    let (blocked, allowed_ok) = topology
+        .phone
+        .run(move || {
+            let blocked: Vec<Attempt> = ["198.51.100.10", "2001:db8:bad::10"]
+                .iter()
+                .map(|h| attempt(h.parse::<IpAddr>().expect("address")))
+                .collect();
+            let ok: Vec<bool> = allowed
+                .iter()
+                .map(|a| TcpStream::connect_timeout(a, Duration::from_secs(3)).is_ok())
+                .collect();
+            (blocked, ok)
+        })
+        .expect("phone thread")
+        .join()
+        .expect("phone thread joins")
+        .expect("phone namespace");
+    for a in &blocked {
+        let (addr, (tcp_err, tcp_time), (udp_err, udp_time)) = (a.addr, a.tcp, a.udp);
+        println!("{addr}: connect {tcp_err:?} in {tcp_time:?}; udp {udp_err:?} in {udp_time:?}");
+        assert_eq!(
+            tcp_err,
+            Some((
+                std::io::ErrorKind::ConnectionRefused,
+                Some(libc::ECONNREFUSED)
+            )),
+            "{addr}: connect refused"
+        );
+        assert!(
+            tcp_time < Duration::from_millis(100),
+            "{addr}: {tcp_time:?}"
+        );
+        // ICMP type 3 code 13 is EHOSTUNREACH (icmp_err_convert); ICMPv6
+        // type 1 code 1 is EACCES (icmpv6_err_convert), both fatal for a
+        // connected socket.
+        let errno = if addr.is_ipv4() {
+            libc::EHOSTUNREACH
+        } else {
+            libc::EACCES
+        };
+        assert_eq!(
+            udp_err.and_then(|(_, e)| e),
+            Some(errno),
+            "{addr}: UDP error"
+        );
+        assert!(
+            udp_time < Duration::from_millis(100),
+            "{addr}: {udp_time:?}"
+        );
+    }
+    assert_eq!(allowed_ok, [true, true], "allowed connections work");
+
+    let lines = controller.drain_lines(4, Duration::from_secs(5));
+    assert!(
+        lines.iter().any(|l| l.contains("\"verdict\":\"reject\"")),
+        "reject events: {lines:#?}"
+    );
+    let status = controller.stop().expect("stop");
+    assert!(status.success(), "clean exit on SIGTERM: {status}");
 }

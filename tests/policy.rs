@@ -152,7 +152,7 @@ block = ["r"]
     let e = errors(text);
     let msgs: Vec<&str> = e.iter().map(|d| d.message.as_str()).collect();
     assert_eq!(e.len(), 3, "{msgs:#?}");
-    assert!(msgs[0].contains("expected mode \"enforce\" or \"audit\""));
+    assert!(msgs[0].contains("expected mode \"enforce\", \"reject\" or \"audit\""));
     assert!(msgs[1].contains("already belongs to device \"a\""));
     assert!(msgs[2].contains("duplicate rule name \"same\""));
 }

@@ -15,7 +15,7 @@ pub mod fib;
 
 /// Version of the map layout below. Bumped whenever any shared type or map
 /// changes meaning, so a controller can tell pinned state of another layout.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Number of policy table sets. A reload writes the inactive set, then flips
 /// [`Control::active`] with one map update.
@@ -200,9 +200,12 @@ pub enum Verdict {
     Drop = 1,
     /// Passed, but reported like a drop.
     Audit = 2,
+    /// Dropped, and answered with a TCP RST or an ICMP "administratively
+    /// prohibited" (rate limited per device; over the limit a plain drop).
+    Reject = 3,
 }
 /// Number of [`Verdict`] values.
-pub const VERDICTS: u32 = 3;
+pub const VERDICTS: u32 = 4;
 
 impl Verdict {
     #[must_use]
@@ -211,6 +214,7 @@ impl Verdict {
             0 => Some(Self::Pass),
             1 => Some(Self::Drop),
             2 => Some(Self::Audit),
+            3 => Some(Self::Reject),
             _ => None,
         }
     }
@@ -220,6 +224,7 @@ impl Verdict {
             Self::Pass => "pass",
             Self::Drop => "drop",
             Self::Audit => "audit",
+            Self::Reject => "reject",
         }
     }
 }
@@ -290,9 +295,18 @@ pub enum Counter {
     /// Events not sent because their (device, region) was over its rate
     /// limit (the verdict was not changed; see [`Bucket`]).
     EventsSuppressed = 14,
+    /// Rejected packets answered with a TCP RST or an ICMP error (XDP_TX).
+    RejectsSent = 15,
+    /// Rejected packets dropped without an answer because their device was
+    /// over its reject rate limit (see [`Control::reject_cost_ns`]).
+    RejectsSuppressed = 16,
+    /// Rejected packets never answered: a RST, an ICMP error, a later
+    /// fragment, a broadcast or multicast address, a frame too short to
+    /// quote (dropped silently).
+    RejectsUnanswerable = 17,
 }
 /// Number of [`Counter`] slots.
-pub const COUNTERS: u32 = 15;
+pub const COUNTERS: u32 = 18;
 
 impl Counter {
     /// Every counter, in slot order.
@@ -312,6 +326,9 @@ impl Counter {
         Self::BadDecision,
         Self::BadLookup,
         Self::EventsSuppressed,
+        Self::RejectsSent,
+        Self::RejectsSuppressed,
+        Self::RejectsUnanswerable,
     ];
 
     /// The name shown in statistics.
@@ -333,6 +350,9 @@ impl Counter {
             Self::BadDecision => "bad_decision",
             Self::BadLookup => "bad_lookup",
             Self::EventsSuppressed => "events_suppressed",
+            Self::RejectsSent => "rejects_sent",
+            Self::RejectsSuppressed => "rejects_suppressed",
+            Self::RejectsUnanswerable => "rejects_unanswerable",
         }
     }
 }
@@ -360,15 +380,26 @@ pub struct Control {
     pub event_cost_ns: u32,
     /// Events a (device, region) may send at once after a quiet spell.
     pub event_burst: u32,
+    /// Reject rate limit: nanoseconds of credit one answer costs
+    /// (1e9 / answers per second); 0 answers every rejected packet.
+    pub reject_cost_ns: u32,
+    /// Answers a device may send at once after a quiet spell.
+    pub reject_burst: u32,
 }
-const _: () = assert!(size_of::<Control>() == 16);
+const _: () = assert!(size_of::<Control>() == 24);
 
 /// Default event rate limit per (device, region) and CPU, events per second.
 pub const EVENT_RATE_DEFAULT: u32 = 100;
 /// Default burst per (device, region) and CPU.
 pub const EVENT_BURST_DEFAULT: u32 = 200;
 
-/// Token bucket of one (device, region), per CPU (map `RATE_LIMIT`). Credit
+/// Default reject answers (RST, ICMP) per second per device and CPU.
+pub const REJECT_RATE_DEFAULT: u32 = 100;
+/// Default reject burst per device and CPU.
+pub const REJECT_BURST_DEFAULT: u32 = 50;
+
+/// Token bucket of one (device, region), per CPU (map `RATE_LIMIT`; the
+/// reject limiter `REJECT_LIMIT` keeps one per device in the same shape). Credit
 /// is kept in nanoseconds: it grows with time up to `burst * cost` and an
 /// event spends `cost`, so the kernel needs no division.
 #[repr(C)]

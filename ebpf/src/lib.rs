@@ -5,7 +5,8 @@
 //! device sends out. Per frame: parse L2/L3/L4 (`parse`), find the region
 //! class of the destination and the device (`policy`), read the decision the
 //! controller compiled for (device, class), count it per CPU (`counters`,
-//! `report`), and report drops and audits through a ring buffer (`report`).
+//! `report`), and report drops, rejects and audits through a ring buffer (`report`);
+//! rejects are answered in place (`reject`).
 #![no_std]
 
 pub mod counters;
@@ -13,6 +14,7 @@ pub mod fib;
 pub mod maps;
 pub mod parse;
 pub mod policy;
+pub mod reject;
 pub mod report;
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
@@ -74,6 +76,9 @@ pub fn filter(ctx: &XdpContext, lookup: Lookup) -> u32 {
             );
             if decision.verdict == Verdict::Drop as u8 {
                 xdp_action::XDP_DROP
+            } else if decision.verdict == Verdict::Reject as u8 {
+                // Answered with a RST or an ICMP error (XDP_TX), or dropped.
+                reject::answer(ctx, &control, device)
             } else {
                 // Audit: reported above, passed here.
                 xdp_action::XDP_PASS

@@ -11,8 +11,9 @@ use aya_ebpf::{
 use regionwall_common::{
     Bucket, COUNTERS, Control, DEVICE_LPM_MAX_ENTRIES, DEVICE_MAC_MAX_ENTRIES, Decision,
     EVENT_RING_BYTES, FIB_LONG_DEFAULT, FIB_RANGES_DEFAULT, FIB_SLOTS_DEFAULT, FibLong, FibSlot,
-    GENERATIONS, LAYOUT_SLOTS, LPM_V4_MAX_ENTRIES, LPM_V6_MAX_ENTRIES, MAX_DECISIONS, MacKey,
-    NAMES_SLOTS, PORT_SLOTS, PolicyMeta, RATE_SLOTS, SlotName, TRAFFIC_SLOTS, TrafficCounter,
+    GENERATIONS, LAYOUT_SLOTS, LPM_V4_MAX_ENTRIES, LPM_V6_MAX_ENTRIES, MAX_DECISIONS, MAX_DEVICES,
+    MacKey, NAMES_SLOTS, PORT_SLOTS, PolicyMeta, RATE_SLOTS, SlotName, TRAFFIC_SLOTS,
+    TrafficCounter,
 };
 
 /// Which layout and lookup these maps were made for; written by the
@@ -97,6 +98,10 @@ pub static TRAFFIC: PerCpuArray<TrafficCounter> = PerCpuArray::with_max_entries(
 /// Event rate limit per (device, region), per CPU (see `Bucket`).
 #[map]
 pub static RATE_LIMIT: PerCpuArray<Bucket> = PerCpuArray::with_max_entries(RATE_SLOTS, 0);
+
+/// Reject answer rate limit per device, per CPU (see `Bucket`).
+#[map]
+pub static REJECT_LIMIT: PerCpuArray<Bucket> = PerCpuArray::with_max_entries(MAX_DEVICES, 0);
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);

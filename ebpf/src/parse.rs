@@ -7,9 +7,9 @@ use regionwall_common::{Counter, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS};
 
 use crate::counters::count;
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
+pub(crate) const ETH_HLEN: usize = 14;
+pub(crate) const ETH_P_IP: u16 = 0x0800;
+pub(crate) const ETH_P_IPV6: u16 = 0x86DD;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
 /// Pre-standard QinQ outer tag, still emitted by some switches.
@@ -17,11 +17,11 @@ const ETH_P_QINQ1: u16 = 0x9100;
 const ETH_P_PPP_SES: u16 = 0x8864;
 
 const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_TCP: u8 = 6;
+pub(crate) const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ROUTING: u8 = 43;
-const IPPROTO_FRAGMENT: u8 = 44;
-const IPPROTO_AH: u8 = 51;
+pub(crate) const IPPROTO_FRAGMENT: u8 = 44;
+pub(crate) const IPPROTO_AH: u8 = 51;
 const IPPROTO_DSTOPTS: u8 = 60;
 const IPPROTO_MH: u8 = 135;
 const IPPROTO_HIP: u8 = 139;
@@ -32,7 +32,7 @@ const IPPROTO_UDPLITE: u8 = 136;
 /// Largest L3 header offset we accept: keeps every packet offset provably
 /// bounded for the verifier (variable-offset packet access needs a known
 /// maximum, see check_packet_access in kernel/bpf/verifier.c).
-const MAX_L4_OFFSET: usize = 4096;
+pub(crate) const MAX_L4_OFFSET: usize = 4096;
 
 /// What the parser learned about an IP packet.
 ///
@@ -89,7 +89,7 @@ pub enum Parsed {
 
 /// The one bounds-checked accessor for packet reads.
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+pub(crate) fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + core::mem::size_of::<T>() > end {
@@ -99,7 +99,7 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
 }
 
 #[inline(always)]
-fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
+pub(crate) fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
     // SAFETY: ptr_at checked that size_of::<T>() bytes at offset are in the
     // packet; the read is unaligned because headers are not aligned.
     ptr_at::<T>(ctx, offset).map(|p| unsafe { p.read_unaligned() })
@@ -120,7 +120,7 @@ fn words<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u32; N]> {
 }
 
 #[inline(always)]
-fn be16(b: [u8; 2]) -> u16 {
+pub(crate) fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
 }
 
@@ -146,7 +146,7 @@ pub fn parse(ctx: &XdpContext) -> Parsed {
 }
 
 #[inline(always)]
-const fn is_vlan(ethertype: u16) -> bool {
+pub(crate) const fn is_vlan(ethertype: u16) -> bool {
     matches!(ethertype, ETH_P_8021Q | ETH_P_8021AD | ETH_P_QINQ1)
 }
 
@@ -204,7 +204,7 @@ fn ipv4(ctx: &XdpContext, l3: usize, mut pkt: Packet) -> Parsed {
 }
 
 #[inline(always)]
-const fn is_ext_header(nh: u8) -> bool {
+pub(crate) const fn is_ext_header(nh: u8) -> bool {
     matches!(
         nh,
         IPPROTO_HOPOPTS

@@ -4,7 +4,8 @@
 
 use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, programs::XdpContext};
 use regionwall_common::{
-    Control, Counter, Decision, Event, MAX_DEVICES, MAX_REGIONS, Reason, rate_slot, traffic_slot,
+    Bucket, Control, Counter, Decision, Event, MAX_DEVICES, MAX_REGIONS, Reason, rate_slot,
+    traffic_slot,
 };
 
 use crate::{
@@ -32,8 +33,7 @@ pub fn traffic(ctx: &XdpContext, device: u32, decision: &Decision) {
 }
 
 /// Token bucket of (device, region) on this CPU: whether an event at `now`
-/// may be sent. Credit grows by the time elapsed, capped at `burst` events'
-/// worth; an event spends `cost`. A slot outside the table is not limited.
+/// may be sent. A slot outside the table is not limited.
 #[inline(always)]
 fn admit(control: &Control, device: u32, region: u32, now: u64) -> bool {
     let cost = u64::from(control.event_cost_ns);
@@ -43,24 +43,30 @@ fn admit(control: &Control, device: u32, region: u32, now: u64) -> bool {
     let Some(b) = RATE_LIMIT.get_ptr_mut(rate_slot(device, region)) else {
         return true;
     };
-    let cap = cost * u64::from(control.event_burst.max(1));
     // SAFETY: per-CPU slot, only this CPU writes it while we run.
-    unsafe {
-        let elapsed = now.wrapping_sub((*b).last_ns);
-        let credit = (*b).credit_ns.saturating_add(elapsed).min(cap);
-        (*b).last_ns = now;
-        if credit >= cost {
-            (*b).credit_ns = credit - cost;
-            true
-        } else {
-            (*b).credit_ns = credit;
-            (*b).suppressed += 1;
-            false
-        }
+    spend(unsafe { &mut *b }, cost, control.event_burst, now)
+}
+
+/// One token bucket step (events and rejects): credit grows by the time
+/// elapsed, capped at `burst` spends' worth; a spend costs `cost`. Counts
+/// in `suppressed` what it refused.
+#[inline(always)]
+pub fn spend(b: &mut Bucket, cost: u64, burst: u32, now: u64) -> bool {
+    let cap = cost * u64::from(burst.max(1));
+    let elapsed = now.wrapping_sub(b.last_ns);
+    let credit = b.credit_ns.saturating_add(elapsed).min(cap);
+    b.last_ns = now;
+    if credit >= cost {
+        b.credit_ns = credit - cost;
+        true
+    } else {
+        b.credit_ns = credit;
+        b.suppressed += 1;
+        false
     }
 }
 
-/// Reports a drop or audit: rate limited per (device, region), then written
+/// Reports a drop, reject or audit: rate limited per (device, region), then written
 /// to the ring buffer. Every event is counted as sent, suppressed or lost.
 #[inline(always)]
 pub fn emit(

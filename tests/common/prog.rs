@@ -34,3 +34,19 @@ pub fn run_into(prog: &Xdp, frame: &[u8], out: &mut [u8]) -> u32 {
     .unwrap_or_else(|e| panic!("test_run failed: {e:?}"))
     .return_value
 }
+
+/// Runs `prog` once on `frame`; returns the verdict and the frame as the
+/// program left it (grown, trimmed or rewritten).
+pub fn run_out(prog: &Xdp, frame: &[u8]) -> (u32, Vec<u8>) {
+    // Room for headers the program may push in front.
+    let mut out = vec![0u8; frame.len() + 256];
+    let result = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        })
+        .unwrap_or_else(|e| panic!("test_run failed: {e:?}"));
+    out.truncate(result.data_size_out as usize);
+    (result.return_value, out)
+}

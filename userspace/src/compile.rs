@@ -172,8 +172,9 @@ pub fn decide(policy: &Policy, device: usize, regions: &[u16], key: PacketKey) -
 ///
 /// Precedence: rules naming the device, then rules naming a group it is in,
 /// then rules naming "default"; the first level with a matching rule
-/// decides. Within a level an allow match wins, then an enforcing block,
-/// then an auditing block; among equals the first rule in the file.
+/// decides. Within a level an allow match wins, then an enforcing or
+/// rejecting block, then an auditing block; among equals the first rule in
+/// the file.
 #[must_use]
 pub fn decide_explained(
     policy: &Policy,
@@ -202,8 +203,8 @@ pub fn decide_explained(
     )
 }
 
-/// Within one level: an allow match wins; else a block match, enforce
-/// before audit, first rule in file order.
+/// Within one level: an allow match wins; else a block match, enforce or
+/// reject before audit, first rule in file order.
 fn decide_level<'a>(
     policy: &Policy,
     rules: impl Iterator<Item = (usize, &'a Rule)> + Clone,
@@ -228,16 +229,16 @@ fn decide_level<'a>(
     for (i, r) in rules {
         if let Some(region) = hit(&r.block) {
             let d = Decision {
-                verdict: if r.mode == Mode::Enforce {
-                    Verdict::Drop
-                } else {
-                    Verdict::Audit
+                verdict: match r.mode {
+                    Mode::Enforce => Verdict::Drop,
+                    Mode::Reject => Verdict::Reject,
+                    Mode::Audit => Verdict::Audit,
                 } as u8,
                 region: region_u16(region) + 1,
                 rule: rule_id(i),
                 ..Decision::default()
             };
-            if r.mode == Mode::Enforce {
+            if r.mode != Mode::Audit {
                 return Some(d);
             }
             audit.get_or_insert(d);

@@ -93,7 +93,7 @@ pub struct SuppressedRow {
     pub events: u64,
 }
 
-/// Why drops and audits did not become printed events.
+/// Why drops, rejects and audits did not become printed events.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NotLogged {
     /// Over the per-(device, region) rate limit (counted in the kernel).
@@ -224,19 +224,20 @@ impl Stats {
     #[must_use]
     pub fn table(&self) -> String {
         use std::fmt::Write as _;
-        let mut cells: BTreeMap<(&str, &str), [(u64, u64); 3]> = BTreeMap::new();
+        let mut cells: BTreeMap<(&str, &str), [(u64, u64); 4]> = BTreeMap::new();
         for r in &self.traffic {
             let i = match r.verdict {
                 Verdict::Pass => 0,
                 Verdict::Drop => 1,
                 Verdict::Audit => 2,
+                Verdict::Reject => 3,
             };
             let cell = cells.entry((&r.device, &r.region)).or_default();
             cell[i].0 += r.packets;
             cell[i].1 += r.bytes;
         }
         let mut out = format!(
-            "{} (policy epoch {}){}\n{:<16} {:<16} {:>12} {:>14} {:>12} {:>14} {:>12} {:>14}\n",
+            "{} (policy epoch {}){}\n{:<16} {:<16} {:>12} {:>14} {:>12} {:>14} {:>12} {:>14} {:>12} {:>14}\n",
             self.interface,
             self.epoch,
             if self.named {
@@ -251,15 +252,30 @@ impl Stats {
             "DROP PKTS",
             "DROP BYTES",
             "AUDIT PKTS",
-            "AUDIT BYTES"
+            "AUDIT BYTES",
+            "REJECT PKTS",
+            "REJECT BYTES"
         );
         for ((d, r), v) in &cells {
             let _ = writeln!(
                 out,
-                "{d:<16} {r:<16} {:>12} {:>14} {:>12} {:>14} {:>12} {:>14}",
-                v[0].0, v[0].1, v[1].0, v[1].1, v[2].0, v[2].1
+                "{d:<16} {r:<16} {:>12} {:>14} {:>12} {:>14} {:>12} {:>14} {:>12} {:>14}",
+                v[0].0, v[0].1, v[1].0, v[1].1, v[2].0, v[2].1, v[3].0, v[3].1
             );
         }
+        let _ = writeln!(
+            out,
+            "rejects: {} answered, {} over the reject rate limit (dropped), {} unanswerable (dropped)",
+            self.counters.get("rejects_sent").copied().unwrap_or(0),
+            self.counters
+                .get("rejects_suppressed")
+                .copied()
+                .unwrap_or(0),
+            self.counters
+                .get("rejects_unanswerable")
+                .copied()
+                .unwrap_or(0),
+        );
         let n = &self.not_logged;
         let _ = writeln!(
             out,

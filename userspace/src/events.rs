@@ -1,4 +1,4 @@
-//! Drop and audit events: decoding ring buffer records, naming devices,
+//! Drop, reject and audit events: decoding ring buffer records, naming devices,
 //! regions and rules from the policy that was live, and printing them as
 //! readable lines or JSON lines.
 

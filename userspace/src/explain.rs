@@ -137,7 +137,7 @@ pub struct Explanation {
     /// The deciding rule's name, or `None` when no rule matched (pass).
     pub rule: Option<String>,
     pub decided_by: Option<RuleHit>,
-    /// "pass", "drop" or "audit".
+    /// "pass", "drop", "audit" or "reject".
     pub verdict: &'static str,
     /// Region the verdict is attributed to in counters and events.
     pub attributed_region: Option<String>,
@@ -172,6 +172,7 @@ pub fn verdict_name(v: u8) -> &'static str {
     match Verdict::from_u8(v) {
         Some(Verdict::Drop) => "drop",
         Some(Verdict::Audit) => "audit",
+        Some(Verdict::Reject) => "reject",
         _ => "pass",
     }
 }
@@ -279,6 +280,7 @@ pub fn explain(
         mode: match r.mode {
             Mode::Enforce => "enforce",
             Mode::Audit => "audit",
+            Mode::Reject => "reject",
         },
         action: if decision.verdict == Verdict::Pass as u8 {
             "allow"
@@ -353,6 +355,9 @@ impl std::fmt::Display for Explanation {
                 },
                 match (r.action, r.mode) {
                     ("block", "audit") => "would block it: in audit mode it is reported and passes",
+                    ("block", "reject") => {
+                        "blocks it and answers: a TCP RST, else an ICMP administratively prohibited"
+                    }
                     ("block", _) => "blocks it",
                     _ => "allows it",
                 }

@@ -67,12 +67,13 @@ impl TableSet {
 }
 
 /// Maps shared by both generations, read or written by the program.
-pub const SHARED_MAPS: [&str; 6] = [
+pub const SHARED_MAPS: [&str; 7] = [
     "CONTROL",
     "POLICY_META",
     "COUNTERS_MAP",
     "TRAFFIC",
     "RATE_LIMIT",
+    "REJECT_LIMIT",
     "EVENTS",
 ];
 
@@ -83,10 +84,10 @@ pub const SHARED_MAPS: [&str; 6] = [
 pub const CONTROLLER_MAPS: [&str; 2] = ["NAMES", "LAYOUT"];
 
 /// Every map of the production object, in pinning order (`LAYOUT` last).
-pub const PINNED_MAPS: [&str; 28] = pinned_maps();
+pub const PINNED_MAPS: [&str; 29] = pinned_maps();
 
-const fn pinned_maps() -> [&'static str; 28] {
-    let mut out = [""; 28];
+const fn pinned_maps() -> [&'static str; 29] {
+    let mut out = [""; 29];
     let mut n = 0;
     let mut i = 0;
     while i < SHARED_MAPS.len() {
@@ -111,7 +112,7 @@ const fn pinned_maps() -> [&'static str; 28] {
         n += 1;
         i += 1;
     }
-    assert!(n == 28, "PINNED_MAPS has room for every map");
+    assert!(n == 29, "PINNED_MAPS has room for every map");
     out
 }
 

@@ -13,9 +13,9 @@
 //! - [`datapath`]: the loaded program; publish, link, events ring.
 //! - [`control`]: the control socket protocol and statistics snapshots.
 //! - [`controller`]: the running enforcement of one interface (`regionwall run`).
-//! - [`verdict`]: pass, drop, audit as a userspace type.
+//! - [`verdict`]: pass, drop, audit, reject as a userspace type.
 //! - [`shown`]: input shown in logs with control characters escaped.
-//! - [`events`]: decoding and printing drop/audit events.
+//! - [`events`]: decoding and printing drop/reject/audit events.
 //! - [`pin`]: the pinned state that keeps enforcing without the controller.
 //! - [`slots`]: stable counter indices for device and region names.
 

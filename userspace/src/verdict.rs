@@ -11,11 +11,13 @@ pub enum Verdict {
     Drop,
     /// Passed, but reported like a drop.
     Audit,
+    /// Dropped and answered (TCP RST, ICMP administratively prohibited).
+    Reject,
 }
 
 impl Verdict {
     /// Every verdict, in the kernel's order.
-    pub const ALL: [Self; 3] = [Self::Pass, Self::Drop, Self::Audit];
+    pub const ALL: [Self; 4] = [Self::Pass, Self::Drop, Self::Audit, Self::Reject];
 
     /// The verdict the kernel numbered `v`; `None` for a number it never
     /// writes.
@@ -32,6 +34,7 @@ impl Verdict {
             Self::Pass => regionwall_common::Verdict::Pass as u32,
             Self::Drop => regionwall_common::Verdict::Drop as u32,
             Self::Audit => regionwall_common::Verdict::Audit as u32,
+            Self::Reject => regionwall_common::Verdict::Reject as u32,
         }
     }
 
@@ -41,6 +44,7 @@ impl Verdict {
             Self::Pass => "pass",
             Self::Drop => "drop",
             Self::Audit => "audit",
+            Self::Reject => "reject",
         }
     }
 }
@@ -51,6 +55,7 @@ impl From<regionwall_common::Verdict> for Verdict {
             regionwall_common::Verdict::Pass => Self::Pass,
             regionwall_common::Verdict::Drop => Self::Drop,
             regionwall_common::Verdict::Audit => Self::Audit,
+            regionwall_common::Verdict::Reject => Self::Reject,
         }
     }
 }
@@ -63,7 +68,7 @@ impl std::fmt::Display for Verdict {
 
 /// A verdict name that is not one.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown verdict {0:?}; expected pass, drop or audit")]
+#[error("unknown verdict {0:?}; expected pass, drop, audit or reject")]
 pub struct UnknownVerdict(String);
 
 impl std::str::FromStr for Verdict {
@@ -90,7 +95,8 @@ mod tests {
                 Some(format!("\"{}\"", v.as_str()))
             );
         }
-        assert_eq!(Verdict::from_kernel(3), None);
+        assert_eq!(Verdict::from_kernel(3), Some(Verdict::Reject));
+        assert_eq!(Verdict::from_kernel(4), None);
         assert!("DROP".parse::<Verdict>().is_err());
     }
 }

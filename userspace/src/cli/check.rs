@@ -229,6 +229,7 @@ fn print_rules(parsed: &policy::Policy) {
             match r.mode {
                 policy::Mode::Enforce => "enforce",
                 policy::Mode::Audit => "audit",
+                policy::Mode::Reject => "reject",
             },
             who.join(", "),
             names(&r.block),

@@ -105,12 +105,12 @@ impl Target {
 /// The verdicts events carry.
 fn event_verdict(s: &str) -> Result<Verdict, String> {
     match s.parse() {
-        Ok(v @ (Verdict::Drop | Verdict::Audit)) => Ok(v),
-        _ => Err("expected drop or audit".into()),
+        Ok(v @ (Verdict::Drop | Verdict::Audit | Verdict::Reject)) => Ok(v),
+        _ => Err("expected drop, reject or audit".into()),
     }
 }
 
-/// Tail drop and audit events of a running controller
+/// Tail drop, reject and audit events of a running controller
 ///
 /// Connects to the controller's control socket; with no controller
 /// running, reads the pinned event ring directly.
@@ -127,7 +127,7 @@ pub struct EventsArgs {
     /// Only events of this region.
     #[arg(long)]
     pub region: Option<String>,
-    /// Only this verdict: drop or audit.
+    /// Only this verdict: drop, reject or audit.
     #[arg(long, value_parser = event_verdict)]
     pub verdict: Option<Verdict>,
     /// Exit after this many events.

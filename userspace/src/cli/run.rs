@@ -23,7 +23,7 @@ use tokio::{
     sync::mpsc,
 };
 
-/// Enforce a policy on an interface and stream drop/audit events
+/// Enforce a policy on an interface and stream drop/reject/audit events
 ///
 /// Attach to the LAN-facing interface of the gateway: the program sees what
 /// devices send out. Events go to stdout, one per line (or JSON with
@@ -96,6 +96,14 @@ pub struct Args {
     /// Events a (device, region) may report at once after a quiet spell.
     #[arg(long, default_value_t = regionwall_common::EVENT_BURST_DEFAULT)]
     pub event_burst: u32,
+    /// TCP RSTs and ICMP errors per second each device may be answered
+    /// with for `mode = "reject"` rules, per CPU; rejected packets over it
+    /// are dropped unanswered (counted). 0: answer every one.
+    #[arg(long, default_value_t = regionwall_common::REJECT_RATE_DEFAULT)]
+    pub reject_rate: u32,
+    /// Answers a device may get at once after a quiet spell.
+    #[arg(long, default_value_t = regionwall_common::REJECT_BURST_DEFAULT)]
+    pub reject_burst: u32,
     /// Where the program, link and maps are pinned (a directory per
     /// interface below it, on a bpf filesystem).
     #[arg(long, default_value = pin::DEFAULT_ROOT)]
@@ -176,6 +184,8 @@ impl Args {
             },
             event_rate: self.event_rate,
             event_burst: self.event_burst,
+            reject_rate: self.reject_rate,
+            reject_burst: self.reject_burst,
             pin_root: self.pin_root.clone(),
             socket: self
                 .socket

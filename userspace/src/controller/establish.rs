@@ -53,7 +53,9 @@ fn set_controls(config: &Config, dp: &mut Datapath) -> Result<(), ControllerErro
     dp.set_unparsed(config.unparsed)
         .map_err(dp_err("setting the unparsed-frame action"))?;
     dp.set_event_limit(config.event_rate, config.event_burst)
-        .map_err(dp_err("setting the event rate limit"))
+        .map_err(dp_err("setting the event rate limit"))?;
+    dp.set_reject_limit(config.reject_rate, config.reject_burst)
+        .map_err(dp_err("setting the reject rate limit"))
 }
 
 /// Puts this controller's program in charge of the interface.

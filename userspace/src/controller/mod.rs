@@ -66,6 +66,9 @@ pub struct Config {
     pub fib_room: Capacity,
     pub event_rate: u32,
     pub event_burst: u32,
+    /// Reject answers per second per device and CPU (0: no limit), burst.
+    pub reject_rate: u32,
+    pub reject_burst: u32,
     pub pin_root: PathBuf,
     pub socket: PathBuf,
     pub access: socket::Access,

@@ -50,8 +50,8 @@ pub struct NotLogged {
 }
 
 impl NotLogged {
-    /// Logs drops and audits that did not become printed events since the
-    /// last call.
+    /// Logs drops, rejects and audits that did not become printed events
+    /// since the last call.
     pub fn report(&mut self, ctl: &Controller) {
         let Some(c) = ctl.counters() else { return };
         let stats = ctl.snapshot();
@@ -85,12 +85,16 @@ pub fn summary(message: &str, stats: &Stats) -> String {
     let n = stats.not_logged;
     format!(
         "regionwall: {message}. frames {}, non-IP {}, unparsed passed {} / dropped {}, \
-         dropped {}, audited {}, events logged {} (over the rate limit {}, lost in kernel {}, dropped in queue {}, not written {})",
+         dropped {}, rejected {} (answered {}, over the reject limit {}, unanswerable {}), audited {}, events logged {} (over the rate limit {}, lost in kernel {}, dropped in queue {}, not written {})",
         c("frames"),
         c("non_ip"),
         c("unparsed_passed"),
         c("unparsed_dropped"),
         stats.packets(Verdict::Drop) + c("unparsed_dropped"),
+        stats.packets(Verdict::Reject),
+        c("rejects_sent"),
+        c("rejects_suppressed"),
+        c("rejects_unanswerable"),
         stats.packets(Verdict::Audit),
         stats.events_logged,
         n.suppressed,

@@ -94,7 +94,7 @@ pub const PROGRAM_NAME: &str = "regionwall";
 pub static BENCH_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/regionwall-bench"));
 /// Programs of [`BENCH_OBJECT`].
-pub const BENCH_PROGRAMS: [&str; 8] = [
+pub const BENCH_PROGRAMS: [&str; 11] = [
     "bench_floor",
     "bench_keys",
     "bench_parse",
@@ -103,6 +103,9 @@ pub const BENCH_PROGRAMS: [&str; 8] = [
     "bench_lpm",
     "bench_compiled",
     "bench_classify",
+    "bench_syn",
+    "bench_syn_drop",
+    "bench_syn_reject",
 ];
 
 /// How the program is loaded.
@@ -370,6 +373,15 @@ impl Datapath {
     pub fn set_event_limit(&mut self, rate: u32, burst: u32) -> Result<(), DatapathError> {
         self.control.event_cost_ns = 1_000_000_000u32.checked_div(rate).map_or(0, |c| c.max(1));
         self.control.event_burst = burst.max(1);
+        self.write_control()
+    }
+
+    /// Sets the reject answer rate limit per device and CPU: `rate` RSTs
+    /// and ICMP errors per second with bursts of `burst`; rate 0 answers
+    /// every rejected packet. Over the limit a rejected packet is dropped.
+    pub fn set_reject_limit(&mut self, rate: u32, burst: u32) -> Result<(), DatapathError> {
+        self.control.reject_cost_ns = 1_000_000_000u32.checked_div(rate).map_or(0, |c| c.max(1));
+        self.control.reject_burst = burst.max(1);
         self.write_control()
     }
 

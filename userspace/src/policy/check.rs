@@ -16,10 +16,13 @@ impl Checker<'_> {
         match m.get_ref().as_str() {
             "enforce" => Mode::Enforce,
             "audit" => Mode::Audit,
+            "reject" => Mode::Reject,
             other => {
                 self.error(
                     m,
-                    format!("expected mode \"enforce\" or \"audit\", found \"{other}\""),
+                    format!(
+                        "expected mode \"enforce\", \"reject\" or \"audit\", found \"{other}\""
+                    ),
                 );
                 Mode::Enforce
             }

@@ -103,11 +103,14 @@ pub struct Device {
     pub prefixes: Vec<Prefix>,
 }
 
-/// Enforce drops; audit reports and passes.
+/// Enforce drops; audit reports and passes; reject drops and answers (a
+/// TCP RST, an ICMP "administratively prohibited"), so the sender fails at
+/// once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Enforce,
     Audit,
+    Reject,
 }
 
 /// One rule. Ids given to the kernel are index + 1 (0 means "no rule").

@@ -7,10 +7,12 @@
 //!    destinations per family (half inside the table), IPv4 and IPv6.
 //! 2. Compile + publish time of the same tables for both lookups, and
 //!    `nft -f` loading them into interval sets (in a scratch namespace).
-//! 3. The event path: drop events consumed per second while the kernel
+//! 3. The reject path: a TCP SYN answered with a RST (XDP_TX) beside the
+//!    same SYN dropped, per packet through BPF_PROG_TEST_RUN.
+//! 4. The event path: drop events consumed per second while the kernel
 //!    floods the ring buffer, and every drop accounted for.
-//! 4. The controller's peak RSS with the world table (the real binary).
-//! 5. `regionwall check` of 1M CIDRs listed inline in a policy.
+//! 5. The controller's peak RSS with the world table (the real binary).
+//! 6. `regionwall check` of 1M CIDRs listed inline in a policy.
 //!
 //! Prints a table with ratios and target checks, writes JSON under
 //! target/bench/ and refreshes the README's results section.
@@ -22,6 +24,7 @@
 
 mod events;
 mod inline;
+mod reject;
 mod report;
 mod tables;
 
@@ -127,6 +130,8 @@ pub struct Results {
     pub repeat: u32,
     pub tables: Vec<TableResult>,
     pub events: Option<events::EventResult>,
+    /// ns per rejected (RST) vs dropped SYN.
+    pub reject: Option<reject::RejectResult>,
     pub rss: Vec<Rss>,
     /// Seconds for `regionwall check` of [`inline::COUNT`] inline CIDRs.
     pub inline_check_s: Option<f64>,
@@ -181,6 +186,10 @@ pub fn main(args: &Args, root: &Path) -> anyhow::Result<()> {
         report::print_table_line(&result);
         results.tables.push(result);
     }
+    eprintln!("bench: reject path");
+    let rejects = reject::run(args, &root.join("target/bench/reject"))?;
+    report::print_reject_line(&rejects);
+    results.reject = Some(rejects);
     eprintln!("bench: event path");
     results.events = Some(events::run()?);
     eprintln!("bench: controller RSS with the world table ({world_len} prefixes)");

@@ -28,8 +28,32 @@ pub fn print_table_line(t: &TableResult) {
     );
 }
 
+pub fn print_reject_line(r: &super::reject::RejectResult) {
+    eprintln!(
+        "  reject: v4 SYN driver {:.0} / dropped {:.0} / answered with a RST {:.0} ns; v6 {:.0} / {:.0} / {:.0} ns; {} of {} answered",
+        r.v4.syn, r.v4.drop, r.v4.reject, r.v6.syn, r.v6.drop, r.v6.reject, r.answered, r.runs
+    );
+}
+
 fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { f64::NAN }
+}
+
+/// The reject path's table.
+fn reject_section(s: &mut String, j: &super::reject::RejectResult) {
+    s.push_str("\nReject path in ns per packet (a TCP SYN the driver writes over the frame before every run, then the production path with the compiled lookup; reject = answered with a RST built in place, XDP_TX; events limited as by default):\n\n");
+    s.push_str("| family | SYN driver | dropped | rejected | reject - drop |\n");
+    s.push_str("|---|---|---|---|---|\n");
+    for (family, c) in [("IPv4", &j.v4), ("IPv6", &j.v6)] {
+        let _ = writeln!(
+            s,
+            "| {family} | {:.0} | {:.0} | {:.0} | {:+.0} |",
+            c.syn,
+            c.drop,
+            c.reject,
+            c.reject - c.drop
+        );
+    }
 }
 
 /// The markdown report (also printed).
@@ -89,6 +113,9 @@ fn markdown(r: &Results) -> String {
             t.fib_kib,
             nft
         );
+    }
+    if let Some(j) = &r.reject {
+        reject_section(&mut s, j);
     }
     if let Some(e) = &r.events {
         s.push_str("\nEvent path (one core floods drops through test_run, the other runs the controller's ring reader and a consumer):\n\n");
