@@ -512,6 +512,7 @@ fn origin() -> Origin {
 
 fn policy_of(regions: Vec<(Vec<Prefix>, Vec<Prefix>)>) -> Policy {
     Policy {
+        countries: regionwall::policy::CountryDb::default(),
         source: PathBuf::from("prop.toml"),
         named_regions: regions.len(),
         regions: regions

@@ -235,7 +235,7 @@ fn a_reused_slot_starts_at_zero() {
         t
     };
     let dst = |i: u8| Ipv4Addr::new(10, i, 0, 1);
-    let all: Vec<String> = (0..regionwall_common::MAX_REGIONS)
+    let all: Vec<String> = (0..regionwall_common::REGION_ROOM_DEFAULT)
         .map(|i| format!("r{i:02}"))
         .collect();
     let mut dp = Datapath::load().expect("load");

@@ -15,7 +15,7 @@ pub mod fib;
 
 /// Version of the map layout below. Bumped whenever any shared type or map
 /// changes meaning, so a controller can tell pinned state of another layout.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// Number of policy table sets. A reload writes the inactive set, then flips
 /// [`Control::active`] with one map update.
@@ -27,8 +27,20 @@ pub const DEFAULT_DEVICE: u32 = 0;
 pub const MAX_DEVICES: u32 = 256;
 /// Region id 0 means "in no region"; named regions are 1..=MAX_REGIONS.
 pub const NO_REGION: u16 = 0;
-/// Maximum number of named regions in one policy.
-pub const MAX_REGIONS: u32 = 64;
+/// Largest number of counted regions (named regions and "any") one policy
+/// may have. Their counters are sized when the program is loaded (see
+/// [`Control::region_stride`]): room for [`REGION_ROOM_DEFAULT`] or 1.5
+/// times what the first policy needs, whichever is more.
+pub const MAX_REGIONS: u32 = 4095;
+/// Counted regions the counters have room for when nothing asks for more.
+pub const REGION_ROOM_DEFAULT: u32 = 64;
+/// Country id 0 means "in no country" (or no country database).
+pub const NO_COUNTRY: u16 = 0;
+/// Countries the country counters have room for (ids 1..COUNTRY_STRIDE):
+/// ISO 3166 has 249 codes; registries add a few (EU, AP, ZZ).
+pub const MAX_COUNTRIES: u32 = 255;
+/// Row length of the country counters: "no country" and every country id.
+pub const COUNTRY_STRIDE: u32 = MAX_COUNTRIES + 1;
 /// Region class 0 is "in no table"; class ids are dense from 1.
 pub const NO_CLASS: u32 = 0;
 /// Maximum entries of one decision table (devices x classes x port classes).
@@ -178,18 +190,39 @@ pub const fn port_slot(proto: u8, has_port: bool, port: u16) -> u32 {
     }
 }
 
-/// Number of traffic counter slots: device x (region + "none") x verdict.
-pub const TRAFFIC_SLOTS: u32 = MAX_DEVICES * (MAX_REGIONS + 1) * VERDICTS;
+/// Traffic counter slots for `region_stride` (region room + 1, "no
+/// region"): device x region x verdict.
+#[must_use]
+pub const fn traffic_slots(region_stride: u32) -> u32 {
+    MAX_DEVICES * region_stride * VERDICTS
+}
+/// Traffic counter slots of the default region room.
+pub const TRAFFIC_SLOTS: u32 = traffic_slots(REGION_ROOM_DEFAULT + 1);
 
-/// Index of a traffic counter slot.
+/// Index of a traffic counter slot (`region_stride` from [`Control`]).
 #[expect(
     clippy::inline_always,
     reason = "called on the per-packet path of the XDP program"
 )]
 #[inline(always)]
 #[must_use]
-pub const fn traffic_slot(device: u32, region: u32, verdict: u32) -> u32 {
-    (device * (MAX_REGIONS + 1) + region) * VERDICTS + verdict
+pub const fn traffic_slot(device: u32, region: u32, verdict: u32, region_stride: u32) -> u32 {
+    (device * region_stride + region) * VERDICTS + verdict
+}
+
+/// Country counter slots: device x (country + "none") x verdict, 4 MiB of
+/// [`TrafficCounter`]s per CPU.
+pub const COUNTRY_SLOTS: u32 = MAX_DEVICES * COUNTRY_STRIDE * VERDICTS;
+
+/// Index of a country counter slot.
+#[expect(
+    clippy::inline_always,
+    reason = "called on the per-packet path of the XDP program"
+)]
+#[inline(always)]
+#[must_use]
+pub const fn country_slot(device: u32, country: u32, verdict: u32) -> u32 {
+    (device * COUNTRY_STRIDE + country) * VERDICTS + verdict
 }
 
 /// What happens to a packet.
@@ -385,8 +418,13 @@ pub struct Control {
     pub reject_cost_ns: u32,
     /// Answers a device may send at once after a quiet spell.
     pub reject_burst: u32,
+    /// Row length of the per-(device, region) maps `TRAFFIC` and
+    /// `RATE_LIMIT`: the region room they were sized for, plus one ("no
+    /// region"). Fixed for the life of the maps.
+    pub region_stride: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<Control>() == 24);
+const _: () = assert!(size_of::<Control>() == 32);
 
 /// Default event rate limit per (device, region) and CPU, events per second.
 pub const EVENT_RATE_DEFAULT: u32 = 100;
@@ -412,13 +450,24 @@ pub struct Bucket {
 }
 const _: () = assert!(size_of::<Bucket>() == 24);
 
-/// Slots of `RATE_LIMIT`: one per (device, region or no region).
-pub const RATE_SLOTS: u32 = MAX_DEVICES * (MAX_REGIONS + 1);
+/// Slots of `RATE_LIMIT` for `region_stride`: one per (device, region or
+/// no region).
+#[must_use]
+pub const fn rate_slots(region_stride: u32) -> u32 {
+    MAX_DEVICES * region_stride
+}
+/// Slots of `RATE_LIMIT` for the default region room.
+pub const RATE_SLOTS: u32 = rate_slots(REGION_ROOM_DEFAULT + 1);
 
 /// Index into `RATE_LIMIT`.
+#[expect(
+    clippy::inline_always,
+    reason = "called on the per-packet path of the XDP program"
+)]
+#[inline(always)]
 #[must_use]
-pub const fn rate_slot(device: u32, region: u32) -> u32 {
-    device * (MAX_REGIONS + 1) + region
+pub const fn rate_slot(device: u32, region: u32, region_stride: u32) -> u32 {
+    device * region_stride + region
 }
 
 /// Map `LAYOUT` (an array of u32 whose own shape never changes): which
@@ -432,13 +481,21 @@ pub const LAYOUT_SLOT_LOOKUP: u32 = 1;
 /// Bytes of a name in [`SlotName`]: device and region names are at most 64
 /// bytes, and an inline allow set adds "/allow" to a rule name of up to 64.
 pub const SLOT_NAME_BYTES: usize = 76;
-/// Map `NAMES` (user space only, like `LAYOUT`): which device or region name
-/// owns each counter index, so counts keep their names across reloads and
-/// restarts. Index `d` is device `d`; `NAMES_REGION_BASE + r` is region id `r`
-/// (id 0, "no region", is never named).
-pub const NAMES_REGION_BASE: u32 = MAX_DEVICES;
-/// Entries of `NAMES`.
-pub const NAMES_SLOTS: u32 = MAX_DEVICES + MAX_REGIONS + 1;
+/// Map `NAMES` (user space only, like `LAYOUT`): which device, country or
+/// region name owns each counter index, so counts keep their names across
+/// reloads and restarts. Index `d` is device `d`; `NAMES_COUNTRY_BASE + c`
+/// is country id `c`; `NAMES_REGION_BASE + r` is region id `r` (ids 0, "no
+/// country" and "no region", are never named).
+pub const NAMES_COUNTRY_BASE: u32 = MAX_DEVICES;
+/// First region entry of `NAMES` (see [`NAMES_COUNTRY_BASE`]).
+pub const NAMES_REGION_BASE: u32 = MAX_DEVICES + COUNTRY_STRIDE;
+/// Entries of `NAMES` for `region_stride` (see [`Control::region_stride`]).
+#[must_use]
+pub const fn names_slots(region_stride: u32) -> u32 {
+    NAMES_REGION_BASE + region_stride
+}
+/// Entries of `NAMES` for the default region room.
+pub const NAMES_SLOTS: u32 = names_slots(REGION_ROOM_DEFAULT + 1);
 /// [`SlotName::state`]: no name owns the index (never used).
 pub const SLOT_EMPTY: u8 = 0;
 /// [`SlotName::state`]: the name is in a policy that may still count into
@@ -518,7 +575,9 @@ pub struct Decision {
     pub region: u16,
     /// Rule that decided, or [`NO_RULE`].
     pub rule: u16,
-    pub _pad2: u16,
+    /// Country of the destination's class, or [`NO_COUNTRY`] (counted for
+    /// all traffic, whatever the policy's regions).
+    pub country: u16,
 }
 const _: () = assert!(size_of::<Decision>() == 8);
 
@@ -572,8 +631,11 @@ pub struct Event {
     pub len: u32,
     /// Policy serial number (see [`PolicyMeta::epoch`]).
     pub epoch: u32,
+    /// Country id of the destination in the policy of `epoch`.
+    pub country: u16,
+    pub _pad: [u8; 6],
 }
-const _: () = assert!(size_of::<Event>() == 72);
+const _: () = assert!(size_of::<Event>() == 80);
 
 #[cfg(feature = "user")]
 mod pod {

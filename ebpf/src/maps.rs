@@ -9,7 +9,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use regionwall_common::{
-    Bucket, COUNTERS, Control, DEVICE_LPM_MAX_ENTRIES, DEVICE_MAC_MAX_ENTRIES, Decision,
+    Bucket, COUNTERS, COUNTRY_SLOTS, Control, DEVICE_LPM_MAX_ENTRIES, DEVICE_MAC_MAX_ENTRIES, Decision,
     EVENT_RING_BYTES, FIB_LONG_DEFAULT, FIB_RANGES_DEFAULT, FIB_SLOTS_DEFAULT, FibLong, FibSlot,
     GENERATIONS, LAYOUT_SLOTS, LPM_V4_MAX_ENTRIES, LPM_V6_MAX_ENTRIES, MAX_DECISIONS, MAX_DEVICES,
     MacKey, NAMES_SLOTS, PORT_SLOTS, PolicyMeta, RATE_SLOTS, SlotName, TRAFFIC_SLOTS,
@@ -92,8 +92,14 @@ pub static DECISIONS_1: Array<Decision> = Array::with_max_entries(MAX_DECISIONS,
 
 #[map]
 pub static COUNTERS_MAP: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 0);
+/// Packets and bytes per (device, region, verdict); sized at load time
+/// (see `Control::region_stride`).
 #[map]
 pub static TRAFFIC: PerCpuArray<TrafficCounter> = PerCpuArray::with_max_entries(TRAFFIC_SLOTS, 0);
+/// Packets and bytes per (device, country, verdict), all traffic.
+#[map]
+pub static COUNTRY_TRAFFIC: PerCpuArray<TrafficCounter> =
+    PerCpuArray::with_max_entries(COUNTRY_SLOTS, 0);
 
 /// Event rate limit per (device, region), per CPU (see `Bucket`).
 #[map]

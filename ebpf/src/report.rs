@@ -3,27 +3,45 @@
 //! counted, never allowed to change the verdict.
 
 use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, programs::XdpContext};
+use aya_ebpf::maps::PerCpuArray;
 use regionwall_common::{
-    Bucket, Control, Counter, Decision, Event, MAX_DEVICES, MAX_REGIONS, Reason, rate_slot,
-    traffic_slot,
+    Bucket, COUNTRY_STRIDE, Control, Counter, Decision, Event, MAX_DEVICES, Reason,
+    TrafficCounter, country_slot, rate_slot, traffic_slot,
 };
 
 use crate::{
     counters::count,
-    maps::{EVENTS, RATE_LIMIT, TRAFFIC},
+    maps::{COUNTRY_TRAFFIC, EVENTS, RATE_LIMIT, TRAFFIC},
     parse::{Packet, bytes16},
 };
 
-/// Counts packets and bytes per (device, region, verdict), passed traffic too.
+/// Counts packets and bytes per (device, region, verdict) and per (device,
+/// country, verdict), passed traffic too. The country comes with the
+/// decision (the destination lookup found it), so this is two array
+/// updates and no lookup.
 #[inline(always)]
-pub fn traffic(ctx: &XdpContext, device: u32, decision: &Decision) {
+pub fn traffic(ctx: &XdpContext, control: &Control, device: u32, decision: &Decision) {
     let region = u32::from(decision.region);
-    if device >= MAX_DEVICES || region > MAX_REGIONS {
+    let country = u32::from(decision.country);
+    let stride = control.region_stride;
+    if device >= MAX_DEVICES {
         return;
     }
-    let slot = traffic_slot(device, region, u32::from(decision.verdict));
-    if let Some(p) = TRAFFIC.get_ptr_mut(slot) {
-        let bytes = (ctx.data_end() - ctx.data()) as u64;
+    let verdict = u32::from(decision.verdict);
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    // A region beyond the room the maps were sized for is not counted
+    // (the controller never publishes one); the array bounds the rest.
+    if region < stride {
+        add(&TRAFFIC, traffic_slot(device, region, verdict, stride), bytes);
+    }
+    if country < COUNTRY_STRIDE {
+        add(&COUNTRY_TRAFFIC, country_slot(device, country, verdict), bytes);
+    }
+}
+
+#[inline(always)]
+fn add(map: &PerCpuArray<TrafficCounter>, slot: u32, bytes: u64) {
+    if let Some(p) = map.get_ptr_mut(slot) {
         // SAFETY: per-CPU slot, only this CPU writes it while we run.
         unsafe {
             (*p).packets += 1;
@@ -37,10 +55,11 @@ pub fn traffic(ctx: &XdpContext, device: u32, decision: &Decision) {
 #[inline(always)]
 fn admit(control: &Control, device: u32, region: u32, now: u64) -> bool {
     let cost = u64::from(control.event_cost_ns);
-    if cost == 0 || device >= MAX_DEVICES || region > MAX_REGIONS {
+    let stride = control.region_stride;
+    if cost == 0 || device >= MAX_DEVICES || region >= stride {
         return true;
     }
-    let Some(b) = RATE_LIMIT.get_ptr_mut(rate_slot(device, region)) else {
+    let Some(b) = RATE_LIMIT.get_ptr_mut(rate_slot(device, region, stride)) else {
         return true;
     };
     // SAFETY: per-CPU slot, only this CPU writes it while we run.
@@ -108,6 +127,8 @@ pub fn emit(
         ifindex: ctx.ingress_ifindex() as u32,
         len: (ctx.data_end() - ctx.data()) as u32,
         epoch,
+        country: decision.country,
+        _pad: [0; 6],
     });
     entry.submit(0);
     count(Counter::EventsSent);

@@ -67,11 +67,12 @@ impl TableSet {
 }
 
 /// Maps shared by both generations, read or written by the program.
-pub const SHARED_MAPS: [&str; 7] = [
+pub const SHARED_MAPS: [&str; 8] = [
     "CONTROL",
     "POLICY_META",
     "COUNTERS_MAP",
     "TRAFFIC",
+    "COUNTRY_TRAFFIC",
     "RATE_LIMIT",
     "REJECT_LIMIT",
     "EVENTS",
@@ -84,10 +85,10 @@ pub const SHARED_MAPS: [&str; 7] = [
 pub const CONTROLLER_MAPS: [&str; 2] = ["NAMES", "LAYOUT"];
 
 /// Every map of the production object, in pinning order (`LAYOUT` last).
-pub const PINNED_MAPS: [&str; 29] = pinned_maps();
+pub const PINNED_MAPS: [&str; 30] = pinned_maps();
 
-const fn pinned_maps() -> [&'static str; 29] {
-    let mut out = [""; 29];
+const fn pinned_maps() -> [&'static str; 30] {
+    let mut out = [""; 30];
     let mut n = 0;
     let mut i = 0;
     while i < SHARED_MAPS.len() {
@@ -112,7 +113,7 @@ const fn pinned_maps() -> [&'static str; 29] {
         n += 1;
         i += 1;
     }
-    assert!(n == 29, "PINNED_MAPS has room for every map");
+    assert!(n == 30, "PINNED_MAPS has room for every map");
     out
 }
 

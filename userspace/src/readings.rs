@@ -5,8 +5,8 @@
 
 use aya::maps::{Array, Map, MapData, PerCpuArray};
 use regionwall_common::{
-    Bucket, COUNTERS, Control, GENERATIONS, MAX_DEVICES, MAX_REGIONS, NAMES_SLOTS, PolicyMeta,
-    SlotName, TrafficCounter, rate_slot, traffic_slot,
+    Bucket, COUNTERS, COUNTRY_STRIDE, Control, GENERATIONS, MAX_DEVICES, PolicyMeta, SlotName,
+    TrafficCounter, country_slot, names_slots, rate_slot, traffic_slot,
 };
 
 use crate::{slots::SlotTable, verdict::Verdict};
@@ -65,7 +65,8 @@ pub trait Readings {
     fn read_slots(&self) -> Result<SlotTable, ReadError> {
         let names: Array<&MapData, SlotName> =
             Array::try_from(self.map_named("NAMES")?).map_err(map_err("NAMES"))?;
-        let records = (0..NAMES_SLOTS)
+        let entries = names_slots(self.control()?.region_stride).min(names.len());
+        let records = (0..entries)
             .map(|i| names.get(&i, 0))
             .collect::<Result<Vec<_>, _>>()
             .map_err(map_err("NAMES"))?;
@@ -91,15 +92,35 @@ pub trait Readings {
 
     /// Every (device, region, verdict) slot with traffic, summed over CPUs.
     fn traffic(&self, devices: u32) -> Result<Vec<TrafficRow>, ReadError> {
+        let stride = self.control()?.region_stride;
+        self.traffic_rows("TRAFFIC", devices, stride, |d, r, v| {
+            traffic_slot(d, r, v, stride)
+        })
+    }
+
+    /// Every (device, country, verdict) slot with traffic, summed over
+    /// CPUs (`region` holds the country id).
+    fn country_traffic(&self, devices: u32) -> Result<Vec<TrafficRow>, ReadError> {
+        self.traffic_rows("COUNTRY_TRAFFIC", devices, COUNTRY_STRIDE, country_slot)
+    }
+
+    /// The rows of a (device, key, verdict) counter map with traffic.
+    fn traffic_rows(
+        &self,
+        name: &'static str,
+        devices: u32,
+        keys: u32,
+        slot: impl Fn(u32, u32, u32) -> u32,
+    ) -> Result<Vec<TrafficRow>, ReadError> {
         let arr: PerCpuArray<&MapData, TrafficCounter> =
-            PerCpuArray::try_from(self.map_named("TRAFFIC")?).map_err(map_err("TRAFFIC"))?;
+            PerCpuArray::try_from(self.map_named(name)?).map_err(map_err(name))?;
         let mut out = Vec::new();
         for device in 0..devices.min(MAX_DEVICES) {
-            for region in 0..=MAX_REGIONS {
+            for region in 0..keys {
                 for verdict in Verdict::ALL {
                     let values = arr
-                        .get(&traffic_slot(device, region, verdict.kernel()), 0)
-                        .map_err(map_err("TRAFFIC"))?;
+                        .get(&slot(device, region, verdict.kernel()), 0)
+                        .map_err(map_err(name))?;
                     let counter =
                         values
                             .iter()
@@ -124,13 +145,14 @@ pub trait Readings {
     /// Events each (device, region) did not send for its rate limit,
     /// summed over CPUs; only slots with suppressed events.
     fn suppressed(&self, devices: u32) -> Result<Vec<(u32, u32, u64)>, ReadError> {
+        let stride = self.control()?.region_stride;
         let arr: PerCpuArray<&MapData, Bucket> =
             PerCpuArray::try_from(self.map_named("RATE_LIMIT")?).map_err(map_err("RATE_LIMIT"))?;
         let mut out = Vec::new();
         for device in 0..devices.min(MAX_DEVICES) {
-            for region in 0..=MAX_REGIONS {
+            for region in 0..stride {
                 let n: u64 = arr
-                    .get(&rate_slot(device, region), 0)
+                    .get(&rate_slot(device, region, stride), 0)
                     .map_err(map_err("RATE_LIMIT"))?
                     .iter()
                     .map(|b| b.suppressed)

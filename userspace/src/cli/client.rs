@@ -82,11 +82,12 @@ impl Target {
         let path = self.policy.as_deref()?;
         let digest = maps.live_meta().ok()?.names_digest;
         let slots = maps.read_slots().ok()?;
+        let room = maps.control().ok()?.region_stride.saturating_sub(1);
         let compiled = super::load_policy(path, &regionwall::policy::Options::default())
             .map_err(|e| log::warn!("{e:#}"))
             .ok()?
             .1;
-        let compiled = regionwall::slots::stabilize(compiled, &slots)
+        let compiled = regionwall::slots::stabilize(compiled, &slots, room)
             .map_err(|e| log::warn!("{e}"))
             .ok()?
             .compiled;

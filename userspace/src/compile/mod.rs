@@ -1,15 +1,19 @@
 //! Compiles a [`Policy`] into the kernel's tables.
 //!
-//! Destinations map to *region classes*: the set of regions an address is in.
-//! Every distinct prefix gets the class of all prefixes that contain it, so a
-//! longest-prefix match returns exactly the regions of the address; nested
-//! prefixes that add nothing are dropped. Each (device, class) pair then gets
-//! one precomputed [`Decision`], so the kernel does O(1) work per packet
-//! whatever the number of rules.
+//! Destinations map to *region classes*: the set of regions an address is
+//! in, and its country when the policy has a country database. Every
+//! distinct prefix gets the class of all prefixes that contain it, so a
+//! longest-prefix match returns exactly the regions (and the country) of the
+//! address; nested prefixes that add nothing are dropped. Each (device,
+//! class) pair then gets one precomputed [`Decision`], country included, so
+//! the kernel does O(1) work per packet whatever the number of rules and
+//! counts every packet by country with no second lookup.
 
 use std::{collections::HashMap, net::IpAddr};
 
-use regionwall_common::{Decision, MAX_DECISIONS, NO_REGION, NO_RULE, PORT_SLOTS, Verdict};
+use regionwall_common::{
+    Decision, MAX_DECISIONS, NO_COUNTRY, NO_REGION, NO_RULE, PORT_SLOTS, Verdict,
+};
 
 use crate::policy::{Mode, PacketKey, Policy, PortMatch, Prefix, Rule, V4, V6, net::Bits};
 
@@ -47,6 +51,10 @@ pub struct Compiled {
     pub rule_names: Vec<String>,
     /// Class id -> sorted region indices (0-based). Class 0 is "no region".
     pub classes: Vec<Vec<u16>>,
+    /// Country id - 1 -> ISO code (empty without a country database).
+    pub country_names: Vec<String>,
+    /// Class id -> country id ([`NO_COUNTRY`] when the class has none).
+    pub class_countries: Vec<u16>,
     pub v4: Vec<(V4, u32)>,
     pub v6: Vec<(V6, u32)>,
     pub device_macs: Vec<([u8; 6], u32)>,
@@ -70,7 +78,13 @@ impl Compiled {
     #[must_use]
     pub fn names_digest(&self) -> u32 {
         let mut h: u32 = 0x811c_9dc5;
-        for list in [&self.device_names, &self.region_names, &self.rule_names] {
+        let lists = [
+            &self.device_names,
+            &self.region_names,
+            &self.rule_names,
+            &self.country_names,
+        ];
+        for list in lists {
             for name in list {
                 for b in name.bytes().chain([0]) {
                     h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
@@ -85,6 +99,11 @@ impl Compiled {
     #[must_use]
     pub fn region_name(&self, id: u16) -> &str {
         name_by_id(&self.region_names, id)
+    }
+    /// ISO code of a country id as found in events (0 = none).
+    #[must_use]
+    pub fn country_name(&self, id: u16) -> &str {
+        name_by_id(&self.country_names, id)
     }
     /// Name of a rule id as found in events (0 = none).
     #[must_use]
@@ -345,7 +364,6 @@ fn merge_all(regions: &[crate::policy::Region]) -> Vec<(Vec<V4>, Vec<V6>)> {
 
 /// Compiles `policy` into kernel tables.
 pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
-    let mut interner = Interner::default();
     let mut v4_in = Vec::new();
     let mut v6_in = Vec::new();
     let mut region_sizes = Vec::with_capacity(policy.regions.len());
@@ -354,6 +372,13 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
         v4_in.extend(v4.into_iter().map(|p| (p, region_u16(i))));
         v6_in.extend(v6.into_iter().map(|p| (p, region_u16(i))));
     }
+    // Countries are tags after the regions; their prefixes are disjoint, so
+    // an address gets at most one.
+    let country_names = policy.countries.codes();
+    let country_base = region_u16(policy.regions.len());
+    let attribution = policy.countries.attribution();
+    v4_in.extend(attribution.v4.into_iter().map(|(p, c)| (p, country_base + c)));
+    v6_in.extend(attribution.v6.into_iter().map(|(p, c)| (p, country_base + c)));
     // The two families are independent until interning: one thread each.
     let (v4_sets, v6_sets) = std::thread::scope(|scope| {
         let v6 = scope.spawn(move || region_sets(v6_in));
@@ -363,14 +388,9 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
             v6.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
         )
     });
-    let v4: Vec<(V4, u32)> = v4_sets
-        .into_iter()
-        .map(|(p, set)| (p, interner.intern(set)))
-        .collect();
-    let v6: Vec<(V6, u32)> = v6_sets
-        .into_iter()
-        .map(|(p, set)| (p, interner.intern(set)))
-        .collect();
+    let mut interner = Interner::default();
+    let v4 = interner.merge(v4_sets);
+    let v6 = interner.merge(v6_sets);
     if v4.len() > regionwall_common::LPM_V4_MAX_ENTRIES as usize {
         return Err(CompileError::TooManyPrefixes {
             family: "IPv4",
@@ -385,7 +405,7 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
             max: regionwall_common::LPM_V6_MAX_ENTRIES,
         });
     }
-    let classes = interner.classes;
+    let (classes, class_countries) = interner.split(country_base);
     if classes.len() > regionwall_common::MAX_CLASSES as usize {
         return Err(CompileError::TooManyClasses {
             classes: classes.len(),
@@ -405,9 +425,12 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
     }
     let mut decisions = Vec::with_capacity(cells);
     for device in 0..policy.devices.len() {
-        for class in &classes {
+        for (class, &country) in classes.iter().zip(&class_countries) {
             for key in &port_reps {
-                decisions.push(decide(policy, device, class, *key));
+                decisions.push(Decision {
+                    country,
+                    ..decide(policy, device, class, *key)
+                });
             }
         }
     }
@@ -429,6 +452,8 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
         device_names: policy.devices.iter().map(|d| d.name.clone()).collect(),
         rule_names: policy.rules.iter().map(|r| r.name.clone()).collect(),
         classes,
+        country_names,
+        class_countries,
         v4,
         v6,
         device_macs,
@@ -441,51 +466,92 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
     })
 }
 
-/// Region classes by their region set, a bitmask (at most
-/// `MAX_REGIONS` = 64 regions, checked by the parser).
-struct Interner {
-    ids: HashMap<u64, u32>,
-    classes: Vec<Vec<u16>>,
+/// Interned tag sets: id 0 is the empty set. A tag is a region index, or
+/// a country (the country base plus its index).
+#[derive(Debug)]
+struct Sets {
+    ids: HashMap<Box<[u16]>, u32>,
+    list: Vec<Box<[u16]>>,
 }
 
-impl Default for Interner {
+impl Default for Sets {
     fn default() -> Self {
+        let empty: Box<[u16]> = Box::new([]);
         Self {
-            ids: HashMap::from([(0, 0)]),
-            classes: vec![Vec::new()],
+            ids: HashMap::from([(empty.clone(), 0)]),
+            list: vec![empty],
         }
     }
+}
+
+impl Sets {
+    fn intern(&mut self, tags: &[u16]) -> u32 {
+        if let Some(&id) = self.ids.get(tags) {
+            return id;
+        }
+        let id = u32::try_from(self.list.len()).unwrap_or(u32::MAX);
+        let tags: Box<[u16]> = tags.into();
+        self.ids.insert(tags.clone(), id);
+        self.list.push(tags);
+        id
+    }
+
+    fn get(&self, id: u32) -> &[u16] {
+        self.list.get(id as usize).map_or(&[], |t| t)
+    }
+}
+
+/// Region classes: every tag set the tables use, numbered densely (class
+/// 0 is the empty set, "no region, no country").
+#[derive(Debug, Default)]
+struct Interner {
+    sets: Sets,
 }
 
 impl Interner {
-    fn intern(&mut self, set: u64) -> u32 {
-        if let Some(&id) = self.ids.get(&set) {
-            return id;
-        }
-        let id = u32::try_from(self.classes.len()).unwrap_or(u32::MAX);
-        self.ids.insert(set, id);
-        self.classes
-            .push((0..64u16).filter(|b| set & (1 << b) != 0).collect());
-        id
+    /// Re-numbers one family's table from its own sets into the classes.
+    fn merge<B>(&mut self, (table, local): (Vec<(B, u32)>, Sets)) -> Vec<(B, u32)> {
+        let map: Vec<u32> = local.list.iter().map(|t| self.sets.intern(t)).collect();
+        table
+            .into_iter()
+            .map(|(p, id)| (p, map[id as usize]))
+            .collect()
+    }
+
+    /// Classes as region indices, and each class's country id.
+    fn split(self, country_base: u16) -> (Vec<Vec<u16>>, Vec<u16>) {
+        self.sets
+            .list
+            .iter()
+            .map(|tags| {
+                let regions = tags.iter().copied().filter(|t| *t < country_base).collect();
+                let country = tags
+                    .iter()
+                    .find(|t| **t >= country_base)
+                    .map_or(NO_COUNTRY, |t| t - country_base + 1);
+                (regions, country)
+            })
+            .unzip()
     }
 }
 
-/// Turns (prefix, region) pairs into (prefix, region set) LPM entries,
-/// exact under longest-prefix match, without redundant nested prefixes.
-/// Region sets are bitmasks, so nothing is allocated per prefix.
-fn region_sets<B: Bits>(mut input: Vec<(B, u16)>) -> Vec<(B, u64)> {
+/// Turns (prefix, tag) pairs into (prefix, tag set) LPM entries, exact
+/// under longest-prefix match, without redundant nested prefixes. Sets are
+/// interned as they are made, so a prefix costs one small lookup.
+fn region_sets<B: Bits>(mut input: Vec<(B, u16)>) -> (Vec<(B, u32)>, Sets) {
     // Parents sort before their children: by address, then shorter first.
     input.sort_unstable_by_key(|(p, r)| (p.addr(), p.len(), *r));
     input.dedup();
+    let mut sets = Sets::default();
     let mut out = Vec::with_capacity(input.len());
-    // Enclosing prefixes with their full region sets.
-    let mut stack: Vec<(B, u64)> = Vec::new();
+    // Enclosing prefixes with their full tag sets.
+    let mut stack: Vec<(B, u32)> = Vec::new();
+    let mut merged: Vec<u16> = Vec::new();
     let mut i = 0;
     while i < input.len() {
         let prefix = input[i].0;
-        let mut own = 0u64;
+        let first = i;
         while i < input.len() && input[i].0 == prefix {
-            own |= 1u64 << (input[i].1 & 63);
             i += 1;
         }
         while stack
@@ -495,23 +561,31 @@ fn region_sets<B: Bits>(mut input: Vec<(B, u16)>) -> Vec<(B, u64)> {
             stack.pop();
         }
         let parent = stack.last().map_or(0, |(_, s)| *s);
-        let set = parent | own;
+        let parent_tags = sets.get(parent);
+        let own = input[first..i].iter().map(|(_, t)| *t);
+        let set = if own.clone().all(|t| parent_tags.binary_search(&t).is_ok()) {
+            parent
+        } else {
+            merged.clear();
+            merged.extend_from_slice(parent_tags);
+            merged.extend(own);
+            merged.sort_unstable();
+            merged.dedup();
+            sets.intern(&merged)
+        };
         if stack.last().is_some() && parent == set {
             continue; // adds nothing to its parent
         }
         out.push((prefix, set));
         stack.push((prefix, set));
     }
-    out
+    (out, sets)
 }
 
 /// [`region_sets`] with the sets interned as class ids.
 #[cfg(test)]
 fn build_table<B: Bits>(input: Vec<(B, u16)>, interner: &mut Interner) -> Vec<(B, u32)> {
-    region_sets(input)
-        .into_iter()
-        .map(|(p, set)| (p, interner.intern(set)))
-        .collect()
+    interner.merge(region_sets(input))
 }
 
 /// Regions (0-based) containing `addr`, computed naively from the policy:

@@ -13,7 +13,7 @@ fn v4(s: &str) -> V4 {
 fn named_classes(table: &[(V4, u32)], interner: &Interner) -> Vec<(String, Vec<u16>)> {
     table
         .iter()
-        .map(|(p, c)| (p.to_string(), interner.classes[*c as usize].clone()))
+        .map(|(p, c)| (p.to_string(), interner.sets.get(*c).to_vec()))
         .collect()
 }
 

@@ -20,7 +20,8 @@ use aya::{
 };
 use regionwall_common::{
     Control, FIB_LONG_DEFAULT, FIB_MAX_CAPACITY, FIB_RANGES_DEFAULT, FIB_SLOTS, FIB_SLOTS_DEFAULT,
-    LAYOUT_SLOT_LOOKUP, LAYOUT_SLOT_VERSION, LAYOUT_VERSION, Lookup, UnparsedAction,
+    LAYOUT_SLOT_LOOKUP, LAYOUT_SLOT_VERSION, LAYOUT_VERSION, Lookup, MAX_DEVICES, MAX_REGIONS,
+    REGION_ROOM_DEFAULT, UnparsedAction, VERDICTS, names_slots, rate_slots, traffic_slots,
 };
 
 pub use crate::readings::{Readings, TrafficRow};
@@ -118,6 +119,11 @@ pub struct LoadOptions {
     /// Fill the tables of both lookups on publish (tests and benchmarks
     /// compare them); otherwise only the chosen lookup's tables are filled.
     pub both_tables: bool,
+    /// Counted regions the per-(device, region) maps have room for
+    /// (1..=[`MAX_REGIONS`]); a policy with more is refused until the maps
+    /// are made again. Each region costs `MAX_DEVICES x 4 x 16` bytes of
+    /// traffic counters and `MAX_DEVICES x 24` of rate limiter per CPU.
+    pub region_room: u32,
 }
 
 impl Default for LoadOptions {
@@ -130,6 +136,7 @@ impl Default for LoadOptions {
                 long: FIB_LONG_DEFAULT as usize,
             },
             both_tables: false,
+            region_room: REGION_ROOM_DEFAULT,
         }
     }
 }
@@ -203,12 +210,14 @@ impl Datapath {
     pub fn adopt(options: LoadOptions, pins: &PinDir) -> Result<Self, DatapathError> {
         let lookup = options.lookup as u32;
         let entries = |name| pins.max_entries(name).map(|n| n as usize);
+        let traffic = pins.max_entries("TRAFFIC")?;
         let options = LoadOptions {
             fib: Capacity {
                 slots: entries(TABLE_SETS[0].fib_slots)?,
                 ranges: entries(TABLE_SETS[0].fib_ranges)?,
                 long: entries(TABLE_SETS[0].fib_long)?,
             },
+            region_room: (traffic / (MAX_DEVICES * VERDICTS)).saturating_sub(1),
             ..options
         };
         Self::load_object(
@@ -251,7 +260,11 @@ impl Datapath {
         } else {
             (FIB_SLOTS, 1, 1)
         };
+        let stride = options.region_room.clamp(1, MAX_REGIONS) + 1;
         let mut loader = EbpfLoader::new();
+        loader.map_max_entries("TRAFFIC", traffic_slots(stride));
+        loader.map_max_entries("RATE_LIMIT", rate_slots(stride));
+        loader.map_max_entries("NAMES", names_slots(stride));
         if let Some(lookup) = lookup {
             loader.override_global("LOOKUP", lookup, true);
         }
@@ -275,7 +288,10 @@ impl Datapath {
         }
         let mut dp = Self {
             ebpf,
-            control: Control::default(),
+            control: Control {
+                region_stride: stride,
+                ..Control::default()
+            },
             epoch: 0,
             options: LoadOptions {
                 fib: Capacity {
@@ -283,6 +299,7 @@ impl Datapath {
                     ranges: ranges as usize,
                     long: long as usize,
                 },
+                region_room: stride - 1,
                 ..options
             },
             program_name: programs.first().copied().unwrap_or(PROGRAM_NAME),
@@ -348,6 +365,12 @@ impl Datapath {
             .copied()
             .collect();
         self.fill_array(NAME, &pool)
+    }
+
+    /// Counted regions the counter maps have room for.
+    #[must_use]
+    pub const fn region_room(&self) -> u32 {
+        self.control.region_stride.saturating_sub(1)
     }
 
     /// Which table set is live.

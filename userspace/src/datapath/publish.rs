@@ -10,8 +10,9 @@ use std::{
 
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Key};
 use regionwall_common::{
-    Bucket, DEVICE_BY_MAC, DEVICE_BY_V4, DEVICE_BY_V6, GENERATIONS, MAX_DEVICES, MAX_REGIONS,
-    MacKey, PolicyMeta, TrafficCounter, VERDICTS, rate_slot, traffic_slot,
+    Bucket, COUNTRY_STRIDE, DEVICE_BY_MAC, DEVICE_BY_V4, DEVICE_BY_V6, GENERATIONS, MAX_DEVICES,
+    MacKey, PolicyMeta, TrafficCounter, VERDICTS, country_slot, names_slots, rate_slot,
+    traffic_slot,
 };
 
 use super::{Datapath, DatapathError, PublishReport};
@@ -79,7 +80,7 @@ impl Datapath {
             before_flip,
             claimed,
             retired: _,
-        } = stabilize(compiled, &previous)?;
+        } = stabilize(compiled, &previous, self.region_room())?;
         self.clear_counters(&claimed)?;
         if before_flip != previous {
             self.write_slots(&before_flip)?;
@@ -94,33 +95,48 @@ impl Datapath {
 
     /// Writes the slot table into `NAMES` (every entry).
     pub fn write_slots(&mut self, slots: &SlotTable) -> Result<(), DatapathError> {
-        self.fill_array("NAMES", &slots.records())
+        let entries = names_slots(self.control.region_stride) as usize;
+        self.fill_array("NAMES", &slots.records(entries))
     }
 
     /// Zeroes, on every CPU, the traffic counters (all verdicts) and the
     /// event rate-limit buckets (with their suppressed counts) of the given
-    /// device indices and region ids, whatever the region or device.
+    /// device indices, region ids and country ids, whatever the region,
+    /// country or device.
     pub fn clear_counters(&mut self, slots: &[Slot]) -> Result<(), DatapathError> {
+        let stride = self.control.region_stride;
         let mut pairs = Vec::new();
+        let mut country_pairs = Vec::new();
         for slot in slots {
             match *slot {
                 Slot::Device(d) if d < MAX_DEVICES => {
-                    pairs.extend((0..=MAX_REGIONS).map(|r| (d, r)));
+                    pairs.extend((0..stride).map(|r| (d, r)));
+                    country_pairs.extend((0..COUNTRY_STRIDE).map(|c| (d, c)));
                 }
-                Slot::Region(r) if (1..=MAX_REGIONS).contains(&r) => {
+                Slot::Region(r) if (1..stride).contains(&r) => {
                     pairs.extend((0..MAX_DEVICES).map(|d| (d, r)));
+                }
+                Slot::Country(c) if (1..COUNTRY_STRIDE).contains(&c) => {
+                    country_pairs.extend((0..MAX_DEVICES).map(|d| (d, c)));
                 }
                 _ => {}
             }
         }
         pairs.sort_unstable();
         pairs.dedup();
+        country_pairs.sort_unstable();
+        country_pairs.dedup();
         let traffic: Vec<u32> = pairs
             .iter()
-            .flat_map(|&(d, r)| (0..VERDICTS).map(move |v| traffic_slot(d, r, v)))
+            .flat_map(|&(d, r)| (0..VERDICTS).map(move |v| traffic_slot(d, r, v, stride)))
             .collect();
-        let rate: Vec<u32> = pairs.iter().map(|&(d, r)| rate_slot(d, r)).collect();
+        let countries: Vec<u32> = country_pairs
+            .iter()
+            .flat_map(|&(d, c)| (0..VERDICTS).map(move |v| country_slot(d, c, v)))
+            .collect();
+        let rate: Vec<u32> = pairs.iter().map(|&(d, r)| rate_slot(d, r, stride)).collect();
         self.zero_per_cpu::<TrafficCounter>("TRAFFIC", &traffic)?;
+        self.zero_per_cpu::<TrafficCounter>("COUNTRY_TRAFFIC", &countries)?;
         self.zero_per_cpu::<Bucket>("RATE_LIMIT", &rate)
     }
 

@@ -184,6 +184,7 @@ impl Checker<'_> {
         );
         let allow_empty = raw.allow_empty.unwrap_or(false);
         self.totals(&rules, &regions, allow_empty);
+        let countries = self.country_db(raw);
         if !self.errors.is_empty() {
             self.errors
                 .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
@@ -199,6 +200,7 @@ impl Checker<'_> {
             allow_empty,
             inputs: self.inputs.into_paths(),
             warnings: self.warnings,
+            countries,
         })
     }
 }

@@ -7,6 +7,7 @@
 //! sources), `check` (names and references); `load` runs them in turn.
 
 mod check;
+pub mod countries;
 mod load;
 mod parse;
 pub mod ports;
@@ -19,6 +20,7 @@ use std::{net::IpAddr, path::PathBuf};
 pub use crate::diag::{Diagnostic, Diagnostics, Lines, locate};
 pub use crate::net::{Prefix, V4, V6};
 pub use crate::sources::Origin;
+pub use countries::{Attribution, CountryDb, CountrySource};
 /// Moved to the crate root; kept here for existing `policy::net` paths.
 pub use crate::{net, set};
 pub use load::{
@@ -156,4 +158,7 @@ pub struct Policy {
     pub inputs: Vec<PathBuf>,
     /// Problems that do not stop the policy from loading.
     pub warnings: Vec<Diagnostic>,
+    /// Where every destination's country comes from (empty: no country
+    /// database, destinations are counted under "-").
+    pub countries: CountryDb,
 }

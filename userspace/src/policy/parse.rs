@@ -4,6 +4,8 @@
 //! mode = "enforce"                      # default for rules: enforce | audit
 //! allow_empty = false                   # true: reloading to fewer rules is intended
 //! regions_dir = "/var/lib/regionwall/country-ip-blocks"  # for `countries`
+//! countries_from = ["regions_dir", "apnic"]  # country of every destination;
+//!                                       # first listed wins; [] turns it off
 //!
 //! [sources.apnic]                       # other country data (optional)
 //! format = "rir"                        # rir | geolite2-csv | mmdb | range-csv | country-dir
@@ -107,6 +109,7 @@ policy_table! {
         mode: Option<Spanned<String>> = default,
         allow_empty: Option<bool> = default,
         regions_dir: Option<Spanned<String>> = default,
+        countries_from: Option<Spanned<Vec<Spanned<String>>>> = default,
         sources: BTreeMap<Spanned<String>, Spanned<RawSource>> = default,
         regions: BTreeMap<Spanned<String>, Spanned<RawRegion>> = default,
         devices: BTreeMap<Spanned<String>, Spanned<RawDevice>> = default,
@@ -216,7 +219,7 @@ v = 1
                 "2:15: `allow_empty` must be true or false, found a string".into(),
                 "3:15: `regions_dir` must be a string, found an integer".into(),
                 "4:1: unknown field `x` in the policy, expected one of `mode`, `allow_empty`, \
-                 `regions_dir`, `sources`, `regions`, `devices`, `groups`, `rules`"
+                 `regions_dir`, `countries_from`, `sources`, `regions`, `devices`, `groups`, `rules`"
                     .into(),
                 "6:10: `format` must be a string, found an integer".into(),
                 "7:8: `path` must be a string, found an integer".into(),

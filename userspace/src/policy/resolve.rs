@@ -12,6 +12,7 @@ use super::{
     load::{Checker, SourceKind},
     parse::{RawPolicy, RawSource},
 };
+use super::countries::{CountryDb, CountrySource};
 use crate::sources::{self, LoadError, Sourced, country_dir, geolite2};
 
 /// Name under which the `regions_dir` database is kept in `Checker::loaded`.
@@ -110,6 +111,91 @@ impl Checker<'_> {
             let kind = self.load_source(b, path, field);
             self.loaded.insert(name.get_ref().clone(), kind);
         }
+    }
+
+    /// The country database: the sources named by `countries_from` (by
+    /// default `regions_dir`, then every `[sources.*]` by name), every
+    /// country of each. Takes the loaded sources' data: call it last.
+    pub(super) fn country_db(&mut self, raw: &RawPolicy) -> CountryDb {
+        let names: Vec<Spanned<String>> = if let Some(from) = &raw.countries_from {
+            from.get_ref().clone()
+        } else {
+            let mut names: Vec<&String> = self
+                .loaded
+                .keys()
+                .filter(|k| k.as_str() != REGIONS_DIR_SOURCE)
+                .collect();
+            names.sort_unstable();
+            let dir = self
+                .loaded
+                .contains_key(REGIONS_DIR_SOURCE)
+                .then(|| REGIONS_DIR_SOURCE.to_string());
+            dir.into_iter()
+                .chain(names.into_iter().cloned())
+                .map(|n| Spanned::new(0..0, n))
+                .collect()
+        };
+        let mut db = CountryDb::default();
+        for name in &names {
+            if db.sources.iter().any(|s| &s.name == name.get_ref()) {
+                self.error(name, format!("source \"{}\" is listed twice", name.get_ref()));
+                continue;
+            }
+            let countries = match self.loaded.remove(name.get_ref()) {
+                Some(SourceKind::Dir(dir)) => {
+                    let mut out = Vec::new();
+                    for code in country_dir::codes(&dir) {
+                        match country_dir::load(&dir, &code, &mut self.inputs) {
+                            Ok(list) => out.push((code, list)),
+                            Err(e) => self.load_failed(name, "country data", e),
+                        }
+                    }
+                    self.loaded
+                        .insert(name.get_ref().clone(), SourceKind::Dir(dir));
+                    out
+                }
+                Some(SourceKind::Data(data)) => {
+                    let mut out: Vec<(String, Sourced)> = data.countries.into_iter().collect();
+                    out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                    self.loaded
+                        .insert(name.get_ref().clone(), SourceKind::Failed);
+                    out
+                }
+                Some(SourceKind::Failed) => {
+                    self.loaded
+                        .insert(name.get_ref().clone(), SourceKind::Failed);
+                    continue;
+                }
+                None => {
+                    self.error(
+                        name,
+                        format!(
+                            "unknown source \"{}\" in `countries_from`: expected \"regions_dir\" or a [sources.*] table",
+                            name.get_ref()
+                        ),
+                    );
+                    continue;
+                }
+            };
+            db.sources.push(CountrySource {
+                name: name.get_ref().clone(),
+                countries,
+            });
+        }
+        let codes = db.codes().len();
+        if codes > regionwall_common::MAX_COUNTRIES as usize {
+            let msg = format!(
+                "{codes} country codes in the country database; at most {} can be counted: name fewer sources in `countries_from`",
+                regionwall_common::MAX_COUNTRIES
+            );
+            match &raw.countries_from {
+                Some(at) => self.error(at, msg),
+                None => self
+                    .errors
+                    .push(super::Diagnostic::at_line(self.path, 1, 1, "", "", msg)),
+            }
+        }
+        db
     }
 
     /// Loads one `[sources.*]` table (a country directory is read per country later).

@@ -1,4 +1,4 @@
-//! Stable counter slots: each device and region name keeps its counter index across reloads, restarts and adoption.
+//! Stable counter slots: each device, country and region name keeps its counter index across reloads, restarts and adoption.
 //!
 //! The compiler numbers devices and regions by their position in the
 //! policy, so a reload that adds a region sorting before another, or a
@@ -17,8 +17,8 @@
 //! refused instead, see [`SlotError::Exhausted`]).
 
 use regionwall_common::{
-    Decision, MAX_DECISIONS, MAX_DEVICES, MAX_REGIONS, NAMES_REGION_BASE, NAMES_SLOTS, SLOT_LIVE,
-    SLOT_NAME_BYTES, SLOT_RETIRED, SlotName,
+    Decision, MAX_COUNTRIES, MAX_DECISIONS, MAX_DEVICES, NAMES_COUNTRY_BASE, NAMES_REGION_BASE,
+    SLOT_LIVE, SLOT_NAME_BYTES, SLOT_RETIRED, SlotName,
 };
 
 use crate::{compile::Compiled, policy::DEFAULT_DEVICE_NAME};
@@ -38,8 +38,10 @@ pub struct Owner {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Slot {
     Device(u32),
-    /// Region id, 1..=MAX_REGIONS.
+    /// Region id, 1..=the region room.
     Region(u32),
+    /// Country id, 1..=MAX_COUNTRIES.
+    Country(u32),
 }
 
 /// Index -> owning name, for devices and regions.
@@ -49,6 +51,8 @@ pub struct SlotTable {
     pub devices: Vec<Option<Owner>>,
     /// Region id - 1 -> owner (id 0 is "no region" and never owned).
     pub regions: Vec<Option<Owner>>,
+    /// Country id - 1 -> owner (id 0 is "no country" and never owned).
+    pub countries: Vec<Option<Owner>>,
 }
 
 /// Why a policy cannot keep its names on their indices.
@@ -110,29 +114,40 @@ impl SlotTable {
         self.regions.get(i)?.as_ref().map(|o| o.name.as_str())
     }
 
+    /// Code owning country id `id` (`None` for 0).
+    #[must_use]
+    pub fn country(&self, id: u32) -> Option<&str> {
+        let i = usize::try_from(id.checked_sub(1)?).ok()?;
+        self.countries.get(i)?.as_ref().map(|o| o.name.as_str())
+    }
+
     /// Whether no index is owned.
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.devices
             .iter()
             .chain(&self.regions)
+            .chain(&self.countries)
             .all(Option::is_none)
     }
 
-    /// The entries of map `NAMES` ([`NAMES_SLOTS`] of them). Names longer
-    /// than [`SLOT_NAME_BYTES`] (never made by [`stabilize`]) are cut.
+    /// The `entries` entries of map `NAMES` (see
+    /// [`regionwall_common::names_slots`]). Names longer than
+    /// [`SLOT_NAME_BYTES`] (never made by [`stabilize`]) are cut; regions
+    /// beyond the room are left out (never made by [`stabilize`]).
     #[must_use]
-    pub fn records(&self) -> Vec<SlotName> {
-        let mut out = vec![SlotName::EMPTY; NAMES_SLOTS as usize];
-        let base = NAMES_REGION_BASE as usize;
-        let devices = self.devices.iter().take(MAX_DEVICES as usize);
-        let regions = self.regions.iter().take(MAX_REGIONS as usize);
-        for (i, owner) in devices
+    pub fn records(&self, entries: usize) -> Vec<SlotName> {
+        let mut out = vec![SlotName::EMPTY; entries];
+        let devices = self.devices.iter().take(MAX_DEVICES as usize).enumerate();
+        let countries = self.countries.iter().take(MAX_COUNTRIES as usize);
+        let countries = countries
             .enumerate()
-            .chain(regions.enumerate().map(|(i, o)| (base + 1 + i, o)))
-        {
-            if let Some(owner) = owner {
-                out[i] = record(owner);
+            .map(|(i, o)| (NAMES_COUNTRY_BASE as usize + 1 + i, o));
+        let regions = self.regions.iter().enumerate();
+        let regions = regions.map(|(i, o)| (NAMES_REGION_BASE as usize + 1 + i, o));
+        for (i, owner) in devices.chain(countries).chain(regions) {
+            if let (Some(owner), Some(slot)) = (owner, out.get_mut(i)) {
+                *slot = record(owner);
             }
         }
         out
@@ -155,12 +170,20 @@ impl SlotTable {
                 live,
             })
         };
-        let base = NAMES_REGION_BASE as usize;
+        let countries = NAMES_COUNTRY_BASE as usize;
+        let regions = NAMES_REGION_BASE as usize;
         let mut table = Self {
-            devices: records.iter().take(base).map(owner).collect(),
-            regions: records.iter().skip(base + 1).map(owner).collect(),
+            devices: records.iter().take(countries).map(owner).collect(),
+            countries: records
+                .iter()
+                .take(regions)
+                .skip(countries + 1)
+                .map(owner)
+                .collect(),
+            regions: records.iter().skip(regions + 1).map(owner).collect(),
         };
         trim(&mut table.devices);
+        trim(&mut table.countries);
         trim(&mut table.regions);
         table
     }
@@ -307,11 +330,16 @@ fn assign(
     })
 }
 
-/// Renumbers `compiled` so every device and region name keeps the index
-/// it has in `previous` (see the module documentation). Regions are given
-/// indices only if some decision can count under them (named regions and
-/// "any"; inline allow sets never are).
-pub fn stabilize(compiled: Compiled, previous: &SlotTable) -> Result<Stable, SlotError> {
+/// Renumbers `compiled` so every device, country and region name keeps the
+/// index it has in `previous` (see the module documentation). Regions are
+/// given indices only if some decision can count under them (named regions
+/// and "any"; inline allow sets never are), at most `region_room` of them
+/// (what the counter maps were sized for).
+pub fn stabilize(
+    compiled: Compiled,
+    previous: &SlotTable,
+    region_room: u32,
+) -> Result<Stable, SlotError> {
     let mut compiled = compiled;
     let default = compiled.device_names.first().map_or("", String::as_str);
     if default != DEFAULT_DEVICE_NAME {
@@ -344,9 +372,35 @@ pub fn stabilize(compiled: Compiled, previous: &SlotTable) -> Result<Stable, Slo
         "region",
         &region_names,
         &previous.regions,
-        MAX_REGIONS as usize,
+        region_room as usize,
         None,
     )?;
+    // Countries: those a class has.
+    let mut counted = vec![false; compiled.country_names.len()];
+    for &c in &compiled.class_countries {
+        if let Some(i) = usize::from(c).checked_sub(1)
+            && let Some(k) = counted.get_mut(i)
+        {
+            *k = true;
+        }
+    }
+    let country_ids: Vec<usize> = (0..counted.len()).filter(|&i| counted[i]).collect();
+    let country_names: Vec<&str> = country_ids
+        .iter()
+        .map(|&i| compiled.country_names[i].as_str())
+        .collect();
+    let countries = assign(
+        "country",
+        &country_names,
+        &previous.countries,
+        MAX_COUNTRIES as usize,
+        None,
+    )?;
+    let mut country_map = vec![0u16; compiled.country_names.len() + 1];
+    for (k, &i) in country_ids.iter().enumerate() {
+        country_map[i + 1] = u16::try_from(countries.index[k] + 1).unwrap_or(u16::MAX);
+    }
+    let recountry = |c: u16| country_map.get(usize::from(c)).copied().unwrap_or(0);
 
     // Policy region id -> stable id (0 stays 0; uncounted regions get 0,
     // which no decision carries).
@@ -380,6 +434,7 @@ pub fn stabilize(compiled: Compiled, previous: &SlotTable) -> Result<Stable, Slo
                     .get(usize::from(src.region))
                     .copied()
                     .unwrap_or(0),
+                country: recountry(src.country),
                 ..*src
             };
         }
@@ -391,17 +446,25 @@ pub fn stabilize(compiled: Compiled, previous: &SlotTable) -> Result<Stable, Slo
     compiled.device_names = names_of(&devices.after, rows);
     let region_rows = regions.index.iter().map(|i| i + 1).max().unwrap_or(0);
     compiled.region_names = names_of(&regions.after, region_rows);
+    for c in &mut compiled.class_countries {
+        *c = recountry(*c);
+    }
+    let country_rows = countries.index.iter().map(|i| i + 1).max().unwrap_or(0);
+    compiled.country_names = names_of(&countries.after, country_rows);
 
     let slots = SlotTable {
         devices: devices.after,
         regions: regions.after,
+        countries: countries.after,
     };
     let before_flip = SlotTable {
         devices: devices.before,
         regions: regions.before,
+        countries: countries.before,
     };
     let to_device = |i: &usize| Slot::Device(u32::try_from(*i).unwrap_or(u32::MAX));
     let to_region = |i: &usize| Slot::Region(u32::try_from(*i + 1).unwrap_or(u32::MAX));
+    let to_country = |i: &usize| Slot::Country(u32::try_from(*i + 1).unwrap_or(u32::MAX));
     Ok(Stable {
         compiled,
         slots,
@@ -411,12 +474,14 @@ pub fn stabilize(compiled: Compiled, previous: &SlotTable) -> Result<Stable, Slo
             .iter()
             .map(to_device)
             .chain(regions.claimed.iter().map(to_region))
+            .chain(countries.claimed.iter().map(to_country))
             .collect(),
         retired: devices
             .retired
             .iter()
             .map(to_device)
             .chain(regions.retired.iter().map(to_region))
+            .chain(countries.retired.iter().map(to_country))
             .collect(),
     })
 }

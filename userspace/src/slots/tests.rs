@@ -3,7 +3,7 @@
 
 use std::{net::IpAddr, path::Path};
 
-use regionwall_common::{MAX_DEVICES, MAX_REGIONS, Verdict};
+use regionwall_common::{MAX_DEVICES, REGION_ROOM_DEFAULT, Verdict, names_slots};
 
 use super::*;
 use crate::{compile, policy};
@@ -26,6 +26,14 @@ fn text(regions: &[&str], devices: &[&str]) -> String {
         );
     }
     t
+}
+
+/// Region room of the tests' counter maps.
+const ROOM: u32 = REGION_ROOM_DEFAULT;
+
+/// [`super::stabilize`] with the default region room.
+fn stabilize(c: Compiled, previous: &SlotTable) -> Result<Stable, SlotError> {
+    super::stabilize(c, previous, ROOM)
 }
 
 fn parse(text: &str) -> policy::Policy {
@@ -174,7 +182,7 @@ fn removed_names_hold_their_index_until_reused_after_one_reload() {
 
 #[test]
 fn retired_indices_are_reused_when_never_used_ones_run_out() {
-    let full: Vec<String> = (0..MAX_REGIONS).map(|i| format!("r{i:02}")).collect();
+    let full: Vec<String> = (0..ROOM).map(|i| format!("r{i:02}")).collect();
     let refs: Vec<&str> = full.iter().map(String::as_str).collect();
     let one = stabilize(compiled(&refs, &[]), &SlotTable::default()).unwrap();
     // Remove r00 and r01: retired, still live until the flip is over.
@@ -232,21 +240,23 @@ fn only_counted_regions_take_indices() {
 fn records_round_trip() {
     let s = stabilize(compiled(&["b", "d"], &["x"]), &SlotTable::default()).unwrap();
     let two = stabilize(compiled(&["d"], &["x"]), &s.slots).unwrap();
-    let records = two.slots.records();
-    assert_eq!(records.len(), NAMES_SLOTS as usize);
+    let entries = names_slots(ROOM + 1) as usize;
+    let records = two.slots.records(entries);
+    assert_eq!(records.len(), entries);
     assert_eq!(SlotTable::from_records(&records), two.slots);
     assert_eq!(
-        SlotTable::from_records(&SlotTable::default().records()),
+        SlotTable::from_records(&SlotTable::default().records(entries)),
         SlotTable::default()
     );
     let long = "r".repeat(64) + "/allow";
     let t = SlotTable {
         devices: live(&["default"]),
         regions: live(&["", &long]),
+        countries: live(&["CN", "", "US"]),
     };
-    assert_eq!(SlotTable::from_records(&t.records()), t);
+    assert_eq!(SlotTable::from_records(&t.records(names_slots(ROOM + 1) as usize)), t);
     assert_eq!(
-        SlotTable::from_records(&t.records()).region(2),
+        SlotTable::from_records(&t.records(names_slots(ROOM + 1) as usize)).region(2),
         Some(long.as_str())
     );
 }

@@ -26,6 +26,26 @@ pub fn is_database(dir: &Path) -> bool {
     })
 }
 
+/// Every country the database has, upper-case, sorted.
+#[must_use]
+pub fn codes(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ok = name.len() == 2
+                && name.bytes().all(|b| b.is_ascii_lowercase())
+                && FILES.iter().any(|f| e.path().join(f).is_file());
+            ok.then(|| name.to_ascii_uppercase())
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
 /// Directory holding the lists of `code`, if the database has it.
 #[must_use]
 pub fn country_path(dir: &Path, code: &str) -> Option<PathBuf> {

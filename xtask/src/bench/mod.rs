@@ -254,6 +254,7 @@ fn bench_table(table: &Table, dir: &Path, args: &Args) -> anyhow::Result<TableRe
         lookup: Lookup::Compiled,
         fib: CAPACITY,
         both_tables: true,
+        ..LoadOptions::default()
     })?;
     let publish = dp.publish(&compiled, 1)?;
     r.fib_ranges = publish.fib_ranges;
@@ -297,6 +298,7 @@ fn bench_table(table: &Table, dir: &Path, args: &Args) -> anyhow::Result<TableRe
             lookup: Lookup::Compiled,
             fib: CAPACITY,
             both_tables: false,
+            ..LoadOptions::default()
         })?;
         let report = dp.publish(&compiled, 1)?;
         fib_times.push(ms(report.write_time));
@@ -309,6 +311,7 @@ fn bench_table(table: &Table, dir: &Path, args: &Args) -> anyhow::Result<TableRe
             lookup: Lookup::Lpm,
             fib: CAPACITY,
             both_tables: false,
+            ..LoadOptions::default()
         })?;
         let report = dp.publish(&compiled, 1)?;
         r.publish_lpm_ms = ms(report.write_time);
