@@ -422,8 +422,41 @@ pub struct Control {
     /// `RATE_LIMIT`: the region room they were sized for, plus one ("no
     /// region"). Fixed for the life of the maps.
     pub region_stride: u32,
-    pub _pad: u32,
+    /// [`CONTROL_HOSTS`] and other switches.
+    pub flags: u32,
 }
+
+/// [`Control::flags`]: count packets and bytes per (device, destination
+/// address) in `DESTINATIONS`, for the views by host.
+pub const CONTROL_HOSTS: u32 = 1;
+
+/// Destinations `DESTINATIONS` keeps (least recently used ones give way).
+pub const DESTINATIONS_DEFAULT: u32 = 1 << 16;
+
+/// Key of `DESTINATIONS`: a device and a destination address (IPv4 in the
+/// first four bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DestKey {
+    pub addr: [u8; 16],
+    pub device: u16,
+    /// 4 or 6.
+    pub family: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<DestKey>() == 20);
+
+/// Value of `DESTINATIONS` (per CPU): traffic passed (pass and audit) and
+/// blocked (drop and reject).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DestCounter {
+    pub passed_packets: u64,
+    pub passed_bytes: u64,
+    pub blocked_packets: u64,
+    pub blocked_bytes: u64,
+}
+const _: () = assert!(size_of::<DestCounter>() == 32);
 const _: () = assert!(size_of::<Control>() == 32);
 
 /// Default event rate limit per (device, region) and CPU, events per second.
@@ -651,6 +684,8 @@ mod pod {
     unsafe impl aya::Pod for super::FibLong {}
     unsafe impl aya::Pod for super::Bucket {}
     unsafe impl aya::Pod for super::SlotName {}
+    unsafe impl aya::Pod for super::DestKey {}
+    unsafe impl aya::Pod for super::DestCounter {}
 }
 
 /// Size of the benchmark object's destination key pool (a power of two).

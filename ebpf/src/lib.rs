@@ -61,7 +61,7 @@ pub fn filter(ctx: &XdpContext, lookup: Lookup) -> u32 {
             } else {
                 policy::decide::<1>(lookup, &pkt)
             };
-            report::traffic(ctx, &control, device, &decision);
+            report::traffic(ctx, &control, &pkt, device, &decision);
             if decision.verdict == Verdict::Pass as u8 {
                 return xdp_action::XDP_PASS;
             }

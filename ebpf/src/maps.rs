@@ -6,14 +6,14 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use regionwall_common::{
-    Bucket, COUNTERS, COUNTRY_SLOTS, Control, DEVICE_LPM_MAX_ENTRIES, DEVICE_MAC_MAX_ENTRIES, Decision,
-    EVENT_RING_BYTES, FIB_LONG_DEFAULT, FIB_RANGES_DEFAULT, FIB_SLOTS_DEFAULT, FibLong, FibSlot,
-    GENERATIONS, LAYOUT_SLOTS, LPM_V4_MAX_ENTRIES, LPM_V6_MAX_ENTRIES, MAX_DECISIONS, MAX_DEVICES,
-    MacKey, NAMES_SLOTS, PORT_SLOTS, PolicyMeta, RATE_SLOTS, SlotName, TRAFFIC_SLOTS,
-    TrafficCounter,
+    Bucket, COUNTERS, COUNTRY_SLOTS, Control, DESTINATIONS_DEFAULT, DEVICE_LPM_MAX_ENTRIES,
+    DEVICE_MAC_MAX_ENTRIES, Decision, DestCounter, DestKey, EVENT_RING_BYTES, FIB_LONG_DEFAULT,
+    FIB_RANGES_DEFAULT, FIB_SLOTS_DEFAULT, FibLong, FibSlot, GENERATIONS, LAYOUT_SLOTS,
+    LPM_V4_MAX_ENTRIES, LPM_V6_MAX_ENTRIES, MAX_DECISIONS, MAX_DEVICES, MacKey, NAMES_SLOTS,
+    PORT_SLOTS, PolicyMeta, RATE_SLOTS, SlotName, TRAFFIC_SLOTS, TrafficCounter,
 };
 
 /// Which layout and lookup these maps were made for; written by the
@@ -100,6 +100,12 @@ pub static TRAFFIC: PerCpuArray<TrafficCounter> = PerCpuArray::with_max_entries(
 #[map]
 pub static COUNTRY_TRAFFIC: PerCpuArray<TrafficCounter> =
     PerCpuArray::with_max_entries(COUNTRY_SLOTS, 0);
+
+/// Packets and bytes per (device, destination address), per CPU, when
+/// `CONTROL_HOSTS` is set; least recently used destinations give way.
+#[map]
+pub static DESTINATIONS: LruPerCpuHashMap<DestKey, DestCounter> =
+    LruPerCpuHashMap::with_max_entries(DESTINATIONS_DEFAULT, 0);
 
 /// Event rate limit per (device, region), per CPU (see `Bucket`).
 #[map]

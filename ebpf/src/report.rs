@@ -2,25 +2,32 @@
 //! the hot path); events go to a ring buffer, and a full ring buffer is
 //! counted, never allowed to change the verdict.
 
-use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, programs::XdpContext};
 use aya_ebpf::maps::PerCpuArray;
+use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, programs::XdpContext};
 use regionwall_common::{
-    Bucket, COUNTRY_STRIDE, Control, Counter, Decision, Event, MAX_DEVICES, Reason,
-    TrafficCounter, country_slot, rate_slot, traffic_slot,
+    Bucket, CONTROL_HOSTS, COUNTRY_STRIDE, Control, Counter, Decision, DestCounter, DestKey, Event,
+    MAX_DEVICES, Reason, TrafficCounter, Verdict, country_slot, rate_slot, traffic_slot,
 };
 
 use crate::{
     counters::count,
-    maps::{COUNTRY_TRAFFIC, EVENTS, RATE_LIMIT, TRAFFIC},
+    maps::{COUNTRY_TRAFFIC, DESTINATIONS, EVENTS, RATE_LIMIT, TRAFFIC},
     parse::{Packet, bytes16},
 };
 
 /// Counts packets and bytes per (device, region, verdict) and per (device,
 /// country, verdict), passed traffic too. The country comes with the
 /// decision (the destination lookup found it), so this is two array
-/// updates and no lookup.
+/// updates and no lookup. With `CONTROL_HOSTS`, also per (device,
+/// destination address): one hash update.
 #[inline(always)]
-pub fn traffic(ctx: &XdpContext, control: &Control, device: u32, decision: &Decision) {
+pub fn traffic(
+    ctx: &XdpContext,
+    control: &Control,
+    pkt: &Packet,
+    device: u32,
+    decision: &Decision,
+) {
     let region = u32::from(decision.region);
     let country = u32::from(decision.country);
     let stride = control.region_stride;
@@ -32,11 +39,63 @@ pub fn traffic(ctx: &XdpContext, control: &Control, device: u32, decision: &Deci
     // A region beyond the room the maps were sized for is not counted
     // (the controller never publishes one); the array bounds the rest.
     if region < stride {
-        add(&TRAFFIC, traffic_slot(device, region, verdict, stride), bytes);
+        add(
+            &TRAFFIC,
+            traffic_slot(device, region, verdict, stride),
+            bytes,
+        );
     }
     if country < COUNTRY_STRIDE {
-        add(&COUNTRY_TRAFFIC, country_slot(device, country, verdict), bytes);
+        add(
+            &COUNTRY_TRAFFIC,
+            country_slot(device, country, verdict),
+            bytes,
+        );
     }
+    if control.flags & CONTROL_HOSTS != 0 {
+        let blocked = verdict == Verdict::Drop as u32 || verdict == Verdict::Reject as u32;
+        destination(pkt, device, blocked, bytes);
+    }
+}
+
+/// Adds the packet to its (device, destination) entry on this CPU,
+/// making the entry if there is none. A failed insert (the LRU map under
+/// pressure) loses that one count, never the verdict.
+#[inline(always)]
+fn destination(pkt: &Packet, device: u32, blocked: bool, bytes: u64) {
+    let key = DestKey {
+        addr: bytes16(pkt.dst),
+        device: device as u16,
+        family: pkt.family,
+        _pad: 0,
+    };
+    if let Some(p) = DESTINATIONS.get_ptr_mut(&key) {
+        // SAFETY: per-CPU value, only this CPU writes it while we run.
+        unsafe {
+            if blocked {
+                (*p).blocked_packets += 1;
+                (*p).blocked_bytes += bytes;
+            } else {
+                (*p).passed_packets += 1;
+                (*p).passed_bytes += bytes;
+            }
+        }
+        return;
+    }
+    let value = if blocked {
+        DestCounter {
+            blocked_packets: 1,
+            blocked_bytes: bytes,
+            ..DestCounter::default()
+        }
+    } else {
+        DestCounter {
+            passed_packets: 1,
+            passed_bytes: bytes,
+            ..DestCounter::default()
+        }
+    };
+    let _ = DESTINATIONS.insert(&key, &value, 0);
 }
 
 #[inline(always)]

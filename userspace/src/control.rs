@@ -85,6 +85,17 @@ pub struct StatRow {
     pub bytes: u64,
 }
 
+/// Packets and bytes of one (device, country, verdict).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CountryRow {
+    pub device: String,
+    /// ISO code, or "-" for destinations in no country.
+    pub country: String,
+    pub verdict: Verdict,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
 /// Events one (device, region) did not send for its rate limit.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SuppressedRow {
@@ -117,6 +128,10 @@ pub struct Stats {
     pub named: bool,
     pub counters: BTreeMap<String, u64>,
     pub traffic: Vec<StatRow>,
+    /// All traffic by the destination's country (empty without a country
+    /// database: then every row would be "-", and is left out).
+    #[serde(default)]
+    pub countries: Vec<CountryRow>,
     pub suppressed: Vec<SuppressedRow>,
     pub not_logged: NotLogged,
     /// Events the controller printed (0 when read from pins).
@@ -153,6 +168,7 @@ impl Stats {
             .max(1);
         let counters = maps.counters()?;
         let traffic = maps.traffic(devices)?;
+        let by_country = maps.country_traffic(devices)?;
         let suppressed = maps.suppressed(devices)?;
         let device = |d: u32| {
             let d16 = u16::try_from(d).unwrap_or(u16::MAX);
@@ -173,6 +189,27 @@ impl Stats {
                 str::to_string,
             )
         };
+        let country = |id: u32| {
+            let id16 = u16::try_from(id).unwrap_or(u16::MAX);
+            slots.country(id).map_or_else(
+                || {
+                    names.map_or_else(
+                        || {
+                            if id == 0 {
+                                "-".into()
+                            } else {
+                                format!("#{id}")
+                            }
+                        },
+                        |c| c.country_name(id16).to_string(),
+                    )
+                },
+                str::to_string,
+            )
+        };
+        let has_countries = !slots.countries.is_empty()
+            || names.is_some_and(|c| !c.country_names.is_empty())
+            || by_country.iter().any(|t| t.region != 0);
         let c = |k: Counter| counters[k as usize];
         Ok(Self {
             interface: interface.to_string(),
@@ -192,6 +229,20 @@ impl Stats {
                     bytes: t.counter.bytes,
                 })
                 .collect(),
+            countries: if has_countries {
+                by_country
+                    .iter()
+                    .map(|t| CountryRow {
+                        device: device(t.device),
+                        country: country(t.region),
+                        verdict: t.verdict,
+                        packets: t.counter.packets,
+                        bytes: t.counter.bytes,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
             suppressed: suppressed
                 .iter()
                 .map(|&(d, r, n)| SuppressedRow {

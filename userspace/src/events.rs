@@ -99,6 +99,10 @@ pub struct Record {
     pub src_port: Option<u16>,
     pub dst_port: Option<u16>,
     pub region: String,
+    /// ISO code of the destination's country, "-" when it is in none (or
+    /// the policy has no country database).
+    #[serde(default = "dash")]
+    pub country: String,
     pub rule: String,
     pub verdict: crate::verdict::Verdict,
     pub reason: String,
@@ -168,6 +172,16 @@ impl Record {
                     None => format!("#{}", ev.region),
                 },
             ),
+            country: name(
+                &|c| c.country_name(ev.country).to_string(),
+                match names.slots.as_ref() {
+                    _ if ev.country == 0 => "-".into(),
+                    Some(s) => s
+                        .country(u32::from(ev.country))
+                        .map_or_else(|| format!("#{}", ev.country), str::to_string),
+                    None => format!("#{}", ev.country),
+                },
+            ),
             rule: if reason == Some(Reason::Unparsed) {
                 "--unparsed drop".into()
             } else {
@@ -197,7 +211,7 @@ impl Record {
             (None, _) => "?".into(),
         };
         format!(
-            "{} {} {:<5} device={} mac={} {} -> {} {} region={} rule={} ({} bytes)",
+            "{} {} {:<5} device={} mac={} {} -> {} {} country={} region={} rule={} ({} bytes)",
             self.timestamp,
             self.interface,
             self.verdict.as_str().to_uppercase(),
@@ -206,6 +220,7 @@ impl Record {
             endpoint(self.src_ip, self.src_port),
             endpoint(self.dst_ip, self.dst_port),
             self.protocol,
+            self.country,
             self.region,
             self.rule,
             self.bytes,
@@ -217,6 +232,10 @@ impl Record {
     pub fn json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
+}
+
+fn dash() -> String {
+    "-".into()
 }
 
 /// Reads the kernel's ring buffer and forwards decoded events into a

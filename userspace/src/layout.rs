@@ -67,12 +67,13 @@ impl TableSet {
 }
 
 /// Maps shared by both generations, read or written by the program.
-pub const SHARED_MAPS: [&str; 8] = [
+pub const SHARED_MAPS: [&str; 9] = [
     "CONTROL",
     "POLICY_META",
     "COUNTERS_MAP",
     "TRAFFIC",
     "COUNTRY_TRAFFIC",
+    "DESTINATIONS",
     "RATE_LIMIT",
     "REJECT_LIMIT",
     "EVENTS",
@@ -85,10 +86,10 @@ pub const SHARED_MAPS: [&str; 8] = [
 pub const CONTROLLER_MAPS: [&str; 2] = ["NAMES", "LAYOUT"];
 
 /// Every map of the production object, in pinning order (`LAYOUT` last).
-pub const PINNED_MAPS: [&str; 30] = pinned_maps();
+pub const PINNED_MAPS: [&str; 31] = pinned_maps();
 
-const fn pinned_maps() -> [&'static str; 30] {
-    let mut out = [""; 30];
+const fn pinned_maps() -> [&'static str; 31] {
+    let mut out = [""; 31];
     let mut n = 0;
     let mut i = 0;
     while i < SHARED_MAPS.len() {
@@ -113,7 +114,7 @@ const fn pinned_maps() -> [&'static str; 30] {
         n += 1;
         i += 1;
     }
-    assert!(n == 30, "PINNED_MAPS has room for every map");
+    assert!(n == 31, "PINNED_MAPS has room for every map");
     out
 }
 

@@ -321,12 +321,15 @@ impl PinnedMaps {
             "POLICY_META",
             "COUNTERS_MAP",
             "TRAFFIC",
+            "COUNTRY_TRAFFIC",
+            "DESTINATIONS",
             "RATE_LIMIT",
             "NAMES",
         ] {
             let data = pins.open_map(name)?;
             let map = match name {
                 "CONTROL" | "POLICY_META" | "NAMES" => Map::Array(data),
+                "DESTINATIONS" => Map::PerCpuLruHashMap(data),
                 _ => Map::PerCpuArray(data),
             };
             maps.insert(name, map);

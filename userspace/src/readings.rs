@@ -3,10 +3,12 @@
 //! [`crate::datapath::Datapath`] and for pinned maps
 //! ([`crate::pin::PinnedMaps`]) when no controller runs.
 
-use aya::maps::{Array, Map, MapData, PerCpuArray};
+use std::net::IpAddr;
+
+use aya::maps::{Array, Map, MapData, PerCpuArray, PerCpuHashMap};
 use regionwall_common::{
-    Bucket, COUNTERS, COUNTRY_STRIDE, Control, GENERATIONS, MAX_DEVICES, PolicyMeta, SlotName,
-    TrafficCounter, country_slot, names_slots, rate_slot, traffic_slot,
+    Bucket, COUNTERS, COUNTRY_STRIDE, Control, DestCounter, DestKey, GENERATIONS, MAX_DEVICES,
+    PolicyMeta, SlotName, TrafficCounter, country_slot, names_slots, rate_slot, traffic_slot,
 };
 
 use crate::{slots::SlotTable, verdict::Verdict};
@@ -35,6 +37,14 @@ pub struct TrafficRow {
     pub region: u32,
     pub verdict: Verdict,
     pub counter: TrafficCounter,
+}
+
+/// Traffic of one device to one destination address, summed over CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DestRow {
+    pub device: u32,
+    pub addr: IpAddr,
+    pub counter: DestCounter,
 }
 
 /// Reading the counters and the live policy's facts, from a loaded
@@ -138,6 +148,38 @@ pub trait Readings {
                     }
                 }
             }
+        }
+        Ok(out)
+    }
+
+    /// Every (device, destination) the kernel keeps (see `DESTINATIONS`).
+    fn destinations(&self) -> Result<Vec<DestRow>, ReadError> {
+        let map: PerCpuHashMap<&MapData, DestKey, DestCounter> =
+            PerCpuHashMap::try_from(self.map_named("DESTINATIONS")?)
+                .map_err(map_err("DESTINATIONS"))?;
+        let mut out = Vec::new();
+        // Entries may be evicted while we walk: a key gone by the time it
+        // is read is skipped.
+        for item in map.iter() {
+            let Ok((key, values)) = item else { continue };
+            let addr = match key.family {
+                4 => IpAddr::from([key.addr[0], key.addr[1], key.addr[2], key.addr[3]]),
+                6 => IpAddr::from(key.addr),
+                _ => continue,
+            };
+            let counter = values
+                .iter()
+                .fold(DestCounter::default(), |a, c| DestCounter {
+                    passed_packets: a.passed_packets + c.passed_packets,
+                    passed_bytes: a.passed_bytes + c.passed_bytes,
+                    blocked_packets: a.blocked_packets + c.blocked_packets,
+                    blocked_bytes: a.blocked_bytes + c.blocked_bytes,
+                });
+            out.push(DestRow {
+                device: u32::from(key.device),
+                addr,
+                counter,
+            });
         }
         Ok(out)
     }

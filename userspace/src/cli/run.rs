@@ -88,6 +88,17 @@ pub struct Args {
     /// room for, at least; raised like --fib-slots.
     #[arg(long, default_value_t = regionwall_common::FIB_LONG_DEFAULT)]
     pub fib_long: u32,
+    /// Regions the traffic counters have room for, at least; raised to 1.5
+    /// times what the policy at startup has (at most 4095). Each costs
+    /// 16 KiB of counters and 6 KiB of rate limiter per CPU; a reload that
+    /// needs more is refused until the controller restarts.
+    #[arg(long, default_value_t = regionwall_common::REGION_ROOM_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(regionwall_common::MAX_REGIONS)))]
+    pub region_room: u32,
+    /// Do not count traffic per (device, destination address): saves one
+    /// hash update per packet, and `stats --by host` has nothing to show.
+    #[arg(long)]
+    pub no_host_counters: bool,
     /// Events per second each (device, region) may report, per CPU; drops
     /// over it are still enforced and counted (see `regionwall stats`).
     /// 0: report every drop.
@@ -182,6 +193,8 @@ impl Args {
                 ranges: self.fib_ranges as usize,
                 long: self.fib_long as usize,
             },
+            region_room: self.region_room,
+            host_counters: !self.no_host_counters,
             event_rate: self.event_rate,
             event_burst: self.event_burst,
             reject_rate: self.reject_rate,

@@ -377,8 +377,18 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
     let country_names = policy.countries.codes();
     let country_base = region_u16(policy.regions.len());
     let attribution = policy.countries.attribution();
-    v4_in.extend(attribution.v4.into_iter().map(|(p, c)| (p, country_base + c)));
-    v6_in.extend(attribution.v6.into_iter().map(|(p, c)| (p, country_base + c)));
+    v4_in.extend(
+        attribution
+            .v4
+            .into_iter()
+            .map(|(p, c)| (p, country_base + c)),
+    );
+    v6_in.extend(
+        attribution
+            .v6
+            .into_iter()
+            .map(|(p, c)| (p, country_base + c)),
+    );
     // The two families are independent until interning: one thread each.
     let (v4_sets, v6_sets) = std::thread::scope(|scope| {
         let v6 = scope.spawn(move || region_sets(v6_in));

@@ -32,11 +32,17 @@ fn dp_err(context: &'static str) -> impl FnOnce(crate::DatapathError) -> Control
     }
 }
 
-/// The lookup chosen, with the compiled lookup's room raised to 1.5 times
-/// what `fib` needs, so reloads can grow.
-fn load_options(config: &Config, fib: Option<&Fib>) -> LoadOptions {
+/// The lookup chosen, with the compiled lookup's room and the counters'
+/// region room raised to 1.5 times what the policy needs, so reloads can
+/// grow.
+fn load_options(config: &Config, compiled: &Compiled, fib: Option<&Fib>) -> LoadOptions {
+    let regions = u32::try_from(compiled.region_names.len()).unwrap_or(u32::MAX);
     let mut options = LoadOptions {
         lookup: config.lookup,
+        region_room: config
+            .region_room
+            .max(regions.saturating_add(regions / 2))
+            .clamp(1, regionwall_common::MAX_REGIONS),
         ..LoadOptions::default()
     };
     options.fib = config.fib_room;
@@ -55,7 +61,9 @@ fn set_controls(config: &Config, dp: &mut Datapath) -> Result<(), ControllerErro
     dp.set_event_limit(config.event_rate, config.event_burst)
         .map_err(dp_err("setting the event rate limit"))?;
     dp.set_reject_limit(config.reject_rate, config.reject_burst)
-        .map_err(dp_err("setting the reject rate limit"))
+        .map_err(dp_err("setting the reject rate limit"))?;
+    dp.set_host_counters(config.host_counters)
+        .map_err(dp_err("setting the host counters"))
 }
 
 /// Puts this controller's program in charge of the interface.
@@ -65,7 +73,7 @@ pub fn establish(
     pins: &PinDir,
     ifindex: u32,
 ) -> Result<(Datapath, Start, LinkFacts, Compiled), ControllerError> {
-    let options = load_options(config, prepared.fib.as_ref());
+    let options = load_options(config, &prepared.compiled, prepared.fib.as_ref());
     let found = pins.inspect().map_err(ControllerError::Pin)?;
     let mut reason = None;
     if let Some(found) = &found {

@@ -64,6 +64,12 @@ pub struct Config {
     pub lookup: Lookup,
     /// Minimum room of the compiled lookup (raised to 1.5x the policy's).
     pub fib_room: Capacity,
+    /// Minimum region room of the counter maps (raised to 1.5x the
+    /// policy's regions, at most `MAX_REGIONS`).
+    pub region_room: u32,
+    /// Count traffic per (device, destination address) for the views by
+    /// host (one hash update per packet).
+    pub host_counters: bool,
     pub event_rate: u32,
     pub event_burst: u32,
     /// Reject answers per second per device and CPU (0: no limit), burst.

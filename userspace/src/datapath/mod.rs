@@ -399,6 +399,16 @@ impl Datapath {
         self.write_control()
     }
 
+    /// Turns the per-(device, destination) counters on or off.
+    pub fn set_host_counters(&mut self, on: bool) -> Result<(), DatapathError> {
+        if on {
+            self.control.flags |= regionwall_common::CONTROL_HOSTS;
+        } else {
+            self.control.flags &= !regionwall_common::CONTROL_HOSTS;
+        }
+        self.write_control()
+    }
+
     /// Sets the reject answer rate limit per device and CPU: `rate` RSTs
     /// and ICMP errors per second with bursts of `burst`; rate 0 answers
     /// every rejected packet. Over the limit a rejected packet is dropped.

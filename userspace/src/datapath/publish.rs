@@ -134,7 +134,10 @@ impl Datapath {
             .iter()
             .flat_map(|&(d, c)| (0..VERDICTS).map(move |v| country_slot(d, c, v)))
             .collect();
-        let rate: Vec<u32> = pairs.iter().map(|&(d, r)| rate_slot(d, r, stride)).collect();
+        let rate: Vec<u32> = pairs
+            .iter()
+            .map(|&(d, r)| rate_slot(d, r, stride))
+            .collect();
         self.zero_per_cpu::<TrafficCounter>("TRAFFIC", &traffic)?;
         self.zero_per_cpu::<TrafficCounter>("COUNTRY_TRAFFIC", &countries)?;
         self.zero_per_cpu::<Bucket>("RATE_LIMIT", &rate)

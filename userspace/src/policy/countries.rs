@@ -79,7 +79,9 @@ impl CountryDb {
     pub fn attribution(&self) -> Attribution {
         let codes = self.codes();
         let index = |code: &str| {
-            let i = codes.binary_search_by(|c| c.as_str().cmp(code)).unwrap_or(0);
+            let i = codes
+                .binary_search_by(|c| c.as_str().cmp(code))
+                .unwrap_or(0);
             u16::try_from(i).unwrap_or(u16::MAX)
         };
         // Rank = source position, then code order: the lowest rank covering
@@ -223,10 +225,7 @@ mod tests {
         let db = CountryDb {
             sources: vec![
                 source("a", &[("JP", &["198.51.100.0/25"])]),
-                source(
-                    "b",
-                    &[("CN", &["198.51.100.0/24", "2001:db8::/32"])],
-                ),
+                source("b", &[("CN", &["198.51.100.0/24", "2001:db8::/32"])]),
             ],
         };
         let codes = db.codes();

@@ -20,9 +20,9 @@ use std::{net::IpAddr, path::PathBuf};
 pub use crate::diag::{Diagnostic, Diagnostics, Lines, locate};
 pub use crate::net::{Prefix, V4, V6};
 pub use crate::sources::Origin;
-pub use countries::{Attribution, CountryDb, CountrySource};
 /// Moved to the crate root; kept here for existing `policy::net` paths.
 pub use crate::{net, set};
+pub use countries::{Attribution, CountryDb, CountrySource};
 pub use load::{
     Options, PolicyError, parse_file, parse_file_limited, parse_file_with, parse_str,
     parse_str_with,

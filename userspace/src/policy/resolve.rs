@@ -7,12 +7,12 @@ use std::path::PathBuf;
 
 use toml::Spanned;
 
+use super::countries::{CountryDb, CountrySource};
 use super::{
     Diagnostic,
     load::{Checker, SourceKind},
     parse::{RawPolicy, RawSource},
 };
-use super::countries::{CountryDb, CountrySource};
 use crate::sources::{self, LoadError, Sourced, country_dir, geolite2};
 
 /// Name under which the `regions_dir` database is kept in `Checker::loaded`.
@@ -138,7 +138,10 @@ impl Checker<'_> {
         let mut db = CountryDb::default();
         for name in &names {
             if db.sources.iter().any(|s| &s.name == name.get_ref()) {
-                self.error(name, format!("source \"{}\" is listed twice", name.get_ref()));
+                self.error(
+                    name,
+                    format!("source \"{}\" is listed twice", name.get_ref()),
+                );
                 continue;
             }
             let countries = match self.loaded.remove(name.get_ref()) {

@@ -59,7 +59,7 @@ pub struct SlotTable {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SlotError {
     #[error(
-        "no {kind} counter index is free for \"{name}\": all {max} are held by names in the live policy or removed by this reload; reload in two steps (first without the removed {kind}s, then with the new ones), or restart the controller with fresh pins"
+        "no {kind} counter index is free for \"{name}\": all {max} are held by names in the live policy or removed by this reload; reload in two steps (first without the removed {kind}s, then with the new ones), or restart the controller with fresh pins (regions: the counters are sized at start, 1.5 times the policy's regions or --region-room)"
     )]
     Exhausted {
         kind: &'static str,

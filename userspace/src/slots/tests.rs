@@ -254,7 +254,10 @@ fn records_round_trip() {
         regions: live(&["", &long]),
         countries: live(&["CN", "", "US"]),
     };
-    assert_eq!(SlotTable::from_records(&t.records(names_slots(ROOM + 1) as usize)), t);
+    assert_eq!(
+        SlotTable::from_records(&t.records(names_slots(ROOM + 1) as usize)),
+        t
+    );
     assert_eq!(
         SlotTable::from_records(&t.records(names_slots(ROOM + 1) as usize)).region(2),
         Some(long.as_str())
