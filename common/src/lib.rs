@@ -433,18 +433,20 @@ pub const CONTROL_HOSTS: u32 = 1;
 /// Destinations `DESTINATIONS` keeps (least recently used ones give way).
 pub const DESTINATIONS_DEFAULT: u32 = 1 << 16;
 
-/// Key of `DESTINATIONS`: a device and a destination address (IPv4 in the
-/// first four bytes).
+/// Key of `DESTINATIONS`: a device (and the source MAC, which names the
+/// hostnames it looked up) and a destination address (IPv4 in the first
+/// four bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DestKey {
     pub addr: [u8; 16],
+    pub mac: [u8; 6],
     pub device: u16,
     /// 4 or 6.
     pub family: u8,
-    pub _pad: u8,
+    pub _pad: [u8; 3],
 }
-const _: () = assert!(size_of::<DestKey>() == 20);
+const _: () = assert!(size_of::<DestKey>() == 28);
 
 /// Value of `DESTINATIONS` (per CPU): traffic passed (pass and audit) and
 /// blocked (drop and reject).

@@ -65,9 +65,13 @@ pub fn traffic(
 fn destination(pkt: &Packet, device: u32, blocked: bool, bytes: u64) {
     let key = DestKey {
         addr: bytes16(pkt.dst),
+        mac: {
+            let b = pkt.src_mac.to_ne_bytes();
+            [b[0], b[1], b[2], b[3], b[4], b[5]]
+        },
         device: device as u16,
         family: pkt.family,
-        _pad: 0,
+        _pad: [0; 3],
     };
     if let Some(p) = DESTINATIONS.get_ptr_mut(&key) {
         // SAFETY: per-CPU value, only this CPU writes it while we run.

@@ -96,6 +96,37 @@ pub struct CountryRow {
     pub bytes: u64,
 }
 
+/// Traffic of one device to one host: the name it looked up, or the
+/// address when it never resolved one (hard-coded, DNS over HTTPS/TLS).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostRow {
+    pub device: String,
+    /// The name the device looked up, or the address.
+    pub host: String,
+    /// Whether the device resolved `host` through DNS the gateway saw.
+    pub resolved: bool,
+    /// End of the CNAME chain, when it differs from `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canonical: Option<String>,
+    /// The destination's country ("-" for none).
+    pub country: String,
+    /// Destination addresses counted under this row.
+    pub addresses: usize,
+    /// Passed and audited.
+    pub passed_packets: u64,
+    pub passed_bytes: u64,
+    /// Dropped and rejected.
+    pub blocked_packets: u64,
+    pub blocked_bytes: u64,
+}
+
+/// What the device looked up for an address, if anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostName {
+    Resolved { name: String, canonical: String },
+    Unresolved,
+}
+
 /// Events one (device, region) did not send for its rate limit.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SuppressedRow {
@@ -132,6 +163,10 @@ pub struct Stats {
     /// database: then every row would be "-", and is left out).
     #[serde(default)]
     pub countries: Vec<CountryRow>,
+    /// All traffic by host, biggest uploads first (empty with
+    /// `--no-host-counters`).
+    #[serde(default)]
+    pub hosts: Vec<HostRow>,
     pub suppressed: Vec<SuppressedRow>,
     pub not_logged: NotLogged,
     /// Events the controller printed (0 when read from pins).
@@ -170,6 +205,7 @@ impl Stats {
         let traffic = maps.traffic(devices)?;
         let by_country = maps.country_traffic(devices)?;
         let suppressed = maps.suppressed(devices)?;
+        let hosts = Self::read_hosts(maps, names, |_, _| HostName::Unresolved)?;
         let device = |d: u32| {
             let d16 = u16::try_from(d).unwrap_or(u16::MAX);
             slots.device(d).map_or_else(
@@ -243,6 +279,7 @@ impl Stats {
             } else {
                 Vec::new()
             },
+            hosts,
             suppressed: suppressed
                 .iter()
                 .map(|&(d, r, n)| SuppressedRow {
@@ -259,6 +296,57 @@ impl Stats {
             },
             events_logged: user.events_logged,
         })
+    }
+
+    /// The per-destination counters as host rows: `resolve` names each
+    /// (source MAC, address); rows of one device and name are summed.
+    pub fn read_hosts(
+        maps: &impl Readings,
+        names: Option<&Compiled>,
+        resolve: impl Fn(&[u8; 6], std::net::IpAddr) -> HostName,
+    ) -> Result<Vec<HostRow>, ReadError> {
+        let slots = maps.read_slots()?;
+        let mut rows: BTreeMap<(String, String, bool), HostRow> = BTreeMap::new();
+        for d in maps.destinations()? {
+            let d16 = u16::try_from(d.device).unwrap_or(u16::MAX);
+            let device = slots.device(d.device).map_or_else(
+                || names.map_or_else(|| format!("#{}", d.device), |c| c.device_name(d16).into()),
+                str::to_string,
+            );
+            let (host, canonical, resolved) = match resolve(&d.mac, d.addr) {
+                HostName::Resolved { name, canonical } => {
+                    let canonical = (canonical != name).then_some(canonical);
+                    (name, canonical, true)
+                }
+                HostName::Unresolved => (d.addr.to_string(), None, false),
+            };
+            let country = names
+                .and_then(|c| c.attribution.country(d.addr))
+                .unwrap_or("-")
+                .to_string();
+            let row = rows
+                .entry((device.clone(), host.clone(), resolved))
+                .or_insert_with(|| HostRow {
+                    device,
+                    host,
+                    resolved,
+                    canonical,
+                    country,
+                    addresses: 0,
+                    passed_packets: 0,
+                    passed_bytes: 0,
+                    blocked_packets: 0,
+                    blocked_bytes: 0,
+                });
+            row.addresses += 1;
+            row.passed_packets += d.counter.passed_packets;
+            row.passed_bytes += d.counter.passed_bytes;
+            row.blocked_packets += d.counter.blocked_packets;
+            row.blocked_bytes += d.counter.blocked_bytes;
+        }
+        let mut out: Vec<HostRow> = rows.into_values().collect();
+        out.sort_by_key(|r| std::cmp::Reverse(r.passed_bytes + r.blocked_bytes));
+        Ok(out)
     }
 
     /// Packets of a verdict over all devices and regions.

@@ -41,5 +41,6 @@ pub mod slots;
 pub mod sources;
 mod sys;
 pub mod verdict;
+pub mod views;
 
 pub use error::{CompileError, DatapathError, FibError, PolicyError, Shortfall};

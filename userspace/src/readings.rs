@@ -43,6 +43,7 @@ pub struct TrafficRow {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DestRow {
     pub device: u32,
+    pub mac: [u8; 6],
     pub addr: IpAddr,
     pub counter: DestCounter,
 }
@@ -177,6 +178,7 @@ pub trait Readings {
                 });
             out.push(DestRow {
                 device: u32::from(key.device),
+                mac: key.mac,
                 addr,
                 counter,
             });

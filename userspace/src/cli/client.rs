@@ -242,6 +242,11 @@ pub struct StatsArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Totals by device, country, region or host (repeat or comma-separate
+    /// to combine, e.g. `--by device,country`), biggest uploads first,
+    /// passed, audited and blocked side by side.
+    #[arg(long, value_delimiter = ',')]
+    pub by: Vec<regionwall::views::Dim>,
 }
 
 pub fn stats(args: &StatsArgs) -> anyhow::Result<ExitCode> {
@@ -257,7 +262,14 @@ pub fn stats(args: &StatsArgs) -> anyhow::Result<ExitCode> {
     } else {
         from_pins(&args.target)?
     };
-    if args.json {
+    if !args.by.is_empty() {
+        let view = regionwall::views::view(&stats, &args.by)?;
+        if args.json {
+            println!("{}", serde_json::to_string(&view)?);
+        } else {
+            print!("{}", view.table());
+        }
+    } else if args.json {
         println!("{}", serde_json::to_string(&stats)?);
     } else {
         print!("{}", stats.table());

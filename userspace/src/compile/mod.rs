@@ -55,6 +55,9 @@ pub struct Compiled {
     pub country_names: Vec<String>,
     /// Class id -> country id ([`NO_COUNTRY`] when the class has none).
     pub class_countries: Vec<u16>,
+    /// The country of any address, for names the kernel does not count
+    /// (hosts); shared, as it is as large as the country database.
+    pub attribution: std::sync::Arc<crate::policy::Attribution>,
     pub v4: Vec<(V4, u32)>,
     pub v6: Vec<(V6, u32)>,
     pub device_macs: Vec<([u8; 6], u32)>,
@@ -376,19 +379,9 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
     // an address gets at most one.
     let country_names = policy.countries.codes();
     let country_base = region_u16(policy.regions.len());
-    let attribution = policy.countries.attribution();
-    v4_in.extend(
-        attribution
-            .v4
-            .into_iter()
-            .map(|(p, c)| (p, country_base + c)),
-    );
-    v6_in.extend(
-        attribution
-            .v6
-            .into_iter()
-            .map(|(p, c)| (p, country_base + c)),
-    );
+    let attribution = std::sync::Arc::new(policy.countries.attribution());
+    v4_in.extend(attribution.v4.iter().map(|&(p, c)| (p, country_base + c)));
+    v6_in.extend(attribution.v6.iter().map(|&(p, c)| (p, country_base + c)));
     // The two families are independent until interning: one thread each.
     let (v4_sets, v6_sets) = std::thread::scope(|scope| {
         let v6 = scope.spawn(move || region_sets(v6_in));
@@ -464,6 +457,7 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
         classes,
         country_names,
         class_countries,
+        attribution,
         v4,
         v6,
         device_macs,

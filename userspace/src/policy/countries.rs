@@ -38,11 +38,29 @@ pub struct CountryDb {
 }
 
 /// Every country's share of the address space after precedence: disjoint
-/// prefixes, each with its index into [`CountryDb::codes`].
+/// prefixes sorted by address, each with its index into `codes`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Attribution {
+    pub codes: Vec<String>,
     pub v4: Vec<(V4, u16)>,
     pub v6: Vec<(V6, u16)>,
+}
+
+impl Attribution {
+    /// The country of `addr` (IPv4-mapped IPv6 as IPv4), by binary search.
+    #[must_use]
+    pub fn country(&self, addr: std::net::IpAddr) -> Option<&str> {
+        fn find<B: Bits>(list: &[(B, u16)], a: u128) -> Option<u16> {
+            let i = list.partition_point(|(p, _)| p.addr() <= a);
+            let (p, c) = list.get(i.checked_sub(1)?)?;
+            p.contains_addr(a).then_some(*c)
+        }
+        let c = match super::canonical(addr) {
+            std::net::IpAddr::V4(a) => find(&self.v4, u128::from(u32::from(a))),
+            std::net::IpAddr::V6(a) => find(&self.v6, u128::from(a)),
+        }?;
+        self.codes.get(usize::from(c)).map(String::as_str)
+    }
 }
 
 impl CountryDb {
@@ -113,6 +131,7 @@ impl CountryDb {
         Attribution {
             v4: to_prefixes::<V4>(label(v4)),
             v6: to_prefixes::<V6>(label(v6)),
+            codes,
         }
     }
 }
@@ -230,8 +249,17 @@ mod tests {
         };
         let codes = db.codes();
         assert_eq!(codes, ["CN", "JP"]);
+        let a = db.attribution();
+        assert_eq!(a.country("198.51.100.1".parse().unwrap()), Some("JP"));
+        assert_eq!(a.country("198.51.100.200".parse().unwrap()), Some("CN"));
         assert_eq!(
-            shown(&db.attribution(), &codes),
+            a.country("::ffff:198.51.100.200".parse().unwrap()),
+            Some("CN")
+        );
+        assert_eq!(a.country("2001:db8::1".parse().unwrap()), Some("CN"));
+        assert_eq!(a.country("203.0.113.1".parse().unwrap()), None);
+        assert_eq!(
+            shown(&a, &codes),
             [
                 "198.51.100.0/25=JP",
                 "198.51.100.128/25=CN",
