@@ -26,9 +26,20 @@ struct Entry {
     except: bool,
 }
 
-/// Every source and exception prefix of a policy, for lookups by address.
+/// One prefix of the country database: source, country (both by index
+/// into [`crate::policy::CountryDb`]) and prefix index.
+#[derive(Clone, Copy, Debug)]
+struct CountryEntry {
+    source: u16,
+    country: u16,
+    index: u32,
+}
+
+/// Every source and exception prefix of a policy, and every prefix of its
+/// country database, for lookups by address.
 pub struct Index {
     table: IpNetworkTable<Vec<Entry>>,
+    countries: IpNetworkTable<Vec<CountryEntry>>,
 }
 
 fn network(p: &Prefix) -> Option<IpNetwork> {
@@ -64,7 +75,61 @@ impl Index {
                 }
             }
         }
-        Self { table }
+        let mut countries: IpNetworkTable<Vec<CountryEntry>> = IpNetworkTable::new();
+        for (s, source) in policy.countries.sources.iter().enumerate() {
+            for (c, (_, list)) in source.countries.iter().enumerate() {
+                for (i, (p, _)) in list.iter().enumerate() {
+                    let Some(net) = network(p) else { continue };
+                    let entry = CountryEntry {
+                        source: u16::try_from(s).unwrap_or(u16::MAX),
+                        country: u16::try_from(c).unwrap_or(u16::MAX),
+                        index: u32::try_from(i).unwrap_or(u32::MAX),
+                    };
+                    if let Some(v) = countries.exact_match_mut(net) {
+                        v.push(entry);
+                    } else {
+                        countries.insert(net, vec![entry]);
+                    }
+                }
+            }
+        }
+        Self { table, countries }
+    }
+
+    /// What every source says about `addr`; the first, by precedence
+    /// (source order, then country code), decides.
+    fn country_hits(&self, policy: &Policy, addr: IpAddr) -> Vec<CountryHit> {
+        let mut hits: Vec<(u16, u8, CountryHit)> = Vec::new();
+        for (_, list) in self.countries.matches(canonical(addr)) {
+            for e in list {
+                let Some(source) = policy.countries.sources.get(usize::from(e.source)) else {
+                    continue;
+                };
+                let Some((code, prefixes)) = source.countries.get(usize::from(e.country)) else {
+                    continue;
+                };
+                let Some((p, o)) = usize::try_from(e.index).ok().and_then(|i| prefixes.get(i))
+                else {
+                    continue;
+                };
+                let hit = CountryHit {
+                    source: source.name.clone(),
+                    country: code.clone(),
+                    at: source_hit(p, o),
+                    decides: false,
+                };
+                hits.push((e.source, p.len(), hit));
+            }
+        }
+        // Source order, then code, then the most specific prefix first.
+        hits.sort_by(|(a, la, x), (b, lb, y)| {
+            (a, &x.country, std::cmp::Reverse(la)).cmp(&(b, &y.country, std::cmp::Reverse(lb)))
+        });
+        let mut out: Vec<CountryHit> = hits.into_iter().map(|(_, _, h)| h).collect();
+        if let Some(first) = out.first_mut() {
+            first.decides = true;
+        }
+        out
     }
 
     fn hits(&self, addr: IpAddr) -> Vec<Entry> {
@@ -73,6 +138,18 @@ impl Index {
             .flat_map(|(_, v)| v.iter().copied())
             .collect()
     }
+}
+
+/// What one source of the country database says about an address.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct CountryHit {
+    pub source: String,
+    pub country: String,
+    /// The source's prefix that holds the address.
+    pub at: SourceHit,
+    /// Whether this answer decides (see the precedence in
+    /// [`crate::policy::countries`]).
+    pub decides: bool,
 }
 
 /// A prefix that contains the address, and where it came from.
@@ -141,6 +218,13 @@ pub struct Explanation {
     pub verdict: &'static str,
     /// Region the verdict is attributed to in counters and events.
     pub attributed_region: Option<String>,
+    /// The destination's country, as counted (`None`: in no country, or
+    /// no country database).
+    pub country: Option<String>,
+    /// Every source's answer, the deciding one first; more than one
+    /// country means the sources disagree.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub country_sources: Vec<CountryHit>,
     /// Caveats, e.g. rules with port qualifiers left out for lack of `--packet`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
@@ -294,7 +378,10 @@ pub fn explain(
         .and_then(|i| policy.regions.get(i))
         .map(|r| r.name.clone());
     let notes = qualifier_notes(policy, device, packet);
+    let country_sources = index.country_hits(policy, addr);
     Explanation {
+        country: country_sources.first().map(|h| h.country.clone()),
+        country_sources,
         notes,
         addr: addr.to_string(),
         device: policy.devices[device].name.clone(),
@@ -322,6 +409,20 @@ impl std::fmt::Display for Explanation {
                 .map(|p| format!(", packet {p}"))
                 .unwrap_or_default()
         )?;
+        match &self.country {
+            Some(c) => writeln!(f, "  country {c}")?,
+            None => writeln!(f, "  in no country")?,
+        }
+        for h in &self.country_sources {
+            writeln!(
+                f,
+                "    {} says {}: {}{}",
+                h.source,
+                h.country,
+                h.at,
+                if h.decides { " (decides)" } else { "" }
+            )?;
+        }
         if self.regions.is_empty() {
             writeln!(f, "  in no region")?;
         }
