@@ -189,6 +189,10 @@ impl Stats {
     /// count under the name it was counted for, removed names included;
     /// indices it does not name are named by `names` (the live policy,
     /// when published without the table), else shown as `#index`.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "names every counter family in one place"
+    )]
     pub fn read(
         maps: &impl Readings,
         interface: &str,

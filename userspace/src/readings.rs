@@ -161,7 +161,7 @@ pub trait Readings {
         let mut out = Vec::new();
         // Entries may be evicted while we walk: a key gone by the time it
         // is read is skipped.
-        for item in map.iter() {
+        for item in &map {
             let Ok((key, values)) = item else { continue };
             let addr = match key.family {
                 4 => IpAddr::from([key.addr[0], key.addr[1], key.addr[2], key.addr[3]]),

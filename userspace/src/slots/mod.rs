@@ -335,6 +335,10 @@ fn assign(
 /// given indices only if some decision can count under them (named regions
 /// and "any"; inline allow sets never are), at most `region_room` of them
 /// (what the counter maps were sized for).
+#[expect(
+    clippy::too_many_lines,
+    reason = "one renumbering in the order the module docs give"
+)]
 pub fn stabilize(
     compiled: Compiled,
     previous: &SlotTable,
@@ -375,31 +379,7 @@ pub fn stabilize(
         region_room as usize,
         None,
     )?;
-    // Countries: those a class has.
-    let mut counted = vec![false; compiled.country_names.len()];
-    for &c in &compiled.class_countries {
-        if let Some(i) = usize::from(c).checked_sub(1)
-            && let Some(k) = counted.get_mut(i)
-        {
-            *k = true;
-        }
-    }
-    let country_ids: Vec<usize> = (0..counted.len()).filter(|&i| counted[i]).collect();
-    let country_names: Vec<&str> = country_ids
-        .iter()
-        .map(|&i| compiled.country_names[i].as_str())
-        .collect();
-    let countries = assign(
-        "country",
-        &country_names,
-        &previous.countries,
-        MAX_COUNTRIES as usize,
-        None,
-    )?;
-    let mut country_map = vec![0u16; compiled.country_names.len() + 1];
-    for (k, &i) in country_ids.iter().enumerate() {
-        country_map[i + 1] = u16::try_from(countries.index[k] + 1).unwrap_or(u16::MAX);
-    }
+    let (countries, country_map) = assign_countries(&compiled, previous)?;
     let recountry = |c: u16| country_map.get(usize::from(c)).copied().unwrap_or(0);
 
     // Policy region id -> stable id (0 stays 0; uncounted regions get 0,
@@ -484,6 +464,39 @@ pub fn stabilize(
             .chain(countries.retired.iter().map(to_country))
             .collect(),
     })
+}
+
+/// Stable ids for the countries some class has; returns the assignment
+/// and the map from the policy's country ids to the stable ones.
+fn assign_countries(
+    compiled: &Compiled,
+    previous: &SlotTable,
+) -> Result<(Assignment, Vec<u16>), SlotError> {
+    let mut counted = vec![false; compiled.country_names.len()];
+    for &c in &compiled.class_countries {
+        if let Some(i) = usize::from(c).checked_sub(1)
+            && let Some(k) = counted.get_mut(i)
+        {
+            *k = true;
+        }
+    }
+    let ids: Vec<usize> = (0..counted.len()).filter(|&i| counted[i]).collect();
+    let names: Vec<&str> = ids
+        .iter()
+        .map(|&i| compiled.country_names[i].as_str())
+        .collect();
+    let countries = assign(
+        "country",
+        &names,
+        &previous.countries,
+        MAX_COUNTRIES as usize,
+        None,
+    )?;
+    let mut map = vec![0u16; compiled.country_names.len() + 1];
+    for (k, &i) in ids.iter().enumerate() {
+        map[i + 1] = u16::try_from(countries.index[k] + 1).unwrap_or(u16::MAX);
+    }
+    Ok((countries, map))
 }
 
 fn remap_values<K>(entries: &mut [(K, u32)], map: &[u32]) {
