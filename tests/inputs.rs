@@ -192,6 +192,10 @@ fn inputs_list_every_file_and_directory_read() {
         countries.join("cn/ipv4-aggregated.txt"),
         countries.join("cn/ipv6-aggregated.txt"),
         dir.join("countries/../extra.txt"),
+        // The country database: every country, for counting by country.
+        countries.join("de"),
+        countries.join("de/ipv4-aggregated.txt"),
+        countries.join("de/ipv6-aggregated.txt"),
     ]
     .into_iter()
     .map(|p| std::path::absolute(p).expect("absolute"))
