@@ -11,11 +11,12 @@
 
 use core::mem::size_of;
 
+pub mod dns;
 pub mod fib;
 
 /// Version of the map layout below. Bumped whenever any shared type or map
 /// changes meaning, so a controller can tell pinned state of another layout.
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 8;
 
 /// Number of policy table sets. A reload writes the inactive set, then flips
 /// [`Control::active`] with one map update.
@@ -688,6 +689,7 @@ mod pod {
     unsafe impl aya::Pod for super::SlotName {}
     unsafe impl aya::Pod for super::DestKey {}
     unsafe impl aya::Pod for super::DestCounter {}
+    unsafe impl aya::Pod for super::dns::DnsCopy {}
 }
 
 /// Size of the benchmark object's destination key pool (a power of two).
