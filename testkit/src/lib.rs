@@ -10,11 +10,13 @@
 //! - [`traffic`]: one bounded burst of UDP and TCP to a host ([`traffic::send_traffic`]).
 //! - [`flow`]: continuous UDP to several hosts ([`flow::Flow`]).
 //! - [`frames`]: hand-built frames for BPF_PROG_TEST_RUN.
+//! - [`dns`]: DNS questions and answers in wire form.
 //! - [`pins`]: a pin root of a test's own, cleaned up on drop.
 //! - [`rng`]: the seeded generator.
 //! - [`xdp`]: XDP return codes.
 //! - [`kernel`]: the running kernel's version, for tests needing a feature.
 
+pub mod dns;
 pub mod flow;
 pub mod frames;
 pub mod kernel;

@@ -24,6 +24,7 @@ pub mod control;
 pub mod controller;
 pub mod datapath;
 pub mod diag;
+pub mod dns;
 pub mod error;
 pub mod events;
 pub mod explain;
