@@ -430,6 +430,11 @@ pub struct Control {
 /// [`Control::flags`]: count packets and bytes per (device, destination
 /// address) in `DESTINATIONS`, for the views by host.
 pub const CONTROL_HOSTS: u32 = 1;
+/// [`Control::flags`]: count packets and bytes per (device, country, verdict)
+/// in `COUNTRY_TRAFFIC`. Set with the policy that has a country database
+/// (in the same control update that makes it live); without one every
+/// destination would be country "-", so nothing is counted.
+pub const CONTROL_COUNTRIES: u32 = 2;
 
 /// Destinations `DESTINATIONS` keeps (least recently used ones give way).
 pub const DESTINATIONS_DEFAULT: u32 = 1 << 16;

@@ -5,7 +5,7 @@
 use aya_ebpf::maps::PerCpuArray;
 use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, programs::XdpContext};
 use regionwall_common::{
-    Bucket, CONTROL_HOSTS, COUNTRY_STRIDE, Control, Counter, Decision, DestCounter, DestKey, Event,
+    Bucket, CONTROL_COUNTRIES, CONTROL_HOSTS, COUNTRY_STRIDE, Control, Counter, Decision, DestCounter, DestKey, Event,
     MAX_DEVICES, Reason, TrafficCounter, Verdict, country_slot, rate_slot, traffic_slot,
 };
 
@@ -17,7 +17,8 @@ use crate::{
 
 /// Counts packets and bytes per (device, region, verdict) and per (device,
 /// country, verdict), passed traffic too. The country comes with the
-/// decision (the destination lookup found it), so this is two array
+/// decision (the destination lookup found it; counted only with
+/// `CONTROL_COUNTRIES`, i.e. a policy with a country database), so this is two array
 /// updates and no lookup. With `CONTROL_HOSTS`, also per (device,
 /// destination address): one hash update.
 #[inline(always)]
@@ -45,7 +46,7 @@ pub fn traffic(
             bytes,
         );
     }
-    if country < COUNTRY_STRIDE {
+    if control.flags & CONTROL_COUNTRIES != 0 && country < COUNTRY_STRIDE {
         add(
             &COUNTRY_TRAFFIC,
             country_slot(device, country, verdict),

@@ -247,11 +247,17 @@ impl Datapath {
         let mut metas: Array<&mut MapData, PolicyMeta> =
             Array::try_from(self.map_mut("POLICY_META")?).map_err(map_err("POLICY_META"))?;
         metas.set(next, &meta, 0).map_err(map_err("POLICY_META"))?;
-        // The flip: one array update of the control record.
-        let previous = self.control.active;
+        // The flip: one array update of the control record, which also
+        // turns country counting on or off with the policy.
+        let previous = self.control;
         self.control.active = next;
+        if compiled.country_names.is_empty() {
+            self.control.flags &= !regionwall_common::CONTROL_COUNTRIES;
+        } else {
+            self.control.flags |= regionwall_common::CONTROL_COUNTRIES;
+        }
         if let Err(e) = self.write_control() {
-            self.control.active = previous;
+            self.control = previous;
             return Err(e);
         }
         self.epoch = epoch;
@@ -259,7 +265,7 @@ impl Datapath {
 
         let clear_start = Instant::now();
         std::thread::sleep(GRACE);
-        self.clear_generation(previous)?;
+        self.clear_generation(previous.active)?;
         report.clear_time = clear_start.elapsed();
         Ok(report)
     }
