@@ -13,6 +13,9 @@
 //!    floods the ring buffer, and every drop accounted for.
 //! 5. The controller's peak RSS with the world table (the real binary).
 //! 6. `regionwall check` of 1M CIDRs listed inline in a policy.
+//! 7. What seeing costs: the world table's path with country attribution
+//!    and counting, with host counting, and as one region per country.
+//! 8. DNS answers decoded per second and the name cache's memory at cap.
 //!
 //! Prints a table with ratios and target checks, writes JSON under
 //! target/bench/ and refreshes the README's results section.
@@ -22,6 +25,8 @@
     reason = "counts and nanoseconds become f64 for display and ratios"
 )]
 
+mod accounting;
+mod dns;
 mod events;
 mod inline;
 mod reject;
@@ -67,7 +72,8 @@ pub struct Args {
     /// Only the 1k and world tables (a quick look, not the full report).
     #[arg(long)]
     pub quick: bool,
-    /// Only these tables (1k, 10k, 100k, world, 1M), e.g. `--only 1M`.
+    /// Only these tables (1k, 10k, 100k, world, 1M) and sections
+    /// (accounting, dns, reject, events, rss, inline), e.g. `--only 1M,dns`.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Leave README.md alone.
@@ -133,6 +139,10 @@ pub struct Results {
     /// ns per rejected (RST) vs dropped SYN.
     pub reject: Option<reject::RejectResult>,
     pub rss: Vec<Rss>,
+    /// The world table's path with country and host accounting.
+    pub accounting: Option<accounting::AccountingResult>,
+    /// The controller's DNS decoding and name cache.
+    pub dns: Option<dns::DnsResult>,
     /// Seconds for `regionwall check` of [`inline::COUNT`] inline CIDRs.
     pub inline_check_s: Option<f64>,
 }
@@ -171,6 +181,8 @@ pub fn main(args: &Args, root: &Path) -> anyhow::Result<()> {
     }
     let world_len = world.prefixes.len();
     let million = (!args.quick).then(|| tables::world_plus(&world, 1_000_000, &mut rng));
+    let wants = |section: &str| args.only.is_empty() || args.only.iter().any(|o| o == section);
+    let accounting_table = wants("accounting").then(|| world.prefixes.clone());
     specs.push(world);
     specs.extend(million);
 
@@ -186,23 +198,48 @@ pub fn main(args: &Args, root: &Path) -> anyhow::Result<()> {
         report::print_table_line(&result);
         results.tables.push(result);
     }
-    eprintln!("bench: reject path");
-    let rejects = reject::run(args, &root.join("target/bench/reject"))?;
-    report::print_reject_line(&rejects);
-    results.reject = Some(rejects);
-    eprintln!("bench: event path");
-    results.events = Some(events::run()?);
-    eprintln!("bench: controller RSS with the world table ({world_len} prefixes)");
-    for lookup in ["compiled", "lpm"] {
-        results.rss.push(rss(root, &countries, lookup)?);
+    if let Some(prefixes) = accounting_table {
+        eprintln!("bench: country and host accounting on the world table");
+        let table = Table {
+            name: "world".into(),
+            prefixes,
+        };
+        results.accounting = Some(accounting::run(
+            &table,
+            &countries,
+            &root.join("target/bench/accounting"),
+            args,
+        )?);
     }
-    eprintln!("bench: check of {} inline CIDRs", inline::COUNT);
-    let seconds = inline::run(root)?;
-    eprintln!(
-        "bench: {}M inline CIDRs checked in {seconds:.2} s",
-        inline::COUNT / 1_000_000
-    );
-    results.inline_check_s = Some(seconds);
+    if wants("dns") {
+        eprintln!("bench: DNS decoding and the name cache");
+        results.dns = Some(dns::run());
+    }
+    if wants("reject") {
+        eprintln!("bench: reject path");
+        let rejects = reject::run(args, &root.join("target/bench/reject"))?;
+        report::print_reject_line(&rejects);
+        results.reject = Some(rejects);
+    }
+    if wants("events") {
+        eprintln!("bench: event path");
+        results.events = Some(events::run()?);
+    }
+    if wants("rss") {
+        eprintln!("bench: controller RSS with the world table ({world_len} prefixes)");
+        for lookup in ["compiled", "lpm"] {
+            results.rss.push(rss(root, &countries, lookup)?);
+        }
+    }
+    if wants("inline") {
+        eprintln!("bench: check of {} inline CIDRs", inline::COUNT);
+        let seconds = inline::run(root)?;
+        eprintln!(
+            "bench: {}M inline CIDRs checked in {seconds:.2} s",
+            inline::COUNT / 1_000_000
+        );
+        results.inline_check_s = Some(seconds);
+    }
     report::finish(&results, root, !args.no_readme)
 }
 

@@ -56,6 +56,20 @@ fn reject_section(s: &mut String, j: &super::reject::RejectResult) {
     }
 }
 
+/// What seeing costs: the world table with and without country and host
+/// accounting, and as one region per country.
+fn accounting_section(s: &mut String, a: &super::accounting::AccountingResult) {
+    s.push_str("\nWhat seeing costs on the world table, ns per packet above the empty program (compiled path; the same 65,536 destinations in every row; host counting with 65,536 distinct destinations keeps the per-destination LRU map full, its worst case):\n\n");
+    s.push_str("| configuration | regions | countries | v4 | v6 |\n|---|---|---|---|---|\n");
+    for row in &a.rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.1} | {:.1} |",
+            row.name, row.regions, row.countries, row.v4, row.v6
+        );
+    }
+}
+
 /// The markdown report (also printed).
 fn markdown(r: &Results) -> String {
     let mut s = String::new();
@@ -136,6 +150,20 @@ fn markdown(r: &Results) -> String {
             );
         }
     }
+    if let Some(a) = &r.accounting {
+        accounting_section(&mut s, a);
+    }
+    if let Some(d) = &r.dns {
+        let _ = writeln!(
+            s,
+            "\nDNS names (the controller, one thread): {:.0} answers/s decoded into the name cache ({:.0} addresses/s; 1-3 CNAMEs and 1-8 addresses each); the cache at its cap of {} (device, address) pairs took {:.1} MiB of heap (computed bound {:.1} MiB).",
+            d.answers_per_s,
+            d.addresses_per_s,
+            d.cache_entries,
+            d.cache_rss_kib as f64 / 1024.0,
+            d.cache_bound_kib as f64 / 1024.0
+        );
+    }
     s.push_str("\nController RSS with the world table (`regionwall run`, 60 regions):\n\n");
     for rss in &r.rss {
         let _ = writeln!(
@@ -214,6 +242,20 @@ fn targets(r: &Results) -> Vec<(bool, String)> {
             unaccounted == 0,
             format!("unaccounted events: {unaccounted} (drops = consumed + dropped from queue + lost in kernel)"),
         ));
+    }
+    if let Some(a) = &r.accounting
+        && let (Some((c4, c6)), Some((n4, n6))) = (a.country_cost(), a.noise())
+    {
+        out.push((
+            c4 <= 5.0 + n4 && c6 <= 5.0 + n6,
+            format!("country accounting adds {c4:+.1} ns (IPv4), {c6:+.1} ns (IPv6) per packet (target <= 5 ns; this run's noise, the same configuration first and last: {n4:.1} / {n6:.1} ns)"),
+        ));
+        if let Some((h4, h6)) = a.host_cost() {
+            out.push((
+                true,
+                format!("host counting adds {h4:+.1} ns (IPv4), {h6:+.1} ns (IPv6) per packet on top (no target; `--no-host-counters` turns it off)"),
+            ));
+        }
     }
     if let Some(rss) = r.rss.iter().find(|r| r.lookup == "compiled") {
         let mib = rss.peak_kib as f64 / 1024.0;
