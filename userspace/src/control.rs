@@ -42,6 +42,25 @@ pub enum Request {
     Stats,
     /// Detach, remove the pins and exit.
     Detach,
+    /// The names devices looked up for an address (for `explain`).
+    Hosts(std::net::IpAddr),
+}
+
+/// The answer to [`Request::Hosts`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostsAnswer {
+    /// Whether the controller watches DNS answers at all.
+    pub watching: bool,
+    /// Every device (by MAC) with a live name for the address.
+    pub lookups: Vec<HostLookup>,
+}
+
+/// A device's name for an address.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostLookup {
+    pub mac: String,
+    pub name: String,
+    pub canonical: String,
 }
 
 /// Event filter: every given field must match (names as printed).
@@ -171,6 +190,10 @@ pub struct Stats {
     pub not_logged: NotLogged,
     /// Events the controller printed (0 when read from pins).
     pub events_logged: u64,
+    /// DNS answers seen and names cached (`None` when the controller does
+    /// not watch DNS, or when read from pins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<crate::dns::DnsStats>,
 }
 
 /// What a snapshot adds that the maps do not hold: the controller's own
@@ -189,15 +212,27 @@ impl Stats {
     /// count under the name it was counted for, removed names included;
     /// indices it does not name are named by `names` (the live policy,
     /// when published without the table), else shown as `#index`.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "names every counter family in one place"
-    )]
     pub fn read(
         maps: &impl Readings,
         interface: &str,
         names: Option<&Compiled>,
         user: Userspace,
+    ) -> Result<Self, ReadError> {
+        Self::read_resolving(maps, interface, names, user, &|_, _| HostName::Unresolved)
+    }
+
+    /// [`Self::read`], naming each host row with `resolve` (the running
+    /// controller's DNS name cache).
+    #[expect(
+        clippy::too_many_lines,
+        reason = "names every counter family in one place"
+    )]
+    pub fn read_resolving(
+        maps: &impl Readings,
+        interface: &str,
+        names: Option<&Compiled>,
+        user: Userspace,
+        resolve: &dyn Fn(&[u8; 6], std::net::IpAddr) -> HostName,
     ) -> Result<Self, ReadError> {
         let meta = maps.live_meta()?;
         let slots = maps.read_slots()?;
@@ -209,7 +244,7 @@ impl Stats {
         let traffic = maps.traffic(devices)?;
         let by_country = maps.country_traffic(devices)?;
         let suppressed = maps.suppressed(devices)?;
-        let hosts = Self::read_hosts(maps, names, |_, _| HostName::Unresolved)?;
+        let hosts = Self::read_hosts(maps, names, resolve)?;
         let device = |d: u32| {
             let d16 = u16::try_from(d).unwrap_or(u16::MAX);
             slots.device(d).map_or_else(
@@ -299,6 +334,7 @@ impl Stats {
                 not_written: user.not_written,
             },
             events_logged: user.events_logged,
+            dns: None,
         })
     }
 
@@ -307,7 +343,7 @@ impl Stats {
     pub fn read_hosts(
         maps: &impl Readings,
         names: Option<&Compiled>,
-        resolve: impl Fn(&[u8; 6], std::net::IpAddr) -> HostName,
+        resolve: &dyn Fn(&[u8; 6], std::net::IpAddr) -> HostName,
     ) -> Result<Vec<HostRow>, ReadError> {
         let slots = maps.read_slots()?;
         let mut rows: BTreeMap<(String, String, bool), HostRow> = BTreeMap::new();

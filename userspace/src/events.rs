@@ -103,6 +103,18 @@ pub struct Record {
     /// the policy has no country database).
     #[serde(default = "dash")]
     pub country: String,
+    /// The name the device looked up for `dst_ip` (DNS answers seen on the
+    /// way to it); `None` when it never resolved the address (hard-coded,
+    /// DNS over HTTPS/TLS, another resolver) or names are not watched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// End of the CNAME chain, when it differs from `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canonical: Option<String>,
+    /// Whether the device resolved `dst_ip` through DNS the gateway saw;
+    /// `None` when the controller does not watch DNS answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<bool>,
     pub rule: String,
     pub verdict: crate::verdict::Verdict,
     pub reason: String,
@@ -198,7 +210,37 @@ impl Record {
             },
             bytes: ev.len,
             policy_epoch: ev.epoch,
+            host: None,
+            canonical: None,
+            resolved: None,
         })
+    }
+
+    /// Adds what the device looked up for the destination.
+    pub fn set_host(&mut self, name: crate::control::HostName) {
+        match name {
+            crate::control::HostName::Resolved { name, canonical } => {
+                self.canonical = (canonical != name).then_some(canonical);
+                self.host = Some(name);
+                self.resolved = Some(true);
+            }
+            crate::control::HostName::Unresolved => {
+                self.host = None;
+                self.canonical = None;
+                self.resolved = Some(false);
+            }
+        }
+    }
+
+    /// `host=NAME`, `host=NAME(cname CANONICAL)` or `host=unresolved`; empty
+    /// when names are not watched.
+    fn host_field(&self) -> String {
+        match (&self.host, &self.canonical, self.resolved) {
+            (Some(h), Some(c), _) => format!(" host={h} cname={c}"),
+            (Some(h), None, _) => format!(" host={h}"),
+            (None, _, Some(false)) => " host=unresolved".into(),
+            _ => String::new(),
+        }
     }
 
     /// One readable line.
@@ -211,7 +253,7 @@ impl Record {
             (None, _) => "?".into(),
         };
         format!(
-            "{} {} {:<5} device={} mac={} {} -> {} {} country={} region={} rule={} ({} bytes)",
+            "{} {} {:<5} device={} mac={} {} -> {} {}{} country={} region={} rule={} ({} bytes)",
             self.timestamp,
             self.interface,
             self.verdict.as_str().to_uppercase(),
@@ -220,6 +262,7 @@ impl Record {
             endpoint(self.src_ip, self.src_port),
             endpoint(self.dst_ip, self.dst_port),
             self.protocol,
+            self.host_field(),
             self.country,
             self.region,
             self.rule,

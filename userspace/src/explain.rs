@@ -225,9 +225,28 @@ pub struct Explanation {
     /// country means the sources disagree.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub country_sources: Vec<CountryHit>,
+    /// The names devices looked up for the address, from the running
+    /// controller's DNS watch (`None`: not asked, or not watched; empty:
+    /// no device resolved it — a hard-coded address, DNS over HTTPS/TLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub looked_up: Option<Vec<crate::control::HostLookup>>,
     /// Caveats, e.g. rules with port qualifiers left out for lack of `--packet`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+}
+
+impl Explanation {
+    /// Adds what the running controller knows of the names devices looked
+    /// up for the address.
+    pub fn set_hosts(&mut self, answer: crate::control::HostsAnswer) {
+        if answer.watching {
+            self.looked_up = Some(answer.lookups);
+        } else {
+            self.notes.push(
+                "the controller does not watch DNS answers (--no-dns): names are not known".into(),
+            );
+        }
+    }
 }
 
 /// How the device was identified.
@@ -382,6 +401,7 @@ pub fn explain(
     Explanation {
         country: country_sources.first().map(|h| h.country.clone()),
         country_sources,
+        looked_up: None,
         notes,
         addr: addr.to_string(),
         device: policy.devices[device].name.clone(),
@@ -412,6 +432,23 @@ impl std::fmt::Display for Explanation {
         match &self.country {
             Some(c) => writeln!(f, "  country {c}")?,
             None => writeln!(f, "  in no country")?,
+        }
+        match self.looked_up.as_deref() {
+            Some([]) => writeln!(
+                f,
+                "  looked up by no device (a hard-coded address, DNS over HTTPS/TLS, or a name older than the cache)"
+            )?,
+            Some(lookups) => {
+                for l in lookups {
+                    let cname = if l.canonical == l.name {
+                        String::new()
+                    } else {
+                        format!(" (canonical name {})", l.canonical)
+                    };
+                    writeln!(f, "  looked up as {}{cname} by {}", l.name, l.mac)?;
+                }
+            }
+            None => {}
         }
         for h in &self.country_sources {
             writeln!(

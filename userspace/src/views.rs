@@ -134,10 +134,18 @@ pub fn view(stats: &Stats, dims: &[Dim]) -> Result<View, ViewError> {
             .collect()
     };
     if has(Dim::Host) {
+        // With DNS watched, an address no device resolved is marked, and a
+        // name shows where its CNAME chain ends.
+        let watched = stats.dns.is_some();
         for h in &stats.hosts {
+            let host = match (&h.canonical, h.resolved) {
+                (Some(c), true) => format!("{} (cname {c})", h.host),
+                (None, false) if watched => format!("{} (unresolved)", h.host),
+                _ => h.host.clone(),
+            };
             let k = key(&[
                 (Dim::Device, &h.device),
-                (Dim::Host, &h.host),
+                (Dim::Host, &host),
                 (Dim::Country, &h.country),
             ]);
             rows.push((k.clone(), Verdict::Pass, h.passed_packets, h.passed_bytes));

@@ -53,6 +53,26 @@ impl Target {
         Ok(PinDir::new(&self.pin_root, &self.iface))
     }
 
+    /// The names devices looked up for `addr`, from the running controller
+    /// (`None` when none listens).
+    pub fn hosts(&self, addr: std::net::IpAddr) -> anyhow::Result<Option<control::HostsAnswer>> {
+        let Some(mut reader) = self.ask(&Request::Hosts(addr))? else {
+            return Ok(None);
+        };
+        let mut line = String::new();
+        reader
+            .read_line(&mut line)
+            .with_context(|| format!("reading from {}", self.socket().display()))?;
+        let answer = serde_json::from_str(&line).with_context(|| {
+            format!(
+                "the controller on {} answered {:?} (an older version?)",
+                self.iface,
+                line.trim()
+            )
+        })?;
+        Ok(Some(answer))
+    }
+
     /// Connects and sends `request`; `None` when no controller listens.
     fn ask(&self, request: &Request) -> anyhow::Result<Option<BufReader<UnixStream>>> {
         let path = self.socket();

@@ -20,6 +20,7 @@ use regionwall::{
 ///   regionwall explain 1.0.1.1 --device tv --policy policies/home.toml
 ///   regionwall explain 2001:db8::1 --mac 02:00:5e:10:00:01 --policy p.toml --json
 ///   regionwall explain 198.51.100.7 --src 192.0.2.10 --packet udp/53 --policy p.toml
+///   regionwall explain 203.0.113.7 --policy p.toml --iface lan0   (+ names looked up)
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -47,6 +48,13 @@ pub struct Args {
     pub regions_dir: Option<PathBuf>,
     #[command(flatten)]
     pub input: super::input::InputArgs,
+    /// Also ask the controller running on this interface which name each
+    /// device looked up for ADDR (from the DNS answers it watches).
+    #[arg(long)]
+    pub iface: Option<String>,
+    /// That controller's control socket [default: /run/regionwall/<iface>.sock].
+    #[arg(long, requires = "iface")]
+    pub socket: Option<PathBuf>,
     /// Print one JSON object (fields addr, device, regions, rule, verdict, ...).
     #[arg(long)]
     pub json: bool,
@@ -86,7 +94,21 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
         (0, DeviceBy::Default)
     };
     let index = Index::new(&parsed);
-    let e = explain::explain(&parsed, &index, args.addr, device, by, args.packet);
+    let mut e = explain::explain(&parsed, &index, args.addr, device, by, args.packet);
+    if let Some(iface) = &args.iface {
+        let target = super::client::Target {
+            iface: iface.clone(),
+            socket: args.socket.clone(),
+            pin_root: regionwall::pin::DEFAULT_ROOT.into(),
+            policy: None,
+        };
+        match target.hosts(args.addr)? {
+            Some(answer) => e.set_hosts(answer),
+            None => e.notes.push(format!(
+                "no controller answers on {iface}: names devices looked up are not known"
+            )),
+        }
+    }
     if args.json {
         println!(
             "{}",

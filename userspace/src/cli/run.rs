@@ -299,6 +299,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         known: ctl.known(),
         detach: detach_tx,
         stats: stats_tx,
+        hosts: ctl.hosts().cloned(),
     });
     let server = tokio::spawn(socket::serve(listener, shared));
     let mut link_notes = supervise::netlink_notes()

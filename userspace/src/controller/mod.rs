@@ -13,9 +13,11 @@
 //! - [`output`]: event printing that never stops enforcement.
 //! - [`reload`]: SIGHUP and file changes, debounced, prepared off the loop.
 //! - [`stream`]: the decoded event stream and its fan-out.
+//! - [`hostnames`]: DNS answers from the TC ring into the name cache.
 //! - [`report`]: start, periodic and exit messages.
 
 pub mod establish;
+pub mod hostnames;
 pub mod lock;
 pub mod output;
 pub mod prepare;
@@ -224,6 +226,8 @@ pub struct Controller {
     tally: Arc<Tally>,
     known: Arc<std::sync::RwLock<Known>>,
     feed: tokio::sync::broadcast::Sender<Arc<Record>>,
+    /// The names devices looked up (when the DNS ring is watched).
+    hosts: Option<hostnames::HostNames>,
     pub supervisor: supervise::Supervisor,
 }
 
@@ -319,6 +323,7 @@ impl Controller {
                 tally: Arc::new(Tally::default()),
                 known,
                 feed: tokio::sync::broadcast::channel(FEED).0,
+                hosts: None,
                 supervisor,
             },
             Started { start, facts },
@@ -388,7 +393,17 @@ impl Controller {
     /// an event of this program's).
     #[must_use]
     pub fn record(&self, event: &Event) -> Option<Record> {
-        Record::new(event, &self.names, &self.clock, &self.config.iface)
+        let mut record = Record::new(event, &self.names, &self.clock, &self.config.iface)?;
+        if let (Some(hosts), Some(dst)) = (&self.hosts, record.dst_ip) {
+            record.set_host(hosts.name(&event.src_mac, dst));
+        }
+        Some(record)
+    }
+
+    /// The names devices looked up, when DNS answers are watched.
+    #[must_use]
+    pub const fn hosts(&self) -> Option<&hostnames::HostNames> {
+        self.hosts.as_ref()
     }
 
     /// The controller's own counts.
@@ -432,16 +447,25 @@ impl Controller {
             events_logged: self.tally.events_logged.load(Ordering::Relaxed),
             not_written: self.tally.not_written.load(Ordering::Relaxed),
         };
-        Stats::read(
+        let unresolved = |_: &[u8; 6], _: std::net::IpAddr| crate::control::HostName::Unresolved;
+        let resolve: &dyn Fn(&[u8; 6], std::net::IpAddr) -> crate::control::HostName =
+            match &self.hosts {
+                Some(hosts) => &|mac, addr| hosts.name(mac, addr),
+                None => &unresolved,
+            };
+        let mut stats = Stats::read_resolving(
             &self.dp,
             &self.config.iface,
             self.names.get(self.epoch),
             user,
+            resolve,
         )
         .unwrap_or_else(|e| {
             log::warn!("reading the statistics: {e}");
             Stats::default()
-        })
+        });
+        stats.dns = self.hosts.as_ref().map(hostnames::HostNames::stats);
+        stats
     }
 
     /// Kernel counters (for the periodic "not logged" report).

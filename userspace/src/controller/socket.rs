@@ -187,6 +187,8 @@ pub struct Shared {
     pub known: Arc<std::sync::RwLock<super::Known>>,
     pub detach: mpsc::Sender<oneshot::Sender<Ack>>,
     pub stats: mpsc::Sender<oneshot::Sender<Stats>>,
+    /// The names devices looked up (when DNS answers are watched).
+    pub hosts: Option<super::hostnames::HostNames>,
 }
 
 /// Serves clients until the listener fails; each client on its own task.
@@ -253,6 +255,17 @@ async fn serve_client(stream: UnixStream, shared: &Shared) -> io::Result<()> {
     match request {
         Request::Events(filter) => stream_events(&mut write, shared, &filter).await,
         Request::Stats => answer(&mut write, &shared.stats).await,
+        Request::Hosts(addr) => {
+            let answer = crate::control::HostsAnswer {
+                watching: shared.hosts.is_some(),
+                lookups: shared
+                    .hosts
+                    .as_ref()
+                    .map(|h| h.who_resolved(addr))
+                    .unwrap_or_default(),
+            };
+            write.write_all(json_line(&answer).as_bytes()).await
+        }
         Request::Detach if grant == Grant::All => answer(&mut write, &shared.detach).await,
         Request::Detach => {
             log::warn!(
