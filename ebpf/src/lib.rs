@@ -10,6 +10,7 @@
 #![no_std]
 
 pub mod counters;
+pub mod dns;
 pub mod fib;
 pub mod maps;
 pub mod parse;

@@ -15,6 +15,7 @@ use regionwall_common::{
     LPM_V4_MAX_ENTRIES, LPM_V6_MAX_ENTRIES, MAX_DECISIONS, MAX_DEVICES, MacKey, NAMES_SLOTS,
     PORT_SLOTS, PolicyMeta, RATE_SLOTS, SlotName, TRAFFIC_SLOTS, TrafficCounter,
 };
+use regionwall_common::dns::{DNS_COUNTERS as DNS_COUNTERS_SLOTS, DNS_RING_BYTES};
 
 /// Which layout and lookup these maps were made for; written by the
 /// controller, never read here (see `LAYOUT_SLOT_*`).
@@ -175,3 +176,10 @@ impl<const G: u32> Generation<G> {
         if G == 0 { &DECISIONS_0 } else { &DECISIONS_1 }
     }
 }
+
+/// DNS answers copied by the TC egress program (see `dns.rs`).
+#[map]
+pub static DNS_RING: RingBuf = RingBuf::with_byte_size(DNS_RING_BYTES, 0);
+/// [`DnsCounter`](regionwall_common::dns::DnsCounter) slots, per CPU.
+#[map]
+pub static DNS_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DNS_COUNTERS_SLOTS, 0);
