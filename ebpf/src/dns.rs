@@ -12,6 +12,8 @@
 //! A VLAN tag the stack keeps out of band (`skb->vlan_tci`, transmit VLAN
 //! offload) is not in the copied bytes; the parser then sees IP directly.
 
+use core::mem::{MaybeUninit, size_of};
+
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{TC_ACT_UNSPEC, __sk_buff},
@@ -40,15 +42,41 @@ pub const TC_PASS_ON: i32 = TC_ACT_UNSPEC;
 /// few bytes to the stack; the skb is never pulled or written).
 struct Skb<'a>(&'a TcContext);
 
+/// A stack buffer for one header read, 8-byte aligned: the verifier
+/// refuses misaligned stack access, and LLVM merges byte reads of a
+/// `[u8; N]` into wider loads at whatever offset they start.
+#[repr(C, align(8))]
+struct Aligned<T>(MaybeUninit<T>);
+
+impl Skb<'_> {
+    #[inline(always)]
+    fn load<T: Copy>(&self, offset: usize) -> Option<T> {
+        let mut buf = Aligned(MaybeUninit::<T>::uninit());
+        // SAFETY: the helper writes exactly size_of::<T>() bytes into
+        // `buf` (a constant length), or fails and we never read it.
+        let ret = unsafe {
+            bpf_skb_load_bytes(
+                self.0.as_ptr(),
+                offset as u32,
+                buf.0.as_mut_ptr().cast(),
+                size_of::<T>() as u32,
+            )
+        };
+        // SAFETY: filled by the helper above (any bytes are a valid T: T
+        // is a byte or word array).
+        (ret == 0).then(|| unsafe { buf.0.assume_init() })
+    }
+}
+
 impl Frame for Skb<'_> {
     #[inline(always)]
     fn read<T: Copy>(&self, offset: usize) -> Option<T> {
-        self.0.load::<T>(offset).ok()
+        self.load(offset)
     }
 
     #[inline(always)]
     fn words<const N: usize>(&self, offset: usize) -> Option<[u32; N]> {
-        self.0.load::<[u32; N]>(offset).ok()
+        self.load(offset)
     }
 
     #[inline(always)]
