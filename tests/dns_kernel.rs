@@ -447,3 +447,54 @@ fn attach_adopt_copy(pins: &PinDir) {
     assert!(!pins.dns_link().exists() && !pins.dns_prog().exists());
     pins.detach_link().expect("detach XDP");
 }
+
+/// `regionwall run --persist` puts the copier on egress with a pinned TCX
+/// link, kept when it exits; a restarted controller adopts it (same link, its own program); `run
+/// --no-dns` takes it off.
+#[test]
+fn run_attaches_and_adopts_the_copier() {
+    use regionwall_testkit::sandbox::{Controller, Topology};
+    use std::time::Duration;
+    let t = Topology::create(&format!("rwtc-{}", std::process::id())).expect("namespaces");
+    let root = common::pins::PinRoot::new();
+    let pins = root.pins();
+    let policy = common::demo_policy_copy();
+    let exe = common::exe();
+    let start = |extra: &[&str]| {
+        let mut args = vec!["--pin-root", root.arg()];
+        args.extend_from_slice(extra);
+        Controller::start(&exe, &t, &policy, &args).expect("start")
+    };
+
+    let c = start(&["--persist"]);
+    assert!(
+        c.wait_log("copying DNS answers", Duration::from_secs(5)),
+        "{}",
+        c.log_text()
+    );
+    let first = pins.dns_link_facts().expect("facts").expect("DNS link pinned");
+    assert_ne!(first.ifindex, 0, "attached");
+    c.stop().expect("stop");
+    let kept = pins.dns_link_facts().expect("facts").expect("still pinned");
+    assert_eq!((kept.id, kept.prog_id), (first.id, first.prog_id), "kept");
+
+    let c = start(&["--persist"]);
+    assert!(
+        c.wait_log("copying DNS answers", Duration::from_secs(5)),
+        "{}",
+        c.log_text()
+    );
+    assert!(c.log_text().contains("adopt"), "{}", c.log_text());
+    let second = pins.dns_link_facts().expect("facts").expect("DNS link pinned");
+    assert_eq!(second.id, first.id, "the same link, adopted");
+    assert_ne!(second.prog_id, first.prog_id, "the new controller's program");
+    assert_eq!(second.ifindex, first.ifindex);
+    c.stop().expect("stop");
+
+    let c = start(&["--no-dns"]);
+    assert!(!pins.dns_link().exists(), "{}", c.log_text());
+    assert!(!pins.dns_prog().exists());
+    assert!(pins.link().exists(), "XDP still pinned");
+    c.stop().expect("stop");
+    assert!(!pins.link().exists(), "SIGTERM without --persist unpins");
+}
