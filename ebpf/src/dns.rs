@@ -16,7 +16,7 @@ use core::mem::{MaybeUninit, size_of};
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{TC_ACT_UNSPEC, __sk_buff},
+    bindings::{__sk_buff, TC_ACT_UNSPEC},
     helpers::generated::bpf_skb_load_bytes,
     programs::TcContext,
 };
@@ -125,14 +125,8 @@ fn copy(ctx: &TcContext) {
     // SAFETY: `rec` points to the reserved, writable DnsCopy; the helper
     // writes at most `captured` <= DNS_COPY_BYTES bytes into `frame`.
     let loaded = captured > 0
-        && unsafe {
-            bpf_skb_load_bytes(
-                skb,
-                0,
-                (&raw mut (*rec).frame).cast(),
-                captured as u32,
-            )
-        } == 0;
+        && unsafe { bpf_skb_load_bytes(skb, 0, (&raw mut (*rec).frame).cast(), captured as u32) }
+            == 0;
     if !loaded {
         // Cannot happen for a frame that parsed; the record is given back
         // rather than submitted half filled.

@@ -8,6 +8,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
+use regionwall_common::dns::{DNS_COUNTERS as DNS_COUNTERS_SLOTS, DNS_RING_BYTES};
 use regionwall_common::{
     Bucket, COUNTERS, COUNTRY_SLOTS, Control, DESTINATIONS_DEFAULT, DEVICE_LPM_MAX_ENTRIES,
     DEVICE_MAC_MAX_ENTRIES, Decision, DestCounter, DestKey, EVENT_RING_BYTES, FIB_LONG_DEFAULT,
@@ -15,7 +16,6 @@ use regionwall_common::{
     LPM_V4_MAX_ENTRIES, LPM_V6_MAX_ENTRIES, MAX_DECISIONS, MAX_DEVICES, MacKey, NAMES_SLOTS,
     PORT_SLOTS, PolicyMeta, RATE_SLOTS, SlotName, TRAFFIC_SLOTS, TrafficCounter,
 };
-use regionwall_common::dns::{DNS_COUNTERS as DNS_COUNTERS_SLOTS, DNS_RING_BYTES};
 
 /// Which layout and lookup these maps were made for; written by the
 /// controller, never read here (see `LAYOUT_SLOT_*`).

@@ -93,7 +93,11 @@ pub fn dns_answer(id: u16, name: &str, records: u16) -> Vec<u8> {
 #[must_use]
 pub fn dns_over_tcp(message: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(2 + message.len());
-    m.extend_from_slice(&u16::try_from(message.len()).unwrap_or(u16::MAX).to_be_bytes());
+    m.extend_from_slice(
+        &u16::try_from(message.len())
+            .unwrap_or(u16::MAX)
+            .to_be_bytes(),
+    );
     m.extend_from_slice(message);
     m
 }

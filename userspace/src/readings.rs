@@ -121,11 +121,7 @@ pub trait Readings {
         let arr: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(self.map_named(NAME)?).map_err(map_err(NAME))?;
         let read = |c: DnsCounter| -> Result<u64, ReadError> {
-            Ok(arr
-                .get(&(c as u32), 0)
-                .map_err(map_err(NAME))?
-                .iter()
-                .sum())
+            Ok(arr.get(&(c as u32), 0).map_err(map_err(NAME))?.iter().sum())
         };
         Ok(DnsCounts {
             copied: read(DnsCounter::Copied)?,

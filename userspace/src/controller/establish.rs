@@ -173,7 +173,10 @@ fn go_live(
         // `--no-dns`, or the copier could not attach: no stale copier
         // link or program pin is left for the next controller to trip on.
         if let Err(e) = dp.remove_dns(pins) {
-            log::warn!("removing the DNS copier's pins from {}: {e}", pins.path().display());
+            log::warn!(
+                "removing the DNS copier's pins from {}: {e}",
+                pins.path().display()
+            );
         }
     }
     Ok(facts)

@@ -460,7 +460,9 @@ impl Datapath {
     /// depend on it.
     fn load_dns(&mut self) {
         if let Err(e) = load_program(&mut self.ebpf, DNS_PROGRAM_NAME) {
-            log::warn!("loading the DNS copier {DNS_PROGRAM_NAME}: {e}; names of destinations will be missing");
+            log::warn!(
+                "loading the DNS copier {DNS_PROGRAM_NAME}: {e}; names of destinations will be missing"
+            );
             self.dns_error = Some(e.to_string());
         }
     }
