@@ -8,12 +8,16 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::{SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, XdpMode},
 };
-use common::frames::*;
+use common::{
+    dns::{Record, drain},
+    frames::*,
+};
 use regionwall::{
     datapath::{Datapath, DnsCounts, Readings as _},
     pin::PinDir,
 };
 use regionwall_common::dns::{DNS_COPY_BYTES, DNS_RING_BYTES};
+
 use regionwall_testkit::netns::{NetNs, unique_name};
 
 /// `TC_ACT_UNSPEC` = `TCX_NEXT` (-1): the classifier's only verdict.
@@ -24,35 +28,6 @@ const PHONE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 
 fn v6(s: &str) -> Ipv6Addr {
     s.parse().expect("valid IPv6 literal")
-}
-
-/// One record of `DNS_RING`, decoded field by field (the ring's bytes are
-/// not aligned for `DnsCopy`).
-#[derive(Debug)]
-struct Copy {
-    wire_len: u32,
-    captured: u32,
-    ifindex: u32,
-    frame: Vec<u8>,
-}
-
-fn word(b: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn drain(ring: &mut RingBuf<MapData>) -> Vec<Copy> {
-    let mut out = Vec::new();
-    while let Some(item) = ring.next() {
-        assert_eq!(item.len(), 16 + DNS_COPY_BYTES, "record size");
-        let captured = word(&item, 4);
-        out.push(Copy {
-            wire_len: word(&item, 0),
-            captured,
-            ifindex: word(&item, 8),
-            frame: item[16..16 + captured as usize].to_vec(),
-        });
-    }
-    out
 }
 
 /// Runs the classifier once on `frame`; asserts the pass-through verdict
@@ -92,7 +67,7 @@ impl Harness {
     }
 
     /// Runs `frame`; returns the records it produced.
-    fn copies(&mut self, frame: &[u8]) -> Vec<Copy> {
+    fn copies(&mut self, frame: &[u8]) -> Vec<Record> {
         run(self.prog(), frame);
         drain(&mut self.ring)
     }
@@ -348,13 +323,22 @@ fn cost_per_frame() {
 fn tcx_link_is_pinned_and_adopted() {
     let name = unique_name(&format!("rwtc-{}", std::process::id()));
     let ns = NetNs::create(&name).expect("namespace");
-    ns.ip(&["link", "add", "lan0", "type", "veth", "peer", "name", "dev0"])
-        .expect("veth");
-    ns.ip(&["addr", "add", "10.9.0.1/24", "dev", "lan0"]).expect("addr");
+    ns.ip(&[
+        "link", "add", "lan0", "type", "veth", "peer", "name", "dev0",
+    ])
+    .expect("veth");
+    ns.ip(&["addr", "add", "10.9.0.1/24", "dev", "lan0"])
+        .expect("addr");
     ns.ip(&["link", "set", "lan0", "up"]).expect("up");
     ns.ip(&["link", "set", "dev0", "up"]).expect("up");
     ns.ip(&[
-        "neigh", "add", "10.9.0.2", "lladdr", "02:00:00:00:00:02", "dev", "lan0",
+        "neigh",
+        "add",
+        "10.9.0.2",
+        "lladdr",
+        "02:00:00:00:00:02",
+        "dev",
+        "lan0",
     ])
     .expect("neighbour");
     let root = regionwall_testkit::pins::PinRoot::new();
@@ -403,14 +387,17 @@ fn attach_adopt_copy(pins: &PinDir) {
 
     // Survives its loader.
     let kept = pins.dns_link_facts().expect("facts").expect("pinned");
-    assert_eq!((kept.id, kept.ifindex, kept.prog_id), (first.id, ifindex, prog1));
+    assert_eq!(
+        (kept.id, kept.ifindex, kept.prog_id),
+        (first.id, ifindex, prog1)
+    );
     assert_eq!(egress_prog_ids(ifindex), vec![prog1]);
 
     // The next controller adopts: same link, its own program, same maps.
     let found = pins.inspect().expect("inspect").expect("pins");
     assert_eq!(found.refusal(regionwall_common::LAYOUT_VERSION, 0), None);
-    let mut dp = Datapath::adopt(regionwall::datapath::LoadOptions::default(), pins)
-        .expect("adopt");
+    let mut dp =
+        Datapath::adopt(regionwall::datapath::LoadOptions::default(), pins).expect("adopt");
     dp.take_over(pins).expect("XDP take over");
     let second = dp.attach_dns(ifindex, pins).expect("TCX take over");
     dp.pin(pins).expect("pin");
@@ -418,7 +405,11 @@ fn attach_adopt_copy(pins: &PinDir) {
     assert_eq!(second.id, first.id, "the same link");
     assert_eq!(second.prog_id, prog2);
     assert_ne!(prog2, prog1);
-    assert_eq!(egress_prog_ids(ifindex), vec![prog2], "one program on egress");
+    assert_eq!(
+        egress_prog_ids(ifindex),
+        vec![prog2],
+        "one program on egress"
+    );
 
     // A real answer from port 53 out of lan0.
     let before = dp.dns_counts().expect("counts");
@@ -446,55 +437,4 @@ fn attach_adopt_copy(pins: &PinDir) {
     assert!(egress_prog_ids(ifindex).is_empty());
     assert!(!pins.dns_link().exists() && !pins.dns_prog().exists());
     pins.detach_link().expect("detach XDP");
-}
-
-/// `regionwall run --persist` puts the copier on egress with a pinned TCX
-/// link, kept when it exits; a restarted controller adopts it (same link, its own program); `run
-/// --no-dns` takes it off.
-#[test]
-fn run_attaches_and_adopts_the_copier() {
-    use regionwall_testkit::sandbox::{Controller, Topology};
-    use std::time::Duration;
-    let t = Topology::create(&format!("rwtc-{}", std::process::id())).expect("namespaces");
-    let root = common::pins::PinRoot::new();
-    let pins = root.pins();
-    let policy = common::demo_policy_copy();
-    let exe = common::exe();
-    let start = |extra: &[&str]| {
-        let mut args = vec!["--pin-root", root.arg()];
-        args.extend_from_slice(extra);
-        Controller::start(&exe, &t, &policy, &args).expect("start")
-    };
-
-    let c = start(&["--persist"]);
-    assert!(
-        c.wait_log("copying DNS answers", Duration::from_secs(5)),
-        "{}",
-        c.log_text()
-    );
-    let first = pins.dns_link_facts().expect("facts").expect("DNS link pinned");
-    assert_ne!(first.ifindex, 0, "attached");
-    c.stop().expect("stop");
-    let kept = pins.dns_link_facts().expect("facts").expect("still pinned");
-    assert_eq!((kept.id, kept.prog_id), (first.id, first.prog_id), "kept");
-
-    let c = start(&["--persist"]);
-    assert!(
-        c.wait_log("copying DNS answers", Duration::from_secs(5)),
-        "{}",
-        c.log_text()
-    );
-    assert!(c.log_text().contains("adopt"), "{}", c.log_text());
-    let second = pins.dns_link_facts().expect("facts").expect("DNS link pinned");
-    assert_eq!(second.id, first.id, "the same link, adopted");
-    assert_ne!(second.prog_id, first.prog_id, "the new controller's program");
-    assert_eq!(second.ifindex, first.ifindex);
-    c.stop().expect("stop");
-
-    let c = start(&["--no-dns"]);
-    assert!(!pins.dns_link().exists(), "{}", c.log_text());
-    assert!(!pins.dns_prog().exists());
-    assert!(pins.link().exists(), "XDP still pinned");
-    c.stop().expect("stop");
-    assert!(!pins.link().exists(), "SIGTERM without --persist unpins");
 }
