@@ -436,3 +436,57 @@ impl crate::readings::Readings for PinnedMaps {
             .ok_or(crate::readings::ReadError::MissingMap(name))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn adoptable() -> Found {
+        let link = LinkFacts {
+            id: 1,
+            prog_id: 10,
+            ifindex: 2,
+        };
+        Found {
+            layout: Some(7),
+            lookup: Some(0),
+            link: Some(link),
+            prog_id: Some(10),
+            ..Found::default()
+        }
+    }
+
+    /// The DNS copier is optional: pins without it are adopted; a DNS
+    /// link running another program than the pinned one is not.
+    #[test]
+    fn the_dns_copier_is_checked_only_when_pinned() {
+        let found = adoptable();
+        assert_eq!(found.refusal(7, 0), None);
+        let dns = LinkFacts {
+            id: 3,
+            prog_id: 20,
+            ifindex: 2,
+        };
+        let with_dns = Found {
+            dns_link: Some(dns),
+            dns_prog_id: Some(20),
+            ..found.clone()
+        };
+        assert_eq!(with_dns.refusal(7, 0), None);
+        let stale = Found {
+            dns_prog_id: Some(21),
+            ..with_dns.clone()
+        };
+        assert!(stale.refusal(7, 0).is_some_and(|r| r.contains("DNS link")));
+        let unpinned = Found {
+            dns_prog_id: None,
+            ..with_dns
+        };
+        assert!(unpinned.refusal(7, 0).is_some());
+        let program_only = Found {
+            dns_prog_id: Some(20),
+            ..found
+        };
+        assert_eq!(program_only.refusal(7, 0), None);
+    }
+}
