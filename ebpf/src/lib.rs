@@ -7,9 +7,12 @@
 //! controller compiled for (device, class), count it per CPU (`counters`,
 //! `report`), and report drops, rejects and audits through a ring buffer (`report`);
 //! rejects are answered in place (`reject`).
+//!
+//! The TC egress DNS copier (`dns`) shares the parser and runs beside it.
 #![no_std]
 
 pub mod counters;
+pub mod dns;
 pub mod fib;
 pub mod maps;
 pub mod parse;

@@ -1,9 +1,13 @@
-//! The production XDP program: [`regionwall_ebpf::filter`] with the
-//! destination lookup the controller chose at load time.
+//! The production object: the XDP program [`regionwall_ebpf::filter`] with
+//! the destination lookup the controller chose at load time, and the TC
+//! egress DNS copier.
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 use regionwall_common::Lookup;
 
 /// [`Lookup`] as u32, set by the controller before loading (read-only data,
@@ -19,6 +23,21 @@ pub fn regionwall(ctx: XdpContext) -> u32 {
         regionwall_ebpf::filter(&ctx, Lookup::Lpm)
     } else {
         regionwall_ebpf::filter(&ctx, Lookup::Compiled)
+    }
+}
+
+/// The classifier, in a private module: at the crate root the `pub fn`
+/// wrapper `#[classifier]` generates (taking the kernel's `*mut __sk_buff`)
+/// trips clippy's `not_unsafe_ptr_arg_deref`; the symbol is exported either way.
+mod tc {
+    use super::{TcContext, classifier};
+
+    /// TC egress of the LAN interface: copies DNS answers to the
+    /// controller, never changes or drops a frame (see
+    /// [`regionwall_ebpf::dns`]).
+    #[classifier]
+    pub fn regionwall_dns(ctx: TcContext) -> i32 {
+        regionwall_ebpf::dns::copy_answers(&ctx)
     }
 }
 

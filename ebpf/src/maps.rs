@@ -8,6 +8,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
+use regionwall_common::dns::{DNS_COUNTERS as DNS_COUNTERS_SLOTS, DNS_RING_BYTES};
 use regionwall_common::{
     Bucket, COUNTERS, COUNTRY_SLOTS, Control, DESTINATIONS_DEFAULT, DEVICE_LPM_MAX_ENTRIES,
     DEVICE_MAC_MAX_ENTRIES, Decision, DestCounter, DestKey, EVENT_RING_BYTES, FIB_LONG_DEFAULT,
@@ -175,3 +176,10 @@ impl<const G: u32> Generation<G> {
         if G == 0 { &DECISIONS_0 } else { &DECISIONS_1 }
     }
 }
+
+/// DNS answers copied by the TC egress program (see `dns.rs`).
+#[map]
+pub static DNS_RING: RingBuf = RingBuf::with_byte_size(DNS_RING_BYTES, 0);
+/// [`DnsCounter`](regionwall_common::dns::DnsCounter) slots, per CPU.
+#[map]
+pub static DNS_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DNS_COUNTERS_SLOTS, 0);

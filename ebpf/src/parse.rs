@@ -1,6 +1,7 @@
-//! Frame parsing, one function per protocol layer, all reads through
-//! [`ptr_at`]. The parser never guesses: a frame it cannot read completely up
-//! to the L3 destination is `Unparsed` with the reason counted.
+//! Frame parsing, one function per protocol layer, all reads through a
+//! [`Frame`] (XDP: [`ptr_at`]; TC: `bpf_skb_load_bytes`). The parser never
+//! guesses: a frame it cannot read completely up to the L3 destination is
+//! `Unparsed` with the reason counted.
 
 use aya_ebpf::programs::XdpContext;
 use regionwall_common::{Counter, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS};
@@ -18,7 +19,7 @@ const ETH_P_PPP_SES: u16 = 0x8864;
 
 const IPPROTO_HOPOPTS: u8 = 0;
 pub(crate) const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
+pub(crate) const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ROUTING: u8 = 43;
 pub(crate) const IPPROTO_FRAGMENT: u8 = 44;
 pub(crate) const IPPROTO_AH: u8 = 51;
@@ -87,6 +88,44 @@ pub enum Parsed {
     Unparsed(Counter, Packet),
 }
 
+/// Where the parser reads a frame from: the XDP buffer (direct packet
+/// access) or a socket buffer (helper copies, which also reach the paged
+/// part of a non-linear skb). The parser is written once against it, so
+/// the TC DNS copier classifies frames exactly as the XDP program does.
+pub trait Frame {
+    /// `size_of::<T>()` bytes at `offset`, if the frame has them.
+    fn read<T: Copy>(&self, offset: usize) -> Option<T>;
+    /// `N` 32-bit words in wire order at `offset` (see [`Packet`]).
+    fn words<const N: usize>(&self, offset: usize) -> Option<[u32; N]>;
+    /// Whether the frame is at least `end` bytes long.
+    fn has(&self, end: usize) -> bool;
+    /// Counts what the parser saw (the XDP program's counters; other
+    /// readers keep counters of their own, or none).
+    fn count(&self, counter: Counter);
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn read<T: Copy>(&self, offset: usize) -> Option<T> {
+        read(self, offset)
+    }
+
+    #[inline(always)]
+    fn words<const N: usize>(&self, offset: usize) -> Option<[u32; N]> {
+        words(self, offset)
+    }
+
+    #[inline(always)]
+    fn has(&self, end: usize) -> bool {
+        self.data() + end <= self.data_end()
+    }
+
+    #[inline(always)]
+    fn count(&self, counter: Counter) {
+        count(counter);
+    }
+}
+
 /// The one bounds-checked accessor for packet reads.
 #[inline(always)]
 pub(crate) fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
@@ -125,9 +164,9 @@ pub(crate) fn be16(b: [u8; 2]) -> u16 {
 }
 
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Parsed {
+pub fn parse<F: Frame>(ctx: &F) -> Parsed {
     let mut pkt = Packet::empty();
-    let (Some(mac), Some(ethertype)) = (read::<[u8; 8]>(ctx, 6), read::<[u8; 2]>(ctx, 12)) else {
+    let (Some(mac), Some(ethertype)) = (ctx.read::<[u8; 8]>(6), ctx.read::<[u8; 2]>(12)) else {
         return Parsed::Unparsed(Counter::Malformed, pkt);
     };
     // Bytes 6..12 are the source MAC; 12..14 (the ethertype) are masked off.
@@ -152,7 +191,7 @@ pub(crate) const fn is_vlan(ethertype: u16) -> bool {
 
 /// Walks up to [`MAX_VLAN_TAGS`] tags; returns the inner ethertype and the L3 offset.
 #[inline(always)]
-fn vlan(ctx: &XdpContext, outer: u16) -> Result<(u16, usize), Counter> {
+fn vlan<F: Frame>(ctx: &F, outer: u16) -> Result<(u16, usize), Counter> {
     let mut ethertype = outer;
     let mut off = ETH_HLEN;
     for _ in 0..MAX_VLAN_TAGS {
@@ -160,7 +199,7 @@ fn vlan(ctx: &XdpContext, outer: u16) -> Result<(u16, usize), Counter> {
             return Ok((ethertype, off));
         }
         // TCI (2 bytes) then the encapsulated ethertype.
-        let tag = read::<[u8; 4]>(ctx, off).ok_or(Counter::Malformed)?;
+        let tag = ctx.read::<[u8; 4]>(off).ok_or(Counter::Malformed)?;
         ethertype = be16([tag[2], tag[3]]);
         off += 4;
     }
@@ -172,9 +211,9 @@ fn vlan(ctx: &XdpContext, outer: u16) -> Result<(u16, usize), Counter> {
 }
 
 #[inline(always)]
-fn ipv4(ctx: &XdpContext, l3: usize, mut pkt: Packet) -> Parsed {
+fn ipv4<F: Frame>(ctx: &F, l3: usize, mut pkt: Packet) -> Parsed {
     pkt.family = 4;
-    let Some(h) = read::<[u8; 20]>(ctx, l3) else {
+    let Some(h) = ctx.read::<[u8; 20]>(l3) else {
         return Parsed::Unparsed(Counter::Malformed, pkt);
     };
     let ihl = usize::from(h[0] & 0x0f);
@@ -183,11 +222,11 @@ fn ipv4(ctx: &XdpContext, l3: usize, mut pkt: Packet) -> Parsed {
     }
     let hlen = ihl * 4;
     // Options must be present in full: the header length is part of the header.
-    if ctx.data() + l3 + hlen > ctx.data_end() {
+    if !ctx.has(l3 + hlen) {
         return Parsed::Unparsed(Counter::Malformed, pkt);
     }
     pkt.proto = h[9];
-    let Some([src, dst]) = words::<2>(ctx, l3 + 12) else {
+    let Some([src, dst]) = ctx.words::<2>(l3 + 12) else {
         return Parsed::Unparsed(Counter::Malformed, pkt);
     };
     pkt.src[0] = src;
@@ -196,7 +235,7 @@ fn ipv4(ctx: &XdpContext, l3: usize, mut pkt: Packet) -> Parsed {
     if frag_off != 0 {
         // A later fragment: no L4 header, but the destination is known and
         // the policy applies to it like to the first fragment.
-        count(Counter::LaterFragments);
+        ctx.count(Counter::LaterFragments);
         return Parsed::Ip(pkt);
     }
     ports(ctx, l3 + hlen, &mut pkt);
@@ -219,12 +258,12 @@ pub(crate) const fn is_ext_header(nh: u8) -> bool {
 }
 
 #[inline(always)]
-fn ipv6(ctx: &XdpContext, l3: usize, mut pkt: Packet) -> Parsed {
+fn ipv6<F: Frame>(ctx: &F, l3: usize, mut pkt: Packet) -> Parsed {
     pkt.family = 6;
-    let Some(h) = read::<[u8; 8]>(ctx, l3) else {
+    let Some(h) = ctx.read::<[u8; 8]>(l3) else {
         return Parsed::Unparsed(Counter::Malformed, pkt);
     };
-    let Some(addrs) = words::<8>(ctx, l3 + 8) else {
+    let Some(addrs) = ctx.words::<8>(l3 + 8) else {
         return Parsed::Unparsed(Counter::Malformed, pkt);
     };
     if h[0] >> 4 != 6 {
@@ -241,7 +280,7 @@ fn ipv6(ctx: &XdpContext, l3: usize, mut pkt: Packet) -> Parsed {
         }
         // Every extension header starts with (next header, length); a chain
         // cut short leaves the L4 header unknown but the destination read.
-        let Some(e) = read::<[u8; 4]>(ctx, off) else {
+        let Some(e) = ctx.read::<[u8; 4]>(off) else {
             pkt.proto = nh;
             return Parsed::Ip(pkt);
         };
@@ -266,7 +305,7 @@ fn ipv6(ctx: &XdpContext, l3: usize, mut pkt: Packet) -> Parsed {
     }
     pkt.proto = nh;
     if !first_fragment {
-        count(Counter::LaterFragments);
+        ctx.count(Counter::LaterFragments);
         return Parsed::Ip(pkt);
     }
     if is_ext_header(nh) {
@@ -279,7 +318,7 @@ fn ipv6(ctx: &XdpContext, l3: usize, mut pkt: Packet) -> Parsed {
 /// Reads source and destination ports of protocols that have them. A
 /// truncated L4 header leaves them 0; the destination still decides.
 #[inline(always)]
-fn ports(ctx: &XdpContext, l4: usize, pkt: &mut Packet) {
+fn ports<F: Frame>(ctx: &F, l4: usize, pkt: &mut Packet) {
     if !matches!(
         pkt.proto,
         IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE
@@ -289,7 +328,7 @@ fn ports(ctx: &XdpContext, l4: usize, pkt: &mut Packet) {
     if l4 > MAX_L4_OFFSET {
         return;
     }
-    if let Some(p) = read::<[u8; 4]>(ctx, l4) {
+    if let Some(p) = ctx.read::<[u8; 4]>(l4) {
         pkt.src_port = be16([p[0], p[1]]);
         pkt.dst_port = be16([p[2], p[3]]);
         pkt.has_ports = true;

@@ -40,8 +40,8 @@ impl Drop for PinRoot {
     }
 }
 
-/// Detaches the link pinned in each interface directory of `root`
-/// (`<root>/<iface>/link`, whoever holds it), removes every pin and the
+/// Detaches the links pinned in each interface directory of `root`
+/// (`<root>/<iface>/link` and `dns_link`, whoever holds them), removes every pin and the
 /// directories. Best effort: what cannot be removed stays.
 pub fn remove(root: &Path) {
     let Ok(ifaces) = std::fs::read_dir(root) else {
@@ -49,6 +49,7 @@ pub fn remove(root: &Path) {
     };
     for dir in ifaces.filter_map(Result::ok).map(|e| e.path()) {
         let _ = detach_link(&dir.join("link"));
+        let _ = detach_link(&dir.join("dns_link"));
         if let Ok(pins) = std::fs::read_dir(&dir) {
             for pin in pins.filter_map(Result::ok) {
                 let _ = std::fs::remove_file(pin.path());

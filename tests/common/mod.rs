@@ -4,6 +4,7 @@
 
 #[allow(unused_imports, reason = "each test binary uses a different subset")]
 pub use regionwall_testkit::{flow, frames, rng::Rng};
+pub mod dns;
 pub mod mmdb;
 pub mod pins;
 pub mod prog;

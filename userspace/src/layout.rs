@@ -79,6 +79,10 @@ pub const SHARED_MAPS: [&str; 9] = [
     "EVENTS",
 ];
 
+/// Maps of the TC egress DNS copier (`regionwall_dns`), not of the XDP
+/// program: adoption checks them against the pinned classifier.
+pub const DNS_MAPS: [&str; 2] = ["DNS_RING", "DNS_COUNTERS"];
+
 /// Maps the program never uses: the controller's own records, kept with
 /// the pins. `LAYOUT` (layout version and lookup) is pinned last: a
 /// replacement interrupted while re-pinning leaves the old version, which
@@ -86,10 +90,10 @@ pub const SHARED_MAPS: [&str; 9] = [
 pub const CONTROLLER_MAPS: [&str; 2] = ["NAMES", "LAYOUT"];
 
 /// Every map of the production object, in pinning order (`LAYOUT` last).
-pub const PINNED_MAPS: [&str; 31] = pinned_maps();
+pub const PINNED_MAPS: [&str; 33] = pinned_maps();
 
-const fn pinned_maps() -> [&'static str; 31] {
-    let mut out = [""; 31];
+const fn pinned_maps() -> [&'static str; 33] {
+    let mut out = [""; 33];
     let mut n = 0;
     let mut i = 0;
     while i < SHARED_MAPS.len() {
@@ -109,12 +113,18 @@ const fn pinned_maps() -> [&'static str; 31] {
         g += 1;
     }
     let mut i = 0;
+    while i < DNS_MAPS.len() {
+        out[n] = DNS_MAPS[i];
+        n += 1;
+        i += 1;
+    }
+    let mut i = 0;
     while i < CONTROLLER_MAPS.len() {
         out[n] = CONTROLLER_MAPS[i];
         n += 1;
         i += 1;
     }
-    assert!(n == 31, "PINNED_MAPS has room for every map");
+    assert!(n == 33, "PINNED_MAPS has room for every map");
     out
 }
 

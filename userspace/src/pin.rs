@@ -1,5 +1,7 @@
 //! Pinned state of one interface: the XDP link, the program and every map
-//! under `<root>/<iface>/` (root `/sys/fs/bpf/regionwall` by default).
+//! under `<root>/<iface>/` (root `/sys/fs/bpf/regionwall` by default), and
+//! the TC egress DNS copier's link and program beside them (`dns_link`,
+//! `dns_prog`).
 //!
 //! The pinned link keeps the program attached when the controller exits or
 //! is killed: enforcement of the last published policy continues (fail
@@ -20,7 +22,7 @@ use regionwall_common::{LAYOUT_SLOT_LOOKUP, LAYOUT_SLOT_VERSION};
 
 pub use crate::sys::LinkFacts;
 use crate::{
-    layout::{CONTROLLER_MAPS, PINNED_MAPS},
+    layout::{CONTROLLER_MAPS, DNS_MAPS, PINNED_MAPS},
     sys,
 };
 
@@ -96,6 +98,10 @@ pub struct Found {
     pub link: Option<LinkFacts>,
     /// Id of the pinned program.
     pub prog_id: Option<u32>,
+    /// The pinned DNS copier link (TCX egress), when there is one.
+    pub dns_link: Option<LinkFacts>,
+    /// Id of the pinned DNS copier program.
+    pub dns_prog_id: Option<u32>,
     /// Pinned maps missing.
     pub missing: Vec<&'static str>,
     /// Pinned maps the pinned program does not use (left from an
@@ -129,11 +135,26 @@ impl Found {
             ));
         }
         match (self.link, self.prog_id) {
+            (Some(link), Some(prog)) if link.prog_id != prog => {
+                return Some(format!(
+                    "the link runs program {}, the pinned program is {prog}",
+                    link.prog_id
+                ));
+            }
+            (_, None) => return Some("no program pinned".into()),
+            _ => {}
+        }
+        // The DNS copier is optional (`--no-dns`, or a kernel without
+        // TCX): its absence is no reason to replace, a mismatch is.
+        match (self.dns_link, self.dns_prog_id) {
             (Some(link), Some(prog)) if link.prog_id != prog => Some(format!(
-                "the link runs program {}, the pinned program is {prog}",
+                "the DNS link runs program {}, the pinned DNS program is {prog}",
                 link.prog_id
             )),
-            (_, None) => Some("no program pinned".into()),
+            (Some(link), None) => Some(format!(
+                "the DNS link runs program {}, but no DNS program is pinned",
+                link.prog_id
+            )),
             _ => None,
         }
     }
@@ -160,6 +181,18 @@ impl PinDir {
     #[must_use]
     pub fn prog(&self) -> PathBuf {
         self.dir.join("prog")
+    }
+
+    /// The TC egress DNS copier's link.
+    #[must_use]
+    pub fn dns_link(&self) -> PathBuf {
+        self.dir.join("dns_link")
+    }
+
+    /// The TC egress DNS copier program.
+    #[must_use]
+    pub fn dns_prog(&self) -> PathBuf {
+        self.dir.join("dns_prog")
     }
 
     #[must_use]
@@ -197,11 +230,19 @@ impl PinDir {
 
     /// The pinned link's facts (`None` when no link is pinned).
     pub fn link_facts(&self) -> Result<Option<LinkFacts>, PinError> {
-        let path = self.link();
-        match sys::obj_get(&path) {
-            Ok(fd) => Ok(Some(sys::link_facts(fd.as_fd()).map_err(io_err(&path))?)),
+        Self::facts_at(&self.link())
+    }
+
+    /// The pinned DNS copier link's facts (`None` when none is pinned).
+    pub fn dns_link_facts(&self) -> Result<Option<LinkFacts>, PinError> {
+        Self::facts_at(&self.dns_link())
+    }
+
+    fn facts_at(path: &Path) -> Result<Option<LinkFacts>, PinError> {
+        match sys::obj_get(path) {
+            Ok(fd) => Ok(Some(sys::link_facts(fd.as_fd()).map_err(io_err(path))?)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err(&path)(e)),
+            Err(e) => Err(io_err(path)(e)),
         }
     }
 
@@ -212,11 +253,19 @@ impl PinDir {
         }
         let mut found = Found {
             link: self.link_facts()?,
+            dns_link: self.dns_link_facts()?,
             ..Found::default()
         };
         let prog_maps = match ProgramInfo::from_pin(self.prog()) {
             Ok(info) => {
                 found.prog_id = Some(info.id());
+                info.map_ids().ok().flatten().unwrap_or_default()
+            }
+            Err(_) => Vec::new(),
+        };
+        let dns_maps = match ProgramInfo::from_pin(self.dns_prog()) {
+            Ok(info) => {
+                found.dns_prog_id = Some(info.id());
                 info.map_ids().ok().flatten().unwrap_or_default()
             }
             Err(_) => Vec::new(),
@@ -229,10 +278,16 @@ impl PinDir {
             let id = map.info().map_or(0, |i| i.id());
             // LAYOUT and NAMES are the controller's records; the program
             // never reads them.
-            if !CONTROLLER_MAPS.contains(&name)
-                && found.prog_id.is_some()
-                && !prog_maps.contains(&id)
-            {
+            // The DNS maps belong to the DNS copier, checked against it
+            // when it is pinned.
+            let foreign = if DNS_MAPS.contains(&name) {
+                found.dns_prog_id.is_some() && !dns_maps.contains(&id)
+            } else {
+                !CONTROLLER_MAPS.contains(&name)
+                    && found.prog_id.is_some()
+                    && !prog_maps.contains(&id)
+            };
+            if foreign {
                 found.foreign.push(name);
             }
             if name == "LAYOUT" {
@@ -294,14 +349,22 @@ impl PinDir {
 
     /// Detaches the pinned link whoever holds it (`BPF_LINK_DETACH`).
     pub fn detach_link(&self) -> Result<bool, PinError> {
-        let path = self.link();
-        match sys::obj_get(&path) {
+        Self::detach_at(&self.link())
+    }
+
+    /// Detaches the pinned DNS copier link whoever holds it.
+    pub fn detach_dns_link(&self) -> Result<bool, PinError> {
+        Self::detach_at(&self.dns_link())
+    }
+
+    fn detach_at(path: &Path) -> Result<bool, PinError> {
+        match sys::obj_get(path) {
             Ok(fd) => {
-                sys::link_detach(fd.as_fd()).map_err(io_err(&path))?;
+                sys::link_detach(fd.as_fd()).map_err(io_err(path))?;
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(io_err(&path)(e)),
+            Err(e) => Err(io_err(path)(e)),
         }
     }
 }
@@ -334,16 +397,32 @@ impl PinnedMaps {
             };
             maps.insert(name, map);
         }
+        // Pins made before the DNS copier existed lack its counters; the
+        // other readings work without them.
+        if let Ok(data) = pins.open_map("DNS_COUNTERS") {
+            maps.insert("DNS_COUNTERS", Map::PerCpuArray(data));
+        }
         Ok(Self { maps })
     }
 
     /// The pinned event ring (consuming from it takes events from any
     /// other reader).
     pub fn events(pins: &PinDir) -> Result<aya::maps::RingBuf<MapData>, PinError> {
-        let data = pins.open_map("EVENTS")?;
+        Self::ring(pins, "EVENTS")
+    }
+
+    /// The pinned DNS copy ring (records are
+    /// [`regionwall_common::dns::DnsCopy`]; consuming takes them from any
+    /// other reader).
+    pub fn dns(pins: &PinDir) -> Result<aya::maps::RingBuf<MapData>, PinError> {
+        Self::ring(pins, "DNS_RING")
+    }
+
+    fn ring(pins: &PinDir, name: &str) -> Result<aya::maps::RingBuf<MapData>, PinError> {
+        let data = pins.open_map(name)?;
         aya::maps::RingBuf::try_from(aya::maps::Map::RingBuf(data)).map_err(|source| {
             PinError::Map {
-                path: pins.map("EVENTS"),
+                path: pins.map(name),
                 source,
             }
         })
@@ -355,5 +434,59 @@ impl crate::readings::Readings for PinnedMaps {
         self.maps
             .get(name)
             .ok_or(crate::readings::ReadError::MissingMap(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn adoptable() -> Found {
+        let link = LinkFacts {
+            id: 1,
+            prog_id: 10,
+            ifindex: 2,
+        };
+        Found {
+            layout: Some(7),
+            lookup: Some(0),
+            link: Some(link),
+            prog_id: Some(10),
+            ..Found::default()
+        }
+    }
+
+    /// The DNS copier is optional: pins without it are adopted; a DNS
+    /// link running another program than the pinned one is not.
+    #[test]
+    fn the_dns_copier_is_checked_only_when_pinned() {
+        let found = adoptable();
+        assert_eq!(found.refusal(7, 0), None);
+        let dns = LinkFacts {
+            id: 3,
+            prog_id: 20,
+            ifindex: 2,
+        };
+        let with_dns = Found {
+            dns_link: Some(dns),
+            dns_prog_id: Some(20),
+            ..found.clone()
+        };
+        assert_eq!(with_dns.refusal(7, 0), None);
+        let stale = Found {
+            dns_prog_id: Some(21),
+            ..with_dns.clone()
+        };
+        assert!(stale.refusal(7, 0).is_some_and(|r| r.contains("DNS link")));
+        let unpinned = Found {
+            dns_prog_id: None,
+            ..with_dns
+        };
+        assert!(unpinned.refusal(7, 0).is_some());
+        let program_only = Found {
+            dns_prog_id: Some(20),
+            ..found
+        };
+        assert_eq!(program_only.refusal(7, 0), None);
     }
 }

@@ -48,6 +48,19 @@ pub struct DestRow {
     pub counter: DestCounter,
 }
 
+/// The TC egress DNS copier's counters, summed over CPUs (see
+/// [`regionwall_common::dns::DnsCounter`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsCounts {
+    /// Answers copied into `DNS_RING`.
+    pub copied: u64,
+    /// Answers not copied: the ring was full.
+    pub lost: u64,
+    /// Answers copied only in part (longer than `DNS_COPY_BYTES`); also
+    /// counted in `copied`.
+    pub clipped: u64,
+}
+
 /// Reading the counters and the live policy's facts, from a loaded
 /// [`Datapath`] or from pinned maps ([`crate::pin::PinnedMaps`]).
 pub trait Readings {
@@ -99,6 +112,22 @@ pub trait Readings {
                 .sum();
         }
         Ok(out)
+    }
+
+    /// The DNS copier's counters, summed over CPUs.
+    fn dns_counts(&self) -> Result<DnsCounts, ReadError> {
+        use regionwall_common::dns::DnsCounter;
+        const NAME: &str = "DNS_COUNTERS";
+        let arr: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.map_named(NAME)?).map_err(map_err(NAME))?;
+        let read = |c: DnsCounter| -> Result<u64, ReadError> {
+            Ok(arr.get(&(c as u32), 0).map_err(map_err(NAME))?.iter().sum())
+        };
+        Ok(DnsCounts {
+            copied: read(DnsCounter::Copied)?,
+            lost: read(DnsCounter::Lost)?,
+            clipped: read(DnsCounter::Clipped)?,
+        })
     }
 
     /// Every (device, region, verdict) slot with traffic, summed over CPUs.

@@ -172,8 +172,8 @@ pub fn obj_get(path: &std::path::Path) -> io::Result<std::os::fd::OwnedFd> {
 pub struct LinkFacts {
     pub id: u32,
     pub prog_id: u32,
-    /// For XDP links: the interface, 0 once the interface is gone or the
-    /// link was detached.
+    /// For XDP and TCX links: the interface, 0 once the interface is gone
+    /// or the link was detached.
     pub ifindex: u32,
 }
 
@@ -198,6 +198,8 @@ pub fn link_facts(fd: BorrowedFd<'_>) -> io::Result<LinkFacts> {
         info: u64,
     }
     const BPF_LINK_TYPE_XDP: u32 = 6;
+    /// Its union member starts with the ifindex too (`tcx.ifindex`).
+    const BPF_LINK_TYPE_TCX: u32 = 11;
     let mut info = LinkInfo::default();
     let mut attr = InfoAttr {
         bpf_fd: fd_u32(fd)?,
@@ -215,7 +217,7 @@ pub fn link_facts(fd: BorrowedFd<'_>) -> io::Result<LinkFacts> {
     Ok(LinkFacts {
         id: info.id,
         prog_id: info.prog_id,
-        ifindex: if info.type_ == BPF_LINK_TYPE_XDP {
+        ifindex: if matches!(info.type_, BPF_LINK_TYPE_XDP | BPF_LINK_TYPE_TCX) {
             info.union_first
         } else {
             0

@@ -348,6 +348,7 @@ pub fn detach(args: &DetachArgs) -> anyhow::Result<ExitCode> {
     // (another --socket) must not lose them under its feet.
     let _lock = PinLock::acquire(pins.path(), None)?;
     let detached = pins.detach_link()?;
+    pins.detach_dns_link()?;
     let removed = pins.remove_all()?;
     remove_socket(&args.target.socket());
     if !detached && removed.is_empty() {

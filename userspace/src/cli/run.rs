@@ -99,6 +99,11 @@ pub struct Args {
     /// hash update per packet, and `stats --by host` has nothing to show.
     #[arg(long)]
     pub no_host_counters: bool,
+    /// Do not copy DNS answers on the interface's egress (no TC program
+    /// is attached; destinations are not named by the names devices
+    /// looked up).
+    #[arg(long)]
+    pub no_dns: bool,
     /// Events per second each (device, region) may report, per CPU; drops
     /// over it are still enforced and counted (see `regionwall stats`).
     /// 0: report every drop.
@@ -195,6 +200,7 @@ impl Args {
             },
             region_room: self.region_room,
             host_counters: !self.no_host_counters,
+            dns: !self.no_dns,
             event_rate: self.event_rate,
             event_burst: self.event_burst,
             reject_rate: self.reject_rate,

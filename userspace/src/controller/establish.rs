@@ -90,7 +90,7 @@ pub fn establish(
                         .live_meta()
                         .map_err(|e| dp_err("reading the pinned policy")(e.into()))?;
                     set_controls(config, &mut dp)?;
-                    let facts = go_live(&mut dp, pins, ifindex, config.xdp_mode, &config.iface)?;
+                    let facts = go_live(&mut dp, pins, ifindex, config)?;
                     match super::publish(
                         &mut dp,
                         prepared.compiled.clone(),
@@ -134,21 +134,22 @@ pub fn establish(
         1,
         &config.policy,
     )?;
-    let facts = go_live(&mut dp, pins, ifindex, config.xdp_mode, &config.iface)?;
+    let facts = go_live(&mut dp, pins, ifindex, config)?;
     let start = reason.map_or(Start::Fresh, |reason| Start::Replaced { reason });
     Ok((dp, start, facts, stable))
 }
 
 /// Puts `dp`'s program on the interface: swapped onto the pinned link when
 /// that link is attached here (no gap), else on a new pinned link; then
-/// pins the maps and program.
+/// the DNS copier likewise on egress (see [`dns_live`]); then pins the maps
+/// and programs.
 fn go_live(
     dp: &mut Datapath,
     pins: &PinDir,
     ifindex: u32,
-    mode: XdpMode,
-    iface: &str,
+    config: &Config,
 ) -> Result<LinkFacts, ControllerError> {
+    let (mode, iface) = (config.xdp_mode, config.iface.as_str());
     let live = pins
         .link_facts()
         .map_err(ControllerError::Pin)?
@@ -164,8 +165,36 @@ fn go_live(
                 source: Box::new(source),
             })?
     };
+    if config.dns {
+        dns_live(dp, pins, ifindex, iface);
+    }
     dp.pin(pins).map_err(dp_err("pinning"))?;
+    if !dp.dns_attached() {
+        // `--no-dns`, or the copier could not attach: no stale copier
+        // link or program pin is left for the next controller to trip on.
+        if let Err(e) = dp.remove_dns(pins) {
+            log::warn!(
+                "removing the DNS copier's pins from {}: {e}",
+                pins.path().display()
+            );
+        }
+    }
     Ok(facts)
+}
+
+/// Puts the DNS copier on the interface's egress (swapped onto its pinned
+/// TCX link, or on a new one). A failure is a warning: XDP enforcement
+/// never depends on the TC side.
+fn dns_live(dp: &mut Datapath, pins: &PinDir, ifindex: u32, iface: &str) {
+    match dp.attach_dns(ifindex, pins) {
+        Ok(facts) => log::info!(
+            "copying DNS answers on egress of {iface} (TCX link {})",
+            facts.id
+        ),
+        Err(e) => log::warn!(
+            "attaching the DNS copier to egress of {iface}: {e}; enforcing without destination names (TCX needs Linux 6.6 or later)"
+        ),
+    }
 }
 
 /// What to try when attaching failed.

@@ -72,6 +72,9 @@ pub struct Config {
     /// Count traffic per (device, destination address) for the views by
     /// host (one hash update per packet).
     pub host_counters: bool,
+    /// Attach the DNS copier to the interface's egress (TCX); its failure
+    /// is a warning, never a reason not to enforce.
+    pub dns: bool,
     pub event_rate: u32,
     pub event_burst: u32,
     /// Reject answers per second per device and CPU (0: no limit), burst.

@@ -345,6 +345,20 @@ impl Supervisor {
                     );
                 }
                 self.last_fine = Instant::now();
+                // The DNS copier's link went with the interface (or was
+                // detached with it); its failure never holds up XDP.
+                match dp.reattach_dns(index, pins) {
+                    Some(Ok(dns)) => log::info!(
+                        "re-attached the DNS copier to egress of {} (TCX link {})",
+                        self.iface,
+                        dns.id
+                    ),
+                    Some(Err(e)) => log::warn!(
+                        "re-attaching the DNS copier to egress of {}: {e}; enforcing without destination names",
+                        self.iface
+                    ),
+                    None => {}
+                }
             }
             Err(e) => log::warn!(
                 "re-attaching to {} (ifindex {index}): {e}; retrying",

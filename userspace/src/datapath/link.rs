@@ -16,7 +16,9 @@ use crate::{
 
 impl Datapath {
     /// Pins every map and the program into `pins` (replacing what is
-    /// there), so they outlive this process. Call before [`Self::take_events`].
+    /// there), so they outlive this process; the DNS copier's program too
+    /// when it is loaded. Call before [`Self::take_events`] and
+    /// [`Self::take_dns`].
     pub fn pin(&mut self, pins: &PinDir) -> Result<(), DatapathError> {
         for name in PINNED_MAPS {
             let path = pins.map(name);
@@ -24,6 +26,16 @@ impl Datapath {
             self.map(name)?
                 .pin(&path)
                 .map_err(|source| DatapathError::Pin { what: name, source })?;
+        }
+        if self.dns_error.is_none() && self.ebpf.program(super::DNS_PROGRAM_NAME).is_some() {
+            let path = pins.dns_prog();
+            pins.unpin(&path)?;
+            self.dns_program_mut()?
+                .pin(&path)
+                .map_err(|source| DatapathError::Pin {
+                    what: "DNS program",
+                    source,
+                })?;
         }
         let path = pins.prog();
         pins.unpin(&path)?;
@@ -78,10 +90,12 @@ impl Datapath {
             .ok_or_else(|| crate::pin::PinError::Missing { path: pins.link() })?)
     }
 
-    /// Closes this process's link fd: with the pin removed first the
-    /// program detaches, otherwise it stays attached through the pin.
+    /// Closes this process's link fds (XDP and DNS copier): with the pins
+    /// removed first the programs detach, otherwise they stay attached
+    /// through the pins.
     pub fn release_link(&mut self) {
         self.link = None;
+        self.dns_link = None;
     }
 
     /// Attaches to an interface by index (in the calling thread's network

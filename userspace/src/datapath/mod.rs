@@ -1,12 +1,15 @@
 //! The loaded XDP program and its maps: loading (fresh, on pinned maps,
-//! or the benchmark object), the control record, and the event ring.
+//! or the benchmark object), the control record, and the event ring; the
+//! TC egress DNS copier loaded beside it, and its ring.
 //!
 //! - [`publish`]: writing a policy into the inactive table set and the flip.
 //! - [`write`]: batch, mmap and single map writes.
 //! - [`link`]: attaching, swapping onto a pinned link, pinning.
+//! - [`dns`]: the DNS copier's TCX egress link.
 //!
 //! Map names come from [`crate::layout`]; readings from [`crate::readings`].
 
+mod dns;
 mod link;
 mod publish;
 mod write;
@@ -16,7 +19,7 @@ use std::time::Duration;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, Map, MapData, RingBuf},
-    programs::{Xdp, links::FdLink},
+    programs::{Program, SchedClassifier, Xdp, links::FdLink},
 };
 use regionwall_common::{
     Control, FIB_LONG_DEFAULT, FIB_MAX_CAPACITY, FIB_RANGES_DEFAULT, FIB_SLOTS, FIB_SLOTS_DEFAULT,
@@ -24,7 +27,7 @@ use regionwall_common::{
     REGION_ROOM_DEFAULT, UnparsedAction, VERDICTS, names_slots, rate_slots, traffic_slots,
 };
 
-pub use crate::readings::{Readings, TrafficRow};
+pub use crate::readings::{DnsCounts, Readings, TrafficRow};
 use crate::{
     fib::Capacity,
     layout::{PINNED_MAPS, TABLE_SETS},
@@ -40,6 +43,10 @@ pub enum DatapathError {
     Load(#[from] aya::EbpfError),
     #[error("program {0} is missing from the XDP object")]
     MissingProgram(&'static str),
+    #[error("program {0} is neither an XDP program nor a TC classifier")]
+    WrongProgramType(&'static str),
+    #[error("the DNS copier is not loaded: {0}")]
+    DnsNotLoaded(String),
     #[error("XDP program: {0}")]
     Program(#[from] aya::programs::ProgramError),
     #[error(transparent)]
@@ -89,6 +96,8 @@ pub static PROGRAM_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/regionwall"));
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "regionwall";
+/// Name of the TC egress DNS copier in [`PROGRAM_OBJECT`].
+pub const DNS_PROGRAM_NAME: &str = "regionwall_dns";
 
 /// The benchmark/test object (`ebpf/src/bench.rs`): the same maps, with
 /// programs that time the path stage by stage or report both lookups.
@@ -182,6 +191,11 @@ pub struct Datapath {
     /// [`Self::take_over`]; dropping it closes the fd (the pin, if any,
     /// keeps the program attached).
     link: Option<FdLink>,
+    /// Why the DNS copier could not be loaded (`None`: loaded, or an
+    /// object without it). Its failure never fails the XDP program.
+    dns_error: Option<String>,
+    /// The DNS copier's TCX link, like `link`.
+    dns_link: Option<FdLink>,
 }
 
 impl Datapath {
@@ -194,13 +208,15 @@ impl Datapath {
     /// of its own.
     pub fn load_with(options: LoadOptions) -> Result<Self, DatapathError> {
         let lookup = options.lookup as u32;
-        Self::load_object(
+        let mut dp = Self::load_object(
             PROGRAM_OBJECT,
             &[PROGRAM_NAME],
             Some(&lookup),
             options,
             None,
-        )
+        )?;
+        dp.load_dns();
+        Ok(dp)
     }
 
     /// Loads the XDP program on the maps pinned in `pins` (which the
@@ -220,13 +236,15 @@ impl Datapath {
             region_room: (traffic / (MAX_DEVICES * VERDICTS)).saturating_sub(1),
             ..options
         };
-        Self::load_object(
+        let mut dp = Self::load_object(
             PROGRAM_OBJECT,
             &[PROGRAM_NAME],
             Some(&lookup),
             options,
             Some(pins),
-        )
+        )?;
+        dp.load_dns();
+        Ok(dp)
     }
 
     /// Loads [`BENCH_OBJECT`] with all of [`BENCH_PROGRAMS`]; `program()`
@@ -280,11 +298,7 @@ impl Datapath {
         }
         let mut ebpf = loader.load(object)?;
         for name in programs {
-            let program: &mut Xdp = ebpf
-                .program_mut(name)
-                .ok_or(DatapathError::MissingProgram(name))?
-                .try_into()?;
-            program.load()?;
+            load_program(&mut ebpf, name)?;
         }
         let mut dp = Self {
             ebpf,
@@ -304,6 +318,8 @@ impl Datapath {
             },
             program_name: programs.first().copied().unwrap_or(PROGRAM_NAME),
             link: None,
+            dns_error: None,
+            dns_link: None,
         };
         if adopt.is_some() {
             dp.control = dp.control()?;
@@ -439,14 +455,72 @@ impl Datapath {
         self.ebpf.map(name).ok_or(ReadError::MissingMap(name))
     }
 
-    /// Takes the event ring buffer (once).
-    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, DatapathError> {
+    /// Loads the DNS copier; a failure (a kernel whose verifier refuses
+    /// it) is logged and remembered, never fatal: XDP enforcement does not
+    /// depend on it.
+    fn load_dns(&mut self) {
+        if let Err(e) = load_program(&mut self.ebpf, DNS_PROGRAM_NAME) {
+            log::warn!(
+                "loading the DNS copier {DNS_PROGRAM_NAME}: {e}; names of destinations will be missing"
+            );
+            self.dns_error = Some(e.to_string());
+        }
+    }
+
+    /// The loaded DNS copier (a TC classifier), e.g. for `test_run`.
+    pub fn dns_program(&self) -> Result<&SchedClassifier, DatapathError> {
+        if let Some(e) = &self.dns_error {
+            return Err(DatapathError::DnsNotLoaded(e.clone()));
+        }
+        Ok(self
+            .ebpf
+            .program(DNS_PROGRAM_NAME)
+            .ok_or(DatapathError::MissingProgram(DNS_PROGRAM_NAME))?
+            .try_into()?)
+    }
+
+    fn dns_program_mut(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
+        if let Some(e) = &self.dns_error {
+            return Err(DatapathError::DnsNotLoaded(e.clone()));
+        }
+        Ok(self
+            .ebpf
+            .program_mut(DNS_PROGRAM_NAME)
+            .ok_or(DatapathError::MissingProgram(DNS_PROGRAM_NAME))?
+            .try_into()?)
+    }
+
+    /// Takes the DNS copy ring (once); its records are
+    /// [`regionwall_common::dns::DnsCopy`].
+    pub fn take_dns(&mut self) -> Result<RingBuf<MapData>, DatapathError> {
+        self.take_ring("DNS_RING")
+    }
+
+    fn take_ring(&mut self, name: &'static str) -> Result<RingBuf<MapData>, DatapathError> {
         let map = self
             .ebpf
-            .take_map("EVENTS")
-            .ok_or(ReadError::MissingMap("EVENTS"))?;
-        Ok(RingBuf::try_from(map).map_err(map_err("EVENTS"))?)
+            .take_map(name)
+            .ok_or(ReadError::MissingMap(name))?;
+        Ok(RingBuf::try_from(map).map_err(map_err(name))?)
     }
+
+    /// Takes the event ring buffer (once).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, DatapathError> {
+        self.take_ring("EVENTS")
+    }
+}
+
+/// Loads one program of the object into the kernel, whatever its kind.
+fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), DatapathError> {
+    match ebpf
+        .program_mut(name)
+        .ok_or(DatapathError::MissingProgram(name))?
+    {
+        Program::Xdp(p) => p.load()?,
+        Program::SchedClassifier(p) => p.load()?,
+        _ => return Err(DatapathError::WrongProgramType(name)),
+    }
+    Ok(())
 }
 
 impl Readings for Datapath {
