@@ -43,7 +43,7 @@ pub enum Request {
     /// Detach, remove the pins and exit.
     Detach,
     /// The names devices looked up for an address (for `explain`).
-    Hosts(std::net::IpAddr),
+    Hosts { addr: std::net::IpAddr },
 }
 
 /// The answer to [`Request::Hosts`].
@@ -293,6 +293,15 @@ impl Stats {
             counters: Counter::ALL
                 .iter()
                 .map(|&k| (k.name().to_string(), c(k)))
+                // The TC copier's counts (pinned state of an older layout
+                // has none).
+                .chain(maps.dns_counts().ok().into_iter().flat_map(|d| {
+                    [
+                        ("dns_copied".to_string(), d.copied),
+                        ("dns_lost".to_string(), d.lost),
+                        ("dns_clipped".to_string(), d.clipped),
+                    ]
+                }))
                 .collect(),
             traffic: traffic
                 .iter()

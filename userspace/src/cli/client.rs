@@ -56,7 +56,7 @@ impl Target {
     /// The names devices looked up for `addr`, from the running controller
     /// (`None` when none listens).
     pub fn hosts(&self, addr: std::net::IpAddr) -> anyhow::Result<Option<control::HostsAnswer>> {
-        let Some(mut reader) = self.ask(&Request::Hosts(addr))? else {
+        let Some(mut reader) = self.ask(&Request::Hosts { addr })? else {
             return Ok(None);
         };
         let mut line = String::new();

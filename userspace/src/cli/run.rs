@@ -104,6 +104,11 @@ pub struct Args {
     /// looked up).
     #[arg(long)]
     pub no_dns: bool,
+    /// (device, address) pairs the DNS name cache holds (least recently
+    /// used give way; ~240 bytes each).
+    #[arg(long, default_value_t = 65_536,
+          value_parser = clap::value_parser!(u32).range(1..=1 << 22))]
+    pub name_cache: u32,
     /// Events per second each (device, region) may report, per CPU; drops
     /// over it are still enforced and counted (see `regionwall stats`).
     /// 0: report every drop.
@@ -201,6 +206,7 @@ impl Args {
             region_room: self.region_room,
             host_counters: !self.no_host_counters,
             dns: !self.no_dns,
+            name_cache: self.name_cache as usize,
             event_rate: self.event_rate,
             event_burst: self.event_burst,
             reject_rate: self.reject_rate,
@@ -295,6 +301,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     release_freed_memory();
     report::started(&ctl, &started);
 
+    let hostnames = ctl.start_hostnames();
     let mut events = EventStream::start(&mut ctl, args.queue, args.json)?;
     let (detach_tx, mut detach_rx) = mpsc::channel(4);
     let (stats_tx, mut stats_rx) = mpsc::channel(16);
@@ -335,6 +342,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     events.stop();
     server.abort();
+    if let Some(task) = hostnames {
+        task.abort();
+    }
     drop(reloads);
     let stats = ctl.snapshot();
     let unpin = match &exit {

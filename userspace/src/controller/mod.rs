@@ -75,6 +75,8 @@ pub struct Config {
     /// Attach the DNS copier to the interface's egress (TCX); its failure
     /// is a warning, never a reason not to enforce.
     pub dns: bool,
+    /// (device, address) pairs the DNS name cache holds.
+    pub name_cache: usize,
     pub event_rate: u32,
     pub event_burst: u32,
     /// Reject answers per second per device and CPU (0: no limit), burst.
@@ -401,6 +403,33 @@ impl Controller {
             record.set_host(hosts.name(&event.src_mac, dst));
         }
         Some(record)
+    }
+
+    /// Starts reading the DNS copier's ring into the name cache, when the
+    /// copier is attached; the task runs until aborted. Without it names
+    /// are not known, and enforcement is the same.
+    pub fn start_hostnames(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        if !self.config.dns || !self.dp.dns_attached() {
+            return None;
+        }
+        let started = self
+            .dp
+            .take_dns()
+            .map_err(|e| e.to_string())
+            .and_then(|ring| {
+                hostnames::HostNames::new(ring, self.config.name_cache).map_err(|e| e.to_string())
+            })
+            .and_then(|hosts| Ok((hosts.spawn().map_err(|e| e.to_string())?, hosts)));
+        match started {
+            Ok((task, hosts)) => {
+                self.hosts = Some(hosts);
+                Some(task)
+            }
+            Err(e) => {
+                log::warn!("destinations are not named: reading the DNS ring: {e}");
+                None
+            }
+        }
     }
 
     /// The names devices looked up, when DNS answers are watched.

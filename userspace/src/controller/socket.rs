@@ -255,7 +255,7 @@ async fn serve_client(stream: UnixStream, shared: &Shared) -> io::Result<()> {
     match request {
         Request::Events(filter) => stream_events(&mut write, shared, &filter).await,
         Request::Stats => answer(&mut write, &shared.stats).await,
-        Request::Hosts(addr) => {
+        Request::Hosts { addr } => {
             let answer = crate::control::HostsAnswer {
                 watching: shared.hosts.is_some(),
                 lookups: shared
