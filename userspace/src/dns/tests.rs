@@ -263,3 +263,52 @@ fn long_names_are_kept_within_the_dns_limit() {
     let named = names.lookup(&DST_MAC, v4(203, 0, 113, 9), now).expect("named");
     assert!(named.name.len() <= 253);
 }
+
+#[test]
+fn oversized_answers_clipped_by_the_kernel_are_counted_not_trusted() {
+    // 300 addresses: a ~5 KiB message, as over TCP or with EDNS; the kernel
+    // copies the first 2,048 bytes of the frame.
+    let rrs: Vec<Rr> = (0..300u16)
+        .map(|i| {
+            let [c, d] = i.to_be_bytes();
+            Rr::A("big.example", Ipv4Addr::new(198, 51, c, d), 60)
+        })
+        .collect();
+    let msg = dns::response(11, "big.example", TYPE_A, 0, &rrs);
+    assert!(msg.len() > 4096);
+    let full = udp_answer(&msg);
+    let mut copy = regionwall_common::dns::DnsCopy {
+        wire_len: u32::try_from(full.len()).expect("len"),
+        captured: regionwall_common::dns::DNS_COPY_BYTES as u32,
+        ifindex: 1,
+        _pad: 0,
+        frame: [0; regionwall_common::dns::DNS_COPY_BYTES],
+    };
+    copy.frame
+        .copy_from_slice(&full[..regionwall_common::dns::DNS_COPY_BYTES]);
+    let mut names = Names::new(NameCache::new(16));
+    let now = Instant::now();
+    names.ingest_copy(&copy, now);
+    let s = names.stats();
+    assert_eq!((s.clipped, s.malformed, s.answers), (1, 1, 0));
+    assert!(names.cache().is_empty());
+    // A captured length beyond the buffer is cut to it.
+    copy.captured = u32::MAX;
+    names.ingest_copy(&copy, now);
+    assert_eq!(names.stats().malformed, 2);
+
+    // Over TCP the same message is a partial one.
+    let stream = dns::tcp_stream(&[&msg]);
+    let (messages, partial) = frame::tcp_messages(&stream[..2000]);
+    assert_eq!((messages.len(), partial), (0, true));
+}
+
+#[test]
+fn control_bytes_in_names_are_escaped_not_printed() {
+    let owner = "evil\u{1b}[31m\u{7}.example";
+    let m = dns::response(12, owner, TYPE_A, 0, &[Rr::A(owner, Ipv4Addr::new(203, 0, 113, 66), 60)]);
+    let r = message::parse(&m).expect("parses");
+    assert!(!r.query.chars().any(char::is_control), "{:?}", r.query);
+    assert!(r.query.contains("\\033"), "{:?}", r.query);
+    assert_eq!(r.addresses.len(), 1);
+}
