@@ -159,7 +159,10 @@ fn names_from_a_real_resolver_reach_events_stats_and_explain() {
     // over TCP, a AAAA over UDP/IPv6.
     let chain = dig(&t, &["@192.0.2.1", "telemetry.example", "A"]);
     assert_eq!(chain.trim(), "upload.tv.example.\n198.51.100.10", "{chain}");
-    assert_eq!(dig(&t, &["+tcp", "@192.0.2.1", "cdn.example", "A"]).trim(), "203.0.113.10");
+    assert_eq!(
+        dig(&t, &["+tcp", "@192.0.2.1", "cdn.example", "A"]).trim(),
+        "203.0.113.10"
+    );
     assert_eq!(
         dig(&t, &["@2001:db8:1::1", "v6.example", "AAAA"]).trim(),
         "2001:db8:600d::10"
@@ -171,32 +174,7 @@ fn names_from_a_real_resolver_reach_events_stats_and_explain() {
     send(&t, "[2001:db8:600d::10]:9", 3, 300);
     send(&t, "198.51.100.11:9", 4, 50);
 
-    // Events: the drops name what the phone looked up, or say it did not.
-    let lines = ctl.drain_lines(9, Duration::from_secs(5));
-    let records: Vec<Record> = lines
-        .iter()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let to = |addr: &str| -> Vec<&Record> {
-        records
-            .iter()
-            .filter(|r| r.dst_ip.map(|a| a.to_string()).as_deref() == Some(addr))
-            .collect()
-    };
-    let named = to("198.51.100.10");
-    assert_eq!(named.len(), 5, "{lines:?}");
-    for r in &named {
-        assert_eq!(r.host.as_deref(), Some("telemetry.example"), "{r:?}");
-        assert_eq!(r.canonical.as_deref(), Some("upload.tv.example"), "{r:?}");
-        assert_eq!(r.resolved, Some(true));
-        assert_eq!(r.country, "AA");
-        assert_eq!(r.bytes, 14 + 20 + 8 + 100);
-    }
-    let hard = to("198.51.100.11");
-    assert_eq!(hard.len(), 4, "{lines:?}");
-    for r in &hard {
-        assert_eq!((r.host.as_deref(), r.resolved), (None, Some(false)), "{r:?}");
-    }
+    check_events(&ctl);
 
     // stats --json: host rows with names, countries and the bytes sent.
     let stats = stats_json(&ctl);
@@ -211,13 +189,22 @@ fn names_from_a_real_resolver_reach_events_stats_and_explain() {
             .unwrap_or_else(|| panic!("no host row {host}: {:?}", stats.hosts))
     };
     let tv = row("telemetry.example");
-    assert_eq!((tv.resolved, tv.canonical.as_deref()), (true, Some("upload.tv.example")));
-    assert_eq!((tv.country.as_str(), tv.blocked_packets, tv.blocked_bytes), ("AA", 5, 5 * 142));
+    assert_eq!(
+        (tv.resolved, tv.canonical.as_deref()),
+        (true, Some("upload.tv.example"))
+    );
+    assert_eq!(
+        (tv.country.as_str(), tv.blocked_packets, tv.blocked_bytes),
+        ("AA", 5, 5 * 142)
+    );
     let cdn = row("cdn.example");
     assert_eq!((cdn.country.as_str(), cdn.passed_packets), ("CC", 7));
     assert_eq!(cdn.passed_bytes, 7 * (14 + 20 + 8 + 200));
     let v6 = row("v6.example");
-    assert_eq!((v6.passed_packets, v6.passed_bytes), (3, 3 * (14 + 40 + 8 + 300)));
+    assert_eq!(
+        (v6.passed_packets, v6.passed_bytes),
+        (3, 3 * (14 + 40 + 8 + 300))
+    );
     let raw = row("198.51.100.11");
     assert_eq!((raw.resolved, raw.blocked_packets), (false, 4));
 
@@ -233,7 +220,10 @@ fn names_from_a_real_resolver_reach_events_stats_and_explain() {
     ]);
     let table = text(&out);
     assert!(out.status.success(), "{table}");
-    assert!(table.contains("telemetry.example (cname upload.tv.example)"), "{table}");
+    assert!(
+        table.contains("telemetry.example (cname upload.tv.example)"),
+        "{table}"
+    );
     assert!(table.contains("198.51.100.11 (unresolved)"), "{table}");
 
     // explain asks the controller who looked the address up.
@@ -259,4 +249,37 @@ fn names_from_a_real_resolver_reach_events_stats_and_explain() {
     assert!(explain("198.51.100.11").contains("looked up by no device"));
     drop(ctl);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The drops name what the phone looked up, or say it did not.
+fn check_events(ctl: &Controller) {
+    let lines = ctl.drain_lines(9, Duration::from_secs(5));
+    let records: Vec<Record> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let to = |addr: &str| -> Vec<&Record> {
+        records
+            .iter()
+            .filter(|r| r.dst_ip.map(|a| a.to_string()).as_deref() == Some(addr))
+            .collect()
+    };
+    let named = to("198.51.100.10");
+    assert_eq!(named.len(), 5, "{lines:?}");
+    for r in &named {
+        assert_eq!(r.host.as_deref(), Some("telemetry.example"), "{r:?}");
+        assert_eq!(r.canonical.as_deref(), Some("upload.tv.example"), "{r:?}");
+        assert_eq!(r.resolved, Some(true));
+        assert_eq!(r.country, "AA");
+        assert_eq!(r.bytes, 14 + 20 + 8 + 100);
+    }
+    let hard = to("198.51.100.11");
+    assert_eq!(hard.len(), 4, "{lines:?}");
+    for r in &hard {
+        assert_eq!(
+            (r.host.as_deref(), r.resolved),
+            (None, Some(false)),
+            "{r:?}"
+        );
+    }
 }

@@ -46,7 +46,13 @@ enum Task {
 }
 
 /// The cargo-fuzz targets in fuzz/Cargo.toml.
-const FUZZ_TARGETS: [&str; 5] = ["policy", "cidr_list", "rir_delegated", "range_csv", "dns_answer"];
+const FUZZ_TARGETS: [&str; 5] = [
+    "policy",
+    "cidr_list",
+    "rir_delegated",
+    "range_csv",
+    "dns_answer",
+];
 /// cargo-fuzz needs nightly: the eBPF toolchain (already installed).
 const NIGHTLY: &str = "+nightly-2026-07-20";
 

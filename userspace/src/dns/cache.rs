@@ -22,7 +22,7 @@ pub const CACHE_ENTRIES_DEFAULT: usize = 1 << 16;
 pub const TTL_MIN: Duration = Duration::from_secs(300);
 /// Longest life of a name: a day, so an address reused for another host
 /// is not named after a lookup from last week.
-pub const TTL_MAX: Duration = Duration::from_secs(86_400);
+pub const TTL_MAX: Duration = Duration::from_hours(24);
 /// Longest name kept (RFC 1035 allows 253 characters in text form).
 const NAME_MAX: usize = 253;
 
@@ -171,7 +171,7 @@ const fn per_entry(name: usize) -> usize {
     // LRU node: key, value, prev and next; hash table: a pointer per slot
     // at 7/8 load plus a control byte.
     let node = key + value + 2 * size_of::<usize>();
-    let slot = (size_of::<usize>() * 8).div_ceil(7) + 1;
+    let slot = (usize::BITS as usize).div_ceil(7) + 1;
     node + slot + 2 * (2 * size_of::<usize>() + name)
 }
 

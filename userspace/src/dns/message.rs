@@ -63,8 +63,7 @@ fn text(name: &Name) -> String {
 /// Decodes `payload` (one DNS message) and follows the CNAME chain from
 /// the question to its addresses.
 pub fn parse(payload: &[u8]) -> Result<Resolution, MessageError> {
-    let message =
-        Message::from_vec(payload).map_err(|e| MessageError::Malformed(e.to_string()))?;
+    let message = Message::from_vec(payload).map_err(|e| MessageError::Malformed(e.to_string()))?;
     let meta = &message.metadata;
     if meta.message_type != MessageType::Response {
         return Err(MessageError::NotResponse);
@@ -82,7 +81,9 @@ pub fn parse(payload: &[u8]) -> Result<Resolution, MessageError> {
     let mut links: HashMap<String, (String, u32)> = HashMap::new();
     for r in records.clone() {
         if let RData::CNAME(target) = &r.data {
-            links.entry(text(&r.name)).or_insert((text(&target.0), r.ttl));
+            links
+                .entry(text(&r.name))
+                .or_insert((text(&target.0), r.ttl));
         }
     }
     // Names on the chain from the question, with the smallest TTL so far.

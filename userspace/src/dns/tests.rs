@@ -62,14 +62,18 @@ fn a_cname_chain_names_every_address_with_query_and_canonical() {
     let mut names = Names::new(NameCache::new(16));
     let now = Instant::now();
     names.ingest_frame(&udp_answer(&chain()), now);
-    let named = names
+    let found = names
         .lookup(&DST_MAC, v4(203, 0, 113, 8), now)
         .expect("named");
-    assert_eq!(&*named.name, "telemetry.example.com");
-    assert_eq!(&*named.canonical, "pop-7.cdn.example.net");
+    assert_eq!(&*found.name, "telemetry.example.com");
+    assert_eq!(&*found.canonical, "pop-7.cdn.example.net");
     assert!(names.lookup(&DST_MAC, v4(198, 51, 100, 9), now).is_none());
     // Another device never looked it up.
-    assert!(names.lookup(&[2, 0, 0, 0, 0, 9], v4(203, 0, 113, 8), now).is_none());
+    assert!(
+        names
+            .lookup(&[2, 0, 0, 0, 0, 9], v4(203, 0, 113, 8), now)
+            .is_none()
+    );
     let s = names.stats();
     assert_eq!((s.answers, s.addresses, s.malformed), (1, 2, 0));
 }
@@ -79,7 +83,13 @@ fn aaaa_answers_behind_two_vlan_tags_are_named() {
     let phone6: Ipv6Addr = "2001:db8::10".parse().expect("addr");
     let gw6: Ipv6Addr = "2001:db8::1".parse().expect("addr");
     let server: Ipv6Addr = "2001:db8:5::7".parse().expect("addr");
-    let msg = dns::response(9, "tv.example", TYPE_AAAA, 0, &[Rr::Aaaa("tv.example", server, 300)]);
+    let msg = dns::response(
+        9,
+        "tv.example",
+        TYPE_AAAA,
+        0,
+        &[Rr::Aaaa("tv.example", server, 300)],
+    );
     let f = frames::ethernet(
         SRC_MAC,
         &[ETH_P_8021AD, ETH_P_8021Q],
@@ -91,15 +101,29 @@ fn aaaa_answers_behind_two_vlan_tags_are_named() {
     let mut names = Names::new(NameCache::new(16));
     let now = Instant::now();
     names.ingest_frame(&f, now);
-    let named = names.lookup(&DST_MAC, IpAddr::V6(server), now).expect("named");
-    assert_eq!(&*named.name, "tv.example");
-    assert_eq!(named.name, named.canonical);
+    let found = names
+        .lookup(&DST_MAC, IpAddr::V6(server), now)
+        .expect("named");
+    assert_eq!(&*found.name, "tv.example");
+    assert_eq!(found.name, found.canonical);
 }
 
 #[test]
 fn tcp_segments_give_every_whole_message_and_count_the_partial_one() {
-    let a = dns::response(1, "a.example", TYPE_A, 0, &[Rr::A("a.example", Ipv4Addr::new(203, 0, 113, 1), 60)]);
-    let b = dns::response(2, "b.example", TYPE_A, 0, &[Rr::A("b.example", Ipv4Addr::new(203, 0, 113, 2), 60)]);
+    let a = dns::response(
+        1,
+        "a.example",
+        TYPE_A,
+        0,
+        &[Rr::A("a.example", Ipv4Addr::new(203, 0, 113, 1), 60)],
+    );
+    let b = dns::response(
+        2,
+        "b.example",
+        TYPE_A,
+        0,
+        &[Rr::A("b.example", Ipv4Addr::new(203, 0, 113, 2), 60)],
+    );
     let mut stream = dns::tcp_stream(&[&a, &b]);
     let (messages, partial) = frame::tcp_messages(&stream);
     assert_eq!((messages.len(), partial), (2, false));
@@ -126,11 +150,17 @@ fn a_compression_pointer_loop_is_malformed_and_ends() {
     m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
     // An answer whose owner points at the question's loop.
     m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 203, 0, 113, 1]);
-    assert!(matches!(message::parse(&m), Err(message::MessageError::Malformed(_))));
+    assert!(matches!(
+        message::parse(&m),
+        Err(message::MessageError::Malformed(_))
+    ));
     // Two pointers pointing at each other.
     let mut m = vec![0, 1, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0];
     m.extend_from_slice(&[0xc0, 14, 0xc0, 12, 0, 1, 0, 1]);
-    assert!(matches!(message::parse(&m), Err(message::MessageError::Malformed(_))));
+    assert!(matches!(
+        message::parse(&m),
+        Err(message::MessageError::Malformed(_))
+    ));
 }
 
 #[test]
@@ -188,7 +218,9 @@ fn random_and_mutated_bytes_never_panic_and_stay_bounded() {
             good.clone()
         } else {
             let len = usize::try_from(rng.below(2048)).unwrap_or(0);
-            (0..len).map(|_| u8::try_from(rng.below(256)).unwrap_or(0)).collect()
+            (0..len)
+                .map(|_| u8::try_from(rng.below(256)).unwrap_or(0))
+                .collect()
         };
         if i % 2 == 0 {
             for _ in 0..4 {
@@ -241,27 +273,62 @@ fn ttls_are_clamped_and_a_hit_keeps_a_name_in_use() {
     };
     // A 1 s TTL lives the 10 s minimum.
     cache.insert(DST_MAC, &answer(1), now);
-    assert!(cache.lookup(&DST_MAC, v4(203, 0, 113, 50), now + Duration::from_secs(9)).is_some());
+    assert!(
+        cache
+            .lookup(&DST_MAC, v4(203, 0, 113, 50), now + Duration::from_secs(9))
+            .is_some()
+    );
     // ... and the hit at 9 s carried it to 19 s.
-    assert!(cache.lookup(&DST_MAC, v4(203, 0, 113, 50), now + Duration::from_secs(18)).is_some());
-    assert!(cache.lookup(&DST_MAC, v4(203, 0, 113, 50), now + Duration::from_secs(40)).is_none());
+    assert!(
+        cache
+            .lookup(&DST_MAC, v4(203, 0, 113, 50), now + Duration::from_secs(18))
+            .is_some()
+    );
+    assert!(
+        cache
+            .lookup(&DST_MAC, v4(203, 0, 113, 50), now + Duration::from_secs(40))
+            .is_none()
+    );
     assert_eq!(cache.expired, 1);
     // A week-long TTL lives at most the 100 s maximum.
     cache.insert(DST_MAC, &answer(604_800), now);
-    assert!(cache.lookup(&DST_MAC, v4(203, 0, 113, 50), now + Duration::from_secs(101)).is_none());
+    assert!(
+        cache
+            .lookup(
+                &DST_MAC,
+                v4(203, 0, 113, 50),
+                now + Duration::from_secs(101)
+            )
+            .is_none()
+    );
 }
 
 #[test]
 fn long_names_are_kept_within_the_dns_limit() {
     let long: &'static str = Box::leak(
-        ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61)].join(".").into_boxed_str(),
+        [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(61),
+        ]
+        .join(".")
+        .into_boxed_str(),
     );
-    let m = dns::response(8, long, TYPE_A, 0, &[Rr::A(long, Ipv4Addr::new(203, 0, 113, 9), 60)]);
+    let m = dns::response(
+        8,
+        long,
+        TYPE_A,
+        0,
+        &[Rr::A(long, Ipv4Addr::new(203, 0, 113, 9), 60)],
+    );
     let mut names = Names::new(NameCache::new(4));
     let now = Instant::now();
     names.ingest_frame(&udp_answer(&m), now);
-    let named = names.lookup(&DST_MAC, v4(203, 0, 113, 9), now).expect("named");
-    assert!(named.name.len() <= 253);
+    let found = names
+        .lookup(&DST_MAC, v4(203, 0, 113, 9), now)
+        .expect("named");
+    assert!(found.name.len() <= 253);
 }
 
 #[test]
@@ -279,7 +346,7 @@ fn oversized_answers_clipped_by_the_kernel_are_counted_not_trusted() {
     let full = udp_answer(&msg);
     let mut copy = regionwall_common::dns::DnsCopy {
         wire_len: u32::try_from(full.len()).expect("len"),
-        captured: regionwall_common::dns::DNS_COPY_BYTES as u32,
+        captured: u32::try_from(regionwall_common::dns::DNS_COPY_BYTES).expect("fits"),
         ifindex: 1,
         _pad: 0,
         frame: [0; regionwall_common::dns::DNS_COPY_BYTES],
@@ -306,7 +373,13 @@ fn oversized_answers_clipped_by_the_kernel_are_counted_not_trusted() {
 #[test]
 fn control_bytes_in_names_are_escaped_not_printed() {
     let owner = "evil\u{1b}[31m\u{7}.example";
-    let m = dns::response(12, owner, TYPE_A, 0, &[Rr::A(owner, Ipv4Addr::new(203, 0, 113, 66), 60)]);
+    let m = dns::response(
+        12,
+        owner,
+        TYPE_A,
+        0,
+        &[Rr::A(owner, Ipv4Addr::new(203, 0, 113, 66), 60)],
+    );
     let r = message::parse(&m).expect("parses");
     assert!(!r.query.chars().any(char::is_control), "{:?}", r.query);
     assert!(r.query.contains("\\033"), "{:?}", r.query);

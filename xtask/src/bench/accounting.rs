@@ -79,7 +79,12 @@ struct Config {
 const STEADY_POOL: usize = 1024;
 
 /// Runs every configuration on the world table.
-pub fn run(world: &Table, countries: &Path, dir: &Path, args: &Args) -> anyhow::Result<AccountingResult> {
+pub fn run(
+    world: &Table,
+    countries: &Path,
+    dir: &Path,
+    args: &Args,
+) -> anyhow::Result<AccountingResult> {
     let base = world.write_policy(&dir.join("regions"))?;
     let base_text = std::fs::read_to_string(&base)?;
     let db = format!("regions_dir = {:?}\n", countries.display().to_string());
@@ -94,8 +99,18 @@ pub fn run(world: &Table, countries: &Path, dir: &Path, args: &Args) -> anyhow::
     let configs = [
         config("regions", &base_text, false, None),
         config("regions+countries", &with_db, false, None),
-        config("regions+countries+hosts, 1,024 destinations", &with_db, true, Some(STEADY_POOL)),
-        config("regions+countries+hosts, 65,536 new destinations", &with_db, true, None),
+        config(
+            "regions+countries+hosts, 1,024 destinations",
+            &with_db,
+            true,
+            Some(STEADY_POOL),
+        ),
+        config(
+            "regions+countries+hosts, 65,536 new destinations",
+            &with_db,
+            true,
+            None,
+        ),
         config("one region per country", &per_country, false, None),
         config("regions (again)", &base_text, false, None),
     ];
@@ -114,9 +129,10 @@ pub fn run(world: &Table, countries: &Path, dir: &Path, args: &Args) -> anyhow::
         std::fs::create_dir_all(&sub)?;
         // The world table's files are shared: the policies name them by path.
         let path = sub.join("policy.toml");
-        let text = config
-            .policy
-            .replace("file = \"r", &format!("file = \"{}/r", dir.join("regions").display()));
+        let text = config.policy.replace(
+            "file = \"r",
+            &format!("file = \"{}/r", dir.join("regions").display()),
+        );
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         let policy = policy::parse_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
         let compiled = compile::compile(&policy)?;

@@ -53,7 +53,13 @@ fn frames(rng: &mut Rng) -> Vec<Vec<u8>> {
                     .to_be_bytes();
                 rrs.push(Rr::A(owner, Ipv4Addr::new(198, 51, c, d), 60));
             }
-            let msg = dns::response(u16::try_from(i & 0xffff).unwrap_or(0), query, TYPE_A, 0, &rrs);
+            let msg = dns::response(
+                u16::try_from(i & 0xffff).unwrap_or(0),
+                query,
+                TYPE_A,
+                0,
+                &rrs,
+            );
             frames::ethernet(
                 [2, 0, 0, 0, 0, 1],
                 &[],
@@ -116,7 +122,11 @@ pub fn run() -> DnsResult {
             }],
             dropped: 0,
         };
-        cache.insert([2, 0, 0, 0, 0, u8::try_from(i % 7).unwrap_or(0)], &answer, now);
+        cache.insert(
+            [2, 0, 0, 0, 0, u8::try_from(i % 7).unwrap_or(0)],
+            &answer,
+            now,
+        );
     }
     let grown = rss_kib().saturating_sub(before);
     let result = DnsResult {

@@ -70,6 +70,19 @@ fn accounting_section(s: &mut String, a: &super::accounting::AccountingResult) {
     }
 }
 
+/// The controller's DNS decoding and name cache.
+fn dns_section(s: &mut String, d: &super::dns::DnsResult) {
+    let _ = writeln!(
+        s,
+        "\nDNS names (the controller, one thread): {:.0} answers/s decoded into the name cache ({:.0} addresses/s; 1-3 CNAMEs and 1-8 addresses each); the cache at its cap of {} (device, address) pairs took {:.1} MiB of heap (computed bound {:.1} MiB).",
+        d.answers_per_s,
+        d.addresses_per_s,
+        d.cache_entries,
+        d.cache_rss_kib as f64 / 1024.0,
+        d.cache_bound_kib as f64 / 1024.0
+    );
+}
+
 /// The markdown report (also printed).
 fn markdown(r: &Results) -> String {
     let mut s = String::new();
@@ -154,15 +167,7 @@ fn markdown(r: &Results) -> String {
         accounting_section(&mut s, a);
     }
     if let Some(d) = &r.dns {
-        let _ = writeln!(
-            s,
-            "\nDNS names (the controller, one thread): {:.0} answers/s decoded into the name cache ({:.0} addresses/s; 1-3 CNAMEs and 1-8 addresses each); the cache at its cap of {} (device, address) pairs took {:.1} MiB of heap (computed bound {:.1} MiB).",
-            d.answers_per_s,
-            d.addresses_per_s,
-            d.cache_entries,
-            d.cache_rss_kib as f64 / 1024.0,
-            d.cache_bound_kib as f64 / 1024.0
-        );
+        dns_section(&mut s, d);
     }
     s.push_str("\nController RSS with the world table (`regionwall run`, 60 regions):\n\n");
     for rss in &r.rss {
