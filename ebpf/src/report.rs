@@ -5,8 +5,9 @@
 use aya_ebpf::maps::PerCpuArray;
 use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, programs::XdpContext};
 use regionwall_common::{
-    Bucket, CONTROL_COUNTRIES, CONTROL_HOSTS, COUNTRY_STRIDE, Control, Counter, Decision, DestCounter, DestKey, Event,
-    MAX_DEVICES, Reason, TrafficCounter, Verdict, country_slot, rate_slot, traffic_slot,
+    Bucket, CONTROL_COUNTRIES, CONTROL_HOSTS, COUNTRY_STRIDE, Control, Counter, Decision,
+    DestCounter, DestKey, Event, MAX_DEVICES, Reason, TrafficCounter, Verdict, country_slot,
+    rate_slot, traffic_slot,
 };
 
 use crate::{
