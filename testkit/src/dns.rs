@@ -20,7 +20,11 @@ pub enum Rr {
 #[must_use]
 pub fn name(text: &str) -> Vec<u8> {
     let mut out = Vec::new();
-    for label in text.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+    for label in text
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
         out.push(u8::try_from(label.len()).unwrap_or(63));
         out.extend_from_slice(label.as_bytes());
     }
