@@ -139,12 +139,7 @@ pub struct HostRow {
     pub blocked_bytes: u64,
 }
 
-/// What the device looked up for an address, if anything.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HostName {
-    Resolved { name: String, canonical: String },
-    Unresolved,
-}
+pub use crate::dns::HostName;
 
 /// Events one (device, region) did not send for its rate limit.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

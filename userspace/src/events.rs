@@ -217,14 +217,14 @@ impl Record {
     }
 
     /// Adds what the device looked up for the destination.
-    pub fn set_host(&mut self, name: crate::control::HostName) {
+    pub fn set_host(&mut self, name: crate::dns::HostName) {
         match name {
-            crate::control::HostName::Resolved { name, canonical } => {
+            crate::dns::HostName::Resolved { name, canonical } => {
                 self.canonical = (canonical != name).then_some(canonical);
                 self.host = Some(name);
                 self.resolved = Some(true);
             }
-            crate::control::HostName::Unresolved => {
+            crate::dns::HostName::Unresolved => {
                 self.host = None;
                 self.canonical = None;
                 self.resolved = Some(false);

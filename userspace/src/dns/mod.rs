@@ -17,6 +17,13 @@ use serde::{Deserialize, Serialize};
 pub use self::cache::{NameCache, Named};
 use self::frame::Transport;
 
+/// What the device looked up for an address, if anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostName {
+    Resolved { name: String, canonical: String },
+    Unresolved,
+}
+
 /// What the decoder has seen, for `stats` and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnsStats {
