@@ -17,7 +17,11 @@ use regionwall_common::Lookup;
 use regionwall_testkit::rng::Rng;
 use serde::Serialize;
 
-use super::{Args, CAPACITY, destinations, packet_cost, tables::Table};
+use super::{
+    Args, CAPACITY,
+    cost::{destinations, packet_cost},
+    tables::Table,
+};
 
 #[derive(Serialize, Default, Clone)]
 pub struct AccountingRow {

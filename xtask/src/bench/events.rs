@@ -169,7 +169,7 @@ fn flood(json: bool) -> anyhow::Result<EventRun> {
 
     pin(0);
     // 192.0.2.10 -> 198.51.100.7, UDP 443: blocked by the policy above.
-    let frame = super::frame(true);
+    let frame = super::cost::frame(true);
     let program = dp.program()?;
     let started = Instant::now();
     let mut sent = 0;
