@@ -215,3 +215,32 @@ fn non_linear_tcp_answers_are_copied_and_clipped() {
     }
     c.stop().expect("stop");
 }
+
+/// Someone detaches the copier's link (`bpftool link detach`) while XDP
+/// stays: the supervisor puts a new one in its place.
+#[test]
+fn an_outside_detach_of_the_copier_is_repaired() {
+    let t = Topology::create(&format!("rwtd-{}", std::process::id())).expect("namespaces");
+    let root = common::pins::PinRoot::new();
+    let pins = root.pins();
+    let c = Controller::start(
+        &common::exe(),
+        &t,
+        &common::demo_policy_copy(),
+        &["--pin-root", root.arg()],
+    )
+    .expect("start");
+    let before = pins.dns_link_facts().expect("facts").expect("DNS link");
+    assert!(pins.detach_dns_link().expect("detach"), "was attached");
+    assert!(
+        c.wait_log("re-attached the DNS copier", Duration::from_secs(3)),
+        "{}",
+        c.log_text()
+    );
+    let after = pins.dns_link_facts().expect("facts").expect("DNS link");
+    assert_eq!(after.ifindex, before.ifindex, "on the same interface");
+    assert_ne!(after.id, before.id, "on a new link");
+    let xdp = pins.link_facts().expect("facts").expect("XDP link");
+    assert_eq!(xdp.ifindex, after.ifindex, "XDP untouched");
+    c.stop().expect("stop");
+}

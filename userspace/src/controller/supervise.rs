@@ -286,6 +286,37 @@ impl Supervisor {
         }
     }
 
+    /// With XDP in place, puts the DNS copier back when its own link was
+    /// detached from outside (or lost its pin) while the interface stayed.
+    fn check_dns(&self, dp: &mut Datapath, pins: &PinDir) {
+        if !dp.dns_attached() {
+            return;
+        }
+        let on_iface = match pins.dns_link_facts() {
+            Ok(Some(f)) => f.ifindex == self.ifindex,
+            Ok(None) => false,
+            Err(e) => {
+                log::debug!("reading the DNS copier's pinned link: {e}");
+                true
+            }
+        };
+        if on_iface {
+            return;
+        }
+        match dp.reattach_dns(self.ifindex, pins) {
+            Some(Ok(dns)) => log::warn!(
+                "re-attached the DNS copier to egress of {} (TCX link {}) after an outside detach; answers in between were not seen",
+                self.iface,
+                dns.id
+            ),
+            Some(Err(e)) => log::warn!(
+                "re-attaching the DNS copier to egress of {}: {e}; retrying",
+                self.iface
+            ),
+            None => {}
+        }
+    }
+
     /// Checks the link and re-attaches when the program is not on the
     /// interface.
     pub fn check(&mut self, dp: &mut Datapath, pins: &PinDir) -> Step {
@@ -293,6 +324,7 @@ impl Supervisor {
             LinkState::Fine => {
                 self.lost_since = None;
                 self.last_fine = Instant::now();
+                self.check_dns(dp, pins);
                 return Step::Continue;
             }
             LinkState::Detached => return Step::Detached,
