@@ -15,14 +15,18 @@
 //! - [`stream`]: the decoded event stream and its fan-out.
 //! - [`hostnames`]: DNS answers from the TC ring into the name cache.
 //! - [`report`]: start, periodic and exit messages.
+//! - [`metrics`]: the Prometheus endpoint (`run --metrics`), read by
+//!   [`scrape`] from the pinned maps at scrape time.
 
 pub mod establish;
 pub mod hostnames;
 pub mod lock;
+pub mod metrics;
 pub mod output;
 pub mod prepare;
 pub mod reload;
 pub mod report;
+pub mod scrape;
 pub mod socket;
 pub mod stream;
 pub mod supervise;
