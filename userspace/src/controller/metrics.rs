@@ -12,7 +12,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     Router,
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::IntoResponse,
     routing::get,
 };
@@ -25,6 +25,9 @@ use super::{
 
 /// The content type of the OpenMetrics text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The content type of the classic Prometheus text format.
+pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Default number of devices with a label of their own.
 pub const MAX_DEVICES_DEFAULT: usize = 64;
@@ -110,7 +113,10 @@ impl Exporter {
             if let Some(addr) = addr {
                 log::info!("serving metrics at http://{addr}/metrics");
             }
-            let app = Router::new().route("/metrics", get(move || scrape(Arc::clone(&registry))));
+            let app = Router::new().route(
+                "/metrics",
+                get(move |headers: HeaderMap| scrape(Arc::clone(&registry), headers)),
+            );
             if let Err(e) = axum::serve(listener, app).await {
                 log::error!("metrics: the server stopped: {e}");
             }
@@ -118,19 +124,80 @@ impl Exporter {
     }
 }
 
-/// Encodes the registry on a blocking thread (the collector reads maps).
-async fn scrape(registry: Arc<Registry>) -> impl IntoResponse {
+/// Encodes the registry on a blocking thread (the collector reads maps):
+/// OpenMetrics when the client accepts it (Prometheus does), else the
+/// classic text format (curl, `promtool check metrics`, older scrapers).
+async fn scrape(registry: Arc<Registry>, headers: HeaderMap) -> impl IntoResponse {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
     let encoded = tokio::task::spawn_blocking(move || {
         let mut body = String::new();
         prometheus_client::encoding::text::encode(&mut body, &registry).map(|()| body)
     })
     .await;
     match encoded {
-        Ok(Ok(body)) => (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], body),
+        Ok(Ok(body)) if openmetrics => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], body)
+        }
+        Ok(Ok(body)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, CLASSIC_CONTENT_TYPE)],
+            classic(&body),
+        ),
         Ok(Err(_)) | Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             "encoding the metrics failed\n".to_string(),
         ),
+    }
+}
+
+/// OpenMetrics text as the classic text format: a counter family's HELP
+/// and TYPE name its samples (`x_total`, not `x`), and there are no UNIT
+/// or EOF lines. The samples are the same.
+#[must_use]
+pub fn classic(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn classic_names_counter_families_by_their_samples() {
+        let om = "# HELP a_seconds Age.\n# TYPE a_seconds gauge\n# UNIT a_seconds seconds\na_seconds 1.5\n# HELP p Packets.\n# TYPE p counter\np_total{v=\"x\"} 3\n# EOF\n";
+        assert_eq!(
+            super::classic(om),
+            "# HELP a_seconds Age.\n# TYPE a_seconds gauge\na_seconds 1.5\n# HELP p_total Packets.\n# TYPE p_total counter\np_total{v=\"x\"} 3\n"
+        );
     }
 }
