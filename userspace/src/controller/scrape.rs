@@ -253,7 +253,7 @@ fn traffic<K>(
                 if unit == "packets" {
                     "Packets"
                 } else {
-                    "Bytes (IP length)"
+                    "Bytes (whole frames as XDP sees them)"
                 }
             ),
             None,
