@@ -330,3 +330,31 @@ fn a_prometheus_server_scrapes_the_endpoint() {
     );
     drop(c);
 }
+
+#[test]
+fn devices_over_the_cap_are_summed_as_other() {
+    let t = Topology::create("metrics-cap").expect("namespaces");
+    let root = PinRoot::new();
+    let c = Controller::start(
+        &exe(),
+        &t,
+        &demo_policy_copy(),
+        &[
+            "--pin-root",
+            root.arg(),
+            "--metrics",
+            METRICS,
+            "--metrics-max-devices",
+            "0",
+        ],
+    )
+    .expect("start");
+    let _ = send_traffic(&t, "blocked", "198.51.100.10", 2).expect("traffic");
+    let (text, s) = scrape(&t);
+    assert!(!text.contains(r#"device="phone""#), "{text}");
+    let other =
+        r#"regionwall_region_packets_total{device="other",region="blocked-zone",verdict="drop"}"#;
+    assert!(value(&s, other) >= 2.0, "{text}");
+    println!("{text}");
+    drop(c);
+}
