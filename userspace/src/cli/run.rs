@@ -325,8 +325,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     let listener = socket::bind(&config.socket, config.access)?;
-    let exporter = metrics::Exporter::bind(args.metrics.config())?;
     let _socket_guard = RemoveOnDrop(config.socket.clone());
+    let exporter = metrics::Exporter::bind(args.metrics.config())?;
     let (mut ctl, started) = Controller::start(config, &prepared)?;
     reloads.watch(&prepared.policy.inputs);
     drop(prepared);
