@@ -185,6 +185,9 @@ fn scraped_series_equal_what_was_sent_and_promtool_accepts_them() {
 #[test]
 fn a_non_loopback_address_is_refused_without_allow_remote() {
     let policy = demo_policy_copy();
+    let unique = regionwall_testkit::netns::unique_name("metrics-refused");
+    let socket = std::env::temp_dir().join(format!("{unique}.sock"));
+    let pin_root = format!("/sys/fs/bpf/{unique}");
     let out = regionwall(&[
         "run",
         "--iface",
@@ -195,10 +198,15 @@ fn a_non_loopback_address_is_refused_without_allow_remote() {
         "--metrics",
         "192.0.2.1:9465",
         "--socket",
-        "/tmp/regionwall-metrics-refused.sock",
+        socket.to_str().expect("UTF-8"),
         "--pin-root",
-        "/sys/fs/bpf/regionwall-metrics-refused",
+        &pin_root,
     ]);
+    assert!(!socket.exists(), "the control socket is removed again");
+    assert!(
+        !std::path::Path::new(&pin_root).exists(),
+        "nothing was pinned"
+    );
     assert!(!out.status.success());
     assert!(
         common::text(&out).contains("--metrics-allow-remote"),
