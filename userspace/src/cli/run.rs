@@ -7,7 +7,7 @@ use aya::programs::XdpMode;
 use regionwall::{
     control,
     controller::{
-        Config, Controller, release_freed_memory,
+        Config, Controller, metrics, release_freed_memory,
         reload::{Reloads, spawn_prepare},
         report::{self, NotLogged},
         socket::{self, Access, RemoveOnDrop, Shared},
@@ -152,6 +152,37 @@ pub struct Args {
     pub socket_group: Option<String>,
     #[command(flatten)]
     pub input: super::input::InputArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// Prometheus metrics (off unless --metrics is given).
+#[derive(clap::Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics (OpenMetrics text) at http://<ADDR>/metrics,
+    /// e.g. 127.0.0.1:9465. Only loopback addresses, unless
+    /// --metrics-allow-remote: the series name every device of the policy.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Allow --metrics on a non-loopback address (put a firewall or a
+    /// reverse proxy with authentication in front of it).
+    #[arg(long, requires = "metrics")]
+    pub metrics_allow_remote: bool,
+    /// Devices with series of their own (in counter index order); the
+    /// others are summed under device="other", which bounds the series
+    /// to about this many times regions (or countries) times 4 verdicts.
+    #[arg(long, default_value_t = metrics::MAX_DEVICES_DEFAULT, requires = "metrics")]
+    pub metrics_max_devices: usize,
+}
+
+impl MetricsArgs {
+    fn config(&self) -> Option<metrics::Config> {
+        self.metrics.map(|addr| metrics::Config {
+            addr,
+            allow_remote: self.metrics_allow_remote,
+            max_devices: self.metrics_max_devices,
+        })
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -295,6 +326,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let listener = socket::bind(&config.socket, config.access)?;
     let _socket_guard = RemoveOnDrop(config.socket.clone());
+    let exporter = metrics::Exporter::bind(args.metrics.config())?;
     let (mut ctl, started) = Controller::start(config, &prepared)?;
     reloads.watch(&prepared.policy.inputs);
     drop(prepared);
@@ -315,6 +347,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         hosts: ctl.hosts().cloned(),
     });
     let server = tokio::spawn(socket::serve(listener, shared));
+    let exporter = exporter.map(|e| e.serve(&ctl));
     let mut link_notes = supervise::netlink_notes()
         .map_err(|e| log::warn!("no netlink link notifications ({e}); polling only"))
         .ok();
@@ -342,6 +375,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     events.stop();
     server.abort();
+    if let Some(task) = exporter {
+        task.abort();
+    }
     if let Some(task) = hostnames {
         task.abort();
     }

@@ -15,14 +15,18 @@
 //! - [`stream`]: the decoded event stream and its fan-out.
 //! - [`hostnames`]: DNS answers from the TC ring into the name cache.
 //! - [`report`]: start, periodic and exit messages.
+//! - [`metrics`]: the Prometheus endpoint (`run --metrics`), read by
+//!   [`scrape`] from the pinned maps at scrape time.
 
 pub mod establish;
 pub mod hostnames;
 pub mod lock;
+pub mod metrics;
 pub mod output;
 pub mod prepare;
 pub mod reload;
 pub mod report;
+pub mod scrape;
 pub mod socket;
 pub mod stream;
 pub mod supervise;
@@ -164,6 +168,28 @@ pub struct Tally {
     pub events_logged: AtomicU64,
     /// Events the output could not take.
     pub not_written: AtomicU64,
+    /// Reloads put in force, refused (the policy did not load or check),
+    /// and failed (publishing failed, or the loader panicked).
+    pub reloads_ok: AtomicU64,
+    pub reloads_rejected: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    /// When a policy was last put in force (unix seconds).
+    pub loaded_at: AtomicU64,
+    /// Every file the live policy read (for the data age metric).
+    pub inputs: std::sync::RwLock<Vec<PathBuf>>,
+}
+
+impl Tally {
+    /// Notes `inputs` as the live policy's, put in force now.
+    pub fn loaded(&self, inputs: &[PathBuf]) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.loaded_at.store(now, Ordering::Relaxed);
+        if let Ok(mut held) = self.inputs.write() {
+            held.clone_from(&inputs.to_vec());
+        }
+    }
 }
 
 /// The names a filter may use: the live policy's devices and regions
@@ -315,6 +341,8 @@ impl Controller {
         let known = Arc::new(std::sync::RwLock::new(Known::of(&stable)));
         names.insert(epoch, stable);
         let supervisor = supervise::Supervisor::new(&config.iface, ifindex, config.xdp_mode);
+        let tally = Arc::new(Tally::default());
+        tally.loaded(&prepared.policy.inputs);
         Ok((
             Self {
                 config,
@@ -325,7 +353,7 @@ impl Controller {
                 epoch,
                 live: Arc::clone(&prepared.policy),
                 clock: BootClock::now(),
-                tally: Arc::new(Tally::default()),
+                tally,
                 known,
                 feed: tokio::sync::broadcast::channel(FEED).0,
                 hosts: None,
@@ -378,6 +406,7 @@ impl Controller {
             *known = Known::of(&stable);
         }
         self.names.insert(next, Arc::new(stable));
+        self.tally.loaded(&prepared.policy.inputs);
         self.live = prepared.policy;
         Ok(next)
     }

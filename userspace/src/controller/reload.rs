@@ -3,7 +3,10 @@
 //! is prepared on a blocking thread (one at a time; a request meanwhile
 //! runs once more after it), then published by the controller.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    path::PathBuf,
+    sync::{Arc, atomic::Ordering},
+};
 
 use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 
@@ -135,21 +138,31 @@ impl Reloads {
                         let inputs = prepared.policy.inputs.clone();
                         match ctl.apply(prepared) {
                             Ok(epoch) => {
+                                ctl.tally().reloads_ok.fetch_add(1, Ordering::Relaxed);
                                 self.watch(&inputs);
                                 log::info!("reloaded policy ({why}; epoch {epoch})");
                                 super::release_freed_memory();
                             }
-                            Err(e) => log::error!(
-                                "reload ({why}) failed, previous policy (epoch {old}) still enforcing: {e}"
-                            ),
+                            Err(e) => {
+                                ctl.tally().reloads_failed.fetch_add(1, Ordering::Relaxed);
+                                log::error!(
+                                    "reload ({why}) failed, previous policy (epoch {old}) still enforcing: {e}"
+                                );
+                            }
                         }
                     }
-                    Ok(Err(e)) => log::error!(
-                        "reload ({why}) rejected, previous policy (epoch {old}) still enforcing: {e}"
-                    ),
-                    Err(e) => log::error!(
-                        "reload ({why}) failed, previous policy (epoch {old}) still enforcing: the loader panicked: {e}"
-                    ),
+                    Ok(Err(e)) => {
+                        ctl.tally().reloads_rejected.fetch_add(1, Ordering::Relaxed);
+                        log::error!(
+                            "reload ({why}) rejected, previous policy (epoch {old}) still enforcing: {e}"
+                        );
+                    }
+                    Err(e) => {
+                        ctl.tally().reloads_failed.fetch_add(1, Ordering::Relaxed);
+                        log::error!(
+                            "reload ({why}) failed, previous policy (epoch {old}) still enforcing: the loader panicked: {e}"
+                        );
+                    }
                 }
                 if let Some(why) = self.again.take() {
                     self.request(ctl, why);
