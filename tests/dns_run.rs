@@ -75,16 +75,8 @@ fn run_attaches_and_adopts_the_copier() {
 /// copier to the new interface with the XDP program.
 #[test]
 fn the_copier_follows_a_recreated_interface() {
-    let t = Topology::create(&format!("rwtc-{}", std::process::id())).expect("namespaces");
-    let root = common::pins::PinRoot::new();
+    let (t, root, c) = started("rwtc");
     let pins = root.pins();
-    let c = Controller::start(
-        &common::exe(),
-        &t,
-        &common::demo_policy_copy(),
-        &["--pin-root", root.arg()],
-    )
-    .expect("start");
     let before = pins.dns_link_facts().expect("facts").expect("DNS link");
     t.gateway
         .ip(&["link", "del", GATEWAY_LAN])
@@ -94,20 +86,7 @@ fn the_copier_follows_a_recreated_interface() {
         "{}",
         c.log_text()
     );
-    t.gateway
-        .ip(&[
-            "link",
-            "add",
-            GATEWAY_LAN,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            t.phone.name(),
-        ])
-        .expect("re-create veth");
+    t.add_lan_veth().expect("re-create veth");
     t.gateway
         .ip(&["link", "set", GATEWAY_LAN, "up"])
         .expect("up");
@@ -131,16 +110,8 @@ fn the_copier_follows_a_recreated_interface() {
 /// clips at `DNS_COPY_BYTES` and counts it.
 #[test]
 fn non_linear_tcp_answers_are_copied_and_clipped() {
-    let t = Topology::create(&format!("rwtc-{}", std::process::id())).expect("namespaces");
-    let root = common::pins::PinRoot::new();
+    let (t, root, c) = started("rwtc");
     let pins = root.pins();
-    let c = Controller::start(
-        &common::exe(),
-        &t,
-        &common::demo_policy_copy(),
-        &["--pin-root", root.arg()],
-    )
-    .expect("start");
     let mut ring = PinnedMaps::dns(&pins).expect("pinned ring");
     drain(&mut ring);
     let maps = PinnedMaps::open(&pins).expect("pinned maps");
@@ -220,16 +191,8 @@ fn non_linear_tcp_answers_are_copied_and_clipped() {
 /// stays: the supervisor puts a new one in its place.
 #[test]
 fn an_outside_detach_of_the_copier_is_repaired() {
-    let t = Topology::create(&format!("rwtd-{}", std::process::id())).expect("namespaces");
-    let root = common::pins::PinRoot::new();
+    let (_t, root, c) = started("rwtd");
     let pins = root.pins();
-    let c = Controller::start(
-        &common::exe(),
-        &t,
-        &common::demo_policy_copy(),
-        &["--pin-root", root.arg()],
-    )
-    .expect("start");
     let before = pins.dns_link_facts().expect("facts").expect("DNS link");
     assert!(pins.detach_dns_link().expect("detach"), "was attached");
     assert!(
@@ -243,4 +206,19 @@ fn an_outside_detach_of_the_copier_is_repaired() {
     let xdp = pins.link_facts().expect("facts").expect("XDP link");
     assert_eq!(xdp.ifindex, after.ifindex, "XDP untouched");
     c.stop().expect("stop");
+}
+
+/// A sandbox with the demo policy enforced by `regionwall run` on a pin
+/// root of its own.
+fn started(tag: &str) -> (Topology, common::pins::PinRoot, Controller) {
+    let t = Topology::create(&format!("{tag}-{}", std::process::id())).expect("namespaces");
+    let root = common::pins::PinRoot::new();
+    let c = Controller::start(
+        &common::exe(),
+        &t,
+        &common::demo_policy_copy(),
+        &["--pin-root", root.arg()],
+    )
+    .expect("start");
+    (t, root, c)
 }

@@ -343,20 +343,7 @@ fn interface_deleted_and_recreated_is_reattached_within_a_second() {
     // moment the interface exists (netlink), before it is even up.
     let mark = c.log_text().len();
     let recreated = Instant::now();
-    t.gateway
-        .ip(&[
-            "link",
-            "add",
-            GATEWAY_LAN,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            t.phone.name(),
-        ])
-        .expect("re-create veth");
+    t.add_lan_veth().expect("re-create veth");
     t.gateway
         .ip(&["addr", "add", "192.0.2.1/24", "dev", GATEWAY_LAN])
         .expect("addr");

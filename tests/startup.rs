@@ -130,19 +130,7 @@ fn demo_runs_from_any_directory() {
 /// them (addresses, up, the phone's default routes).
 fn make_lan(t: &Topology) {
     let (g, p) = (&t.gateway, &t.phone);
-    g.ip(&[
-        "link",
-        "add",
-        GATEWAY_LAN,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        p.name(),
-    ])
-    .expect("veth");
+    t.add_lan_veth().expect("veth");
     for (ns, dev, v4, v6) in [
         (g, GATEWAY_LAN, "192.0.2.1/24", "2001:db8:1::1/64"),
         (p, "eth0", "192.0.2.10/24", "2001:db8:1::10/64"),

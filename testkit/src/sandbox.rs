@@ -52,6 +52,23 @@ impl Topology {
         Ok(t)
     }
 
+    /// Makes the gateway's LAN veth again (`lan0`, its peer `eth0` in the
+    /// phone), as tests that delete it re-create it; no addresses, down.
+    pub fn add_lan_veth(&self) -> io::Result<()> {
+        self.gateway.ip(&[
+            "link",
+            "add",
+            GATEWAY_LAN,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            self.phone.name(),
+        ])
+    }
+
     fn wire(&self) -> io::Result<()> {
         let (p, g, n) = (&self.phone, &self.gateway, &self.internet);
         // Before any link exists: no duplicate address detection (link-local

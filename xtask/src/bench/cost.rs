@@ -118,23 +118,38 @@ pub fn frame(v4: bool) -> Vec<u8> {
 /// Source MAC of the benchmark frames (a documentation address).
 const BENCH_MAC: [u8; 6] = [0x02, 0, 0x5e, 0, 0x53, 0x01];
 
+/// The median ns per run of `name` on `frame` over the samples; with
+/// `want`, every run must return that action.
+pub fn median_ns(
+    dp: &Datapath,
+    name: &'static str,
+    frame: &[u8],
+    want: Option<u32>,
+    args: &Args,
+) -> anyhow::Result<f64> {
+    let program = dp.program_named(name)?;
+    let mut samples = Vec::with_capacity(args.samples);
+    for _ in 0..args.samples.max(1) {
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: args.repeat.max(1),
+                ..TestRunOptions::default()
+            })
+            .with_context(|| format!("test_run {name}"))?;
+        if let Some(want) = want
+            && result.return_value != want
+        {
+            anyhow::bail!("{name} returned {}, not {want}", result.return_value);
+        }
+        samples.push(result.duration.as_nanos() as f64);
+    }
+    Ok(median(&mut samples))
+}
+
 pub fn packet_cost(dp: &Datapath, v4: bool, args: &Args) -> anyhow::Result<PacketCost> {
     let frame = frame(v4);
-    let run = |name: &'static str| -> anyhow::Result<f64> {
-        let program = dp.program_named(name)?;
-        let mut samples = Vec::with_capacity(args.samples);
-        for _ in 0..args.samples.max(1) {
-            let result = program
-                .test_run(TestRunOptions {
-                    data_in: Some(&frame),
-                    repeat: args.repeat.max(1),
-                    ..TestRunOptions::default()
-                })
-                .with_context(|| format!("test_run {name}"))?;
-            samples.push(result.duration.as_nanos() as f64);
-        }
-        Ok(median(&mut samples))
-    };
+    let run = |name: &'static str| median_ns(dp, name, &frame, None, args);
     Ok(PacketCost {
         floor: run("bench_floor")?,
         keys: run("bench_keys")?,

@@ -7,7 +7,6 @@
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
-use aya::programs::{TestRun as _, TestRunOptions};
 use regionwall::{
     compile,
     datapath::{Datapath, LoadOptions, Readings as _},
@@ -16,7 +15,7 @@ use regionwall::{
 use regionwall_common::{Counter, EVENT_BURST_DEFAULT, EVENT_RATE_DEFAULT};
 use serde::Serialize;
 
-use super::{Args, median};
+use super::Args;
 
 /// A rejected region and a dropped one, as the `bench_syn*` drivers
 /// address them.
@@ -74,23 +73,8 @@ pub fn run(args: &Args, dir: &Path) -> anyhow::Result<RejectResult> {
     let mut out = RejectResult::default();
     for v4 in [true, false] {
         let frame = vec![0u8; if v4 { 54 } else { 74 }];
-        let run = |name: &'static str, want: u32| -> anyhow::Result<f64> {
-            let program = dp.program_named(name)?;
-            let mut samples = Vec::with_capacity(args.samples);
-            for _ in 0..args.samples.max(1) {
-                let result = program
-                    .test_run(TestRunOptions {
-                        data_in: Some(&frame),
-                        repeat: args.repeat.max(1),
-                        ..TestRunOptions::default()
-                    })
-                    .with_context(|| format!("test_run {name}"))?;
-                if result.return_value != want {
-                    bail!("{name} returned {}, not {want}", result.return_value);
-                }
-                samples.push(result.duration.as_nanos() as f64);
-            }
-            Ok(median(&mut samples))
+        let run = |name: &'static str, want: u32| {
+            super::cost::median_ns(&dp, name, &frame, Some(want), args)
         };
         let cost = RejectCost {
             syn: run("bench_syn", regionwall_testkit::xdp::XDP_PASS)?,
