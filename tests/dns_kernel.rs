@@ -18,7 +18,10 @@ use regionwall::{
 };
 use regionwall_common::dns::{DNS_COPY_BYTES, DNS_RING_BYTES};
 
-use regionwall_testkit::netns::{NetNs, unique_name};
+use regionwall_testkit::{
+    dns,
+    netns::{NetNs, unique_name},
+};
 
 /// `TC_ACT_UNSPEC` = `TCX_NEXT` (-1): the classifier's only verdict.
 const PASS_ON: u32 = u32::MAX;
@@ -95,7 +98,7 @@ impl Harness {
 }
 
 fn answer_v4(vlans: &[u16], records: u16) -> Vec<u8> {
-    let msg = dns_answer(0x1234, "example.com", records);
+    let msg = dns::compressed_answer(0x1234, "example.com", records);
     ethernet(
         RESOLVER_MAC,
         vlans,
@@ -107,7 +110,7 @@ fn answer_v4(vlans: &[u16], records: u16) -> Vec<u8> {
 #[test]
 fn answers_are_copied_byte_for_byte() {
     let mut h = Harness::new();
-    let msg = dns_answer(7, "example.com", 2);
+    let msg = dns::compressed_answer(7, "example.com", 2);
     h.copied_whole(&answer_v4(&[], 2));
     h.copied_whole(&answer_v4(&[ETH_P_8021Q], 2));
     h.copied_whole(&answer_v4(&[ETH_P_8021AD, ETH_P_8021Q], 2));
@@ -139,7 +142,7 @@ fn answers_are_copied_byte_for_byte() {
         &ipv6(r6, p6, &[Ext::DestOpts], IPPROTO_UDP, &udp(53, 40000, &msg)),
     ));
     // DNS over TCP, v4 and v6.
-    let seg = tcp_data(53, 40001, &dns_over_tcp(&msg));
+    let seg = tcp_data(53, 40001, &dns::tcp_stream(&[&msg]));
     h.copied_whole(&ethernet(
         RESOLVER_MAC,
         &[],
@@ -188,7 +191,7 @@ fn a_frame_longer_than_the_copy_is_clipped() {
 #[test]
 fn other_frames_are_left_alone() {
     let mut h = Harness::new();
-    let msg = dns_answer(7, "example.com", 1);
+    let msg = dns::compressed_answer(7, "example.com", 1);
     // A query (destination port 53) leaving for a device.
     h.not_copied(
         &ethernet(
@@ -415,7 +418,7 @@ fn attach_adopt_copy(pins: &PinDir) {
     let before = dp.dns_counts().expect("counts");
     let mut ring = dp.take_dns().expect("ring");
     let sock = UdpSocket::bind("10.9.0.1:53").expect("bind port 53");
-    let msg = dns_answer(9, "example.org", 3);
+    let msg = dns::compressed_answer(9, "example.org", 3);
     sock.send_to(&msg, "10.9.0.2:40000").expect("send");
     let mut copies = Vec::new();
     for _ in 0..100 {

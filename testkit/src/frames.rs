@@ -64,44 +64,6 @@ pub fn tcp_data(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     t
 }
 
-/// A DNS answer message for `name` (dotted, e.g. `"example.com"`) with
-/// `records` A records (192.0.2.1, 192.0.2.2, ...), as a resolver sends it
-/// over UDP. Each record is 16 bytes (a name pointer to the question).
-#[must_use]
-pub fn dns_answer(id: u16, name: &str, records: u16) -> Vec<u8> {
-    let mut m = Vec::new();
-    m.extend_from_slice(&id.to_be_bytes());
-    m.extend_from_slice(&[0x81, 0x80]); // response, RD, RA, no error
-    m.extend_from_slice(&1u16.to_be_bytes());
-    m.extend_from_slice(&records.to_be_bytes());
-    m.extend_from_slice(&[0, 0, 0, 0]);
-    for label in name.split('.').filter(|l| !l.is_empty()) {
-        m.push(u8::try_from(label.len()).unwrap_or(63).min(63));
-        m.extend_from_slice(&label.as_bytes()[..label.len().min(63)]);
-    }
-    m.push(0);
-    m.extend_from_slice(&[0, 1, 0, 1]); // A, IN
-    for i in 0..records {
-        m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0x0e, 0x10, 0, 4]);
-        let [hi, lo] = (i + 1).to_be_bytes();
-        m.extend_from_slice(&[192, 0, 2u8.wrapping_add(hi), lo]);
-    }
-    m
-}
-
-/// The same message framed for DNS over TCP (two-byte length first).
-#[must_use]
-pub fn dns_over_tcp(message: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(2 + message.len());
-    m.extend_from_slice(
-        &u16::try_from(message.len())
-            .unwrap_or(u16::MAX)
-            .to_be_bytes(),
-    );
-    m.extend_from_slice(message);
-    m
-}
-
 /// IPv4 header with `option_words` 4-byte NOP option words, then `payload`.
 #[must_use]
 pub fn ipv4(
