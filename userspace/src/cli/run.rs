@@ -378,9 +378,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(task) = exporter {
         task.abort();
     }
-    if let Some(task) = hostnames {
-        task.abort();
-    }
+    drop(hostnames);
     drop(reloads);
     let stats = ctl.snapshot();
     let unpin = match &exit {

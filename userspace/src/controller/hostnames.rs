@@ -4,14 +4,17 @@
 
 use std::{
     net::IpAddr,
-    os::fd::{AsFd as _, AsRawFd, OwnedFd, RawFd},
-    sync::{Arc, Mutex, MutexGuard},
+    os::fd::{AsFd as _, OwnedFd},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Instant,
 };
 
 use aya::maps::{MapData, RingBuf};
 use regionwall_common::dns::DnsCopy;
-use tokio::{io::unix::AsyncFd, task::JoinHandle};
+use rustix::event::{PollFd, PollFlags, poll};
 
 use crate::{
     control::{HostLookup, HostName},
@@ -19,9 +22,17 @@ use crate::{
     policy::net::format_mac,
 };
 
-/// Records drained in one go before the lock is let go (the event path
-/// may be waiting to name an event).
-const DRAIN_BATCH: usize = 256;
+/// Records the draining thread decodes per hold of the lock (a few
+/// hundred microseconds: the event path may be waiting to name an event).
+const DRAIN_BATCH: usize = 64;
+/// Records read on a lookup that missed (an answer may still be queued).
+const MISS_BATCH: usize = 16;
+/// How long the draining thread sleeps in poll before it looks at its stop
+/// flag again.
+const POLL_WAKE: rustix::event::Timespec = rustix::event::Timespec {
+    tv_sec: 0,
+    tv_nsec: 200_000_000,
+};
 
 struct Inner {
     ring: RingBuf<MapData>,
@@ -33,16 +44,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct HostNames {
     inner: Arc<Mutex<Inner>>,
-    /// A duplicate of the ring's fd for the task's epoll registration.
+    /// A duplicate of the ring's fd for the draining thread's poll.
     wake: Arc<OwnedFd>,
-}
-
-struct Wake(Arc<OwnedFd>);
-
-impl AsRawFd for Wake {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_raw_fd()
-    }
 }
 
 impl HostNames {
@@ -66,57 +69,49 @@ impl HostNames {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Reads every answer waiting in the ring into the cache; returns how
-    /// many.
-    #[expect(
-        clippy::must_use_candidate,
-        reason = "draining is the point; the count is for tests"
-    )]
-    pub fn drain(&self) -> usize {
-        let mut total = 0;
-        loop {
-            let mut inner = self.lock();
-            let Inner { ring, names } = &mut *inner;
-            let now = Instant::now();
-            let mut n = 0;
-            while n < DRAIN_BATCH {
-                let Some(item) = ring.next() else { break };
-                if let Some(copy) = decode(&item) {
-                    names.ingest_copy(&copy, now);
-                }
-                n += 1;
+    /// Reads at most `max` answers waiting in the ring into the cache,
+    /// holding the lock for that batch only; returns how many.
+    fn drain_batch(&self, max: usize) -> usize {
+        let mut inner = self.lock();
+        let Inner { ring, names } = &mut *inner;
+        let now = Instant::now();
+        let mut n = 0;
+        while n < max {
+            let Some(item) = ring.next() else { break };
+            if let Some(copy) = decode(&item) {
+                names.ingest_copy(&copy, now);
             }
-            total += n;
-            if n < DRAIN_BATCH {
-                return total;
-            }
+            n += 1;
         }
+        n
     }
 
-    /// What the device at `mac` looked up for `addr`. Answers still in the
-    /// ring are read first: the answer leaves before the connection it
-    /// names, but the two rings are read by different tasks.
+    /// What the device at `mac` looked up for `addr`. On a miss one
+    /// bounded batch of the ring is read first: the answer leaves before
+    /// the connection it names, but the two rings are read apart. Under a
+    /// flood of answers the batch bound keeps the caller's time small.
     #[must_use]
     pub fn name(&self, mac: &[u8; 6], addr: IpAddr) -> HostName {
         let found = self.lock().names.lookup(mac, addr, Instant::now());
         let found = found.or_else(|| {
-            (self.drain() > 0)
+            (self.drain_batch(MISS_BATCH) > 0)
                 .then(|| self.lock().names.lookup(mac, addr, Instant::now()))
                 .flatten()
         });
-        match found {
-            Some(n) => HostName::Resolved {
-                name: n.name.to_string(),
-                canonical: n.canonical.to_string(),
-            },
-            None => HostName::Unresolved,
-        }
+        named(found)
+    }
+
+    /// What the device at `mac` looked up for `addr`, from the cache alone
+    /// (for snapshots: many rows, none worth waiting for).
+    #[must_use]
+    pub fn cached_name(&self, mac: &[u8; 6], addr: IpAddr) -> HostName {
+        named(self.lock().names.lookup(mac, addr, Instant::now()))
     }
 
     /// Every device that looked up a name for `addr`, with the name.
     #[must_use]
     pub fn who_resolved(&self, addr: IpAddr) -> Vec<HostLookup> {
-        self.drain();
+        self.drain_batch(MISS_BATCH);
         let mut out: Vec<HostLookup> = self
             .lock()
             .names
@@ -138,30 +133,58 @@ impl HostNames {
         self.lock().names.stats()
     }
 
-    /// Drains the ring whenever it has data, until aborted.
-    pub fn spawn(&self) -> std::io::Result<JoinHandle<()>> {
-        // SAFETY: `Wake` holds its own duplicate of the ring's fd for as
-        // long as the AsyncFd holds the `Wake`, and as_raw_fd always returns
-        // that same fd.
-        let fd = unsafe {
-            AsyncFd::register_with_interest(
-                Wake(Arc::clone(&self.wake)),
-                tokio::io::Interest::READABLE,
-            )
-        }
-        .map_err(std::io::Error::from)?;
+    /// Drains the ring on a thread of its own whenever it has data, in
+    /// bounded batches with the lock let go between them, until the
+    /// returned handle is dropped. Decoding is CPU work: on its own thread
+    /// a flood of answers can only fill the ring (counted as lost by the
+    /// kernel), never hold up the runtime that serves events and the
+    /// control socket.
+    pub fn spawn(&self) -> std::io::Result<Drainer> {
+        let stop = Arc::new(AtomicBool::new(false));
         let this = self.clone();
-        Ok(tokio::spawn(async move {
-            loop {
-                let Ok(mut guard) = fd.readable().await else {
-                    return;
-                };
-                // Parsing is CPU work of a few microseconds per answer: off
-                // the runtime's async threads would cost more than it saves.
-                this.drain();
-                guard.clear_ready();
-            }
-        }))
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("dns-names".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    if this.drain_batch(DRAIN_BATCH) == DRAIN_BATCH {
+                        continue;
+                    }
+                    // Nothing (more) waiting: sleep until the ring has data,
+                    // waking now and then to see the stop flag.
+                    let mut fds = [PollFd::new(&*this.wake, PollFlags::IN)];
+                    let _ = poll(&mut fds, Some(&POLL_WAKE));
+                }
+            })?;
+        Ok(Drainer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// The draining thread; dropping it stops the thread.
+pub struct Drainer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Drainer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn named(found: Option<crate::dns::Named>) -> HostName {
+    match found {
+        Some(n) => HostName::Resolved {
+            name: n.name.to_string(),
+            canonical: n.canonical.to_string(),
+        },
+        None => HostName::Unresolved,
     }
 }
 

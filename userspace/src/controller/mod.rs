@@ -435,9 +435,9 @@ impl Controller {
     }
 
     /// Starts reading the DNS copier's ring into the name cache, when the
-    /// copier is attached; the task runs until aborted. Without it names
+    /// copier is attached; its thread runs until the handle is dropped. Without it names
     /// are not known, and enforcement is the same.
-    pub fn start_hostnames(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+    pub fn start_hostnames(&mut self) -> Option<hostnames::Drainer> {
         if !self.config.dns || !self.dp.dns_attached() {
             return None;
         }
@@ -511,7 +511,7 @@ impl Controller {
         let unresolved = |_: &[u8; 6], _: std::net::IpAddr| crate::control::HostName::Unresolved;
         let resolve: &dyn Fn(&[u8; 6], std::net::IpAddr) -> crate::control::HostName =
             match &self.hosts {
-                Some(hosts) => &|mac, addr| hosts.name(mac, addr),
+                Some(hosts) => &|mac, addr| hosts.cached_name(mac, addr),
                 None => &unresolved,
             };
         let mut stats = Stats::read_resolving(

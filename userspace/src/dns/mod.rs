@@ -81,6 +81,12 @@ impl Names {
             self.stats.malformed += 1;
             return;
         };
+        // A group or broadcast MAC is no device: its names would only take
+        // room (and show up in `explain` under ff:ff:ff:ff:ff:ff).
+        if answer.mac[0] & 1 != 0 {
+            self.stats.ignored += 1;
+            return;
+        }
         match answer.transport {
             Transport::Udp => self.ingest_message(answer.mac, answer.payload, now),
             Transport::Tcp => {

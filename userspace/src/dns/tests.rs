@@ -385,3 +385,16 @@ fn control_bytes_in_names_are_escaped_not_printed() {
     assert!(r.query.contains("\\033"), "{:?}", r.query);
     assert_eq!(r.addresses.len(), 1);
 }
+
+#[test]
+fn answers_to_group_or_broadcast_macs_are_not_remembered() {
+    let mut f = udp_answer(&chain());
+    f[..6].copy_from_slice(&[0xff; 6]);
+    let mut names = Names::new(NameCache::new(16));
+    let now = Instant::now();
+    names.ingest_frame(&f, now);
+    f[..6].copy_from_slice(&[0x01, 0, 0x5e, 0, 0, 0xfb]);
+    names.ingest_frame(&f, now);
+    assert!(names.cache().is_empty());
+    assert_eq!(names.stats().ignored, 2);
+}
