@@ -7,7 +7,7 @@ use aya::programs::XdpMode;
 use regionwall::{
     control,
     controller::{
-        Config, Controller, release_freed_memory,
+        Config, Controller, recorder, release_freed_memory,
         reload::{Reloads, spawn_prepare},
         report::{self, NotLogged},
         socket::{self, Access, RemoveOnDrop, Shared},
@@ -152,6 +152,8 @@ pub struct Args {
     pub socket_group: Option<String>,
     #[command(flatten)]
     pub input: super::input::InputArgs,
+    #[command(flatten)]
+    pub history: super::history::RecordArgs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -305,6 +307,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut events = EventStream::start(&mut ctl, args.queue, args.json)?;
     let (detach_tx, mut detach_rx) = mpsc::channel(4);
     let (stats_tx, mut stats_rx) = mpsc::channel(16);
+    let _history = recorder::start(
+        &mut ctl,
+        &args.history.options(&args.iface),
+        stats_tx.clone(),
+    );
     let shared = Arc::new(Shared {
         iface: args.iface.clone(),
         access: ctl.config().access,
