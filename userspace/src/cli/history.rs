@@ -130,8 +130,8 @@ pub struct Args {
     pub verdict: Option<String>,
     /// Totals by device, country, host, region, verdict, hour or day,
     /// comma-separated to combine.
-    #[arg(long, value_parser = query::parse_dims)]
-    pub by: Option<Vec<Dim>>,
+    #[arg(long, value_delimiter = ',', value_parser = query::parse_dim)]
+    pub by: Vec<Dim>,
     /// JSON lines.
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
@@ -160,9 +160,20 @@ impl Args {
             region: self.region.clone(),
             host: self.host.clone(),
             verdict: self.verdict.clone(),
-            by: self.by.clone().unwrap_or_default(),
+            by: dedup(&self.by),
         }
     }
+}
+
+/// Each grouping once, in the order first given.
+fn dedup(dims: &[Dim]) -> Vec<Dim> {
+    let mut out = Vec::new();
+    for d in dims {
+        if !out.contains(d) {
+            out.push(*d);
+        }
+    }
+    out
 }
 
 /// Opens the history of `db` read-only, saying what to check on failure.

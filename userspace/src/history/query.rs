@@ -44,20 +44,23 @@ impl Dim {
     }
 }
 
+/// One grouping: device, country, host, region, verdict, hour or day.
+pub fn parse_dim(s: &str) -> Result<Dim, String> {
+    let part = s.trim();
+    Dim::ALL.into_iter().find(|d| d.name() == part).ok_or_else(|| {
+        format!(
+            "{part:?} is not a grouping (expected device, country, host, region, verdict, hour or day, comma-separated)"
+        )
+    })
+}
+
 /// `device,country`: groupings, each once.
 pub fn parse_dims(s: &str) -> Result<Vec<Dim>, String> {
     let mut dims = Vec::new();
-    for part in s.split(',').map(str::trim) {
-        let dim = Dim::ALL
-            .into_iter()
-            .find(|d| d.name() == part)
-            .ok_or_else(|| {
-                format!(
-                    "{part:?} is not a grouping (expected device, country, host, region, verdict, hour or day, comma-separated)"
-                )
-            })?;
+    for part in s.split(',') {
+        let dim = parse_dim(part)?;
         if dims.contains(&dim) {
-            return Err(format!("{part:?} is given twice"));
+            return Err(format!("{:?} is given twice", part.trim()));
         }
         dims.push(dim);
     }

@@ -529,9 +529,15 @@ impl Store {
     /// Returns free pages to the file system and truncates the log.
     fn reclaim(&self) -> Result<(), HistoryError> {
         let p = self.path.as_path();
-        self.conn
-            .execute_batch("PRAGMA incremental_vacuum;")
+        // Each step of the pragma frees one page: run it to the end.
+        let mut stmt = self
+            .conn
+            .prepare("PRAGMA incremental_vacuum")
             .map_err(sql(p, "vacuuming"))?;
+        let mut rows = stmt.query([]).map_err(sql(p, "vacuuming"))?;
+        while rows.next().map_err(sql(p, "vacuuming"))?.is_some() {}
+        drop(rows);
+        drop(stmt);
         self.conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(sql(p, "checkpointing"))
