@@ -194,6 +194,10 @@ fn replay(
     Ok((last, false))
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one client: the recorded events, the live stream, the pinned ring"
+)]
 pub fn events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
     super::default_sigpipe();
     let filter = Filter {
@@ -216,7 +220,7 @@ pub fn events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
     };
     // Live first, then the replay: what is recorded while replaying
     // arrives live too, and is shown once.
-    let live = args.target.ask(&Request::Events(filter.clone()))?;
+    let stream = args.target.ask(&Request::Events(filter.clone()))?;
     let mut replayed_to = None;
     if args.since.is_some() {
         let (last, done) = replay(args, &filter, &mut print)?;
@@ -229,7 +233,7 @@ pub fn events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
         replayed_to
             .is_some_and(|t| humantime::parse_rfc3339(&record.timestamp).is_ok_and(|ts| ts <= t))
     };
-    if let Some(mut reader) = live {
+    if let Some(mut reader) = stream {
         let mut line = String::new();
         loop {
             line.clear();

@@ -1,7 +1,6 @@
 //! `regionwall history`: totals and events from the history database, read directly; and `run`'s history options.
 
 use std::{
-    io::Write as _,
     path::{Path, PathBuf},
     process::ExitCode,
     time::{Duration, SystemTime},
@@ -105,6 +104,10 @@ fn verdict_arg(s: &str) -> Result<String, String> {
 ///   regionwall history --state-dir /srv/rw --by day --csv
 #[derive(clap::Args, Debug)]
 #[command(verbatim_doc_comment)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent output flags, as clap reads them"
+)]
 pub struct Args {
     #[command(flatten)]
     pub place: Place,
@@ -194,91 +197,119 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
     let store = open(&args.place.db())?;
     let q = args.query();
     let mut out = std::io::stdout().lock();
-    if !q.by.is_empty() {
-        let totals = query::totals(&store, &q)?;
-        let measure = q.measure();
-        if args.csv {
-            let mut head: Vec<&str> = q.by.iter().map(|d| d.name()).collect();
-            head.extend([measure, "bytes"]);
-            writeln!(out, "{}", head.join(","))?;
-        }
-        for t in &totals {
-            if args.json {
-                let mut obj = serde_json::Map::new();
-                for (d, v) in &t.keys {
-                    obj.insert(d.name().into(), v.clone().into());
-                }
-                obj.insert(measure.into(), t.count.into());
-                obj.insert("bytes".into(), t.bytes.into());
-                writeln!(out, "{}", serde_json::Value::Object(obj))?;
-            } else if args.csv {
-                let mut row: Vec<String> = t.keys.iter().map(|(_, v)| csv_field(v)).collect();
-                row.extend([t.count.to_string(), t.bytes.to_string()]);
-                writeln!(out, "{}", row.join(","))?;
-            } else {
-                let keys: Vec<String> = t.keys.iter().map(|(_, v)| format!("{v:<16}")).collect();
-                writeln!(
-                    out,
-                    "{} {:>10} {measure} {:>12} bytes",
-                    keys.join(" "),
-                    t.count,
-                    t.bytes
-                )?;
-            }
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
     let structured = args.json || args.csv;
-    let aggregate = args.aggregate || (!structured && !args.no_aggregate);
-    if aggregate {
+    if !q.by.is_empty() {
+        print_totals(&mut out, args, &query::totals(&store, &q)?, q.measure())?;
+    } else if args.aggregate || (!structured && !args.no_aggregate) {
         let flows = query::flows(&store, &q, args.interval.as_secs().max(1))?;
-        if args.csv {
+        print_flows(&mut out, args, &flows)?;
+    } else {
+        print_events(&mut out, args, &query::records(&store, &q)?)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_totals(
+    out: &mut impl std::io::Write,
+    args: &Args,
+    totals: &[query::Total],
+    measure: &str,
+) -> std::io::Result<()> {
+    let by: Vec<&str> = args.query().by.iter().map(|d| d.name()).collect();
+    if args.csv {
+        writeln!(out, "{},{measure},bytes", by.join(","))?;
+    }
+    for t in totals {
+        if args.json {
+            let mut obj = serde_json::Map::new();
+            for (d, v) in &t.keys {
+                obj.insert(d.name().into(), v.clone().into());
+            }
+            obj.insert(measure.into(), t.count.into());
+            obj.insert("bytes".into(), t.bytes.into());
+            writeln!(out, "{}", serde_json::Value::Object(obj))?;
+        } else if args.csv {
+            let mut row: Vec<String> = t.keys.iter().map(|(_, v)| csv_field(v)).collect();
+            row.extend([t.count.to_string(), t.bytes.to_string()]);
+            writeln!(out, "{}", row.join(","))?;
+        } else {
+            let keys: Vec<String> = t.keys.iter().map(|(_, v)| format!("{v:<16}")).collect();
             writeln!(
                 out,
-                "first,last,count,bytes,device,dst_ip,protocol,dst_port,country,host,region,rule,verdict"
+                "{} {:>10} {measure} {:>12} bytes",
+                keys.join(" "),
+                t.count,
+                t.bytes
             )?;
         }
-        for f in &flows {
-            let first = humantime::format_rfc3339_seconds(f.first).to_string();
-            let last = humantime::format_rfc3339_seconds(f.last).to_string();
-            let port = f.dst_port.map_or_else(|| "-".into(), |p| p.to_string());
-            let host = f.host.as_deref().unwrap_or("-");
-            if args.json {
-                let v = serde_json::json!({
-                    "first": first, "last": last, "count": f.count, "bytes": f.bytes,
-                    "device": f.device, "dst_ip": f.dst_ip, "protocol": f.protocol,
-                    "dst_port": f.dst_port, "country": f.country, "host": f.host,
-                    "region": f.region, "rule": f.rule, "verdict": f.verdict,
-                });
-                writeln!(out, "{v}")?;
-            } else if args.csv {
-                let row = [
-                    first,
-                    last,
-                    f.count.to_string(),
-                    f.bytes.to_string(),
-                    csv_field(&f.device),
-                    f.dst_ip.clone(),
-                    f.protocol.clone(),
-                    port,
-                    csv_field(&f.country),
-                    csv_field(host),
-                    csv_field(&f.region),
-                    csv_field(&f.rule),
-                    f.verdict.clone(),
-                ];
-                writeln!(out, "{}", row.join(","))?;
-            } else {
-                writeln!(
-                    out,
-                    "{first} .. {last}  {:>6}x  {} {} -> {}:{port} {} ({}, {}) host={host} rule={}",
-                    f.count, f.verdict, f.device, f.dst_ip, f.protocol, f.region, f.country, f.rule
-                )?;
-            }
-        }
-        return Ok(ExitCode::SUCCESS);
     }
-    for r in query::records(&store, &q)? {
+    Ok(())
+}
+
+fn print_flows(
+    out: &mut impl std::io::Write,
+    args: &Args,
+    flows: &[query::Flow],
+) -> std::io::Result<()> {
+    if args.csv {
+        writeln!(
+            out,
+            "first,last,count,bytes,device,dst_ip,protocol,dst_port,country,host,region,rule,verdict"
+        )?;
+    }
+    for f in flows {
+        let first = humantime::format_rfc3339_seconds(f.first).to_string();
+        let last = humantime::format_rfc3339_seconds(f.last).to_string();
+        let port = f.dst_port.map_or_else(|| "-".into(), |p| p.to_string());
+        let host = f.host.as_deref().unwrap_or("-");
+        if args.json {
+            let v = serde_json::json!({
+                "first": first, "last": last, "count": f.count, "bytes": f.bytes,
+                "device": f.device, "dst_ip": f.dst_ip, "protocol": f.protocol,
+                "dst_port": f.dst_port, "country": f.country, "host": f.host,
+                "region": f.region, "rule": f.rule, "verdict": f.verdict,
+            });
+            writeln!(out, "{v}")?;
+        } else if args.csv {
+            let row = [
+                first,
+                last,
+                f.count.to_string(),
+                f.bytes.to_string(),
+                csv_field(&f.device),
+                f.dst_ip.clone(),
+                f.protocol.clone(),
+                port,
+                csv_field(&f.country),
+                csv_field(host),
+                csv_field(&f.region),
+                csv_field(&f.rule),
+                f.verdict.clone(),
+            ];
+            writeln!(out, "{}", row.join(","))?;
+        } else {
+            writeln!(
+                out,
+                "{first} .. {last}  {:>6}x  {} {} -> {}:{port} {} ({}, {}) host={host} rule={}",
+                f.count, f.verdict, f.device, f.dst_ip, f.protocol, f.region, f.country, f.rule
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn print_events(
+    out: &mut impl std::io::Write,
+    args: &Args,
+    records: &[regionwall::events::Record],
+) -> std::io::Result<()> {
+    if args.csv {
+        writeln!(
+            out,
+            "timestamp,device,mac,dst_ip,protocol,dst_port,country,host,region,rule,verdict,bytes"
+        )?;
+    }
+    for r in records {
         if args.json {
             writeln!(out, "{}", r.json())?;
         } else if args.csv {
@@ -301,7 +332,7 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
             writeln!(out, "{}", r.line())?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -314,10 +345,10 @@ mod tests {
         args: super::Args,
     }
 
-    fn parse(args: &[&str]) -> Result<super::Args, String> {
-        let mut argv = vec!["history"];
-        argv.extend_from_slice(args);
-        Cli::try_parse_from(argv)
+    fn parse(given: &[&str]) -> Result<super::Args, String> {
+        let mut line = vec!["history"];
+        line.extend_from_slice(given);
+        Cli::try_parse_from(line)
             .map(|c| c.args)
             .map_err(|e| e.to_string())
     }
@@ -346,15 +377,15 @@ mod tests {
 
     #[test]
     fn errors_name_the_flag_and_the_value() {
-        for (flag, bad) in [
-            ("--since", "yesterday"),
-            ("--until", "2026-13-45"),
-            ("--by", "device,planet"),
-            ("--verdict", "maybe"),
-            ("--interval", "often"),
+        for (flag, bad, shown) in [
+            ("--since", "yesterday", "yesterday"),
+            ("--until", "2026-13-45", "2026-13-45"),
+            ("--by", "device,planet", "planet"),
+            ("--verdict", "maybe", "maybe"),
+            ("--interval", "often", "often"),
         ] {
             let e = parse(&["--iface", "lan0", flag, bad]).expect_err(bad);
-            assert!(e.contains(flag) && e.contains(bad), "{flag} {bad}: {e}");
+            assert!(e.contains(flag) && e.contains(shown), "{flag} {bad}: {e}");
         }
     }
 

@@ -71,21 +71,21 @@ impl Counts {
 
     /// Remembers the last error, logging it when it changes.
     pub fn fail(&self, error: String) {
-        if let Ok(mut last) = self.error.lock() {
-            if last.as_deref() != Some(error.as_str()) {
-                log::error!(
-                    "history: {error} (what could not be written is counted in `regionwall stats`; enforcement goes on)"
-                );
-                *last = Some(error);
-            }
+        if let Ok(mut last) = self.error.lock()
+            && last.as_deref() != Some(error.as_str())
+        {
+            log::error!(
+                "history: {error} (what could not be written is counted in `regionwall stats`; enforcement goes on)"
+            );
+            *last = Some(error);
         }
     }
 
     fn recovered(&self) {
-        if let Ok(mut last) = self.error.lock() {
-            if last.take().is_some() {
-                log::info!("history: writing again");
-            }
+        if let Ok(mut last) = self.error.lock()
+            && last.take().is_some()
+        {
+            log::info!("history: writing again");
         }
     }
 
