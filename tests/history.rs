@@ -56,8 +56,8 @@ fn policy(dir: &TempDir) -> PathBuf {
         std::fs::write(d.join("ipv6-aggregated.txt"), "").expect("write");
     }
     common::policy_file(&format!(
-        "regions_dir = {:?}\nmode = \"enforce\"\n[regions.aa-zone]\ncountries = [\"AA\"]\n[devices.phone]\nip = [\"192.0.2.10\", \"2001:db8:1::10\"]\n[[rules]]\nname = \"phone-no-aa\"\ndevices = [\"phone\"]\nblock = [\"aa-zone\"]\n",
-        dir.0.join("countries")
+        "regions_dir = \"{}\"\nmode = \"enforce\"\n[regions.aa-zone]\ncountries = [\"AA\"]\n[devices.phone]\nip = [\"192.0.2.10\", \"2001:db8:1::10\"]\n[[rules]]\nname = \"phone-no-aa\"\ndevices = [\"phone\"]\nblock = [\"aa-zone\"]\n",
+        dir.0.join("countries").display()
     ))
 }
 
@@ -231,8 +231,8 @@ fn events_and_rollups_land_and_read_back() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 25);
     // Stats show what was written.
-    let stats = common::stats(&PinRoot::default(), &c.socket);
-    let h = stats.history.expect("history stats");
+    let snap = common::stats(&PinRoot::default(), &c.socket);
+    let h = snap.history.expect("history stats");
     assert!(
         h.recording && h.events_written >= 25 && h.not_written == 0,
         "{h:?}"
@@ -241,7 +241,7 @@ fn events_and_rollups_land_and_read_back() {
     {
         let conn = rusqlite::Connection::open(state.db()).expect("open");
         conn.busy_timeout(Duration::from_secs(5)).expect("timeout");
-        let old = history::micros(SystemTime::now() - Duration::from_secs(3 * 86_400));
+        let old = history::micros(SystemTime::now() - Duration::from_hours(3 * 24));
         conn.execute(
             "INSERT INTO events (ts, interface, device, mac, proto, country, region, rule, verdict, reason, bytes, policy_epoch)
              VALUES (?1, 'lan0', 'old', '-', 'udp', '-', '-', '-', 'drop', '-', 1, 1)",
@@ -283,12 +283,13 @@ fn kill9_loses_at_most_the_last_seconds_and_restart_does_not_double_count() {
         .expect("count");
     drop(store);
     let n = u64::try_from(n).expect("count");
-    let lost = Duration::from_micros(u64::try_from(history::micros(killed_at) - last).unwrap_or(0));
+    let behind =
+        Duration::from_micros(u64::try_from(history::micros(killed_at) - last).unwrap_or(0));
     println!(
-        "kill -9: {} of 80 events lost, the last stored {lost:?} before the kill",
+        "kill -9: {} of 80 events lost, the last stored {behind:?} before the kill",
         80 - n
     );
-    assert!(lost <= Duration::from_secs(2), "lost the last {lost:?}");
+    assert!(behind <= Duration::from_secs(2), "lost the last {behind:?}");
     assert!(n >= 80 - 40, "only {n} of 80 events stored");
     // Drops while no controller runs are enforced and counted by the
     // pins; the next controller rolls them up once.
@@ -438,10 +439,8 @@ fn a_full_disk_costs_only_history() {
         "nothing failed to be written: {h:?}\n{}",
         c.log_text()
     );
-    assert!(
-        h.error.as_deref().is_some_and(|e| e.contains("full")),
-        "{h:?}"
-    );
+    // The error is logged (stats show it until a write succeeds again).
+    assert!(c.log_text().contains("full"), "{}", c.log_text());
     // Enforcement and the live stream go on.
     let before = s.events_logged;
     udp(&t, BLOCKED, 5, Duration::from_millis(5));
@@ -462,7 +461,7 @@ fn retention_by_age_and_size() {
     let dir = TempDir::new("retention");
     let mut store = Store::open(&dir.db()).expect("open");
     let now = SystemTime::now();
-    let day = Duration::from_secs(86_400);
+    let day = Duration::from_hours(24);
     let insert = |store: &Store, at: SystemTime, n: usize| {
         let tx = store.conn().unchecked_transaction().expect("tx");
         for _ in 0..n {
@@ -520,4 +519,45 @@ fn retention_by_age_and_size() {
         .query_row("SELECT max(ts) FROM events", [], |r| r.get(0))
         .expect("max");
     assert_eq!(newest, history::micros(now));
+}
+
+/// A burst of drops through the pinned program: every event the
+/// controller streamed is written, and the rate is printed.
+#[test]
+fn a_burst_of_events_is_written() {
+    let t = Topology::create("hist-burst").expect("sandbox");
+    let state = TempDir::new("burst");
+    let policy = policy(&state);
+    let root = PinRoot::new();
+    let c = start(&t, &policy, &state, &["--pin-root", root.arg()]);
+    let prog = Xdp::from_pin(root.pins().prog(), XdpAttachType::Interface).expect("program");
+    let frame = udp4_frame(
+        std::net::Ipv4Addr::new(192, 0, 2, 10),
+        std::net::Ipv4Addr::new(198, 51, 100, 20),
+        9,
+    );
+    let started = Instant::now();
+    for _ in 0..10 {
+        common::prog::run(&prog, &frame, 2_000);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut s = common::stats(&root, &c.socket);
+    let done = eventually(Duration::from_secs(20), || {
+        s = common::stats(&root, &c.socket);
+        s.history
+            .as_ref()
+            .is_some_and(|h| h.events_written + h.not_written >= s.events_logged)
+    });
+    let h = s.history.clone().expect("history stats");
+    let secs = started.elapsed().as_secs_f64();
+    #[expect(clippy::cast_precision_loss, reason = "a printed rate")]
+    let rate = h.events_written as f64 / secs;
+    println!(
+        "{} events streamed, {} written in {secs:.1} s ({rate:.0}/s, bounded by the 1 s commit and the poll), {} not written",
+        s.events_logged, h.events_written, h.not_written
+    );
+    assert!(done, "{h:?}");
+    assert_eq!(h.not_written, 0, "{h:?}");
+    assert_eq!(h.events_written, s.events_logged);
+    c.stop().expect("stop");
 }
