@@ -167,7 +167,7 @@ fn events_and_rollups_land_and_read_back() {
         .map(|l| serde_json::from_str(l).expect("JSON event"))
         .collect();
     assert_eq!(stored, printed);
-    let e = &stored[0];
+    let first = &stored[0];
     for (field, want) in [
         ("device", "phone"),
         ("src_ip", "192.0.2.10"),
@@ -177,10 +177,10 @@ fn events_and_rollups_land_and_read_back() {
         ("rule", "phone-no-aa"),
         ("verdict", "drop"),
     ] {
-        assert_eq!(e[field], want, "{field} in {e}");
+        assert_eq!(first[field], want, "{field} in {first}");
     }
-    assert_eq!(e["dst_port"], 9);
-    assert!(e["bytes"].as_u64().unwrap_or(0) > 0, "{e}");
+    assert_eq!(first["dst_port"], 9);
+    assert!(first["bytes"].as_u64().unwrap_or(0) > 0, "{first}");
     // Aggregated: one line for the flow, with its count.
     let flows = history_json(&state, &["--aggregate", "--interval", "1h"]);
     let counts: u64 = flows
@@ -232,10 +232,10 @@ fn events_and_rollups_land_and_read_back() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 25);
     // Stats show what was written.
     let snap = common::stats(&PinRoot::default(), &c.socket);
-    let h = snap.history.expect("history stats");
+    let written = snap.history.expect("history stats");
     assert!(
-        h.recording && h.events_written >= 25 && h.not_written == 0,
-        "{h:?}"
+        written.recording && written.events_written >= 25 && written.not_written == 0,
+        "{written:?}"
     );
     // Retention runs continuously: a row older than --retention goes.
     {
