@@ -275,7 +275,10 @@ fn kill9_loses_at_most_the_last_seconds_and_restart_does_not_double_count() {
     // 20 drops a second for 4 s, then the crash right after the last.
     udp(&t, BLOCKED, 80, Duration::from_millis(50));
     let killed_at = SystemTime::now();
+    let socket = c.socket.clone();
     let _ = c.kill9();
+    // A killed controller leaves its socket behind.
+    let _ = std::fs::remove_file(&socket);
     let store = Store::open_read_only(&state.db()).expect("history");
     let (n, last): (i64, i64) = store
         .conn()
