@@ -514,6 +514,8 @@ fn racing_starts_leave_exactly_one_owner() {
             t.gateway
                 .command(exe().to_str().expect("UTF-8"))
                 .args(["run", "--iface", GATEWAY_LAN, "--pin-root", root.arg()])
+                // The default state directory is shared by every lan0.
+                .arg("--no-history")
                 .arg("--policy")
                 .arg(&policy)
                 .arg("--socket")

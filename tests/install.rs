@@ -10,8 +10,8 @@ use std::{
     process::Command,
 };
 
-const COMMANDS: [&str; 7] = [
-    "run", "check", "explain", "demo", "events", "stats", "detach",
+const COMMANDS: [&str; 8] = [
+    "run", "check", "explain", "demo", "events", "stats", "detach", "history",
 ];
 
 fn repo() -> PathBuf {

@@ -216,6 +216,8 @@ fn spawn_run(
             "0",
             "--pin-root",
             root.arg(),
+            // The default state directory is shared by every lan0.
+            "--no-history",
         ])
         .arg("--policy")
         .arg(policy)

@@ -144,6 +144,10 @@ pub struct Controller {
     pub socket: std::path::PathBuf,
     /// Whether `start` made the pin root up (and so removes it on drop).
     own_pins: bool,
+    /// The history's state directory (`--state-dir`).
+    pub state_dir: std::path::PathBuf,
+    /// Whether `start` made the state directory up (removed on drop).
+    own_state: bool,
     /// Lines the controller printed on stdout (events).
     pub lines: mpsc::Receiver<String>,
     /// Everything it printed on stderr so far.
@@ -183,6 +187,11 @@ impl Controller {
             .unwrap_or_else(|| std::path::Path::new("/sys/fs/bpf").join(&unique));
         let socket = given("--socket")
             .unwrap_or_else(|| std::env::temp_dir().join(format!("{unique}.sock")));
+        // The default state directory is per interface name, and every
+        // sandbox's is lan0: each controller records its own history.
+        let own_state = given("--state-dir").is_none() && !extra.contains(&"--no-history");
+        let state_dir = given("--state-dir")
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("{unique}.state")));
         let mut cmd = topology.gateway.command(exe);
         cmd.args(["run", "--iface", GATEWAY_LAN, "--policy", policy]);
         if own_pins {
@@ -190,6 +199,9 @@ impl Controller {
         }
         if given("--socket").is_none() {
             cmd.arg("--socket").arg(&socket);
+        }
+        if own_state {
+            cmd.arg("--state-dir").arg(&state_dir);
         }
         let mut child = cmd
             .args(extra)
@@ -233,6 +245,8 @@ impl Controller {
             pin_root,
             socket,
             own_pins,
+            state_dir,
+            own_state,
             lines,
             log,
         };
@@ -355,6 +369,9 @@ impl Drop for Controller {
         }
         if self.own_pins {
             crate::pins::remove(&self.pin_root);
+        }
+        if self.own_state {
+            let _ = std::fs::remove_dir_all(&self.state_dir);
         }
     }
 }

@@ -189,6 +189,42 @@ pub struct Stats {
     /// not watch DNS, or when read from pins).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<crate::dns::DnsStats>,
+    /// The history recorder (`None` with `--no-history`, or when read
+    /// from pins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<HistoryStats>,
+}
+
+/// What the history recorder wrote and could not write.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HistoryStats {
+    /// The database file.
+    pub path: String,
+    /// Whether events and rollups are being recorded (false when the file
+    /// was refused).
+    pub recording: bool,
+    /// The last error, until a write succeeds again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub events_written: u64,
+    #[serde(default)]
+    pub rollups_written: u64,
+    /// Events not written, for any reason (the sum of the next three).
+    #[serde(default)]
+    pub not_written: u64,
+    /// The writer's queue was full.
+    #[serde(default)]
+    pub queue_full: u64,
+    /// The recorder fell behind the event broadcast.
+    #[serde(default)]
+    pub lagged: u64,
+    /// The commit failed (a full disk, an I/O error).
+    #[serde(default)]
+    pub write_failed: u64,
+    /// Bytes the database and its log use.
+    #[serde(default)]
+    pub db_bytes: u64,
 }
 
 /// What a snapshot adds that the maps do not hold: the controller's own
@@ -339,6 +375,7 @@ impl Stats {
             },
             events_logged: user.events_logged,
             dns: None,
+            history: None,
         })
     }
 
@@ -471,6 +508,28 @@ impl Stats {
                 "  rate-limited: device {} region {}: {} events",
                 s.device, s.region, s.events
             );
+        }
+        if let Some(h) = &self.history {
+            let _ = writeln!(
+                out,
+                "history {}: {} ({} events and {} rollup rows written, {} KiB); events not written: {} (queue full {}, fell behind {}, write failed {})",
+                h.path,
+                if h.recording {
+                    "recording"
+                } else {
+                    "NOT recording"
+                },
+                h.events_written,
+                h.rollups_written,
+                h.db_bytes / 1024,
+                h.not_written,
+                h.queue_full,
+                h.lagged,
+                h.write_failed,
+            );
+            if let Some(e) = &h.error {
+                let _ = writeln!(out, "  history error: {e}");
+            }
         }
         out
     }

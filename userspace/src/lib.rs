@@ -16,6 +16,7 @@
 //! - [`verdict`]: pass, drop, audit, reject as a userspace type.
 //! - [`shown`]: input shown in logs with control characters escaped.
 //! - [`events`]: decoding and printing drop/reject/audit events.
+//! - [`history`]: events and counter rollups kept across restarts (SQLite).
 //! - [`pin`]: the pinned state that keeps enforcing without the controller.
 //! - [`slots`]: stable counter indices for device and region names.
 
@@ -29,6 +30,7 @@ pub mod error;
 pub mod events;
 pub mod explain;
 pub mod fib;
+pub mod history;
 mod iface;
 pub mod input;
 pub mod layout;

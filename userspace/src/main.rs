@@ -34,6 +34,7 @@ enum Command {
     Events(cli::client::EventsArgs),
     Stats(cli::client::StatsArgs),
     Detach(cli::client::DetachArgs),
+    History(cli::history::Args),
     #[command(hide = true)]
     Manpages(cli::generate::ManpagesArgs),
     #[command(hide = true)]
@@ -51,6 +52,7 @@ fn main() -> std::process::ExitCode {
         Command::Events(args) => cli::client::events(&args),
         Command::Stats(args) => cli::client::stats(&args),
         Command::Detach(args) => cli::client::detach(&args),
+        Command::History(args) => cli::history::main(&args),
         Command::Manpages(args) => cli::generate::manpages(&args),
         Command::Completions(args) => cli::generate::completions(&args),
     };

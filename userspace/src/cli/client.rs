@@ -154,8 +154,50 @@ pub struct EventsArgs {
     /// Exit after this many events.
     #[arg(long)]
     pub count: Option<u64>,
+    /// First replay the events recorded since then (an age like 1h, a
+    /// date or an RFC 3339 time) from the history database, then follow.
+    #[arg(long, value_parser = |s: &str| regionwall::history::parse_time(s, std::time::SystemTime::now()))]
+    pub since: Option<std::time::SystemTime>,
+    /// The history's state directory, for --since
+    /// [default: /var/lib/regionwall/<iface>/].
+    #[arg(long, requires = "since")]
+    pub state_dir: Option<PathBuf>,
 }
 
+/// Prints the recorded events of `args.since` that `filter` passes;
+/// returns the time of the last one (live events up to it were replayed)
+/// and whether `print` asked to stop.
+fn replay(
+    args: &EventsArgs,
+    filter: &Filter,
+    print: &mut dyn FnMut(&Record) -> anyhow::Result<bool>,
+) -> anyhow::Result<(Option<std::time::SystemTime>, bool)> {
+    let place = super::history::Place {
+        iface: Some(args.target.iface.clone()),
+        state_dir: args.state_dir.clone(),
+    };
+    let store = super::history::open(&place.db())?;
+    let query = regionwall::history::query::Query {
+        since: args.since,
+        device: filter.device.clone(),
+        region: filter.region.clone(),
+        verdict: filter.verdict.map(|v| v.to_string()),
+        ..Default::default()
+    };
+    let mut last = None;
+    for record in regionwall::history::query::records(&store, &query)? {
+        last = humantime::parse_rfc3339(&record.timestamp).ok();
+        if print(&record)? {
+            return Ok((last, true));
+        }
+    }
+    Ok((last, false))
+}
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "one client: the recorded events, the live stream, the pinned ring"
+)]
 pub fn events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
     super::default_sigpipe();
     let filter = Filter {
@@ -176,7 +218,22 @@ pub fn events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
         printed += 1;
         Ok(args.count.is_some_and(|n| printed >= n))
     };
-    if let Some(mut reader) = args.target.ask(&Request::Events(filter.clone()))? {
+    // Live first, then the replay: what is recorded while replaying
+    // arrives live too, and is shown once.
+    let stream = args.target.ask(&Request::Events(filter.clone()))?;
+    let mut replayed_to = None;
+    if args.since.is_some() {
+        let (last, done) = replay(args, &filter, &mut print)?;
+        if done {
+            return Ok(ExitCode::SUCCESS);
+        }
+        replayed_to = last;
+    }
+    let seen = |record: &Record| {
+        replayed_to
+            .is_some_and(|t| humantime::parse_rfc3339(&record.timestamp).is_ok_and(|ts| ts <= t))
+    };
+    if let Some(mut reader) = stream {
         let mut line = String::new();
         loop {
             line.clear();
@@ -196,7 +253,7 @@ pub fn events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
             }
             let record: Record = serde_json::from_str(&line)
                 .with_context(|| format!("bad event from the controller: {line}"))?;
-            if print(&record)? {
+            if !seen(&record) && print(&record)? {
                 return Ok(ExitCode::SUCCESS);
             }
         }

@@ -5,6 +5,7 @@ pub mod client;
 pub mod demo;
 pub mod explain;
 pub mod generate;
+pub mod history;
 pub mod input;
 pub mod run;
 

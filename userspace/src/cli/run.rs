@@ -7,7 +7,7 @@ use aya::programs::XdpMode;
 use regionwall::{
     control,
     controller::{
-        Config, Controller, metrics, release_freed_memory,
+        Config, Controller, metrics, recorder, release_freed_memory,
         reload::{Reloads, spawn_prepare},
         report::{self, NotLogged},
         socket::{self, Access, RemoveOnDrop, Shared},
@@ -154,6 +154,8 @@ pub struct Args {
     pub input: super::input::InputArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub history: super::history::RecordArgs,
 }
 
 /// Prometheus metrics (off unless --metrics is given).
@@ -300,6 +302,23 @@ enum Exit {
     Unpinned,
 }
 
+/// What the control socket's clients are served from.
+fn shared(
+    ctl: &Controller,
+    detach: mpsc::Sender<tokio::sync::oneshot::Sender<regionwall::control::Ack>>,
+    stats: mpsc::Sender<tokio::sync::oneshot::Sender<regionwall::control::Stats>>,
+) -> Arc<Shared> {
+    Arc::new(Shared {
+        iface: ctl.config().iface.clone(),
+        access: ctl.config().access,
+        feed: ctl.feed(),
+        known: ctl.known(),
+        detach,
+        stats,
+        hosts: ctl.hosts().cloned(),
+    })
+}
+
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Handlers first: a signal that arrives while loading must not kill
     // the process with its default action (SIGHUP would terminate it).
@@ -337,16 +356,12 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut events = EventStream::start(&mut ctl, args.queue, args.json)?;
     let (detach_tx, mut detach_rx) = mpsc::channel(4);
     let (stats_tx, mut stats_rx) = mpsc::channel(16);
-    let shared = Arc::new(Shared {
-        iface: args.iface.clone(),
-        access: ctl.config().access,
-        feed: ctl.feed(),
-        known: ctl.known(),
-        detach: detach_tx,
-        stats: stats_tx,
-        hosts: ctl.hosts().cloned(),
-    });
-    let server = tokio::spawn(socket::serve(listener, shared));
+    let _history = recorder::start(
+        &mut ctl,
+        &args.history.options(&args.iface),
+        stats_tx.clone(),
+    );
+    let server = tokio::spawn(socket::serve(listener, shared(&ctl, detach_tx, stats_tx)));
     let exporter = exporter.map(|e| e.serve(&ctl));
     let mut link_notes = supervise::netlink_notes()
         .map_err(|e| log::warn!("no netlink link notifications ({e}); polling only"))

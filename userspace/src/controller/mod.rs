@@ -14,6 +14,7 @@
 //! - [`reload`]: SIGHUP and file changes, debounced, prepared off the loop.
 //! - [`stream`]: the decoded event stream and its fan-out.
 //! - [`hostnames`]: DNS answers from the TC ring into the name cache.
+//! - [`recorder`]: events and counter rollups into the history database.
 //! - [`report`]: start, periodic and exit messages.
 //! - [`metrics`]: the Prometheus endpoint (`run --metrics`), read by
 //!   [`scrape`] from the pinned maps at scrape time.
@@ -24,6 +25,7 @@ pub mod lock;
 pub mod metrics;
 pub mod output;
 pub mod prepare;
+pub mod recorder;
 pub mod reload;
 pub mod report;
 pub mod scrape;
@@ -259,6 +261,11 @@ pub struct Controller {
     feed: tokio::sync::broadcast::Sender<Arc<Record>>,
     /// The names devices looked up (when the DNS ring is watched).
     hosts: Option<hostnames::HostNames>,
+    /// The history recorder's counts, when it was asked to record.
+    history: Option<Arc<crate::history::writer::Counts>>,
+    /// Whether the counters began with this controller (fresh or
+    /// replaced pins), rather than adopted.
+    counters_fresh: bool,
     pub supervisor: supervise::Supervisor,
 }
 
@@ -338,6 +345,7 @@ impl Controller {
             }
         }
         let epoch = dp.epoch();
+        let counters_fresh = !matches!(start, Start::Adopted { .. });
         let known = Arc::new(std::sync::RwLock::new(Known::of(&stable)));
         names.insert(epoch, stable);
         let supervisor = supervise::Supervisor::new(&config.iface, ifindex, config.xdp_mode);
@@ -357,6 +365,8 @@ impl Controller {
                 known,
                 feed: tokio::sync::broadcast::channel(FEED).0,
                 hosts: None,
+                history: None,
+                counters_fresh,
                 supervisor,
             },
             Started { start, facts },
@@ -467,6 +477,12 @@ impl Controller {
         self.hosts.as_ref()
     }
 
+    /// Whether the kernel counters began at zero with this controller.
+    #[must_use]
+    pub const fn counters_fresh(&self) -> bool {
+        self.counters_fresh
+    }
+
     /// The controller's own counts.
     #[must_use]
     pub const fn tally(&self) -> &Arc<Tally> {
@@ -526,6 +542,7 @@ impl Controller {
             Stats::default()
         });
         stats.dns = self.hosts.as_ref().map(hostnames::HostNames::stats);
+        stats.history = self.history.as_ref().map(|c| c.stats());
         stats
     }
 

@@ -1,0 +1,170 @@
+//! History that survives restarts: events and per-minute counter rollups in an embedded SQLite file.
+//!
+//! - [`store`]: the file (refused when corrupt or foreign), its schema,
+//!   event and rollup writes, retention.
+//! - [`writer`]: the writer thread behind a bounded queue, batching
+//!   commits and counting what it could not write.
+//! - [`query`]: the queries `regionwall history` and `events --since` run.
+
+pub mod query;
+pub mod store;
+pub mod writer;
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+pub use store::Store;
+
+/// The database's file name inside the state directory.
+pub const FILE: &str = "history.db";
+
+/// Where state directories live by default (one per interface).
+pub const STATE_ROOT: &str = "/var/lib/regionwall";
+
+/// The default state directory of `iface`.
+#[must_use]
+pub fn default_state_dir(iface: &str) -> PathBuf {
+    Path::new(STATE_ROOT).join(iface)
+}
+
+/// Why the history could not be opened, written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error(
+        "{path} is not a SQLite database (corrupt, or another program's file); it is left untouched: move it away to start a new history"
+    )]
+    NotSqlite { path: PathBuf },
+    #[error(
+        "{path} is a SQLite database of another program (application id {application_id:#x}, tables {tables}); it is left untouched: move it away or choose another --state-dir"
+    )]
+    Foreign {
+        path: PathBuf,
+        application_id: i64,
+        tables: String,
+    },
+    #[error(
+        "{path} has history schema version {found}, newer than this regionwall reads ({supported}); it is left untouched"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("{path}: {what}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{path}: {what}: {source}")]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no history at {path} (was `run` started with --no-history, or another --state-dir?)")]
+    Missing { path: PathBuf },
+}
+
+/// Microseconds since the Unix epoch (0 before it).
+#[must_use]
+pub fn micros(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// The time `us` microseconds after the Unix epoch.
+#[must_use]
+pub fn from_micros(us: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(u64::try_from(us).unwrap_or(0))
+}
+
+/// A size such as `512M`, `1G`, `64k` or `1000000` (bytes; binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, unit) = t
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((t, ""), |i| t.split_at(i));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (expected e.g. 512M, 1G, 64k)"))?;
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown size unit {unit:?} (expected k, M, G or T)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("{s:?} is not a usable size (zero or too large)"))
+}
+
+/// An age such as `30d`, `12h` or `90min`.
+pub fn parse_age(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} is not an age (expected e.g. 30d, 12h, 90min)"))
+}
+
+/// A point in time: an age back from `now` (`24h`, `7d`), a date
+/// (`2026-11-30`, midnight UTC) or an RFC 3339 time
+/// (`2026-11-30T08:00:00Z`).
+pub fn parse_time(s: &str, now: SystemTime) -> Result<SystemTime, String> {
+    let t = s.trim();
+    if let Ok(age) = humantime::parse_duration(t) {
+        return now
+            .checked_sub(age)
+            .ok_or_else(|| format!("{s:?} reaches before the Unix epoch"));
+    }
+    if t.len() == 10
+        && let Ok(day) = humantime::parse_rfc3339(&format!("{t}T00:00:00Z"))
+    {
+        return Ok(day);
+    }
+    humantime::parse_rfc3339_weak(t).map_err(|_| {
+        format!("{s:?} is not a time (expected an age like 24h, a date like 2026-11-30, or 2026-11-30T08:00:00Z)")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("12Q").unwrap_err().contains("\"12Q\""));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("M").is_err());
+    }
+
+    #[test]
+    fn ages_and_times() {
+        assert_eq!(parse_age("30d"), Ok(Duration::from_hours(30 * 24)));
+        assert!(parse_age("soon").unwrap_err().contains("\"soon\""));
+        let now = from_micros(2_000_000_000_000_000);
+        assert_eq!(parse_time("24h", now), Ok(now - Duration::from_hours(24)));
+        let day = parse_time("2026-11-30", now).expect("date");
+        assert_eq!(micros(day) % 86_400_000_000, 0);
+        assert!(parse_time("2026-11-30T08:00:00Z", now).is_ok());
+        assert!(
+            parse_time("yesterday", now)
+                .unwrap_err()
+                .contains("\"yesterday\"")
+        );
+    }
+}
