@@ -8,7 +8,6 @@
 mod common;
 
 use std::{
-    net::{SocketAddr, UdpSocket},
     path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime},
 };
@@ -63,21 +62,7 @@ fn policy(dir: &TempDir) -> PathBuf {
 
 /// Sends `n` UDP datagrams from the phone to `addr`, `gap` apart.
 fn udp(t: &Topology, addr: &str, n: u64, gap: Duration) {
-    let to = SocketAddr::new(addr.parse().expect("address"), 9);
-    t.phone
-        .run(move || -> std::io::Result<()> {
-            let s = UdpSocket::bind("0.0.0.0:0")?;
-            for _ in 0..n {
-                s.send_to(b"regionwall history test", to)?;
-                std::thread::sleep(gap);
-            }
-            Ok(())
-        })
-        .expect("enter the phone")
-        .join()
-        .expect("sender")
-        .expect("setns")
-        .expect("send");
+    regionwall_testkit::traffic::udp_burst(t, &format!("{addr}:9"), n, 23, gap).expect("send");
 }
 
 /// `regionwall history ARGS --state-dir DIR --json` as JSON values.

@@ -8,7 +8,7 @@
 mod common;
 
 use std::{
-    net::{SocketAddr, UdpSocket},
+    net::UdpSocket,
     path::{Path, PathBuf},
     process::{Child, Stdio},
     time::{Duration, Instant},
@@ -19,6 +19,7 @@ use regionwall::{control::Stats, events::Record};
 use regionwall_testkit::{
     dns::{self, Rr, TYPE_A},
     sandbox::{Controller, GATEWAY_LAN, Topology},
+    traffic,
 };
 
 /// dnsmasq in the gateway namespace, killed on drop.
@@ -88,27 +89,8 @@ fn dig(t: &Topology, args: &[&str]) -> String {
 }
 
 /// Sends `count` UDP datagrams of `size` bytes from the phone to `to`.
-fn send(t: &Topology, to: &str, count: usize, size: usize) {
-    let to: SocketAddr = to.parse().expect("socket address");
-    t.phone
-        .run(move || -> std::io::Result<()> {
-            let bind: SocketAddr = if to.is_ipv4() {
-                "0.0.0.0:0".parse().expect("any")
-            } else {
-                "[::]:0".parse().expect("any")
-            };
-            let sock = UdpSocket::bind(bind)?;
-            for _ in 0..count {
-                sock.send_to(&vec![0x5a; size], to)?;
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Ok(())
-        })
-        .expect("phone thread")
-        .join()
-        .expect("join")
-        .expect("enter the phone")
-        .expect("send");
+fn send(t: &Topology, to: &str, count: u64, size: usize) {
+    traffic::udp_burst(t, to, count, size, Duration::from_millis(2)).expect("send");
 }
 
 fn country_db(dir: &Path) -> PathBuf {

@@ -125,3 +125,29 @@ pub fn send_traffic(t: &Topology, label: &str, addr: &str, count: u64) -> io::Re
 
 /// Bytes of the small TCP upload.
 pub const UPLOAD_BYTES: usize = 16 * 1024;
+
+/// Sends `count` UDP datagrams of `size` bytes from the phone to `to`
+/// (`addr:port`, v4 or v6), `gap` apart; nothing listens for them.
+pub fn udp_burst(t: &Topology, to: &str, count: u64, size: usize, gap: Duration) -> io::Result<()> {
+    let to: SocketAddr = to
+        .parse()
+        .map_err(|_| io::Error::other(format!("bad socket address {to}")))?;
+    t.phone
+        .run(move || -> io::Result<()> {
+            let bind: SocketAddr = if to.is_ipv4() {
+                "0.0.0.0:0".parse()
+            } else {
+                "[::]:0".parse()
+            }
+            .map_err(io::Error::other)?;
+            let sock = UdpSocket::bind(bind)?;
+            let payload = vec![0x5a; size];
+            for _ in 0..count {
+                sock.send_to(&payload, to)?;
+                std::thread::sleep(gap);
+            }
+            Ok(())
+        })?
+        .join()
+        .map_err(|_| io::Error::other("sender panicked"))??
+}
