@@ -160,16 +160,23 @@ pub struct EventsArgs {
     pub since: Option<std::time::SystemTime>,
     /// The history's state directory, for --since
     /// [default: /var/lib/regionwall/<iface>/].
-    #[arg(long, requires = "since")]
+    #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// End when the controller closes the stream, instead of waiting for
+    /// it to come back (a restart) and replaying what it recorded since.
+    #[arg(long)]
+    pub no_reconnect: bool,
 }
 
-/// Prints the recorded events of `args.since` that `filter` passes;
+/// Prints the recorded events from `since` on (after it, with `after`)
+/// that `filter` passes;
 /// returns the time of the last one (live events up to it were replayed)
 /// and whether `print` asked to stop.
 fn replay(
     args: &EventsArgs,
     filter: &Filter,
+    since: std::time::SystemTime,
+    after: bool,
     print: &mut dyn FnMut(&Record) -> anyhow::Result<bool>,
 ) -> anyhow::Result<(Option<std::time::SystemTime>, bool)> {
     let place = super::history::Place {
@@ -178,7 +185,7 @@ fn replay(
     };
     let store = super::history::open(&place.db())?;
     let query = regionwall::history::query::Query {
-        since: args.since,
+        since: Some(since),
         device: filter.device.clone(),
         region: filter.region.clone(),
         verdict: filter.verdict.map(|v| v.to_string()),
@@ -186,7 +193,12 @@ fn replay(
     };
     let mut last = None;
     for record in regionwall::history::query::records(&store, &query)? {
-        last = humantime::parse_rfc3339(&record.timestamp).ok();
+        let at = humantime::parse_rfc3339(&record.timestamp).ok();
+        // With `after`, `since` is the last event shown before a reconnect.
+        if after && at.is_some_and(|t| t <= since) {
+            continue;
+        }
+        last = at;
         if print(&record)? {
             return Ok((last, true));
         }
@@ -194,10 +206,55 @@ fn replay(
     Ok((last, false))
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "one client: the recorded events, the live stream, the pinned ring"
-)]
+/// Prints the live stream until it ends (false) or `--count` is reached
+/// (true); events up to `shown` (the replay's last) are skipped, and
+/// `last` follows what was printed.
+fn follow(
+    reader: &mut BufReader<UnixStream>,
+    shown: Option<std::time::SystemTime>,
+    print: &mut dyn FnMut(&Record) -> anyhow::Result<bool>,
+    last: &mut Option<std::time::SystemTime>,
+) -> anyhow::Result<bool> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return Ok(false),
+            Ok(_) => {}
+        }
+        if let Some(e) = refusal(&line) {
+            return Err(e);
+        }
+        if let Ok(lag) = serde_json::from_str::<Lagged>(&line) {
+            eprintln!(
+                "regionwall: {} events missed (this client was too slow)",
+                lag.lagged
+            );
+            continue;
+        }
+        let record: Record = serde_json::from_str(&line)
+            .with_context(|| format!("bad event from the controller: {line}"))?;
+        let at = humantime::parse_rfc3339(&record.timestamp).ok();
+        if at.is_some_and(|t| shown.is_some_and(|s| t <= s)) {
+            continue;
+        }
+        *last = at.or(*last);
+        if print(&record)? {
+            return Ok(true);
+        }
+    }
+}
+
+/// Connects again, every 250 ms until a controller answers.
+fn reconnect(args: &EventsArgs, filter: &Filter) -> anyhow::Result<BufReader<UnixStream>> {
+    loop {
+        if let Some(reader) = args.target.ask(&Request::Events(filter.clone()))? {
+            return Ok(reader);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
 pub fn events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
     super::default_sigpipe();
     let filter = Filter {
@@ -220,43 +277,40 @@ pub fn events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
     };
     // Live first, then the replay: what is recorded while replaying
     // arrives live too, and is shown once.
-    let stream = args.target.ask(&Request::Events(filter.clone()))?;
-    let mut replayed_to = None;
-    if args.since.is_some() {
-        let (last, done) = replay(args, &filter, &mut print)?;
+    let mut stream = args.target.ask(&Request::Events(filter.clone()))?;
+    let mut last = None;
+    if let Some(since) = args.since {
+        let (to, done) = replay(args, &filter, since, false, &mut print)?;
         if done {
             return Ok(ExitCode::SUCCESS);
         }
-        replayed_to = last;
+        last = to;
     }
-    let seen = |record: &Record| {
-        replayed_to
-            .is_some_and(|t| humantime::parse_rfc3339(&record.timestamp).is_ok_and(|ts| ts <= t))
-    };
-    if let Some(mut reader) = stream {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if reader.read_line(&mut line)? == 0 {
-                eprintln!("regionwall: the controller closed the stream");
-                return Ok(ExitCode::SUCCESS);
-            }
-            if let Some(e) = refusal(&line) {
-                return Err(e);
-            }
-            if let Ok(lag) = serde_json::from_str::<Lagged>(&line) {
-                eprintln!(
-                    "regionwall: {} events missed (this client was too slow)",
-                    lag.lagged
-                );
-                continue;
-            }
-            let record: Record = serde_json::from_str(&line)
-                .with_context(|| format!("bad event from the controller: {line}"))?;
-            if !seen(&record) && print(&record)? {
-                return Ok(ExitCode::SUCCESS);
+    let live = stream.is_some();
+    while let Some(mut reader) = stream.take() {
+        if follow(&mut reader, last, &mut print, &mut last)? {
+            return Ok(ExitCode::SUCCESS);
+        }
+        // The controller went away: a restart (or an upgrade) comes back
+        // on the same socket; a detach leaves nothing pinned.
+        if args.no_reconnect || !args.target.pins()?.exists() {
+            eprintln!("regionwall: the controller closed the stream");
+            return Ok(ExitCode::SUCCESS);
+        }
+        eprintln!("regionwall: the controller closed the stream; reconnecting");
+        stream = Some(reconnect(args, &filter)?);
+        eprintln!("regionwall: reconnected");
+        // Fill the gap from the history, if the controller records one.
+        if let Some(t) = last {
+            match replay(args, &filter, t, true, &mut print) {
+                Ok((_, true)) => return Ok(ExitCode::SUCCESS),
+                Ok((to, false)) => last = to.or(last),
+                Err(e) => eprintln!("regionwall: events while reconnecting not replayed: {e:#}"),
             }
         }
+    }
+    if live {
+        return Ok(ExitCode::SUCCESS);
     }
     // No controller: consume the pinned ring.
     let pins = args.target.pins()?;
