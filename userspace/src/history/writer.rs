@@ -233,6 +233,11 @@ fn run(mut store: Store, rx: &Receiver<Job>, settings: Settings, counts: &Counts
         if oldest.is_some_and(|t| t.elapsed() >= settings.commit_every) {
             flush(&mut store, &mut pending);
             oldest = None;
+            // `stats` shows the size as of the last commit, not the last
+            // retention pass.
+            if let Ok(size) = store.size() {
+                counts.db_bytes.store(size, Ordering::Relaxed);
+            }
         }
         if last_retention.is_none_or(|t| t.elapsed() >= settings.retention_every) {
             last_retention = Some(Instant::now());
