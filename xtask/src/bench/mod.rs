@@ -16,6 +16,7 @@
 //! 7. What seeing costs: the world table's path with country attribution
 //!    and counting, with host counting, and as one region per country.
 //! 8. DNS answers decoded per second and the name cache's memory at cap.
+//! 9. History: events written per second, a grouped query over them.
 //!
 //! Prints a table with ratios and target checks, writes JSON under
 //! target/bench/ and refreshes the README's results section.
@@ -29,6 +30,7 @@ mod accounting;
 mod cost;
 mod dns;
 mod events;
+mod history;
 mod inline;
 mod reject;
 mod report;
@@ -76,7 +78,8 @@ pub struct Args {
     #[arg(long)]
     pub quick: bool,
     /// Only these tables (1k, 10k, 100k, world, 1M) and sections
-    /// (accounting, dns, reject, events, rss, inline), e.g. `--only 1M,dns`.
+    /// (accounting, dns, history, reject, events, rss, inline), e.g.
+    /// `--only 1M,dns`.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Leave README.md alone.
@@ -146,6 +149,8 @@ pub struct Results {
     pub accounting: Option<accounting::AccountingResult>,
     /// The controller's DNS decoding and name cache.
     pub dns: Option<dns::DnsResult>,
+    /// The history database's write rate and a grouped query.
+    pub history: Option<history::HistoryResult>,
     /// Seconds for `regionwall check` of [`inline::COUNT`] inline CIDRs.
     pub inline_check_s: Option<f64>,
 }
@@ -217,6 +222,10 @@ pub fn main(args: &Args, root: &Path) -> anyhow::Result<()> {
     if wants("dns") {
         eprintln!("bench: DNS decoding and the name cache");
         results.dns = Some(dns::run());
+    }
+    if wants("history") {
+        eprintln!("bench: the history database");
+        results.history = Some(history::run(&root.join("target/bench/history"))?);
     }
     if wants("reject") {
         eprintln!("bench: reject path");

@@ -83,6 +83,29 @@ fn dns_section(s: &mut String, d: &super::dns::DnsResult) {
     );
 }
 
+/// The history database's write rate and query time.
+fn history_section(s: &mut String, h: &super::history::HistoryResult) {
+    let _ = writeln!(
+        s,
+        "\nHistory (SQLite, WAL): {:.0} events/s written in transactions of 4,096; `history --by device,host` over {} events in {:.0} ms ({} KiB on disk).",
+        h.written_per_s, h.events, h.query_ms, h.db_kib
+    );
+}
+
+/// The controller's RSS with the world table.
+fn rss_section(s: &mut String, rss: &[super::Rss]) {
+    s.push_str("\nController RSS with the world table (`regionwall run`, 60 regions):\n\n");
+    for rss in rss {
+        let _ = writeln!(
+            s,
+            "- `--lookup {}`: peak {:.1} MiB, {:.1} MiB after loading",
+            rss.lookup,
+            rss.peak_kib as f64 / 1024.0,
+            rss.current_kib as f64 / 1024.0
+        );
+    }
+}
+
 /// The markdown report (also printed).
 fn markdown(r: &Results) -> String {
     let mut s = String::new();
@@ -169,16 +192,10 @@ fn markdown(r: &Results) -> String {
     if let Some(d) = &r.dns {
         dns_section(&mut s, d);
     }
-    s.push_str("\nController RSS with the world table (`regionwall run`, 60 regions):\n\n");
-    for rss in &r.rss {
-        let _ = writeln!(
-            s,
-            "- `--lookup {}`: peak {:.1} MiB, {:.1} MiB after loading",
-            rss.lookup,
-            rss.peak_kib as f64 / 1024.0,
-            rss.current_kib as f64 / 1024.0
-        );
+    if let Some(h) = &r.history {
+        history_section(&mut s, h);
     }
+    rss_section(&mut s, &r.rss);
     s.push_str("\nTargets:\n\n");
     for (ok, line) in targets(r) {
         let _ = writeln!(s, "- {} {line}", if ok { "met:" } else { "**missed:**" });
