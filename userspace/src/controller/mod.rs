@@ -253,6 +253,9 @@ pub struct Controller {
     names: Names,
     epoch: u32,
     live: Arc<Policy>,
+    /// The live policy for subsystems that read it off the event loop
+    /// (the dashboard's explain form); sent on every reload.
+    live_feed: tokio::sync::watch::Sender<Arc<Policy>>,
     clock: BootClock,
     tally: Arc<Tally>,
     known: Arc<std::sync::RwLock<Known>>,
@@ -352,6 +355,7 @@ impl Controller {
                 names,
                 epoch,
                 live: Arc::clone(&prepared.policy),
+                live_feed: tokio::sync::watch::Sender::new(Arc::clone(&prepared.policy)),
                 clock: BootClock::now(),
                 tally,
                 known,
@@ -384,6 +388,13 @@ impl Controller {
         Arc::clone(&self.live)
     }
 
+    /// Watches the live policy: the current one at once, then each
+    /// policy a reload puts in force.
+    #[must_use]
+    pub fn watch_policy(&self) -> tokio::sync::watch::Receiver<Arc<Policy>> {
+        self.live_feed.subscribe()
+    }
+
     /// The compiled live policy.
     #[must_use]
     pub fn live_compiled(&self) -> Option<&Compiled> {
@@ -407,6 +418,7 @@ impl Controller {
         }
         self.names.insert(next, Arc::new(stable));
         self.tally.loaded(&prepared.policy.inputs);
+        self.live_feed.send_replace(Arc::clone(&prepared.policy));
         self.live = prepared.policy;
         Ok(next)
     }
