@@ -31,6 +31,7 @@ pub mod socket;
 pub mod stream;
 pub mod supervise;
 pub mod watch;
+pub mod web;
 
 use std::{
     path::{Path, PathBuf},

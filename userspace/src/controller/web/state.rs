@@ -1,0 +1,321 @@
+//! The dashboard's state: the latest snapshot (asked of the event loop at most once a second), a 24-hour ring of per-minute totals, and the recent drops.
+//!
+//! The time series come from deltas between snapshots, kept in memory, so
+//! the page works without any history store; a restart starts the ring
+//! empty. Counters that go backwards (pins removed, a new controller)
+//! count from zero again instead of producing negative minutes.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::{
+    control::Stats,
+    events::Record,
+    explain::Index,
+    pin::PinDir,
+    policy::Policy,
+    verdict::Verdict,
+};
+
+use super::super::{Tally, hostnames::HostNames};
+
+/// Minutes the ring keeps (24 hours).
+pub const MINUTES: usize = 24 * 60;
+
+/// A snapshot younger than this is served as is.
+const FRESH: Duration = Duration::from_secs(1);
+
+/// How long a request waits for the event loop's snapshot.
+const ASK: Duration = Duration::from_secs(2);
+
+/// Recent drops, rejects and audits kept for the device pages.
+pub const RECENT: usize = 1000;
+
+/// Totals of one minute (or a running total).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Minute {
+    /// Start of the minute, unix seconds.
+    pub t: u64,
+    pub upload_bytes: u64,
+    pub drop_packets: u64,
+    pub drop_bytes: u64,
+}
+
+impl Minute {
+    /// Running totals of a snapshot (`t` unset).
+    #[must_use]
+    pub fn of(stats: &Stats) -> Self {
+        let mut m = Self::default();
+        for row in &stats.traffic {
+            m.upload_bytes += row.bytes;
+            if matches!(row.verdict, Verdict::Drop | Verdict::Reject) {
+                m.drop_packets += row.packets;
+                m.drop_bytes += row.bytes;
+            }
+        }
+        m
+    }
+
+    /// What `now` adds to `before`; a counter that went backwards was
+    /// reset, and counts from zero.
+    fn since(now: Self, before: Self) -> Self {
+        let d = |n: u64, b: u64| if n >= b { n - b } else { n };
+        Self {
+            t: 0,
+            upload_bytes: d(now.upload_bytes, before.upload_bytes),
+            drop_packets: d(now.drop_packets, before.drop_packets),
+            drop_bytes: d(now.drop_bytes, before.drop_bytes),
+        }
+    }
+}
+
+/// Per-minute totals of the last 24 hours.
+#[derive(Debug, Default)]
+pub struct Ring {
+    minutes: VecDeque<Minute>,
+}
+
+impl Ring {
+    /// Adds `delta` to the minute holding `now` (unix seconds).
+    pub fn add(&mut self, now: u64, delta: Minute) {
+        let t = now - now % 60;
+        match self.minutes.back_mut() {
+            Some(last) if last.t == t => {
+                last.upload_bytes += delta.upload_bytes;
+                last.drop_packets += delta.drop_packets;
+                last.drop_bytes += delta.drop_bytes;
+            }
+            // A clock stepped back: keep adding to the newest minute.
+            Some(last) if last.t > t => {
+                last.upload_bytes += delta.upload_bytes;
+                last.drop_packets += delta.drop_packets;
+                last.drop_bytes += delta.drop_bytes;
+            }
+            _ => self.minutes.push_back(Minute { t, ..delta }),
+        }
+        let oldest = t.saturating_sub(60 * (MINUTES as u64 - 1));
+        while self.minutes.front().is_some_and(|m| m.t < oldest) {
+            self.minutes.pop_front();
+        }
+    }
+
+    /// Every minute from the first recorded (at most 24 hours back) to
+    /// the one holding `now`, quiet minutes as zeros.
+    #[must_use]
+    pub fn series(&self, now: u64) -> Vec<Minute> {
+        let end = now - now % 60;
+        let start = self
+            .minutes
+            .front()
+            .map_or(end, |m| m.t)
+            .max(end.saturating_sub(60 * (MINUTES as u64 - 1)));
+        let mut out = Vec::with_capacity(usize::try_from((end - start) / 60 + 1).unwrap_or(0));
+        let mut held = self.minutes.iter().peekable();
+        let mut t = start;
+        while t <= end {
+            while held.peek().is_some_and(|m| m.t < t) {
+                held.next();
+            }
+            match held.peek() {
+                Some(m) if m.t == t => out.push(**m),
+                _ => out.push(Minute {
+                    t,
+                    ..Minute::default()
+                }),
+            }
+            t += 60;
+        }
+        out
+    }
+}
+
+/// Unix seconds now.
+#[must_use]
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+struct Cache {
+    stats: Arc<Stats>,
+    at: Option<Instant>,
+    last: Option<Minute>,
+    ring: Ring,
+}
+
+/// Everything the dashboard's handlers read; shared by every request.
+pub struct Shared {
+    pub iface: String,
+    pub pins: PinDir,
+    pub tally: Arc<Tally>,
+    pub hosts: Option<HostNames>,
+    pub policy: watch::Receiver<Arc<Policy>>,
+    pub feed: broadcast::Sender<Arc<Record>>,
+    asks: mpsc::Sender<oneshot::Sender<Stats>>,
+    cache: tokio::sync::Mutex<Cache>,
+    recent: Mutex<VecDeque<Arc<Record>>>,
+    index: Mutex<Option<(Arc<Policy>, Arc<Index>)>>,
+    /// Live-tail events a slow browser missed.
+    pub lagged: AtomicU64,
+    /// Snapshots the event loop did not answer in time.
+    pub stale: AtomicU64,
+}
+
+impl Shared {
+    #[must_use]
+    pub fn new(
+        ctl: &super::super::Controller,
+        asks: mpsc::Sender<oneshot::Sender<Stats>>,
+    ) -> Self {
+        Self {
+            iface: ctl.config().iface.clone(),
+            pins: ctl.pins().clone(),
+            tally: Arc::clone(ctl.tally()),
+            hosts: ctl.hosts().cloned(),
+            policy: ctl.watch_policy(),
+            feed: ctl.feed(),
+            asks,
+            cache: tokio::sync::Mutex::new(Cache {
+                stats: Arc::new(Stats::default()),
+                at: None,
+                last: None,
+                ring: Ring::default(),
+            }),
+            recent: Mutex::new(VecDeque::with_capacity(RECENT)),
+            index: Mutex::new(None),
+            lagged: AtomicU64::new(0),
+            stale: AtomicU64::new(0),
+        }
+    }
+
+    /// The latest snapshot: asked of the event loop when the cached one
+    /// is older than a second (requests in between share it), and added
+    /// to the per-minute ring.
+    pub async fn stats(&self) -> Arc<Stats> {
+        let mut cache = self.cache.lock().await;
+        if cache.at.is_some_and(|at| at.elapsed() < FRESH) {
+            return Arc::clone(&cache.stats);
+        }
+        let (tx, rx) = oneshot::channel();
+        let answer = tokio::time::timeout(ASK, async {
+            self.asks.send(tx).await.ok()?;
+            rx.await.ok()
+        })
+        .await;
+        if let Ok(Some(stats)) = answer {
+            let now = Minute::of(&stats);
+            let delta = cache.last.map_or(Minute::default(), |b| Minute::since(now, b));
+            cache.ring.add(unix_now(), delta);
+            cache.last = Some(now);
+            cache.stats = Arc::new(stats);
+        } else {
+            self.stale.fetch_add(1, Ordering::Relaxed);
+        }
+        cache.at = Some(Instant::now());
+        Arc::clone(&cache.stats)
+    }
+
+    /// The per-minute series of the last 24 hours.
+    pub async fn series(&self) -> Vec<Minute> {
+        self.cache.lock().await.ring.series(unix_now())
+    }
+
+    /// Keeps `record` for the device pages (the newest [`RECENT`]).
+    pub fn remember(&self, record: Arc<Record>) {
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() == RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(record);
+        }
+    }
+
+    /// The newest `n` kept events of `device`, newest first.
+    #[must_use]
+    pub fn recent(&self, device: &str, n: usize) -> Vec<Arc<Record>> {
+        self.recent.lock().map_or_else(
+            |_| Vec::new(),
+            |r| {
+                r.iter()
+                    .rev()
+                    .filter(|e| e.device == device)
+                    .take(n)
+                    .cloned()
+                    .collect()
+            },
+        )
+    }
+
+    /// The live policy and its explain index (built once per policy, on
+    /// a blocking thread: a country database makes it large).
+    pub async fn explainer(&self) -> Option<(Arc<Policy>, Arc<Index>)> {
+        let policy = Arc::clone(&self.policy.borrow());
+        if let Ok(held) = self.index.lock()
+            && let Some((p, i)) = held.as_ref()
+            && Arc::ptr_eq(p, &policy)
+        {
+            return Some((Arc::clone(p), Arc::clone(i)));
+        }
+        let p = Arc::clone(&policy);
+        let index = Arc::new(tokio::task::spawn_blocking(move || Index::new(&p)).await.ok()?);
+        if let Ok(mut held) = self.index.lock() {
+            *held = Some((Arc::clone(&policy), Arc::clone(&index)));
+        }
+        Some((policy, index))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Minute, Ring};
+
+    fn m(upload: u64, drops: u64) -> Minute {
+        Minute {
+            t: 0,
+            upload_bytes: upload,
+            drop_packets: drops,
+            drop_bytes: drops * 100,
+        }
+    }
+
+    #[test]
+    fn deltas_fill_minutes_and_quiet_minutes_are_zeros() {
+        let mut r = Ring::default();
+        r.add(600, m(10, 1));
+        r.add(659, m(5, 2));
+        r.add(780, m(1, 0));
+        let s = r.series(800);
+        assert_eq!(s.iter().map(|x| x.t).collect::<Vec<_>>(), [600, 660, 720, 780]);
+        assert_eq!(s.iter().map(|x| x.upload_bytes).collect::<Vec<_>>(), [15, 0, 0, 1]);
+        assert_eq!(s[0].drop_packets, 3);
+    }
+
+    #[test]
+    fn the_ring_keeps_24_hours() {
+        let mut r = Ring::default();
+        for i in 0..(super::MINUTES as u64 + 100) {
+            r.add(i * 60, m(1, 0));
+        }
+        let s = r.series(super::MINUTES as u64 * 60 + 99 * 60);
+        assert_eq!(s.len(), super::MINUTES);
+        assert!(s.iter().all(|x| x.upload_bytes == 1));
+    }
+
+    #[test]
+    fn a_counter_going_backwards_counts_from_zero() {
+        let d = Minute::since(m(5, 1), m(100, 10));
+        assert_eq!((d.upload_bytes, d.drop_packets), (5, 1));
+        let d = Minute::since(m(150, 12), m(100, 10));
+        assert_eq!((d.upload_bytes, d.drop_packets), (50, 2));
+    }
+}
