@@ -108,7 +108,12 @@ fn latency(t: &Topology, url: &str, n: usize) -> (f64, f64) {
         }
         args.extend(["-w".into(), "%{time_total}\\n".into(), url.into()]);
     }
-    let out = t.gateway.command("curl").args(&args).output().expect("curl");
+    let out = t
+        .gateway
+        .command("curl")
+        .args(&args)
+        .output()
+        .expect("curl");
     assert!(out.status.success(), "{}", text(&out));
     let times: Vec<f64> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -130,12 +135,18 @@ fn headers_are_strict_only_get_is_served_and_answers_are_fast() {
 
     let (status, head, body) = curl(&t, &[&format!("http://{WEB}/")]);
     assert_eq!(status, 200);
-    assert!(head.contains("content-security-policy: default-src 'self'"), "{head}");
+    assert!(
+        head.contains("content-security-policy: default-src 'self'"),
+        "{head}"
+    );
     assert!(!head.contains("unsafe-inline"), "{head}");
     assert!(head.contains("x-content-type-options: nosniff"), "{head}");
     assert!(body.contains("<script src=\"/app.js\""), "{body}");
     assert!(!body.contains("<script>"), "no inline script");
-    let (status, head, _) = curl(&t, &[&format!("http://{WEB}/vendor/uplot/uPlot.iife.min.js")]);
+    let (status, head, _) = curl(
+        &t,
+        &[&format!("http://{WEB}/vendor/uplot/uPlot.iife.min.js")],
+    );
     assert_eq!(status, 200);
     assert!(head.contains("content-type: text/javascript"), "{head}");
 
@@ -145,7 +156,14 @@ fn headers_are_strict_only_get_is_served_and_answers_are_fast() {
         assert!(head.contains("allow: get, head"), "{head}");
     }
     // A DNS-rebinding page would send its own name as Host.
-    let (status, ..) = curl(&t, &["-H", "Host: evil.example", &format!("http://{WEB}/api/status")]);
+    let (status, ..) = curl(
+        &t,
+        &[
+            "-H",
+            "Host: evil.example",
+            &format!("http://{WEB}/api/status"),
+        ],
+    );
     assert_eq!(status, 403);
 
     let (status, _, body) = curl(&t, &[&format!("http://{WEB}/api/status")]);
@@ -169,9 +187,18 @@ fn headers_are_strict_only_get_is_served_and_answers_are_fast() {
     let (status, ..) = curl(&t, &[&format!("http://{WEB}/api/top?by=region")]);
     assert_eq!(status, 400);
 
-    for path in ["/api/status", "/api/top?by=host", "/api/series", "/api/device?name=phone"] {
+    for path in [
+        "/api/status",
+        "/api/top?by=host",
+        "/api/series",
+        "/api/device?name=phone",
+    ] {
         let (mean, worst) = latency(&t, &format!("http://{WEB}{path}"), 50);
-        eprintln!("latency {path}: mean {:.2} ms, worst {:.2} ms", mean * 1e3, worst * 1e3);
+        eprintln!(
+            "latency {path}: mean {:.2} ms, worst {:.2} ms",
+            mean * 1e3,
+            worst * 1e3
+        );
         assert!(worst < 0.5, "{path}: {worst} s");
     }
     let _ = std::fs::remove_dir_all(dir);
@@ -211,14 +238,22 @@ fn a_non_loopback_address_needs_a_token_and_every_request_carries_it() {
         &t,
         &policy,
         &root,
-        &["--web", "192.0.2.1:8080", "--web-token-file", token_file.to_str().expect("UTF-8")],
+        &[
+            "--web",
+            "192.0.2.1:8080",
+            "--web-token-file",
+            token_file.to_str().expect("UTF-8"),
+        ],
     );
     let url = "http://192.0.2.1:8080/api/status";
     let (status, head, _) = curl(&t, &[url]);
     assert_eq!(status, 401);
     assert!(head.contains("www-authenticate: bearer"), "{head}");
     assert!(head.contains("content-security-policy"), "{head}");
-    let (status, ..) = curl(&t, &["-H", "Authorization: Bearer wrong-token-0123456789", url]);
+    let (status, ..) = curl(
+        &t,
+        &["-H", "Authorization: Bearer wrong-token-0123456789", url],
+    );
     assert_eq!(status, 401);
     let (status, ..) = curl(&t, &[&format!("{url}?token=wrong")]);
     assert_eq!(status, 401);
@@ -227,12 +262,30 @@ fn a_non_loopback_address_needs_a_token_and_every_request_carries_it() {
     // The link with the token trades it for a cookie.
     let (status, head, _) = curl(&t, &[&format!("http://192.0.2.1:8080/?token={token}")]);
     assert_eq!(status, 303);
-    assert!(head.contains(&format!("set-cookie: regionwall_token={token}")), "{head}");
-    assert!(head.contains("httponly") && head.contains("samesite=strict"), "{head}");
-    let (status, ..) = curl(&t, &["-H", &format!("Cookie: regionwall_token={token}"), url]);
+    assert!(
+        head.contains(&format!("set-cookie: regionwall_token={token}")),
+        "{head}"
+    );
+    assert!(
+        head.contains("httponly") && head.contains("samesite=strict"),
+        "{head}"
+    );
+    let (status, ..) = curl(
+        &t,
+        &["-H", &format!("Cookie: regionwall_token={token}"), url],
+    );
     assert_eq!(status, 200);
     // Even with the token, nothing but GET.
-    let (status, ..) = curl(&t, &["-X", "POST", "-H", &format!("Authorization: Bearer {token}"), url]);
+    let (status, ..) = curl(
+        &t,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            url,
+        ],
+    );
     assert_eq!(status, 405);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -248,7 +301,10 @@ impl Drop for Driver {
 }
 
 fn screenshots() -> PathBuf {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/screenshots"));
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/screenshots"
+    ));
     std::fs::create_dir_all(&dir).expect("screenshot dir");
     dir
 }
@@ -303,7 +359,9 @@ async fn browse(phone: String, profile: PathBuf) {
         .expect("a WebDriver session with chromium");
     let shots = screenshots();
 
-    c.goto(&format!("http://{WEB}/")).await.expect("open the dashboard");
+    c.goto(&format!("http://{WEB}/"))
+        .await
+        .expect("open the dashboard");
     // The device and the country with the right drop counts.
     let phone_blocked = "#top-device table.blocked tr[data-name='phone'] td:nth-child(2)";
     let drops = until("the phone's drops", Duration::from_secs(10), || async {
@@ -311,14 +369,29 @@ async fn browse(phone: String, profile: PathBuf) {
     })
     .await;
     assert_eq!(drops, "5");
-    let aa = text_of(&c, "#top-country table.blocked tr[data-name='AA'] td:nth-child(2)").await;
+    let aa = text_of(
+        &c,
+        "#top-country table.blocked tr[data-name='AA'] td:nth-child(2)",
+    )
+    .await;
     assert_eq!(aa.as_deref(), Some("5"));
-    let cc = text_of(&c, "#top-country table.allowed tr[data-name='CC'] td:nth-child(2)").await;
+    let cc = text_of(
+        &c,
+        "#top-country table.allowed tr[data-name='CC'] td:nth-child(2)",
+    )
+    .await;
     assert_eq!(cc.as_deref(), Some("7"));
-    let host = text_of(&c, "#top-host table.blocked tr[data-name='198.51.100.10 (unresolved)'] td:nth-child(2)").await;
+    let host = text_of(
+        &c,
+        "#top-host table.blocked tr[data-name='198.51.100.10 (unresolved)'] td:nth-child(2)",
+    )
+    .await;
     assert_eq!(host.as_deref(), Some("5"));
     let status = text_of(&c, "#status").await.unwrap_or_default();
-    assert!(status.contains("enforcing") && status.contains("xdp attached"), "{status}");
+    assert!(
+        status.contains("enforcing") && status.contains("xdp attached"),
+        "{status}"
+    );
     // The chart drew (uPlot makes a canvas): the script ran under the CSP.
     until("the chart", Duration::from_secs(10), || async {
         c.find(Locator::Css("#chart canvas")).await.ok()
@@ -332,17 +405,26 @@ async fn browse(phone: String, profile: PathBuf) {
     // A new drop reaches the live tail within a second.
     let sent = Instant::now();
     one_datagram(&phone, "198.51.100.12:9");
-    let seen = until("the new drop in the tail", Duration::from_secs(5), || async {
-        text_of(&c, "#tail tr:first-child")
-            .await
-            .filter(|t| t.contains("198.51.100.12"))
-            .map(|_| sent.elapsed())
-    })
+    let seen = until(
+        "the new drop in the tail",
+        Duration::from_secs(5),
+        || async {
+            text_of(&c, "#tail tr:first-child")
+                .await
+                .filter(|t| t.contains("198.51.100.12"))
+                .map(|_| sent.elapsed())
+        },
+    )
     .await;
     eprintln!("live tail: the drop showed after {seen:?}");
     assert!(seen < Duration::from_secs(1), "{seen:?}");
-    let row = text_of(&c, "#tail tr:first-child").await.unwrap_or_default();
-    assert!(row.contains("phone") && row.contains("drop") && row.contains("AA"), "{row}");
+    let row = text_of(&c, "#tail tr:first-child")
+        .await
+        .unwrap_or_default();
+    assert!(
+        row.contains("phone") && row.contains("drop") && row.contains("AA"),
+        "{row}"
+    );
 
     // The explain form answers with the live policy.
     c.find(Locator::Css("#explain-addr"))
@@ -364,30 +446,57 @@ async fn browse(phone: String, profile: PathBuf) {
         .await
         .expect("submit");
     let answer = until("the explanation", Duration::from_secs(10), || async {
-        text_of(&c, "#explain-out").await.filter(|t| t.contains("DROP"))
+        text_of(&c, "#explain-out")
+            .await
+            .filter(|t| t.contains("DROP"))
     })
     .await;
-    assert!(answer.contains("rule: no-aa") && answer.contains("country: AA"), "{answer}");
-    std::fs::write(shots.join("dashboard.png"), c.screenshot().await.expect("screenshot"))
-        .expect("save");
+    assert!(
+        answer.contains("rule: no-aa") && answer.contains("country: AA"),
+        "{answer}"
+    );
+    std::fs::write(
+        shots.join("dashboard.png"),
+        c.screenshot().await.expect("screenshot"),
+    )
+    .expect("save");
 
     // Pausing closes the stream; the filter reconnects it.
-    c.find(Locator::Css("#tail-pause")).await.expect("pause").click().await.expect("click");
+    c.find(Locator::Css("#tail-pause"))
+        .await
+        .expect("pause")
+        .click()
+        .await
+        .expect("click");
     assert_eq!(text_of(&c, "#tail-state").await.as_deref(), Some("paused"));
 
     // The device's page: bytes by country and host, its recent drops.
-    c.goto(&format!("http://{WEB}/device?name=phone")).await.expect("device page");
+    c.goto(&format!("http://{WEB}/device?name=phone"))
+        .await
+        .expect("device page");
     let blocked = until("the device's totals", Duration::from_secs(10), || async {
-        text_of(&c, "#device-blocked").await.filter(|t| t.contains("6 packets"))
+        text_of(&c, "#device-blocked")
+            .await
+            .filter(|t| t.contains("6 packets"))
     })
     .await;
     assert!(blocked.contains("blocked"), "{blocked}");
-    let aa = text_of(&c, "#dev-country table.blocked tr[data-name='AA'] td:nth-child(2)").await;
+    let aa = text_of(
+        &c,
+        "#dev-country table.blocked tr[data-name='AA'] td:nth-child(2)",
+    )
+    .await;
     assert_eq!(aa.as_deref(), Some("6"));
-    let drops = c.find_all(Locator::Css("#dev-drops tr")).await.expect("rows");
+    let drops = c
+        .find_all(Locator::Css("#dev-drops tr"))
+        .await
+        .expect("rows");
     assert!(!drops.is_empty(), "recent drops listed");
-    std::fs::write(shots.join("device.png"), c.screenshot().await.expect("screenshot"))
-        .expect("save");
+    std::fs::write(
+        shots.join("device.png"),
+        c.screenshot().await.expect("screenshot"),
+    )
+    .expect("save");
     c.close().await.expect("close the browser");
 }
 
@@ -421,7 +530,9 @@ fn a_browser_shows_traffic_live_drops_and_explanations() {
             // chromedriver takes a moment to listen.
             rt.block_on(async {
                 until("chromedriver", Duration::from_secs(10), || async {
-                    tokio::net::TcpStream::connect(("127.0.0.1", DRIVER_PORT)).await.ok()
+                    tokio::net::TcpStream::connect(("127.0.0.1", DRIVER_PORT))
+                        .await
+                        .ok()
                 })
                 .await;
                 browse(phone, profile).await;

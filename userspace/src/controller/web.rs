@@ -254,17 +254,28 @@ fn loopback_host(headers: &HeaderMap) -> bool {
         None => host.rsplit_once(':').map_or(host, |(h, _)| h),
     };
     name.eq_ignore_ascii_case("localhost")
-        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// GET only, the token checked, the security headers on every answer.
 async fn guarded(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
     let mut res = check(&guard, req, next).await;
     let h = res.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(
         "cross-origin-resource-policy",
         HeaderValue::from_static("same-origin"),
@@ -354,7 +365,10 @@ mod tests {
         let mut h = HeaderMap::new();
         let uri: Uri = "/api/status?x=1&token=abc".parse().expect("uri");
         assert_eq!(super::presented(&h, &uri), (Some("abc".into()), true));
-        h.insert(header::COOKIE, HeaderValue::from_static("a=b; regionwall_token=ck"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=b; regionwall_token=ck"),
+        );
         assert_eq!(super::presented(&h, &uri), (Some("ck".into()), false));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer br"));
         assert_eq!(super::presented(&h, &uri), (Some("br".into()), false));

@@ -82,9 +82,7 @@ pub async fn status(State(s): Ctx) -> Json<Status> {
         "enforcing"
     };
     let ifindex = crate::iface::ifindex(&s.iface).ok();
-    let on_iface = |facts: Result<Option<crate::pin::LinkFacts>, crate::pin::PinError>| {
-        matches!((facts, ifindex), (Ok(Some(f)), Some(i)) if f.ifindex == i)
-    };
+    let on_iface = |facts: Result<Option<crate::pin::LinkFacts>, crate::pin::PinError>| matches!((facts, ifindex), (Ok(Some(f)), Some(i)) if f.ifindex == i);
     Json(Status {
         interface: s.iface.clone(),
         mode,
@@ -266,7 +264,11 @@ pub async fn device(State(s): Ctx, Query(q): Query<DeviceQuery>) -> Response {
         total,
         countries: top(&of_device(&[Dim::Device, Dim::Country], Dim::Country), 20),
         hosts: top(&of_device(&[Dim::Device, Dim::Host], Dim::Host), 20),
-        drops: s.recent(&q.name, 50).iter().map(|r| (**r).clone()).collect(),
+        drops: s
+            .recent(&q.name, 50)
+            .iter()
+            .map(|r| (**r).clone())
+            .collect(),
         device: q.name,
     })
     .into_response()
@@ -331,7 +333,11 @@ pub async fn live(State(s): Ctx, Query(q): Query<LiveQuery>) -> Response {
         "drop" => Some(Verdict::Drop),
         "reject" => Some(Verdict::Reject),
         "audit" => Some(Verdict::Audit),
-        other => return bad(format!("verdict: expected drop, reject or audit, found {other:?}")),
+        other => {
+            return bad(format!(
+                "verdict: expected drop, reject or audit, found {other:?}"
+            ));
+        }
     };
     let rx = s.feed.subscribe();
     let device = (!q.device.is_empty()).then_some(q.device);

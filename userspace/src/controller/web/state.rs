@@ -18,12 +18,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::{
-    control::Stats,
-    events::Record,
-    explain::Index,
-    pin::PinDir,
-    policy::Policy,
-    verdict::Verdict,
+    control::Stats, events::Record, explain::Index, pin::PinDir, policy::Policy, verdict::Verdict,
 };
 
 use super::super::{Tally, hostnames::HostNames};
@@ -173,10 +168,7 @@ pub struct Shared {
 
 impl Shared {
     #[must_use]
-    pub fn new(
-        ctl: &super::super::Controller,
-        asks: mpsc::Sender<oneshot::Sender<Stats>>,
-    ) -> Self {
+    pub fn new(ctl: &super::super::Controller, asks: mpsc::Sender<oneshot::Sender<Stats>>) -> Self {
         Self {
             iface: ctl.config().iface.clone(),
             pins: ctl.pins().clone(),
@@ -214,7 +206,9 @@ impl Shared {
         .await;
         if let Ok(Some(stats)) = answer {
             let now = Minute::of(&stats);
-            let delta = cache.last.map_or(Minute::default(), |b| Minute::since(now, b));
+            let delta = cache
+                .last
+                .map_or(Minute::default(), |b| Minute::since(now, b));
             cache.ring.add(unix_now(), delta);
             cache.last = Some(now);
             cache.stats = Arc::new(stats);
@@ -267,7 +261,11 @@ impl Shared {
             return Some((Arc::clone(p), Arc::clone(i)));
         }
         let p = Arc::clone(&policy);
-        let index = Arc::new(tokio::task::spawn_blocking(move || Index::new(&p)).await.ok()?);
+        let index = Arc::new(
+            tokio::task::spawn_blocking(move || Index::new(&p))
+                .await
+                .ok()?,
+        );
         if let Ok(mut held) = self.index.lock() {
             *held = Some((Arc::clone(&policy), Arc::clone(&index)));
         }
@@ -295,8 +293,14 @@ mod tests {
         r.add(659, m(5, 2));
         r.add(780, m(1, 0));
         let s = r.series(800);
-        assert_eq!(s.iter().map(|x| x.t).collect::<Vec<_>>(), [600, 660, 720, 780]);
-        assert_eq!(s.iter().map(|x| x.upload_bytes).collect::<Vec<_>>(), [15, 0, 0, 1]);
+        assert_eq!(
+            s.iter().map(|x| x.t).collect::<Vec<_>>(),
+            [600, 660, 720, 780]
+        );
+        assert_eq!(
+            s.iter().map(|x| x.upload_bytes).collect::<Vec<_>>(),
+            [15, 0, 0, 1]
+        );
         assert_eq!(s[0].drop_packets, 3);
     }
 
