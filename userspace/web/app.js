@@ -48,6 +48,12 @@
       if (!plot) {
         plot = new uPlot({
           width: Math.max(320, $("chart").clientWidth - 8), height: 220,
+          // At least the last hour, at most the last 24 (what the ring keeps).
+          // (From the data, not uPlot's padded guess for a single point.)
+          scales: { x: { time: true, range: (u) => {
+            const x = u.data[0], hi = x[x.length - 1] + 60;
+            return [Math.max(Math.min(x[0], hi - 3600), hi - 86400), hi];
+          } } },
           series: [{}, { label: "upload", stroke: "#2a6fdb", value: (u, v) => v == null ? "-" : rw.bytes(v), scale: "bytes" },
             { label: "drops", stroke: "#b3261e", scale: "packets" }],
           axes: [{}, { scale: "bytes", values: (u, vs) => vs.map((v) => rw.bytes(v)), size: 70 },
