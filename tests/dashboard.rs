@@ -461,14 +461,43 @@ async fn browse(phone: String, profile: PathBuf) {
     )
     .expect("save");
 
-    // Pausing closes the stream; the filter reconnects it.
-    c.find(Locator::Css("#tail-pause"))
-        .await
-        .expect("pause")
-        .click()
-        .await
-        .expect("click");
+    // Pausing closes the stream; resuming and the filters reconnect it.
+    let click = |css: &'static str| {
+        let c = c.clone();
+        async move {
+            c.find(Locator::Css(css))
+                .await
+                .expect(css)
+                .click()
+                .await
+                .expect(css);
+        }
+    };
+    click("#tail-pause").await;
     assert_eq!(text_of(&c, "#tail-state").await.as_deref(), Some("paused"));
+    click("#tail-pause").await;
+    click("#tail-verdict option[value='audit']").await;
+    let live = || async { text_of(&c, "#tail-state").await.filter(|t| t == "live") };
+    until("the audit-only tail", Duration::from_secs(5), live).await;
+    one_datagram(&phone, "198.51.100.13:9");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let first = text_of(&c, "#tail tr:first-child")
+        .await
+        .unwrap_or_default();
+    assert!(
+        !first.contains("198.51.100.13"),
+        "a drop passed the audit filter: {first}"
+    );
+    click("#tail-device option[value='phone']").await;
+    click("#tail-verdict option[value='drop']").await;
+    until("the phone's drop tail", Duration::from_secs(5), live).await;
+    one_datagram(&phone, "198.51.100.14:9");
+    until("the filtered drop", Duration::from_secs(2), || async {
+        text_of(&c, "#tail tr:first-child")
+            .await
+            .filter(|t| t.contains("198.51.100.14"))
+    })
+    .await;
 
     // The device's page: bytes by country and host, its recent drops.
     c.goto(&format!("http://{WEB}/device?name=phone"))
@@ -477,7 +506,7 @@ async fn browse(phone: String, profile: PathBuf) {
     let blocked = until("the device's totals", Duration::from_secs(10), || async {
         text_of(&c, "#device-blocked")
             .await
-            .filter(|t| t.contains("6 packets"))
+            .filter(|t| t.contains("8 packets"))
     })
     .await;
     assert!(blocked.contains("blocked"), "{blocked}");
@@ -486,7 +515,7 @@ async fn browse(phone: String, profile: PathBuf) {
         "#dev-country table.blocked tr[data-name='AA'] td:nth-child(2)",
     )
     .await;
-    assert_eq!(aa.as_deref(), Some("6"));
+    assert_eq!(aa.as_deref(), Some("8"));
     let drops = c
         .find_all(Locator::Css("#dev-drops tr"))
         .await
