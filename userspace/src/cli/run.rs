@@ -373,12 +373,12 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         feed: ctl.feed(),
         known: ctl.known(),
         detach: detach_tx,
-        stats: stats_tx.clone(),
+        stats: stats_tx,
         hosts: ctl.hosts().cloned(),
     });
     let server = tokio::spawn(socket::serve(listener, shared));
     let exporter = exporter.map(|e| e.serve(&ctl));
-    let dashboard = dashboard.map(|d| d.serve(&ctl, stats_tx));
+    let dashboard = dashboard.map(|d| d.serve(&ctl));
     let mut link_notes = supervise::netlink_notes()
         .map_err(|e| log::warn!("no netlink link notifications ({e}); polling only"))
         .ok();

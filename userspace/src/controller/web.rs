@@ -2,8 +2,8 @@
 //!
 //! The listener is bound before the controller starts (a refused address
 //! or a taken port fails `run` before anything is attached). Serving is
-//! its own task: statistics come from the event loop's snapshot (at most
-//! once a second, shared by every request, see [`state`]), events from
+//! its own task: statistics are read from the pinned maps on a blocking
+//! thread (shared by every request while fresh, see [`state`]), events from
 //! the controller's broadcast, explanations from the live policy. Every
 //! route is GET: nothing here can change enforcement.
 //!
@@ -23,6 +23,7 @@ use std::{
     sync::Arc,
 };
 
+use super::Controller;
 use axum::{
     Router,
     extract::{Request, State},
@@ -31,10 +32,6 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use tokio::sync::{mpsc, oneshot};
-
-use super::Controller;
-use crate::control::Stats;
 
 /// The Content-Security-Policy of every answer.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
@@ -133,16 +130,11 @@ impl Dashboard {
         self.listener.local_addr()
     }
 
-    /// Starts serving for `ctl`; snapshots are asked through `asks` (the
-    /// event loop's statistics queue). The tasks run until the returned
-    /// one is aborted or the runtime ends.
+    /// Starts serving for `ctl`. The tasks run until the returned one is
+    /// aborted or the runtime ends.
     #[must_use]
-    pub fn serve(
-        self,
-        ctl: &Controller,
-        asks: mpsc::Sender<oneshot::Sender<Stats>>,
-    ) -> tokio::task::JoinHandle<()> {
-        let shared = Arc::new(state::Shared::new(ctl, asks));
+    pub fn serve(self, ctl: &Controller) -> tokio::task::JoinHandle<()> {
+        let shared = Arc::new(state::Shared::new(ctl));
         let addr = self.local_addr().ok();
         let guard = Arc::new(Guard {
             token: self.token,

@@ -69,6 +69,10 @@ pub struct Status {
     /// Device names of the live policy (for the filters and explain).
     pub devices: Vec<String>,
     pub dns_watched: bool,
+    /// How long reading the last statistics snapshot took.
+    pub snapshot_ms: f64,
+    /// Snapshots that could not be read (the last one was shown).
+    pub snapshots_failed: u64,
 }
 
 pub async fn status(State(s): Ctx) -> Json<Status> {
@@ -101,6 +105,8 @@ pub async fn status(State(s): Ctx) -> Json<Status> {
         },
         devices: policy.devices.iter().map(|d| d.name.clone()).collect(),
         dns_watched: s.hosts.is_some(),
+        snapshot_ms: s.took().await.as_secs_f64() * 1e3,
+        snapshots_failed: s.stale.load(Ordering::Relaxed),
     })
 }
 

@@ -1,4 +1,12 @@
-//! The dashboard's state: the latest snapshot (asked of the event loop at most once a second), a 24-hour ring of per-minute totals, and the recent drops.
+//! The dashboard's state: the latest snapshot (read from the pins off the event loop, shared), a 24-hour ring of per-minute totals, and the recent drops.
+//!
+//! A snapshot is read on a blocking thread from the pinned maps (named by
+//! their slot table, hosts by the controller's name cache), never by the
+//! event loop: with 255 devices a read takes a second or more, and the
+//! loop must keep serving events, reloads and the interface. Requests
+//! share the latest snapshot while it is fresh: a second, or five times
+//! as long as the last read took, so reading costs at most about a fifth
+//! of one core however many browsers look.
 //!
 //! The time series come from deltas between snapshots, kept in memory, so
 //! the page works without any history store; a restart starts the ring
@@ -15,10 +23,15 @@ use std::{
 };
 
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, watch};
 
 use crate::{
-    control::Stats, events::Record, explain::Index, pin::PinDir, policy::Policy, verdict::Verdict,
+    control::{Stats, Userspace},
+    events::Record,
+    explain::Index,
+    pin::{PinDir, PinnedMaps},
+    policy::Policy,
+    verdict::Verdict,
 };
 
 use super::super::{Tally, hostnames::HostNames};
@@ -26,11 +39,11 @@ use super::super::{Tally, hostnames::HostNames};
 /// Minutes the ring keeps (24 hours).
 pub const MINUTES: usize = 24 * 60;
 
-/// A snapshot younger than this is served as is.
+/// A snapshot younger than this is served as is (at least).
 const FRESH: Duration = Duration::from_secs(1);
 
-/// How long a request waits for the event loop's snapshot.
-const ASK: Duration = Duration::from_secs(2);
+/// A snapshot is fresh for this many times as long as reading it took.
+const FRESH_FACTOR: u32 = 5;
 
 /// Recent drops, rejects and audits kept for the device pages.
 pub const RECENT: usize = 1000;
@@ -144,6 +157,10 @@ pub fn unix_now() -> u64 {
 struct Cache {
     stats: Arc<Stats>,
     at: Option<Instant>,
+    /// How long the snapshot is shared.
+    fresh: Duration,
+    /// How long the last read took.
+    took: Duration,
     last: Option<Minute>,
     ring: Ring,
 }
@@ -156,19 +173,18 @@ pub struct Shared {
     pub hosts: Option<HostNames>,
     pub policy: watch::Receiver<Arc<Policy>>,
     pub feed: broadcast::Sender<Arc<Record>>,
-    asks: mpsc::Sender<oneshot::Sender<Stats>>,
     cache: tokio::sync::Mutex<Cache>,
     recent: Mutex<VecDeque<Arc<Record>>>,
     index: Mutex<Option<(Arc<Policy>, Arc<Index>)>>,
     /// Live-tail events a slow browser missed.
     pub lagged: AtomicU64,
-    /// Snapshots the event loop did not answer in time.
+    /// Snapshots that could not be read (the last one is served).
     pub stale: AtomicU64,
 }
 
 impl Shared {
     #[must_use]
-    pub fn new(ctl: &super::super::Controller, asks: mpsc::Sender<oneshot::Sender<Stats>>) -> Self {
+    pub fn new(ctl: &super::super::Controller) -> Self {
         Self {
             iface: ctl.config().iface.clone(),
             pins: ctl.pins().clone(),
@@ -176,10 +192,11 @@ impl Shared {
             hosts: ctl.hosts().cloned(),
             policy: ctl.watch_policy(),
             feed: ctl.feed(),
-            asks,
             cache: tokio::sync::Mutex::new(Cache {
                 stats: Arc::new(Stats::default()),
                 at: None,
+                fresh: FRESH,
+                took: Duration::ZERO,
                 last: None,
                 ring: Ring::default(),
             }),
@@ -190,33 +207,50 @@ impl Shared {
         }
     }
 
-    /// The latest snapshot: asked of the event loop when the cached one
-    /// is older than a second (requests in between share it), and added
-    /// to the per-minute ring.
+    /// The latest snapshot: read anew when the shared one is no longer
+    /// fresh (requests in between share it), and added to the ring.
     pub async fn stats(&self) -> Arc<Stats> {
         let mut cache = self.cache.lock().await;
-        if cache.at.is_some_and(|at| at.elapsed() < FRESH) {
+        if cache.at.is_some_and(|at| at.elapsed() < cache.fresh) {
             return Arc::clone(&cache.stats);
         }
-        let (tx, rx) = oneshot::channel();
-        let answer = tokio::time::timeout(ASK, async {
-            self.asks.send(tx).await.ok()?;
-            rx.await.ok()
-        })
-        .await;
-        if let Ok(Some(stats)) = answer {
-            let now = Minute::of(&stats);
-            let delta = cache
-                .last
-                .map_or(Minute::default(), |b| Minute::since(now, b));
-            cache.ring.add(unix_now(), delta);
-            cache.last = Some(now);
-            cache.stats = Arc::new(stats);
-        } else {
-            self.stale.fetch_add(1, Ordering::Relaxed);
+        let (pins, iface, tally, hosts) = (
+            self.pins.clone(),
+            self.iface.clone(),
+            Arc::clone(&self.tally),
+            self.hosts.clone(),
+        );
+        let started = Instant::now();
+        let read =
+            tokio::task::spawn_blocking(move || read(&pins, &iface, &tally, hosts.as_ref())).await;
+        match read {
+            Ok(Ok(stats)) => {
+                let now = Minute::of(&stats);
+                let delta = cache
+                    .last
+                    .map_or(Minute::default(), |b| Minute::since(now, b));
+                cache.ring.add(unix_now(), delta);
+                cache.last = Some(now);
+                cache.stats = Arc::new(stats);
+            }
+            Ok(Err(e)) => {
+                self.stale.fetch_add(1, Ordering::Relaxed);
+                log::debug!("web: reading the statistics: {e}");
+            }
+            Err(e) => {
+                self.stale.fetch_add(1, Ordering::Relaxed);
+                log::debug!("web: the statistics reader failed: {e}");
+            }
         }
+        cache.took = started.elapsed();
+        cache.fresh = FRESH.max(cache.took * FRESH_FACTOR);
         cache.at = Some(Instant::now());
         Arc::clone(&cache.stats)
+    }
+
+    /// How long the last snapshot took to read.
+    pub async fn took(&self) -> Duration {
+        self.cache.lock().await.took
     }
 
     /// The per-minute series of the last 24 hours.
@@ -271,6 +305,31 @@ impl Shared {
         }
         Some((policy, index))
     }
+}
+
+/// A snapshot from the pinned maps: what `Controller::snapshot` reads,
+/// without the controller's event loop.
+fn read(
+    pins: &PinDir,
+    iface: &str,
+    tally: &Tally,
+    hosts: Option<&HostNames>,
+) -> Result<Stats, String> {
+    let maps = PinnedMaps::open(pins).map_err(|e| e.to_string())?;
+    let user = Userspace {
+        queue_dropped: tally.queue_dropped.load(Ordering::Relaxed),
+        events_logged: tally.events_logged.load(Ordering::Relaxed),
+        not_written: tally.not_written.load(Ordering::Relaxed),
+    };
+    let unresolved = |_: &[u8; 6], _: std::net::IpAddr| crate::control::HostName::Unresolved;
+    let resolve: &dyn Fn(&[u8; 6], std::net::IpAddr) -> crate::control::HostName = match hosts {
+        Some(h) => &|mac, addr| h.name(mac, addr),
+        None => &unresolved,
+    };
+    let mut stats =
+        Stats::read_resolving(&maps, iface, None, user, resolve).map_err(|e| e.to_string())?;
+    stats.dns = hosts.map(HostNames::stats);
+    Ok(stats)
 }
 
 #[cfg(test)]
