@@ -357,37 +357,45 @@ async fn browse(phone: String, profile: PathBuf) {
         .connect(&format!("http://127.0.0.1:{DRIVER_PORT}"))
         .await
         .expect("a WebDriver session with chromium");
-    let shots = screenshots();
+    overview(&c).await;
+    live_tail(&c, &phone).await;
+    explain_form(&c).await;
+    tail_controls(&c, &phone).await;
+    device_page(&c).await;
+    c.close().await.expect("close the browser");
+}
 
+/// The overview: device, country and host counts, status, chart, tail.
+async fn overview(c: &Client) {
     c.goto(&format!("http://{WEB}/"))
         .await
         .expect("open the dashboard");
     // The device and the country with the right drop counts.
     let phone_blocked = "#top-device table.blocked tr[data-name='phone'] td:nth-child(2)";
     let drops = until("the phone's drops", Duration::from_secs(10), || async {
-        text_of(&c, phone_blocked).await.filter(|t| t == "5")
+        text_of(c, phone_blocked).await.filter(|t| t == "5")
     })
     .await;
     assert_eq!(drops, "5");
     let aa = text_of(
-        &c,
+        c,
         "#top-country table.blocked tr[data-name='AA'] td:nth-child(2)",
     )
     .await;
     assert_eq!(aa.as_deref(), Some("5"));
     let cc = text_of(
-        &c,
+        c,
         "#top-country table.allowed tr[data-name='CC'] td:nth-child(2)",
     )
     .await;
     assert_eq!(cc.as_deref(), Some("7"));
     let host = text_of(
-        &c,
+        c,
         "#top-host table.blocked tr[data-name='198.51.100.10 (unresolved)'] td:nth-child(2)",
     )
     .await;
     assert_eq!(host.as_deref(), Some("5"));
-    let status = text_of(&c, "#status").await.unwrap_or_default();
+    let status = text_of(c, "#status").await.unwrap_or_default();
     assert!(
         status.contains("enforcing") && status.contains("xdp attached"),
         "{status}"
@@ -398,18 +406,21 @@ async fn browse(phone: String, profile: PathBuf) {
     })
     .await;
     until("the live tail", Duration::from_secs(10), || async {
-        text_of(&c, "#tail-state").await.filter(|t| t == "live")
+        text_of(c, "#tail-state").await.filter(|t| t == "live")
     })
     .await;
+}
 
+/// A new drop reaches the live tail within a second.
+async fn live_tail(c: &Client, phone: &str) {
     // A new drop reaches the live tail within a second.
     let sent = Instant::now();
-    one_datagram(&phone, "198.51.100.12:9");
+    one_datagram(phone, "198.51.100.12:9");
     let seen = until(
         "the new drop in the tail",
         Duration::from_secs(5),
         || async {
-            text_of(&c, "#tail tr:first-child")
+            text_of(c, "#tail tr:first-child")
                 .await
                 .filter(|t| t.contains("198.51.100.12"))
                 .map(|_| sent.elapsed())
@@ -418,14 +429,16 @@ async fn browse(phone: String, profile: PathBuf) {
     .await;
     eprintln!("live tail: the drop showed after {seen:?}");
     assert!(seen < Duration::from_secs(1), "{seen:?}");
-    let row = text_of(&c, "#tail tr:first-child")
-        .await
-        .unwrap_or_default();
+    let row = text_of(c, "#tail tr:first-child").await.unwrap_or_default();
     assert!(
         row.contains("phone") && row.contains("drop") && row.contains("AA"),
         "{row}"
     );
+}
 
+/// The explain form answers with the live policy; the overview's screenshot.
+async fn explain_form(c: &Client) {
+    let shots = screenshots();
     // The explain form answers with the live policy.
     c.find(Locator::Css("#explain-addr"))
         .await
@@ -446,7 +459,7 @@ async fn browse(phone: String, profile: PathBuf) {
         .await
         .expect("submit");
     let answer = until("the explanation", Duration::from_secs(10), || async {
-        text_of(&c, "#explain-out")
+        text_of(c, "#explain-out")
             .await
             .filter(|t| t.contains("DROP"))
     })
@@ -460,7 +473,10 @@ async fn browse(phone: String, profile: PathBuf) {
         c.screenshot().await.expect("screenshot"),
     )
     .expect("save");
+}
 
+/// Pausing closes the stream; resuming and the filters reconnect it.
+async fn tail_controls(c: &Client, phone: &str) {
     // Pausing closes the stream; resuming and the filters reconnect it.
     let click = |css: &'static str| {
         let c = c.clone();
@@ -474,16 +490,14 @@ async fn browse(phone: String, profile: PathBuf) {
         }
     };
     click("#tail-pause").await;
-    assert_eq!(text_of(&c, "#tail-state").await.as_deref(), Some("paused"));
+    assert_eq!(text_of(c, "#tail-state").await.as_deref(), Some("paused"));
     click("#tail-pause").await;
     click("#tail-verdict option[value='audit']").await;
-    let live = || async { text_of(&c, "#tail-state").await.filter(|t| t == "live") };
+    let live = || async { text_of(c, "#tail-state").await.filter(|t| t == "live") };
     until("the audit-only tail", Duration::from_secs(5), live).await;
-    one_datagram(&phone, "198.51.100.13:9");
+    one_datagram(phone, "198.51.100.13:9");
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let first = text_of(&c, "#tail tr:first-child")
-        .await
-        .unwrap_or_default();
+    let first = text_of(c, "#tail tr:first-child").await.unwrap_or_default();
     assert!(
         !first.contains("198.51.100.13"),
         "a drop passed the audit filter: {first}"
@@ -491,27 +505,31 @@ async fn browse(phone: String, profile: PathBuf) {
     click("#tail-device option[value='phone']").await;
     click("#tail-verdict option[value='drop']").await;
     until("the phone's drop tail", Duration::from_secs(5), live).await;
-    one_datagram(&phone, "198.51.100.14:9");
+    one_datagram(phone, "198.51.100.14:9");
     until("the filtered drop", Duration::from_secs(2), || async {
-        text_of(&c, "#tail tr:first-child")
+        text_of(c, "#tail tr:first-child")
             .await
             .filter(|t| t.contains("198.51.100.14"))
     })
     .await;
+}
 
+/// The device's page: bytes by country and host, its recent drops.
+async fn device_page(c: &Client) {
+    let shots = screenshots();
     // The device's page: bytes by country and host, its recent drops.
     c.goto(&format!("http://{WEB}/device?name=phone"))
         .await
         .expect("device page");
     let blocked = until("the device's totals", Duration::from_secs(10), || async {
-        text_of(&c, "#device-blocked")
+        text_of(c, "#device-blocked")
             .await
             .filter(|t| t.contains("8 packets"))
     })
     .await;
     assert!(blocked.contains("blocked"), "{blocked}");
     let aa = text_of(
-        &c,
+        c,
         "#dev-country table.blocked tr[data-name='AA'] td:nth-child(2)",
     )
     .await;
@@ -526,7 +544,6 @@ async fn browse(phone: String, profile: PathBuf) {
         c.screenshot().await.expect("screenshot"),
     )
     .expect("save");
-    c.close().await.expect("close the browser");
 }
 
 #[test]
