@@ -207,7 +207,8 @@ pub fn top(lines: &[(String, Totals)], n: usize) -> Top {
 }
 
 /// The lines of the view of `stats` by `dims`, keyed by `key`'s value.
-fn lines(stats: &crate::control::Stats, dims: &[Dim], key: Dim) -> Vec<(String, Totals)> {
+#[must_use]
+pub fn lines(stats: &crate::control::Stats, dims: &[Dim], key: Dim) -> Vec<(String, Totals)> {
     views::view(stats, dims).map_or_else(
         |_| Vec::new(),
         |v| {
@@ -226,7 +227,7 @@ pub async fn top_view(State(s): Ctx, Query(q): Query<TopQuery>) -> Response {
     };
     let n = q.n.unwrap_or(TOP_DEFAULT).clamp(1, TOP_MAX);
     let stats = s.stats().await;
-    Json(top(&lines(&stats, &[dim], dim), n)).into_response()
+    Json(top(stats.by(dim), n)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -260,10 +261,11 @@ pub async fn device(State(s): Ctx, Query(q): Query<DeviceQuery>) -> Response {
             },
         )
     };
-    let total = lines(&stats, &[Dim::Device], Dim::Device)
-        .into_iter()
+    let total = stats
+        .by(Dim::Device)
+        .iter()
         .find(|(n, _)| *n == q.name)
-        .map(|(_, t)| t)
+        .map(|(_, t)| *t)
         .unwrap_or_default();
     Json(DevicePage {
         known,

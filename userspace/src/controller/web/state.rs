@@ -32,6 +32,7 @@ use crate::{
     pin::{PinDir, PinnedMaps},
     policy::Policy,
     verdict::Verdict,
+    views::{self, Dim},
 };
 
 use super::super::{Tally, hostnames::HostNames};
@@ -154,8 +155,50 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// A statistics snapshot with its top-level views, computed once on the
+/// reading thread (thousands of host rows are summed once per snapshot,
+/// not once per request).
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub stats: Stats,
+    pub devices: Vec<(String, views::Totals)>,
+    pub countries: Vec<(String, views::Totals)>,
+    pub hosts: Vec<(String, views::Totals)>,
+}
+
+impl Snapshot {
+    #[must_use]
+    pub fn new(stats: Stats) -> Self {
+        let by = |d: Dim| super::api::lines(&stats, &[d], d);
+        Self {
+            devices: by(Dim::Device),
+            countries: by(Dim::Country),
+            hosts: by(Dim::Host),
+            stats,
+        }
+    }
+
+    /// The lines of the view by `dim` (region: none).
+    #[must_use]
+    pub fn by(&self, dim: Dim) -> &[(String, views::Totals)] {
+        match dim {
+            Dim::Device => &self.devices,
+            Dim::Country => &self.countries,
+            Dim::Host => &self.hosts,
+            Dim::Region => &[],
+        }
+    }
+}
+
+impl std::ops::Deref for Snapshot {
+    type Target = Stats;
+    fn deref(&self) -> &Stats {
+        &self.stats
+    }
+}
+
 struct Cache {
-    stats: Arc<Stats>,
+    stats: Arc<Snapshot>,
     at: Option<Instant>,
     /// How long the snapshot is shared.
     fresh: Duration,
@@ -193,7 +236,7 @@ impl Shared {
             policy: ctl.watch_policy(),
             feed: ctl.feed(),
             cache: tokio::sync::Mutex::new(Cache {
-                stats: Arc::new(Stats::default()),
+                stats: Arc::new(Snapshot::default()),
                 at: None,
                 fresh: FRESH,
                 took: Duration::ZERO,
@@ -209,7 +252,7 @@ impl Shared {
 
     /// The latest snapshot: read anew when the shared one is no longer
     /// fresh (requests in between share it), and added to the ring.
-    pub async fn stats(&self) -> Arc<Stats> {
+    pub async fn stats(&self) -> Arc<Snapshot> {
         let mut cache = self.cache.lock().await;
         if cache.at.is_some_and(|at| at.elapsed() < cache.fresh) {
             return Arc::clone(&cache.stats);
@@ -221,8 +264,10 @@ impl Shared {
             self.hosts.clone(),
         );
         let started = Instant::now();
-        let read =
-            tokio::task::spawn_blocking(move || read(&pins, &iface, &tally, hosts.as_ref())).await;
+        let read = tokio::task::spawn_blocking(move || {
+            read(&pins, &iface, &tally, hosts.as_ref()).map(Snapshot::new)
+        })
+        .await;
         match read {
             Ok(Ok(stats)) => {
                 let now = Minute::of(&stats);
