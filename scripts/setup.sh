@@ -15,8 +15,10 @@ need_apt=()
 # systemd: `systemd-analyze verify` of the installed unit (works offline,
 # no running systemd needed); man-db: `man -l` renders the generated pages;
 # dnsmasq + bind9-dnsutils: the hostname tests run a real resolver and `dig`;
-# prometheus: the metrics tests run `promtool check metrics` and a real server.
-for pkg in llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev iproute2 iputils-ping nftables systemd man-db dnsmasq-base bind9-dnsutils prometheus; do
+# prometheus: the metrics tests run `promtool check metrics` and a real server;
+# chromium + chromium-driver: the dashboard test drives a real headless
+# browser over WebDriver.
+for pkg in llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev iproute2 iputils-ping nftables systemd man-db dnsmasq-base bind9-dnsutils prometheus chromium chromium-driver; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

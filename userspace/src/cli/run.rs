@@ -13,6 +13,7 @@ use regionwall::{
         socket::{self, Access, RemoveOnDrop, Shared},
         stream::EventStream,
         supervise::{self, Step},
+        web,
     },
     fib::Capacity,
     pin,
@@ -156,6 +157,34 @@ pub struct Args {
     pub metrics: MetricsArgs,
     #[command(flatten)]
     pub history: super::history::RecordArgs,
+    #[command(flatten)]
+    pub web: WebArgs,
+}
+
+/// The read-only web dashboard (off unless --web is given).
+#[derive(clap::Args)]
+pub struct WebArgs {
+    /// Serve a read-only dashboard at http://<ADDR>/, e.g. 127.0.0.1:8080
+    /// (status, traffic over time, top countries, devices and hosts, the
+    /// live drop tail, explain). Only loopback addresses, unless
+    /// --web-token-file.
+    #[arg(long, value_name = "ADDR")]
+    pub web: Option<std::net::SocketAddr>,
+    /// File holding a token (one line, at least 16 characters) every
+    /// request must carry: `Authorization: Bearer TOKEN`, or open
+    /// http://<ADDR>/?token=TOKEN once (it sets a cookie). Required for a
+    /// non-loopback --web.
+    #[arg(long, value_name = "FILE", requires = "web")]
+    pub web_token_file: Option<PathBuf>,
+}
+
+impl WebArgs {
+    fn config(&self) -> Option<web::Config> {
+        self.web.map(|addr| web::Config {
+            addr,
+            token_file: self.web_token_file.clone(),
+        })
+    }
 }
 
 /// Prometheus metrics (off unless --metrics is given).
@@ -346,6 +375,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let listener = socket::bind(&config.socket, config.access)?;
     let _socket_guard = RemoveOnDrop(config.socket.clone());
     let exporter = metrics::Exporter::bind(args.metrics.config())?;
+    let dashboard = web::Dashboard::bind(args.web.config())?;
     let (mut ctl, started) = Controller::start(config, &prepared)?;
     reloads.watch(&prepared.policy.inputs);
     drop(prepared);
@@ -363,6 +393,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     let server = tokio::spawn(socket::serve(listener, shared(&ctl, detach_tx, stats_tx)));
     let exporter = exporter.map(|e| e.serve(&ctl));
+    let dashboard = dashboard.map(|d| d.serve(&ctl));
     let mut link_notes = supervise::netlink_notes()
         .map_err(|e| log::warn!("no netlink link notifications ({e}); polling only"))
         .ok();
@@ -390,7 +421,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     events.stop();
     server.abort();
-    if let Some(task) = exporter {
+    for task in exporter.into_iter().chain(dashboard) {
         task.abort();
     }
     drop(hostnames);

@@ -33,6 +33,7 @@ pub mod socket;
 pub mod stream;
 pub mod supervise;
 pub mod watch;
+pub mod web;
 
 use std::{
     path::{Path, PathBuf},
@@ -255,6 +256,9 @@ pub struct Controller {
     names: Names,
     epoch: u32,
     live: Arc<Policy>,
+    /// The live policy for subsystems that read it off the event loop
+    /// (the dashboard's explain form); sent on every reload.
+    live_feed: tokio::sync::watch::Sender<Arc<Policy>>,
     clock: BootClock,
     tally: Arc<Tally>,
     known: Arc<std::sync::RwLock<Known>>,
@@ -360,6 +364,7 @@ impl Controller {
                 names,
                 epoch,
                 live: Arc::clone(&prepared.policy),
+                live_feed: tokio::sync::watch::Sender::new(Arc::clone(&prepared.policy)),
                 clock: BootClock::now(),
                 tally,
                 known,
@@ -394,6 +399,13 @@ impl Controller {
         Arc::clone(&self.live)
     }
 
+    /// Watches the live policy: the current one at once, then each
+    /// policy a reload puts in force.
+    #[must_use]
+    pub fn watch_policy(&self) -> tokio::sync::watch::Receiver<Arc<Policy>> {
+        self.live_feed.subscribe()
+    }
+
     /// The compiled live policy.
     #[must_use]
     pub fn live_compiled(&self) -> Option<&Compiled> {
@@ -417,6 +429,7 @@ impl Controller {
         }
         self.names.insert(next, Arc::new(stable));
         self.tally.loaded(&prepared.policy.inputs);
+        self.live_feed.send_replace(Arc::clone(&prepared.policy));
         self.live = prepared.policy;
         Ok(next)
     }

@@ -1,0 +1,421 @@
+//! The dashboard's JSON endpoints and live tail: status, series, top-N views, a device's traffic, explain, and drops as server-sent events.
+
+use std::{convert::Infallible, net::IpAddr, sync::Arc, sync::atomic::Ordering, time::Duration};
+
+use axum::{
+    Json,
+    extract::{Query, State},
+    http::StatusCode,
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::state::{Minute, Shared};
+use crate::{
+    events::Record,
+    explain::{self, DeviceBy},
+    policy::{Mode, PacketKey},
+    verdict::Verdict,
+    views::{self, Dim, Totals},
+};
+
+/// Rows a top-N view shows by default, and at most.
+const TOP_DEFAULT: usize = 10;
+const TOP_MAX: usize = 100;
+
+type Ctx = State<Arc<Shared>>;
+
+/// A 400 with a JSON `{"error": ...}` body.
+fn bad(why: impl Into<String>) -> Response {
+    #[derive(Serialize)]
+    struct E {
+        error: String,
+    }
+    (StatusCode::BAD_REQUEST, Json(E { error: why.into() })).into_response()
+}
+
+#[derive(Serialize)]
+pub struct Hooks {
+    pub xdp: bool,
+    pub tc: bool,
+}
+
+#[derive(Serialize)]
+pub struct Lost {
+    pub ring_lost: u64,
+    pub queue_dropped: u64,
+    pub suppressed: u64,
+    pub not_written: u64,
+    /// Live-tail events this dashboard's browsers missed.
+    pub live_lagged: u64,
+}
+
+#[derive(Serialize)]
+pub struct Status {
+    pub interface: String,
+    /// "enforcing" (a rule drops or rejects), "audit" (every rule only
+    /// audits) or "observe" (no rules).
+    pub mode: &'static str,
+    pub epoch: u32,
+    /// When the live policy was put in force (unix seconds).
+    pub loaded_at: u64,
+    pub hooks: Hooks,
+    pub lost: Lost,
+    /// Device names of the live policy (for the filters and explain).
+    pub devices: Vec<String>,
+    pub dns_watched: bool,
+    /// How long reading the last statistics snapshot took.
+    pub snapshot_ms: f64,
+    /// Snapshots that could not be read (the last one was shown).
+    pub snapshots_failed: u64,
+}
+
+pub async fn status(State(s): Ctx) -> Json<Status> {
+    let stats = s.stats().await;
+    let policy = Arc::clone(&s.policy.borrow());
+    let mode = if policy.rules.is_empty() {
+        "observe"
+    } else if policy.rules.iter().all(|r| r.mode == Mode::Audit) {
+        "audit"
+    } else {
+        "enforcing"
+    };
+    let ifindex = crate::iface::ifindex(&s.iface).ok();
+    let on_iface = |facts: Result<Option<crate::pin::LinkFacts>, crate::pin::PinError>| matches!((facts, ifindex), (Ok(Some(f)), Some(i)) if f.ifindex == i);
+    Json(Status {
+        interface: s.iface.clone(),
+        mode,
+        epoch: stats.epoch,
+        loaded_at: s.tally.loaded_at.load(Ordering::Relaxed),
+        hooks: Hooks {
+            xdp: on_iface(s.pins.link_facts()),
+            tc: on_iface(s.pins.dns_link_facts()),
+        },
+        lost: Lost {
+            ring_lost: stats.not_logged.ring_lost,
+            queue_dropped: stats.not_logged.queue_dropped,
+            suppressed: stats.not_logged.suppressed,
+            not_written: stats.not_logged.not_written,
+            live_lagged: s.lagged.load(Ordering::Relaxed),
+        },
+        devices: policy.devices.iter().map(|d| d.name.clone()).collect(),
+        dns_watched: s.hosts.is_some(),
+        snapshot_ms: s.took().await.as_secs_f64() * 1e3,
+        snapshots_failed: s.stale.load(Ordering::Relaxed),
+    })
+}
+
+/// The per-minute series as columns (what uPlot plots).
+#[derive(Serialize)]
+pub struct Series {
+    pub t: Vec<u64>,
+    pub upload_bytes: Vec<u64>,
+    pub drop_packets: Vec<u64>,
+}
+
+pub async fn series(State(s): Ctx) -> Json<Series> {
+    // A fresh snapshot first, so the current minute is up to date.
+    s.stats().await;
+    let minutes: Vec<Minute> = s.series().await;
+    Json(Series {
+        t: minutes.iter().map(|m| m.t).collect(),
+        upload_bytes: minutes.iter().map(|m| m.upload_bytes).collect(),
+        drop_packets: minutes.iter().map(|m| m.drop_packets).collect(),
+    })
+}
+
+#[derive(Deserialize)]
+pub struct TopQuery {
+    by: String,
+    n: Option<usize>,
+}
+
+/// One row of a top-N list.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Entry {
+    pub name: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The biggest `n` blocked and allowed, each with the rest summed.
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Top {
+    pub blocked: Vec<Entry>,
+    pub blocked_other: Option<Entry>,
+    pub allowed: Vec<Entry>,
+    pub allowed_other: Option<Entry>,
+}
+
+/// Keeps the biggest `n` of `rows` (by bytes, then name), the rest summed
+/// as "other (k more)"; rows without packets are left out.
+fn biggest(mut rows: Vec<Entry>, n: usize) -> (Vec<Entry>, Option<Entry>) {
+    rows.retain(|e| e.packets > 0);
+    rows.sort_unstable_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name)));
+    if rows.len() <= n {
+        return (rows, None);
+    }
+    let rest = rows.split_off(n);
+    let mut other = Entry {
+        name: format!("other ({} more)", rest.len()),
+        ..Entry::default()
+    };
+    for e in rest {
+        other.packets += e.packets;
+        other.bytes += e.bytes;
+    }
+    (rows, Some(other))
+}
+
+/// The top-N of `lines` keyed by `dim`.
+#[must_use]
+pub fn top(lines: &[(String, Totals)], n: usize) -> Top {
+    let pick = |f: fn(&Totals) -> (u64, u64)| {
+        lines
+            .iter()
+            .map(|(name, t)| {
+                let (packets, bytes) = f(t);
+                Entry {
+                    name: name.clone(),
+                    packets,
+                    bytes,
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    let (blocked, blocked_other) = biggest(pick(|t| (t.blocked_packets, t.blocked_bytes)), n);
+    let (allowed, allowed_other) = biggest(
+        pick(|t| {
+            (
+                t.passed_packets + t.audited_packets,
+                t.passed_bytes + t.audited_bytes,
+            )
+        }),
+        n,
+    );
+    Top {
+        blocked,
+        blocked_other,
+        allowed,
+        allowed_other,
+    }
+}
+
+/// The lines of the view of `stats` by `dims`, keyed by `key`'s value.
+#[must_use]
+pub fn lines(stats: &crate::control::Stats, dims: &[Dim], key: Dim) -> Vec<(String, Totals)> {
+    views::view(stats, dims).map_or_else(
+        |_| Vec::new(),
+        |v| {
+            v.lines
+                .into_iter()
+                .map(|l| (l.key.get(&key).cloned().unwrap_or_default(), l.totals))
+                .collect()
+        },
+    )
+}
+
+pub async fn top_view(State(s): Ctx, Query(q): Query<TopQuery>) -> Response {
+    let dim: Dim = match q.by.parse() {
+        Ok(Dim::Region) | Err(_) => return bad("by: expected device, country or host"),
+        Ok(d) => d,
+    };
+    let n = q.n.unwrap_or(TOP_DEFAULT).clamp(1, TOP_MAX);
+    let stats = s.stats().await;
+    Json(top(stats.by(dim), n)).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct DeviceQuery {
+    name: String,
+}
+
+/// A device's traffic by country and host, and its recent events.
+#[derive(Serialize)]
+pub struct DevicePage {
+    pub device: String,
+    pub known: bool,
+    pub total: Totals,
+    pub countries: Top,
+    pub hosts: Top,
+    pub drops: Vec<Record>,
+}
+
+pub async fn device(State(s): Ctx, Query(q): Query<DeviceQuery>) -> Response {
+    let stats = s.stats().await;
+    let known = s.policy.borrow().devices.iter().any(|d| d.name == q.name);
+    let of_device = |dims: &[Dim], key: Dim| -> Vec<(String, Totals)> {
+        views::view(&stats, dims).map_or_else(
+            |_| Vec::new(),
+            |v| {
+                v.lines
+                    .into_iter()
+                    .filter(|l| l.key.get(&Dim::Device) == Some(&q.name))
+                    .map(|l| (l.key.get(&key).cloned().unwrap_or_default(), l.totals))
+                    .collect()
+            },
+        )
+    };
+    let total = stats
+        .by(Dim::Device)
+        .iter()
+        .find(|(n, _)| *n == q.name)
+        .map(|(_, t)| *t)
+        .unwrap_or_default();
+    Json(DevicePage {
+        known,
+        total,
+        countries: top(&of_device(&[Dim::Device, Dim::Country], Dim::Country), 20),
+        hosts: top(&of_device(&[Dim::Device, Dim::Host], Dim::Host), 20),
+        drops: s
+            .recent(&q.name, 50)
+            .iter()
+            .map(|r| (**r).clone())
+            .collect(),
+        device: q.name,
+    })
+    .into_response()
+}
+
+#[derive(Deserialize)]
+pub struct ExplainQuery {
+    addr: String,
+    #[serde(default)]
+    device: String,
+    #[serde(default)]
+    packet: String,
+}
+
+pub async fn explain(State(s): Ctx, Query(q): Query<ExplainQuery>) -> Response {
+    let Ok(addr) = q.addr.trim().parse::<IpAddr>() else {
+        return bad(format!("{:?} is not an IPv4 or IPv6 address", q.addr));
+    };
+    let packet = match q.packet.trim() {
+        "" => None,
+        p => match p.parse::<PacketKey>() {
+            Ok(k) => Some(k),
+            Err(e) => return bad(format!("packet: {e}")),
+        },
+    };
+    let Some((policy, index)) = s.explainer().await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "explain index unavailable").into_response();
+    };
+    let (device, by) = match q.device.as_str() {
+        "" | "default" => (0, DeviceBy::Default),
+        name => match policy.devices.iter().position(|d| d.name == name) {
+            Some(i) => (i, DeviceBy::Name),
+            None => return bad(format!("unknown device {name:?}")),
+        },
+    };
+    let mut e = explain::explain(&policy, &index, addr, device, by, packet);
+    e.set_hosts(crate::control::HostsAnswer {
+        watching: s.hosts.is_some(),
+        lookups: s
+            .hosts
+            .as_ref()
+            .map(|h| h.who_resolved(addr))
+            .unwrap_or_default(),
+    });
+    Json(e).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct LiveQuery {
+    #[serde(default)]
+    device: String,
+    #[serde(default)]
+    verdict: String,
+}
+
+/// Drops, rejects and audits as they are named, as server-sent events
+/// (`drop` events with a [`Record`] each; `lagged` with how many this
+/// browser missed), filtered by device and verdict when given.
+pub async fn live(State(s): Ctx, Query(q): Query<LiveQuery>) -> Response {
+    let verdict = match q.verdict.as_str() {
+        "" => None,
+        "drop" => Some(Verdict::Drop),
+        "reject" => Some(Verdict::Reject),
+        "audit" => Some(Verdict::Audit),
+        other => {
+            return bad(format!(
+                "verdict: expected drop, reject or audit, found {other:?}"
+            ));
+        }
+    };
+    let rx = s.feed.subscribe();
+    let device = (!q.device.is_empty()).then_some(q.device);
+    Sse::new(tail(s, rx, device, verdict))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+fn tail(
+    s: Arc<Shared>,
+    rx: tokio::sync::broadcast::Receiver<Arc<Record>>,
+    device: Option<String>,
+    verdict: Option<Verdict>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures_util::stream::unfold((s, rx), move |(s, mut rx)| {
+        let device = device.clone();
+        async move {
+            loop {
+                match rx.recv().await {
+                    Ok(r) => {
+                        if device.as_ref().is_some_and(|d| *d != r.device)
+                            || verdict.is_some_and(|v| v != r.verdict)
+                        {
+                            continue;
+                        }
+                        let Ok(data) = serde_json::to_string(&*r) else {
+                            continue;
+                        };
+                        return Some((Ok(Event::default().event("drop").data(data)), (s, rx)));
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        s.lagged.fetch_add(n, Ordering::Relaxed);
+                        let e = Event::default().event("lagged").data(n.to_string());
+                        return Some((Ok(e), (s, rx)));
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Entry, top};
+    use crate::views::Totals;
+
+    #[test]
+    fn top_keeps_the_biggest_and_sums_the_rest_as_other() {
+        let lines: Vec<(String, Totals)> = (0..1000u64)
+            .map(|i| {
+                (
+                    format!("d{i}"),
+                    Totals {
+                        blocked_packets: i % 2,
+                        blocked_bytes: (i % 2) * i,
+                        passed_packets: 1,
+                        passed_bytes: i,
+                        ..Totals::default()
+                    },
+                )
+            })
+            .collect();
+        let t = top(&lines, 3);
+        let names = |v: &[Entry]| v.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&t.blocked), ["d999", "d997", "d995"]);
+        assert_eq!(names(&t.allowed), ["d999", "d998", "d997"]);
+        let other = t.allowed_other.expect("other");
+        assert_eq!(other.name, "other (997 more)");
+        assert_eq!(other.packets, 997);
+        assert_eq!(t.blocked_other.expect("other").packets, 497);
+    }
+}

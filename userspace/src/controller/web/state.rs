@@ -1,0 +1,429 @@
+//! The dashboard's state: the latest snapshot (read from the pins off the event loop, shared), a 24-hour ring of per-minute totals, and the recent drops.
+//!
+//! A snapshot is read on a blocking thread from the pinned maps (named by
+//! their slot table, hosts by the controller's name cache), never by the
+//! event loop: with 255 devices a read takes a second or more, and the
+//! loop must keep serving events, reloads and the interface. Requests
+//! share the latest snapshot while it is fresh: a second, or five times
+//! as long as the last read took, so reading costs at most about a fifth
+//! of one core however many browsers look.
+//!
+//! The time series come from deltas between snapshots, kept in memory, so
+//! the page works without any history store; a restart starts the ring
+//! empty. Counters that go backwards (pins removed, a new controller)
+//! count from zero again instead of producing negative minutes.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+
+use crate::{
+    control::{Stats, Userspace},
+    events::Record,
+    explain::Index,
+    pin::{PinDir, PinnedMaps},
+    policy::Policy,
+    verdict::Verdict,
+    views::{self, Dim},
+};
+
+use super::super::{Tally, hostnames::HostNames};
+
+/// Minutes the ring keeps (24 hours).
+pub const MINUTES: usize = 24 * 60;
+
+/// A snapshot younger than this is served as is (at least).
+const FRESH: Duration = Duration::from_secs(1);
+
+/// A snapshot is fresh for this many times as long as reading it took.
+const FRESH_FACTOR: u32 = 5;
+
+/// Recent drops, rejects and audits kept for the device pages.
+pub const RECENT: usize = 1000;
+
+/// Totals of one minute (or a running total).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Minute {
+    /// Start of the minute, unix seconds.
+    pub t: u64,
+    pub upload_bytes: u64,
+    pub drop_packets: u64,
+    pub drop_bytes: u64,
+}
+
+impl Minute {
+    /// Running totals of a snapshot (`t` unset).
+    #[must_use]
+    pub fn of(stats: &Stats) -> Self {
+        let mut m = Self::default();
+        for row in &stats.traffic {
+            m.upload_bytes += row.bytes;
+            if matches!(row.verdict, Verdict::Drop | Verdict::Reject) {
+                m.drop_packets += row.packets;
+                m.drop_bytes += row.bytes;
+            }
+        }
+        m
+    }
+
+    /// What `now` adds to `before`; a counter that went backwards was
+    /// reset, and counts from zero.
+    fn since(now: Self, before: Self) -> Self {
+        let d = |n: u64, b: u64| if n >= b { n - b } else { n };
+        Self {
+            t: 0,
+            upload_bytes: d(now.upload_bytes, before.upload_bytes),
+            drop_packets: d(now.drop_packets, before.drop_packets),
+            drop_bytes: d(now.drop_bytes, before.drop_bytes),
+        }
+    }
+}
+
+/// Per-minute totals of the last 24 hours.
+#[derive(Debug, Default)]
+pub struct Ring {
+    minutes: VecDeque<Minute>,
+}
+
+impl Ring {
+    /// Adds `delta` to the minute holding `now` (unix seconds).
+    pub fn add(&mut self, now: u64, delta: Minute) {
+        let t = now - now % 60;
+        match self.minutes.back_mut() {
+            Some(last) if last.t == t => {
+                last.upload_bytes += delta.upload_bytes;
+                last.drop_packets += delta.drop_packets;
+                last.drop_bytes += delta.drop_bytes;
+            }
+            // A clock stepped back: keep adding to the newest minute.
+            Some(last) if last.t > t => {
+                last.upload_bytes += delta.upload_bytes;
+                last.drop_packets += delta.drop_packets;
+                last.drop_bytes += delta.drop_bytes;
+            }
+            _ => self.minutes.push_back(Minute { t, ..delta }),
+        }
+        let oldest = t.saturating_sub(60 * (MINUTES as u64 - 1));
+        while self.minutes.front().is_some_and(|m| m.t < oldest) {
+            self.minutes.pop_front();
+        }
+    }
+
+    /// Every minute from the first recorded (at most 24 hours back) to
+    /// the one holding `now`, quiet minutes as zeros.
+    #[must_use]
+    pub fn series(&self, now: u64) -> Vec<Minute> {
+        let end = now - now % 60;
+        let start = self
+            .minutes
+            .front()
+            .map_or(end, |m| m.t)
+            .max(end.saturating_sub(60 * (MINUTES as u64 - 1)));
+        let mut out = Vec::with_capacity(usize::try_from((end - start) / 60 + 1).unwrap_or(0));
+        let mut held = self.minutes.iter().peekable();
+        let mut t = start;
+        while t <= end {
+            while held.peek().is_some_and(|m| m.t < t) {
+                held.next();
+            }
+            match held.peek() {
+                Some(m) if m.t == t => out.push(**m),
+                _ => out.push(Minute {
+                    t,
+                    ..Minute::default()
+                }),
+            }
+            t += 60;
+        }
+        out
+    }
+}
+
+/// Unix seconds now.
+#[must_use]
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A statistics snapshot with its top-level views, computed once on the
+/// reading thread (thousands of host rows are summed once per snapshot,
+/// not once per request).
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub stats: Stats,
+    pub devices: Vec<(String, views::Totals)>,
+    pub countries: Vec<(String, views::Totals)>,
+    pub hosts: Vec<(String, views::Totals)>,
+}
+
+impl Snapshot {
+    #[must_use]
+    pub fn new(stats: Stats) -> Self {
+        let by = |d: Dim| super::api::lines(&stats, &[d], d);
+        Self {
+            devices: by(Dim::Device),
+            countries: by(Dim::Country),
+            hosts: by(Dim::Host),
+            stats,
+        }
+    }
+
+    /// The lines of the view by `dim` (region: none).
+    #[must_use]
+    pub fn by(&self, dim: Dim) -> &[(String, views::Totals)] {
+        match dim {
+            Dim::Device => &self.devices,
+            Dim::Country => &self.countries,
+            Dim::Host => &self.hosts,
+            Dim::Region => &[],
+        }
+    }
+}
+
+impl std::ops::Deref for Snapshot {
+    type Target = Stats;
+    fn deref(&self) -> &Stats {
+        &self.stats
+    }
+}
+
+struct Cache {
+    stats: Arc<Snapshot>,
+    at: Option<Instant>,
+    /// How long the snapshot is shared.
+    fresh: Duration,
+    /// How long the last read took.
+    took: Duration,
+    last: Option<Minute>,
+    ring: Ring,
+}
+
+/// Everything the dashboard's handlers read; shared by every request.
+pub struct Shared {
+    pub iface: String,
+    pub pins: PinDir,
+    pub tally: Arc<Tally>,
+    pub hosts: Option<HostNames>,
+    pub policy: watch::Receiver<Arc<Policy>>,
+    pub feed: broadcast::Sender<Arc<Record>>,
+    cache: tokio::sync::Mutex<Cache>,
+    recent: Mutex<VecDeque<Arc<Record>>>,
+    index: Mutex<Option<(Arc<Policy>, Arc<Index>)>>,
+    /// Live-tail events a slow browser missed.
+    pub lagged: AtomicU64,
+    /// Snapshots that could not be read (the last one is served).
+    pub stale: AtomicU64,
+}
+
+impl Shared {
+    #[must_use]
+    pub fn new(ctl: &super::super::Controller) -> Self {
+        Self {
+            iface: ctl.config().iface.clone(),
+            pins: ctl.pins().clone(),
+            tally: Arc::clone(ctl.tally()),
+            hosts: ctl.hosts().cloned(),
+            policy: ctl.watch_policy(),
+            feed: ctl.feed(),
+            cache: tokio::sync::Mutex::new(Cache {
+                stats: Arc::new(Snapshot::default()),
+                at: None,
+                fresh: FRESH,
+                took: Duration::ZERO,
+                last: None,
+                ring: Ring::default(),
+            }),
+            recent: Mutex::new(VecDeque::with_capacity(RECENT)),
+            index: Mutex::new(None),
+            lagged: AtomicU64::new(0),
+            stale: AtomicU64::new(0),
+        }
+    }
+
+    /// The latest snapshot: read anew when the shared one is no longer
+    /// fresh (requests in between share it), and added to the ring.
+    pub async fn stats(&self) -> Arc<Snapshot> {
+        let mut cache = self.cache.lock().await;
+        if cache.at.is_some_and(|at| at.elapsed() < cache.fresh) {
+            return Arc::clone(&cache.stats);
+        }
+        let (pins, iface, tally, hosts) = (
+            self.pins.clone(),
+            self.iface.clone(),
+            Arc::clone(&self.tally),
+            self.hosts.clone(),
+        );
+        let started = Instant::now();
+        let read = tokio::task::spawn_blocking(move || {
+            read(&pins, &iface, &tally, hosts.as_ref()).map(Snapshot::new)
+        })
+        .await;
+        match read {
+            Ok(Ok(stats)) => {
+                let now = Minute::of(&stats);
+                let delta = cache
+                    .last
+                    .map_or(Minute::default(), |b| Minute::since(now, b));
+                cache.ring.add(unix_now(), delta);
+                cache.last = Some(now);
+                cache.stats = Arc::new(stats);
+            }
+            Ok(Err(e)) => {
+                self.stale.fetch_add(1, Ordering::Relaxed);
+                log::debug!("web: reading the statistics: {e}");
+            }
+            Err(e) => {
+                self.stale.fetch_add(1, Ordering::Relaxed);
+                log::debug!("web: the statistics reader failed: {e}");
+            }
+        }
+        cache.took = started.elapsed();
+        cache.fresh = FRESH.max(cache.took * FRESH_FACTOR);
+        cache.at = Some(Instant::now());
+        Arc::clone(&cache.stats)
+    }
+
+    /// How long the last snapshot took to read.
+    pub async fn took(&self) -> Duration {
+        self.cache.lock().await.took
+    }
+
+    /// The per-minute series of the last 24 hours.
+    pub async fn series(&self) -> Vec<Minute> {
+        self.cache.lock().await.ring.series(unix_now())
+    }
+
+    /// Keeps `record` for the device pages (the newest [`RECENT`]).
+    pub fn remember(&self, record: Arc<Record>) {
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() == RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(record);
+        }
+    }
+
+    /// The newest `n` kept events of `device`, newest first.
+    #[must_use]
+    pub fn recent(&self, device: &str, n: usize) -> Vec<Arc<Record>> {
+        self.recent.lock().map_or_else(
+            |_| Vec::new(),
+            |r| {
+                r.iter()
+                    .rev()
+                    .filter(|e| e.device == device)
+                    .take(n)
+                    .cloned()
+                    .collect()
+            },
+        )
+    }
+
+    /// The live policy and its explain index (built once per policy, on
+    /// a blocking thread: a country database makes it large).
+    pub async fn explainer(&self) -> Option<(Arc<Policy>, Arc<Index>)> {
+        let policy = Arc::clone(&self.policy.borrow());
+        if let Ok(held) = self.index.lock()
+            && let Some((p, i)) = held.as_ref()
+            && Arc::ptr_eq(p, &policy)
+        {
+            return Some((Arc::clone(p), Arc::clone(i)));
+        }
+        let p = Arc::clone(&policy);
+        let index = Arc::new(
+            tokio::task::spawn_blocking(move || Index::new(&p))
+                .await
+                .ok()?,
+        );
+        if let Ok(mut held) = self.index.lock() {
+            *held = Some((Arc::clone(&policy), Arc::clone(&index)));
+        }
+        Some((policy, index))
+    }
+}
+
+/// A snapshot from the pinned maps: what `Controller::snapshot` reads,
+/// without the controller's event loop.
+fn read(
+    pins: &PinDir,
+    iface: &str,
+    tally: &Tally,
+    hosts: Option<&HostNames>,
+) -> Result<Stats, String> {
+    let maps = PinnedMaps::open(pins).map_err(|e| e.to_string())?;
+    let user = Userspace {
+        queue_dropped: tally.queue_dropped.load(Ordering::Relaxed),
+        events_logged: tally.events_logged.load(Ordering::Relaxed),
+        not_written: tally.not_written.load(Ordering::Relaxed),
+    };
+    let unresolved = |_: &[u8; 6], _: std::net::IpAddr| crate::control::HostName::Unresolved;
+    let resolve: &dyn Fn(&[u8; 6], std::net::IpAddr) -> crate::control::HostName = match hosts {
+        Some(h) => &|mac, addr| h.name(mac, addr),
+        None => &unresolved,
+    };
+    let mut stats =
+        Stats::read_resolving(&maps, iface, None, user, resolve).map_err(|e| e.to_string())?;
+    stats.dns = hosts.map(HostNames::stats);
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Minute, Ring};
+
+    fn m(upload: u64, drops: u64) -> Minute {
+        Minute {
+            t: 0,
+            upload_bytes: upload,
+            drop_packets: drops,
+            drop_bytes: drops * 100,
+        }
+    }
+
+    #[test]
+    fn deltas_fill_minutes_and_quiet_minutes_are_zeros() {
+        let mut r = Ring::default();
+        r.add(600, m(10, 1));
+        r.add(659, m(5, 2));
+        r.add(780, m(1, 0));
+        let s = r.series(800);
+        assert_eq!(
+            s.iter().map(|x| x.t).collect::<Vec<_>>(),
+            [600, 660, 720, 780]
+        );
+        assert_eq!(
+            s.iter().map(|x| x.upload_bytes).collect::<Vec<_>>(),
+            [15, 0, 0, 1]
+        );
+        assert_eq!(s[0].drop_packets, 3);
+    }
+
+    #[test]
+    fn the_ring_keeps_24_hours() {
+        let mut r = Ring::default();
+        for i in 0..(super::MINUTES as u64 + 100) {
+            r.add(i * 60, m(1, 0));
+        }
+        let s = r.series(super::MINUTES as u64 * 60 + 99 * 60);
+        assert_eq!(s.len(), super::MINUTES);
+        assert!(s.iter().all(|x| x.upload_bytes == 1));
+    }
+
+    #[test]
+    fn a_counter_going_backwards_counts_from_zero() {
+        let d = Minute::since(m(5, 1), m(100, 10));
+        assert_eq!((d.upload_bytes, d.drop_packets), (5, 1));
+        let d = Minute::since(m(150, 12), m(100, 10));
+        assert_eq!((d.upload_bytes, d.drop_packets), (50, 2));
+    }
+}

@@ -1,0 +1,27 @@
+// A device's page: bytes by country and host, and its recent drops.
+"use strict";
+(function () {
+  const name = new URLSearchParams(location.search).get("name") || "";
+  document.getElementById("device-name").textContent = name;
+  document.title = "regionwall: " + name;
+  async function refresh() {
+    try {
+      const d = await rw.get("/api/device?name=" + encodeURIComponent(name));
+      const t = d.total;
+      const strip = document.getElementById("device-total");
+      strip.replaceChildren(
+        rw.el("li", {}, rw.el("b", { text: "upload " }), rw.bytes(t.upload_bytes)),
+        rw.el("li", { class: "bad", id: "device-blocked" }, rw.el("b", { text: "blocked " }), t.blocked_packets + " packets, " + rw.bytes(t.blocked_bytes)),
+        rw.el("li", { class: "ok" }, rw.el("b", { text: "allowed " }), (t.passed_packets + t.audited_packets) + " packets"),
+      );
+      if (!d.known) strip.append(rw.el("li", { class: "muted", text: "(not a device of the live policy)" }));
+      rw.topTable(document.getElementById("dev-country"), d.countries, "country");
+      rw.topTable(document.getElementById("dev-host"), d.hosts, "host");
+      document.getElementById("dev-drops").replaceChildren(...d.drops.map((r) => rw.eventRow(r, false)));
+    } catch (e) {
+      document.getElementById("device-total").replaceChildren(rw.el("li", { class: "bad", text: String(e) }));
+    }
+  }
+  refresh();
+  setInterval(refresh, 5000);
+})();
