@@ -245,6 +245,11 @@ fn follow(
     }
 }
 
+/// How long after a reconnect the replay waits for the history writer to
+/// commit what the new controller delivered while we were away (it
+/// commits at least every second).
+const REPLAY_SETTLE: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// Connects again, every 250 ms until a controller answers.
 fn reconnect(args: &EventsArgs, filter: &Filter) -> anyhow::Result<BufReader<UnixStream>> {
     loop {
@@ -301,6 +306,10 @@ pub fn events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
         stream = Some(reconnect(args, &filter)?);
         eprintln!("regionwall: reconnected");
         // Fill the gap from the history, if the controller records one.
+        // What it delivered before we were back is committed within a
+        // second (the writer's commit interval); live events meanwhile
+        // wait in the socket and are deduplicated after the replay.
+        std::thread::sleep(REPLAY_SETTLE);
         if let Some(t) = last {
             match replay(args, &filter, t, true, &mut print) {
                 Ok((_, true)) => return Ok(ExitCode::SUCCESS),
