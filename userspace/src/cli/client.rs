@@ -250,6 +250,31 @@ fn follow(
 /// commits at least every second).
 const REPLAY_SETTLE: std::time::Duration = std::time::Duration::from_millis(1500);
 
+/// After a reconnect, prints from the history what was recorded after
+/// `last` (the last event shown), moving `last` on; `Some(true)` when
+/// `--count` was reached. What the new controller delivered before we
+/// were back is committed within a second (the writer's commit interval);
+/// live events meanwhile wait in the socket and are deduplicated after.
+fn fill_gap(
+    args: &EventsArgs,
+    filter: &Filter,
+    last: &mut Option<std::time::SystemTime>,
+    print: &mut dyn FnMut(&Record) -> anyhow::Result<bool>,
+) -> Option<bool> {
+    std::thread::sleep(REPLAY_SETTLE);
+    let t = (*last)?;
+    match replay(args, filter, t, true, print) {
+        Ok((to, done)) => {
+            *last = to.or(*last);
+            Some(done)
+        }
+        Err(e) => {
+            eprintln!("regionwall: events while reconnecting not replayed: {e:#}");
+            None
+        }
+    }
+}
+
 /// Connects again, every 250 ms until a controller answers.
 fn reconnect(args: &EventsArgs, filter: &Filter) -> anyhow::Result<BufReader<UnixStream>> {
     loop {
@@ -305,17 +330,8 @@ pub fn events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
         eprintln!("regionwall: the controller closed the stream; reconnecting");
         stream = Some(reconnect(args, &filter)?);
         eprintln!("regionwall: reconnected");
-        // Fill the gap from the history, if the controller records one.
-        // What it delivered before we were back is committed within a
-        // second (the writer's commit interval); live events meanwhile
-        // wait in the socket and are deduplicated after the replay.
-        std::thread::sleep(REPLAY_SETTLE);
-        if let Some(t) = last {
-            match replay(args, &filter, t, true, &mut print) {
-                Ok((_, true)) => return Ok(ExitCode::SUCCESS),
-                Ok((to, false)) => last = to.or(last),
-                Err(e) => eprintln!("regionwall: events while reconnecting not replayed: {e:#}"),
-            }
+        if fill_gap(args, &filter, &mut last, &mut print) == Some(true) {
+            return Ok(ExitCode::SUCCESS);
         }
     }
     if live {
