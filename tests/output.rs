@@ -228,7 +228,9 @@ fn spawn_run(
         .spawn()
         .expect("spawn");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !root.pins().link().exists() || !socket.exists() {
+    // The link is pinned first, the program and maps right after it (the
+    // DNS copier goes live in between): wait for all of them.
+    while !root.pins().link().exists() || !root.pins().prog().exists() || !socket.exists() {
         assert!(Instant::now() < deadline, "controller did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
