@@ -5,7 +5,9 @@
 //! - [`writer`]: the writer thread behind a bounded queue, batching
 //!   commits and counting what it could not write.
 //! - [`query`]: the queries `regionwall history` and `events --since` run.
+//! - `lock`: one writer per file.
 
+mod lock;
 pub mod query;
 pub mod store;
 pub mod writer;
@@ -68,6 +70,18 @@ pub enum HistoryError {
     },
     #[error("no history at {path} (was `run` started with --no-history, or another --state-dir?)")]
     Missing { path: PathBuf },
+    #[error(
+        "{path} is not a regular file (a FIFO, a device, a directory); it is left untouched: move it away or choose another --state-dir"
+    )]
+    NotAFile { path: PathBuf },
+    #[error(
+        "{path} is being recorded into by another controller (same --state-dir); this one records nothing: give each interface its own --state-dir"
+    )]
+    Busy { path: PathBuf },
+    #[error(
+        "{path} is a regionwall history without its tables ({missing} missing); it is left untouched: move it away to start a new history"
+    )]
+    Incomplete { path: PathBuf, missing: String },
 }
 
 /// Microseconds since the Unix epoch (0 before it).
@@ -166,5 +180,77 @@ mod tests {
                 .unwrap_err()
                 .contains("\"yesterday\"")
         );
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rw-store-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        d
+    }
+
+    #[test]
+    fn a_fifo_or_a_directory_is_refused_at_once() {
+        let d = scratch("fifo");
+        let fifo = d.join(FILE);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .expect("mkfifo");
+        // Would block forever in open() if the FIFO were opened.
+        assert!(matches!(
+            Store::open(&fifo),
+            Err(HistoryError::NotAFile { .. })
+        ));
+        assert!(matches!(
+            Store::open_read_only(&fifo),
+            Err(HistoryError::NotAFile { .. })
+        ));
+        let dir = d.join("dir.db");
+        std::fs::create_dir(&dir).expect("mkdir");
+        assert!(matches!(
+            Store::open(&dir),
+            Err(HistoryError::NotAFile { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn our_id_without_our_tables_is_refused() {
+        let d = scratch("notables");
+        let db = d.join(FILE);
+        let conn = rusqlite::Connection::open(&db).expect("sqlite");
+        conn.execute_batch(&format!(
+            "PRAGMA application_id = {}; CREATE TABLE t (x);",
+            store::APPLICATION_ID
+        ))
+        .expect("id");
+        drop(conn);
+        let before = std::fs::read(&db).expect("read");
+        match Store::open(&db) {
+            Err(HistoryError::Incomplete { missing, .. }) => {
+                assert_eq!(missing, "counter_base, events, meta, rollups");
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        assert_eq!(std::fs::read(&db).expect("read"), before, "left untouched");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_while_the_first_holds_the_file() {
+        let d = scratch("busy");
+        let db = d.join(FILE);
+        let first = Store::open(&db).expect("first writer");
+        assert!(matches!(Store::open(&db), Err(HistoryError::Busy { .. })));
+        // Readers are never refused.
+        Store::open_read_only(&db).expect("reader");
+        drop(first);
+        Store::open(&db).expect("the lock goes with the first writer");
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

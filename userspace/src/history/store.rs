@@ -119,6 +119,8 @@ pub struct Removed {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The writer's lock (`None` when read-only).
+    _lock: Option<std::os::fd::OwnedFd>,
 }
 
 fn sql<'a>(
@@ -147,6 +149,18 @@ fn check_header(path: &Path) -> Result<bool, HistoryError> {
         what,
         source,
     };
+    // Opening a FIFO would wait for a writer forever, and a device may
+    // do anything: only a regular file (through any symlinks) is read.
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => {
+            return Err(HistoryError::NotAFile {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io("inspecting", e)),
+    }
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -180,6 +194,7 @@ impl Store {
             })?;
         }
         check_header(path)?;
+        let lock = super::lock::writer(path)?;
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -190,6 +205,7 @@ impl Store {
         let store = Self {
             conn,
             path: path.to_path_buf(),
+            _lock: Some(lock),
         };
         store.identify(true)?;
         let p = path;
@@ -227,6 +243,7 @@ impl Store {
         let store = Self {
             conn,
             path: path.to_path_buf(),
+            _lock: None,
         };
         store.identify(false)?;
         Ok(store)
@@ -285,6 +302,16 @@ impl Store {
                 path: self.path.clone(),
                 found: version,
                 supported: VERSION,
+            });
+        }
+        let missing: Vec<&str> = ["counter_base", "events", "meta", "rollups"]
+            .into_iter()
+            .filter(|t| !tables.iter().any(|have| have == t))
+            .collect();
+        if !missing.is_empty() {
+            return Err(HistoryError::Incomplete {
+                path: self.path.clone(),
+                missing: missing.join(", "),
             });
         }
         // Version 1 is the first schema: later versions migrate here, in
