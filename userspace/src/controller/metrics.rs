@@ -117,6 +117,8 @@ impl Exporter {
                 "/metrics",
                 get(move |headers: HeaderMap| scrape(Arc::clone(&registry), headers)),
             );
+            let listener =
+                super::http::Capped::new(listener, super::http::MAX_CONNECTIONS, super::http::IDLE);
             if let Err(e) = axum::serve(listener, app).await {
                 log::error!("metrics: the server stopped: {e}");
             }

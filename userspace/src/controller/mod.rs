@@ -14,6 +14,7 @@
 //! - [`reload`]: SIGHUP and file changes, debounced, prepared off the loop.
 //! - [`stream`]: the decoded event stream and its fan-out.
 //! - [`hostnames`]: DNS answers from the TC ring into the name cache.
+//! - [`http`]: the capped listener `--metrics` and `--web` serve on.
 //! - [`recorder`]: events and counter rollups into the history database.
 //! - [`report`]: start, periodic and exit messages.
 //! - [`metrics`]: the Prometheus endpoint (`run --metrics`), read by
@@ -21,6 +22,7 @@
 
 pub mod establish;
 pub mod hostnames;
+pub mod http;
 pub mod lock;
 pub mod metrics;
 pub mod output;

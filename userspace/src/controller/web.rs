@@ -153,6 +153,8 @@ impl Dashboard {
                 log::info!("serving the dashboard at http://{addr}/");
             }
             let keeper = tokio::spawn(keep(Arc::clone(&shared)));
+            let listener =
+                super::http::Capped::new(listener, super::http::MAX_CONNECTIONS, super::http::IDLE);
             if let Err(e) = axum::serve(listener, router(shared, guard)).await {
                 log::error!("web: the server stopped: {e}");
             }
