@@ -93,6 +93,24 @@ fn send(t: &Topology, to: &str, count: u64, size: usize) {
     traffic::udp_burst(t, to, count, size, Duration::from_millis(2)).expect("send");
 }
 
+/// A directory of the test's own with the country database and a policy
+/// dropping the default device's traffic to country AA.
+fn no_aa_policy(tag: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let db = country_db(&dir);
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "regions_dir = {:?}\n[regions.aa]\ncountries = [\"AA\"]\n\n[[rules]]\nname = \"no-aa\"\ndevices = [\"default\"]\nblock = [\"aa\"]\n",
+            db.display().to_string()
+        ),
+    )
+    .expect("policy");
+    (dir, policy)
+}
+
 fn country_db(dir: &Path) -> PathBuf {
     let db = dir.join("countries");
     for (cc, v4, v6) in [
@@ -123,18 +141,7 @@ fn stats_json(c: &Controller) -> Stats {
 #[test]
 fn names_from_a_real_resolver_reach_events_stats_and_explain() {
     let t = Topology::create("dns").expect("sandbox");
-    let dir = std::env::temp_dir().join(format!("rw-hostnames-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let db = country_db(&dir);
-    let policy = dir.join("policy.toml");
-    std::fs::write(
-        &policy,
-        format!(
-            "regions_dir = {:?}\n[regions.aa]\ncountries = [\"AA\"]\n\n[[rules]]\nname = \"no-aa\"\ndevices = [\"default\"]\nblock = [\"aa\"]\n",
-            db.display().to_string()
-        ),
-    )
-    .expect("policy");
+    let (dir, policy) = no_aa_policy("rw-hostnames");
     let root = PinRoot::new();
     let ctl = Controller::start(&exe(), &t, &policy, &["--json", "--pin-root", root.arg()])
         .expect("controller");
@@ -276,18 +283,7 @@ fn check_events(ctl: &Controller) {
 fn a_flood_of_answers_is_accounted_and_stalls_nothing() {
     const ANSWERS: usize = 30_000;
     let t = Topology::create("dnsflood").expect("sandbox");
-    let dir = std::env::temp_dir().join(format!("rw-dnsflood-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let db = country_db(&dir);
-    let policy = dir.join("policy.toml");
-    std::fs::write(
-        &policy,
-        format!(
-            "regions_dir = {:?}\n[regions.aa]\ncountries = [\"AA\"]\n\n[[rules]]\nname = \"no-aa\"\ndevices = [\"default\"]\nblock = [\"aa\"]\n",
-            db.display().to_string()
-        ),
-    )
-    .expect("policy");
+    let (dir, policy) = no_aa_policy("rw-dnsflood");
     let root = PinRoot::new();
     let ctl = Controller::start(
         &exe(),

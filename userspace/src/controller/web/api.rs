@@ -206,20 +206,6 @@ pub fn top(lines: &[(String, Totals)], n: usize) -> Top {
     }
 }
 
-/// The lines of the view of `stats` by `dims`, keyed by `key`'s value.
-#[must_use]
-pub fn lines(stats: &crate::control::Stats, dims: &[Dim], key: Dim) -> Vec<(String, Totals)> {
-    views::view(stats, dims).map_or_else(
-        |_| Vec::new(),
-        |v| {
-            v.lines
-                .into_iter()
-                .map(|l| (l.key.get(&key).cloned().unwrap_or_default(), l.totals))
-                .collect()
-        },
-    )
-}
-
 pub async fn top_view(State(s): Ctx, Query(q): Query<TopQuery>) -> Response {
     let dim: Dim = match q.by.parse() {
         Ok(Dim::Region) | Err(_) => return bad("by: expected device, country or host"),

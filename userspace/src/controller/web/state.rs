@@ -169,7 +169,7 @@ pub struct Snapshot {
 impl Snapshot {
     #[must_use]
     pub fn new(stats: Stats) -> Self {
-        let by = |d: Dim| super::api::lines(&stats, &[d], d);
+        let by = |d: Dim| lines(&stats, &[d], d);
         Self {
             devices: by(Dim::Device),
             countries: by(Dim::Country),
@@ -375,6 +375,24 @@ fn read(
         Stats::read_resolving(&maps, iface, None, user, resolve).map_err(|e| e.to_string())?;
     stats.dns = hosts.map(HostNames::stats);
     Ok(stats)
+}
+
+/// The lines of the view of `stats` by `dims`, keyed by `key`'s value.
+#[must_use]
+pub fn lines(
+    stats: &crate::control::Stats,
+    dims: &[Dim],
+    key: Dim,
+) -> Vec<(String, crate::views::Totals)> {
+    crate::views::view(stats, dims).map_or_else(
+        |_| Vec::new(),
+        |v| {
+            v.lines
+                .into_iter()
+                .map(|l| (l.key.get(&key).cloned().unwrap_or_default(), l.totals))
+                .collect()
+        },
+    )
 }
 
 #[cfg(test)]
