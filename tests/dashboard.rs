@@ -514,7 +514,8 @@ async fn tail_controls(c: &Client, phone: &str) {
     .await;
 }
 
-/// The device's page: bytes by country and host, its recent drops.
+/// The device's page: bytes by country and host, the rules that apply,
+/// its recent drops.
 async fn device_page(c: &Client) {
     let shots = screenshots();
     // The device's page: bytes by country and host, its recent drops.
@@ -539,6 +540,10 @@ async fn device_page(c: &Client) {
         .await
         .expect("rows");
     assert!(!drops.is_empty(), "recent drops listed");
+    let rule = text_of(c, "#dev-rules tr td:nth-child(1)").await;
+    assert_eq!(rule.as_deref(), Some("no-aa"), "the rule that applies");
+    let blocks = text_of(c, "#dev-rules tr td:nth-child(4)").await;
+    assert_eq!(blocks.as_deref(), Some("aa"));
     std::fs::write(
         shots.join("device.png"),
         c.screenshot().await.expect("screenshot"),

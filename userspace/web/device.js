@@ -1,4 +1,4 @@
-// A device's page: bytes by country and host, and its recent drops.
+// A device's page: bytes by country and host, the rules that apply, and its recent drops.
 "use strict";
 (function () {
   const name = new URLSearchParams(location.search).get("name") || "";
@@ -17,6 +17,10 @@
       if (!d.known) strip.append(rw.el("li", { class: "muted", text: "(not a device of the live policy)" }));
       rw.topTable(document.getElementById("dev-country"), d.countries, "country");
       rw.topTable(document.getElementById("dev-host"), d.hosts, "host");
+      document.getElementById("dev-rules").replaceChildren(...d.rules.map((r) => rw.el("tr", {},
+        rw.el("td", { text: r.name }), rw.el("td", { text: r.via }), rw.el("td", { text: r.mode }),
+        rw.el("td", { text: r.block.join(", ") || "-" }), rw.el("td", { text: r.allow.join(", ") || "-" }),
+        rw.el("td", { text: String(r.line) }))));
       document.getElementById("dev-drops").replaceChildren(...d.drops.map((r) => rw.eventRow(r, false)));
     } catch (e) {
       document.getElementById("device-total").replaceChildren(rw.el("li", { class: "bad", text: String(e) }));

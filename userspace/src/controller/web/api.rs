@@ -230,11 +230,84 @@ pub struct DevicePage {
     pub countries: Top,
     pub hosts: Top,
     pub drops: Vec<Record>,
+    /// The live policy's rules that name the device (directly, through a
+    /// group, or as `default`), in the policy's order.
+    pub rules: Vec<RuleView>,
+}
+
+/// A rule as the device page shows it.
+#[derive(Serialize)]
+pub struct RuleView {
+    pub name: String,
+    /// "device", "group NAME" or "default".
+    pub via: String,
+    /// "enforce", "audit" or "reject".
+    pub mode: &'static str,
+    pub block: Vec<String>,
+    pub allow: Vec<String>,
+    /// Line in the policy file.
+    pub line: usize,
+}
+
+/// The rules of `policy` that apply to the device named `name`.
+fn rules_for(policy: &crate::policy::Policy, name: &str) -> Vec<RuleView> {
+    use crate::policy::Mode;
+    let Some(device) = policy.devices.iter().position(|d| d.name == name) else {
+        return Vec::new();
+    };
+    let regions = |ids: &[usize]| -> Vec<String> {
+        ids.iter()
+            .filter_map(|&i| policy.regions.get(i).map(|r| r.name.clone()))
+            .collect()
+    };
+    policy
+        .rules
+        .iter()
+        .filter_map(|r| {
+            let via = if r.devices.contains(&device) {
+                if device == 0 {
+                    "default".to_string()
+                } else {
+                    "device".to_string()
+                }
+            } else if let Some(g) = r
+                .groups
+                .iter()
+                .filter_map(|&g| policy.groups.get(g))
+                .find(|g| g.members.contains(&device))
+            {
+                format!("group {}", g.name)
+            } else if r.devices.contains(&0) {
+                // Rules for `default` apply to devices no rule names.
+                "default".to_string()
+            } else {
+                return None;
+            };
+            Some(RuleView {
+                name: r.name.clone(),
+                via,
+                mode: match r.mode {
+                    Mode::Enforce => "enforce",
+                    Mode::Audit => "audit",
+                    Mode::Reject => "reject",
+                },
+                block: regions(&r.block),
+                allow: regions(&r.allow),
+                line: r.line,
+            })
+        })
+        .collect()
 }
 
 pub async fn device(State(s): Ctx, Query(q): Query<DeviceQuery>) -> Response {
     let stats = s.stats().await;
-    let known = s.policy.borrow().devices.iter().any(|d| d.name == q.name);
+    let (known, rules) = {
+        let policy = s.policy.borrow();
+        (
+            policy.devices.iter().any(|d| d.name == q.name),
+            rules_for(&policy, &q.name),
+        )
+    };
     let of_device = |dims: &[Dim], key: Dim| -> Vec<(String, Totals)> {
         views::view(&stats, dims).map_or_else(
             |_| Vec::new(),
@@ -263,6 +336,7 @@ pub async fn device(State(s): Ctx, Query(q): Query<DeviceQuery>) -> Response {
             .iter()
             .map(|r| (**r).clone())
             .collect(),
+        rules,
         device: q.name,
     })
     .into_response()
