@@ -398,3 +398,35 @@ fn answers_to_group_or_broadcast_macs_are_not_remembered() {
     assert!(names.cache().is_empty());
     assert_eq!(names.stats().ignored, 2);
 }
+
+#[test]
+fn escaped_names_grow_up_to_four_times_and_the_cache_clips_them() {
+    // Four labels of 63 control bytes: 255 bytes on the wire, each byte an
+    // octal escape of four characters in text.
+    let label = "\u{1}".repeat(63);
+    let owner: &'static str = Box::leak(
+        [label.as_str(), &label, &label, &"\u{1}".repeat(61)]
+            .join(".")
+            .into_boxed_str(),
+    );
+    let m = dns::response(
+        13,
+        owner,
+        TYPE_A,
+        0,
+        &[Rr::A(owner, Ipv4Addr::new(203, 0, 113, 77), 60)],
+    );
+    let r = message::parse(&m).expect("parses");
+    assert!(
+        r.query.len() > 255 && r.query.len() <= 4 * 255,
+        "{}",
+        r.query.len()
+    );
+    let mut names = Names::new(NameCache::new(4));
+    let now = Instant::now();
+    names.ingest_frame(&udp_answer(&m), now);
+    let found = names
+        .lookup(&DST_MAC, v4(203, 0, 113, 77), now)
+        .expect("named");
+    assert!(found.name.chars().count() <= 253);
+}
