@@ -563,3 +563,22 @@ fn a_burst_of_events_is_written() {
     assert_eq!(h.events_written, s.events_logged);
     c.stop().expect("stop");
 }
+
+#[test]
+fn an_until_before_since_is_an_error_not_an_empty_answer() {
+    let out = regionwall(&[
+        "history",
+        "--state-dir",
+        "/nonexistent",
+        "--since",
+        "2026-11-30",
+        "--until",
+        "2026-11-01",
+    ]);
+    assert!(!out.status.success());
+    let e = text(&out);
+    assert!(
+        e.contains("--until (2026-11-01T00:00:00Z) is before --since (2026-11-30T00:00:00Z)"),
+        "{e}"
+    );
+}

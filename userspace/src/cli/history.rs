@@ -194,6 +194,15 @@ fn csv_field(s: &str) -> String {
 
 pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
     super::default_sigpipe();
+    if let (Some(since), Some(until)) = (args.since, args.until)
+        && until < since
+    {
+        anyhow::bail!(
+            "--until ({}) is before --since ({}): nothing could match",
+            humantime::format_rfc3339_seconds(until),
+            humantime::format_rfc3339_seconds(since)
+        );
+    }
     let store = open(&args.place.db())?;
     let q = args.query();
     let mut out = std::io::stdout().lock();
