@@ -100,26 +100,7 @@ fn curl(t: &Topology, args: &[&str]) -> (u16, String, String) {
 
 /// Mean and worst wall time of `n` GETs of `url` (one curl, keep-alive).
 fn latency(t: &Topology, url: &str, n: usize) -> (f64, f64) {
-    let mut args = vec!["-sS".to_string(), "-o".into(), "/dev/null".into()];
-    for i in 0..n {
-        if i > 0 {
-            args.push("--next".into());
-            args.extend(["-sS".into(), "-o".into(), "/dev/null".into()]);
-        }
-        args.extend(["-w".into(), "%{time_total}\\n".into(), url.into()]);
-    }
-    let out = t
-        .gateway
-        .command("curl")
-        .args(&args)
-        .output()
-        .expect("curl");
-    assert!(out.status.success(), "{}", text(&out));
-    let times: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
-    assert_eq!(times.len(), n);
+    let times = common::curl_times(t, url, n);
     #[expect(clippy::cast_precision_loss, reason = "a few requests")]
     let mean = times.iter().sum::<f64>() / n as f64;
     (mean, times.iter().copied().fold(0.0, f64::max))

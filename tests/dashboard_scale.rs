@@ -142,27 +142,11 @@ fn top_n_answers_stay_small_and_fast_with_255_devices_and_5100_hosts() {
 
     // Shared: 200 requests on one connection, most served from the
     // shared snapshot, some reading a new one.
-    let mut args: Vec<String> = Vec::new();
-    for i in 0..200 {
-        if i > 0 {
-            args.push("--next".into());
-        }
-        args.extend(["-sS", "-o", "/dev/null", "-w", "%{time_total}\\n"].map(String::from));
-        args.push(format!("http://{WEB}/api/top?by=host"));
-    }
     let started = Instant::now();
-    let out = t
-        .gateway
-        .command("curl")
-        .args(&args)
-        .output()
-        .expect("curl");
-    assert!(out.status.success(), "{}", text(&out));
-    let mut ms: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse::<f64>().ok().map(|s| s * 1e3))
+    let mut ms: Vec<f64> = common::curl_times(&t, &format!("http://{WEB}/api/top?by=host"), 200)
+        .into_iter()
+        .map(|s| s * 1e3)
         .collect();
-    assert_eq!(ms.len(), 200);
     ms.sort_by(f64::total_cmp);
     eprintln!(
         "200 x /api/top?by=host in {:?}: median {:.2} ms, p99 {:.2} ms, worst {:.2} ms",

@@ -139,26 +139,7 @@ fn event_floods_are_rate_limited_and_fully_accounted() {
     );
     // History (on by default) recorded every event it was handed, or
     // counted it as not written: nothing vanishes between the two.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = common::stats(&root, &c.socket);
-        let h = s.history.clone().expect("history on");
-        if h.events_written + h.not_written == s.events_logged || Instant::now() > deadline {
-            println!(
-                "unlimited flood, history: {} written + {} not written (queue full {}, lagged {}, failed {}) of {} events; database {} KiB",
-                h.events_written,
-                h.not_written,
-                h.queue_full,
-                h.lagged,
-                h.write_failed,
-                s.events_logged,
-                h.db_bytes / 1024
-            );
-            assert_eq!(h.events_written + h.not_written, s.events_logged);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::wait_history_accounted(&root, &c.socket);
     // The drain loop still prints everything it got.
     let printed = c.drain_lines(usize::MAX, Duration::from_millis(500)).len();
     println!("unlimited flood: {printed} event lines read from the controller's stdout");

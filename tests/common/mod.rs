@@ -173,3 +173,56 @@ pub fn world_regions(groups: usize) -> (String, usize) {
     }
     (text, codes.len())
 }
+
+/// Seconds each of `n` GETs of `url` took, sent from the sandbox gateway
+/// by one curl on one keep-alive connection.
+pub fn curl_times(t: &regionwall_testkit::sandbox::Topology, url: &str, n: usize) -> Vec<f64> {
+    let mut args: Vec<String> = Vec::new();
+    for i in 0..n {
+        if i > 0 {
+            args.push("--next".into());
+        }
+        args.extend(["-sS", "-o", "/dev/null", "-w", "%{time_total}\\n"].map(String::from));
+        args.push(url.to_string());
+    }
+    let out = t
+        .gateway
+        .command("curl")
+        .args(&args)
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "{}", text(&out));
+    let times: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert_eq!(times.len(), n, "one time per request");
+    times
+}
+
+/// Waits until the controller's history has written, or counted as not
+/// written, every event it delivered; asserts it within 20 s.
+pub fn wait_history_accounted(root: &pins::PinRoot, socket: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let s = stats(root, socket);
+        let h = s.history.clone().expect("history on");
+        if h.events_written + h.not_written == s.events_logged
+            || std::time::Instant::now() > deadline
+        {
+            println!(
+                "history: {} written + {} not written (queue full {}, lagged {}, failed {}) of {} events; database {} KiB",
+                h.events_written,
+                h.not_written,
+                h.queue_full,
+                h.lagged,
+                h.write_failed,
+                s.events_logged,
+                h.db_bytes / 1024
+            );
+            assert_eq!(h.events_written + h.not_written, s.events_logged);
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
