@@ -43,6 +43,7 @@ pub mod shown;
 pub mod slots;
 pub mod sources;
 mod sys;
+pub mod update;
 pub mod verdict;
 pub mod views;
 

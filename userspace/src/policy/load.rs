@@ -201,6 +201,10 @@ impl Checker<'_> {
             inputs: self.inputs.into_paths(),
             warnings: self.warnings,
             countries,
+            update_dir: raw
+                .update
+                .as_ref()
+                .map(|u| self.base_dir.join(u.get_ref().dir.get_ref())),
         })
     }
 }

@@ -8,6 +8,7 @@
 
 mod check;
 pub mod countries;
+mod fetch;
 mod load;
 mod parse;
 pub mod ports;
@@ -23,6 +24,7 @@ pub use crate::sources::Origin;
 /// Moved to the crate root; kept here for existing `policy::net` paths.
 pub use crate::{net, set};
 pub use countries::{Attribution, CountryDb, CountrySource};
+pub use fetch::{Fetch, How, MAXMIND_ENDPOINT, Plan, update_plan};
 pub use load::{
     Options, PolicyError, parse_file, parse_file_limited, parse_file_with, parse_str,
     parse_str_with,
@@ -161,4 +163,7 @@ pub struct Policy {
     /// Where every destination's country comes from (empty: no country
     /// database, destinations are counted under "-").
     pub countries: CountryDb,
+    /// `[update] dir`: where `regionwall update` keeps versions and its
+    /// status file (shown by `stats`).
+    pub update_dir: Option<PathBuf>,
 }

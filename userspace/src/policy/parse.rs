@@ -10,6 +10,13 @@
 //! [sources.apnic]                       # other country data (optional)
 //! format = "rir"                        # rir | geolite2-csv | mmdb | range-csv | country-dir
 //! path = "data/delegated-apnic-extended-latest"
+//! url = "https://ftp.apnic.net/stats/apnic/delegated-apnic-extended-latest"
+//! checksum_url = "https://ftp.apnic.net/stats/apnic/delegated-apnic-extended-latest.md5"
+//!
+//! [update]                              # `regionwall update` (see update/)
+//! dir = "data"                          # versions/ and the `current` link
+//! regions_url = "https://example.org/country-ip-blocks.tar.gz"
+//! canary = { "1.0.1.1" = "CN" }
 //!
 //! [regions.cn]
 //! countries = ["CN", "HK"]              # from regions_dir, or `from = [...]`
@@ -115,6 +122,24 @@ policy_table! {
         devices: BTreeMap<Spanned<String>, Spanned<RawDevice>> = default,
         groups: BTreeMap<Spanned<String>, Spanned<Vec<Spanned<String>>>> = default,
         rules: Vec<Spanned<RawRule>> = default,
+        update: Option<Spanned<RawUpdate>> = default,
+    }
+}
+
+policy_table! {
+    /// `[update]`: where `regionwall update` keeps versions, and its limits.
+    struct RawUpdate {
+        dir: Spanned<String>,
+        regions_url: Option<Spanned<String>> = default,
+        regions_checksum_url: Option<Spanned<String>> = default,
+        interval: Option<Spanned<String>> = default,
+        min_share: Option<Spanned<u32>> = default,
+        max_churn: Option<Spanned<u32>> = default,
+        keep: Option<Spanned<u32>> = default,
+        max_size: Option<Spanned<String>> = default,
+        timeout: Option<Spanned<String>> = default,
+        connect_timeout: Option<Spanned<String>> = default,
+        canary: BTreeMap<Spanned<String>, Spanned<String>> = default,
     }
 }
 
@@ -125,6 +150,14 @@ policy_table! {
         path: Spanned<String>,
         /// GeoLite2 only: "located" (default) or "registered".
         country: Option<Spanned<String>> = default,
+        /// Where `regionwall update` fetches it (http, https, file).
+        url: Option<Spanned<String>> = default,
+        /// The published md5 or sha256 of what `url` serves.
+        checksum_url: Option<Spanned<String>> = default,
+        /// MaxMind: the edition fetched with geoipupdate's protocol.
+        edition: Option<Spanned<String>> = default,
+        account_id: Option<Spanned<String>> = default,
+        license_key_file: Option<Spanned<String>> = default,
     }
 }
 
@@ -219,13 +252,14 @@ v = 1
                 "2:15: `allow_empty` must be true or false, found a string".into(),
                 "3:15: `regions_dir` must be a string, found an integer".into(),
                 "4:1: unknown field `x` in the policy, expected one of `mode`, `allow_empty`, \
-                 `regions_dir`, `countries_from`, `sources`, `regions`, `devices`, `groups`, `rules`"
+                 `regions_dir`, `countries_from`, `sources`, `regions`, `devices`, `groups`, `rules`, \
+                 `update`"
                     .into(),
                 "6:10: `format` must be a string, found an integer".into(),
                 "7:8: `path` must be a string, found an integer".into(),
                 "8:11: `country` must be a string, found an integer".into(),
                 "9:1: unknown field `y` in [sources.s], expected one of `format`, `path`, \
-                 `country`"
+                 `country`, `url`, `checksum_url`, `edition`, `account_id`, `license_key_file`"
                     .into(),
                 "10:1: missing field `format` in [sources.t]".into(),
                 "10:1: missing field `path` in [sources.t]".into(),

@@ -17,6 +17,7 @@ use toml::{
 #[derive(Clone, Copy)]
 pub(super) enum Shape {
     Bool,
+    Int,
     Str,
     StrList,
     /// A table of named entries, each of this shape.
@@ -39,6 +40,10 @@ pub(super) trait Field {
 
 impl Field for bool {
     const SHAPE: Shape = Shape::Bool;
+}
+
+impl Field for u32 {
+    const SHAPE: Shape = Shape::Int;
 }
 
 impl Field for String {
@@ -210,8 +215,11 @@ fn value(v: &Spanned<DeValue<'_>>, shape: Shape, name: &str, out: &mut Vec<Probl
         });
     };
     match (shape, v.get_ref()) {
-        (Shape::Bool, DeValue::Boolean(_)) | (Shape::Str, DeValue::String(_)) => {}
+        (Shape::Bool, DeValue::Boolean(_))
+        | (Shape::Int, DeValue::Integer(_))
+        | (Shape::Str, DeValue::String(_)) => {}
         (Shape::Bool, _) => wrong("true or false", out),
+        (Shape::Int, _) => wrong("a whole number", out),
         (Shape::Str, _) => wrong("a string", out),
         (Shape::StrList, DeValue::Array(items)) => {
             for item in &**items {

@@ -1,0 +1,387 @@
+//! Where `regionwall update` fetches a policy's data: the `url`,
+//! `checksum_url`, MaxMind and `[update]` settings, read from the policy's
+//! structure alone (the data itself may not exist yet), every error at its
+//! line and column.
+
+use std::{
+    net::IpAddr,
+    path::{Component, Path, PathBuf},
+    time::Duration,
+};
+
+use toml::Spanned;
+
+use super::{
+    Diagnostic, Diagnostics, PolicyError,
+    parse::{RawPolicy, RawSource, RawUpdate},
+};
+use crate::input::{Inputs, Limits};
+
+/// Everything `regionwall update` needs to know from a policy.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The data store: `versions/` and the `current` link.
+    pub dir: PathBuf,
+    /// At most one fetch per source within this time.
+    pub interval: Duration,
+    /// Per-country and total counts may not fall below this share (%).
+    pub min_share: u32,
+    /// Prefixes added plus removed may not exceed this share (%) of before.
+    pub max_churn: u32,
+    /// Good versions kept.
+    pub keep: u32,
+    /// Largest body accepted, enforced while streaming.
+    pub max_size: u64,
+    /// Whole-request time limit.
+    pub timeout: Duration,
+    /// Time limit to connect.
+    pub connect_timeout: Duration,
+    /// Addresses and the country each must still map to.
+    pub canaries: Vec<(IpAddr, String)>,
+    /// What to fetch.
+    pub sources: Vec<Fetch>,
+}
+
+/// One thing fetched into each new version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fetch {
+    /// `[sources.<name>]`, or `regions_dir`.
+    pub name: String,
+    /// Where it lives inside a version (the policy reads it through `current`).
+    pub target: PathBuf,
+    /// The loader that verifies it: "rir", "mmdb", "range-csv", "country-dir".
+    pub format: String,
+    pub how: How,
+}
+
+/// How a source is fetched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum How {
+    /// A single file (or, for "country-dir", a tar.gz of one), optionally
+    /// with the published md5/sha256 of it.
+    Url {
+        url: String,
+        checksum_url: Option<String>,
+    },
+    /// geoipupdate's protocol against `endpoint` (https://updates.maxmind.com).
+    MaxMind {
+        endpoint: String,
+        edition: String,
+        account_id: String,
+        license_key_file: PathBuf,
+    },
+}
+
+/// The MaxMind update server geoipupdate talks to.
+pub const MAXMIND_ENDPOINT: &str = "https://updates.maxmind.com";
+
+/// Reads the update settings of the policy at `path`.
+pub fn update_plan(path: &Path) -> Result<Plan, PolicyError> {
+    let mut inputs = Inputs::new(Limits::default());
+    let bytes = inputs.read(path)?;
+    let source = String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        PolicyError::Invalid(Diagnostics(vec![crate::diag::not_utf8(
+            path,
+            e.as_bytes(),
+            valid,
+            "a policy",
+        )]))
+    })?;
+    let raw = super::parse::parse(&source, path).map_err(PolicyError::Invalid)?;
+    let mut p = Planner {
+        path,
+        source: &source,
+        base: path.parent().map_or_else(PathBuf::new, Path::to_path_buf),
+        errors: Vec::new(),
+    };
+    let plan = p.plan(&raw);
+    if p.errors.is_empty() {
+        plan.ok_or_else(|| PolicyError::Invalid(Diagnostics(Vec::new())))
+    } else {
+        Err(PolicyError::Invalid(Diagnostics(p.errors)))
+    }
+}
+
+struct Planner<'a> {
+    path: &'a Path,
+    source: &'a str,
+    base: PathBuf,
+    errors: Vec<Diagnostic>,
+}
+
+impl Planner<'_> {
+    fn error<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
+        self.errors.push(Diagnostic::at(
+            self.path,
+            self.source,
+            at.span(),
+            message.into(),
+        ));
+    }
+
+    fn plan(&mut self, raw: &RawPolicy) -> Option<Plan> {
+        let Some(update) = &raw.update else {
+            self.errors.push(Diagnostic::at_line(
+                self.path,
+                1,
+                1,
+                "",
+                "",
+                "no [update] table: expected `[update]` with `dir = \"...\"`, the directory that holds the fetched versions",
+            ));
+            return None;
+        };
+        let u = update.get_ref();
+        let dir = self.base.join(u.dir.get_ref());
+        let current = dir.join("current");
+        let mut plan = self.limits(u, dir);
+        if let Some(url) = &u.regions_url {
+            self.regions(raw, u, url, &current, &mut plan);
+        }
+        for (name, body) in &raw.sources {
+            if let Some(f) = self.source(name.get_ref(), body.get_ref(), &current) {
+                plan.sources.push(f);
+            }
+        }
+        if plan.sources.is_empty() {
+            self.error(
+                update,
+                "nothing to update: expected `regions_url` here or `url`/`edition` in a [sources.*] table",
+            );
+        }
+        Some(plan)
+    }
+
+    fn limits(&mut self, u: &RawUpdate, dir: PathBuf) -> Plan {
+        let mut plan = Plan {
+            dir,
+            interval: Duration::from_secs(3600),
+            min_share: 90,
+            max_churn: 50,
+            keep: 3,
+            max_size: 512 << 20,
+            timeout: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(10),
+            canaries: Vec::new(),
+            sources: Vec::new(),
+        };
+        for (field, slot) in [
+            (&u.interval, &mut plan.interval),
+            (&u.timeout, &mut plan.timeout),
+            (&u.connect_timeout, &mut plan.connect_timeout),
+        ] {
+            if let Some(text) = field {
+                match humantime::parse_duration(text.get_ref()) {
+                    Ok(d) if !d.is_zero() => *slot = d,
+                    _ => self.error(
+                        text,
+                        format!(
+                            "expected a duration such as \"1h\" or \"30s\", found \"{}\"",
+                            text.get_ref()
+                        ),
+                    ),
+                }
+            }
+        }
+        if let Some(size) = &u.max_size {
+            match crate::input::parse_size(size.get_ref()) {
+                Ok(n) if n > 0 => plan.max_size = n,
+                Ok(_) => self.error(size, "expected a size above zero"),
+                Err(e) => self.error(size, e),
+            }
+        }
+        for (field, slot, max) in [
+            (&u.min_share, &mut plan.min_share, 100),
+            (&u.max_churn, &mut plan.max_churn, 1000),
+        ] {
+            if let Some(v) = field {
+                if *v.get_ref() > max {
+                    self.error(v, format!("expected a percentage from 0 to {max}"));
+                } else {
+                    *slot = *v.get_ref();
+                }
+            }
+        }
+        if let Some(k) = &u.keep {
+            if *k.get_ref() == 0 {
+                self.error(k, "expected at least 1 version kept (the current one)");
+            } else {
+                plan.keep = *k.get_ref();
+            }
+        }
+        for (addr, cc) in &u.canary {
+            let Ok(ip) = addr.get_ref().parse::<IpAddr>() else {
+                self.error(
+                    addr,
+                    format!("expected an IP address, found \"{}\"", addr.get_ref()),
+                );
+                continue;
+            };
+            match crate::sources::country_code(cc.get_ref()) {
+                Some(code) => plan.canaries.push((ip, code)),
+                None => self.error(
+                    cc,
+                    format!(
+                        "expected a two-letter country code such as \"CN\", found \"{}\"",
+                        cc.get_ref()
+                    ),
+                ),
+            }
+        }
+        plan
+    }
+
+    fn regions(
+        &mut self,
+        raw: &RawPolicy,
+        u: &RawUpdate,
+        url: &Spanned<String>,
+        current: &Path,
+        plan: &mut Plan,
+    ) {
+        let Some(dir) = &raw.regions_dir else {
+            self.error(
+                url,
+                "`regions_url` without `regions_dir`: expected `regions_dir = \"<dir>/current/...\"` at the top of the policy",
+            );
+            return;
+        };
+        let Some(target) = self.target(dir, current) else {
+            return;
+        };
+        if !self.url_ok(url) || !u.regions_checksum_url.as_ref().is_none_or(|c| self.url_ok(c)) {
+            return;
+        }
+        plan.sources.push(Fetch {
+            name: "regions_dir".into(),
+            target,
+            format: "country-dir".into(),
+            how: How::Url {
+                url: url.get_ref().clone(),
+                checksum_url: u.regions_checksum_url.as_ref().map(|c| c.get_ref().clone()),
+            },
+        });
+    }
+
+    fn source(&mut self, name: &str, b: &RawSource, current: &Path) -> Option<Fetch> {
+        if b.url.is_none() && b.edition.is_none() {
+            for extra in [&b.checksum_url, &b.account_id, &b.license_key_file]
+                .into_iter()
+                .flatten()
+            {
+                self.error(extra, "this needs `url` (or `edition` for MaxMind) beside it");
+            }
+            return None;
+        }
+        let target = self.target(&b.path, current)?;
+        let format = b.format.get_ref().clone();
+        let how = if let Some(edition) = &b.edition {
+            self.maxmind(b, edition)?
+        } else {
+            let url = b.url.as_ref()?;
+            if !matches!(format.as_str(), "rir" | "range-csv" | "mmdb" | "country-dir") {
+                self.error(
+                    &b.format,
+                    format!(
+                        "`url` fetches formats \"rir\", \"range-csv\", \"mmdb\" and \"country-dir\" (a tar.gz), not \"{format}\""
+                    ),
+                );
+                return None;
+            }
+            if !self.url_ok(url) || !b.checksum_url.as_ref().is_none_or(|c| self.url_ok(c)) {
+                return None;
+            }
+            How::Url {
+                url: url.get_ref().clone(),
+                checksum_url: b.checksum_url.as_ref().map(|c| c.get_ref().clone()),
+            }
+        };
+        Some(Fetch {
+            name: name.to_string(),
+            target,
+            format,
+            how,
+        })
+    }
+
+    fn maxmind(&mut self, b: &RawSource, edition: &Spanned<String>) -> Option<How> {
+        if b.format.get_ref() != "mmdb" {
+            self.error(edition, "`edition` applies to format \"mmdb\" only");
+            return None;
+        }
+        if let Some(c) = &b.checksum_url {
+            self.error(c, "MaxMind sends the md5 itself: expected no `checksum_url`");
+            return None;
+        }
+        let (Some(account), Some(key)) = (&b.account_id, &b.license_key_file) else {
+            self.error(
+                edition,
+                "`edition` needs `account_id` and `license_key_file` (MaxMind's credentials)",
+            );
+            return None;
+        };
+        if account.get_ref().is_empty() || !account.get_ref().bytes().all(|c| c.is_ascii_digit()) {
+            self.error(
+                account,
+                format!(
+                    "expected a MaxMind account id (digits), found \"{}\"",
+                    account.get_ref()
+                ),
+            );
+            return None;
+        }
+        let endpoint = match &b.url {
+            Some(u) if self.url_ok(u) => u.get_ref().trim_end_matches('/').to_string(),
+            Some(_) => return None,
+            None => MAXMIND_ENDPOINT.to_string(),
+        };
+        Some(How::MaxMind {
+            endpoint,
+            edition: edition.get_ref().clone(),
+            account_id: account.get_ref().clone(),
+            license_key_file: self.base.join(key.get_ref()),
+        })
+    }
+
+    fn url_ok(&mut self, url: &Spanned<String>) -> bool {
+        let u = url.get_ref();
+        if ["http://", "https://", "file://"]
+            .iter()
+            .any(|s| u.starts_with(s) && u.len() > s.len())
+        {
+            true
+        } else {
+            self.error(
+                url,
+                format!("expected an http://, https:// or file:// URL, found \"{u}\""),
+            );
+            false
+        }
+    }
+
+    /// The path inside a version of a data path that must read through
+    /// `<dir>/current/`.
+    fn target(&mut self, at: &Spanned<String>, current: &Path) -> Option<PathBuf> {
+        let full = self.base.join(at.get_ref());
+        let rel = full.strip_prefix(current).ok().map(Path::to_path_buf);
+        match rel {
+            Some(rel)
+                if rel.components().next().is_some()
+                    && rel.components().all(|c| matches!(c, Component::Normal(_))) =>
+            {
+                Some(rel)
+            }
+            _ => {
+                self.error(
+                    at,
+                    format!(
+                        "a fetched file must be read through the update directory's current link: expected a path under {}",
+                        current.display()
+                    ),
+                );
+                None
+            }
+        }
+    }
+}

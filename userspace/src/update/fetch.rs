@@ -1,0 +1,247 @@
+//! Bounded, conditional HTTP(S) and file:// downloads: connect and total
+//! timeouts, a body size limit enforced while streaming, ETag and
+//! If-Modified-Since, and 429 told apart from other refusals.
+
+use std::{path::PathBuf, time::Duration};
+
+use reqwest::{StatusCode, header};
+
+/// Why a download failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{url}: the server answered HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url}: the server answered HTTP 429 (too many requests); not asking again before the next day")]
+    TooMany { url: String },
+    #[error("{url}: refused our credentials (HTTP {status}); check account_id and license_key_file")]
+    Credentials { url: String, status: u16 },
+    #[error("{url}: the body is over the limit of {max} bytes")]
+    TooLarge { url: String, max: u64 },
+    #[error("{url}: timed out (connect or whole transfer)")]
+    Timeout { url: String },
+    #[error("{url}: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("cannot read {}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{url}: not a URL this client fetches (http, https or file)")]
+    Scheme { url: String },
+}
+
+/// Validators of the copy we have, sent so an unchanged file is not sent.
+#[derive(Clone, Debug, Default)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+/// What a download gave.
+#[derive(Debug)]
+pub enum Got {
+    /// 304: the server says our copy is current; no body came.
+    NotModified,
+    /// A body, with the validators to send next time.
+    Body { bytes: Vec<u8>, validators: Validators },
+}
+
+/// The limits every download is held to.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub max_size: u64,
+}
+
+/// One HTTP client for a whole update.
+pub struct Client {
+    http: reqwest::Client,
+    limits: Limits,
+}
+
+impl Client {
+    pub fn new(limits: Limits) -> Result<Self, FetchError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(limits.connect_timeout)
+            .timeout(limits.timeout)
+            .user_agent(concat!("regionwall/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .build()
+            .map_err(|source| FetchError::Http {
+                url: String::new(),
+                source,
+            })?;
+        Ok(Self { http, limits })
+    }
+
+    /// GETs `url` (http, https or file), conditionally on `have`, with
+    /// optional basic credentials.
+    pub async fn get(
+        &self,
+        url: &str,
+        have: &Validators,
+        auth: Option<(&str, &str)>,
+    ) -> Result<Got, FetchError> {
+        if let Some(path) = url.strip_prefix("file://") {
+            return self.file(url, path);
+        }
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(FetchError::Scheme { url: url.into() });
+        }
+        let mut req = self.http.get(url);
+        if let Some(etag) = &have.etag {
+            req = req.header(header::IF_NONE_MATCH, etag);
+        }
+        if let Some(lm) = &have.last_modified {
+            req = req.header(header::IF_MODIFIED_SINCE, lm);
+        }
+        if let Some((user, pass)) = auth {
+            req = req.basic_auth(user, Some(pass));
+        }
+        let err = |source: reqwest::Error| {
+            if source.is_timeout() {
+                FetchError::Timeout { url: url.into() }
+            } else {
+                FetchError::Http {
+                    url: url.into(),
+                    source,
+                }
+            }
+        };
+        let mut resp = req.send().await.map_err(err)?;
+        match resp.status() {
+            StatusCode::NOT_MODIFIED => return Ok(Got::NotModified),
+            StatusCode::TOO_MANY_REQUESTS => return Err(FetchError::TooMany { url: url.into() }),
+            s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) if auth.is_some() => {
+                return Err(FetchError::Credentials {
+                    url: url.into(),
+                    status: s.as_u16(),
+                });
+            }
+            s if !s.is_success() => {
+                return Err(FetchError::Status {
+                    url: url.into(),
+                    status: s.as_u16(),
+                });
+            }
+            _ => {}
+        }
+        let max = self.limits.max_size;
+        if resp.content_length().is_some_and(|n| n > max) {
+            return Err(FetchError::TooLarge {
+                url: url.into(),
+                max,
+            });
+        }
+        let header_text = |name| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let validators = Validators {
+            etag: header_text(header::ETAG),
+            last_modified: header_text(header::LAST_MODIFIED),
+        };
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(err)? {
+            if bytes.len() as u64 + chunk.len() as u64 > max {
+                return Err(FetchError::TooLarge {
+                    url: url.into(),
+                    max,
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Got::Body { bytes, validators })
+    }
+
+    fn file(&self, url: &str, path: &str) -> Result<Got, FetchError> {
+        let path = PathBuf::from(path);
+        let limits = crate::input::Limits {
+            max_file_size: self.limits.max_size,
+        };
+        match crate::input::read(&path, limits) {
+            Ok(bytes) => Ok(Got::Body {
+                bytes,
+                validators: Validators::default(),
+            }),
+            Err(crate::input::InputError::TooLarge { .. }) => Err(FetchError::TooLarge {
+                url: url.into(),
+                max: self.limits.max_size,
+            }),
+            Err(e) => Err(FetchError::File {
+                path,
+                source: std::io::Error::other(e.to_string()),
+            }),
+        }
+    }
+}
+
+/// The hex digest a published checksum file holds: the first word of 32
+/// (md5) or 64 (sha256) hex digits, in any of the usual layouts
+/// (`<hex>  name`, `MD5 (name) = <hex>`, a bare digest).
+#[must_use]
+pub fn published_digest(text: &str) -> Option<String> {
+    text.split(|c: char| !c.is_ascii_hexdigit())
+        .find(|w| w.len() == 32 || w.len() == 64)
+        .map(str::to_ascii_lowercase)
+}
+
+/// The digest of `bytes` of the same kind (md5 or sha256) as `published`.
+#[must_use]
+pub fn digest_like(published: &str, bytes: &[u8]) -> String {
+    if published.len() == 32 {
+        md5_hex(bytes)
+    } else {
+        sha256_hex(bytes)
+    }
+}
+
+#[must_use]
+pub fn md5_hex(bytes: &[u8]) -> String {
+    use md5::Digest as _;
+    hex(&md5::Md5::digest(bytes))
+}
+
+#[must_use]
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_published_layouts() {
+        let md5 = md5_hex(b"x");
+        assert_eq!(
+            published_digest(&format!("MD5 (delegated-apnic-latest) = {md5}\n")),
+            Some(md5.clone())
+        );
+        let sha = sha256_hex(b"x");
+        assert_eq!(
+            published_digest(&format!("{}  delegated-ripencc-latest\n", sha.to_uppercase())),
+            Some(sha.clone())
+        );
+        assert_eq!(published_digest("no digest here"), None);
+        assert_eq!(digest_like(&md5, b"x"), md5);
+        assert_eq!(digest_like(&sha, b"x"), sha);
+    }
+}

@@ -1,0 +1,498 @@
+//! `regionwall update`: fetch a policy's region data (conditionally, within
+//! limits), verify it with the loaders and the share/churn/canary checks,
+//! and make it live with one rename, reversibly.
+//!
+//! [`start`] fetches and verifies into a new version and switches
+//! `current` to it, returning a [`Pending`] update the caller confirms
+//! (the policy still loads, the running controllers reloaded) with
+//! [`Pending::accept`] or undoes with [`Pending::reject`]: a rejected
+//! version never stays current and is deleted. `fetch` downloads, `verify`
+//! judges, `store` keeps versions, `status` records, `maxmind` and
+//! `archive` speak their formats.
+
+pub mod archive;
+pub mod fetch;
+pub mod maxmind;
+pub mod status;
+pub mod store;
+pub mod verify;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use fetch::{Client, FetchError, Got, Validators};
+use status::{SourceStatus, Status};
+use store::{Staging, Store, StoreError};
+use verify::{Change, VerifyError};
+
+use crate::{
+    input::{Inputs, Limits},
+    policy::{Fetch, How, Plan},
+    sources::{self, ByCountry, LoadError},
+};
+
+/// Why an update failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("{url}: checksum mismatch: expected {expected}, the download has {got}")]
+    Checksum {
+        url: String,
+        expected: String,
+        got: String,
+    },
+    #[error("{url}: no md5 or sha256 digest in the checksum file")]
+    NoDigest { url: String },
+    #[error("{url}: {why}")]
+    Protocol { url: String, why: String },
+    #[error("license key {}: {why}", path.display())]
+    Key { path: PathBuf, why: String },
+    #[error("{url}: {why}")]
+    Archive { url: String, why: String },
+    #[error("the new data does not load: {0}")]
+    Load(String),
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error("backed off after HTTP 429 until {until} (Unix seconds); not asking before then")]
+    BackedOff { until: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("source {name}: {error}")]
+    Source {
+        name: String,
+        #[source]
+        error: Box<UpdateError>,
+    },
+}
+
+impl UpdateError {
+    fn of(name: &str) -> impl FnOnce(UpdateError) -> UpdateError + '_ {
+        move |error| UpdateError::Source {
+            name: name.to_string(),
+            error: Box::new(error),
+        }
+    }
+}
+
+/// What became of one source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Downloaded, verified, in the new version; its changes by country.
+    Fetched(BTreeMap<String, Change>),
+    /// Asked, and the copy we have is current (why: "304", "same checksum").
+    Unchanged(&'static str),
+    /// Not asked: fetched less than `interval` ago, or backed off.
+    Skipped(&'static str),
+}
+
+/// What an update did, per source.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub sources: Vec<(String, Outcome)>,
+    /// The version that was live before.
+    pub previous: Option<u64>,
+    /// The version made live (None: nothing changed).
+    pub version: Option<u64>,
+}
+
+/// An update switched in, waiting for the caller's confirmation.
+pub struct Pending {
+    store: Store,
+    status: Status,
+    now: u64,
+    keep: u32,
+    pub report: Report,
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The next midnight (UTC) after `now`.
+#[must_use]
+pub fn next_day(now: u64) -> u64 {
+    (now / 86_400 + 1) * 86_400
+}
+
+/// Fetches and verifies every source of `plan` as of `now`; if anything
+/// changed, the new version is live when this returns. On error nothing
+/// was switched and the status file says why.
+pub async fn start(plan: &Plan, now: SystemTime) -> Result<Pending, UpdateError> {
+    let store = Store::open(&plan.dir)?;
+    let now = secs(now);
+    let mut status = status::read(&plan.dir).unwrap_or_default();
+    status.last_attempt = Some(now);
+    let result = run(plan, &store, &mut status, now).await;
+    match result {
+        Ok(report) => Ok(Pending {
+            store,
+            status,
+            now,
+            keep: plan.keep,
+            report,
+        }),
+        Err(e) => {
+            status.error = Some(e.to_string());
+            let _ = status::write(store.dir(), &status);
+            Err(e)
+        }
+    }
+}
+
+async fn run(
+    plan: &Plan,
+    store: &Store,
+    status: &mut Status,
+    now: u64,
+) -> Result<Report, UpdateError> {
+    let client = Client::new(fetch::Limits {
+        connect_timeout: plan.connect_timeout,
+        timeout: plan.timeout,
+        max_size: plan.max_size,
+    })?;
+    let current = store.current_dir();
+    let staging = store.stage()?;
+    let mut report = Report {
+        previous: store.current(),
+        ..Report::default()
+    };
+    let mut fetched = Vec::new();
+    for f in &plan.sources {
+        let st = status.sources.entry(f.name.clone()).or_default();
+        let have = current.as_ref().map(|c| c.join(&f.target)).filter(|p| p.exists());
+        let outcome = one(&client, plan, f, have.as_deref(), &staging, st, now)
+            .await
+            .map_err(UpdateError::of(&f.name));
+        match outcome {
+            Ok(Some(why)) => {
+                if let Some(have) = &have {
+                    store::link_tree(have, &staging.path().join(&f.target))?;
+                }
+                report.sources.push((f.name.clone(), why));
+            }
+            Ok(None) => fetched.push(f),
+            Err(e) => {
+                st.error = Some(e.to_string());
+                return Err(e);
+            }
+        }
+    }
+    if fetched.is_empty() {
+        status.error = None;
+        status.last_success = Some(now);
+        status::write(store.dir(), status).map_err(|source| StoreError::Io {
+            what: "writing status in",
+            path: store.dir().to_path_buf(),
+            source,
+        })?;
+        return Ok(report);
+    }
+    verify_all(plan, current.as_deref(), &staging, &fetched, &mut report)
+        .inspect_err(|e| {
+            if let UpdateError::Source { name, .. } = e
+                && let Some(st) = status.sources.get_mut(name)
+            {
+                st.error = Some(e.to_string());
+            }
+        })?;
+    let n = store.commit(staging)?;
+    store.switch(n)?;
+    report.version = Some(n);
+    Ok(report)
+}
+
+/// Fetches one source into `staging`; `Some(outcome)` when nothing new
+/// came (the caller carries the current copy over).
+async fn one(
+    client: &Client,
+    plan: &Plan,
+    f: &Fetch,
+    have: Option<&Path>,
+    staging: &Staging,
+    st: &mut SourceStatus,
+    now: u64,
+) -> Result<Option<Outcome>, UpdateError> {
+    if let Some(until) = st.backoff_until.filter(|u| *u > now) {
+        return if have.is_some() {
+            Ok(Some(Outcome::Skipped("backed off after HTTP 429")))
+        } else {
+            Err(UpdateError::BackedOff { until })
+        };
+    }
+    let recent = st
+        .last_fetch
+        .is_some_and(|t| now < t.saturating_add(plan.interval.as_secs()));
+    if recent && have.is_some() {
+        return Ok(Some(Outcome::Skipped("fetched within the interval")));
+    }
+    st.last_attempt = Some(now);
+    let result = fetch_one(client, plan, f, have, staging, st).await;
+    match &result {
+        Err(UpdateError::Fetch(FetchError::TooMany { .. })) => {
+            st.backoff_until = Some(next_day(now));
+            st.last_fetch = Some(now);
+        }
+        Err(_) => {}
+        Ok(_) => {
+            st.last_fetch = Some(now);
+            st.last_success = Some(now);
+            st.error = None;
+        }
+    }
+    result
+}
+
+async fn fetch_one(
+    client: &Client,
+    plan: &Plan,
+    f: &Fetch,
+    have: Option<&Path>,
+    staging: &Staging,
+    st: &mut SourceStatus,
+) -> Result<Option<Outcome>, UpdateError> {
+    let dest = staging.path().join(&f.target);
+    match &f.how {
+        How::MaxMind {
+            endpoint,
+            edition,
+            account_id,
+            license_key_file,
+        } => {
+            let current = have.and_then(|p| std::fs::read(p).ok());
+            let e = maxmind::Edition {
+                endpoint,
+                edition,
+                account_id,
+                license_key_file,
+            };
+            match maxmind::update(client, &e, current.as_deref(), plan.max_size).await? {
+                maxmind::Outcome::Unchanged { .. } => Ok(Some(Outcome::Unchanged("same md5"))),
+                maxmind::Outcome::New { mmdb, md5 } => {
+                    store::write_file(&dest, &mmdb)?;
+                    st.checksum = Some(md5);
+                    Ok(None)
+                }
+            }
+        }
+        How::Url { url, checksum_url } => {
+            let mut published = None;
+            if let Some(curl) = checksum_url {
+                let Got::Body { bytes, .. } = client.get(curl, &Validators::default(), None).await?
+                else {
+                    return Err(UpdateError::NoDigest { url: curl.clone() });
+                };
+                let digest = fetch::published_digest(&String::from_utf8_lossy(&bytes))
+                    .ok_or_else(|| UpdateError::NoDigest { url: curl.clone() })?;
+                if have.is_some() && st.checksum.as_deref() == Some(digest.as_str()) {
+                    return Ok(Some(Outcome::Unchanged("same published checksum")));
+                }
+                published = Some(digest);
+            }
+            let validators = if have.is_some() {
+                Validators {
+                    etag: st.etag.clone(),
+                    last_modified: st.last_modified.clone(),
+                }
+            } else {
+                Validators::default()
+            };
+            let (bytes, validators) = match client.get(url, &validators, None).await? {
+                Got::NotModified if have.is_some() => {
+                    return Ok(Some(Outcome::Unchanged("304 not modified")));
+                }
+                Got::NotModified => {
+                    return Err(UpdateError::Protocol {
+                        url: url.clone(),
+                        why: "answered 304 to an unconditional request".into(),
+                    });
+                }
+                Got::Body { bytes, validators } => (bytes, validators),
+            };
+            if let Some(expected) = &published {
+                let got = fetch::digest_like(expected, &bytes);
+                if &got != expected {
+                    return Err(UpdateError::Checksum {
+                        url: url.clone(),
+                        expected: expected.clone(),
+                        got,
+                    });
+                }
+            }
+            if f.format == "country-dir" {
+                archive::country_dir(&bytes, &dest, plan.max_size).map_err(|why| {
+                    UpdateError::Archive {
+                        url: url.clone(),
+                        why,
+                    }
+                })?;
+            } else {
+                store::write_file(&dest, &bytes)?;
+            }
+            st.etag = validators.etag;
+            st.last_modified = validators.last_modified;
+            st.checksum = published;
+            Ok(None)
+        }
+    }
+}
+
+/// Loads every fetched source (the loaders are the first check), compares
+/// it with the current copy, and checks the canaries against the whole
+/// new version.
+fn verify_all(
+    plan: &Plan,
+    current: Option<&Path>,
+    staging: &Staging,
+    fetched: &[&Fetch],
+    report: &mut Report,
+) -> Result<(), UpdateError> {
+    let limits = verify::Limits {
+        min_share: plan.min_share,
+        max_churn: plan.max_churn,
+    };
+    for f in fetched {
+        let new = load(&f.format, &staging.path().join(&f.target), plan.max_size)
+            .map_err(UpdateError::of(&f.name))?;
+        let old = match current.map(|c| c.join(&f.target)).filter(|p| p.exists()) {
+            Some(p) => load(&f.format, &p, plan.max_size).unwrap_or_default(),
+            None => ByCountry::default(),
+        };
+        let changes = verify::changes(&old, &new);
+        verify::check(&changes, limits).map_err(|e| UpdateError::of(&f.name)(e.into()))?;
+        report.sources.push((f.name.clone(), Outcome::Fetched(changes)));
+    }
+    if !plan.canaries.is_empty() {
+        let all: Vec<ByCountry> = plan
+            .sources
+            .iter()
+            .map(|f| load(&f.format, &staging.path().join(&f.target), plan.max_size))
+            .collect::<Result<_, _>>()?;
+        let refs: Vec<&ByCountry> = all.iter().collect();
+        verify::canaries(&plan.canaries, &refs)?;
+    }
+    Ok(())
+}
+
+/// The data at `path` through the loader of `format`.
+pub fn load(format: &str, path: &Path, max_size: u64) -> Result<ByCountry, UpdateError> {
+    let mut inputs = Inputs::new(Limits {
+        max_file_size: max_size,
+    });
+    let field = sources::geolite2::CountryField::Located;
+    let result = match format {
+        "rir" => sources::rir::load(path, &mut inputs).map(|(d, _)| d),
+        "mmdb" => sources::mmdb::load(path, field, &mut inputs),
+        "range-csv" => sources::range_csv::load(path, &mut inputs),
+        "geolite2-csv" => sources::geolite2::load(path, field, &mut inputs),
+        _ => {
+            let mut d = ByCountry::default();
+            for code in sources::country_dir::codes(path) {
+                let list = sources::country_dir::load(path, &code, &mut inputs)
+                    .map_err(|e| UpdateError::Load(load_text(&e)))?;
+                d.countries.insert(code, list);
+            }
+            Ok(d)
+        }
+    };
+    result.map_err(|e| UpdateError::Load(load_text(&e)))
+}
+
+fn load_text(e: &LoadError) -> String {
+    match e {
+        LoadError::Invalid(diags) => {
+            let shown: Vec<String> = diags.iter().take(3).map(ToString::to_string).collect();
+            let more = diags.len().saturating_sub(3);
+            let mut s = shown.join("; ");
+            if more > 0 {
+                s.push_str(&format!(" (and {more} more)"));
+            }
+            s
+        }
+        other => other.to_string(),
+    }
+}
+
+impl Pending {
+    /// The live version is kept: older ones pruned to `keep`, the status
+    /// written.
+    pub fn accept(mut self) -> Result<Report, UpdateError> {
+        self.store.prune(self.keep)?;
+        self.status.error = None;
+        self.status.last_success = Some(self.now);
+        self.status.version = self.store.current();
+        self.write_status()?;
+        Ok(self.report)
+    }
+
+    /// The new version is undone: the previous one is live again and the
+    /// new one deleted; `why` is recorded.
+    pub fn reject(mut self, why: &str) -> Result<Report, UpdateError> {
+        if let Some(new) = self.report.version.take() {
+            match self.report.previous {
+                Some(old) => self.store.switch(old)?,
+                None => {
+                    let _ = std::fs::remove_file(self.store.dir().join("current"));
+                }
+            }
+            self.store.remove(new)?;
+        }
+        for (name, outcome) in &self.report.sources {
+            if matches!(outcome, Outcome::Fetched(_))
+                && let Some(st) = self.status.sources.get_mut(name)
+            {
+                // Not current: the next run asks again.
+                *st = SourceStatus {
+                    error: Some(why.to_string()),
+                    backoff_until: st.backoff_until,
+                    ..SourceStatus::default()
+                };
+            }
+        }
+        self.status.error = Some(why.to_string());
+        self.status.version = self.store.current();
+        self.write_status()?;
+        Ok(self.report)
+    }
+
+    fn write_status(&self) -> Result<(), UpdateError> {
+        status::write(self.store.dir(), &self.status).map_err(|source| {
+            StoreError::Io {
+                what: "writing status in",
+                path: self.store.dir().to_path_buf(),
+                source,
+            }
+            .into()
+        })
+    }
+}
+
+/// Makes the version before the live one live again (the caller tells
+/// the controllers); returns (left, now live).
+pub fn rollback(dir: &Path) -> Result<(u64, u64), UpdateError> {
+    let store = Store::open(dir)?;
+    let r = store.rollback()?;
+    let mut status = status::read(dir).unwrap_or_default();
+    status.version = Some(r.1);
+    // The rolled-back sources are asked again next time.
+    for st in status.sources.values_mut() {
+        *st = SourceStatus {
+            backoff_until: st.backoff_until,
+            ..SourceStatus::default()
+        };
+    }
+    let _ = status::write(dir, &status);
+    Ok(r)
+}
+
+/// Interval helper for callers that show when a source is next asked.
+#[must_use]
+pub fn due(st: &SourceStatus, interval: Duration) -> Option<u64> {
+    st.last_fetch
+        .map(|t| t.saturating_add(interval.as_secs()))
+        .max(st.backoff_until)
+}

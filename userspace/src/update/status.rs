@@ -1,0 +1,70 @@
+//! The update status file (`<dir>/status.json`): last attempt and success,
+//! overall and per source, the validators sent next time, 429 back-off;
+//! [`read`] is the cheap call `stats`, metrics and the dashboard use.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Name of the status file inside the data directory.
+pub const FILE: &str = "status.json";
+
+/// What the last updates did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Status {
+    /// Unix seconds of the last run (`regionwall update`).
+    pub last_attempt: Option<u64>,
+    /// Unix seconds of the last run that ended without error.
+    pub last_success: Option<u64>,
+    /// Why the last run failed (None: it did not).
+    pub error: Option<String>,
+    /// The live version.
+    pub version: Option<u64>,
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceStatus>,
+}
+
+/// One source's state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SourceStatus {
+    pub last_attempt: Option<u64>,
+    /// Last time the source was asked (a 304 counts).
+    pub last_fetch: Option<u64>,
+    /// Last time it was fetched and verified (changed or not).
+    pub last_success: Option<u64>,
+    pub error: Option<String>,
+    /// Validators of the live copy.
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// The published checksum (or MaxMind md5) of the live copy.
+    pub checksum: Option<String>,
+    /// After HTTP 429: not asked again before this (Unix seconds).
+    pub backoff_until: Option<u64>,
+}
+
+/// Reads the status of the data directory `dir`; a missing or unreadable
+/// file is `None` (never an error: the callers only show it).
+#[must_use]
+pub fn read(dir: &Path) -> Option<Status> {
+    let bytes = crate::input::read(
+        &dir.join(FILE),
+        crate::input::Limits {
+            max_file_size: 1 << 20,
+        },
+    )
+    .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Writes `status` atomically (temporary file, fsync, rename).
+pub fn write(dir: &Path, status: &Status) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp: PathBuf = dir.join(".status.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(FILE))
+}
