@@ -44,6 +44,9 @@ pub enum Request {
     Detach,
     /// The names devices looked up for an address (for `explain`).
     Hosts { addr: std::net::IpAddr },
+    /// Re-read the policy and its data now (`regionwall update`); the
+    /// answer says whether the reload was applied or rejected.
+    Reload,
 }
 
 /// The answer to [`Request::Hosts`].
@@ -193,6 +196,9 @@ pub struct Stats {
     /// from pins).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<HistoryStats>,
+    /// `regionwall update`'s status file (`None` without `[update]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<crate::update::status::Status>,
 }
 
 /// What the history recorder wrote and could not write.
@@ -376,6 +382,7 @@ impl Stats {
             events_logged: user.events_logged,
             dns: None,
             history: None,
+            update: None,
         })
     }
 
@@ -530,6 +537,9 @@ impl Stats {
             if let Some(e) = &h.error {
                 let _ = writeln!(out, "  history error: {e}");
             }
+        }
+        if let Some(u) = &self.update {
+            out.push_str(&u.lines());
         }
         out
     }

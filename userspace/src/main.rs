@@ -35,6 +35,7 @@ enum Command {
     Stats(cli::client::StatsArgs),
     Detach(cli::client::DetachArgs),
     History(cli::history::Args),
+    Update(cli::update::Args),
     #[command(hide = true)]
     Manpages(cli::generate::ManpagesArgs),
     #[command(hide = true)]
@@ -53,6 +54,7 @@ fn main() -> std::process::ExitCode {
         Command::Stats(args) => cli::client::stats(&args),
         Command::Detach(args) => cli::client::detach(&args),
         Command::History(args) => cli::history::main(&args),
+        Command::Update(args) => cli::update::main(&args),
         Command::Manpages(args) => cli::generate::manpages(&args),
         Command::Completions(args) => cli::generate::completions(&args),
     };

@@ -8,6 +8,7 @@ pub mod generate;
 pub mod history;
 pub mod input;
 pub mod run;
+pub mod update;
 
 use std::path::Path;
 

@@ -336,6 +336,7 @@ fn shared(
     ctl: &Controller,
     detach: mpsc::Sender<tokio::sync::oneshot::Sender<regionwall::control::Ack>>,
     stats: mpsc::Sender<tokio::sync::oneshot::Sender<regionwall::control::Stats>>,
+    reload: mpsc::Sender<tokio::sync::oneshot::Sender<regionwall::control::Ack>>,
 ) -> Arc<Shared> {
     Arc::new(Shared {
         iface: ctl.config().iface.clone(),
@@ -344,6 +345,7 @@ fn shared(
         known: ctl.known(),
         detach,
         stats,
+        reload,
         hosts: ctl.hosts().cloned(),
     })
 }
@@ -386,12 +388,13 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut events = EventStream::start(&mut ctl, args.queue, args.json)?;
     let (detach_tx, mut detach_rx) = mpsc::channel(4);
     let (stats_tx, mut stats_rx) = mpsc::channel(16);
+    let (reload_tx, mut reload_rx) = mpsc::channel(4);
     let _history = recorder::start(
         &mut ctl,
         &args.history.options(&args.iface),
         stats_tx.clone(),
     );
-    let server = tokio::spawn(socket::serve(listener, shared(&ctl, detach_tx, stats_tx)));
+    let server = tokio::spawn(socket::serve(listener, shared(&ctl, detach_tx, stats_tx, reload_tx)));
     let exporter = exporter.map(|e| e.serve(&ctl));
     let dashboard = dashboard.map(|d| d.serve(&ctl));
     let mut link_notes = supervise::netlink_notes()
@@ -409,6 +412,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ = sighup.recv() => reloads.request(&ctl, "SIGHUP"),
             trigger = reloads.next() => reloads.handle(&mut ctl, trigger),
             Some(reply) = stats_rx.recv() => { let _ = reply.send(ctl.snapshot()); }
+            Some(reply) = reload_rx.recv() => reloads.request_answered(&ctl, reply),
             Some(reply) = detach_rx.recv() => break Exit::Detach(reply),
             Some(note) = async { match link_notes.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
                 if ctl.supervisor.concerns(&note) && ctl.supervise() == Step::Detached {

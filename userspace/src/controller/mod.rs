@@ -523,6 +523,11 @@ impl Controller {
         });
         stats.dns = self.hosts.as_ref().map(hostnames::HostNames::stats);
         stats.history = self.history.as_ref().map(|c| c.stats());
+        stats.update = self
+            .live_policy()
+            .update_dir
+            .as_deref()
+            .map(|d| crate::update::status::read(d).unwrap_or_default());
         stats
     }
 

@@ -8,13 +8,17 @@ use std::{
     sync::{Arc, atomic::Ordering},
 };
 
-use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+    time::Instant,
+};
 
 use super::{
     Config, Controller, PrepareError, Prepared, prepare,
     watch::{DEBOUNCE, Watch},
 };
-use crate::policy::Policy;
+use crate::{control::Ack, policy::Policy};
 
 type Loading = JoinHandle<Result<Prepared, PrepareError>>;
 
@@ -37,6 +41,10 @@ pub struct Reloads {
     quiet_at: Option<Instant>,
     loading: Option<(Loading, &'static str)>,
     again: Option<&'static str>,
+    /// Who asked (`reload` on the socket) for the running preparation, and
+    /// for the one after it: each told how it ended.
+    waiting: Vec<oneshot::Sender<Ack>>,
+    waiting_again: Vec<oneshot::Sender<Ack>>,
 }
 
 /// Prepares the configured policy on a blocking thread; with `live`, a
@@ -66,6 +74,8 @@ impl Reloads {
             quiet_at: None,
             loading: None,
             again: None,
+            waiting: Vec::new(),
+            waiting_again: Vec::new(),
         };
         reloads.watch(&[policy.to_path_buf()]);
         reloads
@@ -94,6 +104,26 @@ impl Reloads {
             self.again = Some(why);
         } else {
             self.loading = Some((spawn_prepare(ctl.config(), Some(ctl.live_policy())), why));
+        }
+    }
+
+    /// A reload asked for through the control socket: `reply` is told
+    /// whether a preparation started after this moment was applied.
+    pub fn request_answered(&mut self, ctl: &Controller, reply: oneshot::Sender<Ack>) {
+        if self.loading.is_some() {
+            self.waiting_again.push(reply);
+        } else {
+            self.waiting.push(reply);
+        }
+        self.request(ctl, "reload requested");
+    }
+
+    fn answer(&mut self, ok: bool, message: &str) {
+        for reply in self.waiting.drain(..) {
+            let _ = reply.send(Ack {
+                ok,
+                message: message.to_string(),
+            });
         }
     }
 
@@ -141,6 +171,7 @@ impl Reloads {
                                 ctl.tally().reloads_ok.fetch_add(1, Ordering::Relaxed);
                                 self.watch(&inputs);
                                 log::info!("reloaded policy ({why}; epoch {epoch})");
+                                self.answer(true, &format!("reloaded (epoch {epoch})"));
                                 super::release_freed_memory();
                             }
                             Err(e) => {
@@ -148,6 +179,7 @@ impl Reloads {
                                 log::error!(
                                     "reload ({why}) failed, previous policy (epoch {old}) still enforcing: {e}"
                                 );
+                                self.answer(false, &format!("reload failed, previous policy (epoch {old}) still enforcing: {e}"));
                             }
                         }
                     }
@@ -156,14 +188,17 @@ impl Reloads {
                         log::error!(
                             "reload ({why}) rejected, previous policy (epoch {old}) still enforcing: {e}"
                         );
+                        self.answer(false, &format!("reload rejected, previous policy (epoch {old}) still enforcing: {e}"));
                     }
                     Err(e) => {
                         ctl.tally().reloads_failed.fetch_add(1, Ordering::Relaxed);
                         log::error!(
                             "reload ({why}) failed, previous policy (epoch {old}) still enforcing: the loader panicked: {e}"
                         );
+                        self.answer(false, &format!("reload failed, previous policy (epoch {old}) still enforcing: the loader panicked"));
                     }
                 }
+                self.waiting.append(&mut self.waiting_again);
                 if let Some(why) = self.again.take() {
                     self.request(ctl, why);
                 }

@@ -1,6 +1,6 @@
 //! The control socket server: binds `/run/regionwall/<iface>.sock` (0600,
 //! or 0660 for a read-only group), checks every client's credentials
-//! (SO_PEERCRED) and answers `events`, `stats` and `detach`.
+//! (SO_PEERCRED) and answers `events`, `stats`, `detach` and `reload`.
 
 use std::{
     io,
@@ -187,6 +187,9 @@ pub struct Shared {
     pub known: Arc<std::sync::RwLock<super::Known>>,
     pub detach: mpsc::Sender<oneshot::Sender<Ack>>,
     pub stats: mpsc::Sender<oneshot::Sender<Stats>>,
+    /// `reload` (from `regionwall update`): answered once the reload it
+    /// started has been applied or rejected.
+    pub reload: mpsc::Sender<oneshot::Sender<Ack>>,
     /// The names devices looked up (when DNS answers are watched).
     pub hosts: Option<super::hostnames::HostNames>,
 }
@@ -267,6 +270,8 @@ async fn serve_client(stream: UnixStream, shared: &Shared) -> io::Result<()> {
             write.write_all(json_line(&answer).as_bytes()).await
         }
         Request::Detach if grant == Grant::All => answer(&mut write, &shared.detach).await,
+        Request::Reload if grant == Grant::All => answer(&mut write, &shared.reload).await,
+        Request::Reload => refuse(&mut write, "permission denied: reload needs root").await,
         Request::Detach => {
             log::warn!(
                 "control socket: refused detach from uid {} (pid {}): read-only access",

@@ -45,6 +45,47 @@ pub struct SourceStatus {
     pub backoff_until: Option<u64>,
 }
 
+impl Status {
+    /// For `stats`: the last attempt and success, and each source's error.
+    #[must_use]
+    pub fn lines(&self) -> String {
+        use std::fmt::Write as _;
+        let when = |t: Option<u64>| {
+            t.map_or_else(
+                || "never".to_string(),
+                |s| {
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
+                    )
+                    .to_string()
+                },
+            )
+        };
+        let mut out = format!(
+            "data update: last attempt {}, last success {}, version {}\n",
+            when(self.last_attempt),
+            when(self.last_success),
+            self.version.map_or_else(|| "-".into(), |v| v.to_string())
+        );
+        if let Some(e) = &self.error {
+            let _ = writeln!(out, "  update error: {e}");
+        }
+        for (name, s) in &self.sources {
+            let _ = writeln!(
+                out,
+                "  source {name}: last fetch {}, last success {}{}",
+                when(s.last_fetch),
+                when(s.last_success),
+                s.error
+                    .as_ref()
+                    .map(|e| format!(", error: {e}"))
+                    .unwrap_or_default()
+            );
+        }
+        out
+    }
+}
+
 /// Reads the status of the data directory `dir`; a missing or unreadable
 /// file is `None` (never an error: the callers only show it).
 #[must_use]
