@@ -232,6 +232,10 @@ mod tests {
         (0..n).map(|i| format!("{base}.{i}.0.0/16")).collect()
     }
 
+    fn strs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+
     const LIMITS: Limits = Limits {
         min_share: 90,
         max_churn: 50,
@@ -253,10 +257,8 @@ mod tests {
     fn a_halved_country_is_refused_a_small_one_is_not() {
         let big = many(10, 20);
         let half = many(10, 10);
-        let as_ref = |v: &[String]| v.iter().map(String::as_str).collect::<Vec<_>>();
-        let (b, h) = (as_ref(&big), as_ref(&half));
         let filler = many(20, 200);
-        let f = as_ref(&filler);
+        let (b, h, f) = (strs(&big), strs(&half), strs(&filler));
         let old = data(&[("CN", &b), ("US", &f), ("TV", &["3.0.0.0/24", "3.0.1.0/24"])]);
         // CN halved, the total barely moves: the per-country share catches it.
         let new = data(&[("CN", &h), ("US", &f), ("TV", &["3.0.0.0/24", "3.0.1.0/24"])]);
