@@ -6,6 +6,7 @@
 pub use regionwall_testkit::{flow, frames, rng::Rng};
 pub mod dns;
 pub mod mmdb;
+pub mod origin;
 pub mod pins;
 pub mod prog;
 

@@ -46,6 +46,9 @@ pub struct Args {
     /// socket in /run/regionwall].
     #[arg(long)]
     pub socket: Vec<PathBuf>,
+    /// Tell no controller (none runs yet, e.g. the first download).
+    #[arg(long, conflicts_with = "socket")]
+    pub no_reload: bool,
     /// The time to act as of, in Unix seconds (tests).
     #[arg(long, hide = true)]
     pub now: Option<u64>,
@@ -61,7 +64,11 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
             return Err(e).with_context(|| format!("reading policy {}", args.policy.display()));
         }
     };
-    let sockets = sockets(&args.socket);
+    let sockets = if args.no_reload {
+        Vec::new()
+    } else {
+        sockets(&args.socket)
+    };
     if args.rollback {
         let (left, live) = update::rollback(&plan.dir)
             .with_context(|| format!("rolling back in {}", plan.dir.display()))?;

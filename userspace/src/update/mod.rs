@@ -103,6 +103,8 @@ pub struct Report {
 pub struct Pending {
     store: Store,
     status: Status,
+    /// The status before this run: the validators of the live copies.
+    before: Status,
     now: u64,
     keep: u32,
     pub report: Report,
@@ -125,22 +127,37 @@ pub fn next_day(now: u64) -> u64 {
 pub async fn start(plan: &Plan, now: SystemTime) -> Result<Pending, UpdateError> {
     let store = Store::open(&plan.dir)?;
     let now = secs(now);
-    let mut status = status::read(&plan.dir).unwrap_or_default();
+    let before = status::read(&plan.dir).unwrap_or_default();
+    let mut status = before.clone();
     status.last_attempt = Some(now);
     let result = run(plan, &store, &mut status, now).await;
     match result {
         Ok(report) => Ok(Pending {
             store,
             status,
+            before,
             now,
             keep: plan.keep,
             report,
         }),
         Err(e) => {
             status.error = Some(e.to_string());
+            keep_validators(&mut status, &before);
             let _ = status::write(store.dir(), &status);
             Err(e)
         }
+    }
+}
+
+/// The validators (ETag, Last-Modified, checksum) describe the live copy:
+/// after a failed or rejected run they go back to what they were, so the
+/// next run does not call a refused download "unchanged".
+fn keep_validators(status: &mut Status, before: &Status) {
+    for (name, st) in &mut status.sources {
+        let old = before.sources.get(name).cloned().unwrap_or_default();
+        st.etag = old.etag;
+        st.last_modified = old.last_modified;
+        st.checksum = old.checksum;
     }
 }
 
@@ -445,14 +462,10 @@ impl Pending {
             if matches!(outcome, Outcome::Fetched(_))
                 && let Some(st) = self.status.sources.get_mut(name)
             {
-                // Not current: the next run asks again.
-                *st = SourceStatus {
-                    error: Some(why.to_string()),
-                    backoff_until: st.backoff_until,
-                    ..SourceStatus::default()
-                };
+                st.error = Some(why.to_string());
             }
         }
+        keep_validators(&mut self.status, &self.before);
         self.status.error = Some(why.to_string());
         self.status.version = self.store.current();
         self.write_status()?;

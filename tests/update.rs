@@ -1,0 +1,563 @@
+//! `regionwall update` against a loopback server of the test's own: a good
+//! update that a running controller in a sandbox enforces with no gap
+//! (its pinned program probed all through the switch), and every way a
+//! download can be bad (truncated, corrupt, shrunk, checksum mismatch,
+//! 404, 429, slow, oversized, a canary moved, data the policy no longer
+//! loads with), each rejected with its reason while the old data keeps
+//! enforcing and nothing but good versions stays in the data directory;
+//! unchanged sources download nothing; MaxMind's protocol and a country
+//! archive; `--rollback`.
+
+mod common;
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::Output,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use aya::programs::Xdp;
+use aya_obj::programs::XdpAttachType;
+use common::{
+    exe,
+    flow::Flow,
+    origin::{MaxMind, Origin, Route, tar_gz},
+    pins::PinRoot,
+    text, udp4_frame,
+};
+use regionwall_testkit::{
+    sandbox::{Controller, Topology},
+    xdp::{XDP_DROP, XDP_PASS},
+};
+
+/// 01:00 UTC of some day: the steps of one day stay within it.
+const T0: u64 = 1_800_057_600 + 3600;
+const DAY: u64 = 86_400;
+const STEP: u64 = 7200;
+
+/// The first `n` allocated IPv4 records of the real APNIC file.
+fn apnic_records(n: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(common::data_dir().join("rir/delegated-apnic-20141224"))
+        .expect("APNIC delegated stats");
+    text.lines()
+        .filter(|l| {
+            l.starts_with("apnic|")
+                && l.contains("|ipv4|")
+                && !l.contains("|*|")
+                && (l.ends_with("|allocated") || l.ends_with("|assigned"))
+        })
+        .take(n)
+        .map(str::to_string)
+        .collect()
+}
+
+/// A delegated-stats file of `records` (IPv4 only) with consistent counts.
+fn rir(records: &[String]) -> Vec<u8> {
+    let n = records.len();
+    let mut s = format!(
+        "2|apnic|20141224|{n}|19850701|20141223|+1000\napnic|*|ipv4|*|{n}|summary\n"
+    );
+    for r in records {
+        s.push_str(r);
+        s.push('\n');
+    }
+    s.into_bytes()
+}
+
+fn record(cc: &str, start: &str, count: u32) -> String {
+    format!("apnic|{cc}|ipv4|{start}|{count}|20141224|allocated")
+}
+
+/// The base data: 400 real records, 203.0.113.0/24 as CN, and one XA.
+fn base() -> Vec<String> {
+    let mut r = apnic_records(400);
+    r.push(record("CN", "203.0.113.0", 256));
+    r.push(record("XA", "100.64.0.0", 256));
+    r
+}
+
+struct Case {
+    dir: PathBuf,
+    policy: PathBuf,
+    data: PathBuf,
+}
+
+impl Case {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("rwupd-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self {
+            policy: dir.join("policy.toml"),
+            data: dir.join("data"),
+            dir,
+        }
+    }
+
+    fn write_policy(&self, text: &str) {
+        std::fs::write(&self.policy, text).expect("policy");
+    }
+
+    /// `regionwall update` as of `now`, telling `socket`'s controller.
+    fn update(&self, now: u64, socket: Option<&Path>, extra: &[&str]) -> Output {
+        let mut cmd = std::process::Command::new(exe());
+        cmd.arg("update")
+            .arg(&self.policy)
+            .args(["--now", &now.to_string()]);
+        match socket {
+            Some(s) => cmd.arg("--socket").arg(s),
+            None => cmd.arg("--no-reload"),
+        };
+        let out = cmd.args(extra).output().expect("run update");
+        println!("update at {now}:\n{}", text(&out));
+        out
+    }
+
+    fn versions(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.data.join("versions"))
+            .expect("versions")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn current(&self) -> String {
+        std::fs::read_link(self.data.join("current"))
+            .expect("current link")
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Only good versions, the link, the status and the lock are left.
+    fn assert_clean(&self, versions: &[&str], current: &str) {
+        assert_eq!(self.versions(), versions, "versions kept");
+        assert_eq!(self.current(), format!("versions/{current}"));
+        for e in std::fs::read_dir(&self.data).expect("data dir") {
+            let name = e.expect("entry").file_name().to_string_lossy().into_owned();
+            assert!(
+                ["versions", "current", "status.json", ".lock"].contains(&name.as_str()),
+                "left in the data directory: {name}"
+            );
+        }
+    }
+
+    /// The update must fail naming `reason`, and leave version `current`.
+    fn assert_rejected(&self, out: &Output, reason: &str, versions: &[&str], current: &str) {
+        let all = text(out);
+        assert!(!out.status.success(), "update succeeded:\n{all}");
+        assert!(all.contains(reason), "expected {reason:?} in:\n{all}");
+        self.assert_clean(versions, current);
+        let status = std::fs::read_to_string(self.data.join("status.json")).expect("status");
+        assert!(status.contains("\"error\""), "{status}");
+    }
+}
+
+impl Drop for Case {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// test_run on the controller's pinned program until stopped: for each
+/// destination, the verdicts in order with repeats collapsed.
+struct Prober {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(Vec<u32>, u64)>>,
+}
+
+impl Prober {
+    fn start(prog: PathBuf, dsts: &[Ipv4Addr]) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = Arc::clone(&stop);
+        let frames: Vec<Vec<u8>> = dsts
+            .iter()
+            .map(|d| udp4_frame(Ipv4Addr::new(192, 0, 2, 99), *d, 53))
+            .collect();
+        let thread = std::thread::spawn(move || {
+            let prog = Xdp::from_pin(&prog, XdpAttachType::Interface).expect("pinned program");
+            let mut seen: Vec<(Vec<u32>, u64)> = vec![(Vec::new(), 0); frames.len()];
+            while !s.load(Ordering::Relaxed) {
+                for (i, f) in frames.iter().enumerate() {
+                    let v = common::prog::verdict(&prog, f);
+                    assert!(v == XDP_PASS || v == XDP_DROP, "unexpected action {v}");
+                    if seen[i].0.last() != Some(&v) {
+                        seen[i].0.push(v);
+                    }
+                    seen[i].1 += 1;
+                }
+            }
+            seen
+        });
+        Self { stop, thread }
+    }
+
+    fn stop(self) -> Vec<(Vec<u32>, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("prober")
+    }
+}
+
+fn policy_text(origin: &Origin, checksum: bool) -> String {
+    let checksum = if checksum {
+        format!("checksum_url = \"{}\"\n", origin.url("/apnic.txt.sha256"))
+    } else {
+        String::new()
+    };
+    format!(
+        r#"[update]
+dir = "data"
+interval = "1h"
+timeout = "2s"
+connect_timeout = "2s"
+max_size = "1M"
+canary = {{ "1.0.1.1" = "CN" }}
+
+[sources.apnic]
+format = "rir"
+path = "data/current/apnic.txt"
+url = "{}"
+{checksum}
+[regions.cn]
+countries = ["CN"]
+from = ["apnic"]
+
+[regions.xa]
+countries = ["XA"]
+from = ["apnic"]
+
+[[rules]]
+name = "no-cn"
+devices = ["default"]
+block = ["cn", "xa"]
+"#,
+        origin.url("/apnic.txt")
+    )
+}
+
+fn serve(origin: &Origin, body: Vec<u8>, etag: &str) {
+    origin.route(
+        "/apnic.txt",
+        Route::File {
+            body,
+            etag: format!("\"{etag}\""),
+        },
+    );
+}
+
+fn sha256_file(bytes: &[u8]) -> Vec<u8> {
+    format!(
+        "{}  apnic.txt\n",
+        regionwall::update::fetch::sha256_hex(bytes)
+    )
+    .into_bytes()
+}
+
+const Y: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 77);
+const X: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 77);
+
+#[test]
+#[expect(clippy::too_many_lines, reason = "one controller through every case, in order")]
+fn bad_downloads_are_refused_and_a_good_one_switches_with_no_gap() {
+    let origin = Origin::start();
+    let case = Case::new("http");
+    case.write_policy(&policy_text(&origin, false));
+    let v1 = rir(&base());
+    serve(&origin, v1.clone(), "v1");
+    let out = case.update(T0, None, &[]);
+    assert!(out.status.success(), "first download");
+    case.assert_clean(&["1"], "1");
+
+    let t = Topology::create("rwupd").expect("namespaces");
+    let root = PinRoot::new();
+    let c = Controller::start(&exe(), &t, &case.policy, &["--pin-root", root.arg()])
+        .expect("controller");
+    let socket = c.socket.clone();
+    let prober = Prober::start(root.pins().prog(), &[Y, X]);
+    let flow = Flow::start(
+        &t,
+        &["198.51.100.10", "203.0.113.10"],
+        Duration::from_millis(5),
+        40_000,
+    );
+    let now = std::cell::Cell::new(T0);
+    let step = |case: &Case| {
+        now.set(now.get() + STEP);
+        case.update(now.get(), Some(&socket), &[])
+    };
+
+    // Unchanged: a conditional request, answered 304 with no body.
+    let out = step(&case);
+    assert!(out.status.success());
+    assert!(text(&out).contains("apnic: unchanged (304 not modified)"));
+    let last = origin.hits("/apnic.txt").pop().expect("a request");
+    assert_eq!(last.if_none_match.as_deref(), Some("\"v1\""));
+    assert_eq!((last.status, last.sent), (304, 0));
+    case.assert_clean(&["1"], "1");
+
+    // Truncated mid-record: the loader refuses it.
+    serve(&origin, v1[..v1.len() * 6 / 10].to_vec(), "trunc");
+    case.assert_rejected(&step(&case), "the new data does not load", &["1"], "1");
+
+    // Corrupt: a bad address, reported at its line.
+    let mut corrupt = base();
+    corrupt[10] = record("AU", "999.1.2.3", 256);
+    serve(&origin, rir(&corrupt), "corrupt");
+    case.assert_rejected(&step(&case), "apnic.txt:13:", &["1"], "1");
+
+    // Shrunk by half.
+    let half: Vec<String> = base().into_iter().step_by(2).collect();
+    serve(&origin, rir(&half), "half");
+    case.assert_rejected(&step(&case), "would fall to", &["1"], "1");
+
+    // 404.
+    origin.route("/apnic.txt", Route::Status(404));
+    case.assert_rejected(&step(&case), "HTTP 404", &["1"], "1");
+
+    // Slow: the 2 s timeout ends it.
+    origin.route("/apnic.txt", Route::Slow(Duration::from_secs(10)));
+    case.assert_rejected(&step(&case), "timed out", &["1"], "1");
+
+    // Oversized: 2 MiB chunked (no Content-Length) over a 1 MiB limit.
+    origin.route("/apnic.txt", Route::Endless(2 << 20));
+    case.assert_rejected(&step(&case), "over the limit of 1048576 bytes", &["1"], "1");
+
+    // A canary moved to another country.
+    let moved: Vec<String> = base()
+        .into_iter()
+        .map(|r| r.replace("apnic|CN|ipv4|1.0.1.0|", "apnic|JP|ipv4|1.0.1.0|"))
+        .collect();
+    serve(&origin, rir(&moved), "moved");
+    case.assert_rejected(&step(&case), "canary 1.0.1.1 maps to JP, expected CN", &["1"], "1");
+
+    // 429: refused, and not asked again before the next day.
+    origin.route("/apnic.txt", Route::Status(429));
+    case.assert_rejected(&step(&case), "HTTP 429", &["1"], "1");
+    let asked = origin.hits("/apnic.txt").len();
+    let out = step(&case);
+    assert!(out.status.success());
+    assert!(text(&out).contains("apnic: not asked (backed off after HTTP 429)"));
+    assert_eq!(origin.hits("/apnic.txt").len(), asked, "no request the same day");
+
+    // The next day, with a published checksum: a mismatch first.
+    now.set(T0 + DAY - STEP);
+    case.write_policy(&policy_text(&origin, true));
+    let mut v2_records = base();
+    v2_records.push(record("CN", "198.51.100.0", 256));
+    let v2 = rir(&v2_records);
+    serve(&origin, v2.clone(), "v2");
+    origin.route(
+        "/apnic.txt.sha256",
+        Route::File {
+            body: sha256_file(&v1),
+            etag: "\"s1\"".into(),
+        },
+    );
+    case.assert_rejected(&step(&case), "checksum mismatch", &["1"], "1");
+    assert_eq!(
+        origin.hits("/apnic.txt").len(),
+        asked + 1,
+        "asked again the next day"
+    );
+
+    // The good update: 198.51.100.0/24 joins CN.
+    origin.route(
+        "/apnic.txt.sha256",
+        Route::File {
+            body: sha256_file(&v2),
+            etag: "\"s2\"".into(),
+        },
+    );
+    let out = step(&case);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("CN: +1 prefixes (+256 addresses), -0 prefixes (-0 addresses)"));
+    assert!(all.contains("reloaded (epoch"), "the controller reloaded:\n{all}");
+    case.assert_clean(&["1", "2"], "2");
+
+    // Unchanged by the published checksum: the data is not asked for.
+    let before = origin.hits("/apnic.txt").len();
+    let out = step(&case);
+    assert!(out.status.success());
+    assert!(text(&out).contains("apnic: unchanged (same published checksum)"));
+    assert_eq!(origin.hits("/apnic.txt").len(), before);
+
+    // Data the policy no longer loads with (XA gone): switched back.
+    let v3: Vec<String> = v2_records.iter().filter(|r| !r.contains("|XA|")).cloned().collect();
+    let v3 = rir(&v3);
+    serve(&origin, v3.clone(), "v3");
+    origin.route(
+        "/apnic.txt.sha256",
+        Route::File {
+            body: sha256_file(&v3),
+            etag: "\"s3\"".into(),
+        },
+    );
+    case.assert_rejected(
+        &step(&case),
+        "the policy does not load with the new data",
+        &["1", "2"],
+        "2",
+    );
+
+    std::thread::sleep(Duration::from_millis(200));
+    let counts = flow.stop();
+    let seen = prober.stop();
+    println!("probes: y {:?}, x {:?}; real packets {counts:?}", seen[0], seen[1]);
+    assert_eq!(seen[0].0, [XDP_PASS, XDP_DROP], "y: passed, then dropped, once");
+    assert_eq!(seen[1].0, [XDP_DROP], "x: dropped throughout");
+    assert_eq!(counts[1].1.delivered, 0, "203.0.113.10: none delivered");
+    assert!(counts[0].1.delivered > 0 && counts[0].1.delivered < counts[0].1.sent);
+
+    // Rollback: version 1 again, and the controller enforces it.
+    let out = case.update(now.get() + STEP, Some(&c.socket), &["--rollback"]);
+    assert!(out.status.success(), "{}", text(&out));
+    case.assert_clean(&["1"], "1");
+    let prog = Xdp::from_pin(root.pins().prog(), XdpAttachType::Interface).expect("program");
+    let frame = |d| udp4_frame(Ipv4Addr::new(192, 0, 2, 99), d, 53);
+    assert_eq!(common::prog::verdict(&prog, &frame(Y)), XDP_PASS);
+    assert_eq!(common::prog::verdict(&prog, &frame(X)), XDP_DROP);
+    drop(c);
+}
+
+fn maxmind_policy(origin: &Origin) -> String {
+    format!(
+        r#"regions_dir = "data/current/countries"
+
+[update]
+dir = "data"
+interval = "1h"
+regions_url = "{}"
+
+[sources.maxmind]
+format = "mmdb"
+path = "data/current/GeoLite2-Country.mmdb"
+edition = "GeoLite2-Country"
+account_id = "42"
+license_key_file = "maxmind.key"
+url = "{}"
+
+[regions.cn]
+countries = ["CN"]
+
+[regions.au]
+countries = ["AU"]
+from = ["maxmind"]
+
+[[rules]]
+devices = ["default"]
+block = ["cn", "au"]
+"#,
+        origin.url("/countries.tar.gz"),
+        origin.url("")
+    )
+}
+
+#[test]
+fn maxmind_protocol_and_a_country_archive() {
+    let origin = Origin::start();
+    let case = Case::new("maxmind");
+    case.write_policy(&maxmind_policy(&origin));
+    std::fs::write(case.dir.join("maxmind.key"), "k3y\n").expect("key");
+    let countries = common::countries_dir();
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for cc in ["cn", "au", "nz", "tv"] {
+        for f in ["ipv4-aggregated.txt", "ipv6-aggregated.txt"] {
+            let data = std::fs::read(countries.join(cc).join(f)).expect("country file");
+            files.push((format!("country-ip-blocks-main/country/{cc}/{f}"), data));
+        }
+    }
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, d)| (p.as_str(), d.as_slice())).collect();
+    origin.route(
+        "/countries.tar.gz",
+        Route::File {
+            body: tar_gz(&refs),
+            etag: "\"c1\"".into(),
+        },
+    );
+    let mmdb1 = common::mmdb::build(&[
+        ("1.0.0.0/24", Some("AU"), None),
+        ("1.0.4.0/22", Some("AU"), None),
+    ]);
+    let mmdb2 = common::mmdb::build(&[
+        ("1.0.0.0/24", Some("AU"), None),
+        ("1.0.4.0/22", Some("AU"), None),
+        ("1.0.16.0/20", Some("AU"), None),
+    ]);
+    let md5 = regionwall::update::fetch::md5_hex;
+    let edition = |mmdb: &[u8], announced: &str| MaxMind {
+        edition: "GeoLite2-Country".into(),
+        account: "42".into(),
+        key: "k3y".into(),
+        md5: announced.into(),
+        date: "2026-12-01".into(),
+        tarball: tar_gz(&[("GeoLite2-Country_20261201/GeoLite2-Country.mmdb", mmdb)]),
+    };
+    origin.maxmind(edition(&mmdb1, &md5(&mmdb1)));
+    let metadata = "/geoip/updates/metadata";
+    let download = "/geoip/databases/GeoLite2-Country/download";
+
+    let out = case.update(T0, None, &[]);
+    assert!(out.status.success());
+    case.assert_clean(&["1"], "1");
+    let meta = origin.hits(metadata);
+    assert_eq!(meta.len(), 1);
+    assert!(meta[0].query.contains(&format!("db_md5={}", "0".repeat(32))));
+    assert_eq!(meta[0].authorization.as_deref(), Some("Basic NDI6azN5"));
+    assert_eq!(origin.hits(download).len(), 1);
+    assert_eq!(
+        std::fs::read(case.data.join("current/GeoLite2-Country.mmdb")).expect("mmdb"),
+        mmdb1
+    );
+    assert!(case.data.join("current/countries/cn/ipv4-aggregated.txt").exists());
+
+    // Unchanged: the metadata call carries our md5; nothing downloaded,
+    // and the archive is asked conditionally (304).
+    let out = case.update(T0 + STEP, None, &[]);
+    assert!(out.status.success());
+    let meta = origin.hits(metadata);
+    assert!(meta[1].query.contains(&format!("db_md5={}", md5(&mmdb1))));
+    assert_eq!(origin.hits(download).len(), 1, "no download");
+    let archive = origin.hits("/countries.tar.gz");
+    assert_eq!((archive[1].status, archive[1].sent), (304, 0));
+    case.assert_clean(&["1"], "1");
+
+    // Wrong credentials.
+    std::fs::write(case.dir.join("maxmind.key"), "wrong\n").expect("key");
+    case.assert_rejected(
+        &case.update(T0 + 2 * STEP, None, &[]),
+        "refused our credentials (HTTP 401)",
+        &["1"],
+        "1",
+    );
+    std::fs::write(case.dir.join("maxmind.key"), "k3y\n").expect("key");
+
+    // The announced md5 is not the download's.
+    origin.maxmind(edition(&mmdb1, &md5(&mmdb2)));
+    case.assert_rejected(
+        &case.update(T0 + 3 * STEP, None, &[]),
+        "checksum mismatch",
+        &["1"],
+        "1",
+    );
+
+    // A new edition.
+    origin.maxmind(edition(&mmdb2, &md5(&mmdb2)));
+    let out = case.update(T0 + 4 * STEP, None, &[]);
+    assert!(out.status.success());
+    assert!(text(&out).contains("AU: +1 prefixes (+4096 addresses)"));
+    case.assert_clean(&["1", "2"], "2");
+
+    let out = case.update(T0 + 5 * STEP, None, &["--rollback"]);
+    assert!(out.status.success(), "{}", text(&out));
+    case.assert_clean(&["1"], "1");
+    assert_eq!(
+        std::fs::read(case.data.join("current/GeoLite2-Country.mmdb")).expect("mmdb"),
+        mmdb1
+    );
+}
