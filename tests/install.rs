@@ -10,8 +10,8 @@ use std::{
     process::Command,
 };
 
-const COMMANDS: [&str; 8] = [
-    "run", "check", "explain", "demo", "events", "stats", "detach", "history",
+const COMMANDS: [&str; 9] = [
+    "run", "check", "explain", "demo", "events", "stats", "detach", "history", "update",
 ];
 
 fn repo() -> PathBuf {
@@ -123,6 +123,7 @@ fn install_into_a_destdir_gives_a_unit_systemd_accepts() {
     }
 
     verify_unit(&stage.0, &unit, &bin, &root("/usr/local/share/man"));
+    check_update_units(&stage.0, &bin, &root("/usr/local/share/man"));
     check_man_page(&man1.join("regionwall-run.1"));
     check_completions(&stage.0);
 
@@ -151,6 +152,49 @@ fn install_into_a_destdir_gives_a_unit_systemd_accepts() {
         "ExecStart names the prefix's binary"
     );
     assert_eq!(mode(&root("/opt/regionwall/bin/regionwall")), 0o755);
+}
+
+/// The daily update: the service and its timer installed beside the
+/// controller's unit, unchanged, the timer daily with a randomized delay,
+/// and both accepted by `systemd-analyze verify`.
+fn check_update_units(stage: &Path, bin: &Path, man: &Path) {
+    let dir = stage.join("usr/local/lib/systemd/system");
+    for name in ["regionwall-update.service", "regionwall-update.timer"] {
+        let installed = std::fs::read_to_string(dir.join(name)).expect("installed unit");
+        let original =
+            std::fs::read_to_string(repo().join("packaging/systemd").join(name)).expect("unit");
+        assert_eq!(installed, original, "{name} installed unchanged");
+        assert_eq!(mode(&dir.join(name)), 0o644);
+    }
+    let timer = std::fs::read_to_string(dir.join("regionwall-update.timer")).expect("timer");
+    for line in ["OnCalendar=daily", "RandomizedDelaySec=4h", "Persistent=true"] {
+        assert!(timer.lines().any(|l| l == line), "{line}");
+    }
+    if !have("systemd-analyze") {
+        println!("SKIPPED systemd-analyze verify of the update units");
+        return;
+    }
+    let check_dir = stage.join("verify-update");
+    std::fs::create_dir_all(&check_dir).expect("dir");
+    for name in ["regionwall-update.service", "regionwall-update.timer"] {
+        let text = std::fs::read_to_string(dir.join(name)).expect("unit");
+        std::fs::write(
+            check_dir.join(name),
+            text.replace("/usr/local/bin/regionwall", bin.to_str().expect("UTF-8")),
+        )
+        .expect("write");
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(check_dir.join("regionwall-update.service"))
+        .arg(check_dir.join("regionwall-update.timer"))
+        .env("MANPATH", man)
+        .current_dir(stage)
+        .output()
+        .expect("systemd-analyze");
+    let text = String::from_utf8_lossy(&out.stderr);
+    println!("systemd-analyze verify (update): {} {text}", out.status);
+    assert!(out.status.success() && text.trim().is_empty(), "{text}");
 }
 
 /// `systemd-analyze verify` on the installed unit.
