@@ -275,8 +275,13 @@ fn bad_downloads_are_refused_and_a_good_one_switches_with_no_gap() {
 
     let t = Topology::create("rwupd").expect("namespaces");
     let root = PinRoot::new();
-    let c = Controller::start(&exe(), &t, &case.policy, &["--pin-root", root.arg()])
-        .expect("controller");
+    let c = Controller::start(
+        &exe(),
+        &t,
+        &case.policy,
+        &["--pin-root", root.arg(), "--metrics", "127.0.0.1:9465"],
+    )
+    .expect("controller");
     let socket = c.socket.clone();
     let prober = Prober::start(root.pins().prog(), &[Y, X]);
     let flow = Flow::start(
@@ -379,6 +384,7 @@ fn bad_downloads_are_refused_and_a_good_one_switches_with_no_gap() {
     assert!(all.contains("CN: +1 prefixes (+256 addresses), -0 prefixes (-0 addresses)"));
     assert!(all.contains("reloaded (epoch"), "the controller reloaded:\n{all}");
     case.assert_clean(&["1", "2"], "2");
+    status_is_shown(&t, &root, &socket, now.get());
 
     // Unchanged by the published checksum: the data is not asked for.
     let before = origin.hits("/apnic.txt").len();
@@ -423,6 +429,33 @@ fn bad_downloads_are_refused_and_a_good_one_switches_with_no_gap() {
     assert_eq!(common::prog::verdict(&prog, &frame(Y)), XDP_PASS);
     assert_eq!(common::prog::verdict(&prog, &frame(X)), XDP_DROP);
     drop(c);
+}
+
+/// `stats` and the metrics show the status file after a good update at `now`.
+fn status_is_shown(t: &Topology, root: &PinRoot, socket: &Path, now: u64) {
+    let stats = common::stats(root, socket);
+    let update = stats.update.expect("stats carries the update status");
+    assert_eq!(update.last_success, Some(now));
+    assert_eq!(update.version, Some(2));
+    assert_eq!(update.error, None);
+    let apnic = &update.sources["apnic"];
+    assert_eq!(apnic.etag.as_deref(), Some("\"v2\""));
+    let out = t
+        .gateway
+        .command("curl")
+        .args(["-sS", "http://127.0.0.1:9465/metrics"])
+        .output()
+        .expect("curl");
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        format!("regionwall_data_update_last_success_timestamp_seconds {now}"),
+        "regionwall_data_update_ok 1".to_string(),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&line)),
+            "{line} in:\n{metrics}"
+        );
+    }
 }
 
 fn maxmind_policy(origin: &Origin) -> String {

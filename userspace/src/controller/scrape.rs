@@ -56,6 +56,8 @@ pub struct Source {
     pub hosts: Option<HostNames>,
     /// Devices that get a label of their own (by counter index order).
     pub max_devices: usize,
+    /// The live policy (for its `[update]` status file).
+    pub policy: tokio::sync::watch::Receiver<Arc<crate::policy::Policy>>,
 }
 
 impl std::fmt::Debug for Source {
@@ -267,6 +269,37 @@ fn traffic<K>(
     Ok(())
 }
 
+/// `regionwall update`'s status file, for a policy with `[update]`.
+#[expect(clippy::cast_precision_loss, reason = "unix seconds fit an f64")]
+fn update_series(
+    e: &mut DescriptorEncoder,
+    s: &crate::update::status::Status,
+) -> Result<(), std::fmt::Error> {
+    for (name, help, t) in [
+        (
+            "data_update_last_attempt_timestamp",
+            "When `regionwall update` last ran (unix time)",
+            s.last_attempt,
+        ),
+        (
+            "data_update_last_success_timestamp",
+            "When `regionwall update` last ran without error (unix time)",
+            s.last_success,
+        ),
+    ] {
+        if let Some(t) = t {
+            gauge(e, name, help, Some(&Unit::Seconds), t as f64)?;
+        }
+    }
+    gauge(
+        e,
+        "data_update_ok",
+        "Whether the last `regionwall update` succeeded (0: see `regionwall stats`)",
+        None,
+        if s.error.is_none() { 1.0 } else { 0.0 },
+    )
+}
+
 impl Collector for Scrape {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let started = std::time::Instant::now();
@@ -318,6 +351,10 @@ fn controller_series(e: &mut DescriptorEncoder, src: &Source) -> Result<(), std:
         Some(&Unit::Seconds),
         load(&tally.loaded_at) as f64,
     )?;
+    let update_dir = src.policy.borrow().update_dir.clone();
+    if let Some(status) = update_dir.as_deref().and_then(crate::update::status::read) {
+        update_series(e, &status)?;
+    }
     let inputs = tally.inputs.read().map(|i| i.clone()).unwrap_or_default();
     if let Some(t) = newest_mtime(&inputs) {
         gauge(
