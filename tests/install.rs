@@ -167,7 +167,11 @@ fn check_update_units(stage: &Path, bin: &Path, man: &Path) {
         assert_eq!(mode(&dir.join(name)), 0o644);
     }
     let timer = std::fs::read_to_string(dir.join("regionwall-update.timer")).expect("timer");
-    for line in ["OnCalendar=daily", "RandomizedDelaySec=4h", "Persistent=true"] {
+    for line in [
+        "OnCalendar=daily",
+        "RandomizedDelaySec=4h",
+        "Persistent=true",
+    ] {
         assert!(timer.lines().any(|l| l == line), "{line}");
     }
     if !have("systemd-analyze") {

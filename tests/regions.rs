@@ -513,6 +513,7 @@ fn origin() -> Origin {
 fn policy_of(regions: Vec<(Vec<Prefix>, Vec<Prefix>)>) -> Policy {
     Policy {
         countries: regionwall::policy::CountryDb::default(),
+        update_dir: None,
         source: PathBuf::from("prop.toml"),
         named_regions: regions.len(),
         regions: regions

@@ -59,9 +59,8 @@ fn apnic_records(n: usize) -> Vec<String> {
 /// A delegated-stats file of `records` (IPv4 only) with consistent counts.
 fn rir(records: &[String]) -> Vec<u8> {
     let n = records.len();
-    let mut s = format!(
-        "2|apnic|20141224|{n}|19850701|20141223|+1000\napnic|*|ipv4|*|{n}|summary\n"
-    );
+    let mut s =
+        format!("2|apnic|20141224|{n}|19850701|20141223|+1000\napnic|*|ipv4|*|{n}|summary\n");
     for r in records {
         s.push_str(r);
         s.push('\n');
@@ -262,7 +261,10 @@ const Y: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 77);
 const X: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 77);
 
 #[test]
-#[expect(clippy::too_many_lines, reason = "one controller through every case, in order")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one controller through every case, in order"
+)]
 fn bad_downloads_are_refused_and_a_good_one_switches_with_no_gap() {
     let origin = Origin::start();
     let case = Case::new("http");
@@ -338,7 +340,12 @@ fn bad_downloads_are_refused_and_a_good_one_switches_with_no_gap() {
         .map(|r| r.replace("apnic|CN|ipv4|1.0.1.0|", "apnic|JP|ipv4|1.0.1.0|"))
         .collect();
     serve(&origin, rir(&moved), "moved");
-    case.assert_rejected(&step(&case), "canary 1.0.1.1 maps to JP, expected CN", &["1"], "1");
+    case.assert_rejected(
+        &step(&case),
+        "canary 1.0.1.1 maps to JP, expected CN",
+        &["1"],
+        "1",
+    );
 
     // 429: refused, and not asked again before the next day.
     origin.route("/apnic.txt", Route::Status(429));
@@ -347,7 +354,11 @@ fn bad_downloads_are_refused_and_a_good_one_switches_with_no_gap() {
     let out = step(&case);
     assert!(out.status.success());
     assert!(text(&out).contains("apnic: not asked (backed off after HTTP 429)"));
-    assert_eq!(origin.hits("/apnic.txt").len(), asked, "no request the same day");
+    assert_eq!(
+        origin.hits("/apnic.txt").len(),
+        asked,
+        "no request the same day"
+    );
 
     // The next day, with a published checksum: a mismatch first.
     now.set(T0 + DAY - STEP);
@@ -382,7 +393,10 @@ fn bad_downloads_are_refused_and_a_good_one_switches_with_no_gap() {
     let all = text(&out);
     assert!(out.status.success(), "{all}");
     assert!(all.contains("CN: +1 prefixes (+256 addresses), -0 prefixes (-0 addresses)"));
-    assert!(all.contains("reloaded (epoch"), "the controller reloaded:\n{all}");
+    assert!(
+        all.contains("reloaded (epoch"),
+        "the controller reloaded:\n{all}"
+    );
     case.assert_clean(&["1", "2"], "2");
     status_is_shown(&t, &root, &socket, now.get());
 
@@ -394,7 +408,11 @@ fn bad_downloads_are_refused_and_a_good_one_switches_with_no_gap() {
     assert_eq!(origin.hits("/apnic.txt").len(), before);
 
     // Data the policy no longer loads with (XA gone): switched back.
-    let v3: Vec<String> = v2_records.iter().filter(|r| !r.contains("|XA|")).cloned().collect();
+    let v3: Vec<String> = v2_records
+        .iter()
+        .filter(|r| !r.contains("|XA|"))
+        .cloned()
+        .collect();
     let v3 = rir(&v3);
     serve(&origin, v3.clone(), "v3");
     origin.route(
@@ -414,8 +432,15 @@ fn bad_downloads_are_refused_and_a_good_one_switches_with_no_gap() {
     std::thread::sleep(Duration::from_millis(200));
     let counts = flow.stop();
     let seen = prober.stop();
-    println!("probes: y {:?}, x {:?}; real packets {counts:?}", seen[0], seen[1]);
-    assert_eq!(seen[0].0, [XDP_PASS, XDP_DROP], "y: passed, then dropped, once");
+    println!(
+        "probes: y {:?}, x {:?}; real packets {counts:?}",
+        seen[0], seen[1]
+    );
+    assert_eq!(
+        seen[0].0,
+        [XDP_PASS, XDP_DROP],
+        "y: passed, then dropped, once"
+    );
     assert_eq!(seen[1].0, [XDP_DROP], "x: dropped throughout");
     assert_eq!(counts[1].1.delivered, 0, "203.0.113.10: none delivered");
     assert!(counts[0].1.delivered > 0 && counts[0].1.delivered < counts[0].1.sent);
@@ -505,7 +530,10 @@ fn maxmind_protocol_and_a_country_archive() {
             files.push((format!("country-ip-blocks-main/country/{cc}/{f}"), data));
         }
     }
-    let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, d)| (p.as_str(), d.as_slice())).collect();
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, d)| (p.as_str(), d.as_slice()))
+        .collect();
     origin.route(
         "/countries.tar.gz",
         Route::File {
@@ -540,14 +568,22 @@ fn maxmind_protocol_and_a_country_archive() {
     case.assert_clean(&["1"], "1");
     let meta = origin.hits(metadata);
     assert_eq!(meta.len(), 1);
-    assert!(meta[0].query.contains(&format!("db_md5={}", "0".repeat(32))));
+    assert!(
+        meta[0]
+            .query
+            .contains(&format!("db_md5={}", "0".repeat(32)))
+    );
     assert_eq!(meta[0].authorization.as_deref(), Some("Basic NDI6azN5"));
     assert_eq!(origin.hits(download).len(), 1);
     assert_eq!(
         std::fs::read(case.data.join("current/GeoLite2-Country.mmdb")).expect("mmdb"),
         mmdb1
     );
-    assert!(case.data.join("current/countries/cn/ipv4-aggregated.txt").exists());
+    assert!(
+        case.data
+            .join("current/countries/cn/ipv4-aggregated.txt")
+            .exists()
+    );
 
     // Unchanged: the metadata call carries our md5; nothing downloaded,
     // and the archive is asked conditionally (304).

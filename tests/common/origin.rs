@@ -191,7 +191,11 @@ fn maxmind_answer(
     use base64_free::encode;
     let expected = format!("Basic {}", encode(&format!("{}:{}", m.account, m.key)));
     if auth != Some(expected.as_str()) {
-        return (401, Body::from("{\"code\":\"AUTHORIZATION_INVALID\"}"), None);
+        return (
+            401,
+            Body::from("{\"code\":\"AUTHORIZATION_INVALID\"}"),
+            None,
+        );
     }
     if path == "/geoip/updates/metadata" {
         if !query.contains(&format!("edition_id={}", m.edition)) {
@@ -218,8 +222,7 @@ fn maxmind_answer(
 /// Base64 for the expected Authorization header, written here so the
 /// server does not share the client's encoder.
 mod base64_free {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
     pub fn encode(text: &str) -> String {
         let bytes = text.as_bytes();

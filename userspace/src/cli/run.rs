@@ -394,7 +394,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         &args.history.options(&args.iface),
         stats_tx.clone(),
     );
-    let server = tokio::spawn(socket::serve(listener, shared(&ctl, detach_tx, stats_tx, reload_tx)));
+    let server = tokio::spawn(socket::serve(
+        listener,
+        shared(&ctl, detach_tx, stats_tx, reload_tx),
+    ));
     let exporter = exporter.map(|e| e.serve(&ctl));
     let dashboard = dashboard.map(|d| d.serve(&ctl));
     let mut link_notes = supervise::netlink_notes()

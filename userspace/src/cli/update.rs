@@ -152,7 +152,11 @@ fn reload_all(sockets: &[PathBuf]) -> Vec<String> {
                 println!("{}: {}", s.display(), ack.message);
                 None
             }
-            Ok(ack) => Some(format!("the controller on {} refused: {}", s.display(), ack.message)),
+            Ok(ack) => Some(format!(
+                "the controller on {} refused: {}",
+                s.display(),
+                ack.message
+            )),
             Err(e) => Some(format!(
                 "the controller on {} could not be asked: {}",
                 s.display(),
@@ -178,20 +182,23 @@ fn print_report(report: &Report) {
         match outcome {
             Outcome::Unchanged(why) => println!("{name}: unchanged ({why})"),
             Outcome::Skipped(why) => println!("{name}: not asked ({why})"),
-            Outcome::Fetched(changes) => {
-                let changed: Vec<(&String, &Change)> = changes
+            Outcome::Fetched(by_country) => {
+                let changed: Vec<(&String, &Change)> = by_country
                     .iter()
                     .filter(|(_, c)| c.added.prefixes + c.removed.prefixes > 0)
                     .collect();
                 println!(
                     "{name}: fetched, {} of {} countries changed",
                     changed.len(),
-                    changes.len()
+                    by_country.len()
                 );
                 for (cc, c) in changed {
                     println!(
                         "  {cc}: +{} prefixes (+{} addresses), -{} prefixes (-{} addresses)",
-                        c.added.prefixes, c.added.addresses, c.removed.prefixes, c.removed.addresses
+                        c.added.prefixes,
+                        c.added.addresses,
+                        c.removed.prefixes,
+                        c.removed.addresses
                     );
                 }
             }

@@ -250,7 +250,12 @@ impl Planner<'_> {
         let Some(target) = self.target(dir, current) else {
             return;
         };
-        if !self.url_ok(url) || !u.regions_checksum_url.as_ref().is_none_or(|c| self.url_ok(c)) {
+        if !self.url_ok(url)
+            || !u
+                .regions_checksum_url
+                .as_ref()
+                .is_none_or(|c| self.url_ok(c))
+        {
             return;
         }
         plan.sources.push(Fetch {
@@ -270,7 +275,10 @@ impl Planner<'_> {
                 .into_iter()
                 .flatten()
             {
-                self.error(extra, "this needs `url` (or `edition` for MaxMind) beside it");
+                self.error(
+                    extra,
+                    "this needs `url` (or `edition` for MaxMind) beside it",
+                );
             }
             return None;
         }
@@ -280,7 +288,10 @@ impl Planner<'_> {
             self.maxmind(b, edition)?
         } else {
             let url = b.url.as_ref()?;
-            if !matches!(format.as_str(), "rir" | "range-csv" | "mmdb" | "country-dir") {
+            if !matches!(
+                format.as_str(),
+                "rir" | "range-csv" | "mmdb" | "country-dir"
+            ) {
                 self.error(
                     &b.format,
                     format!(
@@ -311,7 +322,10 @@ impl Planner<'_> {
             return None;
         }
         if let Some(c) = &b.checksum_url {
-            self.error(c, "MaxMind sends the md5 itself: expected no `checksum_url`");
+            self.error(
+                c,
+                "MaxMind sends the md5 itself: expected no `checksum_url`",
+            );
             return None;
         }
         let (Some(account), Some(key)) = (&b.account_id, &b.license_key_file) else {

@@ -11,9 +11,13 @@ use reqwest::{StatusCode, header};
 pub enum FetchError {
     #[error("{url}: the server answered HTTP {status}")]
     Status { url: String, status: u16 },
-    #[error("{url}: the server answered HTTP 429 (too many requests); not asking again before the next day")]
+    #[error(
+        "{url}: the server answered HTTP 429 (too many requests); not asking again before the next day"
+    )]
     TooMany { url: String },
-    #[error("{url}: refused our credentials (HTTP {status}); check account_id and license_key_file")]
+    #[error(
+        "{url}: refused our credentials (HTTP {status}); check account_id and license_key_file"
+    )]
     Credentials { url: String, status: u16 },
     #[error("{url}: the body is over the limit of {max} bytes")]
     TooLarge { url: String, max: u64 },
@@ -48,7 +52,10 @@ pub enum Got {
     /// 304: the server says our copy is current; no body came.
     NotModified,
     /// A body, with the validators to send next time.
-    Body { bytes: Vec<u8>, validators: Validators },
+    Body {
+        bytes: Vec<u8>,
+        validators: Validators,
+    },
 }
 
 /// The limits every download is held to.
@@ -237,7 +244,10 @@ mod tests {
         );
         let sha = sha256_hex(b"x");
         assert_eq!(
-            published_digest(&format!("{}  delegated-ripencc-latest\n", sha.to_uppercase())),
+            published_digest(&format!(
+                "{}  delegated-ripencc-latest\n",
+                sha.to_uppercase()
+            )),
             Some(sha.clone())
         );
         assert_eq!(published_digest("no digest here"), None);

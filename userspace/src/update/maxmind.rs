@@ -90,12 +90,11 @@ pub async fn update(
         });
     };
     let name = format!("{}.mmdb", e.edition);
-    let mmdb = super::archive::one_file(&bytes, &name, max_size).map_err(|why| {
-        UpdateError::Protocol {
+    let mmdb =
+        super::archive::one_file(&bytes, &name, max_size).map_err(|why| UpdateError::Protocol {
             url: url.clone(),
             why,
-        }
-    })?;
+        })?;
     let got = md5_hex(&mmdb);
     if got != md5 {
         return Err(UpdateError::Checksum {
@@ -108,11 +107,16 @@ pub async fn update(
 }
 
 fn read_key(path: &Path) -> Result<String, UpdateError> {
-    let bytes = crate::input::read(path, crate::input::Limits { max_file_size: 4096 })
-        .map_err(|e| UpdateError::Key {
-            path: PathBuf::from(path),
-            why: e.to_string(),
-        })?;
+    let bytes = crate::input::read(
+        path,
+        crate::input::Limits {
+            max_file_size: 4096,
+        },
+    )
+    .map_err(|e| UpdateError::Key {
+        path: PathBuf::from(path),
+        why: e.to_string(),
+    })?;
     let key = String::from_utf8_lossy(&bytes).trim().to_string();
     if key.is_empty() {
         return Err(UpdateError::Key {

@@ -181,7 +181,10 @@ async fn run(
     let mut fetched = Vec::new();
     for f in &plan.sources {
         let st = status.sources.entry(f.name.clone()).or_default();
-        let have = current.as_ref().map(|c| c.join(&f.target)).filter(|p| p.exists());
+        let have = current
+            .as_ref()
+            .map(|c| c.join(&f.target))
+            .filter(|p| p.exists());
         let outcome = one(&client, plan, f, have.as_deref(), &staging, st, now)
             .await
             .map_err(UpdateError::of(&f.name));
@@ -209,14 +212,13 @@ async fn run(
         })?;
         return Ok(report);
     }
-    verify_all(plan, current.as_deref(), &staging, &fetched, &mut report)
-        .inspect_err(|e| {
-            if let UpdateError::Source { name, .. } = e
-                && let Some(st) = status.sources.get_mut(name)
-            {
-                st.error = Some(e.to_string());
-            }
-        })?;
+    verify_all(plan, current.as_deref(), &staging, &fetched, &mut report).inspect_err(|e| {
+        if let UpdateError::Source { name, .. } = e
+            && let Some(st) = status.sources.get_mut(name)
+        {
+            st.error = Some(e.to_string());
+        }
+    })?;
     let n = store.commit(staging)?;
     store.switch(n)?;
     report.version = Some(n);
@@ -299,7 +301,8 @@ async fn fetch_one(
         How::Url { url, checksum_url } => {
             let mut published = None;
             if let Some(curl) = checksum_url {
-                let Got::Body { bytes, .. } = client.get(curl, &Validators::default(), None).await?
+                let Got::Body { bytes, .. } =
+                    client.get(curl, &Validators::default(), None).await?
                 else {
                     return Err(UpdateError::NoDigest { url: curl.clone() });
                 };
@@ -381,7 +384,9 @@ fn verify_all(
         };
         let changes = verify::changes(&old, &new);
         verify::check(&changes, limits).map_err(|e| UpdateError::of(&f.name)(e.into()))?;
-        report.sources.push((f.name.clone(), Outcome::Fetched(changes)));
+        report
+            .sources
+            .push((f.name.clone(), Outcome::Fetched(changes)));
     }
     if !plan.canaries.is_empty() {
         let all: Vec<ByCountry> = plan
@@ -420,13 +425,14 @@ pub fn load(format: &str, path: &Path, max_size: u64) -> Result<ByCountry, Updat
 }
 
 fn load_text(e: &LoadError) -> String {
+    use std::fmt::Write as _;
     match e {
         LoadError::Invalid(diags) => {
             let shown: Vec<String> = diags.iter().take(3).map(ToString::to_string).collect();
             let more = diags.len().saturating_sub(3);
             let mut s = shown.join("; ");
             if more > 0 {
-                s.push_str(&format!(" (and {more} more)"));
+                let _ = write!(s, " (and {more} more)");
             }
             s
         }

@@ -170,8 +170,8 @@ impl Store {
             .into_iter()
             .filter(|v| Some(*v) != live)
             .collect();
-        let keep_others = usize::try_from(keep.saturating_sub(u32::from(live.is_some())))
-            .unwrap_or(usize::MAX);
+        let keep_others =
+            usize::try_from(keep.saturating_sub(u32::from(live.is_some()))).unwrap_or(usize::MAX);
         while others.len() > keep_others {
             let old = others.remove(0);
             self.remove(old)?;
@@ -188,8 +188,7 @@ impl Store {
         let earlier = self
             .versions()
             .into_iter()
-            .filter(|v| *v < live)
-            .next_back()
+            .rfind(|v| *v < live)
             .ok_or_else(|| StoreError::NoEarlier {
                 dir: self.dir.clone(),
             })?;
@@ -273,7 +272,10 @@ mod tests {
         assert_eq!(store.rollback().expect("rollback"), (4, 3));
         assert_eq!(fs::read(root.join("current/a.txt")).expect("read"), [3]);
         assert_eq!(store.versions(), [3]);
-        assert!(matches!(store.rollback(), Err(StoreError::NoEarlier { .. })));
+        assert!(matches!(
+            store.rollback(),
+            Err(StoreError::NoEarlier { .. })
+        ));
         // An unfinished staging directory is removed when dropped.
         let s = store.stage().expect("stage");
         let p = s.path().to_path_buf();

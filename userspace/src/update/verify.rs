@@ -147,14 +147,14 @@ pub fn check(changes: &BTreeMap<String, Change>, limits: Limits) -> Result<(), V
             share(cc, c)?;
         }
     }
-    let changed = total.added.prefixes + total.removed.prefixes;
+    let moved = total.added.prefixes + total.removed.prefixes;
     if total.before.prefixes > 0
-        && changed.saturating_mul(100) > total.before.prefixes * u64::from(limits.max_churn)
+        && moved.saturating_mul(100) > total.before.prefixes * u64::from(limits.max_churn)
     {
         return Err(VerifyError::Churn {
-            changed,
+            changed: moved,
             before: total.before.prefixes,
-            percent: changed * 100 / total.before.prefixes,
+            percent: moved * 100 / total.before.prefixes,
             limit: limits.max_churn,
         });
     }
@@ -243,13 +243,43 @@ mod tests {
 
     #[test]
     fn counts_added_and_removed_per_country() {
-        let old = data(&[("CN", &["1.0.1.0/24", "1.0.2.0/23"]), ("DE", &["2001:db8::/32"])]);
-        let new = data(&[("CN", &["1.0.1.0/24", "1.0.8.0/21"]), ("FR", &["2.0.0.0/16"])]);
+        let old = data(&[
+            ("CN", &["1.0.1.0/24", "1.0.2.0/23"]),
+            ("DE", &["2001:db8::/32"]),
+        ]);
+        let new = data(&[
+            ("CN", &["1.0.1.0/24", "1.0.8.0/21"]),
+            ("FR", &["2.0.0.0/16"]),
+        ]);
         let c = changes(&old, &new);
-        assert_eq!(c["CN"].added, Counts { prefixes: 1, addresses: 2048 });
-        assert_eq!(c["CN"].removed, Counts { prefixes: 1, addresses: 512 });
-        assert_eq!(c["CN"].after, Counts { prefixes: 2, addresses: 2304 });
-        assert_eq!(c["DE"].removed, Counts { prefixes: 1, addresses: 1 << 32 });
+        assert_eq!(
+            c["CN"].added,
+            Counts {
+                prefixes: 1,
+                addresses: 2048
+            }
+        );
+        assert_eq!(
+            c["CN"].removed,
+            Counts {
+                prefixes: 1,
+                addresses: 512
+            }
+        );
+        assert_eq!(
+            c["CN"].after,
+            Counts {
+                prefixes: 2,
+                addresses: 2304
+            }
+        );
+        assert_eq!(
+            c["DE"].removed,
+            Counts {
+                prefixes: 1,
+                addresses: 1 << 32
+            }
+        );
         assert_eq!(c["FR"].added.addresses, 65536);
     }
 
@@ -259,9 +289,17 @@ mod tests {
         let half = many(10, 10);
         let filler = many(20, 200);
         let (b, h, f) = (strs(&big), strs(&half), strs(&filler));
-        let old = data(&[("CN", &b), ("US", &f), ("TV", &["3.0.0.0/24", "3.0.1.0/24"])]);
+        let old = data(&[
+            ("CN", &b),
+            ("US", &f),
+            ("TV", &["3.0.0.0/24", "3.0.1.0/24"]),
+        ]);
         // CN halved, the total barely moves: the per-country share catches it.
-        let new = data(&[("CN", &h), ("US", &f), ("TV", &["3.0.0.0/24", "3.0.1.0/24"])]);
+        let new = data(&[
+            ("CN", &h),
+            ("US", &f),
+            ("TV", &["3.0.0.0/24", "3.0.1.0/24"]),
+        ]);
         let err = check(&changes(&old, &new), LIMITS).expect_err("CN shrank");
         assert!(
             matches!(&err, VerifyError::Shrunk { what, unit: "prefixes", before: 20, after: 10, .. } if what == "CN"),
@@ -280,7 +318,12 @@ mod tests {
         let empty = data(&[]);
         assert!(matches!(
             check(&changes(&old, &empty), LIMITS),
-            Err(VerifyError::Shrunk { unit: "prefixes", before: 100, after: 0, .. })
+            Err(VerifyError::Shrunk {
+                unit: "prefixes",
+                before: 100,
+                after: 0,
+                ..
+            })
         ));
         // Same size, 60 of 100 replaced: 120 % churn.
         let mut new_list = many(10, 40);
@@ -289,9 +332,17 @@ mod tests {
         let new = data(&[("US", &n)]);
         assert!(matches!(
             check(&changes(&old, &new), LIMITS),
-            Err(VerifyError::Churn { changed: 120, before: 100, percent: 120, limit: 50 })
+            Err(VerifyError::Churn {
+                changed: 120,
+                before: 100,
+                percent: 120,
+                limit: 50
+            })
         ));
-        let lax = Limits { min_share: 90, max_churn: 200 };
+        let lax = Limits {
+            min_share: 90,
+            max_churn: 200,
+        };
         assert_eq!(check(&changes(&old, &new), lax), Ok(()));
         // From nothing anything goes (a first download).
         assert_eq!(check(&changes(&empty, &old), LIMITS), Ok(()));
