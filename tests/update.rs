@@ -72,17 +72,22 @@ fn record(cc: &str, start: &str, count: u32) -> String {
     format!("apnic|{cc}|ipv4|{start}|{count}|20141224|allocated")
 }
 
-/// The base data: 400 real records, 203.0.113.0/24 as CN, and one XA.
+/// The base data: 400 real records, 203.0.113.0/24 as CN, one XA (which
+/// the controller's policy blocks) and one XB (which update's policy does).
 fn base() -> Vec<String> {
     let mut r = apnic_records(400);
     r.push(record("CN", "203.0.113.0", 256));
     r.push(record("XA", "100.64.0.0", 256));
+    r.push(record("XB", "100.64.1.0", 256));
     r
 }
 
 struct Case {
     dir: PathBuf,
+    /// The controller's policy.
     policy: PathBuf,
+    /// The policy `update` reads (the same file unless written apart).
+    update_policy: PathBuf,
     data: PathBuf,
 }
 
@@ -93,6 +98,7 @@ impl Case {
         std::fs::create_dir_all(&dir).expect("temp dir");
         Self {
             policy: dir.join("policy.toml"),
+            update_policy: dir.join("policy.toml"),
             data: dir.join("data"),
             dir,
         }
@@ -102,11 +108,17 @@ impl Case {
         std::fs::write(&self.policy, text).expect("policy");
     }
 
+    /// A policy of `update`'s own (as /etc/regionwall/update.toml is).
+    fn write_update_policy(&mut self, text: &str) {
+        self.update_policy = self.dir.join("update.toml");
+        std::fs::write(&self.update_policy, text).expect("policy");
+    }
+
     /// `regionwall update` as of `now`, telling `socket`'s controller.
     fn update(&self, now: u64, socket: Option<&Path>, extra: &[&str]) -> Output {
         let mut cmd = std::process::Command::new(exe());
         cmd.arg("update")
-            .arg(&self.policy)
+            .arg(&self.update_policy)
             .args(["--now", &now.to_string()]);
         match socket {
             Some(s) => cmd.arg("--socket").arg(s),
@@ -202,7 +214,8 @@ impl Prober {
     }
 }
 
-fn policy_text(origin: &Origin, checksum: bool) -> String {
+/// A policy blocking CN and the country `extra` from the fetched data.
+fn policy_text(origin: &Origin, checksum: bool, extra: &str) -> String {
     let checksum = if checksum {
         format!("checksum_url = \"{}\"\n", origin.url("/apnic.txt.sha256"))
     } else {
@@ -226,14 +239,14 @@ url = "{}"
 countries = ["CN"]
 from = ["apnic"]
 
-[regions.xa]
-countries = ["XA"]
+[regions.extra]
+countries = ["{extra}"]
 from = ["apnic"]
 
 [[rules]]
 name = "no-cn"
 devices = ["default"]
-block = ["cn", "xa"]
+block = ["cn", "extra"]
 "#,
         origin.url("/apnic.txt")
     )
@@ -267,8 +280,9 @@ const X: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 77);
 )]
 fn bad_downloads_are_refused_and_a_good_one_switches_with_no_gap() {
     let origin = Origin::start();
-    let case = Case::new("http");
-    case.write_policy(&policy_text(&origin, false));
+    let mut case = Case::new("http");
+    case.write_policy(&policy_text(&origin, false, "XA"));
+    case.write_update_policy(&policy_text(&origin, false, "XB"));
     let v1 = rir(&base());
     serve(&origin, v1.clone(), "v1");
     let out = case.update(T0, None, &[]);
@@ -362,7 +376,8 @@ fn bad_downloads_are_refused_and_a_good_one_switches_with_no_gap() {
 
     // The next day, with a published checksum: a mismatch first.
     now.set(T0 + DAY - STEP);
-    case.write_policy(&policy_text(&origin, true));
+    case.write_policy(&policy_text(&origin, true, "XA"));
+    case.write_update_policy(&policy_text(&origin, true, "XB"));
     let mut v2_records = base();
     v2_records.push(record("CN", "198.51.100.0", 256));
     let v2 = rir(&v2_records);
@@ -407,26 +422,51 @@ fn bad_downloads_are_refused_and_a_good_one_switches_with_no_gap() {
     assert!(text(&out).contains("apnic: unchanged (same published checksum)"));
     assert_eq!(origin.hits("/apnic.txt").len(), before);
 
-    // Data the policy no longer loads with (XA gone): switched back.
-    let v3: Vec<String> = v2_records
-        .iter()
-        .filter(|r| !r.contains("|XA|"))
-        .cloned()
-        .collect();
-    let v3 = rir(&v3);
-    serve(&origin, v3.clone(), "v3");
-    origin.route(
-        "/apnic.txt.sha256",
-        Route::File {
-            body: sha256_file(&v3),
-            etag: "\"s3\"".into(),
-        },
-    );
+    // Data update's policy no longer loads with (XB gone): switched back
+    // and deleted before any controller is asked.
+    let serve_checked = |records: &[String], tag: &str| {
+        let body = rir(records);
+        serve(&origin, body.clone(), tag);
+        origin.route(
+            "/apnic.txt.sha256",
+            Route::File {
+                body: sha256_file(&body),
+                etag: format!("\"s-{tag}\""),
+            },
+        );
+    };
+    let without = |cc: &str| -> Vec<String> {
+        v2_records
+            .iter()
+            .filter(|r| !r.contains(&format!("|{cc}|")))
+            .cloned()
+            .collect()
+    };
+    serve_checked(&without("XB"), "v3");
+    let reloads = c.log_text().matches("reloaded policy").count();
     case.assert_rejected(
         &step(&case),
         "the policy does not load with the new data",
         &["1", "2"],
         "2",
+    );
+    assert_eq!(
+        c.log_text().matches("reloaded policy").count(),
+        reloads,
+        "no controller was asked"
+    );
+
+    // Data the controller's policy no longer loads with (XA gone): the
+    // controller rejects the reload and keeps enforcing; update switches
+    // back, deletes the version, and fails naming the controller.
+    serve_checked(&without("XA"), "v4");
+    let out = step(&case);
+    case.assert_rejected(&out, "refused: reload rejected", &["1", "2"], "2");
+    assert!(text(&out).contains("unknown country code \"XA\""));
+    assert!(
+        c.log_text().contains("rejected, previous policy"),
+        "{}",
+        c.log_text()
     );
 
     std::thread::sleep(Duration::from_millis(200));

@@ -375,8 +375,16 @@ fn verify_all(
         min_share: plan.min_share,
         max_churn: plan.max_churn,
     };
+    // Errors name the file as `<new>/…`: the staging directory is gone
+    // by the time anyone reads them.
+    let staged = staging.path().display().to_string();
+    let named = |e: UpdateError| match e {
+        UpdateError::Load(text) => UpdateError::Load(text.replace(&staged, "<new>")),
+        other => other,
+    };
     for f in fetched {
         let new = load(&f.format, &staging.path().join(&f.target), plan.max_size)
+            .map_err(named)
             .map_err(UpdateError::of(&f.name))?;
         let old = match current.map(|c| c.join(&f.target)).filter(|p| p.exists()) {
             Some(p) => load(&f.format, &p, plan.max_size).unwrap_or_default(),
