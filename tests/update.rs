@@ -14,10 +14,6 @@ use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
     process::Output,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
     time::Duration,
 };
 
@@ -28,6 +24,7 @@ use common::{
     flow::Flow,
     origin::{MaxMind, Origin, Route, tar_gz},
     pins::PinRoot,
+    probe::Prober,
     text, udp4_frame,
 };
 use regionwall_testkit::{
@@ -175,45 +172,6 @@ impl Drop for Case {
     }
 }
 
-/// test_run on the controller's pinned program until stopped: for each
-/// destination, the verdicts in order with repeats collapsed.
-struct Prober {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Vec<(Vec<u32>, u64)>>,
-}
-
-impl Prober {
-    fn start(prog: PathBuf, dsts: &[Ipv4Addr]) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = Arc::clone(&stop);
-        let frames: Vec<Vec<u8>> = dsts
-            .iter()
-            .map(|d| udp4_frame(Ipv4Addr::new(192, 0, 2, 99), *d, 53))
-            .collect();
-        let thread = std::thread::spawn(move || {
-            let prog = Xdp::from_pin(&prog, XdpAttachType::Interface).expect("pinned program");
-            let mut seen: Vec<(Vec<u32>, u64)> = vec![(Vec::new(), 0); frames.len()];
-            while !s.load(Ordering::Relaxed) {
-                for (i, f) in frames.iter().enumerate() {
-                    let v = common::prog::verdict(&prog, f);
-                    assert!(v == XDP_PASS || v == XDP_DROP, "unexpected action {v}");
-                    if seen[i].0.last() != Some(&v) {
-                        seen[i].0.push(v);
-                    }
-                    seen[i].1 += 1;
-                }
-            }
-            seen
-        });
-        Self { stop, thread }
-    }
-
-    fn stop(self) -> Vec<(Vec<u32>, u64)> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().expect("prober")
-    }
-}
-
 /// A policy blocking CN and the country `extra` from the fetched data.
 fn policy_text(origin: &Origin, checksum: bool, extra: &str) -> String {
     let checksum = if checksum {
@@ -299,7 +257,8 @@ fn bad_downloads_are_refused_and_a_good_one_switches_with_no_gap() {
     )
     .expect("controller");
     let socket = c.socket.clone();
-    let prober = Prober::start(root.pins().prog(), &[Y, X]);
+    let frame = |d| udp4_frame(Ipv4Addr::new(192, 0, 2, 99), d, 53);
+    let prober = Prober::start(root.pins().prog(), vec![frame(Y), frame(X)]);
     let flow = Flow::start(
         &t,
         &["198.51.100.10", "203.0.113.10"],
@@ -477,11 +436,11 @@ fn bad_downloads_are_refused_and_a_good_one_switches_with_no_gap() {
         seen[0], seen[1]
     );
     assert_eq!(
-        seen[0].0,
+        seen[0].verdicts,
         [XDP_PASS, XDP_DROP],
         "y: passed, then dropped, once"
     );
-    assert_eq!(seen[1].0, [XDP_DROP], "x: dropped throughout");
+    assert_eq!(seen[1].verdicts, [XDP_DROP], "x: dropped throughout");
     assert_eq!(counts[1].1.delivered, 0, "203.0.113.10: none delivered");
     assert!(counts[0].1.delivered > 0 && counts[0].1.delivered < counts[0].1.sent);
 
@@ -490,7 +449,6 @@ fn bad_downloads_are_refused_and_a_good_one_switches_with_no_gap() {
     assert!(out.status.success(), "{}", text(&out));
     case.assert_clean(&["1"], "1");
     let prog = Xdp::from_pin(root.pins().prog(), XdpAttachType::Interface).expect("program");
-    let frame = |d| udp4_frame(Ipv4Addr::new(192, 0, 2, 99), d, 53);
     assert_eq!(common::prog::verdict(&prog, &frame(Y)), XDP_PASS);
     assert_eq!(common::prog::verdict(&prog, &frame(X)), XDP_DROP);
     drop(c);

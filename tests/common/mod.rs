@@ -8,6 +8,7 @@ pub mod dns;
 pub mod mmdb;
 pub mod origin;
 pub mod pins;
+pub mod probe;
 pub mod prog;
 
 use std::{
