@@ -88,10 +88,15 @@ pub fn update_plan(path: &Path) -> Result<Plan, PolicyError> {
             "a policy",
         )]))
     })?;
-    let raw = super::parse::parse(&source, path).map_err(PolicyError::Invalid)?;
+    plan_text(&source, path)
+}
+
+/// [`update_plan`] of policy text read from `path`.
+fn plan_text(source: &str, path: &Path) -> Result<Plan, PolicyError> {
+    let raw = super::parse::parse(source, path).map_err(PolicyError::Invalid)?;
     let mut p = Planner {
         path,
-        source: &source,
+        source,
         base: path.parent().map_or_else(PathBuf::new, Path::to_path_buf),
         errors: Vec::new(),
     };
@@ -144,7 +149,7 @@ impl Planner<'_> {
                 plan.sources.push(f);
             }
         }
-        if plan.sources.is_empty() {
+        if plan.sources.is_empty() && self.errors.is_empty() {
             self.error(
                 update,
                 "nothing to update: expected `regions_url` here or `url`/`edition` in a [sources.*] table",
@@ -397,5 +402,131 @@ impl Planner<'_> {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(text: &str) -> Result<Plan, Vec<String>> {
+        plan_text(text, Path::new("/etc/p.toml")).map_err(|e| match e {
+            PolicyError::Invalid(d) => {
+                d.0.iter()
+                    .map(|d| format!("{}:{}: {}", d.line, d.column, d.message))
+                    .collect()
+            }
+            other => vec![other.to_string()],
+        })
+    }
+
+    #[test]
+    fn reads_sources_maxmind_and_limits() {
+        let p = plan(
+            r#"regions_dir = "data/current/countries"
+[update]
+dir = "data"
+regions_url = "https://example.org/c.tar.gz"
+interval = "6h"
+min_share = 80
+keep = 5
+max_size = "64M"
+canary = { "1.0.1.1" = "cn" }
+[sources.apnic]
+format = "rir"
+path = "data/current/apnic"
+url = "file:///srv/mirror/apnic"
+checksum_url = "https://example.org/apnic.md5"
+[sources.mm]
+format = "mmdb"
+path = "data/current/GeoLite2-Country.mmdb"
+edition = "GeoLite2-Country"
+account_id = "42"
+license_key_file = "mm.key"
+[sources.local]
+format = "rir"
+path = "local/file"
+"#,
+        )
+        .expect("plan");
+        assert_eq!(p.dir, Path::new("/etc/data"));
+        assert_eq!(p.interval, Duration::from_hours(6));
+        assert_eq!((p.min_share, p.max_churn, p.keep), (80, 50, 5));
+        assert_eq!(p.max_size, 64 << 20);
+        assert_eq!(p.canaries, [("1.0.1.1".parse().expect("ip"), "CN".into())]);
+        let names: Vec<&str> = p.sources.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["regions_dir", "apnic", "mm"],
+            "local is not fetched"
+        );
+        assert_eq!(p.sources[0].target, Path::new("countries"));
+        assert_eq!(p.sources[0].format, "country-dir");
+        assert_eq!(
+            p.sources[2].how,
+            How::MaxMind {
+                endpoint: MAXMIND_ENDPOINT.into(),
+                edition: "GeoLite2-Country".into(),
+                account_id: "42".into(),
+                license_key_file: "/etc/mm.key".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn every_mistake_at_its_line_and_column() {
+        let errors = plan(
+            r#"[update]
+dir = "data"
+interval = "soon"
+min_share = 120
+keep = 0
+canary = { "1.0.1" = "CN", "1.0.1.1" = "China" }
+[sources.a]
+format = "rir"
+path = "elsewhere/a"
+url = "https://example.org/a"
+[sources.b]
+format = "geolite2-csv"
+path = "data/current/b"
+url = "https://example.org/b"
+[sources.c]
+format = "rir"
+path = "data/current/c"
+url = "ftp://example.org/c"
+[sources.d]
+format = "mmdb"
+path = "data/current/d"
+edition = "GeoLite2-Country"
+account_id = "x1"
+license_key_file = "k"
+[sources.e]
+format = "rir"
+path = "data/current/e"
+checksum_url = "https://example.org/e.md5"
+"#,
+        )
+        .expect_err("errors");
+        assert_eq!(
+            errors,
+            [
+                "3:12: expected a duration such as \"1h\" or \"30s\", found \"soon\"",
+                "4:13: expected a percentage from 0 to 100",
+                "5:8: expected at least 1 version kept (the current one)",
+                "6:12: expected an IP address, found \"1.0.1\"",
+                "6:40: expected a two-letter country code such as \"CN\", found \"China\"",
+                "9:8: a fetched file must be read through the update directory's current link: expected a path under /etc/data/current",
+                "12:10: `url` fetches formats \"rir\", \"range-csv\", \"mmdb\" and \"country-dir\" (a tar.gz), not \"geolite2-csv\"",
+                "18:7: expected an http://, https:// or file:// URL, found \"ftp://example.org/c\"",
+                "23:14: expected a MaxMind account id (digits), found \"x1\"",
+                "28:16: this needs `url` (or `edition` for MaxMind) beside it",
+            ]
+        );
+        assert_eq!(
+            plan("mode = \"enforce\"\n").expect_err("no [update]"),
+            [
+                "1:1: no [update] table: expected `[update]` with `dir = \"...\"`, the directory that holds the fetched versions"
+            ]
+        );
     }
 }
