@@ -368,6 +368,7 @@ block = ["cn-hk"]
         &path,
         &policy::Options {
             regions_dir: Some(countries_dir()),
+            ..policy::Options::default()
         },
     )
     .expect("valid with --regions-dir");

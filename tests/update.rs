@@ -628,3 +628,39 @@ fn maxmind_protocol_and_a_country_archive() {
         mmdb1
     );
 }
+
+/// A `file://` mirror: read like a download; the same content again is
+/// no new version; a changed file is.
+#[test]
+fn file_mirror_and_unchanged_content() {
+    let case = Case::new("file");
+    let mirror = case.dir.join("mirror.txt");
+    std::fs::write(&mirror, rir(&base())).expect("mirror");
+    case.write_policy(&format!(
+        r#"[update]
+dir = "data"
+[sources.apnic]
+format = "rir"
+path = "data/current/apnic.txt"
+url = "file://{}"
+"#,
+        mirror.display()
+    ));
+    let out = case.update(T0, None, &[]);
+    assert!(out.status.success());
+    case.assert_clean(&["1"], "1");
+    let out = case.update(T0 + STEP, None, &[]);
+    assert!(out.status.success());
+    assert!(text(&out).contains("apnic: unchanged (same content)"));
+    case.assert_clean(&["1"], "1");
+    let mut more = base();
+    more.push(record("CN", "198.51.100.0", 256));
+    std::fs::write(&mirror, rir(&more)).expect("mirror");
+    let out = case.update(T0 + 2 * STEP, None, &[]);
+    assert!(text(&out).contains("CN: +1 prefixes (+256 addresses)"));
+    case.assert_clean(&["1", "2"], "2");
+    // Within the interval the mirror is not read again.
+    std::fs::write(&mirror, b"garbage").expect("mirror");
+    let out = case.update(T0 + 2 * STEP + 60, None, &[]);
+    assert!(text(&out).contains("apnic: not asked (fetched within the interval)"));
+}

@@ -45,6 +45,7 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
     super::default_sigpipe();
     let options = policy::Options {
         regions_dir: args.regions_dir.clone(),
+        ..policy::Options::default()
     };
     let started = std::time::Instant::now();
     let parsed = match policy::parse_file_limited(&args.policy, &options, args.input.limits()) {

@@ -64,6 +64,7 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
     super::default_sigpipe();
     let options = policy::Options {
         regions_dir: args.regions_dir.clone(),
+        ..policy::Options::default()
     };
     let parsed = super::parse_policy(&args.policy, &options, args.input.limits())?;
     let (device, by) = if let Some(name) = &args.device {

@@ -245,6 +245,7 @@ impl Args {
             policy: self.policy.clone(),
             options: regionwall::policy::Options {
                 regions_dir: self.regions_dir.clone(),
+                ..regionwall::policy::Options::default()
             },
             limits: self.input.limits(),
             xdp_mode: match self.xdp_mode {

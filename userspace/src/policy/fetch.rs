@@ -20,6 +20,8 @@ use crate::input::{Inputs, Limits};
 /// Everything `regionwall update` needs to know from a policy.
 #[derive(Clone, Debug)]
 pub struct Plan {
+    /// The policy this plan was read from.
+    pub policy: PathBuf,
     /// The data store: `versions/` and the `current` link.
     pub dir: PathBuf,
     /// At most one fetch per source within this time.
@@ -160,6 +162,7 @@ impl Planner<'_> {
 
     fn limits(&mut self, u: &RawUpdate, dir: PathBuf) -> Plan {
         let mut plan = Plan {
+            policy: self.path.to_path_buf(),
             dir,
             interval: Duration::from_secs(3600),
             min_share: 90,

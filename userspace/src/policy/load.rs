@@ -57,6 +57,9 @@ impl From<InputError> for PolicyError {
 pub struct Options {
     /// Overrides the policy's `regions_dir` (`--regions-dir`).
     pub regions_dir: Option<PathBuf>,
+    /// Data paths under `.0` are read under `.1` instead: `regionwall
+    /// update` checks a staged version before it becomes `current`.
+    pub staged: Option<(PathBuf, PathBuf)>,
 }
 /// Reads and validates a policy file. Data files named by regions and
 /// sources are read relative to the policy's directory.

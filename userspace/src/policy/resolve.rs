@@ -33,7 +33,14 @@ impl Checker<'_> {
     }
 
     pub(super) fn resolve(&self, text: &str) -> PathBuf {
-        self.base_dir.join(text)
+        let path = self.base_dir.join(text);
+        match &self.options.staged {
+            Some((live, staged)) => match path.strip_prefix(live) {
+                Ok(rest) => staged.join(rest),
+                Err(_) => path,
+            },
+            None => path,
+        }
     }
 
     /// The CIDRs of a region's `file =` list; its errors are reported.

@@ -55,6 +55,8 @@ pub enum UpdateError {
     Archive { url: String, why: String },
     #[error("the new data does not load: {0}")]
     Load(String),
+    #[error("the policy does not load with the new data: {0}")]
+    Policy(String),
     #[error(transparent)]
     Verify(#[from] VerifyError),
     #[error("backed off after HTTP 429 until {until} (Unix seconds); not asking before then")]
@@ -158,6 +160,7 @@ fn keep_validators(status: &mut Status, before: &Status) {
         st.etag = old.etag;
         st.last_modified = old.last_modified;
         st.checksum = old.checksum;
+        st.sha256 = old.sha256;
     }
 }
 
@@ -219,6 +222,7 @@ async fn run(
             st.error = Some(e.to_string());
         }
     })?;
+    check_policy(plan, &staging)?;
     let n = store.commit(staging)?;
     store.switch(n)?;
     report.version = Some(n);
@@ -333,6 +337,10 @@ async fn fetch_one(
                 }
                 Got::Body { bytes, validators } => (bytes, validators),
             };
+            let sha256 = fetch::sha256_hex(&bytes);
+            if have.is_some() && st.sha256.as_deref() == Some(sha256.as_str()) {
+                return Ok(Some(Outcome::Unchanged("same content")));
+            }
             if let Some(expected) = &published {
                 let got = fetch::digest_like(expected, &bytes);
                 if &got != expected {
@@ -356,6 +364,7 @@ async fn fetch_one(
             st.etag = validators.etag;
             st.last_modified = validators.last_modified;
             st.checksum = published;
+            st.sha256 = Some(sha256);
             Ok(None)
         }
     }
@@ -406,6 +415,25 @@ fn verify_all(
         verify::canaries(&plan.canaries, &refs)?;
     }
     Ok(())
+}
+
+/// The policy itself must load with the staged version (read in place
+/// of `current`), before anything is switched.
+fn check_policy(plan: &Plan, staging: &Staging) -> Result<(), UpdateError> {
+    let options = crate::policy::Options {
+        staged: Some((plan.dir.join("current"), staging.path().to_path_buf())),
+        ..crate::policy::Options::default()
+    };
+    let limits = Limits {
+        max_file_size: plan.max_size.max(Limits::default().max_file_size),
+    };
+    match crate::policy::parse_file_limited(&plan.policy, &options, limits) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(UpdateError::Policy(
+            e.to_string()
+                .replace(&staging.path().display().to_string(), "<new>"),
+        )),
+    }
 }
 
 /// The data at `path` through the loader of `format`.

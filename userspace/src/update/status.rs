@@ -41,6 +41,10 @@ pub struct SourceStatus {
     pub last_modified: Option<String>,
     /// The published checksum (or MaxMind md5) of the live copy.
     pub checksum: Option<String>,
+    /// sha256 of the body the live copy came from (a file:// mirror or a
+    /// server without validators still downloads nothing new).
+    #[serde(default)]
+    pub sha256: Option<String>,
     /// After HTTP 429: not asked again before this (Unix seconds).
     pub backoff_until: Option<u64>,
 }
