@@ -514,12 +514,21 @@ block = ["cn", "au"]
     )
 }
 
-#[test]
-fn maxmind_protocol_and_a_country_archive() {
-    let origin = Origin::start();
-    let case = Case::new("maxmind");
-    case.write_policy(&maxmind_policy(&origin));
-    std::fs::write(case.dir.join("maxmind.key"), "k3y\n").expect("key");
+/// MaxMind's endpoint for account 42 with key k3y, announcing `announced`
+/// and serving `mmdb` as its download.
+fn edition(mmdb: &[u8], announced: &str) -> MaxMind {
+    MaxMind {
+        edition: "GeoLite2-Country".into(),
+        account: "42".into(),
+        key: "k3y".into(),
+        md5: announced.into(),
+        date: "2026-12-01".into(),
+        tarball: tar_gz(&[("GeoLite2-Country_20261201/GeoLite2-Country.mmdb", mmdb)]),
+    }
+}
+
+/// Four real countries as the country-ip-blocks repository's tar.gz has them.
+fn country_archive() -> Vec<u8> {
     let countries = common::countries_dir();
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     for cc in ["cn", "au", "nz", "tv"] {
@@ -532,10 +541,20 @@ fn maxmind_protocol_and_a_country_archive() {
         .iter()
         .map(|(p, d)| (p.as_str(), d.as_slice()))
         .collect();
+    tar_gz(&refs)
+}
+
+#[test]
+fn maxmind_protocol_and_a_country_archive() {
+    let origin = Origin::start();
+    let case = Case::new("maxmind");
+    case.write_policy(&maxmind_policy(&origin));
+    std::fs::write(case.dir.join("maxmind.key"), "k3y\n").expect("key");
+    let countries = country_archive();
     origin.route(
         "/countries.tar.gz",
         Route::File {
-            body: tar_gz(&refs),
+            body: countries.clone(),
             etag: "\"c1\"".into(),
         },
     );
@@ -549,14 +568,6 @@ fn maxmind_protocol_and_a_country_archive() {
         ("1.0.16.0/20", Some("AU"), None),
     ]);
     let md5 = regionwall::update::fetch::md5_hex;
-    let edition = |mmdb: &[u8], announced: &str| MaxMind {
-        edition: "GeoLite2-Country".into(),
-        account: "42".into(),
-        key: "k3y".into(),
-        md5: announced.into(),
-        date: "2026-12-01".into(),
-        tarball: tar_gz(&[("GeoLite2-Country_20261201/GeoLite2-Country.mmdb", mmdb)]),
-    };
     origin.maxmind(edition(&mmdb1, &md5(&mmdb1)));
     let metadata = "/geoip/updates/metadata";
     let download = "/geoip/databases/GeoLite2-Country/download";
@@ -627,6 +638,21 @@ fn maxmind_protocol_and_a_country_archive() {
         std::fs::read(case.data.join("current/GeoLite2-Country.mmdb")).expect("mmdb"),
         mmdb1
     );
+
+    // A corrupt (cut short) archive.
+    origin.route(
+        "/countries.tar.gz",
+        Route::File {
+            body: countries[..countries.len() / 2].to_vec(),
+            etag: "\"c2\"".into(),
+        },
+    );
+    case.assert_rejected(
+        &case.update(T0 + 6 * STEP, None, &[]),
+        "corrupt archive",
+        &["1"],
+        "1",
+    );
 }
 
 /// A `file://` mirror: read like a download; the same content again is
@@ -663,4 +689,14 @@ url = "file://{}"
     std::fs::write(&mirror, b"garbage").expect("mirror");
     let out = case.update(T0 + 2 * STEP + 60, None, &[]);
     assert!(text(&out).contains("apnic: not asked (fetched within the interval)"));
+    // Over the size limit (a file is checked before it is read).
+    let policy = std::fs::read_to_string(&case.policy).expect("policy");
+    case.write_policy(&policy.replace("[update]\n", "[update]\nmax_size = \"64K\"\n"));
+    std::fs::write(&mirror, vec![b'#'; 100_000]).expect("mirror");
+    case.assert_rejected(
+        &case.update(T0 + 3 * STEP, None, &[]),
+        "over the limit of 65536 bytes",
+        &["1", "2"],
+        "2",
+    );
 }
