@@ -682,8 +682,13 @@ url = "file://{}"
     let mut more = base();
     more.push(record("CN", "198.51.100.0", 256));
     std::fs::write(&mirror, rir(&more)).expect("mirror");
-    let out = case.update(T0 + 2 * STEP, None, &[]);
+    // A socket a killed controller left: nobody listens, nothing to tell.
+    let stale = case.dir.join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind"));
+    let out = case.update(T0 + 2 * STEP, Some(&stale), &[]);
+    assert!(out.status.success());
     assert!(text(&out).contains("CN: +1 prefixes (+256 addresses)"));
+    assert!(text(&out).contains("stale.sock: no controller listens (a stale socket), skipped"));
     case.assert_clean(&["1", "2"], "2");
     // Within the interval the mirror is not read again.
     std::fs::write(&mirror, b"garbage").expect("mirror");

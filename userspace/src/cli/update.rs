@@ -135,11 +135,18 @@ fn reload_all(sockets: &[PathBuf]) -> Vec<String> {
     sockets
         .iter()
         .filter_map(|s| match reload(s) {
-            Ok(ack) if ack.ok => {
+            Ok(None) => {
+                println!(
+                    "{}: no controller listens (a stale socket), skipped",
+                    s.display()
+                );
+                None
+            }
+            Ok(Some(ack)) if ack.ok => {
                 println!("{}: {}", s.display(), ack.message);
                 None
             }
-            Ok(ack) => Some(format!(
+            Ok(Some(ack)) => Some(format!(
                 "the controller on {} refused: {}",
                 s.display(),
                 ack.message
@@ -153,15 +160,24 @@ fn reload_all(sockets: &[PathBuf]) -> Vec<String> {
         .collect()
 }
 
-fn reload(socket: &Path) -> anyhow::Result<Ack> {
-    let mut stream = UnixStream::connect(socket).context("connecting")?;
+/// Asks the controller on `socket` to reload; `None` if nothing listens
+/// there (a controller killed without removing its socket: it enforces
+/// nothing new until it starts again, and then reads `current`).
+fn reload(socket: &Path) -> anyhow::Result<Option<Ack>> {
+    let mut stream = match UnixStream::connect(socket) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Ok(None),
+        Err(e) => return Err(e).context("connecting"),
+    };
     stream.set_read_timeout(Some(Duration::from_secs(300)))?;
     let mut line = serde_json::to_string(&Request::Reload)?;
     line.push('\n');
     stream.write_all(line.as_bytes())?;
     let mut answer = String::new();
     BufReader::new(stream).read_line(&mut answer)?;
-    serde_json::from_str(&answer).with_context(|| format!("bad answer: {answer}"))
+    serde_json::from_str(&answer)
+        .map(Some)
+        .with_context(|| format!("bad answer: {answer:?}"))
 }
 
 fn print_report(report: &Report) {
