@@ -368,6 +368,10 @@ fn bad_downloads_are_refused_and_a_good_one_switches_with_no_gap() {
     assert!(out.status.success(), "{all}");
     assert!(all.contains("CN: +1 prefixes (+256 addresses), -0 prefixes (-0 addresses)"));
     assert!(
+        all.contains("region cn: +1 prefixes (+256 addresses), -0 prefixes (-0 addresses)"),
+        "per policy region too:\n{all}"
+    );
+    assert!(
         all.contains("reloaded (epoch"),
         "the controller reloaded:\n{all}"
     );
@@ -629,6 +633,7 @@ fn maxmind_protocol_and_a_country_archive() {
     let out = case.update(T0 + 4 * STEP, None, &[]);
     assert!(out.status.success());
     assert!(text(&out).contains("AU: +1 prefixes (+4096 addresses)"));
+    assert!(text(&out).contains("region au: +1 prefixes (+4096 addresses), -0 prefixes"));
     case.assert_clean(&["1", "2"], "2");
 
     let out = case.update(T0 + 5 * STEP, None, &["--rollback"]);

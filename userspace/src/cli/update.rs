@@ -181,6 +181,18 @@ fn reload(socket: &Path) -> anyhow::Result<Option<Ack>> {
 }
 
 fn print_report(report: &Report) {
+    for (name, c) in &report.regions {
+        if c.added.prefixes + c.removed.prefixes > 0 {
+            println!(
+                "region {name}: +{} prefixes (+{} addresses), -{} prefixes (-{} addresses); now {} prefixes",
+                c.added.prefixes,
+                c.added.addresses,
+                c.removed.prefixes,
+                c.removed.addresses,
+                c.after.prefixes
+            );
+        }
+    }
     for (name, outcome) in &report.sources {
         match outcome {
             Outcome::Unchanged(why) => println!("{name}: unchanged ({why})"),

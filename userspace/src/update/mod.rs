@@ -99,6 +99,9 @@ pub struct Report {
     pub previous: Option<u64>,
     /// The version made live (None: nothing changed).
     pub version: Option<u64>,
+    /// Each named region of the policy: what the new data changes in it
+    /// (empty when nothing changed or there was no data before).
+    pub regions: BTreeMap<String, Change>,
 }
 
 /// An update switched in, waiting for the caller's confirmation.
@@ -222,7 +225,16 @@ async fn run(
             st.error = Some(e.to_string());
         }
     })?;
-    check_policy(plan, &staging)?;
+    let new = check_policy(plan, &staging)?;
+    if current.is_some()
+        && let Ok(old) = crate::policy::parse_file_limited(
+            &plan.policy,
+            &crate::policy::Options::default(),
+            limits(plan),
+        )
+    {
+        report.regions = verify::region_changes(&old, &new);
+    }
     let n = store.commit(staging)?;
     store.switch(n)?;
     report.version = Some(n);
@@ -419,20 +431,23 @@ fn verify_all(
 
 /// The policy itself must load with the staged version (read in place
 /// of `current`), before anything is switched.
-fn check_policy(plan: &Plan, staging: &Staging) -> Result<(), UpdateError> {
+fn check_policy(plan: &Plan, staging: &Staging) -> Result<crate::policy::Policy, UpdateError> {
     let options = crate::policy::Options {
         staged: Some((plan.dir.join("current"), staging.path().to_path_buf())),
         ..crate::policy::Options::default()
     };
-    let limits = Limits {
-        max_file_size: plan.max_size.max(Limits::default().max_file_size),
-    };
-    match crate::policy::parse_file_limited(&plan.policy, &options, limits) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(UpdateError::Policy(
+    crate::policy::parse_file_limited(&plan.policy, &options, limits(plan)).map_err(|e| {
+        UpdateError::Policy(
             e.to_string()
                 .replace(&staging.path().display().to_string(), "<new>"),
-        )),
+        )
+    })
+}
+
+/// Data files are read within `max_size` (and never below the default).
+fn limits(plan: &Plan) -> Limits {
+    Limits {
+        max_file_size: plan.max_size.max(Limits::default().max_file_size),
     }
 }
 

@@ -111,6 +111,42 @@ pub fn changes(old: &ByCountry, new: &ByCountry) -> BTreeMap<String, Change> {
         .collect()
 }
 
+/// Every named region's change from the policy as loaded with the live
+/// data (`old`) to the policy with the new (`new`), after merging and
+/// `except`, by region name.
+#[must_use]
+pub fn region_changes(
+    old: &crate::policy::Policy,
+    new: &crate::policy::Policy,
+) -> BTreeMap<String, Change> {
+    let set = |p: &crate::policy::Policy, name: &str| -> HashSet<Prefix> {
+        p.regions[..p.named_regions]
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| {
+                let (v4, v6) = r.merged();
+                v4.into_iter()
+                    .map(Prefix::V4)
+                    .chain(v6.into_iter().map(Prefix::V6))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    new.regions[..new.named_regions]
+        .iter()
+        .map(|r| {
+            let (o, n) = (set(old, &r.name), set(new, &r.name));
+            let change = Change {
+                added: counts(n.difference(&o)),
+                removed: counts(o.difference(&n)),
+                before: counts(o.iter()),
+                after: counts(n.iter()),
+            };
+            (r.name.clone(), change)
+        })
+        .collect()
+}
+
 /// Checks `changes` against `limits`: totals, then each country of at
 /// least [`PER_COUNTRY_FLOOR`] prefixes, then churn.
 pub fn check(changes: &BTreeMap<String, Change>, limits: Limits) -> Result<(), VerifyError> {
