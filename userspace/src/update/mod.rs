@@ -20,7 +20,7 @@ pub mod verify;
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    time::{Duration, SystemTime},
+    time::SystemTime,
 };
 
 use fetch::{Client, FetchError, Got, Validators};
@@ -557,12 +557,4 @@ pub fn rollback(dir: &Path) -> Result<(u64, u64), UpdateError> {
     }
     let _ = status::write(dir, &status);
     Ok(r)
-}
-
-/// Interval helper for callers that show when a source is next asked.
-#[must_use]
-pub fn due(st: &SourceStatus, interval: Duration) -> Option<u64> {
-    st.last_fetch
-        .map(|t| t.saturating_add(interval.as_secs()))
-        .max(st.backoff_until)
 }
