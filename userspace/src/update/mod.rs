@@ -6,13 +6,14 @@
 //! `current` to it, returning a [`Pending`] update the caller confirms
 //! (the policy still loads, the running controllers reloaded) with
 //! [`Pending::accept`] or undoes with [`Pending::reject`]: a rejected
-//! version never stays current and is deleted. `fetch` downloads, `verify`
-//! judges, `store` keeps versions, `status` records, `maxmind` and
+//! version never stays current and is deleted. `fetch` downloads,
+//! `source` decides per source whether and how to ask, `verify` judges, `store` keeps versions, `status` records, `maxmind` and
 //! `archive` speak their formats.
 
 pub mod archive;
 pub mod fetch;
 pub mod maxmind;
+mod source;
 pub mod status;
 pub mod store;
 pub mod verify;
@@ -23,14 +24,14 @@ use std::{
     time::SystemTime,
 };
 
-use fetch::{Client, FetchError, Got, Validators};
+use fetch::{Client, FetchError};
 use status::{SourceStatus, Status};
 use store::{Staging, Store, StoreError};
 use verify::{Change, VerifyError};
 
 use crate::{
     input::{Inputs, Limits},
-    policy::{Fetch, How, Plan},
+    policy::{Fetch, Plan},
     sources::{self, ByCountry, LoadError},
 };
 
@@ -191,7 +192,7 @@ async fn run(
             .as_ref()
             .map(|c| c.join(&f.target))
             .filter(|p| p.exists());
-        let outcome = one(&client, plan, f, have.as_deref(), &staging, st, now)
+        let outcome = source::one(&client, plan, f, have.as_deref(), &staging, st, now)
             .await
             .map_err(UpdateError::of(&f.name));
         match outcome {
@@ -239,147 +240,6 @@ async fn run(
     store.switch(n)?;
     report.version = Some(n);
     Ok(report)
-}
-
-/// Fetches one source into `staging`; `Some(outcome)` when nothing new
-/// came (the caller carries the current copy over).
-async fn one(
-    client: &Client,
-    plan: &Plan,
-    f: &Fetch,
-    have: Option<&Path>,
-    staging: &Staging,
-    st: &mut SourceStatus,
-    now: u64,
-) -> Result<Option<Outcome>, UpdateError> {
-    if let Some(until) = st.backoff_until.filter(|u| *u > now) {
-        return if have.is_some() {
-            Ok(Some(Outcome::Skipped("backed off after HTTP 429")))
-        } else {
-            Err(UpdateError::BackedOff { until })
-        };
-    }
-    let recent = st
-        .last_fetch
-        .is_some_and(|t| now < t.saturating_add(plan.interval.as_secs()));
-    if recent && have.is_some() {
-        return Ok(Some(Outcome::Skipped("fetched within the interval")));
-    }
-    st.last_attempt = Some(now);
-    let result = fetch_one(client, plan, f, have, staging, st).await;
-    match &result {
-        Err(UpdateError::Fetch(FetchError::TooMany { .. })) => {
-            st.backoff_until = Some(next_day(now));
-            st.last_fetch = Some(now);
-        }
-        Err(_) => {}
-        Ok(_) => {
-            st.last_fetch = Some(now);
-            st.last_success = Some(now);
-            st.error = None;
-        }
-    }
-    result
-}
-
-async fn fetch_one(
-    client: &Client,
-    plan: &Plan,
-    f: &Fetch,
-    have: Option<&Path>,
-    staging: &Staging,
-    st: &mut SourceStatus,
-) -> Result<Option<Outcome>, UpdateError> {
-    let dest = staging.path().join(&f.target);
-    match &f.how {
-        How::MaxMind {
-            endpoint,
-            edition,
-            account_id,
-            license_key_file,
-        } => {
-            let current = have.and_then(|p| std::fs::read(p).ok());
-            let e = maxmind::Edition {
-                endpoint,
-                edition,
-                account_id,
-                license_key_file,
-            };
-            match maxmind::update(client, &e, current.as_deref(), plan.max_size).await? {
-                maxmind::Outcome::Unchanged { .. } => Ok(Some(Outcome::Unchanged("same md5"))),
-                maxmind::Outcome::New { mmdb, md5 } => {
-                    store::write_file(&dest, &mmdb)?;
-                    st.checksum = Some(md5);
-                    Ok(None)
-                }
-            }
-        }
-        How::Url { url, checksum_url } => {
-            let mut published = None;
-            if let Some(curl) = checksum_url {
-                let Got::Body { bytes, .. } =
-                    client.get(curl, &Validators::default(), None).await?
-                else {
-                    return Err(UpdateError::NoDigest { url: curl.clone() });
-                };
-                let digest = fetch::published_digest(&String::from_utf8_lossy(&bytes))
-                    .ok_or_else(|| UpdateError::NoDigest { url: curl.clone() })?;
-                if have.is_some() && st.checksum.as_deref() == Some(digest.as_str()) {
-                    return Ok(Some(Outcome::Unchanged("same published checksum")));
-                }
-                published = Some(digest);
-            }
-            let validators = if have.is_some() {
-                Validators {
-                    etag: st.etag.clone(),
-                    last_modified: st.last_modified.clone(),
-                }
-            } else {
-                Validators::default()
-            };
-            let (bytes, validators) = match client.get(url, &validators, None).await? {
-                Got::NotModified if have.is_some() => {
-                    return Ok(Some(Outcome::Unchanged("304 not modified")));
-                }
-                Got::NotModified => {
-                    return Err(UpdateError::Protocol {
-                        url: url.clone(),
-                        why: "answered 304 to an unconditional request".into(),
-                    });
-                }
-                Got::Body { bytes, validators } => (bytes, validators),
-            };
-            let sha256 = fetch::sha256_hex(&bytes);
-            if have.is_some() && st.sha256.as_deref() == Some(sha256.as_str()) {
-                return Ok(Some(Outcome::Unchanged("same content")));
-            }
-            if let Some(expected) = &published {
-                let got = fetch::digest_like(expected, &bytes);
-                if &got != expected {
-                    return Err(UpdateError::Checksum {
-                        url: url.clone(),
-                        expected: expected.clone(),
-                        got,
-                    });
-                }
-            }
-            if f.format == "country-dir" {
-                archive::country_dir(&bytes, &dest, plan.max_size).map_err(|why| {
-                    UpdateError::Archive {
-                        url: url.clone(),
-                        why,
-                    }
-                })?;
-            } else {
-                store::write_file(&dest, &bytes)?;
-            }
-            st.etag = validators.etag;
-            st.last_modified = validators.last_modified;
-            st.checksum = published;
-            st.sha256 = Some(sha256);
-            Ok(None)
-        }
-    }
 }
 
 /// Loads every fetched source (the loaders are the first check), compares
