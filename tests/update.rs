@@ -406,7 +406,7 @@ fn bad_downloads_are_refused_and_a_good_one_switches_with_no_gap() {
             .collect()
     };
     serve_checked(&without("XB"), "v3");
-    let reloads = c.log_text().matches("reloaded policy").count();
+    let reloads = c.log_text().matches("(reload requested").count();
     case.assert_rejected(
         &step(&case),
         "the policy does not load with the new data",
@@ -414,7 +414,7 @@ fn bad_downloads_are_refused_and_a_good_one_switches_with_no_gap() {
         "2",
     );
     assert_eq!(
-        c.log_text().matches("reloaded policy").count(),
+        c.log_text().matches("(reload requested").count(),
         reloads,
         "no controller was asked"
     );
@@ -698,6 +698,15 @@ url = "file://{}"
     // Within the interval the mirror is not read again.
     std::fs::write(&mirror, b"garbage").expect("mirror");
     let out = case.update(T0 + 2 * STEP + 60, None, &[]);
+    assert!(text(&out).contains("apnic: not asked (fetched within the interval)"));
+    // --force asks anyway; the failed attempt counts against the interval.
+    case.assert_rejected(
+        &case.update(T0 + 2 * STEP + 120, None, &["--force"]),
+        "the new data does not load",
+        &["1", "2"],
+        "2",
+    );
+    let out = case.update(T0 + 2 * STEP + 180, None, &[]);
     assert!(text(&out).contains("apnic: not asked (fetched within the interval)"));
     // Over the size limit (a file is checked before it is read).
     let policy = std::fs::read_to_string(&case.policy).expect("policy");

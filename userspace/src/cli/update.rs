@@ -46,6 +46,10 @@ pub struct Args {
     /// socket in /run/regionwall].
     #[arg(long)]
     pub socket: Vec<PathBuf>,
+    /// Ask every source now, even within its `interval` (not one backed
+    /// off after HTTP 429).
+    #[arg(long)]
+    pub force: bool,
     /// Tell no controller (none runs yet, e.g. the first download).
     #[arg(long, conflicts_with = "socket")]
     pub no_reload: bool,
@@ -55,7 +59,7 @@ pub struct Args {
 }
 
 pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
-    let plan = match policy::update_plan(&args.policy) {
+    let mut plan = match policy::update_plan(&args.policy) {
         Ok(p) => p,
         Err(PolicyError::Invalid(diags)) => {
             anyhow::bail!("policy {} rejected:\n{diags}", args.policy.display())
@@ -64,6 +68,9 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
             return Err(e).with_context(|| format!("reading policy {}", args.policy.display()));
         }
     };
+    if args.force {
+        plan.interval = Duration::ZERO;
+    }
     let sockets = if args.no_reload {
         Vec::new()
     } else {

@@ -37,16 +37,17 @@ pub(super) async fn one(
     if recent && have.is_some() {
         return Ok(Some(Outcome::Skipped("fetched within the interval")));
     }
+    // Every attempt counts against the interval, failed ones too: a
+    // broken source is not asked again and again.
     st.last_attempt = Some(now);
+    st.last_fetch = Some(now);
     let result = fetch_one(client, plan, f, have, staging, st).await;
     match &result {
         Err(UpdateError::Fetch(FetchError::TooMany { .. })) => {
             st.backoff_until = Some(next_day(now));
-            st.last_fetch = Some(now);
         }
         Err(_) => {}
         Ok(_) => {
-            st.last_fetch = Some(now);
             st.last_success = Some(now);
             st.error = None;
         }

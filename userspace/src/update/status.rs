@@ -31,7 +31,8 @@ pub struct Status {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SourceStatus {
     pub last_attempt: Option<u64>,
-    /// Last time the source was asked (a 304 counts).
+    /// Last time the source was asked (a 304 or a failure counts): the
+    /// interval runs from here.
     pub last_fetch: Option<u64>,
     /// Last time it was fetched and verified (changed or not).
     pub last_success: Option<u64>,
