@@ -29,12 +29,9 @@ pub enum FetchError {
         #[source]
         source: reqwest::Error,
     },
-    #[error("cannot read {}: {source}", path.display())]
-    File {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file:// source could not be read (missing, not a regular file).
+    #[error(transparent)]
+    File(crate::input::InputError),
     #[error("{url}: not a URL this client fetches (http, https or file)")]
     Scheme { url: String },
 }
@@ -183,10 +180,7 @@ impl Client {
                 url: url.into(),
                 max: self.limits.max_size,
             }),
-            Err(e) => Err(FetchError::File {
-                path,
-                source: std::io::Error::other(e.to_string()),
-            }),
+            Err(e) => Err(FetchError::File(e)),
         }
     }
 }
