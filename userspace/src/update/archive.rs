@@ -61,6 +61,12 @@ fn each(
         .map_err(|e| format!("not a tar.gz archive: {e}"))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| format!("corrupt archive: {e}"))?;
+        // Every entry counts, skipped ones too: skipping still inflates.
+        let size = entry.size();
+        total = total.saturating_add(size);
+        if total > max_size {
+            return Err(format!("unpacks to over {max_size} bytes"));
+        }
         if !entry.header().entry_type().is_file() {
             continue;
         }
@@ -69,11 +75,6 @@ fn each(
             .map_err(|e| format!("corrupt archive: {e}"))?
             .to_string_lossy()
             .into_owned();
-        let size = entry.size();
-        total = total.saturating_add(size);
-        if total > max_size {
-            return Err(format!("unpacks to over {max_size} bytes"));
-        }
         let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
         entry
             .read_to_end(&mut data)
@@ -81,4 +82,53 @@ fn each(
         f(&path, &data)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut tar = tar::Builder::new(gz);
+        for (path, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, path, *data).expect("append");
+        }
+        tar.into_inner().expect("tar").finish().expect("gzip")
+    }
+
+    #[test]
+    fn only_country_files_land_and_only_where_named() {
+        let dest = std::env::temp_dir().join(format!("rwupd-archive-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dest);
+        let bytes = tar_gz(&[
+            ("repo-main/country/cn/ipv4-aggregated.txt", b"1.0.1.0/24\n"),
+            ("repo-main/country/cn/ipv6-aggregated.txt", b""),
+            ("repo-main/README.md", b"readme"),
+            ("repo-main/country/toolong/ipv4-aggregated.txt", b"x"),
+            ("evil/etc/ipv4-aggregated.txt", b"x"),
+        ]);
+        assert_eq!(country_dir(&bytes, &dest, 1 << 20), Ok(2));
+        assert_eq!(
+            std::fs::read(dest.join("cn/ipv4-aggregated.txt")).expect("cn"),
+            b"1.0.1.0/24\n"
+        );
+        let mut names: Vec<String> = std::fs::read_dir(&dest)
+            .expect("dest")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["cn"], "\"etc\" is no country code of two letters");
+        assert!(country_dir(&bytes, &dest, 8).is_err_and(|e| e.contains("unpacks to over 8")));
+        assert!(country_dir(b"not gzip", &dest, 1 << 20).is_err());
+        assert_eq!(
+            one_file(&bytes, "README.md", 1 << 20).as_deref(),
+            Ok(&b"readme"[..])
+        );
+        std::fs::remove_dir_all(&dest).expect("cleanup");
+    }
 }
