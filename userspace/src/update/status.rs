@@ -114,3 +114,38 @@ pub fn write(dir: &Path, status: &Status) -> std::io::Result<()> {
     f.sync_all()?;
     std::fs::rename(&tmp, dir.join(FILE))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_shows_errors() {
+        let dir = std::env::temp_dir().join(format!("rwupd-status-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        assert_eq!(read(&dir), None, "no file: nothing to show");
+        let mut s = Status {
+            last_attempt: Some(1_800_000_000),
+            version: Some(3),
+            error: Some("source apnic: HTTP 404".into()),
+            ..Status::default()
+        };
+        s.sources.insert(
+            "apnic".into(),
+            SourceStatus {
+                last_fetch: Some(1_800_000_000),
+                error: Some("HTTP 404".into()),
+                ..SourceStatus::default()
+            },
+        );
+        write(&dir, &s).expect("write");
+        assert_eq!(read(&dir).as_ref(), Some(&s));
+        assert_eq!(
+            s.lines(),
+            "data update: last attempt 2027-01-15T08:00:00Z, last success never, version 3\n  \
+             update error: source apnic: HTTP 404\n  \
+             source apnic: last fetch 2027-01-15T08:00:00Z, last success never, error: HTTP 404\n"
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}
