@@ -449,12 +449,42 @@ fn bad_downloads_are_refused_and_a_good_one_switches_with_no_gap() {
     assert!(counts[0].1.delivered > 0 && counts[0].1.delivered < counts[0].1.sent);
 
     // Rollback: version 1 again, and the controller enforces it.
+    let changed = c.log_text().matches("(policy file changed").count();
     let out = case.update(now.get() + STEP, Some(&c.socket), &["--rollback"]);
     assert!(out.status.success(), "{}", text(&out));
     case.assert_clean(&["1"], "1");
     let prog = Xdp::from_pin(root.pins().prog(), XdpAttachType::Interface).expect("program");
     assert_eq!(common::prog::verdict(&prog, &frame(Y)), XDP_PASS);
     assert_eq!(common::prog::verdict(&prog, &frame(X)), XDP_DROP);
+
+    // Not told through its socket (--no-reload), the controller still
+    // sees `current` replaced and reloads on its own. First the reload its
+    // watcher makes of the rollback (version 2 deleted under it) settles.
+    assert!(
+        common::wait_count(
+            &c,
+            "(policy file changed",
+            changed + 1,
+            Duration::from_secs(20)
+        ),
+        "the rollback was seen"
+    );
+    serve_checked(&v2_records, "v2-again");
+    let out = case.update(now.get() + 2 * STEP, None, &["--force"]);
+    assert!(out.status.success(), "{}", text(&out));
+    case.assert_clean(&["1", "2"], "2");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while common::prog::verdict(&prog, &frame(Y)) == XDP_PASS
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        common::prog::verdict(&prog, &frame(Y)),
+        XDP_DROP,
+        "the watcher saw the switch:\n{}",
+        c.log_text()
+    );
     drop(c);
 }
 

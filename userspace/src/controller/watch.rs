@@ -39,13 +39,27 @@ impl Target {
 }
 
 /// The targets for `inputs`: each path as given and, when it is (or
-/// passes through) a symlink, its resolved target too.
+/// passes through) a symlink, its resolved target too, and every symlink
+/// on the way itself (a watch follows a symlink, so replacing the link
+/// — `regionwall update` renaming a new `current` over the old — is only
+/// seen in the directory that holds it).
 fn targets(inputs: &[PathBuf]) -> BTreeSet<Target> {
     let mut out = BTreeSet::new();
     for input in inputs {
         let Ok(abs) = std::path::absolute(input) else {
             continue;
         };
+        for link in abs
+            .ancestors()
+            .filter(|a| std::fs::symlink_metadata(a).is_ok_and(|m| m.file_type().is_symlink()))
+        {
+            if let (Some(dir), Some(name)) = (link.parent(), link.file_name()) {
+                out.insert(Target::File {
+                    dir: dir.to_path_buf(),
+                    name: name.to_os_string(),
+                });
+            }
+        }
         let mut paths = vec![abs.clone()];
         if let Ok(real) = std::fs::canonicalize(&abs)
             && real != abs
