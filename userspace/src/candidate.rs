@@ -41,13 +41,6 @@ pub struct Status {
     pub rows: Vec<DiffRow>,
 }
 
-/// Answer to `stage`, `promote` and `discard`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Outcome {
-    pub ok: bool,
-    pub message: String,
-}
-
 /// What a disagreement means for the traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Change {

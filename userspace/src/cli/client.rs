@@ -74,7 +74,7 @@ impl Target {
     }
 
     /// Connects and sends `request`; `None` when no controller listens.
-    fn ask(&self, request: &Request) -> anyhow::Result<Option<BufReader<UnixStream>>> {
+    pub fn ask(&self, request: &Request) -> anyhow::Result<Option<BufReader<UnixStream>>> {
         let path = self.socket();
         let mut stream = match UnixStream::connect(&path) {
             Ok(s) => s,
@@ -291,6 +291,7 @@ pub fn events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
         device: args.device.clone(),
         region: args.region.clone(),
         verdict: args.verdict,
+        candidate: false,
     };
     let mut printed = 0u64;
     let mut out = std::io::stdout().lock();

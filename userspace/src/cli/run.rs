@@ -159,6 +159,8 @@ pub struct Args {
     pub history: super::history::RecordArgs,
     #[command(flatten)]
     pub web: WebArgs,
+    #[command(flatten)]
+    pub shadow: super::candidate::RunArgs,
 }
 
 /// The read-only web dashboard (off unless --web is given).
@@ -336,6 +338,7 @@ fn shared(
     ctl: &Controller,
     detach: mpsc::Sender<tokio::sync::oneshot::Sender<regionwall::control::Ack>>,
     stats: mpsc::Sender<tokio::sync::oneshot::Sender<regionwall::control::Stats>>,
+    shadow: mpsc::Sender<regionwall::controller::shadow::Job>,
 ) -> Arc<Shared> {
     Arc::new(Shared {
         iface: ctl.config().iface.clone(),
@@ -345,6 +348,8 @@ fn shared(
         detach,
         stats,
         hosts: ctl.hosts().cloned(),
+        shadow: ctl.shadow_client(shadow),
+        candidate_feed: ctl.candidate_feed(),
     })
 }
 
@@ -391,7 +396,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         &args.history.options(&args.iface),
         stats_tx.clone(),
     );
-    let server = tokio::spawn(socket::serve(listener, shared(&ctl, detach_tx, stats_tx)));
+    let (shadow_tx, mut shadow_rx) = super::candidate::start(&mut ctl, &args.shadow);
+    let server = tokio::spawn(socket::serve(
+        listener,
+        shared(&ctl, detach_tx, stats_tx, shadow_tx),
+    ));
     let exporter = exporter.map(|e| e.serve(&ctl));
     let dashboard = dashboard.map(|d| d.serve(&ctl));
     let mut link_notes = supervise::netlink_notes()
@@ -409,6 +418,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ = sighup.recv() => reloads.request(&ctl, "SIGHUP"),
             trigger = reloads.next() => reloads.handle(&mut ctl, trigger),
             Some(reply) = stats_rx.recv() => { let _ = reply.send(ctl.snapshot()); }
+            Some(job) = shadow_rx.recv() => ctl.shadow(job),
             Some(reply) = detach_rx.recv() => break Exit::Detach(reply),
             Some(note) = async { match link_notes.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
                 if ctl.supervisor.concerns(&note) && ctl.supervise() == Step::Detached {
