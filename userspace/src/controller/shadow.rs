@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Controller, Prepared, prepare};
 use crate::{
-    candidate::{DiffRow, Outcome, Status},
+    candidate::{DiffRow, Status},
+    control::Ack as Outcome,
     compile::Compiled,
     events::Record,
     policy::Policy,
