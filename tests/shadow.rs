@@ -96,6 +96,26 @@ fn stage(c: &Controller, root: &PinRoot, file: &Path) {
     assert!(out.status.success(), "stage: {}", text(&out));
 }
 
+/// The diff once `(live, candidate)` has counted `packets` (veth hands
+/// frames to XDP on the gateway's NAPI, after the sender returned), or
+/// after 20 s; the caller asserts on what it returns.
+fn diff_when(
+    c: &Controller,
+    root: &PinRoot,
+    live: Verdict,
+    candidate: Verdict,
+    packets: u64,
+) -> Status {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = diff(c, root);
+        if counted(&s, live, candidate).0 >= packets || std::time::Instant::now() > deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Packets and bytes of the diff rows from `live` to `candidate`.
 fn counted(s: &Status, live: Verdict, candidate: Verdict) -> (u64, u64) {
     s.rows
@@ -128,7 +148,8 @@ fn candidate_counts_what_was_sent_and_survives_restarts() {
     stage(&c, &root, &candidate);
     send(&t, "198.51.100.10:9", 50);
     send(&t, "203.0.113.10:9", 30);
-    let s = diff(&c, &root);
+    diff_when(&c, &root, Verdict::Drop, Verdict::Pass, 50);
+    let s = diff_when(&c, &root, Verdict::Pass, Verdict::Drop, 30);
     assert!(s.staged && s.evaluated, "{s:?}");
     assert_eq!(counted(&s, Verdict::Drop, Verdict::Pass), (50, 50 * FRAME));
     assert_eq!(counted(&s, Verdict::Pass, Verdict::Drop), (30, 30 * FRAME));
@@ -153,6 +174,27 @@ fn candidate_counts_what_was_sent_and_survives_restarts() {
         text(&human)
     );
 
+    // explain --candidate answers for both, the candidate found through
+    // the controller.
+    let out = regionwall(&[
+        "explain",
+        "203.0.113.10",
+        "--device",
+        "phone",
+        "--policy",
+        live.to_str().expect("UTF-8"),
+        "--iface",
+        GATEWAY_LAN,
+        "--socket",
+        c.socket.to_str().expect("UTF-8"),
+        "--candidate",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let both: serde_json::Value = serde_json::from_slice(&out.stdout).expect("explain JSON");
+    assert_eq!(both["live"]["verdict"], "pass", "{both}");
+    assert_eq!(both["candidate"]["verdict"], "drop", "{both}");
+
     // kill -9: the candidate and its counts are adopted.
     let socket = c.socket.clone();
     c.kill9().expect("kill -9");
@@ -167,7 +209,7 @@ fn candidate_counts_what_was_sent_and_survives_restarts() {
     assert!(s.staged && s.evaluated, "adopted: {s:?}");
     assert_eq!(counted(&s, Verdict::Pass, Verdict::Drop), (30, 30 * FRAME));
     send(&t, "203.0.113.10:9", 5);
-    let s = diff(&c, &root);
+    let s = diff_when(&c, &root, Verdict::Pass, Verdict::Drop, 35);
     assert_eq!(counted(&s, Verdict::Pass, Verdict::Drop), (35, 35 * FRAME));
 
     // The live policy changes: the candidate pauses, promote is refused.

@@ -148,8 +148,13 @@ pub fn stage(args: &StageArgs) -> anyhow::Result<ExitCode> {
     acked(&args.target, &Request::Stage { path })
 }
 
+/// The staged candidate and its counts, from the controller.
+pub fn status(target: &Target) -> anyhow::Result<Status> {
+    ask(target, &Request::Diff)
+}
+
 pub fn diff(args: &DiffArgs) -> anyhow::Result<ExitCode> {
-    let status: Status = ask(&args.target, &Request::Diff)?;
+    let status = status(&args.target)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
