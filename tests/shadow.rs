@@ -128,14 +128,40 @@ fn send(t: &Topology, to: &str, n: u64) {
     udp_burst(t, to, n, PAYLOAD, Duration::ZERO).expect("udp burst");
 }
 
+/// `explain ADDR --candidate --json` for the phone, the candidate found
+/// through the controller.
+fn explain_both(c: &Controller, live: &Path, addr: &str) -> serde_json::Value {
+    let out = regionwall(&[
+        "explain",
+        addr,
+        "--device",
+        "phone",
+        "--policy",
+        live.to_str().expect("UTF-8"),
+        "--iface",
+        GATEWAY_LAN,
+        "--socket",
+        c.socket.to_str().expect("UTF-8"),
+        "--candidate",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).expect("explain JSON")
+}
+
 #[test]
 fn candidate_counts_what_was_sent_and_survives_restarts() {
     let t = Topology::create("rwshd-diff").expect("namespaces");
     let live = common::policy_file(LIVE);
     let candidate = common::policy_file(CANDIDATE);
     let root = PinRoot::new();
-    let c = Controller::start(&exe(), &t, &live, &["--pin-root", root.arg(), "--no-history"])
-        .expect("start");
+    let c = Controller::start(
+        &exe(),
+        &t,
+        &live,
+        &["--pin-root", root.arg(), "--no-history"],
+    )
+    .expect("start");
 
     // A candidate with other regions cannot share the lookup: refused,
     // with the reason.
@@ -160,7 +186,11 @@ fn candidate_counts_what_was_sent_and_survives_restarts() {
         .find(|r| r.candidate == Verdict::Drop)
         .expect("newly blocked row");
     assert_eq!(
-        (newly.device.as_str(), newly.region.as_str(), newly.rule.as_str()),
+        (
+            newly.device.as_str(),
+            newly.region.as_str(),
+            newly.rule.as_str()
+        ),
         ("phone", "zone-b", "no-b")
     );
     // Live verdicts unchanged: zone-a dropped, zone-b passed.
@@ -169,29 +199,15 @@ fn candidate_counts_what_was_sent_and_survives_restarts() {
     assert_eq!(stats.packets(Verdict::Pass), 30);
     let human = cli(&c, &root, &["diff"]);
     assert!(
-        text(&human).contains("would newly block 30 packets / 4.3 kB from phone to zone-b (rule no-b)"),
+        text(&human)
+            .contains("would newly block 30 packets / 4.3 kB from phone to zone-b (rule no-b)"),
         "{}",
         text(&human)
     );
 
     // explain --candidate answers for both, the candidate found through
     // the controller.
-    let out = regionwall(&[
-        "explain",
-        "203.0.113.10",
-        "--device",
-        "phone",
-        "--policy",
-        live.to_str().expect("UTF-8"),
-        "--iface",
-        GATEWAY_LAN,
-        "--socket",
-        c.socket.to_str().expect("UTF-8"),
-        "--candidate",
-        "--json",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    let both: serde_json::Value = serde_json::from_slice(&out.stdout).expect("explain JSON");
+    let both = explain_both(&c, &live, "203.0.113.10");
     assert_eq!(both["live"]["verdict"], "pass", "{both}");
     assert_eq!(both["candidate"]["verdict"], "drop", "{both}");
 
@@ -202,7 +218,13 @@ fn candidate_counts_what_was_sent_and_survives_restarts() {
         &exe(),
         &t,
         &live,
-        &["--pin-root", root.arg(), "--no-history", "--socket", socket.to_str().expect("UTF-8")],
+        &[
+            "--pin-root",
+            root.arg(),
+            "--no-history",
+            "--socket",
+            socket.to_str().expect("UTF-8"),
+        ],
     )
     .expect("restart");
     let s = diff(&c, &root);
@@ -213,10 +235,17 @@ fn candidate_counts_what_was_sent_and_survives_restarts() {
     assert_eq!(counted(&s, Verdict::Pass, Verdict::Drop), (35, 35 * FRAME));
 
     // The live policy changes: the candidate pauses, promote is refused.
-    std::fs::write(&live, LIVE.replace("name = \"no-a\"", "name = \"no-a\"\nmode = \"audit\""))
-        .expect("rewrite live");
+    std::fs::write(
+        &live,
+        LIVE.replace("name = \"no-a\"", "name = \"no-a\"\nmode = \"audit\""),
+    )
+    .expect("rewrite live");
     c.signal(libc::SIGHUP);
-    assert!(common::wait_count(&c, "reloaded policy", 1, Duration::from_secs(20)), "{}", c.log_text());
+    assert!(
+        common::wait_count(&c, "reloaded policy", 1, Duration::from_secs(20)),
+        "{}",
+        c.log_text()
+    );
     let s = diff(&c, &root);
     assert!(s.staged && !s.evaluated, "paused: {s:?}");
     let out = cli(&c, &root, &["promote"]);
@@ -239,8 +268,13 @@ fn promote_under_traffic_is_old_then_new_never_a_mix() {
     let live = common::policy_file(LIVE);
     let candidate = common::policy_file(CANDIDATE);
     let root = PinRoot::new();
-    let c = Controller::start(&exe(), &t, &live, &["--pin-root", root.arg(), "--no-history"])
-        .expect("start");
+    let c = Controller::start(
+        &exe(),
+        &t,
+        &live,
+        &["--pin-root", root.arg(), "--no-history"],
+    )
+    .expect("start");
     stage(&c, &root, &candidate);
     let prog = Xdp::from_pin(root.pins().prog(), XdpAttachType::Interface).expect("program");
     let phone = Ipv4Addr::new(192, 0, 2, 10);
@@ -282,7 +316,10 @@ fn promote_under_traffic_is_old_then_new_never_a_mix() {
             assert!(out.status.success(), "promote: {}", text(&out));
             std::thread::sleep(Duration::from_millis(300));
             stop.store(true, Ordering::Relaxed);
-            (sender.join().expect("sender"), probes.join().expect("probes"))
+            (
+                sender.join().expect("sender"),
+                probes.join().expect("probes"),
+            )
         })
     };
     let (sent, seen) = traffic;
@@ -296,7 +333,10 @@ fn promote_under_traffic_is_old_then_new_never_a_mix() {
     for &(a, b) in &seen {
         for (v, is_a) in [(a, true), (b, false)] {
             if old(v, is_a) {
-                assert!(!switched, "a probe saw the old policy after the new one: {seen:?}");
+                assert!(
+                    !switched,
+                    "a probe saw the old policy after the new one: {seen:?}"
+                );
             } else {
                 switched = true;
             }
@@ -312,8 +352,14 @@ fn promote_under_traffic_is_old_then_new_never_a_mix() {
         seen.len(),
         seen.len() - old_pairs - new_pairs
     );
-    assert!(old_pairs > 0 && new_pairs > 0, "probes on both sides of the flip");
-    assert!(seen.len() - old_pairs - new_pairs <= 1, "one pair at most spans the flip");
+    assert!(
+        old_pairs > 0 && new_pairs > 0,
+        "probes on both sides of the flip"
+    );
+    assert!(
+        seen.len() - old_pairs - new_pairs <= 1,
+        "one pair at most spans the flip"
+    );
     // Promoted: the candidate is gone, the new policy enforces.
     assert!(!diff(&c, &root).staged);
     assert_eq!(common::prog::verdict(&prog, &to_a), XDP_PASS);

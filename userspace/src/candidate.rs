@@ -108,9 +108,7 @@ impl Status {
         }
         let mut out = format!("candidate {}", self.path);
         if !self.evaluated {
-            out.push_str(
-                " (paused: the live policy changed since staging; promote needs --force)",
-            );
+            out.push_str(" (paused: the live policy changed since staging; promote needs --force)");
         }
         out.push('\n');
         for (change, verb) in [
@@ -137,13 +135,12 @@ impl Status {
         for r in &self.rows {
             let _ = writeln!(
                 out,
-                "  {} -> {} ({}/{}): {} {} -> {}: {} packets, {} bytes",
+                "  {} -> {} ({}/{}): {} -> {}: {} packets, {} bytes",
                 r.device,
                 r.region,
                 r.country,
                 r.rule,
                 r.live.as_str(),
-                "->",
                 r.candidate.as_str(),
                 r.packets,
                 r.bytes
@@ -166,7 +163,7 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -177,10 +174,7 @@ pub fn thousands(n: u64) -> String {
 /// 3_100_000 -> "3.1 MB" (decimal units).
 #[must_use]
 pub fn human_bytes(n: u64) -> String {
-    #[expect(
-        clippy::cast_precision_loss,
-        reason = "shown with one decimal"
-    )]
+    #[expect(clippy::cast_precision_loss, reason = "shown with one decimal")]
     let f = n as f64;
     match n {
         0..1_000 => format!("{n} B"),
@@ -215,18 +209,33 @@ mod tests {
             packets: 2,
             bytes: 100,
         };
-        assert_eq!(row(Verdict::Pass, Verdict::Drop).change(), Change::NewlyBlock);
-        assert_eq!(row(Verdict::Audit, Verdict::Reject).change(), Change::NewlyBlock);
-        assert_eq!(row(Verdict::Drop, Verdict::Pass).change(), Change::NewlyAllow);
+        assert_eq!(
+            row(Verdict::Pass, Verdict::Drop).change(),
+            Change::NewlyBlock
+        );
+        assert_eq!(
+            row(Verdict::Audit, Verdict::Reject).change(),
+            Change::NewlyBlock
+        );
+        assert_eq!(
+            row(Verdict::Drop, Verdict::Pass).change(),
+            Change::NewlyAllow
+        );
         assert_eq!(row(Verdict::Drop, Verdict::Reject).change(), Change::Other);
         let status = Status {
             staged: true,
             evaluated: true,
-            rows: vec![row(Verdict::Pass, Verdict::Drop), row(Verdict::Drop, Verdict::Pass)],
+            rows: vec![
+                row(Verdict::Pass, Verdict::Drop),
+                row(Verdict::Drop, Verdict::Pass),
+            ],
             ..Status::default()
         };
         let text = status.render();
-        assert!(text.contains("would newly block 2 packets / 100 B from tv to CN (rule r)"), "{text}");
+        assert!(
+            text.contains("would newly block 2 packets / 100 B from tv to CN (rule r)"),
+            "{text}"
+        );
         assert!(text.contains("would newly allow 2 packets"), "{text}");
     }
 }

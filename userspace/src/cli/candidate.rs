@@ -34,7 +34,7 @@ pub fn start(ctl: &mut Controller, args: &RunArgs) -> (mpsc::Sender<Job>, mpsc::
     if let Some(path) = &args.candidate {
         let absolute = std::path::absolute(path).unwrap_or_else(|_| path.clone());
         let adopted = ctl.candidate_status();
-        if adopted.staged && PathBuf::from(&adopted.path) == absolute {
+        if adopted.staged && std::path::Path::new(&adopted.path) == absolute {
             log::info!("keeping the adopted candidate {}", absolute.display());
         } else {
             let c = ctl.config();

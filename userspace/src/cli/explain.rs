@@ -62,6 +62,10 @@ pub struct Args {
     /// candidate staged on --iface (`regionwall stage`). JSON then has
     /// `live` and `candidate` objects.
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    #[expect(
+        clippy::option_option,
+        reason = "clap's shape for an option whose value may be left out"
+    )]
     pub candidate: Option<Option<PathBuf>>,
 }
 

@@ -329,25 +329,25 @@ impl Controller {
         let tally = Arc::new(Tally::default());
         tally.loaded(&prepared.policy.inputs);
         let mut ctl = Self {
-                config,
-                dp,
-                pins,
-                _lock: lock,
-                names,
-                epoch,
-                live: Arc::clone(&prepared.policy),
-                live_feed: tokio::sync::watch::Sender::new(Arc::clone(&prepared.policy)),
-                clock: BootClock::now(),
-                tally,
-                known,
-                feed: tokio::sync::broadcast::channel(FEED).0,
-                hosts: None,
-                history: None,
-                counters_fresh,
-                candidate: None,
-                candidate_feed: tokio::sync::broadcast::channel(FEED).0,
-                supervisor,
-            };
+            config,
+            dp,
+            pins,
+            _lock: lock,
+            names,
+            epoch,
+            live: Arc::clone(&prepared.policy),
+            live_feed: tokio::sync::watch::Sender::new(Arc::clone(&prepared.policy)),
+            clock: BootClock::now(),
+            tally,
+            known,
+            feed: tokio::sync::broadcast::channel(FEED).0,
+            hosts: None,
+            history: None,
+            counters_fresh,
+            candidate: None,
+            candidate_feed: tokio::sync::broadcast::channel(FEED).0,
+            supervisor,
+        };
         if !counters_fresh {
             ctl.adopt_candidate();
         }

@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Controller, Prepared, prepare};
 use crate::{
     candidate::{DiffRow, Status},
-    control::Ack as Outcome,
     compile::Compiled,
+    control::Ack as Outcome,
     events::Record,
     policy::Policy,
     verdict::Verdict,
@@ -60,6 +60,10 @@ fn dp_err(context: &'static str) -> impl FnOnce(crate::DatapathError) -> ShadowE
 }
 
 /// The staged candidate, as the controller keeps it.
+#[expect(
+    clippy::struct_field_names,
+    reason = "staged_at is the record's own name for it (CandidateMeta)"
+)]
 pub struct Staged {
     path: PathBuf,
     policy: Arc<Policy>,
@@ -129,10 +133,9 @@ impl Client {
     pub async fn stage(&self, path: PathBuf) -> Outcome {
         let c = self.config.clone();
         let p = path.clone();
-        let prepared = tokio::task::spawn_blocking(move || {
-            prepare(&p, &c.options, c.limits, c.lookup, None)
-        })
-        .await;
+        let prepared =
+            tokio::task::spawn_blocking(move || prepare(&p, &c.options, c.limits, c.lookup, None))
+                .await;
         let prepared = match prepared {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => return outcome(Err(e.into())),
@@ -248,7 +251,10 @@ pub fn table(
         for c in 0..classes {
             let country = live.class_countries.get(c).copied().unwrap_or(0);
             for p in 0..ports {
-                let (at, from) = ((d * classes + c) * ports + p, (own * classes + c) * ports + p);
+                let (at, from) = (
+                    (d * classes + c) * ports + p,
+                    (own * classes + c) * ports + p,
+                );
                 if let (Some(cell), Some(src)) = (out.get_mut(at), candidate.decisions.get(from)) {
                     *cell = Decision { country, ..*src };
                 }
@@ -313,16 +319,14 @@ impl Controller {
     /// from zero; a candidate staged before is replaced.
     pub fn stage(&mut self, prepared: Prepared, path: &Path) -> Result<String, ShadowError> {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        let live = self
-            .names
-            .get(self.epoch)
-            .ok_or(ShadowError::NotStaged)?;
-        let decisions = table(live, &self.live, &prepared.compiled, &prepared.policy).map_err(
-            |why| ShadowError::Incompatible {
-                path: path.clone(),
-                why,
-            },
-        )?;
+        let live = self.names.get(self.epoch).ok_or(ShadowError::NotStaged)?;
+        let decisions =
+            table(live, &self.live, &prepared.compiled, &prepared.policy).map_err(|why| {
+                ShadowError::Incompatible {
+                    path: path.clone(),
+                    why,
+                }
+            })?;
         let digest = live_digest(live);
         let staged_at = now_secs();
         let meta = meta_of(&path, digest, staged_at)?;

@@ -278,7 +278,11 @@ async fn serve_client(stream: UnixStream, shared: &Shared) -> io::Result<()> {
         Request::Stage { .. } | Request::Promote { .. } | Request::Discard
             if grant != Grant::All =>
         {
-            refuse(&mut write, "permission denied: changing the candidate needs root").await
+            refuse(
+                &mut write,
+                "permission denied: changing the candidate needs root",
+            )
+            .await
         }
         Request::Stage { path } => {
             let ack = shared.shadow.stage(path).await;

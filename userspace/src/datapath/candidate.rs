@@ -103,7 +103,7 @@ impl Datapath {
             PerCpuHashMap::try_from(self.map("CANDIDATE_TRAFFIC")?)
                 .map_err(map_err("CANDIDATE_TRAFFIC"))?;
         let mut rows = Vec::new();
-        for entry in map.iter() {
+        for entry in &map {
             let (key, values) = entry.map_err(map_err("CANDIDATE_TRAFFIC"))?;
             let (packets, bytes) = values
                 .iter()
