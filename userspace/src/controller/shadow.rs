@@ -472,18 +472,28 @@ impl Controller {
     /// drops it. Refused when the live policy changed since staging,
     /// unless `force`.
     pub fn promote(&mut self, force: bool) -> Result<String, ShadowError> {
-        let staged = self.candidate.take().ok_or(ShadowError::NotStaged)?;
+        let staged = self.candidate.as_ref().ok_or(ShadowError::NotStaged)?;
         if !force && !self.dp.candidate_evaluated() {
-            self.candidate = Some(staged);
             return Err(ShadowError::LiveChanged);
         }
-        let compiled = Arc::try_unwrap(staged.compiled).unwrap_or_else(|c| (*c).clone());
         let prepared = Prepared {
-            policy: staged.policy,
-            compiled,
-            fib: staged.fib,
+            policy: Arc::clone(&staged.policy),
+            compiled: (*staged.compiled).clone(),
+            fib: staged.fib.clone(),
         };
-        let epoch = self.apply(prepared).map_err(Box::new)?;
+        // Taken first, so the publish does not stage it against itself.
+        let Some(staged) = self.candidate.take() else {
+            return Err(ShadowError::NotStaged);
+        };
+        let epoch = match self.apply(prepared) {
+            Ok(epoch) => epoch,
+            Err(e) => {
+                // The old policy stays live: so does the candidate.
+                self.candidate = Some(staged);
+                self.restage();
+                return Err(Box::new(e).into());
+            }
+        };
         self.config.policy.clone_from(&staged.path);
         self.dp
             .discard_candidate()
