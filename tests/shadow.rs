@@ -262,6 +262,41 @@ fn candidate_counts_what_was_sent_and_survives_restarts() {
     drop(c);
 }
 
+/// `events --candidate` streams "would drop" events naming the
+/// candidate's rule, marked as candidate events, with the live verdict.
+fn candidate_events_stream(t: &Topology, c: &Controller, root: &PinRoot) {
+    let mut args = vec!["events", "--candidate", "--json", "--count", "2"];
+    args.extend(target(c, root));
+    let mut child = std::process::Command::new(exe())
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("events --candidate");
+    // Sent until the client has printed its two events (it subscribes
+    // after it starts; at most 200 datagrams).
+    for _ in 0..200 {
+        if child.try_wait().expect("events client").is_some() {
+            break;
+        }
+        send(t, "203.0.113.10:9", 1);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("events output");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("event JSON"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for e in &lines {
+        assert_eq!(e["candidate"], true, "{e}");
+        assert_eq!(e["verdict"], "drop", "{e}");
+        assert_eq!(e["live_verdict"], "pass", "{e}");
+        assert_eq!(e["rule"], "no-b", "{e}");
+        assert_eq!(e["device"], "phone", "{e}");
+    }
+}
+
 #[test]
 fn promote_under_traffic_is_old_then_new_never_a_mix() {
     let t = Topology::create("rwshd-promote").expect("namespaces");
@@ -276,6 +311,7 @@ fn promote_under_traffic_is_old_then_new_never_a_mix() {
     )
     .expect("start");
     stage(&c, &root, &candidate);
+    candidate_events_stream(&t, &c, &root);
     let prog = Xdp::from_pin(root.pins().prog(), XdpAttachType::Interface).expect("program");
     let phone = Ipv4Addr::new(192, 0, 2, 10);
     let to_a = udp4_frame(phone, Ipv4Addr::new(198, 51, 100, 20), 9);

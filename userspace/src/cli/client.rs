@@ -166,6 +166,10 @@ pub struct EventsArgs {
     /// it to come back (a restart) and replaying what it recorded since.
     #[arg(long)]
     pub no_reconnect: bool,
+    /// Stream the staged candidate's events instead ("would drop",
+    /// "would pass"; see `regionwall stage`); needs a running controller.
+    #[arg(long, conflicts_with = "since")]
+    pub candidate: bool,
 }
 
 /// Prints the recorded events from `since` on (after it, with `after`)
@@ -286,6 +290,9 @@ fn reconnect(args: &EventsArgs, filter: &Filter) -> anyhow::Result<BufReader<Uni
 }
 
 pub fn events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
+    if args.candidate {
+        return super::candidate::events(args);
+    }
     super::default_sigpipe();
     let filter = Filter {
         device: args.device.clone(),
