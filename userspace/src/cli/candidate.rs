@@ -77,7 +77,7 @@ pub struct StageArgs {
     pub target: Target,
 }
 
-/// What a staged candidate would have changed since staging
+/// Show what a staged candidate would have changed since staging
 ///
 /// "would newly block 1,240 packets / 3.1 MB from phone, tv to CN, RU
 /// (rule ...)", "would newly allow ...", then one line per (device,
