@@ -547,3 +547,6 @@ impl Controller {
         self.candidate_feed.clone()
     }
 }
+
+#[cfg(test)]
+mod tests;
