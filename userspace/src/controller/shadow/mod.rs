@@ -34,6 +34,8 @@ pub enum ShadowError {
     Incompatible { path: PathBuf, why: String },
     #[error("no candidate is staged")]
     NotStaged,
+    #[error("the live policy's names are not known yet; try again")]
+    NoLivePolicy,
     #[error(
         "the live policy changed since the candidate was staged (it is paused); stage it again, or promote --force"
     )]
@@ -319,7 +321,10 @@ impl Controller {
     /// from zero; a candidate staged before is replaced.
     pub fn stage(&mut self, prepared: Prepared, path: &Path) -> Result<String, ShadowError> {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        let live = self.names.get(self.epoch).ok_or(ShadowError::NotStaged)?;
+        let live = self
+            .names
+            .get(self.epoch)
+            .ok_or(ShadowError::NoLivePolicy)?;
         let decisions =
             table(live, &self.live, &prepared.compiled, &prepared.policy).map_err(|why| {
                 ShadowError::Incompatible {
