@@ -58,6 +58,7 @@ fn bare_command_prints_help_and_touches_nothing() {
     assert!(stderr.contains("Usage: regionwall <COMMAND>"), "{stderr}");
     for command in [
         "run", "check", "explain", "demo", "events", "stats", "detach", "history", "update",
+        "stage", "diff", "promote", "discard",
     ] {
         assert!(
             stderr.contains(&format!("\n  {command} ")),
@@ -82,8 +83,8 @@ fn subcommand_summaries_are_imperative_without_a_period() {
         .skip(1)
         .take_while(|l| !l.is_empty())
         .collect();
-    // Nine commands and `help`.
-    assert_eq!(summaries.len(), 10, "{text}");
+    // Thirteen commands and `help`.
+    assert_eq!(summaries.len(), 14, "{text}");
     for line in summaries {
         let summary = line.trim_start().split_once("  ").expect("name, summary").1;
         let summary = summary.trim();

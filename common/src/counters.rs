@@ -47,9 +47,12 @@ pub enum Counter {
     /// fragment, a broadcast or multicast address, a frame too short to
     /// quote (dropped silently).
     RejectsUnanswerable = 17,
+    /// Disagreements with the staged candidate not counted because
+    /// `CANDIDATE_TRAFFIC` was full (the verdict was not changed).
+    CandidateLost = 18,
 }
 /// Number of [`Counter`] slots.
-pub const COUNTERS: u32 = 18;
+pub const COUNTERS: u32 = 19;
 
 impl Counter {
     /// Every counter, in slot order.
@@ -72,6 +75,7 @@ impl Counter {
         Self::RejectsSent,
         Self::RejectsSuppressed,
         Self::RejectsUnanswerable,
+        Self::CandidateLost,
     ];
 
     /// The name shown in statistics.
@@ -96,6 +100,7 @@ impl Counter {
             Self::RejectsSent => "rejects_sent",
             Self::RejectsSuppressed => "rejects_suppressed",
             Self::RejectsUnanswerable => "rejects_unanswerable",
+            Self::CandidateLost => "candidate_lost",
         }
     }
 }

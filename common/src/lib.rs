@@ -19,7 +19,7 @@ pub use counters::{COUNTERS, Counter};
 
 /// Version of the map layout below. Bumped whenever any shared type or map
 /// changes meaning, so a controller can tell pinned state of another layout.
-pub const LAYOUT_VERSION: u32 = 8;
+pub const LAYOUT_VERSION: u32 = 9;
 
 /// Number of policy table sets. A reload writes the inactive set, then flips
 /// [`Control::active`] with one map update.
@@ -60,6 +60,10 @@ pub const NO_RULE: u16 = 0;
 pub const MAX_IPV6_EXT_HEADERS: u32 = 6;
 /// VLAN tags (802.1Q / 802.1ad) the parser walks before giving up.
 pub const MAX_VLAN_TAGS: u32 = 2;
+
+/// Disagreement counters `CANDIDATE_TRAFFIC` keeps (per CPU); a key that
+/// does not fit is counted in [`Counter::CandidateLost`].
+pub const CANDIDATE_KEYS: u32 = 4096;
 
 /// Default capacity of the two LPM tries per address family.
 pub const LPM_V4_MAX_ENTRIES: u32 = 2 << 20;
@@ -371,6 +375,83 @@ pub struct DestCounter {
 const _: () = assert!(size_of::<DestCounter>() == 32);
 const _: () = assert!(size_of::<Control>() == 32);
 
+/// [`Control::flags`]: a candidate policy is staged. The program then also
+/// reads `CANDIDATE_DECISIONS` at the live decision's index (the candidate
+/// shares the live policy's destination, device and port lookups), counts
+/// disagreements in `CANDIDATE_TRAFFIC` and reports them as candidate
+/// events. Never enforced.
+pub const CONTROL_CANDIDATE: u32 = 4;
+/// [`Control::flags`]: the generation the candidate's table is indexed for
+/// is 1 (clear: 0). The candidate is evaluated only while that generation
+/// is live, so a packet of another policy never reads it.
+pub const CONTROL_CANDIDATE_GEN1: u32 = 8;
+
+/// Whether `control` has a candidate staged for its live generation.
+#[expect(
+    clippy::inline_always,
+    reason = "called on the per-packet path of the XDP program"
+)]
+#[inline(always)]
+#[must_use]
+pub const fn candidate_live(control: &Control) -> bool {
+    control.flags & CONTROL_CANDIDATE != 0
+        && (control.flags & CONTROL_CANDIDATE_GEN1 != 0) == (control.active & 1 == 1)
+}
+
+/// Key of `CANDIDATE_TRAFFIC`: one disagreement between the live policy
+/// and the candidate. Device and country are the live policy's stable
+/// indices; region and rule are the candidate's own ids (policy order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CandidateKey {
+    pub device: u16,
+    pub region: u16,
+    pub country: u16,
+    pub rule: u16,
+    /// The live [`Verdict`] as u8.
+    pub live: u8,
+    /// The candidate's [`Verdict`] as u8.
+    pub candidate: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<CandidateKey>() == 12);
+
+/// Bytes of the candidate's policy path kept in `CANDIDATE_META`.
+pub const CANDIDATE_PATH_BYTES: usize = 1024;
+
+/// Map `CANDIDATE_META` (user space only, like `NAMES`): the staged
+/// candidate, so a restarted controller adopts it with its counts.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CandidateMeta {
+    /// 1 when a candidate is staged.
+    pub staged: u32,
+    /// Digest of the live policy it was staged against (promote refuses
+    /// when the live policy changed since).
+    pub live_digest: u32,
+    /// Unix seconds of staging.
+    pub staged_at: u64,
+    /// Bytes of `path` in use.
+    pub path_len: u32,
+    pub _pad: u32,
+    /// The candidate's policy file, UTF-8.
+    pub path: [u8; CANDIDATE_PATH_BYTES],
+}
+const _: () = assert!(size_of::<CandidateMeta>() == 24 + CANDIDATE_PATH_BYTES);
+
+impl Default for CandidateMeta {
+    fn default() -> Self {
+        Self {
+            staged: 0,
+            live_digest: 0,
+            staged_at: 0,
+            path_len: 0,
+            _pad: 0,
+            path: [0; CANDIDATE_PATH_BYTES],
+        }
+    }
+}
+
 /// Default event rate limit per (device, region) and CPU, events per second.
 pub const EVENT_RATE_DEFAULT: u32 = 100;
 /// Default burst per (device, region) and CPU.
@@ -578,7 +659,13 @@ pub struct Event {
     pub epoch: u32,
     /// Country id of the destination in the policy of `epoch`.
     pub country: u16,
-    pub _pad: [u8; 6],
+    /// 1: a candidate event ("would drop"/"would pass"): `verdict`,
+    /// `rule` and `region` are the staged candidate's (its own ids), the
+    /// live policy decided `live_verdict` and enforced it. 0: a live event.
+    pub candidate: u8,
+    /// The live [`Verdict`] as u8 (candidate events only).
+    pub live_verdict: u8,
+    pub _pad: [u8; 4],
 }
 const _: () = assert!(size_of::<Event>() == 80);
 
@@ -599,6 +686,8 @@ mod pod {
     unsafe impl aya::Pod for super::DestKey {}
     unsafe impl aya::Pod for super::DestCounter {}
     unsafe impl aya::Pod for super::dns::DnsCopy {}
+    unsafe impl aya::Pod for super::CandidateKey {}
+    unsafe impl aya::Pod for super::CandidateMeta {}
 }
 
 /// Size of the benchmark object's destination key pool (a power of two).

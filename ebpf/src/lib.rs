@@ -19,9 +19,10 @@ pub mod parse;
 pub mod policy;
 pub mod reject;
 pub mod report;
+pub mod shadow;
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use regionwall_common::{Counter, Lookup, Reason, UnparsedAction, Verdict};
+use regionwall_common::{Counter, Lookup, Reason, UnparsedAction, Verdict, candidate_live};
 
 use crate::parse::Parsed;
 
@@ -59,12 +60,17 @@ pub fn filter(ctx: &XdpContext, lookup: Lookup) -> u32 {
         }
         Parsed::Ip(pkt) => {
             // The packet's generation picks its tables here, once.
-            let (decision, device, epoch) = if control.active & 1 == 0 {
+            let (decision, device, epoch, index) = if control.active & 1 == 0 {
                 policy::decide::<0>(lookup, &pkt)
             } else {
                 policy::decide::<1>(lookup, &pkt)
             };
             report::traffic(ctx, &control, &pkt, device, &decision);
+            // One test of the control value already read: ~0 without a
+            // candidate. The candidate only counts and reports.
+            if candidate_live(&control) {
+                shadow::evaluate(ctx, &control, &pkt, device, &decision, index, epoch);
+            }
             if decision.verdict == Verdict::Pass as u8 {
                 return xdp_action::XDP_PASS;
             }

@@ -6,15 +6,16 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use regionwall_common::dns::{DNS_COUNTERS as DNS_COUNTERS_SLOTS, DNS_RING_BYTES};
 use regionwall_common::{
-    Bucket, COUNTERS, COUNTRY_SLOTS, Control, DESTINATIONS_DEFAULT, DEVICE_LPM_MAX_ENTRIES,
-    DEVICE_MAC_MAX_ENTRIES, Decision, DestCounter, DestKey, EVENT_RING_BYTES, FIB_LONG_DEFAULT,
-    FIB_RANGES_DEFAULT, FIB_SLOTS_DEFAULT, FibLong, FibSlot, GENERATIONS, LAYOUT_SLOTS,
-    LPM_V4_MAX_ENTRIES, LPM_V6_MAX_ENTRIES, MAX_DECISIONS, MAX_DEVICES, MacKey, NAMES_SLOTS,
-    PORT_SLOTS, PolicyMeta, RATE_SLOTS, SlotName, TRAFFIC_SLOTS, TrafficCounter,
+    Bucket, CANDIDATE_KEYS, COUNTERS, COUNTRY_SLOTS, CandidateKey, CandidateMeta, Control,
+    DESTINATIONS_DEFAULT, DEVICE_LPM_MAX_ENTRIES, DEVICE_MAC_MAX_ENTRIES, Decision, DestCounter,
+    DestKey, EVENT_RING_BYTES, FIB_LONG_DEFAULT, FIB_RANGES_DEFAULT, FIB_SLOTS_DEFAULT, FibLong,
+    FibSlot, GENERATIONS, LAYOUT_SLOTS, LPM_V4_MAX_ENTRIES, LPM_V6_MAX_ENTRIES, MAX_DECISIONS,
+    MAX_DEVICES, MacKey, NAMES_SLOTS, PORT_SLOTS, PolicyMeta, RATE_SLOTS, SlotName, TRAFFIC_SLOTS,
+    TrafficCounter,
 };
 
 /// Which layout and lookup these maps were made for; written by the
@@ -115,6 +116,24 @@ pub static RATE_LIMIT: PerCpuArray<Bucket> = PerCpuArray::with_max_entries(RATE_
 /// Reject answer rate limit per device, per CPU (see `Bucket`).
 #[map]
 pub static REJECT_LIMIT: PerCpuArray<Bucket> = PerCpuArray::with_max_entries(MAX_DEVICES, 0);
+
+/// The staged candidate's decisions, indexed like the live generation's
+/// `DECISIONS_*` (see `CONTROL_CANDIDATE`); read only while one is staged.
+#[map]
+pub static CANDIDATE_DECISIONS: Array<Decision> = Array::with_max_entries(MAX_DECISIONS, 0);
+/// Packets and bytes per disagreement with the candidate, per CPU
+/// (bounded: a key that does not fit is counted as `CandidateLost`).
+#[map]
+pub static CANDIDATE_TRAFFIC: PerCpuHashMap<CandidateKey, TrafficCounter> =
+    PerCpuHashMap::with_max_entries(CANDIDATE_KEYS, 0);
+/// Candidate event rate limit per (device, region), per CPU: its own
+/// buckets, so candidate events never take the live events' credit.
+#[map]
+pub static CANDIDATE_RATE_LIMIT: PerCpuArray<Bucket> = PerCpuArray::with_max_entries(RATE_SLOTS, 0);
+/// The staged candidate's path and staging facts; written by the
+/// controller, never read here.
+#[map]
+pub static CANDIDATE_META: Array<CandidateMeta> = Array::with_max_entries(1, 0);
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);

@@ -112,10 +112,15 @@ pub fn epoch(generation: u32) -> u32 {
     POLICY_META.get(generation).map_or(0, |m| m.epoch)
 }
 
-/// Returns the decision of generation `G`, the device index and the policy
-/// epoch.
+/// Index of a decision that did not come from the table (no candidate
+/// cell is read for it).
+pub const NO_INDEX: u32 = u32::MAX;
+
+/// Returns the decision of generation `G`, the device index, the policy
+/// epoch and the decision's index in the table (the staged candidate's
+/// cell for the same packet), or [`NO_INDEX`].
 #[inline(always)]
-pub fn decide<const G: u32>(lookup: Lookup, pkt: &Packet) -> (Decision, u32, u32) {
+pub fn decide<const G: u32>(lookup: Lookup, pkt: &Packet) -> (Decision, u32, u32, u32) {
     let meta = match POLICY_META.get(G) {
         Some(m) => *m,
         None => PolicyMeta::default(),
@@ -127,7 +132,7 @@ pub fn decide<const G: u32>(lookup: Lookup, pkt: &Packet) -> (Decision, u32, u32
     // controller bug; pass (the gateway must not black-hole) and count it.
     if class >= meta.classes || device >= meta.devices {
         count(Counter::BadDecision);
-        return (pass, DEFAULT_DEVICE, meta.epoch);
+        return (pass, DEFAULT_DEVICE, meta.epoch, NO_INDEX);
     }
     let mut index = device * meta.classes + class;
     if meta.port_classes > 1 {
@@ -136,20 +141,20 @@ pub fn decide<const G: u32>(lookup: Lookup, pkt: &Packet) -> (Decision, u32, u32
             Some(p) if *p < meta.port_classes => *p,
             _ => {
                 count(Counter::BadDecision);
-                return (pass, DEFAULT_DEVICE, meta.epoch);
+                return (pass, DEFAULT_DEVICE, meta.epoch, NO_INDEX);
             }
         };
         index = index * meta.port_classes + pclass;
     }
     if index >= MAX_DECISIONS {
         count(Counter::BadDecision);
-        return (pass, DEFAULT_DEVICE, meta.epoch);
+        return (pass, DEFAULT_DEVICE, meta.epoch, NO_INDEX);
     }
     match Generation::<G>::decisions().get(index) {
-        Some(d) => (*d, device, meta.epoch),
+        Some(d) => (*d, device, meta.epoch, index),
         None => {
             count(Counter::BadDecision);
-            (pass, DEFAULT_DEVICE, meta.epoch)
+            (pass, DEFAULT_DEVICE, meta.epoch, NO_INDEX)
         }
     }
 }

@@ -115,16 +115,23 @@ fn add(map: &PerCpuArray<TrafficCounter>, slot: u32, bytes: u64) {
     }
 }
 
-/// Token bucket of (device, region) on this CPU: whether an event at `now`
-/// may be sent. A slot outside the table is not limited.
+/// Token bucket of (device, region) on this CPU in `buckets` (live or
+/// candidate events): whether an event at `now` may be sent. A slot
+/// outside the table is not limited.
 #[inline(always)]
-fn admit(control: &Control, device: u32, region: u32, now: u64) -> bool {
+fn admit(
+    buckets: &PerCpuArray<Bucket>,
+    control: &Control,
+    device: u32,
+    region: u32,
+    now: u64,
+) -> bool {
     let cost = u64::from(control.event_cost_ns);
     let stride = control.region_stride;
     if cost == 0 || device >= MAX_DEVICES || region >= stride {
         return true;
     }
-    let Some(b) = RATE_LIMIT.get_ptr_mut(rate_slot(device, region, stride)) else {
+    let Some(b) = buckets.get_ptr_mut(rate_slot(device, region, stride)) else {
         return true;
     };
     // SAFETY: per-CPU slot, only this CPU writes it while we run.
@@ -162,9 +169,47 @@ pub fn emit(
     epoch: u32,
     device: u32,
 ) {
+    let live = Shadow {
+        buckets: &RATE_LIMIT,
+        candidate: 0,
+        live_verdict: decision.verdict,
+    };
+    write_event(ctx, control, pkt, decision, reason, epoch, device, &live);
+}
+
+/// Whose event [`write_event`] writes: the live policy's, or the staged
+/// candidate's (its own rate-limit buckets, marked, with the live verdict).
+pub struct Shadow {
+    pub buckets: &'static PerCpuArray<Bucket>,
+    pub candidate: u8,
+    pub live_verdict: u8,
+}
+
+/// [`emit`] for live and candidate events alike.
+#[inline(always)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call per event kind; a struct would be built and taken apart on the hot path"
+)]
+pub fn write_event(
+    ctx: &XdpContext,
+    control: &Control,
+    pkt: &Packet,
+    decision: &Decision,
+    reason: Reason,
+    epoch: u32,
+    device: u32,
+    shadow: &Shadow,
+) {
     // SAFETY: helper without preconditions.
     let ts_ns = unsafe { bpf_ktime_get_boot_ns() };
-    if !admit(control, device, u32::from(decision.region), ts_ns) {
+    if !admit(
+        shadow.buckets,
+        control,
+        device,
+        u32::from(decision.region),
+        ts_ns,
+    ) {
         count(Counter::EventsSuppressed);
         return;
     }
@@ -193,7 +238,9 @@ pub fn emit(
         len: (ctx.data_end() - ctx.data()) as u32,
         epoch,
         country: decision.country,
-        _pad: [0; 6],
+        candidate: shadow.candidate,
+        live_verdict: shadow.live_verdict,
+        _pad: [0; 4],
     });
     entry.submit(0);
     count(Counter::EventsSent);

@@ -5,7 +5,8 @@
 //! Protocol: the client sends one JSON [`Request`] line; the controller
 //! answers with JSON lines: a stream of [`crate::events::Record`]s (and
 //! [`Lagged`] notes) for `events`, one [`Stats`] for `stats`, one
-//! [`Ack`] for `detach`.
+//! [`Ack`] for `detach`, `stage`, `promote` and `discard`, one
+//! [`crate::candidate::Status`] for `diff`.
 
 use std::{
     collections::BTreeMap,
@@ -47,6 +48,18 @@ pub enum Request {
     /// Re-read the policy and its data now (`regionwall update`); the
     /// answer says whether the reload was applied or rejected.
     Reload,
+    /// Stage a candidate policy beside the live one (root only).
+    Stage { path: PathBuf },
+    /// The staged candidate and its disagreements ([`crate::candidate::Status`]).
+    Diff,
+    /// Make the candidate live (root only); `force` even when the live
+    /// policy changed since staging.
+    Promote {
+        #[serde(default)]
+        force: bool,
+    },
+    /// Drop the candidate and its counts (root only).
+    Discard,
 }
 
 /// The answer to [`Request::Hosts`].
@@ -72,6 +85,10 @@ pub struct Filter {
     pub device: Option<String>,
     pub region: Option<String>,
     pub verdict: Option<Verdict>,
+    /// Stream the staged candidate's events ("would drop", "would pass")
+    /// instead of the live ones.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub candidate: bool,
 }
 
 impl Filter {

@@ -67,7 +67,7 @@ impl TableSet {
 }
 
 /// Maps shared by both generations, read or written by the program.
-pub const SHARED_MAPS: [&str; 9] = [
+pub const SHARED_MAPS: [&str; 12] = [
     "CONTROL",
     "POLICY_META",
     "COUNTERS_MAP",
@@ -77,6 +77,9 @@ pub const SHARED_MAPS: [&str; 9] = [
     "RATE_LIMIT",
     "REJECT_LIMIT",
     "EVENTS",
+    "CANDIDATE_DECISIONS",
+    "CANDIDATE_TRAFFIC",
+    "CANDIDATE_RATE_LIMIT",
 ];
 
 /// Maps of the TC egress DNS copier (`regionwall_dns`), not of the XDP
@@ -87,13 +90,13 @@ pub const DNS_MAPS: [&str; 2] = ["DNS_RING", "DNS_COUNTERS"];
 /// the pins. `LAYOUT` (layout version and lookup) is pinned last: a
 /// replacement interrupted while re-pinning leaves the old version, which
 /// the next controller replaces again.
-pub const CONTROLLER_MAPS: [&str; 2] = ["NAMES", "LAYOUT"];
+pub const CONTROLLER_MAPS: [&str; 3] = ["NAMES", "CANDIDATE_META", "LAYOUT"];
 
 /// Every map of the production object, in pinning order (`LAYOUT` last).
-pub const PINNED_MAPS: [&str; 33] = pinned_maps();
+pub const PINNED_MAPS: [&str; 37] = pinned_maps();
 
-const fn pinned_maps() -> [&'static str; 33] {
-    let mut out = [""; 33];
+const fn pinned_maps() -> [&'static str; 37] {
+    let mut out = [""; 37];
     let mut n = 0;
     let mut i = 0;
     while i < SHARED_MAPS.len() {
@@ -124,7 +127,7 @@ const fn pinned_maps() -> [&'static str; 33] {
         n += 1;
         i += 1;
     }
-    assert!(n == 33, "PINNED_MAPS has room for every map");
+    assert!(n == 37, "PINNED_MAPS has room for every map");
     out
 }
 

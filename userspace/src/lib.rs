@@ -5,6 +5,7 @@
 //! - [`input`]: bounded, non-blocking reading of every input file.
 //! - [`policy`]: the policy model and its TOML parser with precise errors.
 //! - [`sources`]: loaders for country databases, RIR statistics, GeoLite2 and range CSVs.
+//! - [`candidate`]: the staged candidate's disagreements as reported and printed.
 //! - [`compile`]: policy -> kernel tables (region classes, decisions).
 //! - [`fib`]: the compiled destination lookup (direct /16 table + range runs).
 //! - [`explain`]: why an address is blocked (regions, source lines, rule).
@@ -20,6 +21,7 @@
 //! - [`pin`]: the pinned state that keeps enforcing without the controller.
 //! - [`slots`]: stable counter indices for device and region names.
 
+pub mod candidate;
 pub mod compile;
 pub mod control;
 pub mod controller;

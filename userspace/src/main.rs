@@ -36,6 +36,10 @@ enum Command {
     Detach(cli::client::DetachArgs),
     History(cli::history::Args),
     Update(cli::update::Args),
+    Stage(cli::candidate::StageArgs),
+    Diff(cli::candidate::DiffArgs),
+    Promote(cli::candidate::PromoteArgs),
+    Discard(cli::candidate::DiscardArgs),
     #[command(hide = true)]
     Manpages(cli::generate::ManpagesArgs),
     #[command(hide = true)]
@@ -55,6 +59,10 @@ fn main() -> std::process::ExitCode {
         Command::Detach(args) => cli::client::detach(&args),
         Command::History(args) => cli::history::main(&args),
         Command::Update(args) => cli::update::main(&args),
+        Command::Stage(args) => cli::candidate::stage(&args),
+        Command::Diff(args) => cli::candidate::diff(&args),
+        Command::Promote(args) => cli::candidate::promote(&args),
+        Command::Discard(args) => cli::candidate::discard(&args),
         Command::Manpages(args) => cli::generate::manpages(&args),
         Command::Completions(args) => cli::generate::completions(&args),
     };

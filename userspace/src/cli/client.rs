@@ -74,7 +74,7 @@ impl Target {
     }
 
     /// Connects and sends `request`; `None` when no controller listens.
-    fn ask(&self, request: &Request) -> anyhow::Result<Option<BufReader<UnixStream>>> {
+    pub fn ask(&self, request: &Request) -> anyhow::Result<Option<BufReader<UnixStream>>> {
         let path = self.socket();
         let mut stream = match UnixStream::connect(&path) {
             Ok(s) => s,
@@ -166,6 +166,10 @@ pub struct EventsArgs {
     /// it to come back (a restart) and replaying what it recorded since.
     #[arg(long)]
     pub no_reconnect: bool,
+    /// Stream the staged candidate's events instead ("would drop",
+    /// "would pass"; see `regionwall stage`); needs a running controller.
+    #[arg(long, conflicts_with = "since")]
+    pub candidate: bool,
 }
 
 /// Prints the recorded events from `since` on (after it, with `after`)
@@ -286,11 +290,15 @@ fn reconnect(args: &EventsArgs, filter: &Filter) -> anyhow::Result<BufReader<Uni
 }
 
 pub fn events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
+    if args.candidate {
+        return super::candidate::events(args);
+    }
     super::default_sigpipe();
     let filter = Filter {
         device: args.device.clone(),
         region: args.region.clone(),
         verdict: args.verdict,
+        candidate: false,
     };
     let mut printed = 0u64;
     let mut out = std::io::stdout().lock();

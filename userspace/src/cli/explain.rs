@@ -58,16 +58,20 @@ pub struct Args {
     /// Print one JSON object (fields addr, device, regions, rule, verdict, ...).
     #[arg(long)]
     pub json: bool,
+    /// Also answer for a candidate policy: FILE, or without it the
+    /// candidate staged on --iface (`regionwall stage`). JSON then has
+    /// `live` and `candidate` objects.
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    #[expect(
+        clippy::option_option,
+        reason = "clap's shape for an option whose value may be left out"
+    )]
+    pub candidate: Option<Option<PathBuf>>,
 }
 
-pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
-    super::default_sigpipe();
-    let options = policy::Options {
-        regions_dir: args.regions_dir.clone(),
-        ..policy::Options::default()
-    };
-    let parsed = super::parse_policy(&args.policy, &options, args.input.limits())?;
-    let (device, by) = if let Some(name) = &args.device {
+/// The device the arguments name in `parsed`, and how it was chosen.
+fn device_of(args: &Args, parsed: &policy::Policy) -> anyhow::Result<(usize, DeviceBy)> {
+    Ok(if let Some(name) = &args.device {
         let i = parsed
             .devices
             .iter()
@@ -82,20 +86,66 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
         (i, DeviceBy::Name)
     } else if let Some(mac) = &args.mac {
         let mac = policy::net::parse_mac(mac).map_err(anyhow::Error::msg)?;
-        match compile::device_for(&parsed, Some(mac), None) {
+        match compile::device_for(parsed, Some(mac), None) {
             0 => (0, DeviceBy::Default),
             i => (i, DeviceBy::Mac),
         }
     } else if let Some(src) = args.src {
-        match compile::device_for(&parsed, None, Some(src)) {
+        match compile::device_for(parsed, None, Some(src)) {
             0 => (0, DeviceBy::Default),
             i => (i, DeviceBy::Address),
         }
     } else {
         (0, DeviceBy::Default)
-    };
+    })
+}
+
+/// The explanation of ADDR under the policy at `path`.
+fn explain_file(
+    args: &Args,
+    path: &std::path::Path,
+    options: &policy::Options,
+) -> anyhow::Result<explain::Explanation> {
+    let parsed = super::parse_policy(path, options, args.input.limits())?;
+    let (device, by) = device_of(args, &parsed)?;
     let index = Index::new(&parsed);
-    let mut e = explain::explain(&parsed, &index, args.addr, device, by, args.packet);
+    Ok(explain::explain(
+        &parsed,
+        &index,
+        args.addr,
+        device,
+        by,
+        args.packet,
+    ))
+}
+
+/// The candidate's file: given, or the one staged on `--iface`.
+fn candidate_path(args: &Args, given: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path.clone());
+    }
+    let iface = args
+        .iface
+        .as_ref()
+        .context("--candidate without a FILE asks the controller: give --iface")?;
+    let target = super::client::Target {
+        iface: iface.clone(),
+        socket: args.socket.clone(),
+        pin_root: regionwall::pin::DEFAULT_ROOT.into(),
+        policy: None,
+    };
+    let status = super::candidate::status(&target)?;
+    anyhow::ensure!(status.staged, "no candidate is staged on {iface}");
+    Ok(PathBuf::from(status.path))
+}
+
+pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
+    super::default_sigpipe();
+    let options = policy::Options {
+        regions_dir: args.regions_dir.clone(),
+        ..policy::Options::default()
+    };
+    let mut e = explain_file(args, &args.policy, &options)?;
     if let Some(iface) = &args.iface {
         let target = super::client::Target {
             iface: iface.clone(),
@@ -110,13 +160,28 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
             )),
         }
     }
-    if args.json {
-        println!(
+    let candidate = match &args.candidate {
+        Some(given) => {
+            let path = candidate_path(args, given.as_ref())?;
+            Some((explain_file(args, &path, &options)?, path))
+        }
+        None => None,
+    };
+    match (args.json, candidate) {
+        (true, None) => println!(
             "{}",
             serde_json::to_string(&e).context("encoding the explanation")?
-        );
-    } else {
-        println!("{e}");
+        ),
+        (true, Some((c, _))) => println!(
+            "{}",
+            serde_json::to_string(&serde_json::json!({ "live": e, "candidate": c }))
+                .context("encoding the explanation")?
+        ),
+        (false, None) => println!("{e}"),
+        (false, Some((c, path))) => {
+            println!("live policy {}:\n{e}", args.policy.display());
+            println!("\ncandidate {}:\n{c}", path.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod candidate;
 pub mod check;
 pub mod client;
 pub mod demo;

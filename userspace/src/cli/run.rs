@@ -159,6 +159,8 @@ pub struct Args {
     pub history: super::history::RecordArgs,
     #[command(flatten)]
     pub web: WebArgs,
+    #[command(flatten)]
+    pub shadow: super::candidate::RunArgs,
 }
 
 /// The read-only web dashboard (off unless --web is given).
@@ -338,6 +340,7 @@ fn shared(
     detach: mpsc::Sender<tokio::sync::oneshot::Sender<regionwall::control::Ack>>,
     stats: mpsc::Sender<tokio::sync::oneshot::Sender<regionwall::control::Stats>>,
     reload: mpsc::Sender<tokio::sync::oneshot::Sender<regionwall::control::Ack>>,
+    shadow: mpsc::Sender<regionwall::controller::shadow::Job>,
 ) -> Arc<Shared> {
     Arc::new(Shared {
         iface: ctl.config().iface.clone(),
@@ -348,6 +351,8 @@ fn shared(
         stats,
         reload,
         hosts: ctl.hosts().cloned(),
+        shadow: ctl.shadow_client(shadow),
+        candidate_feed: ctl.candidate_feed(),
     })
 }
 
@@ -395,9 +400,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         &args.history.options(&args.iface),
         stats_tx.clone(),
     );
+    let (shadow_tx, mut shadow_rx) = super::candidate::start(&mut ctl, &args.shadow);
     let server = tokio::spawn(socket::serve(
         listener,
-        shared(&ctl, detach_tx, stats_tx, reload_tx),
+        shared(&ctl, detach_tx, stats_tx, reload_tx, shadow_tx),
     ));
     let exporter = exporter.map(|e| e.serve(&ctl));
     let dashboard = dashboard.map(|d| d.serve(&ctl));
@@ -417,6 +423,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             trigger = reloads.next() => reloads.handle(&mut ctl, trigger),
             Some(reply) = stats_rx.recv() => { let _ = reply.send(ctl.snapshot()); }
             Some(reply) = reload_rx.recv() => reloads.request_answered(&ctl, reply),
+            Some(job) = shadow_rx.recv() => ctl.shadow(job),
             Some(reply) = detach_rx.recv() => break Exit::Detach(reply),
             Some(note) = async { match link_notes.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
                 if ctl.supervisor.concerns(&note) && ctl.supervise() == Step::Detached {

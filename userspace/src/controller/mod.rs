@@ -17,6 +17,7 @@
 //! - [`http`]: the capped listener `--metrics` and `--web` serve on.
 //! - [`recorder`]: events and counter rollups into the history database.
 //! - [`report`]: start, periodic and exit messages.
+//! - [`shadow`]: a candidate policy evaluated beside the live one.
 //! - [`metrics`]: the Prometheus endpoint (`run --metrics`), read by
 //!   [`scrape`] from the pinned maps at scrape time.
 
@@ -32,6 +33,7 @@ pub mod recorder;
 pub mod reload;
 pub mod report;
 pub mod scrape;
+pub mod shadow;
 pub mod socket;
 pub mod stream;
 pub mod supervise;
@@ -237,6 +239,10 @@ pub struct Controller {
     /// Whether the counters began with this controller (fresh or
     /// replaced pins), rather than adopted.
     counters_fresh: bool,
+    /// The staged candidate policy, if any (see [`shadow`]).
+    candidate: Option<shadow::Staged>,
+    /// Its events, for the clients that stream them.
+    candidate_feed: tokio::sync::broadcast::Sender<Arc<shadow::CandidateRecord>>,
     pub supervisor: supervise::Supervisor,
 }
 
@@ -322,27 +328,30 @@ impl Controller {
         let supervisor = supervise::Supervisor::new(&config.iface, ifindex, config.xdp_mode);
         let tally = Arc::new(Tally::default());
         tally.loaded(&prepared.policy.inputs);
-        Ok((
-            Self {
-                config,
-                dp,
-                pins,
-                _lock: lock,
-                names,
-                epoch,
-                live: Arc::clone(&prepared.policy),
-                live_feed: tokio::sync::watch::Sender::new(Arc::clone(&prepared.policy)),
-                clock: BootClock::now(),
-                tally,
-                known,
-                feed: tokio::sync::broadcast::channel(FEED).0,
-                hosts: None,
-                history: None,
-                counters_fresh,
-                supervisor,
-            },
-            Started { start, facts },
-        ))
+        let mut ctl = Self {
+            config,
+            dp,
+            pins,
+            _lock: lock,
+            names,
+            epoch,
+            live: Arc::clone(&prepared.policy),
+            live_feed: tokio::sync::watch::Sender::new(Arc::clone(&prepared.policy)),
+            clock: BootClock::now(),
+            tally,
+            known,
+            feed: tokio::sync::broadcast::channel(FEED).0,
+            hosts: None,
+            history: None,
+            counters_fresh,
+            candidate: None,
+            candidate_feed: tokio::sync::broadcast::channel(FEED).0,
+            supervisor,
+        };
+        if !counters_fresh {
+            ctl.adopt_candidate();
+        }
+        Ok((ctl, Started { start, facts }))
     }
 
     #[must_use]
@@ -398,6 +407,7 @@ impl Controller {
         self.tally.loaded(&prepared.policy.inputs);
         self.live_feed.send_replace(Arc::clone(&prepared.policy));
         self.live = prepared.policy;
+        self.restage();
         Ok(next)
     }
 

@@ -1,6 +1,7 @@
 //! The control socket server: binds `/run/regionwall/<iface>.sock` (0600,
 //! or 0660 for a read-only group), checks every client's credentials
-//! (SO_PEERCRED) and answers `events`, `stats`, `detach` and `reload`.
+//! (SO_PEERCRED) and answers `events`, `stats`, `detach`, `reload` and the
+//! candidate's `stage`, `diff`, `promote` and `discard`.
 
 use std::{
     io,
@@ -192,6 +193,10 @@ pub struct Shared {
     pub reload: mpsc::Sender<oneshot::Sender<Ack>>,
     /// The names devices looked up (when DNS answers are watched).
     pub hosts: Option<super::hostnames::HostNames>,
+    /// The staged candidate: stage, diff, promote, discard.
+    pub shadow: super::shadow::Client,
+    /// The candidate's events (`events` with `candidate`).
+    pub candidate_feed: broadcast::Sender<Arc<super::shadow::CandidateRecord>>,
 }
 
 /// Serves clients until the listener fails; each client on its own task.
@@ -269,6 +274,31 @@ async fn serve_client(stream: UnixStream, shared: &Shared) -> io::Result<()> {
             };
             write.write_all(json_line(&answer).as_bytes()).await
         }
+        Request::Diff => match shared.shadow.status().await {
+            Some(status) => write.write_all(json_line(&status).as_bytes()).await,
+            None => Ok(()),
+        },
+        Request::Stage { .. } | Request::Promote { .. } | Request::Discard
+            if grant != Grant::All =>
+        {
+            refuse(
+                &mut write,
+                "permission denied: changing the candidate needs root",
+            )
+            .await
+        }
+        Request::Stage { path } => {
+            let ack = shared.shadow.stage(path).await;
+            write.write_all(json_line(&ack).as_bytes()).await
+        }
+        Request::Promote { force } => {
+            let ack = shared.shadow.promote(force).await;
+            write.write_all(json_line(&ack).as_bytes()).await
+        }
+        Request::Discard => {
+            let ack = shared.shadow.discard().await;
+            write.write_all(json_line(&ack).as_bytes()).await
+        }
         Request::Detach if grant == Grant::All => answer(&mut write, &shared.detach).await,
         Request::Reload if grant == Grant::All => answer(&mut write, &shared.reload).await,
         Request::Reload => refuse(&mut write, "permission denied: reload needs root").await,
@@ -316,12 +346,41 @@ async fn stream_events(
     if let Some(why) = unknown {
         return refuse(write, &why).await;
     }
+    if filter.candidate {
+        return stream_candidate(write, shared, filter).await;
+    }
     let mut feed = shared.feed.subscribe();
     log::info!("events client attached ({})", shared.iface);
     loop {
         match feed.recv().await {
             Ok(record) => {
                 if filter.matches(&record) {
+                    write
+                        .write_all(json_line(record.as_ref()).as_bytes())
+                        .await?;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                write
+                    .write_all(json_line(&Lagged { lagged: n }).as_bytes())
+                    .await?;
+            }
+            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+        }
+    }
+}
+
+/// The staged candidate's events, filtered like live ones.
+async fn stream_candidate(
+    write: &mut OwnedWriteHalf,
+    shared: &Shared,
+    filter: &Filter,
+) -> io::Result<()> {
+    let mut feed = shared.candidate_feed.subscribe();
+    loop {
+        match feed.recv().await {
+            Ok(record) => {
+                if filter.matches(&record.record) {
                     write
                         .write_all(json_line(record.as_ref()).as_bytes())
                         .await?;

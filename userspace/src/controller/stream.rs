@@ -45,6 +45,21 @@ impl EventStream {
 
     /// Names `event`, broadcasts it, queues it for the output.
     pub fn deliver(&mut self, ctl: &Controller, event: &Event) {
+        if event.candidate != 0 {
+            // A staged candidate's "would drop"/"would pass": printed and
+            // streamed on its own feed, never mixed into the live stream.
+            if let Some(record) = ctl.candidate_record(event) {
+                let text = if self.json {
+                    serde_json::to_string(&record)
+                        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+                } else {
+                    record.line()
+                };
+                ctl.broadcast_candidate(record);
+                self.output.line(text);
+            }
+            return;
+        }
         let Some(record) = ctl.record(event) else {
             return;
         };

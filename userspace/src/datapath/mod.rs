@@ -9,6 +9,7 @@
 //!
 //! Map names come from [`crate::layout`]; readings from [`crate::readings`].
 
+mod candidate;
 mod dns;
 mod link;
 mod publish;
@@ -34,6 +35,7 @@ use crate::{
     pin::PinDir,
     readings::{ReadError, map_err},
 };
+pub use candidate::{CandidateRow, STAGE_GRACE};
 pub use link::DetachError;
 
 /// Loading the program, publishing to its maps or attaching it failed.
@@ -282,6 +284,7 @@ impl Datapath {
         let mut loader = EbpfLoader::new();
         loader.map_max_entries("TRAFFIC", traffic_slots(stride));
         loader.map_max_entries("RATE_LIMIT", rate_slots(stride));
+        loader.map_max_entries("CANDIDATE_RATE_LIMIT", rate_slots(stride));
         loader.map_max_entries("NAMES", names_slots(stride));
         if let Some(lookup) = lookup {
             loader.override_global("LOOKUP", lookup, true);

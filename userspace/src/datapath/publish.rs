@@ -251,6 +251,12 @@ impl Datapath {
         // turns country counting on or off with the policy.
         let previous = self.control;
         self.control.active = next;
+        // A staged candidate is indexed for the previous generation's
+        // table: it stops being evaluated with the same write (the
+        // controller stages it again against the new one, or keeps it
+        // paused when the live policy changed).
+        self.control.flags &=
+            !(regionwall_common::CONTROL_CANDIDATE | regionwall_common::CONTROL_CANDIDATE_GEN1);
         if compiled.country_names.is_empty() {
             self.control.flags &= !regionwall_common::CONTROL_COUNTRIES;
         } else {

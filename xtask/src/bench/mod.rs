@@ -17,6 +17,8 @@
 //!    and counting, with host counting, and as one region per country.
 //! 8. DNS answers decoded per second and the name cache's memory at cap.
 //! 9. History: events written per second, a grouped query over them.
+//! 10. What a staged candidate policy costs: the world table's path with
+//!     none, one agreeing and one disagreeing on every packet.
 //!
 //! Prints a table with ratios and target checks, writes JSON under
 //! target/bench/ and refreshes the README's results section.
@@ -34,6 +36,7 @@ mod history;
 mod inline;
 mod reject;
 mod report;
+mod shadow;
 mod tables;
 
 use std::{
@@ -153,6 +156,8 @@ pub struct Results {
     pub history: Option<history::HistoryResult>,
     /// Seconds for `regionwall check` of [`inline::COUNT`] inline CIDRs.
     pub inline_check_s: Option<f64>,
+    /// The world table's path with and without a staged candidate.
+    pub shadow: Option<shadow::ShadowResult>,
 }
 
 #[derive(Serialize, Default)]
@@ -191,6 +196,7 @@ pub fn main(args: &Args, root: &Path) -> anyhow::Result<()> {
     let million = (!args.quick).then(|| tables::world_plus(&world, 1_000_000, &mut rng));
     let wants = |section: &str| args.only.is_empty() || args.only.iter().any(|o| o == section);
     let accounting_table = wants("accounting").then(|| world.prefixes.clone());
+    let shadow_table = wants("shadow").then(|| world.prefixes.clone());
     specs.push(world);
     specs.extend(million);
 
@@ -218,6 +224,9 @@ pub fn main(args: &Args, root: &Path) -> anyhow::Result<()> {
             &root.join("target/bench/accounting"),
             args,
         )?);
+    }
+    if let Some(prefixes) = shadow_table {
+        results.shadow = Some(shadow::run_world(prefixes, root, args)?);
     }
     if wants("dns") {
         eprintln!("bench: DNS decoding and the name cache");

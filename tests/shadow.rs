@@ -1,0 +1,404 @@
+//! Shadow policies with the real controller in sandbox namespaces: a
+//! staged candidate counts exactly the disagreements real traffic causes
+//! while the live verdicts hold, survives kill -9, pauses when the live
+//! policy changes (promote refused), is cleared by discard, and promotes
+//! atomically under traffic (BPF_PROG_TEST_RUN probes see the old policy,
+//! then the new one, never a mix). Every namespace and pin is removed on
+//! drop.
+
+mod common;
+
+use std::{
+    net::Ipv4Addr,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use aya::programs::Xdp;
+use aya_obj::programs::XdpAttachType;
+use common::{exe, pins::PinRoot, regionwall, text, udp4_frame};
+use regionwall::{candidate::Status, verdict::Verdict};
+use regionwall_testkit::{
+    sandbox::{Controller, GATEWAY_LAN, Topology},
+    traffic::udp_burst,
+    xdp::{XDP_DROP, XDP_PASS},
+};
+
+/// Live: the phone may not reach zone-a.
+const LIVE: &str = r#"
+[regions.zone-a]
+cidrs = ["198.51.100.0/24"]
+
+[regions.zone-b]
+cidrs = ["203.0.113.0/24"]
+
+[devices.phone]
+ip = ["192.0.2.10"]
+
+[[rules]]
+name = "no-a"
+devices = ["phone"]
+block = ["zone-a"]
+"#;
+
+/// Candidate: zone-b blocked instead (blocks what live passes, passes
+/// what live blocks); regions and devices unchanged.
+const CANDIDATE: &str = r#"
+[regions.zone-a]
+cidrs = ["198.51.100.0/24"]
+
+[regions.zone-b]
+cidrs = ["203.0.113.0/24"]
+
+[devices.phone]
+ip = ["192.0.2.10"]
+
+[[rules]]
+name = "no-b"
+devices = ["phone"]
+block = ["zone-b"]
+"#;
+
+/// UDP payload bytes of every test datagram; the XDP frame is 42 more
+/// (Ethernet 14, IPv4 20, UDP 8).
+const PAYLOAD: usize = 100;
+const FRAME: u64 = PAYLOAD as u64 + 42;
+
+fn target<'a>(c: &'a Controller, root: &'a PinRoot) -> [&'a str; 6] {
+    [
+        "--iface",
+        GATEWAY_LAN,
+        "--pin-root",
+        root.arg(),
+        "--socket",
+        c.socket.to_str().expect("UTF-8"),
+    ]
+}
+
+fn cli(c: &Controller, root: &PinRoot, args: &[&str]) -> std::process::Output {
+    let mut all = args.to_vec();
+    all.extend(target(c, root));
+    regionwall(&all)
+}
+
+fn diff(c: &Controller, root: &PinRoot) -> Status {
+    let out = cli(c, root, &["diff", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).expect("diff JSON")
+}
+
+fn stage(c: &Controller, root: &PinRoot, file: &Path) {
+    let out = cli(c, root, &["stage", file.to_str().expect("UTF-8")]);
+    assert!(out.status.success(), "stage: {}", text(&out));
+}
+
+/// The diff once `(live, candidate)` has counted `packets` (veth hands
+/// frames to XDP on the gateway's NAPI, after the sender returned), or
+/// after 20 s; the caller asserts on what it returns.
+fn diff_when(
+    c: &Controller,
+    root: &PinRoot,
+    live: Verdict,
+    candidate: Verdict,
+    packets: u64,
+) -> Status {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = diff(c, root);
+        if counted(&s, live, candidate).0 >= packets || std::time::Instant::now() > deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Packets and bytes of the diff rows from `live` to `candidate`.
+fn counted(s: &Status, live: Verdict, candidate: Verdict) -> (u64, u64) {
+    s.rows
+        .iter()
+        .filter(|r| r.live == live && r.candidate == candidate)
+        .fold((0, 0), |(p, b), r| (p + r.packets, b + r.bytes))
+}
+
+fn send(t: &Topology, to: &str, n: u64) {
+    udp_burst(t, to, n, PAYLOAD, Duration::ZERO).expect("udp burst");
+}
+
+/// `explain ADDR --candidate --json` for the phone, the candidate found
+/// through the controller.
+fn explain_both(c: &Controller, live: &Path, addr: &str) -> serde_json::Value {
+    let out = regionwall(&[
+        "explain",
+        addr,
+        "--device",
+        "phone",
+        "--policy",
+        live.to_str().expect("UTF-8"),
+        "--iface",
+        GATEWAY_LAN,
+        "--socket",
+        c.socket.to_str().expect("UTF-8"),
+        "--candidate",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).expect("explain JSON")
+}
+
+#[test]
+fn candidate_counts_what_was_sent_and_survives_restarts() {
+    let t = Topology::create("rwshd-diff").expect("namespaces");
+    let live = common::policy_file(LIVE);
+    let candidate = common::policy_file(CANDIDATE);
+    let root = PinRoot::new();
+    let c = Controller::start(
+        &exe(),
+        &t,
+        &live,
+        &["--pin-root", root.arg(), "--no-history"],
+    )
+    .expect("start");
+
+    // A candidate with other regions cannot share the lookup: refused,
+    // with the reason.
+    let other = common::policy_file(&CANDIDATE.replace("203.0.113.0/24", "203.0.113.0/25"));
+    let out = cli(&c, &root, &["stage", other.to_str().expect("UTF-8")]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("regions"), "{}", text(&out));
+    assert!(!diff(&c, &root).staged);
+
+    stage(&c, &root, &candidate);
+    send(&t, "198.51.100.10:9", 50);
+    send(&t, "203.0.113.10:9", 30);
+    diff_when(&c, &root, Verdict::Drop, Verdict::Pass, 50);
+    let s = diff_when(&c, &root, Verdict::Pass, Verdict::Drop, 30);
+    assert!(s.staged && s.evaluated, "{s:?}");
+    assert_eq!(counted(&s, Verdict::Drop, Verdict::Pass), (50, 50 * FRAME));
+    assert_eq!(counted(&s, Verdict::Pass, Verdict::Drop), (30, 30 * FRAME));
+    assert_eq!(s.rows.len(), 2, "{s:?}");
+    let newly = s
+        .rows
+        .iter()
+        .find(|r| r.candidate == Verdict::Drop)
+        .expect("newly blocked row");
+    assert_eq!(
+        (
+            newly.device.as_str(),
+            newly.region.as_str(),
+            newly.rule.as_str()
+        ),
+        ("phone", "zone-b", "no-b")
+    );
+    // Live verdicts unchanged: zone-a dropped, zone-b passed.
+    let stats = common::stats(&root, &c.socket);
+    assert_eq!(stats.packets(Verdict::Drop), 50);
+    assert_eq!(stats.packets(Verdict::Pass), 30);
+    let human = cli(&c, &root, &["diff"]);
+    assert!(
+        text(&human)
+            .contains("would newly block 30 packets / 4.3 kB from phone to zone-b (rule no-b)"),
+        "{}",
+        text(&human)
+    );
+
+    // explain --candidate answers for both, the candidate found through
+    // the controller.
+    let both = explain_both(&c, &live, "203.0.113.10");
+    assert_eq!(both["live"]["verdict"], "pass", "{both}");
+    assert_eq!(both["candidate"]["verdict"], "drop", "{both}");
+
+    // kill -9: the candidate and its counts are adopted.
+    let socket = c.socket.clone();
+    c.kill9().expect("kill -9");
+    let c = Controller::start(
+        &exe(),
+        &t,
+        &live,
+        &[
+            "--pin-root",
+            root.arg(),
+            "--no-history",
+            "--socket",
+            socket.to_str().expect("UTF-8"),
+        ],
+    )
+    .expect("restart");
+    let s = diff(&c, &root);
+    assert!(s.staged && s.evaluated, "adopted: {s:?}");
+    assert_eq!(counted(&s, Verdict::Pass, Verdict::Drop), (30, 30 * FRAME));
+    send(&t, "203.0.113.10:9", 5);
+    let s = diff_when(&c, &root, Verdict::Pass, Verdict::Drop, 35);
+    assert_eq!(counted(&s, Verdict::Pass, Verdict::Drop), (35, 35 * FRAME));
+
+    // The live policy changes: the candidate pauses, promote is refused.
+    std::fs::write(
+        &live,
+        LIVE.replace("name = \"no-a\"", "name = \"no-a\"\nmode = \"audit\""),
+    )
+    .expect("rewrite live");
+    c.signal(libc::SIGHUP);
+    assert!(
+        common::wait_count(&c, "reloaded policy", 1, Duration::from_secs(20)),
+        "{}",
+        c.log_text()
+    );
+    let s = diff(&c, &root);
+    assert!(s.staged && !s.evaluated, "paused: {s:?}");
+    let out = cli(&c, &root, &["promote"]);
+    assert!(!out.status.success(), "promote after a live change refused");
+    assert!(text(&out).contains("changed since"), "{}", text(&out));
+
+    // Discard clears the counts: staged again, it starts from zero.
+    let out = cli(&c, &root, &["discard"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!diff(&c, &root).staged);
+    stage(&c, &root, &candidate);
+    let s = diff(&c, &root);
+    assert!(s.rows.is_empty(), "counts cleared: {s:?}");
+    drop(c);
+}
+
+/// `events --candidate` streams "would drop" events naming the
+/// candidate's rule, marked as candidate events, with the live verdict.
+fn candidate_events_stream(t: &Topology, c: &Controller, root: &PinRoot) {
+    let mut args = vec!["events", "--candidate", "--json", "--count", "2"];
+    args.extend(target(c, root));
+    let mut child = std::process::Command::new(exe())
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("events --candidate");
+    // Sent until the client has printed its two events (it subscribes
+    // after it starts; at most 200 datagrams).
+    for _ in 0..200 {
+        if child.try_wait().expect("events client").is_some() {
+            break;
+        }
+        send(t, "203.0.113.10:9", 1);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("events output");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("event JSON"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for e in &lines {
+        assert_eq!(e["candidate"], true, "{e}");
+        assert_eq!(e["verdict"], "drop", "{e}");
+        assert_eq!(e["live_verdict"], "pass", "{e}");
+        assert_eq!(e["rule"], "no-b", "{e}");
+        assert_eq!(e["device"], "phone", "{e}");
+    }
+}
+
+#[test]
+fn promote_under_traffic_is_old_then_new_never_a_mix() {
+    let t = Topology::create("rwshd-promote").expect("namespaces");
+    let live = common::policy_file(LIVE);
+    let candidate = common::policy_file(CANDIDATE);
+    let root = PinRoot::new();
+    let c = Controller::start(
+        &exe(),
+        &t,
+        &live,
+        &["--pin-root", root.arg(), "--no-history"],
+    )
+    .expect("start");
+    stage(&c, &root, &candidate);
+    candidate_events_stream(&t, &c, &root);
+    let prog = Xdp::from_pin(root.pins().prog(), XdpAttachType::Interface).expect("program");
+    let phone = Ipv4Addr::new(192, 0, 2, 10);
+    let to_a = udp4_frame(phone, Ipv4Addr::new(198, 51, 100, 20), 9);
+    let to_b = udp4_frame(phone, Ipv4Addr::new(203, 0, 113, 20), 9);
+    // Old: a dropped, b passed. New: a passed, b dropped.
+    assert_eq!(common::prog::verdict(&prog, &to_a), XDP_DROP);
+    assert_eq!(common::prog::verdict(&prog, &to_b), XDP_PASS);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let t = &t;
+        std::thread::scope(|scope| {
+            let sending = Arc::clone(&stop);
+            let sender = scope.spawn(move || {
+                let mut sent = 0u64;
+                while !sending.load(Ordering::Relaxed) {
+                    send(t, "198.51.100.10:9", 20);
+                    send(t, "203.0.113.10:9", 20);
+                    sent += 40;
+                }
+                sent
+            });
+            let probes = {
+                let stop = Arc::clone(&stop);
+                let (prog, to_a, to_b) = (&prog, &to_a, &to_b);
+                scope.spawn(move || {
+                    let mut seen = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let a = common::prog::verdict(prog, to_a);
+                        let b = common::prog::verdict(prog, to_b);
+                        seen.push((a, b));
+                    }
+                    seen
+                })
+            };
+            std::thread::sleep(Duration::from_millis(300));
+            let out = cli(&c, &root, &["promote"]);
+            assert!(out.status.success(), "promote: {}", text(&out));
+            std::thread::sleep(Duration::from_millis(300));
+            stop.store(true, Ordering::Relaxed);
+            (
+                sender.join().expect("sender"),
+                probes.join().expect("probes"),
+            )
+        })
+    };
+    let (sent, seen) = traffic;
+    assert!(sent > 0);
+    // Each probe packet saw the old policy or the new one; once one saw
+    // the new one, none saw the old one again.
+    let old = |v: u32, a: bool| v == if a { XDP_DROP } else { XDP_PASS };
+    let mut switched = false;
+    let mut old_pairs = 0;
+    let mut new_pairs = 0;
+    for &(a, b) in &seen {
+        for (v, is_a) in [(a, true), (b, false)] {
+            if old(v, is_a) {
+                assert!(
+                    !switched,
+                    "a probe saw the old policy after the new one: {seen:?}"
+                );
+            } else {
+                switched = true;
+            }
+        }
+        if old(a, true) && old(b, false) {
+            old_pairs += 1;
+        } else if !old(a, true) && !old(b, false) {
+            new_pairs += 1;
+        }
+    }
+    println!(
+        "{} probe pairs: {old_pairs} old, {new_pairs} new, {} across the flip; {sent} datagrams sent",
+        seen.len(),
+        seen.len() - old_pairs - new_pairs
+    );
+    assert!(
+        old_pairs > 0 && new_pairs > 0,
+        "probes on both sides of the flip"
+    );
+    assert!(
+        seen.len() - old_pairs - new_pairs <= 1,
+        "one pair at most spans the flip"
+    );
+    // Promoted: the candidate is gone, the new policy enforces.
+    assert!(!diff(&c, &root).staged);
+    assert_eq!(common::prog::verdict(&prog, &to_a), XDP_PASS);
+    assert_eq!(common::prog::verdict(&prog, &to_b), XDP_DROP);
+    drop(c);
+}

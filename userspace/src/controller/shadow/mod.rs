@@ -1,0 +1,557 @@
+//! Shadow policies: a candidate staged beside the live policy, evaluated
+//! by the kernel on every packet and never enforced. Its decision table is
+//! built in the live table's index space (so the kernel reads one more
+//! cell and walks no second lookup), re-staged after every publish while
+//! the live policy is the one it was staged against, adopted after a
+//! restart, promoted atomically or discarded.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use regionwall_common::{CANDIDATE_PATH_BYTES, CandidateMeta, Counter, Decision, Event};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Controller, Prepared, prepare};
+use crate::{
+    candidate::{DiffRow, Status},
+    compile::Compiled,
+    control::Ack as Outcome,
+    events::Record,
+    policy::Policy,
+    verdict::Verdict,
+};
+
+/// Why a candidate could not be staged, promoted or discarded.
+#[derive(Debug, thiserror::Error)]
+pub enum ShadowError {
+    #[error(
+        "candidate {} refused: {why}; a candidate must keep the live policy's regions, countries, devices and port qualifiers (its rules may change freely) so the kernel shares the live lookup; change those in the live policy first",
+        crate::shown::Shown(path)
+    )]
+    Incompatible { path: PathBuf, why: String },
+    #[error("no candidate is staged")]
+    NotStaged,
+    #[error("the live policy's names are not known yet; try again")]
+    NoLivePolicy,
+    #[error(
+        "the live policy changed since the candidate was staged (it is paused); stage it again, or promote --force"
+    )]
+    LiveChanged,
+    #[error("the candidate path is longer than {CANDIDATE_PATH_BYTES} bytes or not UTF-8")]
+    Path,
+    #[error(transparent)]
+    Prepare(#[from] super::PrepareError),
+    #[error("{context}: {source}")]
+    Datapath {
+        context: &'static str,
+        #[source]
+        source: Box<crate::DatapathError>,
+    },
+    #[error(transparent)]
+    Controller(#[from] Box<super::ControllerError>),
+}
+
+fn dp_err(context: &'static str) -> impl FnOnce(crate::DatapathError) -> ShadowError {
+    move |source| ShadowError::Datapath {
+        context,
+        source: Box::new(source),
+    }
+}
+
+/// The staged candidate, as the controller keeps it.
+#[expect(
+    clippy::struct_field_names,
+    reason = "staged_at is the record's own name for it (CandidateMeta)"
+)]
+pub struct Staged {
+    path: PathBuf,
+    policy: Arc<Policy>,
+    /// As compiled (policy order): names the candidate's regions and rules.
+    compiled: Arc<Compiled>,
+    /// The compiled lookup, kept for an atomic promote.
+    fib: Option<crate::fib::Fib>,
+    live_digest: u32,
+    staged_at: u64,
+}
+
+/// A candidate event ("would drop", "would pass"): the event named like a
+/// live one, with the candidate's region and rule, and what the live
+/// policy did. Streamed by `events --candidate` and printed; never part
+/// of the live event stream (history, metrics, the dashboard).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CandidateRecord {
+    #[serde(flatten)]
+    pub record: Record,
+    /// Always true: marks the line as a candidate event.
+    pub candidate: bool,
+    /// The verdict the live policy enforced.
+    pub live_verdict: Verdict,
+}
+
+impl CandidateRecord {
+    /// As printed: the candidate's verdict, and the live one.
+    #[must_use]
+    pub fn line(&self) -> String {
+        format!(
+            "candidate would {} (live {}): {}",
+            self.record.verdict.as_str(),
+            self.live_verdict.as_str(),
+            self.record.line()
+        )
+    }
+}
+
+/// What the control socket asks the loop to do.
+pub enum Job {
+    Stage(Box<Prepared>, PathBuf, oneshot::Sender<Outcome>),
+    Status(oneshot::Sender<Status>),
+    Promote(bool, oneshot::Sender<Outcome>),
+    Discard(oneshot::Sender<Outcome>),
+}
+
+/// The socket's handle: prepares a candidate off the loop, then hands it
+/// to the loop with a [`Job`].
+#[derive(Clone)]
+pub struct Client {
+    tx: mpsc::Sender<Job>,
+    config: super::Config,
+}
+
+fn outcome(result: Result<String, ShadowError>) -> Outcome {
+    match result {
+        Ok(message) => Outcome { ok: true, message },
+        Err(e) => Outcome {
+            ok: false,
+            message: e.to_string(),
+        },
+    }
+}
+
+impl Client {
+    /// Reads and compiles `path` on a blocking thread, then stages it.
+    pub async fn stage(&self, path: PathBuf) -> Outcome {
+        let c = self.config.clone();
+        let p = path.clone();
+        let prepared =
+            tokio::task::spawn_blocking(move || prepare(&p, &c.options, c.limits, c.lookup, None))
+                .await;
+        let prepared = match prepared {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return outcome(Err(e.into())),
+            Err(e) => {
+                return Outcome {
+                    ok: false,
+                    message: format!("the policy loader panicked: {e}"),
+                };
+            }
+        };
+        self.ask(|tx| Job::Stage(Box::new(prepared), path, tx))
+            .await
+    }
+
+    pub async fn status(&self) -> Option<Status> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Job::Status(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    pub async fn promote(&self, force: bool) -> Outcome {
+        self.ask(|tx| Job::Promote(force, tx)).await
+    }
+
+    pub async fn discard(&self) -> Outcome {
+        self.ask(Job::Discard).await
+    }
+
+    async fn ask(&self, job: impl FnOnce(oneshot::Sender<Outcome>) -> Job) -> Outcome {
+        let (tx, rx) = oneshot::channel();
+        let gone = Outcome {
+            ok: false,
+            message: "the controller is stopping".into(),
+        };
+        if self.tx.send(job(tx)).await.is_err() {
+            return gone;
+        }
+        rx.await.unwrap_or(gone)
+    }
+}
+
+/// FNV-1a digest of the live policy as published (decisions, port
+/// classes, names): a candidate is evaluated only against the live policy
+/// whose digest it was staged with.
+#[must_use]
+pub fn live_digest(live: &Compiled) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+        }
+    };
+    for d in &live.decisions {
+        eat(&[d.verdict]);
+        eat(&d.region.to_le_bytes());
+        eat(&d.rule.to_le_bytes());
+        eat(&d.country.to_le_bytes());
+    }
+    for p in &live.port_classes {
+        eat(&p.to_le_bytes());
+    }
+    eat(&live.names_digest().to_le_bytes());
+    h
+}
+
+/// The candidate's decisions in the live table's index space: row of
+/// stable device index `d`, class `c`, port class `p` holds what the
+/// candidate decides for the device of that name, the same class and port
+/// class. Refused unless both policies resolve destinations, devices and
+/// ports identically (then the live lookups serve both).
+pub fn table(
+    live: &Compiled,
+    live_policy: &Policy,
+    candidate: &Compiled,
+    candidate_policy: &Policy,
+) -> Result<Vec<Decision>, String> {
+    let region_data = |p: &Policy| {
+        p.regions
+            .iter()
+            .map(|r| {
+                let list = |l: &[(crate::policy::Prefix, crate::policy::Origin)]| {
+                    l.iter().map(|(p, _)| *p).collect::<Vec<_>>()
+                };
+                (r.name.clone(), list(&r.prefixes), list(&r.except))
+            })
+            .collect::<Vec<_>>()
+    };
+    if region_data(live_policy) != region_data(candidate_policy) {
+        return Err("its regions (names or addresses, inline allow lists included) differ".into());
+    }
+    if live_policy.countries != candidate_policy.countries {
+        return Err("its country database differs".into());
+    }
+    if live_policy.devices != candidate_policy.devices {
+        return Err("its devices (names, MACs or addresses) differ".into());
+    }
+    if live.port_classes != candidate.port_classes
+        || live.port_class_count != candidate.port_class_count
+    {
+        return Err("its protocol/port qualifiers split ports differently".into());
+    }
+    if live.v4 != candidate.v4 || live.v6 != candidate.v6 || live.classes != candidate.classes {
+        return Err("its destinations resolve to different region classes".into());
+    }
+    let classes = live.classes.len();
+    let ports = live.port_class_count.max(1);
+    let stride = classes * ports;
+    let mut out = vec![Decision::default(); live.decisions.len()];
+    for (d, name) in live.device_names.iter().enumerate() {
+        let Some(own) = candidate.device_names.iter().position(|n| n == name) else {
+            continue; // a retired index: no device table entry leads here
+        };
+        for c in 0..classes {
+            let country = live.class_countries.get(c).copied().unwrap_or(0);
+            for p in 0..ports {
+                let (at, from) = (
+                    (d * classes + c) * ports + p,
+                    (own * classes + c) * ports + p,
+                );
+                if let (Some(cell), Some(src)) = (out.get_mut(at), candidate.decisions.get(from)) {
+                    *cell = Decision { country, ..*src };
+                }
+            }
+        }
+    }
+    debug_assert_eq!(out.len() % stride.max(1), 0);
+    Ok(out)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn meta_of(path: &Path, live_digest: u32, staged_at: u64) -> Result<CandidateMeta, ShadowError> {
+    let text = path.to_str().ok_or(ShadowError::Path)?;
+    if text.len() > CANDIDATE_PATH_BYTES {
+        return Err(ShadowError::Path);
+    }
+    let mut meta = CandidateMeta {
+        staged: 1,
+        live_digest,
+        staged_at,
+        path_len: u32::try_from(text.len()).map_err(|_| ShadowError::Path)?,
+        ..CandidateMeta::default()
+    };
+    meta.path[..text.len()].copy_from_slice(text.as_bytes());
+    Ok(meta)
+}
+
+impl Controller {
+    /// The socket's handle on the candidate; jobs arrive on `tx`'s receiver.
+    #[must_use]
+    pub fn shadow_client(&self, tx: mpsc::Sender<Job>) -> Client {
+        Client {
+            tx,
+            config: self.config.clone(),
+        }
+    }
+
+    /// Does what the socket asked (on the loop: it writes the maps).
+    pub fn shadow(&mut self, job: Job) {
+        match job {
+            Job::Stage(prepared, path, reply) => {
+                let _ = reply.send(outcome(self.stage(*prepared, &path)));
+            }
+            Job::Status(reply) => {
+                let _ = reply.send(self.candidate_status());
+            }
+            Job::Promote(force, reply) => {
+                let _ = reply.send(outcome(self.promote(force)));
+            }
+            Job::Discard(reply) => {
+                let _ = reply.send(outcome(self.discard()));
+            }
+        }
+    }
+
+    /// Stages `prepared` (read from `path`) as the candidate, its counts
+    /// from zero; a candidate staged before is replaced.
+    pub fn stage(&mut self, prepared: Prepared, path: &Path) -> Result<String, ShadowError> {
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let live = self
+            .names
+            .get(self.epoch)
+            .ok_or(ShadowError::NoLivePolicy)?;
+        let decisions =
+            table(live, &self.live, &prepared.compiled, &prepared.policy).map_err(|why| {
+                ShadowError::Incompatible {
+                    path: path.clone(),
+                    why,
+                }
+            })?;
+        let digest = live_digest(live);
+        let staged_at = now_secs();
+        let meta = meta_of(&path, digest, staged_at)?;
+        self.dp
+            .stage_candidate(&decisions, &meta, true)
+            .map_err(dp_err("staging the candidate"))?;
+        log::info!(
+            "staged candidate {} beside epoch {} (evaluated, not enforced)",
+            crate::shown::Shown(&path),
+            self.epoch
+        );
+        self.candidate = Some(Staged {
+            path: path.clone(),
+            policy: prepared.policy,
+            compiled: Arc::new(prepared.compiled),
+            fib: prepared.fib,
+            live_digest: digest,
+            staged_at,
+        });
+        Ok(format!(
+            "staged {} on {} (counting disagreements from now)",
+            path.display(),
+            self.config.iface
+        ))
+    }
+
+    /// After a publish (a reload, a restart): stages the candidate again
+    /// against the new table set if the live policy is the one it was
+    /// staged against (counts go on); otherwise it stays paused.
+    pub(super) fn restage(&mut self) {
+        let Some(staged) = &self.candidate else {
+            return;
+        };
+        let Some(live) = self.names.get(self.epoch) else {
+            return;
+        };
+        if live_digest(live) != staged.live_digest {
+            log::warn!(
+                "the live policy changed: candidate {} is paused (its counts are kept; stage it again, or promote --force)",
+                crate::shown::Shown(&staged.path)
+            );
+            return;
+        }
+        let restaged = table(live, &self.live, &staged.compiled, &staged.policy)
+            .map_err(|why| ShadowError::Incompatible {
+                path: staged.path.clone(),
+                why,
+            })
+            .and_then(|decisions| {
+                let meta = meta_of(&staged.path, staged.live_digest, staged.staged_at)?;
+                self.dp
+                    .stage_candidate(&decisions, &meta, false)
+                    .map_err(dp_err("staging the candidate again"))
+            });
+        if let Err(e) = restaged {
+            log::warn!("candidate paused: {e}");
+        }
+    }
+
+    /// On start: takes over the candidate pinned by the previous
+    /// controller (read again from its file), with its counts.
+    pub(super) fn adopt_candidate(&mut self) {
+        let meta = match self.dp.candidate_meta() {
+            Ok(m) if m.staged == 1 => m,
+            Ok(_) => return,
+            Err(e) => {
+                log::warn!("reading the pinned candidate: {e}");
+                return;
+            }
+        };
+        let len = (meta.path_len as usize).min(CANDIDATE_PATH_BYTES);
+        let Ok(text) = std::str::from_utf8(&meta.path[..len]) else {
+            return;
+        };
+        let path = PathBuf::from(text);
+        let c = &self.config;
+        match prepare(&path, &c.options, c.limits, c.lookup, None) {
+            Ok(prepared) => {
+                self.candidate = Some(Staged {
+                    path,
+                    policy: prepared.policy,
+                    compiled: Arc::new(prepared.compiled),
+                    fib: prepared.fib,
+                    live_digest: meta.live_digest,
+                    staged_at: meta.staged_at,
+                });
+                self.restage();
+                log::info!("adopted the staged candidate {text} with its counts");
+            }
+            Err(e) => log::warn!(
+                "the pinned candidate {text} could not be read again ({e}); it stays paused until staged or discarded"
+            ),
+        }
+    }
+
+    /// The staged candidate and its disagreements, named.
+    #[must_use]
+    pub fn candidate_status(&self) -> Status {
+        let Some(staged) = &self.candidate else {
+            return Status::default();
+        };
+        let live = self.names.get(self.epoch);
+        let rows = self.dp.candidate_rows().unwrap_or_else(|e| {
+            log::warn!("reading the candidate's counters: {e}");
+            Vec::new()
+        });
+        let lost = self
+            .counters()
+            .map_or(0, |c| c[Counter::CandidateLost as usize]);
+        Status {
+            staged: true,
+            path: staged.path.display().to_string(),
+            staged_at: staged.staged_at,
+            evaluated: self.dp.candidate_evaluated(),
+            lost,
+            rows: rows
+                .iter()
+                .filter_map(|r| {
+                    let k = r.key;
+                    Some(DiffRow {
+                        device: live.map_or_else(
+                            || format!("#{}", k.device),
+                            |c| c.device_name(k.device).to_string(),
+                        ),
+                        region: staged.compiled.region_name(k.region).to_string(),
+                        country: live.map_or_else(
+                            || format!("#{}", k.country),
+                            |c| c.country_name(k.country).to_string(),
+                        ),
+                        rule: staged.compiled.rule_name(k.rule).to_string(),
+                        live: Verdict::from_kernel(u32::from(k.live))?,
+                        candidate: Verdict::from_kernel(u32::from(k.candidate))?,
+                        packets: r.packets,
+                        bytes: r.bytes,
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Makes the candidate live with one flip (a publish like a reload:
+    /// every packet sees the old policy or the new one in full), then
+    /// drops it. Refused when the live policy changed since staging,
+    /// unless `force`.
+    pub fn promote(&mut self, force: bool) -> Result<String, ShadowError> {
+        let staged = self.candidate.as_ref().ok_or(ShadowError::NotStaged)?;
+        if !force && !self.dp.candidate_evaluated() {
+            return Err(ShadowError::LiveChanged);
+        }
+        let prepared = Prepared {
+            policy: Arc::clone(&staged.policy),
+            compiled: (*staged.compiled).clone(),
+            fib: staged.fib.clone(),
+        };
+        // Taken first, so the publish does not stage it against itself.
+        let Some(staged) = self.candidate.take() else {
+            return Err(ShadowError::NotStaged);
+        };
+        let epoch = match self.apply(prepared) {
+            Ok(epoch) => epoch,
+            Err(e) => {
+                // The old policy stays live: so does the candidate.
+                self.candidate = Some(staged);
+                self.restage();
+                return Err(Box::new(e).into());
+            }
+        };
+        self.config.policy.clone_from(&staged.path);
+        self.dp
+            .discard_candidate()
+            .map_err(dp_err("clearing the promoted candidate"))?;
+        log::info!(
+            "promoted candidate {} (epoch {epoch}); reloads now read it",
+            crate::shown::Shown(&staged.path)
+        );
+        Ok(format!(
+            "promoted {} on {} (epoch {epoch}); this controller now reloads from it (point the service's --policy at it too)",
+            staged.path.display(),
+            self.config.iface
+        ))
+    }
+
+    /// Drops the candidate and its counts.
+    pub fn discard(&mut self) -> Result<String, ShadowError> {
+        let staged = self.candidate.take().ok_or(ShadowError::NotStaged)?;
+        self.dp
+            .discard_candidate()
+            .map_err(dp_err("discarding the candidate"))?;
+        log::info!("discarded candidate {}", crate::shown::Shown(&staged.path));
+        Ok(format!("discarded {}", staged.path.display()))
+    }
+
+    /// Names a candidate event (`None`: not one, or no candidate known).
+    #[must_use]
+    pub fn candidate_record(&self, event: &Event) -> Option<CandidateRecord> {
+        let staged = self.candidate.as_ref()?;
+        let live_verdict = Verdict::from_kernel(u32::from(event.live_verdict))?;
+        let mut record = self.record(event)?;
+        record.region = staged.compiled.region_name(event.region).to_string();
+        record.rule = staged.compiled.rule_name(event.rule).to_string();
+        Some(CandidateRecord {
+            record,
+            candidate: true,
+            live_verdict,
+        })
+    }
+
+    /// Sends a candidate event to the clients streaming them.
+    pub fn broadcast_candidate(&self, record: CandidateRecord) {
+        if self.candidate_feed.receiver_count() > 0 {
+            let _ = self.candidate_feed.send(Arc::new(record));
+        }
+    }
+
+    /// The candidate events' stream (for the control socket).
+    #[must_use]
+    pub fn candidate_feed(&self) -> tokio::sync::broadcast::Sender<Arc<CandidateRecord>> {
+        self.candidate_feed.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests;
