@@ -1,7 +1,10 @@
 //! History that survives restarts: events and per-minute counter rollups in an embedded SQLite file.
 //!
 //! - [`store`]: the file (refused when corrupt or foreign), its schema,
-//!   event and rollup writes, retention.
+//!   event writes.
+//! - [`rollup`]: counters into minute rollups (hosts bounded per device),
+//!   minutes older than two days compacted into hours.
+//! - `retention`: compaction, then age and size bounds.
 //! - [`writer`]: the writer thread behind a bounded queue, batching
 //!   commits and counting what it could not write.
 //! - [`query`]: the queries `regionwall history` and `events --since` run.
@@ -9,6 +12,8 @@
 
 mod lock;
 pub mod query;
+mod retention;
+pub mod rollup;
 pub mod store;
 pub mod writer;
 
