@@ -15,6 +15,8 @@
 //! name loopback too, so a DNS-rebinding page cannot read the API.
 
 pub mod api;
+pub mod reader;
+pub mod series;
 pub mod state;
 
 use std::{
@@ -185,13 +187,13 @@ async fn keep(shared: Arc<state::Shared>) {
 pub fn router(shared: Arc<state::Shared>, guard: Arc<Guard>) -> Router {
     Router::new()
         .route("/api/status", get(api::status))
-        .route("/api/series", get(api::series))
         .route("/api/top", get(api::top_view))
         .route("/api/device", get(api::device))
         .route("/api/explain", get(api::explain))
         .route("/api/live", get(api::live))
         .fallback(asset)
-        .with_state(shared)
+        .with_state(Arc::clone(&shared))
+        .merge(reader::routes().with_state(Arc::clone(&shared.reader)))
         .layer(middleware::from_fn_with_state(guard, guarded))
 }
 
