@@ -55,9 +55,14 @@ const rw = {
       label: l.name, stroke: l === d.other ? "#999" : rw.palette[i % rw.palette.length],
       value: (u, v) => v == null ? "-" : rw.bytes(v),
     })));
+    const span = { "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400 }[d.range] || 86400;
     return new uPlot({
       width: Math.max(300, box.clientWidth - 8), height: 200,
-      scales: { x: { time: true } },
+      // At least the last hour, at most the range (as the overview).
+      scales: { x: { time: true, range: (u) => {
+        const x = u.data[0], hi = x[x.length - 1] + d.step;
+        return [Math.max(Math.min(x[0], hi - 3600), hi - span), hi];
+      } } },
       series,
       axes: [{}, { values: (u, vs) => vs.map((v) => rw.bytes(v)), size: 70 }],
     }, [d.t].concat(lines.map((l) => l.bytes)), box);
