@@ -47,6 +47,9 @@ pub struct Reader {
     path: Option<PathBuf>,
     conn: tokio::sync::Mutex<Option<Store>>,
     answers: Mutex<HashMap<String, (Instant, Arc<serde_json::Value>)>>,
+    /// Whether answers are shared while fresh (off: every request runs
+    /// its query, as the benchmark times them).
+    share: bool,
     /// Per-minute totals since this controller started.
     pub ring: Mutex<Ring>,
 }
@@ -79,7 +82,17 @@ impl Reader {
             path,
             conn: tokio::sync::Mutex::new(None),
             answers: Mutex::new(HashMap::new()),
+            share: true,
             ring: Mutex::new(Ring::default()),
+        }
+    }
+
+    /// A reader whose every request runs its query (for the benchmark).
+    #[must_use]
+    pub fn unshared(path: Option<PathBuf>) -> Self {
+        Self {
+            share: false,
+            ..Self::new(path)
         }
     }
 
@@ -145,6 +158,9 @@ impl Reader {
     }
 
     fn fresh(&self, key: &str, fresh: Duration) -> Option<Arc<serde_json::Value>> {
+        if !self.share {
+            return None;
+        }
         let answers = self.answers.lock().ok()?;
         let (at, v) = answers.get(key)?;
         (at.elapsed() < fresh).then(|| Arc::clone(v))
