@@ -99,7 +99,7 @@ fn build(dir: &std::path::Path) -> std::path::PathBuf {
     }
     // The writer's retention pass: compaction, then 30 days by age.
     store
-        .enforce_retention(now, Duration::from_secs(30 * 86_400), 1 << 30)
+        .enforce_retention(now, Duration::from_hours(30 * 24), 1 << 30)
         .expect("retention");
     let hourly: i64 = store
         .conn()
@@ -327,7 +327,7 @@ fn retention_by_age_covers_the_hourly_rows() {
     // 90 hours: the 100-hour-old hour goes, the 80- and 60-hour-old stay
     // (compacted into hours first).
     let removed = store
-        .enforce_retention(now, Duration::from_secs(90 * 3600), 1 << 30)
+        .enforce_retention(now, Duration::from_hours(90), 1 << 30)
         .expect("retention");
     assert_eq!(removed.rollups, 1);
     let hours: i64 = store

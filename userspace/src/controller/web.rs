@@ -157,7 +157,7 @@ impl Dashboard {
             let keeper = tokio::spawn(keep(Arc::clone(&shared)));
             let listener =
                 super::http::Capped::new(listener, super::http::MAX_CONNECTIONS, super::http::IDLE);
-            if let Err(e) = axum::serve(listener, router(shared, guard)).await {
+            if let Err(e) = axum::serve(listener, router(&shared, guard)).await {
                 log::error!("web: the server stopped: {e}");
             }
             keeper.abort();
@@ -184,7 +184,7 @@ async fn keep(shared: Arc<state::Shared>) {
 }
 
 /// The router: the API, the page, and the guard around every route.
-pub fn router(shared: Arc<state::Shared>, guard: Arc<Guard>) -> Router {
+pub fn router(shared: &Arc<state::Shared>, guard: Arc<Guard>) -> Router {
     Router::new()
         .route("/api/status", get(api::status))
         .route("/api/top", get(api::top_view))
@@ -192,7 +192,7 @@ pub fn router(shared: Arc<state::Shared>, guard: Arc<Guard>) -> Router {
         .route("/api/explain", get(api::explain))
         .route("/api/live", get(api::live))
         .fallback(asset)
-        .with_state(Arc::clone(&shared))
+        .with_state(Arc::clone(shared))
         .merge(reader::routes().with_state(Arc::clone(&shared.reader)))
         .layer(middleware::from_fn_with_state(guard, guarded))
 }

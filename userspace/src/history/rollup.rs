@@ -26,7 +26,7 @@ type Key<'a> = (Kind, &'a str, &'a str, &'a str);
 
 /// Keeps the [`HOSTS_PER_DEVICE`] hosts of each device that grew most (in
 /// bytes, both verdicts together) and folds the others into [`OTHER_HOST`].
-fn bound_hosts<'a>(deltas: Vec<(Key<'a>, (i64, i64))>) -> Vec<(Key<'a>, (i64, i64))> {
+fn bound_hosts(deltas: Vec<(Key<'_>, (i64, i64))>) -> Vec<(Key<'_>, (i64, i64))> {
     let mut by_host: HashMap<(&str, &str), i64> = HashMap::new();
     for ((kind, device, key, _), (_, bytes)) in &deltas {
         if *kind == Kind::Host {

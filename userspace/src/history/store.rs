@@ -21,7 +21,7 @@ pub const APPLICATION_ID: i64 = 0x5257_4831;
 pub const VERSION: i64 = 2;
 
 /// Minute rollups older than this are compacted into hourly rows.
-pub const MINUTES_KEPT: Duration = Duration::from_secs(48 * 3600);
+pub const MINUTES_KEPT: Duration = Duration::from_hours(48);
 
 /// The hourly table (version 2).
 const HOURLY: &str = "

@@ -116,7 +116,7 @@ fn build(dir: &Path) -> anyhow::Result<(Store, f64)> {
             store.compact(at)?;
         }
     }
-    store.enforce_retention(now, Duration::from_secs(30 * 86_400), 4 << 30)?;
+    store.enforce_retention(now, Duration::from_hours(30 * 24), 4 << 30)?;
     Ok((store, started.elapsed().as_secs_f64()))
 }
 

@@ -243,13 +243,12 @@ pub fn device(
     let mut folded_other = false;
     for (at, key, bytes) in &cells {
         let k = slot(*at).min(t.len().saturating_sub(1));
-        match shown.get(key.as_str()) {
-            Some(&i) => lines[i].bytes[k] += bytes,
-            None => {
-                other.bytes[k] += bytes;
-                other.total += bytes;
-                folded_other |= key == OTHER_HOST;
-            }
+        if let Some(&i) = shown.get(key.as_str()) {
+            lines[i].bytes[k] += bytes;
+        } else {
+            other.bytes[k] += bytes;
+            other.total += bytes;
+            folded_other |= key == OTHER_HOST;
         }
     }
     if folded_other {
