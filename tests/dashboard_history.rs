@@ -337,3 +337,48 @@ fn retention_by_age_covers_the_hourly_rows() {
     assert_eq!(hours, 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_host_that_left_the_kernel_lru_counts_from_zero_when_it_returns() {
+    let dir = std::env::temp_dir().join(regionwall_testkit::netns::unique_name("dash-lru"));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mut store = Store::open(&dir.join(history::FILE)).expect("open");
+    let host = |key: &str, packets: u64| Counted {
+        kind: Kind::Host,
+        device: "tv".into(),
+        key: key.into(),
+        verdict: "pass".into(),
+        packets,
+        bytes: packets * 10,
+    };
+    let now = SystemTime::now();
+    let at = |m: u64| now - Duration::from_secs(m * 60);
+    let snapshots = [
+        (at(3), vec![host("a.example", 10), host("b.example", 10)]),
+        // b.example was evicted from the kernel's LRU...
+        (at(2), vec![host("a.example", 20)]),
+        // ...and came back as a new entry, counting from zero.
+        (at(1), vec![host("a.example", 20), host("b.example", 15)]),
+    ];
+    for (i, (t, rows)) in snapshots.iter().enumerate() {
+        let origin = if i == 0 {
+            Origin::Zero
+        } else {
+            Origin::Continued
+        };
+        store.record_counters(*t, rows, origin).expect("record");
+    }
+    let packets = |key: &str| -> i64 {
+        store
+            .conn()
+            .query_row(
+                "SELECT sum(packets) FROM rollups WHERE kind = 'host' AND key = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .expect("sum")
+    };
+    assert_eq!(packets("a.example"), 20);
+    assert_eq!(packets("b.example"), 10 + 15);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,7 +1,7 @@
 //! Counter rollups: kernel counters into per-minute rows (hosts bounded to each device's biggest), and minutes older than two days compacted into hours.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     time::SystemTime,
 };
 
@@ -37,7 +37,7 @@ fn bound_hosts(deltas: Vec<(Key<'_>, (i64, i64))>) -> Vec<(Key<'_>, (i64, i64))>
     for ((device, key), bytes) in by_host {
         per_device.entry(device).or_default().push((key, bytes));
     }
-    let mut kept: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
+    let mut kept: HashSet<(&str, &str)> = HashSet::new();
     for (device, mut hosts) in per_device {
         hosts.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
         kept.extend(
@@ -64,6 +64,40 @@ fn bound_hosts(deltas: Vec<(Key<'_>, (i64, i64))>) -> Vec<(Key<'_>, (i64, i64))>
             .map(|((device, verdict), d)| ((Kind::Host, device, OTHER_HOST, verdict), d)),
     );
     out
+}
+
+/// Removes the bases of hosts missing from the snapshot: they left the
+/// kernel's LRU, so the bases stay as bounded as the LRU, and a host
+/// counted again later counts from zero (not from its old base).
+fn forget_gone_hosts(
+    tx: &rusqlite::Transaction<'_>,
+    seen: &[(&str, &str, &str)],
+    p: &std::path::Path,
+) -> Result<(), HistoryError> {
+    let seen: HashSet<(&str, &str, &str)> = seen.iter().copied().collect();
+    let mut bases = tx
+        .prepare("SELECT device, key, verdict FROM counter_base WHERE kind = 'host'")
+        .map_err(sql(p, "preparing"))?;
+    let gone: Vec<(String, String, String)> = bases
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(sql(p, "reading host bases"))?
+        .into_iter()
+        .filter(|(d, k, v): &(String, String, String)| {
+            !seen.contains(&(d.as_str(), k.as_str(), v.as_str()))
+        })
+        .collect();
+    let mut forget = tx
+        .prepare(
+            "DELETE FROM counter_base WHERE kind = 'host' AND device = ?1 AND key = ?2 AND verdict = ?3",
+        )
+        .map_err(sql(p, "preparing"))?;
+    for (d, k, v) in &gone {
+        forget
+            .execute(params![d, k, v])
+            .map_err(sql(p, "forgetting host bases"))?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -128,6 +162,11 @@ impl Store {
                 )
                 .map_err(sql(&p, "preparing"))?;
             let mut deltas = Vec::with_capacity(summed.len());
+            let summed_hosts: Vec<(&str, &str, &str)> = summed
+                .keys()
+                .filter(|k| k.0 == Kind::Host)
+                .map(|k| (k.1, k.2, k.3))
+                .collect();
             for ((kind, device, key, verdict), (packets, bytes)) in summed {
                 let old: Option<(i64, i64)> = base
                     .query_row(params![kind.name(), device, key, verdict], |r| {
@@ -151,6 +190,7 @@ impl Store {
                     .execute(params![kind.name(), device, key, verdict, now.0, now.1])
                     .map_err(sql(&p, "writing counter bases"))?;
             }
+            forget_gone_hosts(&tx, &summed_hosts, &p)?;
             for ((kind, device, key, verdict), delta) in bound_hosts(deltas) {
                 add.execute(params![
                     minute,
