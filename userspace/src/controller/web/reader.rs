@@ -259,8 +259,32 @@ pub async fn series(State(r): Ctx, Query(q): Query<SeriesQuery>) -> Response {
         minutes.retain(|m| m.t <= recorded);
         let start = minutes.last().map_or(0, |m| m.t + 60);
         minutes.extend(newer.into_iter().filter(|m| m.t >= start));
+        minutes = gapless(&minutes, now);
     }
     Json(Series::of(range, "history", &minutes)).into_response()
+}
+
+/// `minutes` (in order) with the minutes missing between them, up to the
+/// one holding `now`, as zeros.
+fn gapless(minutes: &[Minute], now: u64) -> Vec<Minute> {
+    let Some(first) = minutes.first() else {
+        return Vec::new();
+    };
+    let end = now - now % 60;
+    let mut out = Vec::with_capacity(minutes.len());
+    let mut held = minutes.iter().peekable();
+    let mut t = first.t;
+    while t <= end.max(first.t) {
+        match held.next_if(|m| m.t == t) {
+            Some(m) => out.push(*m),
+            None => out.push(Minute {
+                t,
+                ..Minute::default()
+            }),
+        }
+        t += 60;
+    }
+    out
 }
 
 #[derive(Deserialize)]
@@ -348,6 +372,24 @@ pub fn routes() -> Router<Arc<Reader>> {
     Router::new()
         .route("/api/series", get(series))
         .route("/api/device/series", get(device_series))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Minute, gapless};
+
+    #[test]
+    fn gaps_between_recorded_and_remembered_minutes_are_zeros() {
+        let m = |t, drops| Minute {
+            t,
+            drop_packets: drops,
+            ..Minute::default()
+        };
+        let s = gapless(&[m(600, 5), m(780, 1)], 850);
+        let t: Vec<u64> = s.iter().map(|x| x.t).collect();
+        assert_eq!(t, [600, 660, 720, 780, 840]);
+        assert_eq!(s.iter().map(|x| x.drop_packets).sum::<u64>(), 6);
+    }
 }
 
 /// The history endpoints alone, ranged top-N included, over `reader`
