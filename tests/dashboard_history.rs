@@ -299,6 +299,24 @@ fn without_history_the_day_is_the_ring_and_longer_ranges_say_why_not() {
 }
 
 #[test]
+fn an_unreadable_history_leaves_the_ring_for_24_hours() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let missing = std::env::temp_dir()
+        .join(regionwall_testkit::netns::unique_name("dash-missing"))
+        .join(history::FILE);
+    let addr = serve(&rt, Reader::new(Some(missing)));
+    let (status, s) = get(addr, "/api/series?range=24h");
+    assert_eq!(status, 200, "{s}");
+    assert_eq!(s["source"], "memory");
+    let (status, e) = get(addr, "/api/series?range=30d");
+    assert_eq!(status, 503, "{e}");
+    assert!(
+        e["error"].as_str().expect("error").contains("no history"),
+        "{e}"
+    );
+}
+
+#[test]
 fn retention_by_age_covers_the_hourly_rows() {
     let dir = std::env::temp_dir().join(regionwall_testkit::netns::unique_name("dash-ret"));
     std::fs::create_dir_all(&dir).expect("mkdir");
