@@ -324,7 +324,7 @@ fn retention_by_age_covers_the_hourly_rows() {
     let now = SystemTime::now();
     let one = |age: u64| {
         vec![Counted {
-            kind: Kind::Region,
+            kind: Kind::Country,
             device: "tv".into(),
             key: "aa".into(),
             verdict: "drop".into(),

@@ -1,10 +1,12 @@
 //! Retention: minute rollups compacted into hours, then rows removed by age and, over the size bound, oldest first.
 //!
 //! Each pass (every minute, on the writer thread):
-//! 1. minute rollups older than 48 hours are summed into `rollups_hourly`
-//!    and removed (`Store::compact`);
-//! 2. events, minute rollups and hourly rollups older than the retention
-//!    are removed (an hour is removed once its first second is);
+//! 1. once an hour (the step scans the minute table, keyed by kind and
+//!    device first): minute rollups older than 48 hours are summed into
+//!    `rollups_hourly` and removed (`Store::compact`), then minute and
+//!    hourly rollups older than the retention are removed (an hour once
+//!    its first second is);
+//! 2. events older than the retention are removed;
 //! 3. while the file is over 90 % of its size bound: the oldest eighth of
 //!    the events, or with none left the oldest hour of hourly rollups, or
 //!    with none left the oldest minute of minute rollups;
@@ -28,7 +30,13 @@ impl Store {
         max_age: Duration,
         max_bytes: u64,
     ) -> Result<Removed, HistoryError> {
-        self.compact(now)?;
+        // The rollup steps scan the minute table: once an hour.
+        let hour = micros(now) / 1_000_000 / 3600;
+        let rollups_due = self.rollups_passed != Some(hour);
+        if rollups_due {
+            self.compact(now)?;
+            self.rollups_passed = Some(hour);
+        }
         let p = self.path().to_path_buf();
         let cutoff = now.checked_sub(max_age).map_or(0, micros);
         let conn = self.conn();
@@ -43,7 +51,10 @@ impl Store {
                 cutoff,
                 "removing old events",
             )?,
-            rollups: delete(
+            rollups: 0,
+        };
+        if rollups_due {
+            removed.rollups = delete(
                 "DELETE FROM rollups WHERE minute < ?1",
                 cutoff / 1_000_000,
                 "removing old rollups",
@@ -51,8 +62,8 @@ impl Store {
                 "DELETE FROM rollups_hourly WHERE hour < ?1",
                 cutoff / 1_000_000,
                 "removing old hourly rollups",
-            )?,
-        };
+            )?;
+        }
         // Room for a minute's writes below the bound.
         let target = max_bytes / 10 * 9;
         for _ in 0..64 {

@@ -1,4 +1,4 @@
-//! Counter rollups: kernel counters into per-minute rows (hosts bounded to each device's biggest), and minutes older than two days compacted into hours.
+//! Counter rollups: kernel counters into per-minute rows (hosts bounded to each device's biggest, regions summed as totals), and minutes older than two days compacted into hours.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -191,6 +191,19 @@ impl Store {
                     .map_err(sql(&p, "writing counter bases"))?;
             }
             forget_gone_hosts(&tx, &summed_hosts, &p)?;
+            let mut totals: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+            for ((kind, _, _, verdict), d) in &deltas {
+                if *kind == Kind::Region {
+                    let t = totals.entry(verdict).or_default();
+                    t.0 += d.0;
+                    t.1 += d.1;
+                }
+            }
+            deltas.extend(
+                totals
+                    .into_iter()
+                    .map(|(verdict, d)| ((Kind::Total, "*", "*", verdict), d)),
+            );
             for ((kind, device, key, verdict), delta) in bound_hosts(deltas) {
                 add.execute(params![
                     minute,
@@ -218,6 +231,11 @@ impl Store {
         let secs = micros(now) / 1_000_000;
         let kept = i64::try_from(MINUTES_KEPT.as_secs()).unwrap_or(i64::MAX);
         let cutoff = secs.saturating_sub(kept) / 3600 * 3600;
+        self.compact_before(cutoff)
+    }
+
+    /// [`Store::compact`] up to `cutoff` (seconds, a whole hour).
+    fn compact_before(&mut self, cutoff: i64) -> Result<u64, HistoryError> {
         let p = self.path().to_path_buf();
         let tx = self
             .conn_mut()

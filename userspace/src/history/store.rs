@@ -16,12 +16,28 @@ use crate::events::Record;
 pub const APPLICATION_ID: i64 = 0x5257_4831;
 
 /// Schema version (`PRAGMA user_version`) this build writes and reads
-/// (2 added `rollups_hourly`; a version-1 file is upgraded by the writer
-/// and read as it is by readers).
+/// (2 added `rollups_hourly`, keyed rollups by kind and device first, and
+/// added the `total` rows; a version-1 file is upgraded by the writer and
+/// read as it is by readers).
 pub const VERSION: i64 = 2;
 
 /// Minute rollups older than this are compacted into hourly rows.
 pub const MINUTES_KEPT: Duration = Duration::from_hours(48);
+
+/// Version 1's rollups keyed anew (kind and device first), with their
+/// totals.
+const TO_V2: &str = "
+CREATE TABLE rollups_v2 (
+    minute INTEGER NOT NULL, kind TEXT NOT NULL, device TEXT NOT NULL, key TEXT NOT NULL,
+    verdict TEXT NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    PRIMARY KEY (kind, device, minute, key, verdict)
+) WITHOUT ROWID;
+INSERT INTO rollups_v2 SELECT minute, kind, device, key, verdict, packets, bytes FROM rollups;
+INSERT INTO rollups_v2 SELECT minute, 'total', '*', '*', verdict, sum(packets), sum(bytes)
+    FROM rollups WHERE kind = 'region' GROUP BY minute, verdict;
+DROP TABLE rollups;
+ALTER TABLE rollups_v2 RENAME TO rollups;
+";
 
 /// The hourly table (version 2).
 const HOURLY: &str = "
@@ -34,7 +50,7 @@ CREATE TABLE IF NOT EXISTS rollups_hourly (
     verdict TEXT NOT NULL,
     packets INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
-    PRIMARY KEY (hour, kind, device, key, verdict)
+    PRIMARY KEY (kind, device, hour, key, verdict)
 ) WITHOUT ROWID;
 ";
 
@@ -65,7 +81,10 @@ CREATE INDEX events_ts ON events (ts);
 -- Per-minute deltas of the kernel counters: kind 'region' keys by region,
 -- 'country' by ISO code ('-' for none), 'host' by host name (the biggest
 -- hosts of each device in the minute, the rest as '(other)'; verdict
--- 'pass' for passed and audited, 'drop' for dropped and rejected).
+-- 'pass' for passed and audited, 'drop' for dropped and rejected), 'total'
+-- (device and key '*') sums the region rows of the minute per verdict.
+-- Keyed by kind and device first: a device's rows, and the totals, are
+-- one range each.
 CREATE TABLE rollups (
     minute INTEGER NOT NULL,        -- seconds since the Unix epoch, a multiple of 60
     kind TEXT NOT NULL,
@@ -74,7 +93,7 @@ CREATE TABLE rollups (
     verdict TEXT NOT NULL,
     packets INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
-    PRIMARY KEY (minute, kind, device, key, verdict)
+    PRIMARY KEY (kind, device, minute, key, verdict)
 ) WITHOUT ROWID;
 -- The counter values the last rollup was taken against.
 CREATE TABLE counter_base (
@@ -95,6 +114,8 @@ pub enum Kind {
     Region,
     Country,
     Host,
+    /// Every device's region rows summed (device and key `*`).
+    Total,
 }
 
 impl Kind {
@@ -104,6 +125,7 @@ impl Kind {
             Self::Region => "region",
             Self::Country => "country",
             Self::Host => "host",
+            Self::Total => "total",
         }
     }
 }
@@ -144,6 +166,9 @@ pub struct Store {
     path: PathBuf,
     /// The writer's lock (`None` when read-only).
     _lock: Option<std::os::fd::OwnedFd>,
+    /// The hour the rollups were last compacted and aged up to (the
+    /// passes scan the minute table: once an hour is enough).
+    pub(super) rollups_passed: Option<i64>,
 }
 
 pub(super) fn sql<'a>(
@@ -229,6 +254,7 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             _lock: Some(lock),
+            rollups_passed: None,
         };
         store.identify(true)?;
         let p = path;
@@ -267,6 +293,7 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             _lock: None,
+            rollups_passed: None,
         };
         store.identify(false)?;
         Ok(store)
@@ -341,8 +368,10 @@ impl Store {
         // anything is written; readers read an older file as it is.
         if version < 2 && create {
             self.conn
-                .execute_batch(&format!("BEGIN; {HOURLY} PRAGMA user_version = 2; COMMIT;"))
-                .map_err(sql(p, "adding the hourly rollups"))?;
+                .execute_batch(&format!(
+                    "BEGIN; {HOURLY} {TO_V2} PRAGMA user_version = 2; COMMIT;"
+                ))
+                .map_err(sql(p, "upgrading the rollups to version 2"))?;
         }
         self.view()
     }

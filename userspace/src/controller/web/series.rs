@@ -99,7 +99,8 @@ fn steps(range: Range, first: Option<u64>, now: u64) -> Vec<u64> {
         .collect()
 }
 
-/// Uploads (every verdict) and dropped or rejected packets per step.
+/// Uploads (every verdict) and dropped or rejected packets per step, from
+/// the `total` rows (one range of the key).
 pub fn overall(conn: &Connection, range: Range, now: u64) -> Result<Vec<Minute>, ReadError> {
     let step = range.step();
     let table = if range == Range::Day {
@@ -111,7 +112,7 @@ pub fn overall(conn: &Connection, range: Range, now: u64) -> Result<Vec<Minute>,
         "SELECT minute / ?1 * ?1, sum(bytes),
                 sum(CASE WHEN verdict IN ('drop', 'reject') THEN packets ELSE 0 END),
                 sum(CASE WHEN verdict IN ('drop', 'reject') THEN bytes ELSE 0 END)
-         FROM {table} WHERE minute >= ?2 AND kind = 'region' GROUP BY 1"
+         FROM {table} WHERE kind = 'total' AND device = '*' AND minute >= ?2 GROUP BY 1"
     ))?;
     let mut by_t: BTreeMap<u64, Minute> = BTreeMap::new();
     let rows = stmt.query_map(params![i(step), i(range.since(now))], |r| {
@@ -198,7 +199,7 @@ pub fn device(
     };
     let mut stmt = conn.prepare(&format!(
         "SELECT minute / ?1 * ?1, key, sum(bytes) FROM {table}
-         WHERE minute >= ?2 AND kind = ?3 AND device = ?4 GROUP BY 1, 2"
+         WHERE kind = ?3 AND device = ?4 AND minute >= ?2 GROUP BY 1, 2"
     ))?;
     let mut cells: Vec<(u64, String, u64)> = Vec::new();
     let rows = stmt.query_map(
