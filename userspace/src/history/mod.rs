@@ -247,6 +247,40 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_file_is_upgraded_with_its_rows_and_their_totals() {
+        let d = scratch("v1");
+        let db = d.join(FILE);
+        let conn = rusqlite::Connection::open(&db).expect("sqlite");
+        conn.execute_batch(&format!(
+            "CREATE TABLE events (id INTEGER PRIMARY KEY, ts INTEGER);
+             CREATE TABLE rollups (minute INTEGER NOT NULL, kind TEXT NOT NULL, device TEXT NOT NULL, key TEXT NOT NULL,
+                 verdict TEXT NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
+                 PRIMARY KEY (minute, kind, device, key, verdict)) WITHOUT ROWID;
+             CREATE TABLE counter_base (x);
+             CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+             INSERT INTO rollups VALUES (60, 'region', 'tv', 'aa', 'drop', 3, 300),
+                                        (60, 'region', 'pc', 'aa', 'drop', 2, 200),
+                                        (60, 'country', 'tv', 'AA', 'drop', 3, 300);
+             PRAGMA application_id = {}; PRAGMA user_version = 1;",
+            store::APPLICATION_ID
+        ))
+        .expect("a version-1 file");
+        drop(conn);
+        let s = Store::open(&db).expect("upgraded");
+        let q = |sql: &str| -> i64 { s.conn().query_row(sql, [], |r| r.get(0)).expect(sql) };
+        assert_eq!(q("PRAGMA user_version"), store::VERSION);
+        assert_eq!(q("SELECT count(*) FROM rollups WHERE kind != 'total'"), 3);
+        assert_eq!(
+            q(
+                "SELECT packets FROM rollups WHERE kind = 'total' AND device = '*' AND verdict = 'drop'"
+            ),
+            5
+        );
+        assert_eq!(q("SELECT count(*) FROM rollups_hourly"), 0);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
     fn a_second_writer_is_refused_while_the_first_holds_the_file() {
         let d = scratch("busy");
         let db = d.join(FILE);
