@@ -100,6 +100,23 @@ fn forget_gone_hosts(
     Ok(())
 }
 
+/// Adds a `total` row per verdict: the region rows summed.
+fn add_totals(deltas: &mut Vec<(Key<'_>, (i64, i64))>) {
+    let mut totals: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for ((kind, _, _, verdict), d) in deltas.iter() {
+        if *kind == Kind::Region {
+            let t = totals.entry(verdict).or_default();
+            t.0 += d.0;
+            t.1 += d.1;
+        }
+    }
+    deltas.extend(
+        totals
+            .into_iter()
+            .map(|(verdict, d)| ((Kind::Total, "*", "*", verdict), d)),
+    );
+}
+
 impl Store {
     /// Adds the counters' growth since the last rollup to the minute of
     /// `at`, and keeps the values as the next base, in one transaction (a
@@ -191,19 +208,7 @@ impl Store {
                     .map_err(sql(&p, "writing counter bases"))?;
             }
             forget_gone_hosts(&tx, &summed_hosts, &p)?;
-            let mut totals: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-            for ((kind, _, _, verdict), d) in &deltas {
-                if *kind == Kind::Region {
-                    let t = totals.entry(verdict).or_default();
-                    t.0 += d.0;
-                    t.1 += d.1;
-                }
-            }
-            deltas.extend(
-                totals
-                    .into_iter()
-                    .map(|(verdict, d)| ((Kind::Total, "*", "*", verdict), d)),
-            );
+            add_totals(&mut deltas);
             for ((kind, device, key, verdict), delta) in bound_hosts(deltas) {
                 add.execute(params![
                     minute,

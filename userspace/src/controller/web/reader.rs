@@ -378,6 +378,12 @@ pub fn routes() -> Router<Arc<Reader>> {
         .route("/api/device/series", get(device_series))
 }
 
+/// The history endpoints alone, ranged top-N included, over `reader`
+/// (what the benchmark serves: the dashboard's handlers without pins).
+pub fn router(reader: Arc<Reader>) -> Router {
+    routes().route("/api/top", get(top)).with_state(reader)
+}
+
 #[cfg(test)]
 mod tests {
     use super::{Minute, gapless};
@@ -394,10 +400,4 @@ mod tests {
         assert_eq!(t, [600, 660, 720, 780, 840]);
         assert_eq!(s.iter().map(|x| x.drop_packets).sum::<u64>(), 6);
     }
-}
-
-/// The history endpoints alone, ranged top-N included, over `reader`
-/// (what the benchmark serves: the dashboard's handlers without pins).
-pub fn router(reader: Arc<Reader>) -> Router {
-    routes().route("/api/top", get(top)).with_state(reader)
 }
