@@ -8,95 +8,18 @@
 //! checked on every request.
 
 mod common;
+#[path = "common/web.rs"]
+mod web;
 
 use std::{
-    net::{SocketAddr, UdpSocket},
-    path::{Path, PathBuf},
-    process::{Child, Stdio},
+    path::Path,
     time::{Duration, Instant},
 };
 
-use common::{exe, pins::PinRoot, regionwall, text};
-use fantoccini::{Client, ClientBuilder, Locator};
-use regionwall_testkit::sandbox::{Controller, Topology};
-
-/// The dashboard inside the (unique) gateway namespace.
-const WEB: &str = "127.0.0.1:8080";
-/// chromedriver inside the same namespace.
-const DRIVER_PORT: u16 = 9515;
-
-/// A country database: AA blocked, CC allowed (documentation addresses).
-fn setup(tag: &str) -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("rw-dashboard-{tag}-{}", std::process::id()));
-    let db = dir.join("countries");
-    for (cc, v4) in [("aa", "198.51.100.0/24\n"), ("cc", "203.0.113.0/24\n")] {
-        let d = db.join(cc);
-        std::fs::create_dir_all(&d).expect("mkdir");
-        std::fs::write(d.join("ipv4-aggregated.txt"), v4).expect("write");
-        std::fs::write(d.join("ipv6-aggregated.txt"), "").expect("write");
-    }
-    let policy = dir.join("policy.toml");
-    std::fs::write(
-        &policy,
-        format!(
-            "regions_dir = {:?}\n[regions.aa]\ncountries = [\"AA\"]\n\n[devices.phone]\nip = [\"192.0.2.10\"]\n\n[[rules]]\nname = \"no-aa\"\ndevices = [\"phone\"]\nblock = [\"aa\"]\n",
-            db.display().to_string()
-        ),
-    )
-    .expect("policy");
-    (dir, policy)
-}
-
-fn start(t: &Topology, policy: &Path, root: &PinRoot, extra: &[&str]) -> Controller {
-    let mut args = vec!["--json", "--pin-root", root.arg()];
-    args.extend_from_slice(extra);
-    let c = Controller::start(&exe(), t, policy, &args).expect("controller");
-    assert!(
-        c.wait_log("serving the dashboard", Duration::from_secs(20)),
-        "{}",
-        c.log_text()
-    );
-    c
-}
-
-/// Sends `count` UDP datagrams of `size` bytes from the phone to `to`.
-fn send(t: &Topology, to: &str, count: usize, size: usize) {
-    let to: SocketAddr = to.parse().expect("socket address");
-    t.phone
-        .run(move || -> std::io::Result<()> {
-            let sock = UdpSocket::bind("0.0.0.0:0")?;
-            for _ in 0..count {
-                sock.send_to(&vec![0x5a; size], to)?;
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Ok(())
-        })
-        .expect("phone thread")
-        .join()
-        .expect("join")
-        .expect("enter the phone")
-        .expect("send");
-}
-
-/// `curl -i` inside the gateway namespace: (status, headers, body).
-fn curl(t: &Topology, args: &[&str]) -> (u16, String, String) {
-    let out = t
-        .gateway
-        .command("curl")
-        .args(["-sS", "-i", "--max-time", "10"])
-        .args(args)
-        .output()
-        .expect("curl");
-    assert!(out.status.success(), "curl {args:?}: {}", text(&out));
-    let all = String::from_utf8(out.stdout).expect("UTF-8");
-    let (head, body) = all.split_once("\r\n\r\n").unwrap_or((&all, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    (status, head.to_ascii_lowercase(), body.to_string())
-}
+use common::{pins::PinRoot, regionwall, text};
+use fantoccini::{Client, Locator};
+use regionwall_testkit::sandbox::Topology;
+use web::{WEB, curl, screenshots, send, setup, start, text_of, until};
 
 /// Mean and worst wall time of `n` GETs of `url` (one curl, keep-alive).
 fn latency(t: &Topology, url: &str, n: usize) -> (f64, f64) {
@@ -271,46 +194,6 @@ fn a_non_loopback_address_needs_a_token_and_every_request_carries_it() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// chromedriver in the gateway namespace, killed on drop.
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn screenshots() -> PathBuf {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../target/screenshots"
-    ));
-    std::fs::create_dir_all(&dir).expect("screenshot dir");
-    dir
-}
-
-/// Waits until `f` answers `Some`, polling every 50 ms.
-async fn until<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The text of the first element matching `css`, if any.
-async fn text_of(c: &Client, css: &str) -> Option<String> {
-    c.find(Locator::Css(css)).await.ok()?.text().await.ok()
-}
-
 /// Sends one UDP datagram from the phone (by namespace name: this runs on
 /// the browser's thread, inside the gateway namespace).
 fn one_datagram(phone: &str, to: &str) {
@@ -323,27 +206,13 @@ fn one_datagram(phone: &str, to: &str) {
     assert!(out.status.success(), "{}", text(&out));
 }
 
-async fn browse(phone: String, profile: PathBuf) {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,1400", format!("--user-data-dir={}", profile.display())],
-        }),
-    );
-    let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{DRIVER_PORT}"))
-        .await
-        .expect("a WebDriver session with chromium");
-    overview(&c).await;
-    live_tail(&c, &phone).await;
-    explain_form(&c).await;
-    tail_controls(&c, &phone).await;
-    device_page(&c).await;
-    c.close().await.expect("close the browser");
+async fn browse(c: Client, phone: String) {
+    let c = &c;
+    overview(c).await;
+    live_tail(c, &phone).await;
+    explain_form(c).await;
+    tail_controls(c, &phone).await;
+    device_page(c).await;
 }
 
 /// The overview: device, country and host counts, status, chart, tail.
@@ -541,45 +410,162 @@ fn a_browser_shows_traffic_live_drops_and_explanations() {
     send(&t, "198.51.100.10:9", 5, 100);
     send(&t, "203.0.113.10:9", 7, 200);
 
-    let driver = Driver(
-        t.gateway
-            .command("chromedriver")
-            .arg(format!("--port={DRIVER_PORT}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver (scripts/setup.sh installs chromium-driver)"),
-    );
     let phone = t.phone.name().to_string();
-    let profile = dir.join("chromium");
-    let browsing = t
-        .gateway
-        .run(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            // chromedriver takes a moment to listen.
-            rt.block_on(async {
-                until("chromedriver", Duration::from_secs(10), || async {
-                    tokio::net::TcpStream::connect(("127.0.0.1", DRIVER_PORT))
-                        .await
-                        .ok()
-                })
-                .await;
-                browse(phone, profile).await;
-            });
-        })
-        .expect("gateway thread")
-        .join();
-    drop(driver);
-    match browsing {
-        Ok(entered) => entered.expect("enter the gateway"),
-        Err(panic) => {
-            eprintln!("controller log:\n{}", ctl.log_text());
-            std::panic::resume_unwind(panic);
-        }
-    }
+    web::in_browser(&t, &ctl, dir.join("chromium"), move |c| browse(c, phone));
     assert!(!ctl.log_text().contains("web:"), "{}", ctl.log_text());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Dropped packets in the history's rollups (0 before the file exists).
+fn rolled_up_drops(db: &Path) -> i64 {
+    regionwall::history::Store::open_read_only(db).map_or(0, |s| {
+        s.conn()
+            .query_row(
+                "SELECT coalesce(sum(packets), 0) FROM rollups WHERE kind = 'region' AND verdict = 'drop'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or(0)
+    })
+}
+
+/// Polls `/api/series?range=RANGE` until its drops add up to `drops`;
+/// the answer.
+fn series_with(t: &Topology, range: &str, drops: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _, body) = curl(t, &[&format!("http://{WEB}/api/series?range={range}")]);
+        assert_eq!(status, 200, "{body}");
+        let s: serde_json::Value = serde_json::from_str(&body).expect("series JSON");
+        let sum: u64 = s["drop_packets"]
+            .as_array()
+            .expect("drops")
+            .iter()
+            .filter_map(serde_json::Value::as_u64)
+            .sum();
+        if sum == drops {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{range}: {sum} drops, not {drops}: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until `css`'s attribute `name` satisfies `ok`; its value.
+async fn attr_until(c: &Client, css: &str, name: &str, ok: impl Fn(&str) -> bool) -> String {
+    until(
+        &format!("{css} [{name}]"),
+        Duration::from_secs(15),
+        || async { web::attr_of(c, css, name).await.filter(|v| ok(v)) },
+    )
+    .await
+}
+
+/// After the restart: the 24 h chart from the history, 7 d from the
+/// rollups (the top lists too), the device's charts by country and host.
+async fn history_pages(c: Client) {
+    let c = &c;
+    c.goto(&format!("http://{WEB}/")).await.expect("overview");
+    attr_until(c, "#chart", "data-source", |v| v == "history").await;
+    attr_until(c, "#chart", "data-drops", |v| v == "5").await;
+    until("the 24 h chart", Duration::from_secs(10), || async {
+        c.find(Locator::Css("#chart canvas")).await.ok()
+    })
+    .await;
+    c.find(Locator::Css("#ranges button[data-range='7d']"))
+        .await
+        .expect("7 d button")
+        .click()
+        .await
+        .expect("click");
+    attr_until(c, "#chart", "data-range", |v| v == "7d").await;
+    assert_eq!(
+        attr_until(c, "#chart", "data-drops", |v| v == "5").await,
+        "5"
+    );
+    assert_eq!(
+        web::attr_of(c, "#chart", "data-source").await.as_deref(),
+        Some("history")
+    );
+    c.find(Locator::Css("#chart canvas"))
+        .await
+        .expect("the 7 d chart drew");
+    let aa = "#top-country table.blocked tr[data-name='AA'] td:nth-child(2)";
+    until("the 7 d country list", Duration::from_secs(10), || async {
+        text_of(c, aa).await.filter(|t| t == "5")
+    })
+    .await;
+    std::fs::write(
+        screenshots().join("dashboard-7d.png"),
+        c.screenshot().await.expect("screenshot"),
+    )
+    .expect("save");
+
+    c.goto(&format!("http://{WEB}/device?name=phone"))
+        .await
+        .expect("device page");
+    let countries = attr_until(c, "#dev-chart-country", "data-lines", |v| !v.is_empty()).await;
+    let names: Vec<&str> = countries.split(',').collect();
+    assert_eq!(
+        names,
+        ["CC", "AA"],
+        "by bytes: 7 × 200 to CC, 5 × 100 to AA"
+    );
+    c.find(Locator::Css("#dev-chart-country canvas"))
+        .await
+        .expect("the country chart drew");
+    let legend = text_of(c, "#dev-chart-country .u-legend")
+        .await
+        .unwrap_or_default();
+    assert!(legend.contains("AA") && legend.contains("CC"), "{legend}");
+    let hosts = attr_until(c, "#dev-chart-host", "data-lines", |v| !v.is_empty()).await;
+    assert!(
+        hosts.contains("198.51.100.10") && hosts.contains("203.0.113.10"),
+        "{hosts}"
+    );
+    std::fs::write(
+        screenshots().join("device-history.png"),
+        c.screenshot().await.expect("screenshot"),
+    )
+    .expect("save");
+}
+
+#[test]
+fn a_restart_keeps_the_chart_and_the_device_page_charts_countries() {
+    let t = Topology::create("web-rst").expect("namespaces");
+    let (dir, policy) = setup("restart");
+    let root = PinRoot::new();
+    let state = dir.join("state");
+    let state = state.to_str().expect("UTF-8");
+    let args = [
+        "--web",
+        WEB,
+        "--state-dir",
+        state,
+        "--history-interval",
+        "1s",
+    ];
+    let first = start(&t, &policy, &root, &args);
+    send(&t, "198.51.100.10:9", 5, 100);
+    send(&t, "203.0.113.10:9", 7, 200);
+    // Wait until the rollups hold the drops (the page shares a 7 d
+    // answer for a minute: ask it only then).
+    let db = dir.join("state").join(regionwall::history::FILE);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rolled_up_drops(&db) != 5 {
+        assert!(Instant::now() < deadline, "{}", first.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    first.stop().expect("the first controller stops");
+
+    let second = start(&t, &policy, &root, &args);
+    let s = series_with(&t, "24h", 5);
+    assert_eq!(s["source"], "history", "{s}");
+    assert_eq!(s["step"], 60, "{s}");
+    web::in_browser(&t, &second, dir.join("chromium"), history_pages);
+    assert!(!second.log_text().contains("web:"), "{}", second.log_text());
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -66,7 +66,7 @@ pub enum ViewError {
 
 /// Packets and bytes passed (pass), audited (passed and reported) and
 /// blocked (drop and reject).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Totals {
     /// Everything the device sent: passed + audited + blocked.
     pub upload_bytes: u64,
@@ -79,7 +79,7 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, verdict: Verdict, packets: u64, bytes: u64) {
+    pub fn add(&mut self, verdict: Verdict, packets: u64, bytes: u64) {
         self.upload_bytes += bytes;
         let (p, b) = match verdict {
             Verdict::Pass => (&mut self.passed_packets, &mut self.passed_bytes),

@@ -39,40 +39,69 @@
     }
   }
 
+  // The range the chart and (beyond 24 h) the top lists show.
+  let range = "24h";
+  const labels = { "24h": "last 24 hours (per minute)", "7d": "last 7 days (per hour)", "30d": "last 30 days (per hour)" };
   let plot = null;
   async function chart() {
+    const box = $("chart");
     try {
-      const s = await rw.get("/api/series");
+      const s = await rw.get("/api/series?range=" + range);
       const data = [s.t, s.upload_bytes, s.drop_packets];
+      box.dataset.range = s.range;
+      box.dataset.source = s.source;
+      box.dataset.steps = String(s.t.length);
+      box.dataset.drops = String(s.drop_packets.reduce((a, b) => a + b, 0));
+      box.dataset.first = String(s.t[0] || 0);
+      $("chart-note").textContent = s.source === "memory" ? "since this controller started (no history)" : "from the history";
       if (!window.uPlot) return;
+      if (plot && plot.rwRange !== s.range) { plot.destroy(); plot = null; }
       if (!plot) {
+        box.replaceChildren();
+        const span = s.range === "24h" ? 86400 : s.range === "7d" ? 7 * 86400 : 30 * 86400;
         plot = new uPlot({
-          width: Math.max(320, $("chart").clientWidth - 8), height: 220,
-          // At least the last hour, at most the last 24 (what the ring keeps).
+          width: Math.max(320, box.clientWidth - 8), height: 220,
+          // At least the last hour, at most the range.
           // (From the data, not uPlot's padded guess for a single point.)
           scales: { x: { time: true, range: (u) => {
-            const x = u.data[0], hi = x[x.length - 1] + 60;
-            return [Math.max(Math.min(x[0], hi - 3600), hi - 86400), hi];
+            const x = u.data[0], hi = x[x.length - 1] + s.step;
+            return [Math.max(Math.min(x[0], hi - 3600), hi - span), hi];
           } } },
           series: [{}, { label: "upload", stroke: "#2a6fdb", value: (u, v) => v == null ? "-" : rw.bytes(v), scale: "bytes" },
             { label: "drops", stroke: "#b3261e", scale: "packets" }],
           axes: [{}, { scale: "bytes", values: (u, vs) => vs.map((v) => rw.bytes(v)), size: 70 },
             { scale: "packets", side: 1, grid: { show: false } }],
-        }, data, $("chart"));
+        }, data, box);
+        plot.rwRange = s.range;
       } else {
         plot.setData(data);
       }
     } catch (e) {
-      $("chart").textContent = "series: " + e;
+      if (plot) { plot.destroy(); plot = null; }
+      box.dataset.range = range;
+      box.dataset.source = "";
+      box.replaceChildren(rw.el("p", { class: "bad", id: "chart-error", text: e.message }));
+      $("chart-note").textContent = "";
     }
+  }
+  for (const b of document.querySelectorAll("#ranges button")) {
+    b.addEventListener("click", () => {
+      range = b.dataset.range;
+      for (const o of document.querySelectorAll("#ranges button")) o.classList.toggle("on", o === b);
+      $("range-label").textContent = labels[range];
+      $("tops-label").textContent = range === "24h" ? "Top lists: since the counters began." : "Top lists: " + labels[range].replace(/ \(.*/, "") + ", from the history.";
+      chart();
+      tops();
+    });
   }
 
   async function tops() {
+    const ranged = range === "24h" ? "" : "&range=" + range;
     for (const by of ["country", "device", "host"]) {
       try {
-        rw.topTable($("top-" + by), await rw.get("/api/top?by=" + by + "&n=10"), by, by === "device");
+        rw.topTable($("top-" + by), await rw.get("/api/top?by=" + by + "&n=10" + ranged), by, by === "device");
       } catch (e) {
-        $("top-" + by).textContent = String(e);
+        $("top-" + by).textContent = String(e.message || e);
       }
     }
   }

@@ -40,6 +40,33 @@ const rw = {
       box.append(t);
     }
   },
+  // A chart of bytes per step, one line per key and one for "other"
+  // (what /api/device/series answers); returns the uPlot to update.
+  palette: ["#2a6fdb", "#b3261e", "#1b6e3a", "#8a4baf", "#c77700", "#00838f", "#6d4c41", "#ad1457"],
+  linesChart(box, d, old) {
+    const lines = d.other ? d.lines.concat([d.other]) : d.lines;
+    box.dataset.lines = lines.map((l) => l.name).join(",");
+    box.dataset.steps = String(d.t.length);
+    if (old) old.destroy();
+    box.replaceChildren();
+    if (!lines.length) { box.append(rw.el("p", { class: "muted", text: "no traffic in this range" })); return null; }
+    if (!window.uPlot) return null;
+    const series = [{}].concat(lines.map((l, i) => ({
+      label: l.name, stroke: l === d.other ? "#999" : rw.palette[i % rw.palette.length],
+      value: (u, v) => v == null ? "-" : rw.bytes(v),
+    })));
+    const span = { "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400 }[d.range] || 86400;
+    return new uPlot({
+      width: Math.max(300, box.clientWidth - 8), height: 200,
+      // At least the last hour, at most the range (as the overview).
+      scales: { x: { time: true, range: (u) => {
+        const x = u.data[0], hi = x[x.length - 1] + d.step;
+        return [Math.max(Math.min(x[0], hi - 3600), hi - span), hi];
+      } } },
+      series,
+      axes: [{}, { values: (u, vs) => vs.map((v) => rw.bytes(v)), size: 70 }],
+    }, [d.t].concat(lines.map((l) => l.bytes)), box);
+  },
   eventRow(r, withDevice) {
     const cells = [rw.time(r.timestamp)];
     if (withDevice) cells.push(r.device);

@@ -1,4 +1,4 @@
-// A device's page: bytes by country and host, the rules that apply, and its recent drops.
+// A device's page: bytes by country and host (totals and over time), the rules that apply, and its recent drops.
 "use strict";
 (function () {
   const name = new URLSearchParams(location.search).get("name") || "";
@@ -26,6 +26,36 @@
       document.getElementById("device-total").replaceChildren(rw.el("li", { class: "bad", text: String(e) }));
     }
   }
+  // Bytes over time by country and host, from the history.
+  let range = "24h";
+  const plots = {};
+  const labels = { "24h": "last 24 hours (per minute)", "7d": "last 7 days (per hour)", "30d": "last 30 days (per hour)" };
+  async function charts() {
+    const note = document.getElementById("dev-chart-note");
+    for (const by of ["country", "host"]) {
+      const box = document.getElementById("dev-chart-" + by);
+      try {
+        const d = await rw.get("/api/device/series?" + new URLSearchParams({ name, by, range }));
+        box.dataset.range = d.range;
+        plots[by] = rw.linesChart(box, d, plots[by]);
+        note.textContent = "";
+      } catch (e) {
+        if (plots[by]) { plots[by].destroy(); plots[by] = null; }
+        box.dataset.lines = "";
+        box.replaceChildren(rw.el("p", { class: "muted", text: e.message }));
+      }
+    }
+  }
+  for (const b of document.querySelectorAll("#ranges button")) {
+    b.addEventListener("click", () => {
+      range = b.dataset.range;
+      for (const o of document.querySelectorAll("#ranges button")) o.classList.toggle("on", o === b);
+      document.getElementById("dev-range-label").textContent = labels[range];
+      charts();
+    });
+  }
   refresh();
+  charts();
   setInterval(refresh, 5000);
+  setInterval(charts, 30000);
 })();

@@ -461,6 +461,14 @@ impl Controller {
         }
     }
 
+    /// The history file the recorder writes, when it records.
+    #[must_use]
+    pub fn history_path(&self) -> Option<std::path::PathBuf> {
+        self.history
+            .as_ref()
+            .map(|c| std::path::PathBuf::from(&c.path))
+    }
+
     /// The names devices looked up, when DNS answers are watched.
     #[must_use]
     pub const fn hosts(&self) -> Option<&hostnames::HostNames> {

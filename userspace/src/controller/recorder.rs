@@ -1,4 +1,4 @@
-//! The history recorder: every event from the broadcast and a counter snapshot every minute, into the history writer.
+//! The history recorder: every event from the broadcast and a counter snapshot every minute (regions, countries, hosts), into the history writer.
 
 use std::{
     path::PathBuf,
@@ -70,7 +70,26 @@ pub fn counted(stats: &Stats) -> Vec<Counted> {
         packets: r.packets,
         bytes: r.bytes,
     });
-    traffic.chain(countries).collect()
+    // Hosts: passed and audited as `pass`, dropped and rejected as
+    // `drop` (the kernel's host counters keep just these two); the
+    // store keeps each device's biggest per minute.
+    let hosts = stats.hosts.iter().flat_map(|r| {
+        [
+            ("pass", r.passed_packets, r.passed_bytes),
+            ("drop", r.blocked_packets, r.blocked_bytes),
+        ]
+        .into_iter()
+        .filter(|(_, packets, _)| *packets > 0)
+        .map(|(verdict, packets, bytes)| Counted {
+            kind: Kind::Host,
+            device: r.device.clone(),
+            key: r.host.clone(),
+            verdict: verdict.into(),
+            packets,
+            bytes,
+        })
+    });
+    traffic.chain(countries).chain(hosts).collect()
 }
 
 /// Starts recording `ctl`'s events and counters (read through `stats`,

@@ -15,6 +15,8 @@
 //! name loopback too, so a DNS-rebinding page cannot read the API.
 
 pub mod api;
+pub mod reader;
+pub mod series;
 pub mod state;
 
 use std::{
@@ -155,7 +157,7 @@ impl Dashboard {
             let keeper = tokio::spawn(keep(Arc::clone(&shared)));
             let listener =
                 super::http::Capped::new(listener, super::http::MAX_CONNECTIONS, super::http::IDLE);
-            if let Err(e) = axum::serve(listener, router(shared, guard)).await {
+            if let Err(e) = axum::serve(listener, router(&shared, guard)).await {
                 log::error!("web: the server stopped: {e}");
             }
             keeper.abort();
@@ -182,16 +184,16 @@ async fn keep(shared: Arc<state::Shared>) {
 }
 
 /// The router: the API, the page, and the guard around every route.
-pub fn router(shared: Arc<state::Shared>, guard: Arc<Guard>) -> Router {
+pub fn router(shared: &Arc<state::Shared>, guard: Arc<Guard>) -> Router {
     Router::new()
         .route("/api/status", get(api::status))
-        .route("/api/series", get(api::series))
         .route("/api/top", get(api::top_view))
         .route("/api/device", get(api::device))
         .route("/api/explain", get(api::explain))
         .route("/api/live", get(api::live))
         .fallback(asset)
-        .with_state(shared)
+        .with_state(Arc::clone(shared))
+        .merge(reader::routes().with_state(Arc::clone(&shared.reader)))
         .layer(middleware::from_fn_with_state(guard, guarded))
 }
 

@@ -1,7 +1,10 @@
 //! History that survives restarts: events and per-minute counter rollups in an embedded SQLite file.
 //!
 //! - [`store`]: the file (refused when corrupt or foreign), its schema,
-//!   event and rollup writes, retention.
+//!   event writes.
+//! - [`rollup`]: counters into minute rollups (hosts bounded per device),
+//!   minutes older than two days compacted into hours.
+//! - `retention`: compaction, then age and size bounds.
 //! - [`writer`]: the writer thread behind a bounded queue, batching
 //!   commits and counting what it could not write.
 //! - [`query`]: the queries `regionwall history` and `events --since` run.
@@ -9,6 +12,8 @@
 
 mod lock;
 pub mod query;
+mod retention;
+pub mod rollup;
 pub mod store;
 pub mod writer;
 
@@ -238,6 +243,40 @@ mod tests {
             other => panic!("{:?}", other.map(|_| ())),
         }
         assert_eq!(std::fs::read(&db).expect("read"), before, "left untouched");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_version_1_file_is_upgraded_with_its_rows_and_their_totals() {
+        let d = scratch("v1");
+        let db = d.join(FILE);
+        let conn = rusqlite::Connection::open(&db).expect("sqlite");
+        conn.execute_batch(&format!(
+            "CREATE TABLE events (id INTEGER PRIMARY KEY, ts INTEGER);
+             CREATE TABLE rollups (minute INTEGER NOT NULL, kind TEXT NOT NULL, device TEXT NOT NULL, key TEXT NOT NULL,
+                 verdict TEXT NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
+                 PRIMARY KEY (minute, kind, device, key, verdict)) WITHOUT ROWID;
+             CREATE TABLE counter_base (x);
+             CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+             INSERT INTO rollups VALUES (60, 'region', 'tv', 'aa', 'drop', 3, 300),
+                                        (60, 'region', 'pc', 'aa', 'drop', 2, 200),
+                                        (60, 'country', 'tv', 'AA', 'drop', 3, 300);
+             PRAGMA application_id = {}; PRAGMA user_version = 1;",
+            store::APPLICATION_ID
+        ))
+        .expect("a version-1 file");
+        drop(conn);
+        let s = Store::open(&db).expect("upgraded");
+        let q = |sql: &str| -> i64 { s.conn().query_row(sql, [], |r| r.get(0)).expect(sql) };
+        assert_eq!(q("PRAGMA user_version"), store::VERSION);
+        assert_eq!(q("SELECT count(*) FROM rollups WHERE kind != 'total'"), 3);
+        assert_eq!(
+            q(
+                "SELECT packets FROM rollups WHERE kind = 'total' AND device = '*' AND verdict = 'drop'"
+            ),
+            5
+        );
+        assert_eq!(q("SELECT count(*) FROM rollups_hourly"), 0);
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -226,7 +226,8 @@ impl Query {
         } else {
             (
                 "coalesce(sum(packets), 0), coalesce(sum(bytes), 0)",
-                "rollups",
+                // Minute rows and (older than two days) hourly rows.
+                "all_rollups",
             )
         };
         let mut sql = format!("SELECT {select}{measure} FROM {table} WHERE ");
@@ -423,7 +424,7 @@ mod tests {
         let (sql, params) = q.totals_sql();
         assert_eq!(
             sql,
-            "SELECT device, minute / 3600 * 3600, coalesce(sum(packets), 0), coalesce(sum(bytes), 0) FROM rollups WHERE kind = ?1 AND minute >= ?2 AND device = ?3 AND verdict = ?4 AND key = ?5 GROUP BY 1, 2 ORDER BY 1, 2"
+            "SELECT device, minute / 3600 * 3600, coalesce(sum(packets), 0), coalesce(sum(bytes), 0) FROM all_rollups WHERE kind = ?1 AND minute >= ?2 AND device = ?3 AND verdict = ?4 AND key = ?5 GROUP BY 1, 2 ORDER BY 1, 2"
         );
         assert_eq!(
             params,

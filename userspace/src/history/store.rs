@@ -1,13 +1,12 @@
 //! The history file: opened only when it is ours, its schema, event and rollup writes, retention.
 
 use std::{
-    collections::BTreeMap,
     io::Read as _,
     path::{Path, PathBuf},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
+use rusqlite::{Connection, OpenFlags, params};
 
 use super::{HistoryError, micros};
 use crate::events::Record;
@@ -16,8 +15,44 @@ use crate::events::Record;
 /// without it that has tables is another program's, and is never written.
 pub const APPLICATION_ID: i64 = 0x5257_4831;
 
-/// Schema version (`PRAGMA user_version`) this build writes and reads.
-pub const VERSION: i64 = 1;
+/// Schema version (`PRAGMA user_version`) this build writes and reads
+/// (2 added `rollups_hourly`, keyed rollups by kind and device first, and
+/// added the `total` rows; a version-1 file is upgraded by the writer and
+/// read as it is by readers).
+pub const VERSION: i64 = 2;
+
+/// Minute rollups older than this are compacted into hourly rows.
+pub const MINUTES_KEPT: Duration = Duration::from_hours(48);
+
+/// Version 1's rollups keyed anew (kind and device first), with their
+/// totals.
+const TO_V2: &str = "
+CREATE TABLE rollups_v2 (
+    minute INTEGER NOT NULL, kind TEXT NOT NULL, device TEXT NOT NULL, key TEXT NOT NULL,
+    verdict TEXT NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    PRIMARY KEY (kind, device, minute, key, verdict)
+) WITHOUT ROWID;
+INSERT INTO rollups_v2 SELECT minute, kind, device, key, verdict, packets, bytes FROM rollups;
+INSERT INTO rollups_v2 SELECT minute, 'total', '*', '*', verdict, sum(packets), sum(bytes)
+    FROM rollups WHERE kind = 'region' GROUP BY minute, verdict;
+DROP TABLE rollups;
+ALTER TABLE rollups_v2 RENAME TO rollups;
+";
+
+/// The hourly table (version 2).
+const HOURLY: &str = "
+-- Minute rollups older than 48 hours, summed per hour (the same keys).
+CREATE TABLE IF NOT EXISTS rollups_hourly (
+    hour INTEGER NOT NULL,          -- seconds since the Unix epoch, a multiple of 3600
+    kind TEXT NOT NULL,
+    device TEXT NOT NULL,
+    key TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    packets INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    PRIMARY KEY (kind, device, hour, key, verdict)
+) WITHOUT ROWID;
+";
 
 const SCHEMA: &str = "
 CREATE TABLE events (
@@ -44,7 +79,12 @@ CREATE TABLE events (
 );
 CREATE INDEX events_ts ON events (ts);
 -- Per-minute deltas of the kernel counters: kind 'region' keys by region,
--- 'country' by ISO code ('-' for none).
+-- 'country' by ISO code ('-' for none), 'host' by host name (the biggest
+-- hosts of each device in the minute, the rest as '(other)'; verdict
+-- 'pass' for passed and audited, 'drop' for dropped and rejected), 'total'
+-- (device and key '*') sums the region rows of the minute per verdict.
+-- Keyed by kind and device first: a device's rows, and the totals, are
+-- one range each.
 CREATE TABLE rollups (
     minute INTEGER NOT NULL,        -- seconds since the Unix epoch, a multiple of 60
     kind TEXT NOT NULL,
@@ -53,7 +93,7 @@ CREATE TABLE rollups (
     verdict TEXT NOT NULL,
     packets INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
-    PRIMARY KEY (minute, kind, device, key, verdict)
+    PRIMARY KEY (kind, device, minute, key, verdict)
 ) WITHOUT ROWID;
 -- The counter values the last rollup was taken against.
 CREATE TABLE counter_base (
@@ -73,6 +113,9 @@ CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 pub enum Kind {
     Region,
     Country,
+    Host,
+    /// Every device's region rows summed (device and key `*`).
+    Total,
 }
 
 impl Kind {
@@ -81,6 +124,8 @@ impl Kind {
         match self {
             Self::Region => "region",
             Self::Country => "country",
+            Self::Host => "host",
+            Self::Total => "total",
         }
     }
 }
@@ -121,9 +166,12 @@ pub struct Store {
     path: PathBuf,
     /// The writer's lock (`None` when read-only).
     _lock: Option<std::os::fd::OwnedFd>,
+    /// The hour the rollups were last compacted and aged up to (the
+    /// passes scan the minute table: once an hour is enough).
+    pub(super) rollups_passed: Option<i64>,
 }
 
-fn sql<'a>(
+pub(super) fn sql<'a>(
     path: &'a Path,
     what: &'static str,
 ) -> impl FnOnce(rusqlite::Error) -> HistoryError + 'a {
@@ -206,6 +254,7 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             _lock: Some(lock),
+            rollups_passed: None,
         };
         store.identify(true)?;
         let p = path;
@@ -244,6 +293,7 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             _lock: None,
+            rollups_passed: None,
         };
         store.identify(false)?;
         Ok(store)
@@ -279,12 +329,12 @@ impl Store {
             // auto_vacuum must be chosen before the first table exists:
             // incremental lets retention hand freed pages back to the disk.
             let init = format!(
-                "PRAGMA auto_vacuum = INCREMENTAL; BEGIN; {SCHEMA} PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {VERSION}; COMMIT;"
+                "PRAGMA auto_vacuum = INCREMENTAL; BEGIN; {SCHEMA} {HOURLY} PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {VERSION}; COMMIT;"
             );
-            return self
-                .conn
+            self.conn
                 .execute_batch(&init)
-                .map_err(sql(p, "creating the schema"));
+                .map_err(sql(p, "creating the schema"))?;
+            return self.view();
         }
         if app != APPLICATION_ID {
             return Err(HistoryError::Foreign {
@@ -314,14 +364,52 @@ impl Store {
                 missing: missing.join(", "),
             });
         }
-        // Version 1 is the first schema: later versions migrate here, in
-        // one transaction each, before anything is written.
-        Ok(())
+        // Later versions migrate here, in one transaction each, before
+        // anything is written; readers read an older file as it is.
+        if version < 2 && create {
+            self.conn
+                .execute_batch(&format!(
+                    "BEGIN; {HOURLY} {TO_V2} PRAGMA user_version = 2; COMMIT;"
+                ))
+                .map_err(sql(p, "upgrading the rollups to version 2"))?;
+        }
+        self.view()
+    }
+
+    /// `all_rollups`, a view of this connection only (`TEMP`: read-only
+    /// connections may make it): minute rows and hourly rows as one table
+    /// (`minute` is the hour's first second for hourly rows).
+    fn view(&self) -> Result<(), HistoryError> {
+        let p = self.path.as_path();
+        let hourly: bool = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'rollups_hourly'",
+                [],
+                |r| r.get::<_, i64>(0).map(|n| n > 0),
+            )
+            .map_err(sql(p, "reading the schema"))?;
+        let cols = "kind, device, key, verdict, packets, bytes";
+        let union = if hourly {
+            format!(" UNION ALL SELECT hour, {cols} FROM main.rollups_hourly")
+        } else {
+            String::new()
+        };
+        self.conn
+            .execute_batch(&format!(
+                "CREATE TEMP VIEW IF NOT EXISTS all_rollups AS SELECT minute, {cols} FROM main.rollups{union};"
+            ))
+            .map_err(sql(p, "making the rollups view"))
     }
 
     #[must_use]
     pub const fn conn(&self) -> &Connection {
         &self.conn
+    }
+
+    /// The connection, to write through (`rollup`, `retention`).
+    pub(super) const fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
     }
 
     #[must_use]
@@ -375,105 +463,6 @@ impl Store {
         tx.commit().map_err(sql(&p, "committing events"))
     }
 
-    /// Adds the counters' growth since the last rollup to the minute of
-    /// `at`, and keeps the values as the next base, in one transaction (a
-    /// failed write leaves the base as it was, so the next one counts it:
-    /// nothing is lost or counted twice). A counter lower than its base
-    /// was reset (pins removed and made again) and counts from zero.
-    pub fn record_counters(
-        &mut self,
-        at: SystemTime,
-        rows: &[Counted],
-        origin: Origin,
-    ) -> Result<u64, HistoryError> {
-        let minute = micros(at) / 1_000_000 / 60 * 60;
-        // One value per key (a name can appear twice when indices share it).
-        let mut summed: BTreeMap<(Kind, &str, &str, &str), (u64, u64)> = BTreeMap::new();
-        for r in rows {
-            let e = summed
-                .entry((r.kind, &r.device, &r.key, &r.verdict))
-                .or_default();
-            e.0 += r.packets;
-            e.1 += r.bytes;
-        }
-        let p = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(sql(&p, "starting a write"))?;
-        if origin == Origin::Zero {
-            tx.execute("DELETE FROM counter_base", [])
-                .map_err(sql(&p, "resetting counter bases"))?;
-        }
-        let baselined = origin == Origin::Zero
-            || tx
-                .query_row(
-                    "SELECT 1 FROM meta WHERE name = 'baselined'",
-                    [],
-                    |_| Ok(()),
-                )
-                .optional()
-                .map_err(sql(&p, "reading meta"))?
-                .is_some();
-        let mut written = 0;
-        {
-            let mut base = tx
-                .prepare(
-                    "SELECT packets, bytes FROM counter_base WHERE kind = ?1 AND device = ?2 AND key = ?3 AND verdict = ?4",
-                )
-                .map_err(sql(&p, "preparing"))?;
-            let mut set_base = tx
-                .prepare(
-                    "INSERT INTO counter_base VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT DO UPDATE SET packets = excluded.packets, bytes = excluded.bytes",
-                )
-                .map_err(sql(&p, "preparing"))?;
-            let mut add = tx
-                .prepare(
-                    "INSERT INTO rollups VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT DO UPDATE SET packets = packets + excluded.packets, bytes = bytes + excluded.bytes",
-                )
-                .map_err(sql(&p, "preparing"))?;
-            for ((kind, device, key, verdict), (packets, bytes)) in summed {
-                let old: Option<(i64, i64)> = base
-                    .query_row(params![kind.name(), device, key, verdict], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })
-                    .optional()
-                    .map_err(sql(&p, "reading counter bases"))?;
-                let now = (to_i64(packets), to_i64(bytes));
-                let delta = match old {
-                    Some((bp, bb)) if now.0 >= bp && now.1 >= bb => (now.0 - bp, now.1 - bb),
-                    Some(_) => now,
-                    None if baselined => now,
-                    // The first snapshot ever, of counters adopted from
-                    // pins: what they hold belongs to no known minute.
-                    None => (0, 0),
-                };
-                if delta != (0, 0) {
-                    add.execute(params![
-                        minute,
-                        kind.name(),
-                        device,
-                        key,
-                        verdict,
-                        delta.0,
-                        delta.1
-                    ])
-                    .map_err(sql(&p, "writing rollups"))?;
-                    written += 1;
-                }
-                set_base
-                    .execute(params![kind.name(), device, key, verdict, now.0, now.1])
-                    .map_err(sql(&p, "writing counter bases"))?;
-            }
-        }
-        tx.execute("INSERT OR IGNORE INTO meta VALUES ('baselined', '1')", [])
-            .map_err(sql(&p, "writing meta"))?;
-        tx.commit().map_err(sql(&p, "committing rollups"))?;
-        Ok(written)
-    }
-
     /// Bytes the database holds in use (pages not on the free list) plus
     /// its write-ahead log.
     pub fn size(&self) -> Result<u64, HistoryError> {
@@ -487,100 +476,18 @@ impl Store {
         let wal = std::fs::metadata(wal_path(p)).map_or(0, |m| m.len());
         Ok(u64::try_from(used).unwrap_or(0) + wal)
     }
-
-    /// Removes events and rollups older than `max_age`, then the oldest
-    /// events (and, with none left, the oldest rollups) until the file is
-    /// under `max_bytes`, and hands the freed pages back to the disk.
-    pub fn enforce_retention(
-        &mut self,
-        now: SystemTime,
-        max_age: Duration,
-        max_bytes: u64,
-    ) -> Result<Removed, HistoryError> {
-        let p = self.path.clone();
-        let cutoff = now.checked_sub(max_age).map_or(0, micros);
-        let mut removed = Removed {
-            events: count(
-                self.conn
-                    .execute("DELETE FROM events WHERE ts < ?1", [cutoff])
-                    .map_err(sql(&p, "removing old events"))?,
-            ),
-            rollups: count(
-                self.conn
-                    .execute(
-                        "DELETE FROM rollups WHERE minute < ?1",
-                        [cutoff / 1_000_000],
-                    )
-                    .map_err(sql(&p, "removing old rollups"))?,
-            ),
-        };
-        // Room for a minute's writes below the bound.
-        let target = max_bytes / 10 * 9;
-        for _ in 0..64 {
-            self.reclaim()?;
-            if self.size()? <= target {
-                break;
-            }
-            let events: i64 = self
-                .conn
-                .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
-                .map_err(sql(&p, "counting events"))?;
-            if events > 0 {
-                let n = (events / 8).max(1);
-                removed.events += count(
-                    self.conn
-                        .execute(
-                            "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?1)",
-                            [n],
-                        )
-                        .map_err(sql(&p, "removing the oldest events"))?,
-                );
-            } else {
-                let gone = count(
-                    self.conn
-                        .execute(
-                            "DELETE FROM rollups WHERE minute = (SELECT min(minute) FROM rollups)",
-                            [],
-                        )
-                        .map_err(sql(&p, "removing the oldest rollups"))?,
-                );
-                if gone == 0 {
-                    break;
-                }
-                removed.rollups += gone;
-            }
-        }
-        Ok(removed)
-    }
-
-    /// Returns free pages to the file system and truncates the log.
-    fn reclaim(&self) -> Result<(), HistoryError> {
-        let p = self.path.as_path();
-        // Each step of the pragma frees one page: run it to the end.
-        let mut stmt = self
-            .conn
-            .prepare("PRAGMA incremental_vacuum")
-            .map_err(sql(p, "vacuuming"))?;
-        let mut rows = stmt.query([]).map_err(sql(p, "vacuuming"))?;
-        while rows.next().map_err(sql(p, "vacuuming"))?.is_some() {}
-        drop(rows);
-        drop(stmt);
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .map_err(sql(p, "checkpointing"))
-    }
 }
 
-fn wal_path(db: &Path) -> PathBuf {
+pub(super) fn wal_path(db: &Path) -> PathBuf {
     let mut s = db.as_os_str().to_owned();
     s.push("-wal");
     PathBuf::from(s)
 }
 
-fn to_i64(v: u64) -> i64 {
+pub(super) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn count(n: usize) -> u64 {
+pub(super) fn count(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }

@@ -30,6 +30,7 @@
 
 mod accounting;
 mod cost;
+mod dashboard;
 mod dns;
 mod events;
 mod history;
@@ -81,7 +82,7 @@ pub struct Args {
     #[arg(long)]
     pub quick: bool,
     /// Only these tables (1k, 10k, 100k, world, 1M) and sections
-    /// (accounting, dns, history, reject, events, rss, inline), e.g.
+    /// (accounting, dns, history, dashboard, reject, events, rss, inline), e.g.
     /// `--only 1M,dns`.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -154,6 +155,8 @@ pub struct Results {
     pub dns: Option<dns::DnsResult>,
     /// The history database's write rate and a grouped query.
     pub history: Option<history::HistoryResult>,
+    /// The dashboard's history endpoints on a 30-day database.
+    pub dashboard: Option<dashboard::DashboardResult>,
     /// Seconds for `regionwall check` of [`inline::COUNT`] inline CIDRs.
     pub inline_check_s: Option<f64>,
     /// The world table's path with and without a staged candidate.
@@ -235,6 +238,10 @@ pub fn main(args: &Args, root: &Path) -> anyhow::Result<()> {
     if wants("history") {
         eprintln!("bench: the history database");
         results.history = Some(history::run(&root.join("target/bench/history"))?);
+    }
+    if wants("dashboard") {
+        eprintln!("bench: the dashboard's API on a 30-day history");
+        results.dashboard = Some(dashboard::run(&root.join("target/bench/dashboard"))?);
     }
     if wants("reject") {
         eprintln!("bench: reject path");

@@ -118,6 +118,22 @@ fn history_section(s: &mut String, h: &super::history::HistoryResult) {
     );
 }
 
+/// The dashboard's history endpoints on a 30-day database.
+fn dashboard_section(s: &mut String, d: &super::dashboard::DashboardResult) {
+    let _ = writeln!(
+        s,
+        "\nDashboard API on a 30-day history ({} devices, {} countries, {} hosts each; {} minute and {} hourly rollup rows, {:.1} MiB), over HTTP, every request running its query (p50 / p99, and p50 against the 24 h series):\n",
+        d.devices, d.countries, d.hosts, d.minute_rows, d.hourly_rows, d.db_mib
+    );
+    for e in &d.endpoints {
+        let _ = writeln!(
+            s,
+            "- `{}`: {:.2} / {:.2} ms (×{:.1})",
+            e.path, e.p50_ms, e.p99_ms, e.ratio
+        );
+    }
+}
+
 /// The controller's RSS with the world table.
 fn rss_section(s: &mut String, rss: &[super::Rss]) {
     s.push_str("\nController RSS with the world table (`regionwall run`, 60 regions):\n\n");
@@ -223,6 +239,9 @@ fn markdown(r: &Results) -> String {
     }
     if let Some(h) = &r.history {
         history_section(&mut s, h);
+    }
+    if let Some(d) = &r.dashboard {
+        dashboard_section(&mut s, d);
     }
     rss_section(&mut s, &r.rss);
     s.push_str("\nTargets:\n\n");

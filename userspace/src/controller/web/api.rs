@@ -1,4 +1,4 @@
-//! The dashboard's JSON endpoints and live tail: status, series, top-N views, a device's traffic, explain, and drops as server-sent events.
+//! The dashboard's JSON endpoints and live tail: status, top-N views, a device's traffic, explain, and drops as server-sent events (the series are in `reader`).
 
 use std::{convert::Infallible, net::IpAddr, sync::Arc, sync::atomic::Ordering, time::Duration};
 
@@ -15,7 +15,7 @@ use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::state::{Minute, Shared};
+use super::state::Shared;
 use crate::{
     events::Record,
     explain::{self, DeviceBy},
@@ -25,8 +25,8 @@ use crate::{
 };
 
 /// Rows a top-N view shows by default, and at most.
-const TOP_DEFAULT: usize = 10;
-const TOP_MAX: usize = 100;
+pub const TOP_DEFAULT: usize = 10;
+pub const TOP_MAX: usize = 100;
 
 type Ctx = State<Arc<Shared>>;
 
@@ -110,29 +110,14 @@ pub async fn status(State(s): Ctx) -> Json<Status> {
     })
 }
 
-/// The per-minute series as columns (what uPlot plots).
-#[derive(Serialize)]
-pub struct Series {
-    pub t: Vec<u64>,
-    pub upload_bytes: Vec<u64>,
-    pub drop_packets: Vec<u64>,
-}
-
-pub async fn series(State(s): Ctx) -> Json<Series> {
-    // A fresh snapshot first, so the current minute is up to date.
-    s.stats().await;
-    let minutes: Vec<Minute> = s.series().await;
-    Json(Series {
-        t: minutes.iter().map(|m| m.t).collect(),
-        upload_bytes: minutes.iter().map(|m| m.upload_bytes).collect(),
-        drop_packets: minutes.iter().map(|m| m.drop_packets).collect(),
-    })
-}
-
 #[derive(Deserialize)]
 pub struct TopQuery {
     by: String,
     n: Option<usize>,
+    /// 24h, 7d or 30d: from the history; absent: since the counters
+    /// began (the live snapshot).
+    #[serde(default)]
+    range: Option<String>,
 }
 
 /// One row of a top-N list.
@@ -212,6 +197,16 @@ pub async fn top_view(State(s): Ctx, Query(q): Query<TopQuery>) -> Response {
         Ok(d) => d,
     };
     let n = q.n.unwrap_or(TOP_DEFAULT).clamp(1, TOP_MAX);
+    if let Some(range) = q.range {
+        let range = match super::series::Range::parse(&range) {
+            Ok(r) => r,
+            Err(e) => return bad(e),
+        };
+        return match super::reader::totals(&s.reader, dim, range).await {
+            Ok(lines) => Json(top(&lines, n)).into_response(),
+            Err(e) => e.into_response(),
+        };
+    }
     let stats = s.stats().await;
     Json(top(stats.by(dim), n)).into_response()
 }

@@ -1,4 +1,4 @@
-//! The dashboard's state: the latest snapshot (read from the pins off the event loop, shared), a 24-hour ring of per-minute totals, and the recent drops.
+//! The dashboard's state: the latest snapshot (read from the pins off the event loop, shared), the per-minute ring it feeds, and the recent drops.
 //!
 //! A snapshot is read on a blocking thread from the pinned maps (named by
 //! their slot table, hosts by the controller's name cache), never by the
@@ -8,9 +8,9 @@
 //! as long as the last read took, so reading costs at most about a fifth
 //! of one core however many browsers look.
 //!
-//! The time series come from deltas between snapshots, kept in memory, so
-//! the page works without any history store; a restart starts the ring
-//! empty. Counters that go backwards (pins removed, a new controller)
+//! Each snapshot's growth goes to a 24-hour ring of minutes (kept by the
+//! [`super::reader::Reader`]): the series without history (a restart
+//! starts it empty), and with history the minutes not yet rolled up. Counters that go backwards (pins removed, a new controller)
 //! count from zero again instead of producing negative minutes.
 
 use std::{
@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
 use crate::{
@@ -50,7 +50,7 @@ const FRESH_FACTOR: u32 = 5;
 pub const RECENT: usize = 1000;
 
 /// Totals of one minute (or a running total).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Minute {
     /// Start of the minute, unix seconds.
     pub t: u64,
@@ -205,7 +205,6 @@ struct Cache {
     /// How long the last read took.
     took: Duration,
     last: Option<Minute>,
-    ring: Ring,
 }
 
 /// Everything the dashboard's handlers read; shared by every request.
@@ -216,6 +215,8 @@ pub struct Shared {
     pub hosts: Option<HostNames>,
     pub policy: watch::Receiver<Arc<Policy>>,
     pub feed: broadcast::Sender<Arc<Record>>,
+    /// The history (and the ring): series, device charts, ranged lists.
+    pub reader: Arc<super::reader::Reader>,
     cache: tokio::sync::Mutex<Cache>,
     recent: Mutex<VecDeque<Arc<Record>>>,
     index: Mutex<Option<(Arc<Policy>, Arc<Index>)>>,
@@ -235,13 +236,13 @@ impl Shared {
             hosts: ctl.hosts().cloned(),
             policy: ctl.watch_policy(),
             feed: ctl.feed(),
+            reader: Arc::new(super::reader::Reader::new(ctl.history_path())),
             cache: tokio::sync::Mutex::new(Cache {
                 stats: Arc::new(Snapshot::default()),
                 at: None,
                 fresh: FRESH,
                 took: Duration::ZERO,
                 last: None,
-                ring: Ring::default(),
             }),
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
             index: Mutex::new(None),
@@ -274,7 +275,7 @@ impl Shared {
                 let delta = cache
                     .last
                     .map_or(Minute::default(), |b| Minute::since(now, b));
-                cache.ring.add(unix_now(), delta);
+                self.reader.add(unix_now(), delta);
                 cache.last = Some(now);
                 cache.stats = Arc::new(stats);
             }
@@ -296,11 +297,6 @@ impl Shared {
     /// How long the last snapshot took to read.
     pub async fn took(&self) -> Duration {
         self.cache.lock().await.took
-    }
-
-    /// The per-minute series of the last 24 hours.
-    pub async fn series(&self) -> Vec<Minute> {
-        self.cache.lock().await.ring.series(unix_now())
     }
 
     /// Keeps `record` for the device pages (the newest [`RECENT`]).
