@@ -96,6 +96,7 @@ impl Exporter {
             tally: Arc::clone(ctl.tally()),
             hosts: ctl.hosts().cloned(),
             max_devices: self.max_devices,
+            per_key: false,
         };
         let mut registry = Registry::with_prefix("regionwall");
         registry.register_collector(Box::new(Scrape(source)));

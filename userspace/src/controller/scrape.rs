@@ -30,7 +30,7 @@ use regionwall_common::Counter;
 use super::{Tally, hostnames::HostNames};
 use crate::{
     pin::{PinDir, PinError, PinnedMaps},
-    readings::{ReadError, Readings as _},
+    readings::{ReadError, Readings},
     verdict::Verdict,
 };
 
@@ -56,6 +56,9 @@ pub struct Source {
     pub hosts: Option<HostNames>,
     /// Devices that get a label of their own (by counter index order).
     pub max_devices: usize,
+    /// Read the counters one key per syscall, as before batch lookups
+    /// ([`crate::readings::PerKey`]): only the benchmark's baseline sets it.
+    pub per_key: bool,
 }
 
 impl std::fmt::Debug for Source {
@@ -117,6 +120,22 @@ impl Source {
     /// Reads every kernel-side value once.
     pub fn read(&self) -> Result<Reading, ScrapeError> {
         let maps = PinnedMaps::open(&self.pins)?;
+        let mut r = if self.per_key {
+            self.read_from(&crate::readings::PerKey(&maps))?
+        } else {
+            self.read_from(&maps)?
+        };
+        r.dns_copied = maps.dns_counts().ok().map(|d| (d.copied, d.lost));
+        r.destinations = self.destinations().ok();
+        let ifindex = crate::iface::ifindex(&self.iface).ok();
+        let on_iface = |facts: Result<Option<crate::pin::LinkFacts>, PinError>| matches!((facts, ifindex), (Ok(Some(f)), Some(i)) if f.ifindex == i);
+        r.xdp_attached = on_iface(self.pins.link_facts());
+        r.tc_attached = on_iface(self.pins.dns_link_facts());
+        Ok(r)
+    }
+
+    /// The counters and policy facts of `maps`, labelled.
+    pub fn read_from(&self, maps: &impl Readings) -> Result<Reading, ReadError> {
         let meta = maps.live_meta()?;
         let slots = maps.read_slots()?;
         let devices = meta
@@ -171,12 +190,6 @@ impl Source {
                 bytes: t.counter.bytes,
             };
         }
-        r.dns_copied = maps.dns_counts().ok().map(|d| (d.copied, d.lost));
-        r.destinations = self.destinations().ok();
-        let ifindex = crate::iface::ifindex(&self.iface).ok();
-        let on_iface = |facts: Result<Option<crate::pin::LinkFacts>, PinError>| matches!((facts, ifindex), (Ok(Some(f)), Some(i)) if f.ifindex == i);
-        r.xdp_attached = on_iface(self.pins.link_facts());
-        r.tc_attached = on_iface(self.pins.dns_link_facts());
         Ok(r)
     }
 
