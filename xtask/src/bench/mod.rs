@@ -17,6 +17,8 @@
 //!    and counting, with host counting, and as one region per country.
 //! 8. DNS answers decoded per second and the name cache's memory at cap.
 //! 9. History: events written per second, a grouped query over them.
+//! 10. `/metrics` with 256 devices × 250 countries: a scrape with batch
+//!     lookups against the per-key read, side by side.
 //!
 //! Prints a table with ratios and target checks, writes JSON under
 //! target/bench/ and refreshes the README's results section.
@@ -32,6 +34,7 @@ mod dns;
 mod events;
 mod history;
 mod inline;
+mod metrics;
 mod reject;
 mod report;
 mod tables;
@@ -78,7 +81,7 @@ pub struct Args {
     #[arg(long)]
     pub quick: bool,
     /// Only these tables (1k, 10k, 100k, world, 1M) and sections
-    /// (accounting, dns, history, reject, events, rss, inline), e.g.
+    /// (accounting, dns, history, metrics, reject, events, rss, inline), e.g.
     /// `--only 1M,dns`.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -151,6 +154,8 @@ pub struct Results {
     pub dns: Option<dns::DnsResult>,
     /// The history database's write rate and a grouped query.
     pub history: Option<history::HistoryResult>,
+    /// A `/metrics` scrape with 256 devices × 250 countries.
+    pub metrics: Option<metrics::MetricsResult>,
     /// Seconds for `regionwall check` of [`inline::COUNT`] inline CIDRs.
     pub inline_check_s: Option<f64>,
 }
@@ -226,6 +231,10 @@ pub fn main(args: &Args, root: &Path) -> anyhow::Result<()> {
     if wants("history") {
         eprintln!("bench: the history database");
         results.history = Some(history::run(&root.join("target/bench/history"))?);
+    }
+    if wants("metrics") {
+        eprintln!("bench: /metrics with 256 devices x 250 countries");
+        results.metrics = Some(metrics::run()?);
     }
     if wants("reject") {
         eprintln!("bench: reject path");

@@ -92,6 +92,24 @@ fn history_section(s: &mut String, h: &super::history::HistoryResult) {
     );
 }
 
+/// A `/metrics` scrape, batch lookups against per-key reads.
+fn metrics_section(s: &mut String, m: &super::metrics::MetricsResult) {
+    let _ = writeln!(
+        s,
+        "\n`/metrics` with {} devices × {} countries ({} counter rows, {} KiB of text): a scrape takes {:.0} ms reading the counters with batch lookups, {:.0} ms one key per syscall ({:.1}x); the counters alone {:.1} ms against {:.0} ms ({:.1}x).",
+        m.devices,
+        m.countries,
+        m.rows,
+        m.body_kib,
+        m.scrape_bulk_ms,
+        m.scrape_per_key_ms,
+        m.scrape_per_key_ms / m.scrape_bulk_ms,
+        m.read_bulk_ms,
+        m.read_per_key_ms,
+        m.read_per_key_ms / m.read_bulk_ms
+    );
+}
+
 /// The controller's RSS with the world table.
 fn rss_section(s: &mut String, rss: &[super::Rss]) {
     s.push_str("\nController RSS with the world table (`regionwall run`, 60 regions):\n\n");
@@ -194,6 +212,9 @@ fn markdown(r: &Results) -> String {
     }
     if let Some(h) = &r.history {
         history_section(&mut s, h);
+    }
+    if let Some(m) = &r.metrics {
+        metrics_section(&mut s, m);
     }
     rss_section(&mut s, &r.rss);
     s.push_str("\nTargets:\n\n");
