@@ -7,7 +7,7 @@ use aya::programs::XdpMode;
 use regionwall::{
     control,
     controller::{
-        Config, Controller, metrics, recorder, release_freed_memory,
+        Config, Controller, kept, metrics, recorder, release_freed_memory,
         reload::{Reloads, spawn_prepare},
         report::{self, NotLogged},
         socket::{self, Access, RemoveOnDrop, Shared},
@@ -391,6 +391,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         &args.history.options(&args.iface),
         stats_tx.clone(),
     );
+    let _counters = kept::start(&mut ctl, args.history.counters_dir(&args.iface).as_deref());
     let server = tokio::spawn(socket::serve(listener, shared(&ctl, detach_tx, stats_tx)));
     let exporter = exporter.map(|e| e.serve(&ctl));
     let dashboard = dashboard.map(|d| d.serve(&ctl));

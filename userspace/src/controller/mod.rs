@@ -18,11 +18,15 @@
 //! - [`recorder`]: events and counter rollups into the history database.
 //! - [`report`]: start, periodic and exit messages.
 //! - [`metrics`]: the Prometheus endpoint (`run --metrics`), read by
-//!   [`scrape`] from the pinned maps at scrape time.
+//!   [`scrape`] from the pinned maps at scrape time; [`carry`] keeps its
+//!   series monotonic, [`kept`] keeps the controller's own counters (and
+//!   the carry) in the state directory across restarts.
 
+pub mod carry;
 pub mod establish;
 pub mod hostnames;
 pub mod http;
+pub mod kept;
 mod known;
 pub mod lock;
 pub mod metrics;
@@ -237,6 +241,10 @@ pub struct Controller {
     /// Whether the counters began with this controller (fresh or
     /// replaced pins), rather than adopted.
     counters_fresh: bool,
+    /// What lifts `/metrics` series that would fall (shared with it).
+    carry: Arc<std::sync::Mutex<carry::Carry>>,
+    /// The counters kept in the state directory, when there is one.
+    kept: Option<Arc<kept::Kept>>,
     pub supervisor: supervise::Supervisor,
 }
 
@@ -338,6 +346,8 @@ impl Controller {
                 feed: tokio::sync::broadcast::channel(FEED).0,
                 hosts: None,
                 history: None,
+                carry: Arc::default(),
+                kept: None,
                 counters_fresh,
                 supervisor,
             },
@@ -461,6 +471,18 @@ impl Controller {
     #[must_use]
     pub const fn counters_fresh(&self) -> bool {
         self.counters_fresh
+    }
+
+    /// What keeps the `/metrics` series monotonic.
+    #[must_use]
+    pub const fn carry(&self) -> &Arc<std::sync::Mutex<carry::Carry>> {
+        &self.carry
+    }
+
+    /// The counters kept in the state directory ([`kept::start`]).
+    #[must_use]
+    pub const fn kept(&self) -> Option<&Arc<kept::Kept>> {
+        self.kept.as_ref()
     }
 
     /// The controller's own counts.

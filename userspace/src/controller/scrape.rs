@@ -59,6 +59,11 @@ pub struct Source {
     /// Read the counters one key per syscall, as before batch lookups
     /// ([`crate::readings::PerKey`]): only the benchmark's baseline sets it.
     pub per_key: bool,
+    /// Lifts series that would fall ([`super::carry`]).
+    pub carry: Arc<std::sync::Mutex<super::carry::Carry>>,
+    /// The counters kept in the state directory: saved before a scrape
+    /// is answered.
+    pub kept: Option<Arc<super::kept::Kept>>,
 }
 
 impl std::fmt::Debug for Source {
@@ -71,7 +76,7 @@ impl std::fmt::Debug for Source {
 }
 
 /// Packets and bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Count {
     pub packets: u64,
     pub bytes: u64,
@@ -284,7 +289,15 @@ impl Collector for Scrape {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let started = std::time::Instant::now();
         let src = &self.0;
-        let reading = src.read();
+        let mut reading = src.read();
+        if let (Ok(r), Ok(mut carry)) = (&mut reading, src.carry.lock()) {
+            carry.apply(r);
+        }
+        // What this scrape shows is on disk before it is answered, so a
+        // restart cannot show less.
+        if let Some(Err(e)) = src.kept.as_ref().map(|k| k.save()) {
+            log::warn!("metrics: {e}");
+        }
         gauge(
             &mut e,
             "scrape_ok",
@@ -306,13 +319,14 @@ impl Collector for Scrape {
     }
 }
 
-/// What the controller counts itself (0 again after a restart).
+/// What the controller counts itself (kept across restarts in the state
+/// directory, when there is one).
 fn controller_series(e: &mut DescriptorEncoder, src: &Source) -> Result<(), std::fmt::Error> {
     let tally = &src.tally;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut m = e.encode_descriptor(
         "reloads",
-        "Policy reloads by result since the controller started",
+        "Policy reloads by result",
         None,
         MetricType::Counter,
     )?;
@@ -359,7 +373,7 @@ fn controller_series(e: &mut DescriptorEncoder, src: &Source) -> Result<(), std:
             e,
             "dns_answers_decoded",
             "DNS answers decoded into names",
-            d.answers,
+            d.answers + src.kept.as_ref().map_or(0, |k| k.dns_base),
         )?;
         #[expect(clippy::cast_precision_loss, reason = "cache sizes fit an f64")]
         gauge(
