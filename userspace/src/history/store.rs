@@ -1,4 +1,4 @@
-//! The history file: opened only when it is ours, its schema, event and rollup writes, retention.
+//! The history file: opened only when it is ours, its schema, event and rollup writes; retention in `retention`.
 
 use std::{
     collections::BTreeMap,
@@ -11,6 +11,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 
 use super::{HistoryError, micros};
 use crate::events::Record;
+
+mod retention;
+pub use retention::{TRIM_AT, TRIM_TO};
 
 /// `PRAGMA application_id` of a regionwall history ("RWH1"): a SQLite file
 /// without it that has tables is another program's, and is never written.
@@ -486,88 +489,6 @@ impl Store {
         let used = (q("page_count")? - q("freelist_count")?) * q("page_size")?;
         let wal = std::fs::metadata(wal_path(p)).map_or(0, |m| m.len());
         Ok(u64::try_from(used).unwrap_or(0) + wal)
-    }
-
-    /// Removes events and rollups older than `max_age`, then the oldest
-    /// events (and, with none left, the oldest rollups) until the file is
-    /// under `max_bytes`, and hands the freed pages back to the disk.
-    pub fn enforce_retention(
-        &mut self,
-        now: SystemTime,
-        max_age: Duration,
-        max_bytes: u64,
-    ) -> Result<Removed, HistoryError> {
-        let p = self.path.clone();
-        let cutoff = now.checked_sub(max_age).map_or(0, micros);
-        let mut removed = Removed {
-            events: count(
-                self.conn
-                    .execute("DELETE FROM events WHERE ts < ?1", [cutoff])
-                    .map_err(sql(&p, "removing old events"))?,
-            ),
-            rollups: count(
-                self.conn
-                    .execute(
-                        "DELETE FROM rollups WHERE minute < ?1",
-                        [cutoff / 1_000_000],
-                    )
-                    .map_err(sql(&p, "removing old rollups"))?,
-            ),
-        };
-        // Room for a minute's writes below the bound.
-        let target = max_bytes / 10 * 9;
-        for _ in 0..64 {
-            self.reclaim()?;
-            if self.size()? <= target {
-                break;
-            }
-            let events: i64 = self
-                .conn
-                .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
-                .map_err(sql(&p, "counting events"))?;
-            if events > 0 {
-                let n = (events / 8).max(1);
-                removed.events += count(
-                    self.conn
-                        .execute(
-                            "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?1)",
-                            [n],
-                        )
-                        .map_err(sql(&p, "removing the oldest events"))?,
-                );
-            } else {
-                let gone = count(
-                    self.conn
-                        .execute(
-                            "DELETE FROM rollups WHERE minute = (SELECT min(minute) FROM rollups)",
-                            [],
-                        )
-                        .map_err(sql(&p, "removing the oldest rollups"))?,
-                );
-                if gone == 0 {
-                    break;
-                }
-                removed.rollups += gone;
-            }
-        }
-        Ok(removed)
-    }
-
-    /// Returns free pages to the file system and truncates the log.
-    fn reclaim(&self) -> Result<(), HistoryError> {
-        let p = self.path.as_path();
-        // Each step of the pragma frees one page: run it to the end.
-        let mut stmt = self
-            .conn
-            .prepare("PRAGMA incremental_vacuum")
-            .map_err(sql(p, "vacuuming"))?;
-        let mut rows = stmt.query([]).map_err(sql(p, "vacuuming"))?;
-        while rows.next().map_err(sql(p, "vacuuming"))?.is_some() {}
-        drop(rows);
-        drop(stmt);
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .map_err(sql(p, "checkpointing"))
     }
 }
 
