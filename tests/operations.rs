@@ -105,8 +105,11 @@ fn event_floods_are_rate_limited_and_fully_accounted() {
     drop(root);
 
     // No rate limit and a small queue: the ring and the queue overflow,
-    // every event is still accounted for and memory stays bounded.
+    // every event is still accounted for and memory stays bounded, with
+    // history (kept under a small --max-db-size), /metrics and the
+    // dashboard on and read throughout.
     let root = PinRoot::new();
+    let state = policy.with_file_name("flood-state");
     let c = Controller::start(
         &exe(),
         &t,
@@ -119,10 +122,19 @@ fn event_floods_are_rate_limited_and_fully_accounted() {
             "0",
             "--queue",
             "1024",
+            "--state-dir",
+            state.to_str().expect("UTF-8"),
+            "--max-db-size",
+            "1M",
+            "--metrics",
+            METRICS,
+            "--web",
+            WEB,
         ],
     )
     .expect("start");
     let (_, rss_before) = rss(c.pid());
+    let readers = Readers::start(&t, &state);
     let s = flood(&c, &root, 1_000_000);
     let (peak, now) = rss(c.pid());
     println!(
@@ -137,12 +149,114 @@ fn event_floods_are_rate_limited_and_fully_accounted() {
         now < rss_before + 32 * 1024,
         "memory bounded: {rss_before} -> {now} KiB"
     );
-    // History (on by default) recorded every event it was handed, or
-    // counted it as not written: nothing vanishes between the two.
+    // History recorded every event it was handed, or counted it as not
+    // written: nothing vanishes between the two.
     common::wait_history_accounted(&root, &c.socket);
+    let (scrapes, polls, largest) = readers.stop();
+    let s = common::stats(&root, &c.socket);
+    let h = s.history.clone().expect("history");
+    let n = s.not_logged;
+    assert_eq!(
+        h.events_written + h.not_written + n.suppressed + n.ring_lost + n.queue_dropped,
+        s.packets(Verdict::Drop),
+        "written + not written + suppressed + lost + dropped from the queue = drops"
+    );
+    println!(
+        "unlimited flood: {scrapes} scrapes and {polls} dashboard polls during it; the database and its log peaked at {} KiB (bound 1 MiB); {} events in it",
+        largest / 1024,
+        h.events_written
+    );
+    assert!(scrapes > 0 && polls > 0, "read during the flood");
+    assert!(
+        largest <= MAX_DB + MAX_DB / 10,
+        "--max-db-size 1M held within 10 %: {largest} bytes"
+    );
     // The drain loop still prints everything it got.
     let printed = c.drain_lines(usize::MAX, Duration::from_millis(500)).len();
     println!("unlimited flood: {printed} event lines read from the controller's stdout");
+    drop(c);
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+/// Addresses inside the (unique) gateway namespace.
+const METRICS: &str = "127.0.0.1:9465";
+const WEB: &str = "127.0.0.1:8080";
+
+/// `--max-db-size` of the flood: the flood's events take more (about
+/// 1.6 MiB), so the bound is enforced during it. The database may pass it
+/// by one commit past the trim threshold (95 %), a twentieth of the bound.
+const MAX_DB: u64 = 1024 * 1024;
+
+/// Scrapes `/metrics`, polls the dashboard's API and samples the
+/// database's size on disk, until stopped.
+struct Readers {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<u64>>,
+}
+
+impl Readers {
+    fn start(t: &Topology, state: &Path) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for urls in [
+            vec![format!("http://{METRICS}/metrics")],
+            vec![
+                format!("http://{WEB}/api/status"),
+                format!("http://{WEB}/api/top"),
+            ],
+        ] {
+            // A command runs again on every `output()`.
+            let mut curls: Vec<Command> = urls
+                .iter()
+                .map(|url| {
+                    let mut c = t.gateway.command("curl");
+                    c.args(["-sS", "--fail", "-o", "/dev/null", "--max-time", "30", url]);
+                    c
+                })
+                .collect();
+            let stop = std::sync::Arc::clone(&stop);
+            threads.push(std::thread::spawn(move || {
+                let mut ok = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    for curl in &mut curls {
+                        if curl.output().is_ok_and(|o| o.status.success()) {
+                            ok += 1;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                ok
+            }));
+        }
+        let files = [state.join("history.db"), state.join("history.db-wal")];
+        let stop2 = std::sync::Arc::clone(&stop);
+        threads.push(std::thread::spawn(move || {
+            let mut largest = 0;
+            while !stop2.load(Ordering::Relaxed) {
+                let size: u64 = files
+                    .iter()
+                    .filter_map(|f| std::fs::metadata(f).ok())
+                    .map(|m| m.len())
+                    .sum();
+                largest = largest.max(size);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            largest
+        }));
+        Self { stop, threads }
+    }
+
+    /// Scrapes answered, dashboard requests answered, the largest size.
+    fn stop(self) -> (u64, u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut r = self.threads.into_iter().map(|t| t.join().expect("reader"));
+        (
+            r.next().unwrap_or(0),
+            r.next().unwrap_or(0),
+            r.next().unwrap_or(0),
+        )
+    }
 }
 
 fn wait_child(
