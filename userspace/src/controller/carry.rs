@@ -36,11 +36,18 @@ pub struct Lift {
     pub carry: Count,
 }
 
+/// A series by interned labels: family, device, region or country,
+/// verdict (12 bytes instead of three strings: at 256 devices × 250
+/// countries a scrape exposes 128k series).
+type Id = (Family, u32, u32, u32);
+
 /// The carry of every series seen (bounded by the counter maps: one entry
-/// per series a scrape exposed).
+/// per series a scrape exposed; labels interned once).
 #[derive(Debug, Default)]
 pub struct Carry {
-    series: HashMap<Key, Lift>,
+    series: HashMap<Id, Lift>,
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
 }
 
 fn lift(reading: &mut Count, l: &mut Lift) {
@@ -63,20 +70,39 @@ fn lift(reading: &mut Count, l: &mut Lift) {
 }
 
 impl Carry {
+    fn intern(&mut self, label: &str) -> u32 {
+        if let Some(&id) = self.ids.get(label) {
+            return id;
+        }
+        let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.names.push(label.to_string());
+        self.ids.insert(label.to_string(), id);
+        id
+    }
+
+    fn id(&mut self, family: Family, device: &str, key: &str, verdict: &str) -> Id {
+        (
+            family,
+            self.intern(device),
+            self.intern(key),
+            self.intern(verdict),
+        )
+    }
+
     /// Lifts every series of `r` (in place) so none falls below what it
     /// last showed.
     pub fn apply(&mut self, r: &mut Reading) {
         for (v, c) in &mut r.by_verdict {
-            let key = (Family::Verdict, "-".into(), "-".into(), (*v).to_string());
-            lift(c, self.series.entry(key).or_default());
+            let id = self.id(Family::Verdict, "-", "-", v);
+            lift(c, self.series.entry(id).or_default());
         }
         for (family, rows) in [
             (Family::Region, &mut r.by_region),
             (Family::Country, &mut r.by_country),
         ] {
             for ((d, k, v), c) in rows.iter_mut() {
-                let key = (family, d.clone(), k.clone(), (*v).to_string());
-                lift(c, self.series.entry(key).or_default());
+                let id = self.id(family, d, k, v);
+                lift(c, self.series.entry(id).or_default());
             }
         }
     }
@@ -87,11 +113,20 @@ impl Carry {
     /// appear when lifted.
     #[must_use]
     pub fn kept(&self) -> Vec<(Key, Lift)> {
+        let other = self.ids.get(OTHER).copied();
+        let name = |i: u32| {
+            self.names
+                .get(usize::try_from(i).unwrap_or(usize::MAX))
+                .cloned()
+                .unwrap_or_default()
+        };
         let mut out: Vec<(Key, Lift)> = self
             .series
             .iter()
-            .filter(|(k, l)| l.carry != Count::default() || k.0 == Family::Verdict || k.1 == OTHER)
-            .map(|(k, l)| (k.clone(), *l))
+            .filter(|(k, l)| {
+                l.carry != Count::default() || k.0 == Family::Verdict || Some(k.1) == other
+            })
+            .map(|(&(f, d, k, v), l)| ((f, name(d), name(k), name(v)), *l))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
@@ -99,7 +134,10 @@ impl Carry {
 
     /// Restores what [`Self::kept`] returned.
     pub fn restore(&mut self, kept: Vec<(Key, Lift)>) {
-        self.series.extend(kept);
+        for ((f, d, k, v), l) in kept {
+            let id = self.id(f, &d, &k, &v);
+            self.series.insert(id, l);
+        }
     }
 }
 
@@ -114,6 +152,8 @@ mod tests {
             bytes: p * 100,
         };
         r.by_verdict.insert("drop", c(other + named));
+        r.by_country
+            .insert(("tv".into(), "DE".into(), "pass"), c(named));
         r.by_country
             .insert((OTHER.into(), "CN".into(), "drop"), c(other));
         r.by_country
