@@ -154,17 +154,17 @@ fn event_floods_are_rate_limited_and_fully_accounted() {
     common::wait_history_accounted(&root, &c.socket);
     let (scrapes, polls, largest) = readers.stop();
     let s = common::stats(&root, &c.socket);
-    let h = s.history.clone().expect("history");
+    let history = s.history.clone().expect("history");
     let n = s.not_logged;
     assert_eq!(
-        h.events_written + h.not_written + n.suppressed + n.ring_lost + n.queue_dropped,
+        history.events_written + history.not_written + n.suppressed + n.ring_lost + n.queue_dropped,
         s.packets(Verdict::Drop),
         "written + not written + suppressed + lost + dropped from the queue = drops"
     );
     println!(
         "unlimited flood: {scrapes} scrapes and {polls} dashboard polls during it; the database and its log peaked at {} KiB (bound 1 MiB); {} events in it",
         largest / 1024,
-        h.events_written
+        history.events_written
     );
     assert!(scrapes > 0 && polls > 0, "read during the flood");
     assert!(

@@ -39,7 +39,7 @@ fn bulk_reads_equal_per_key_reads() {
     // Sparse slots over every device, the last country and the last
     // verdict included, and values that differ per CPU, so a wrong
     // per-CPU stride or a wrong index shows.
-    let mut rng = Rng(0x5eed_16);
+    let mut rng = Rng(0x5eed_0016);
     let mut country_total = 0u64;
     let mut country_slots = vec![
         country_slot(0, 0, 0),

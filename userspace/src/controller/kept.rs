@@ -227,9 +227,8 @@ pub fn start(ctl: &mut super::Controller, dir: Option<&Path>) -> Option<Saver> {
             loop {
                 tick.tick().await;
                 let k = Arc::clone(&kept);
-                match tokio::task::spawn_blocking(move || k.save()).await {
-                    Ok(Err(e)) => log::warn!("counters: {e}"),
-                    Ok(Ok(())) | Err(_) => {}
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || k.save()).await {
+                    log::warn!("counters: {e}");
                 }
             }
         })
