@@ -413,3 +413,78 @@ fn devices_over_the_cap_are_summed_as_other() {
     println!("{text}");
     drop(c);
 }
+
+/// The demo policy with `extra` more devices (by MAC, sending nothing).
+fn with_devices(demo: &str, extra: &[String]) -> String {
+    let mut text = demo.to_string();
+    for (i, name) in extra.iter().enumerate() {
+        let [hi, lo] = u16::try_from(i).expect("few").to_be_bytes();
+        text.push_str(&format!(
+            "\n[devices.{name}]\nmac = [\"02:00:5e:10:{hi:02x}:{lo:02x}\"]\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn a_reused_counter_slot_never_takes_other_backwards() {
+    let t = Topology::create("metrics-reuse").expect("namespaces");
+    let root = PinRoot::new();
+    let policy = demo_policy_copy();
+    let demo = std::fs::read_to_string(&policy).expect("policy");
+    // default + phone + 254 more: every device index is used, so a new
+    // name can only take a retired one.
+    let fillers: Vec<String> = (0..254).map(|i| format!("d{i}")).collect();
+    std::fs::write(&policy, with_devices(&demo, &fillers)).expect("write");
+    let c = Controller::start(
+        &exe(),
+        &t,
+        &policy,
+        &[
+            "--pin-root",
+            root.arg(),
+            "--metrics",
+            METRICS,
+            "--metrics-max-devices",
+            "0",
+        ],
+    )
+    .expect("start");
+    let _ = send_traffic(&t, "blocked", "198.51.100.10", 3).expect("traffic");
+    let other =
+        r#"regionwall_region_packets_total{device="other",region="blocked-zone",verdict="drop"}"#;
+    let (_, before) = scrape(&t);
+    assert!(value(&before, other) >= 3.0, "{before:#?}");
+    // The phone leaves (its index keeps its counts under its name; its
+    // addresses go to d253, which keeps its own index), then a new device
+    // takes the phone's index, which is zeroed.
+    // allow_empty: the phone's name leaves with its rule on purpose.
+    let without_phone = "allow_empty = true\n".to_string()
+        + &demo
+            .replace("[devices.phone]", "[devices.d253]")
+            .replace("devices = [\"phone\"]", "devices = [\"d253\"]");
+    std::fs::write(&policy, with_devices(&without_phone, &fillers[..253])).expect("write");
+    c.signal(libc::SIGHUP);
+    assert!(
+        c.wait_log("reloaded policy", Duration::from_secs(60)),
+        "{}",
+        c.log_text()
+    );
+    let (_, middle) = scrape(&t);
+    never_backwards("phone removed", &counters(&before), &counters(&middle));
+    let mut more = fillers[..253].to_vec();
+    more.push("laptop".into());
+    let log_before = c.log_text().matches("reloaded policy").count();
+    std::fs::write(&policy, with_devices(&without_phone, &more)).expect("write");
+    c.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.log_text().matches("reloaded policy").count() == log_before {
+        assert!(Instant::now() < deadline, "{}", c.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (text, after) = scrape(&t);
+    never_backwards("an index reused", &counters(&middle), &counters(&after));
+    assert!(value(&after, other) >= value(&before, other), "{text}");
+    drop(c);
+    let _ = std::fs::remove_dir_all(policy.parent().expect("temp dir"));
+}

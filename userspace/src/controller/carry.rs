@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::scrape::{Count, OTHER, Reading};
+use crate::verdict::Verdict;
 
 /// Which family a series is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -90,10 +91,15 @@ impl Carry {
     }
 
     /// Lifts every series of `r` (in place) so none falls below what it
-    /// last showed.
+    /// last showed. A series the reading no longer has (every slot under
+    /// it zeroed) is put back at what it showed when it is one a reuse
+    /// lowers (per verdict, `other`) or was lifted before; a named series
+    /// that is gone stays gone (its name left the policy).
     pub fn apply(&mut self, r: &mut Reading) {
+        let mut seen = std::collections::HashSet::with_capacity(self.series.len());
         for (v, c) in &mut r.by_verdict {
             let id = self.id(Family::Verdict, "-", "-", v);
+            seen.insert(id);
             lift(c, self.series.entry(id).or_default());
         }
         for (family, rows) in [
@@ -102,7 +108,39 @@ impl Carry {
         ] {
             for ((d, k, v), c) in rows.iter_mut() {
                 let id = self.id(family, d, k, v);
+                seen.insert(id);
                 lift(c, self.series.entry(id).or_default());
+            }
+        }
+        let other = self.ids.get(OTHER).copied();
+        for (&(f, d, k, v), l) in &self.series {
+            let keep = f == Family::Verdict || Some(d) == other || l.carry != Count::default();
+            if seen.contains(&(f, d, k, v)) || !keep {
+                continue;
+            }
+            let name = |i: u32| {
+                self.names
+                    .get(usize::try_from(i).unwrap_or(usize::MAX))
+                    .map_or("", String::as_str)
+            };
+            let Some(verdict) = Verdict::ALL
+                .iter()
+                .map(|v| v.as_str())
+                .find(|s| *s == name(v))
+            else {
+                continue;
+            };
+            let key = (name(d).to_string(), name(k).to_string(), verdict);
+            match f {
+                Family::Verdict => {
+                    r.by_verdict.insert(verdict, l.last);
+                }
+                Family::Region => {
+                    r.by_region.insert(key, l.last);
+                }
+                Family::Country => {
+                    r.by_country.insert(key, l.last);
+                }
             }
         }
     }
@@ -184,6 +222,21 @@ mod tests {
         let mut r = reading(6, 9);
         carry.apply(&mut r);
         assert_eq!((other(&r), r.by_verdict["drop"].packets), (12, 21));
+    }
+
+    #[test]
+    fn a_series_whose_slots_all_went_to_zero_is_put_back() {
+        let mut carry = Carry::default();
+        carry.apply(&mut reading(10, 5));
+        let mut r = Reading::default();
+        carry.apply(&mut r);
+        assert_eq!(r.by_verdict["drop"].packets, 15);
+        assert_eq!(other(&r), 10);
+        assert!(
+            !r.by_country
+                .contains_key(&("tv".to_string(), "CN".to_string(), "drop")),
+            "a named series that left stays gone"
+        );
     }
 
     #[test]
