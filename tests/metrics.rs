@@ -416,12 +416,15 @@ fn devices_over_the_cap_are_summed_as_other() {
 
 /// The demo policy with `extra` more devices (by MAC, sending nothing).
 fn with_devices(demo: &str, extra: &[String]) -> String {
+    use std::fmt::Write as _;
     let mut text = demo.to_string();
     for (i, name) in extra.iter().enumerate() {
         let [hi, lo] = u16::try_from(i).expect("few").to_be_bytes();
-        text.push_str(&format!(
-            "\n[devices.{name}]\nmac = [\"02:00:5e:10:{hi:02x}:{lo:02x}\"]\n"
-        ));
+        writeln!(
+            text,
+            "\n[devices.{name}]\nmac = [\"02:00:5e:10:{hi:02x}:{lo:02x}\"]"
+        )
+        .expect("a String takes it");
     }
     text
 }
