@@ -8,7 +8,9 @@
 //! `<state dir>/counters.json` by atomic replace (a temporary file,
 //! fsync, rename, fsync of the directory) whenever they changed: before a
 //! `/metrics` scrape is answered (so what a scraper saw is on disk), every
-//! [`SAVE_EVERY`], and at a clean stop. At start they are added back. A
+//! [`SAVE_EVERY`], and at a clean stop. At start they become the base
+//! `/metrics` adds to the new controller's counts (`stats` and the
+//! dashboard still count from this controller's start). A
 //! `kill -9` loses at most what changed since the last save, and never
 //! anything a scrape showed.
 
@@ -68,8 +70,9 @@ pub struct Kept {
     path: PathBuf,
     tally: Arc<Tally>,
     carry: Arc<Mutex<Carry>>,
-    /// DNS answers decoded by earlier controllers (added to this one's).
-    pub dns_base: u64,
+    /// What earlier controllers counted: `/metrics` adds it to this one's
+    /// counts (`stats` and the dashboard count from this start).
+    pub base: Saved,
     dns_now: Box<dyn Fn() -> u64 + Send + Sync>,
     written: Mutex<Saved>,
 }
@@ -117,8 +120,8 @@ pub fn store(dir: &Path, saved: &Saved) -> Result<(), KeptError> {
 }
 
 impl Kept {
-    /// Opens the counters in `dir` (made if missing) and adds them to
-    /// `tally`; the carry is restored only when the kernel's counters
+    /// Opens the counters in `dir` (made if missing) as the base `/metrics`
+    /// adds to `tally`'s; the carry is restored only when the kernel's counters
     /// were adopted (`adopted`): fresh pins start every kernel series
     /// again (a documented reset).
     pub fn open(
@@ -130,15 +133,6 @@ impl Kept {
     ) -> Result<Self, KeptError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let saved = load(dir)?;
-        for (atomic, base) in [
-            (&tally.reloads_ok, saved.reloads_ok),
-            (&tally.reloads_rejected, saved.reloads_rejected),
-            (&tally.reloads_failed, saved.reloads_failed),
-            (&*tally.queue_dropped, saved.queue_dropped),
-            (&tally.not_written, saved.not_written),
-        ] {
-            atomic.fetch_add(base, Ordering::Relaxed);
-        }
         if adopted && let Ok(mut c) = carry.lock() {
             c.restore(saved.carry.clone());
         }
@@ -146,23 +140,26 @@ impl Kept {
             path: dir.to_path_buf(),
             tally,
             carry,
-            dns_base: saved.dns_answers,
+            base: Saved {
+                carry: Vec::new(),
+                ..saved.clone()
+            },
             dns_now,
             written: Mutex::new(saved),
         })
     }
 
-    /// The counters as they are now.
+    /// The counters as they are now: the base plus this controller's.
     fn now(&self) -> Saved {
-        let t = &self.tally;
+        let (t, b) = (&self.tally, &self.base);
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         Saved {
-            reloads_ok: load(&t.reloads_ok),
-            reloads_rejected: load(&t.reloads_rejected),
-            reloads_failed: load(&t.reloads_failed),
-            queue_dropped: load(&t.queue_dropped),
-            not_written: load(&t.not_written),
-            dns_answers: self.dns_base + (self.dns_now)(),
+            reloads_ok: b.reloads_ok + load(&t.reloads_ok),
+            reloads_rejected: b.reloads_rejected + load(&t.reloads_rejected),
+            reloads_failed: b.reloads_failed + load(&t.reloads_failed),
+            queue_dropped: b.queue_dropped + load(&t.queue_dropped),
+            not_written: b.not_written + load(&t.not_written),
+            dns_answers: b.dns_answers + (self.dns_now)(),
             carry: self.carry.lock().map(|c| c.kept()).unwrap_or_default(),
         }
     }

@@ -324,6 +324,9 @@ impl Collector for Scrape {
 fn controller_series(e: &mut DescriptorEncoder, src: &Source) -> Result<(), std::fmt::Error> {
     let tally = &src.tally;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    // What earlier controllers counted (kept in the state directory).
+    let base = src.kept.as_ref().map(|k| &k.base);
+    let base = |pick: fn(&super::kept::Saved) -> u64| base.map_or(0, pick);
     let mut m = e.encode_descriptor(
         "reloads",
         "Policy reloads by result",
@@ -331,9 +334,15 @@ fn controller_series(e: &mut DescriptorEncoder, src: &Source) -> Result<(), std:
         MetricType::Counter,
     )?;
     for (result, n) in [
-        ("ok", load(&tally.reloads_ok)),
-        ("rejected", load(&tally.reloads_rejected)),
-        ("failed", load(&tally.reloads_failed)),
+        ("ok", base(|b| b.reloads_ok) + load(&tally.reloads_ok)),
+        (
+            "rejected",
+            base(|b| b.reloads_rejected) + load(&tally.reloads_rejected),
+        ),
+        (
+            "failed",
+            base(|b| b.reloads_failed) + load(&tally.reloads_failed),
+        ),
     ] {
         ConstCounter::new(n).encode(m.encode_family(&[("result", result)])?)?;
     }
@@ -359,13 +368,13 @@ fn controller_series(e: &mut DescriptorEncoder, src: &Source) -> Result<(), std:
         e,
         "events_queue_dropped",
         "Events dropped from the controller's full queue (--queue)",
-        load(&tally.queue_dropped),
+        base(|b| b.queue_dropped) + load(&tally.queue_dropped),
     )?;
     counter(
         e,
         "events_not_written",
         "Events the controller's output could not take",
-        load(&tally.not_written),
+        base(|b| b.not_written) + load(&tally.not_written),
     )?;
     if let Some(hosts) = &src.hosts {
         let d = hosts.stats();
@@ -373,7 +382,7 @@ fn controller_series(e: &mut DescriptorEncoder, src: &Source) -> Result<(), std:
             e,
             "dns_answers_decoded",
             "DNS answers decoded into names",
-            d.answers + src.kept.as_ref().map_or(0, |k| k.dns_base),
+            base(|b| b.dns_answers) + d.answers,
         )?;
         #[expect(clippy::cast_precision_loss, reason = "cache sizes fit an f64")]
         gauge(
