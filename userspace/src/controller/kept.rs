@@ -205,7 +205,7 @@ pub fn start(ctl: &mut super::Controller, dir: Option<&Path>) -> Option<Saver> {
     let kept = match Kept::open(
         dir,
         Arc::clone(ctl.tally()),
-        Arc::clone(ctl.carry()),
+        Arc::clone(&ctl.carry),
         !ctl.counters_fresh(),
         dns_now,
     ) {

@@ -97,8 +97,8 @@ impl Exporter {
             hosts: ctl.hosts().cloned(),
             max_devices: self.max_devices,
             per_key: false,
-            carry: Arc::clone(ctl.carry()),
-            kept: ctl.kept().cloned(),
+            carry: Arc::clone(&ctl.carry),
+            kept: ctl.kept.clone(),
         };
         let registry = Arc::new(registry(source));
         let addr = self.local_addr().ok();

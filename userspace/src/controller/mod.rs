@@ -473,18 +473,6 @@ impl Controller {
         self.counters_fresh
     }
 
-    /// What keeps the `/metrics` series monotonic.
-    #[must_use]
-    pub const fn carry(&self) -> &Arc<std::sync::Mutex<carry::Carry>> {
-        &self.carry
-    }
-
-    /// The counters kept in the state directory ([`kept::start`]).
-    #[must_use]
-    pub const fn kept(&self) -> Option<&Arc<kept::Kept>> {
-        self.kept.as_ref()
-    }
-
     /// The controller's own counts.
     #[must_use]
     pub const fn tally(&self) -> &Arc<Tally> {
