@@ -232,3 +232,42 @@ pub fn start(ctl: &mut super::Controller, dir: Option<&Path>) -> Option<Saver> {
     };
     Some(Saver { kept, task })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rw-kept-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("temp dir");
+        d
+    }
+
+    #[test]
+    fn saved_counters_read_back_and_none_is_zero() {
+        let d = dir("roundtrip");
+        assert_eq!(load(&d).expect("no file"), Saved::default());
+        let saved = Saved {
+            reloads_ok: 3,
+            queue_dropped: 7,
+            ..Saved::default()
+        };
+        store(&d, &saved).expect("store");
+        assert_eq!(load(&d).expect("load"), saved);
+        assert!(!d.join(format!(".{FILE}.tmp")).exists());
+        std::fs::remove_dir_all(&d).expect("clean up");
+    }
+
+    #[test]
+    fn a_foreign_file_is_refused_and_left_alone() {
+        let d = dir("foreign");
+        std::fs::write(d.join(FILE), "not ours").expect("write");
+        assert!(matches!(load(&d), Err(KeptError::Foreign { .. })));
+        assert_eq!(
+            std::fs::read_to_string(d.join(FILE)).expect("read"),
+            "not ours"
+        );
+        std::fs::remove_dir_all(&d).expect("clean up");
+    }
+}
