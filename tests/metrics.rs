@@ -215,36 +215,29 @@ fn a_non_loopback_address_is_refused_without_allow_remote() {
     );
 }
 
-#[test]
-fn counters_never_go_backwards_across_a_reload_and_a_restart() {
-    let t = Topology::create("metrics-mono").expect("namespaces");
-    let root = PinRoot::new();
-    let policy = demo_policy_copy();
-    let c = start(&t, &policy, &root);
-    let _ = send_traffic(&t, "blocked", "198.51.100.10", 3).expect("traffic");
-    let _ = send_traffic(&t, "allowed", "203.0.113.10", 2).expect("traffic");
-    let (_, first) = scrape(&t);
-    let first = kernel_counters(&first);
-    assert!(first.len() > 10, "{first:#?}");
-    // A reload (SIGHUP), counted as ok.
-    c.signal(libc::SIGHUP);
-    assert!(c.wait_log("reloaded policy", Duration::from_secs(20)));
-    let (_, reloaded) = scrape(&t);
-    assert!((value(&reloaded, r#"regionwall_reloads_total{result="ok"}"#) - 1.0).abs() < 0.5);
-    assert!(value(&reloaded, "regionwall_policy_epoch") >= 2.0);
-    let reloaded = kernel_counters(&reloaded);
-    for (k, v) in &first {
+/// Every counter series (`_total`), kernel and controller alike.
+fn counters(s: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    s.iter()
+        .filter(|(k, _)| k.split('{').next().unwrap_or(k).ends_with("_total"))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
+/// Every series of `before` is in `after` with at least its value.
+fn never_backwards(when: &str, before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) {
+    for (k, v) in before {
         assert!(
-            reloaded.get(k).is_some_and(|now| now >= v),
-            "{k}: {v} then {:?}",
-            reloaded.get(k)
+            after.get(k).is_some_and(|now| now >= v),
+            "{when}: {k}: {v} then {:?}",
+            after.get(k)
         );
     }
-    // A restart on the same pins: the new controller adopts them.
-    c.kill9().expect("kill");
-    let c = start(&t, &policy, &root);
+}
+
+/// The first scrape of a controller that just started.
+fn first_scrape(t: &Topology) -> BTreeMap<String, f64> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let restarted = loop {
+    loop {
         let out = t
             .gateway
             .command("curl")
@@ -252,19 +245,73 @@ fn counters_never_go_backwards_across_a_reload_and_a_restart() {
             .output()
             .expect("curl");
         if out.status.success() || Instant::now() > deadline {
-            break scrape(&t).1;
+            break counters(&scrape(t).1);
         }
         std::thread::sleep(Duration::from_millis(100));
-    };
-    let restarted = kernel_counters(&restarted);
-    for (k, v) in &reloaded {
-        assert!(
-            restarted.get(k).is_some_and(|now| now >= v),
-            "{k}: {v} then {:?}",
-            restarted.get(k)
-        );
     }
+}
+
+#[test]
+fn counters_never_go_backwards_across_reloads_and_restarts() {
+    let t = Topology::create("metrics-mono").expect("namespaces");
+    let root = PinRoot::new();
+    let policy = demo_policy_copy();
+    // Beside the policy: a directory of this test's own.
+    let state = policy.with_file_name("state");
+    let state_arg = state.to_str().expect("UTF-8");
+    let original = std::fs::read_to_string(&policy).expect("policy");
+    // --persist: a clean stop keeps the pins (without it the kernel's
+    // counters go with them: a documented reset).
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "--pin-root",
+            root.arg(),
+            "--metrics",
+            METRICS,
+            "--persist",
+            "--state-dir",
+            state_arg,
+        ];
+        args.extend_from_slice(extra);
+        Controller::start(&exe(), &t, &policy, &args).expect("start")
+    };
+    let c = run(&[]);
+    let _ = send_traffic(&t, "blocked", "198.51.100.10", 3).expect("traffic");
+    let _ = send_traffic(&t, "allowed", "203.0.113.10", 2).expect("traffic");
+    let first = counters(&scrape(&t).1);
+    assert!(kernel_counters(&first).len() > 10, "{first:#?}");
+    // A reload put in force, and one refused (the file is watched).
+    c.signal(libc::SIGHUP);
+    assert!(c.wait_log("reloaded policy", Duration::from_secs(20)));
+    std::fs::write(&policy, "this is [not a policy").expect("write");
+    assert!(c.wait_log("rejected, previous policy", Duration::from_secs(20)));
+    std::fs::write(&policy, &original).expect("write");
+    let (_, reloaded) = scrape(&t);
+    assert!(value(&reloaded, r#"regionwall_reloads_total{result="ok"}"#) >= 1.0);
+    assert!(value(&reloaded, r#"regionwall_reloads_total{result="rejected"}"#) >= 1.0);
+    assert!(value(&reloaded, "regionwall_policy_epoch") >= 2.0);
+    let reloaded = counters(&reloaded);
+    never_backwards("reload", &first, &reloaded);
+
+    // A crash: the new controller adopts the pins and reads the counters
+    // file the last scrape saved.
+    c.kill9().expect("kill");
+    let c = run(&[]);
+    let crashed = first_scrape(&t);
+    never_backwards("kill -9", &reloaded, &crashed);
+    let _ = send_traffic(&t, "blocked", "198.51.100.10", 2).expect("traffic");
+    let crashed = counters(&scrape(&t).1);
+
+    // A clean stop, and a controller without history on the same state
+    // directory.
+    c.stop().expect("stop");
+    assert!(state.join("counters.json").is_file());
+    let c = run(&["--no-history"]);
+    let stopped = first_scrape(&t);
+    never_backwards("clean stop", &crashed, &stopped);
+    assert!(value(&stopped, r#"regionwall_reloads_total{result="rejected"}"#) >= 1.0);
     drop(c);
+    let _ = std::fs::remove_dir_all(policy.parent().expect("temp dir"));
 }
 
 #[test]
@@ -365,4 +412,82 @@ fn devices_over_the_cap_are_summed_as_other() {
     assert!(value(&s, other) >= 2.0, "{text}");
     println!("{text}");
     drop(c);
+}
+
+/// The demo policy with `extra` more devices (by MAC, sending nothing).
+fn with_devices(demo: &str, extra: &[String]) -> String {
+    use std::fmt::Write as _;
+    let mut text = demo.to_string();
+    for (i, name) in extra.iter().enumerate() {
+        let [hi, lo] = u16::try_from(i).expect("few").to_be_bytes();
+        writeln!(
+            text,
+            "\n[devices.{name}]\nmac = [\"02:00:5e:10:{hi:02x}:{lo:02x}\"]"
+        )
+        .expect("a String takes it");
+    }
+    text
+}
+
+#[test]
+fn a_reused_counter_slot_never_takes_other_backwards() {
+    let t = Topology::create("metrics-reuse").expect("namespaces");
+    let root = PinRoot::new();
+    let policy = demo_policy_copy();
+    let demo = std::fs::read_to_string(&policy).expect("policy");
+    // default + phone + 254 more: every device index is used, so a new
+    // name can only take a retired one.
+    let fillers: Vec<String> = (0..254).map(|i| format!("d{i}")).collect();
+    std::fs::write(&policy, with_devices(&demo, &fillers)).expect("write");
+    let c = Controller::start(
+        &exe(),
+        &t,
+        &policy,
+        &[
+            "--pin-root",
+            root.arg(),
+            "--metrics",
+            METRICS,
+            "--metrics-max-devices",
+            "0",
+        ],
+    )
+    .expect("start");
+    let _ = send_traffic(&t, "blocked", "198.51.100.10", 3).expect("traffic");
+    let other =
+        r#"regionwall_region_packets_total{device="other",region="blocked-zone",verdict="drop"}"#;
+    let (_, before) = scrape(&t);
+    assert!(value(&before, other) >= 3.0, "{before:#?}");
+    // The phone leaves (its index keeps its counts under its name; its
+    // addresses go to d253, which keeps its own index), then a new device
+    // takes the phone's index, which is zeroed.
+    // allow_empty: the phone's name leaves with its rule on purpose.
+    let without_phone = "allow_empty = true\n".to_string()
+        + &demo
+            .replace("[devices.phone]", "[devices.d253]")
+            .replace("devices = [\"phone\"]", "devices = [\"d253\"]");
+    std::fs::write(&policy, with_devices(&without_phone, &fillers[..253])).expect("write");
+    c.signal(libc::SIGHUP);
+    assert!(
+        c.wait_log("reloaded policy", Duration::from_secs(60)),
+        "{}",
+        c.log_text()
+    );
+    let (_, middle) = scrape(&t);
+    never_backwards("phone removed", &counters(&before), &counters(&middle));
+    let mut more = fillers[..253].to_vec();
+    more.push("laptop".into());
+    let log_before = c.log_text().matches("reloaded policy").count();
+    std::fs::write(&policy, with_devices(&without_phone, &more)).expect("write");
+    c.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.log_text().matches("reloaded policy").count() == log_before {
+        assert!(Instant::now() < deadline, "{}", c.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (text, after) = scrape(&t);
+    never_backwards("an index reused", &counters(&middle), &counters(&after));
+    assert!(value(&after, other) >= value(&before, other), "{text}");
+    drop(c);
+    let _ = std::fs::remove_dir_all(policy.parent().expect("temp dir"));
 }

@@ -1,7 +1,7 @@
-//! Operations, with the real controller in sandbox namespaces: event
-//! floods fully accounted, the control socket's clients and permissions,
-//! interfaces that come and go, and the systemd unit's capability set.
-//! Every namespace and pin is removed on drop.
+//! Operations, with the real controller in sandbox namespaces: the control
+//! socket's clients and permissions, interfaces that come and go, and the
+//! systemd unit's capability set (event floods: `tests/flood.rs`). Every
+//! namespace and pin is removed on drop.
 
 mod common;
 
@@ -11,139 +11,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::programs::Xdp;
-use aya_obj::programs::XdpAttachType;
-use common::{demo_policy_copy, exe, pins::PinRoot, regionwall, udp4_frame, xdp_attached};
+use common::{demo_policy_copy, exe, pins::PinRoot, regionwall, xdp_attached};
 use regionwall::{control::Stats, verdict::Verdict};
 use regionwall_testkit::{
     sandbox::{Controller, GATEWAY_LAN, Topology},
     traffic::send_traffic,
-    xdp::XDP_DROP,
 };
 
 const BLOCKED: &str = "198.51.100.10";
 const ALLOWED: &str = "203.0.113.10";
-
-/// The controller's peak and current RSS in KiB.
-fn rss(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
-}
-
-/// One million blocked packets through the controller's program; returns
-/// the stats once every event is accounted for.
-fn flood(c: &Controller, root: &PinRoot, packets: u32) -> Stats {
-    let prog = Xdp::from_pin(root.pins().prog(), XdpAttachType::Interface).expect("program");
-    let frame = udp4_frame(
-        std::net::Ipv4Addr::new(192, 0, 2, 10),
-        std::net::Ipv4Addr::new(198, 51, 100, 20),
-        9,
-    );
-    let before = common::stats(root, &c.socket);
-    let start = Instant::now();
-    let run = common::prog::run(&prog, &frame, packets);
-    assert_eq!(run.return_value, XDP_DROP);
-    println!("{packets} blocked packets in {:?}", start.elapsed());
-    // Wait for the controller to drain the ring.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = common::stats(root, &c.socket);
-        let drops = s.packets(Verdict::Drop) - before.packets(Verdict::Drop);
-        let n = s.not_logged;
-        let accounted = (s.events_logged - before.events_logged)
-            + (n.suppressed - before.not_logged.suppressed)
-            + (n.ring_lost - before.not_logged.ring_lost)
-            + (n.queue_dropped - before.not_logged.queue_dropped);
-        if accounted == drops || Instant::now() > deadline {
-            println!(
-                "drops {drops} = logged {} + over the rate limit {} + lost in the ring {} + dropped from the queue {} (accounted {accounted})",
-                s.events_logged - before.events_logged,
-                n.suppressed - before.not_logged.suppressed,
-                n.ring_lost - before.not_logged.ring_lost,
-                n.queue_dropped - before.not_logged.queue_dropped
-            );
-            assert_eq!(drops, u64::from(packets), "every packet dropped");
-            assert_eq!(accounted, drops, "events + suppressed + lost = drops");
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-#[test]
-fn event_floods_are_rate_limited_and_fully_accounted() {
-    let t = Topology::create("flood").expect("namespaces");
-    let policy = demo_policy_copy();
-    // Default rate limit: most events suppressed in the kernel.
-    let root = PinRoot::new();
-    let c = Controller::start(&exe(), &t, &policy, &["--pin-root", root.arg(), "--json"])
-        .expect("start");
-    let (_, rss_before) = rss(c.pid());
-    let s = flood(&c, &root, 1_000_000);
-    assert!(
-        s.not_logged.suppressed > 900_000,
-        "rate limited in the kernel"
-    );
-    assert!(
-        s.suppressed
-            .iter()
-            .any(|r| r.device == "phone" && r.region == "blocked-zone"),
-        "suppression is reported per device and region: {:?}",
-        s.suppressed
-    );
-    let (peak, now) = rss(c.pid());
-    println!("rate-limited flood: controller RSS {rss_before} KiB -> {now} KiB (peak {peak} KiB)");
-    drop(c);
-    drop(root);
-
-    // No rate limit and a small queue: the ring and the queue overflow,
-    // every event is still accounted for and memory stays bounded.
-    let root = PinRoot::new();
-    let c = Controller::start(
-        &exe(),
-        &t,
-        &policy,
-        &[
-            "--pin-root",
-            root.arg(),
-            "--json",
-            "--event-rate",
-            "0",
-            "--queue",
-            "1024",
-        ],
-    )
-    .expect("start");
-    let (_, rss_before) = rss(c.pid());
-    let s = flood(&c, &root, 1_000_000);
-    let (peak, now) = rss(c.pid());
-    println!(
-        "unlimited flood: logged {}, lost {}, queue-dropped {}; controller RSS {rss_before} KiB -> {now} KiB (peak {peak} KiB)",
-        s.events_logged, s.not_logged.ring_lost, s.not_logged.queue_dropped
-    );
-    assert!(
-        s.not_logged.ring_lost + s.not_logged.queue_dropped > 0,
-        "overflowed"
-    );
-    assert!(
-        now < rss_before + 32 * 1024,
-        "memory bounded: {rss_before} -> {now} KiB"
-    );
-    // History (on by default) recorded every event it was handed, or
-    // counted it as not written: nothing vanishes between the two.
-    common::wait_history_accounted(&root, &c.socket);
-    // The drain loop still prints everything it got.
-    let printed = c.drain_lines(usize::MAX, Duration::from_millis(500)).len();
-    println!("unlimited flood: {printed} event lines read from the controller's stdout");
-}
 
 fn wait_child(
     child: &mut std::process::Child,

@@ -1,14 +1,22 @@
 //! Reading the counters, the live policy's facts and the slot names from
 //! the program's maps: the same code for a loaded
 //! [`crate::datapath::Datapath`] and for pinned maps
-//! ([`crate::pin::PinnedMaps`]) when no controller runs.
+//! ([`crate::pin::PinnedMaps`]) when no controller runs. Per-CPU counter
+//! arrays are read in bulk ([`bulk`]), one place for the snapshot,
+//! `/metrics`, the dashboard and the history's rollups.
+
+pub mod bulk;
 
 use std::net::IpAddr;
 
-use aya::maps::{Array, Map, MapData, PerCpuArray, PerCpuHashMap};
+use aya::{
+    Pod,
+    maps::{Array, Map, MapData, PerCpuArray, PerCpuHashMap},
+};
 use regionwall_common::{
     Bucket, COUNTERS, COUNTRY_STRIDE, Control, DestCounter, DestKey, GENERATIONS, MAX_DEVICES,
-    PolicyMeta, SlotName, TrafficCounter, country_slot, names_slots, rate_slot, traffic_slot,
+    PolicyMeta, SlotName, TrafficCounter, VERDICTS, country_slot, names_slots, rate_slot,
+    traffic_slot,
 };
 
 use crate::{slots::SlotTable, verdict::Verdict};
@@ -67,6 +75,18 @@ pub trait Readings {
     /// A map by name.
     fn map_named(&self, name: &'static str) -> Result<&Map, ReadError>;
 
+    /// Calls `each(index, per-CPU values)` for the entries `0..n` of the
+    /// per-CPU array `name`, in index order ([`bulk::per_cpu`]: batch
+    /// lookups).
+    fn per_cpu_entries<V: Pod>(
+        &self,
+        name: &'static str,
+        n: u32,
+        each: &mut dyn FnMut(u32, &[V]),
+    ) -> Result<(), ReadError> {
+        bulk::per_cpu(self.map_named(name)?, name, n, each)
+    }
+
     /// The control record.
     fn control(&self) -> Result<Control, ReadError> {
         let control: Array<&MapData, Control> =
@@ -99,18 +119,12 @@ pub trait Readings {
 
     /// Global counters summed over CPUs, indexed by `Counter as usize`.
     fn counters(&self) -> Result<[u64; COUNTERS as usize], ReadError> {
-        let arr: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.map_named("COUNTERS_MAP")?)
-                .map_err(map_err("COUNTERS_MAP"))?;
         let mut out = [0u64; COUNTERS as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            let i = u32::try_from(i).unwrap_or(u32::MAX);
-            *slot = arr
-                .get(&i, 0)
-                .map_err(map_err("COUNTERS_MAP"))?
-                .iter()
-                .sum();
-        }
+        self.per_cpu_entries("COUNTERS_MAP", COUNTERS, &mut |i, values: &[u64]| {
+            if let Some(slot) = out.get_mut(usize::try_from(i).unwrap_or(usize::MAX)) {
+                *slot = values.iter().sum();
+            }
+        })?;
         Ok(out)
     }
 
@@ -144,7 +158,9 @@ pub trait Readings {
         self.traffic_rows("COUNTRY_TRAFFIC", devices, COUNTRY_STRIDE, country_slot)
     }
 
-    /// The rows of a (device, key, verdict) counter map with traffic.
+    /// The rows of a (device, key, verdict) counter map with traffic: the
+    /// first `devices` devices' slots, a prefix of the map (`slot` is
+    /// device-major), read in bulk.
     fn traffic_rows(
         &self,
         name: &'static str,
@@ -152,33 +168,37 @@ pub trait Readings {
         keys: u32,
         slot: impl Fn(u32, u32, u32) -> u32,
     ) -> Result<Vec<TrafficRow>, ReadError> {
-        let arr: PerCpuArray<&MapData, TrafficCounter> =
-            PerCpuArray::try_from(self.map_named(name)?).map_err(map_err(name))?;
-        let mut out = Vec::new();
-        for device in 0..devices.min(MAX_DEVICES) {
-            for region in 0..keys {
-                for verdict in Verdict::ALL {
-                    let values = arr
-                        .get(&slot(device, region, verdict.kernel()), 0)
-                        .map_err(map_err(name))?;
-                    let counter =
-                        values
-                            .iter()
-                            .fold(TrafficCounter::default(), |a, c| TrafficCounter {
-                                packets: a.packets + c.packets,
-                                bytes: a.bytes + c.bytes,
-                            });
-                    if counter.packets > 0 {
-                        out.push(TrafficRow {
-                            device,
-                            region,
-                            verdict,
-                            counter,
-                        });
-                    }
-                }
-            }
+        let devices = devices.min(MAX_DEVICES);
+        if devices == 0 || keys == 0 {
+            return Ok(Vec::new());
         }
+        // Both maps lay their slots out device-major, verdict fastest
+        // (`traffic_slot`, `country_slot`): the index says whose it is.
+        let owner = |i: u32| {
+            let (device, region) = (i / VERDICTS / keys, i / VERDICTS % keys);
+            let verdict = Verdict::from_kernel(i % VERDICTS)?;
+            (slot(device, region, verdict.kernel()) == i).then_some((device, region, verdict))
+        };
+        let end = devices * keys * VERDICTS;
+        let mut out = Vec::new();
+        self.per_cpu_entries(name, end, &mut |i, values: &[TrafficCounter]| {
+            let counter = values
+                .iter()
+                .fold(TrafficCounter::default(), |a, c| TrafficCounter {
+                    packets: a.packets + c.packets,
+                    bytes: a.bytes + c.bytes,
+                });
+            if counter.packets > 0
+                && let Some((device, region, verdict)) = owner(i)
+            {
+                out.push(TrafficRow {
+                    device,
+                    region,
+                    verdict,
+                    counter,
+                });
+            }
+        })?;
         Ok(out)
     }
 
@@ -219,22 +239,39 @@ pub trait Readings {
     /// summed over CPUs; only slots with suppressed events.
     fn suppressed(&self, devices: u32) -> Result<Vec<(u32, u32, u64)>, ReadError> {
         let stride = self.control()?.region_stride;
-        let arr: PerCpuArray<&MapData, Bucket> =
-            PerCpuArray::try_from(self.map_named("RATE_LIMIT")?).map_err(map_err("RATE_LIMIT"))?;
+        let devices = devices.min(MAX_DEVICES);
         let mut out = Vec::new();
-        for device in 0..devices.min(MAX_DEVICES) {
-            for region in 0..stride {
-                let n: u64 = arr
-                    .get(&rate_slot(device, region, stride), 0)
-                    .map_err(map_err("RATE_LIMIT"))?
-                    .iter()
-                    .map(|b| b.suppressed)
-                    .sum();
-                if n > 0 {
-                    out.push((device, region, n));
+        self.per_cpu_entries(
+            "RATE_LIMIT",
+            devices * stride,
+            &mut |i, values: &[Bucket]| {
+                let n: u64 = values.iter().map(|b| b.suppressed).sum();
+                if n > 0 && stride > 0 {
+                    debug_assert_eq!(rate_slot(i / stride, i % stride, stride), i);
+                    out.push((i / stride, i % stride, n));
                 }
-            }
-        }
+            },
+        )?;
         Ok(out)
+    }
+}
+
+/// Readings through `R`, every per-CPU array read one key per syscall
+/// ([`bulk::per_key`]): what every reading did before batch lookups, kept
+/// as the baseline the benchmark and the tests compare with.
+pub struct PerKey<'a, R>(pub &'a R);
+
+impl<R: Readings> Readings for PerKey<'_, R> {
+    fn map_named(&self, name: &'static str) -> Result<&Map, ReadError> {
+        self.0.map_named(name)
+    }
+
+    fn per_cpu_entries<V: Pod>(
+        &self,
+        name: &'static str,
+        n: u32,
+        each: &mut dyn FnMut(u32, &[V]),
+    ) -> Result<(), ReadError> {
+        bulk::per_key(self.map_named(name)?, name, n, each)
     }
 }

@@ -22,7 +22,8 @@ pub struct RecordArgs {
     /// [default: /var/lib/regionwall/<iface>/]
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
-    /// Record no history.
+    /// Record no history (the controller's own counters are still kept in
+    /// the state directory when it is given or already exists).
     #[arg(long)]
     pub no_history: bool,
     /// Events and rollups older than this are removed (e.g. 30d, 12h).
@@ -42,6 +43,18 @@ pub struct RecordArgs {
 }
 
 impl RecordArgs {
+    /// Where the controller's own counters are kept across restarts: the
+    /// state directory when history is recorded, else the one given, or
+    /// the default one if it exists.
+    #[must_use]
+    pub fn counters_dir(&self, iface: &str) -> Option<PathBuf> {
+        match (&self.state_dir, self.no_history) {
+            (Some(dir), _) => Some(dir.clone()),
+            (None, false) => Some(history::default_state_dir(iface)),
+            (None, true) => Some(history::default_state_dir(iface)).filter(|d| d.is_dir()),
+        }
+    }
+
     #[must_use]
     pub fn options(&self, iface: &str) -> recorder::Options {
         recorder::Options {

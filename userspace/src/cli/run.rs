@@ -7,7 +7,7 @@ use aya::programs::XdpMode;
 use regionwall::{
     control,
     controller::{
-        Config, Controller, metrics, recorder, release_freed_memory,
+        Config, Controller, kept, metrics, recorder, release_freed_memory,
         reload::{Reloads, spawn_prepare},
         report::{self, NotLogged},
         socket::{self, Access, RemoveOnDrop, Shared},
@@ -400,6 +400,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         &args.history.options(&args.iface),
         stats_tx.clone(),
     );
+    let _counters = kept::start(&mut ctl, args.history.counters_dir(&args.iface).as_deref());
     let (shadow_tx, mut shadow_rx) = super::candidate::start(&mut ctl, &args.shadow);
     let server = tokio::spawn(socket::serve(
         listener,
@@ -441,12 +442,19 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     drop(hostnames);
     drop(reloads);
+    finish(ctl, exit, args.persist, &args.iface).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Stops enforcement as `exit` asks (unpinning unless persisted), answers a
+/// `detach` client and prints the summary.
+async fn finish(ctl: Controller, exit: Exit, persist: bool, iface: &str) {
     let stats = ctl.snapshot();
     let unpin = match &exit {
-        Exit::Signal => !args.persist,
+        Exit::Signal => !persist,
         Exit::Detach(_) => true,
         Exit::Unpinned => {
-            log::warn!("the link pin of {} was removed; exiting", args.iface);
+            log::warn!("the link pin of {iface} was removed; exiting");
             true
         }
     };
@@ -462,5 +470,4 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eprintln!("{}", report::summary(&message, &stats));
-    Ok(ExitCode::SUCCESS)
 }

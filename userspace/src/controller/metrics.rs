@@ -96,11 +96,12 @@ impl Exporter {
             tally: Arc::clone(ctl.tally()),
             hosts: ctl.hosts().cloned(),
             max_devices: self.max_devices,
-            policy: ctl.watch_policy(),
+            policy: Some(ctl.watch_policy()),
+            per_key: false,
+            carry: Arc::clone(&ctl.carry),
+            kept: ctl.kept.clone(),
         };
-        let mut registry = Registry::with_prefix("regionwall");
-        registry.register_collector(Box::new(Scrape(source)));
-        let registry = Arc::new(registry);
+        let registry = Arc::new(registry(source));
         let addr = self.local_addr().ok();
         let listener = self.listener;
         tokio::spawn(async move {
@@ -127,6 +128,22 @@ impl Exporter {
     }
 }
 
+/// The registry `/metrics` serves: one collector reading `source` on every
+/// scrape.
+#[must_use]
+pub fn registry(source: Source) -> Registry {
+    let mut registry = Registry::with_prefix("regionwall");
+    registry.register_collector(Box::new(Scrape(source)));
+    registry
+}
+
+/// One scrape of `registry` as OpenMetrics text (reads the maps: call it
+/// off the event loop).
+pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut body = String::new();
+    prometheus_client::encoding::text::encode(&mut body, registry).map(|()| body)
+}
+
 /// Encodes the registry on a blocking thread (the collector reads maps):
 /// OpenMetrics when the client accepts it (Prometheus does), else the
 /// classic text format (curl, `promtool check metrics`, older scrapers).
@@ -136,11 +153,7 @@ async fn scrape(registry: Arc<Registry>, headers: HeaderMap) -> impl IntoRespons
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("application/openmetrics-text"));
-    let encoded = tokio::task::spawn_blocking(move || {
-        let mut body = String::new();
-        prometheus_client::encoding::text::encode(&mut body, &registry).map(|()| body)
-    })
-    .await;
+    let encoded = tokio::task::spawn_blocking(move || encode(&registry)).await;
     match encoded {
         Ok(Ok(body)) if openmetrics => {
             (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], body)

@@ -19,11 +19,15 @@
 //! - [`report`]: start, periodic and exit messages.
 //! - [`shadow`]: a candidate policy evaluated beside the live one.
 //! - [`metrics`]: the Prometheus endpoint (`run --metrics`), read by
-//!   [`scrape`] from the pinned maps at scrape time.
+//!   [`scrape`] from the pinned maps at scrape time; [`carry`] keeps its
+//!   series monotonic, [`kept`] keeps the controller's own counters (and
+//!   the carry) in the state directory across restarts.
 
+pub mod carry;
 pub mod establish;
 pub mod hostnames;
 pub mod http;
+pub mod kept;
 mod known;
 pub mod lock;
 pub mod metrics;
@@ -243,6 +247,10 @@ pub struct Controller {
     candidate: Option<shadow::Staged>,
     /// Its events, for the clients that stream them.
     candidate_feed: tokio::sync::broadcast::Sender<Arc<shadow::CandidateRecord>>,
+    /// What lifts `/metrics` series that would fall (shared with it).
+    carry: Arc<std::sync::Mutex<carry::Carry>>,
+    /// The counters kept in the state directory, when there is one.
+    kept: Option<Arc<kept::Kept>>,
     pub supervisor: supervise::Supervisor,
 }
 
@@ -345,6 +353,8 @@ impl Controller {
             history: None,
             counters_fresh,
             candidate: None,
+            carry: Arc::default(),
+            kept: None,
             candidate_feed: tokio::sync::broadcast::channel(FEED).0,
             supervisor,
         };

@@ -30,7 +30,7 @@ use regionwall_common::Counter;
 use super::{Tally, hostnames::HostNames};
 use crate::{
     pin::{PinDir, PinError, PinnedMaps},
-    readings::{ReadError, Readings as _},
+    readings::{ReadError, Readings},
     verdict::Verdict,
 };
 
@@ -56,8 +56,17 @@ pub struct Source {
     pub hosts: Option<HostNames>,
     /// Devices that get a label of their own (by counter index order).
     pub max_devices: usize,
-    /// The live policy (for its `[update]` status file).
-    pub policy: tokio::sync::watch::Receiver<Arc<crate::policy::Policy>>,
+    /// The live policy (for its `[update]` status file); none in the
+    /// benchmark.
+    pub policy: Option<tokio::sync::watch::Receiver<Arc<crate::policy::Policy>>>,
+    /// Read the counters one key per syscall, as before batch lookups
+    /// ([`crate::readings::PerKey`]): only the benchmark's baseline sets it.
+    pub per_key: bool,
+    /// Lifts series that would fall ([`super::carry`]).
+    pub carry: Arc<std::sync::Mutex<super::carry::Carry>>,
+    /// The counters kept in the state directory: saved before a scrape
+    /// is answered.
+    pub kept: Option<Arc<super::kept::Kept>>,
 }
 
 impl std::fmt::Debug for Source {
@@ -70,7 +79,7 @@ impl std::fmt::Debug for Source {
 }
 
 /// Packets and bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Count {
     pub packets: u64,
     pub bytes: u64,
@@ -119,6 +128,22 @@ impl Source {
     /// Reads every kernel-side value once.
     pub fn read(&self) -> Result<Reading, ScrapeError> {
         let maps = PinnedMaps::open(&self.pins)?;
+        let mut r = if self.per_key {
+            self.read_from(&crate::readings::PerKey(&maps))?
+        } else {
+            self.read_from(&maps)?
+        };
+        r.dns_copied = maps.dns_counts().ok().map(|d| (d.copied, d.lost));
+        r.destinations = self.destinations().ok();
+        let ifindex = crate::iface::ifindex(&self.iface).ok();
+        let on_iface = |facts: Result<Option<crate::pin::LinkFacts>, PinError>| matches!((facts, ifindex), (Ok(Some(f)), Some(i)) if f.ifindex == i);
+        r.xdp_attached = on_iface(self.pins.link_facts());
+        r.tc_attached = on_iface(self.pins.dns_link_facts());
+        Ok(r)
+    }
+
+    /// The counters and policy facts of `maps`, labelled.
+    pub fn read_from(&self, maps: &impl Readings) -> Result<Reading, ReadError> {
         let meta = maps.live_meta()?;
         let slots = maps.read_slots()?;
         let devices = meta
@@ -173,12 +198,6 @@ impl Source {
                 bytes: t.counter.bytes,
             };
         }
-        r.dns_copied = maps.dns_counts().ok().map(|d| (d.copied, d.lost));
-        r.destinations = self.destinations().ok();
-        let ifindex = crate::iface::ifindex(&self.iface).ok();
-        let on_iface = |facts: Result<Option<crate::pin::LinkFacts>, PinError>| matches!((facts, ifindex), (Ok(Some(f)), Some(i)) if f.ifindex == i);
-        r.xdp_attached = on_iface(self.pins.link_facts());
-        r.tc_attached = on_iface(self.pins.dns_link_facts());
         Ok(r)
     }
 
@@ -304,7 +323,15 @@ impl Collector for Scrape {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let started = std::time::Instant::now();
         let src = &self.0;
-        let reading = src.read();
+        let mut reading = src.read();
+        if let (Ok(r), Ok(mut carry)) = (&mut reading, src.carry.lock()) {
+            carry.apply(r);
+        }
+        // What this scrape shows is on disk before it is answered, so a
+        // restart cannot show less.
+        if let Some(Err(e)) = src.kept.as_ref().map(|k| k.save()) {
+            log::warn!("metrics: {e}");
+        }
         gauge(
             &mut e,
             "scrape_ok",
@@ -326,20 +353,30 @@ impl Collector for Scrape {
     }
 }
 
-/// What the controller counts itself (0 again after a restart).
+/// What the controller counts itself (kept across restarts in the state
+/// directory, when there is one).
 fn controller_series(e: &mut DescriptorEncoder, src: &Source) -> Result<(), std::fmt::Error> {
     let tally = &src.tally;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    // What earlier controllers counted (kept in the state directory).
+    let base = src.kept.as_ref().map(|k| &k.base);
+    let base = |pick: fn(&super::kept::Saved) -> u64| base.map_or(0, pick);
     let mut m = e.encode_descriptor(
         "reloads",
-        "Policy reloads by result since the controller started",
+        "Policy reloads by result",
         None,
         MetricType::Counter,
     )?;
     for (result, n) in [
-        ("ok", load(&tally.reloads_ok)),
-        ("rejected", load(&tally.reloads_rejected)),
-        ("failed", load(&tally.reloads_failed)),
+        ("ok", base(|b| b.reloads_ok) + load(&tally.reloads_ok)),
+        (
+            "rejected",
+            base(|b| b.reloads_rejected) + load(&tally.reloads_rejected),
+        ),
+        (
+            "failed",
+            base(|b| b.reloads_failed) + load(&tally.reloads_failed),
+        ),
     ] {
         ConstCounter::new(n).encode(m.encode_family(&[("result", result)])?)?;
     }
@@ -351,7 +388,10 @@ fn controller_series(e: &mut DescriptorEncoder, src: &Source) -> Result<(), std:
         Some(&Unit::Seconds),
         load(&tally.loaded_at) as f64,
     )?;
-    let update_dir = src.policy.borrow().update_dir.clone();
+    let update_dir = src
+        .policy
+        .as_ref()
+        .and_then(|p| p.borrow().update_dir.clone());
     if let Some(status) = update_dir.as_deref().and_then(crate::update::status::read) {
         update_series(e, &status)?;
     }
@@ -369,13 +409,13 @@ fn controller_series(e: &mut DescriptorEncoder, src: &Source) -> Result<(), std:
         e,
         "events_queue_dropped",
         "Events dropped from the controller's full queue (--queue)",
-        load(&tally.queue_dropped),
+        base(|b| b.queue_dropped) + load(&tally.queue_dropped),
     )?;
     counter(
         e,
         "events_not_written",
         "Events the controller's output could not take",
-        load(&tally.not_written),
+        base(|b| b.not_written) + load(&tally.not_written),
     )?;
     if let Some(hosts) = &src.hosts {
         let d = hosts.stats();
@@ -383,7 +423,7 @@ fn controller_series(e: &mut DescriptorEncoder, src: &Source) -> Result<(), std:
             e,
             "dns_answers_decoded",
             "DNS answers decoded into names",
-            d.answers,
+            base(|b| b.dns_answers) + d.answers,
         )?;
         #[expect(clippy::cast_precision_loss, reason = "cache sizes fit an f64")]
         gauge(

@@ -1,4 +1,4 @@
-//! The history file: opened only when it is ours, its schema, event and rollup writes, retention.
+//! The history file: opened only when it is ours, its schema, event and rollup writes (retention and compaction are in `retention`).
 
 use std::{
     io::Read as _,

@@ -10,7 +10,10 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use super::store::{Counted, Origin, Store};
+use super::{
+    retention::TRIM_AT,
+    store::{Counted, Origin, Store},
+};
 use crate::{control::HistoryStats, events::Record};
 
 /// Work for the writer thread.
@@ -36,12 +39,26 @@ pub struct Settings {
     pub retention: Duration,
     /// The file (and its log) is kept under this many bytes.
     pub max_bytes: u64,
-    /// How often retention runs.
+    /// How often retention by age runs (the size is checked after every
+    /// commit).
     pub retention_every: Duration,
 }
 
 /// Events committed at once at most (a burst is split).
 const MAX_BATCH: usize = 4096;
+
+/// What an event takes in the database, about (row and indices), to size
+/// commits against the bound.
+const EVENT_BYTES: u64 = 256;
+
+/// Events per commit: at most [`MAX_BATCH`], and at most a twentieth of
+/// `max_bytes`, so one commit never carries the database far past the
+/// point where [`keep_under`] trims it.
+fn batch(max_bytes: u64) -> usize {
+    usize::try_from(max_bytes / 20 / EVENT_BYTES)
+        .unwrap_or(MAX_BATCH)
+        .clamp(64, MAX_BATCH)
+}
 
 /// What the writer did and could not do (shown by `stats`).
 #[derive(Debug, Default)]
@@ -177,7 +194,33 @@ impl Drop for Writer {
     }
 }
 
+/// After a commit: past [`TRIM_AT`] percent of the bound, the oldest rows
+/// go now rather than at the next retention pass, so the database passes
+/// `--max-db-size` by at most what one commit adds beyond that (commits
+/// are a twentieth of the bound at most: [`batch`]).
+fn keep_under(store: &mut Store, max_bytes: u64, counts: &Counts) {
+    match store.size() {
+        Ok(size) if size > max_bytes / 100 * TRIM_AT => match store.trim(max_bytes) {
+            Ok(removed) => log::debug!(
+                "history: {size} bytes; removed the oldest {} events and {} rollup rows",
+                removed.events,
+                removed.rollups
+            ),
+            Err(e) => counts.fail(format!("keeping the history under its size: {e}")),
+        },
+        Ok(_) => {}
+        Err(e) => counts.fail(format!("reading the history's size: {e}")),
+    }
+    if let Ok(size) = store.size() {
+        counts.db_bytes.store(size, Ordering::Relaxed);
+    }
+}
+
 fn run(mut store: Store, rx: &Receiver<Job>, settings: Settings, counts: &Counts) {
+    if let Err(e) = store.limit_log(settings.max_bytes) {
+        counts.fail(e.to_string());
+    }
+    let batch = batch(settings.max_bytes);
     let mut pending: Vec<Arc<Record>> = Vec::new();
     let mut oldest: Option<Instant> = None;
     let mut last_retention: Option<Instant> = None;
@@ -206,9 +249,10 @@ fn run(mut store: Store, rx: &Receiver<Job>, settings: Settings, counts: &Counts
             Ok(Job::Event(r)) => {
                 pending.push(r);
                 oldest.get_or_insert_with(Instant::now);
-                if pending.len() >= MAX_BATCH {
+                if pending.len() >= batch {
                     flush(&mut store, &mut pending);
                     oldest = None;
+                    keep_under(&mut store, settings.max_bytes, counts);
                 }
             }
             Ok(Job::Counters { at, rows, origin }) => {
@@ -223,6 +267,7 @@ fn run(mut store: Store, rx: &Receiver<Job>, settings: Settings, counts: &Counts
                     // counts this one's growth too.
                     Err(e) => counts.fail(format!("writing counter rollups: {e}")),
                 }
+                keep_under(&mut store, settings.max_bytes, counts);
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
@@ -233,11 +278,7 @@ fn run(mut store: Store, rx: &Receiver<Job>, settings: Settings, counts: &Counts
         if oldest.is_some_and(|t| t.elapsed() >= settings.commit_every) {
             flush(&mut store, &mut pending);
             oldest = None;
-            // `stats` shows the size as of the last commit, not the last
-            // retention pass.
-            if let Ok(size) = store.size() {
-                counts.db_bytes.store(size, Ordering::Relaxed);
-            }
+            keep_under(&mut store, settings.max_bytes, counts);
         }
         if last_retention.is_none_or(|t| t.elapsed() >= settings.retention_every) {
             last_retention = Some(Instant::now());

@@ -19,6 +19,8 @@
 //! 9. History: events written per second, a grouped query over them.
 //! 10. What a staged candidate policy costs: the world table's path with
 //!     none, one agreeing and one disagreeing on every packet.
+//! 11. `/metrics` with 256 devices × 250 countries: a scrape with batch
+//!     lookups against the per-key read, side by side.
 //!
 //! Prints a table with ratios and target checks, writes JSON under
 //! target/bench/ and refreshes the README's results section.
@@ -35,6 +37,7 @@ mod dns;
 mod events;
 mod history;
 mod inline;
+mod metrics;
 mod reject;
 mod report;
 mod shadow;
@@ -82,7 +85,7 @@ pub struct Args {
     #[arg(long)]
     pub quick: bool,
     /// Only these tables (1k, 10k, 100k, world, 1M) and sections
-    /// (accounting, dns, history, dashboard, reject, events, rss, inline), e.g.
+    /// (accounting, dns, history, dashboard, metrics, reject, events, rss, inline), e.g.
     /// `--only 1M,dns`.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -157,6 +160,8 @@ pub struct Results {
     pub history: Option<history::HistoryResult>,
     /// The dashboard's history endpoints on a 30-day database.
     pub dashboard: Option<dashboard::DashboardResult>,
+    /// A `/metrics` scrape with 256 devices × 250 countries.
+    pub metrics: Option<metrics::MetricsResult>,
     /// Seconds for `regionwall check` of [`inline::COUNT`] inline CIDRs.
     pub inline_check_s: Option<f64>,
     /// The world table's path with and without a staged candidate.
@@ -231,18 +236,7 @@ pub fn main(args: &Args, root: &Path) -> anyhow::Result<()> {
     if let Some(prefixes) = shadow_table {
         results.shadow = Some(shadow::run_world(prefixes, root, args)?);
     }
-    if wants("dns") {
-        eprintln!("bench: DNS decoding and the name cache");
-        results.dns = Some(dns::run());
-    }
-    if wants("history") {
-        eprintln!("bench: the history database");
-        results.history = Some(history::run(&root.join("target/bench/history"))?);
-    }
-    if wants("dashboard") {
-        eprintln!("bench: the dashboard's API on a 30-day history");
-        results.dashboard = Some(dashboard::run(&root.join("target/bench/dashboard"))?);
-    }
+    observability(&mut results, root, &wants)?;
     if wants("reject") {
         eprintln!("bench: reject path");
         let rejects = reject::run(args, &root.join("target/bench/reject"))?;
@@ -269,6 +263,32 @@ pub fn main(args: &Args, root: &Path) -> anyhow::Result<()> {
         results.inline_check_s = Some(seconds);
     }
     report::finish(&results, root, !args.no_readme)
+}
+
+/// The sections on seeing traffic: DNS names, the history, the dashboard's
+/// API and `/metrics`.
+fn observability(
+    results: &mut Results,
+    root: &Path,
+    wants: &dyn Fn(&str) -> bool,
+) -> anyhow::Result<()> {
+    if wants("dns") {
+        eprintln!("bench: DNS decoding and the name cache");
+        results.dns = Some(dns::run());
+    }
+    if wants("history") {
+        eprintln!("bench: the history database");
+        results.history = Some(history::run(&root.join("target/bench/history"))?);
+    }
+    if wants("dashboard") {
+        eprintln!("bench: the dashboard's API on a 30-day history");
+        results.dashboard = Some(dashboard::run(&root.join("target/bench/dashboard"))?);
+    }
+    if wants("metrics") {
+        eprintln!("bench: /metrics with 256 devices x 250 countries");
+        results.metrics = Some(metrics::run()?);
+    }
+    Ok(())
 }
 
 fn machine() -> Machine {
