@@ -70,7 +70,6 @@ fn bare_command_prints_help_and_touches_nothing() {
     }
     assert!(!stderr.contains("namespaces phone"), "no demo started");
     assert_eq!(traces_of(pid), Vec::<String>::new(), "no namespace or pin");
-    assert!(took < Duration::from_secs(2), "{took:?}");
 }
 
 #[test]
@@ -177,7 +176,9 @@ fn run_waits_for_a_lan_interface_that_appears_late() {
         "the wait is logged once"
     );
     assert_eq!(log.matches("interface lan0 appeared").count(), 1);
-    assert!(appeared < Duration::from_secs(2), "{appeared:?}");
+    // A liveness bound, not a speed claim: the wait polls every 500 ms
+    // and netlink wakes it earlier; ten seconds only catches a hang.
+    assert!(appeared < Duration::from_secs(10), "{appeared:?}");
     assert!(xdp_attached(&t));
     for (label, addr, delivered) in [
         ("blocked v4", "198.51.100.10", 0),
