@@ -38,6 +38,8 @@ pub struct Plan {
     pub timeout: Duration,
     /// Time limit to connect.
     pub connect_timeout: Duration,
+    /// PEM certificates trusted for https besides the built-in web roots.
+    pub ca_file: Option<PathBuf>,
     /// Addresses and the country each must still map to.
     pub canaries: Vec<(IpAddr, String)>,
     /// What to fetch.
@@ -171,6 +173,7 @@ impl Planner<'_> {
             max_size: 512 << 20,
             timeout: Duration::from_secs(300),
             connect_timeout: Duration::from_secs(10),
+            ca_file: u.ca_file.as_ref().map(|f| self.base.join(f.get_ref())),
             canaries: Vec::new(),
             sources: Vec::new(),
         };

@@ -139,6 +139,9 @@ policy_table! {
         max_size: Option<Spanned<String>> = default,
         timeout: Option<Spanned<String>> = default,
         connect_timeout: Option<Spanned<String>> = default,
+        /// PEM certificates trusted besides the built-in web roots (a
+        /// mirror behind a private CA).
+        ca_file: Option<Spanned<String>> = default,
         canary: BTreeMap<Spanned<String>, Spanned<String>> = default,
     }
 }

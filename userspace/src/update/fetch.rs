@@ -34,6 +34,9 @@ pub enum FetchError {
     File(crate::input::InputError),
     #[error("{url}: not a URL this client fetches (http, https or file)")]
     Scheme { url: String },
+    /// `ca_file` could not be read or holds no PEM certificate.
+    #[error("ca_file {}: {why}", path.display())]
+    Ca { path: PathBuf, why: String },
 }
 
 /// Validators of the copy we have, sent so an unchanged file is not sent.
@@ -55,12 +58,30 @@ pub enum Got {
     },
 }
 
-/// The limits every download is held to.
-#[derive(Clone, Copy, Debug)]
+/// The limits every download is held to, and what it trusts.
+#[derive(Clone, Debug)]
 pub struct Limits {
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub max_size: u64,
+    /// PEM certificates trusted besides the built-in web roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The certificates of a PEM file (a bundle may hold several).
+fn certificates(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, FetchError> {
+    let ca = |why: String| FetchError::Ca {
+        path: path.to_path_buf(),
+        why,
+    };
+    let pem = std::fs::read(path).map_err(|e| ca(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(ca(
+            "expected PEM certificates (-----BEGIN CERTIFICATE-----), found none".into(),
+        ));
+    }
+    Ok(certs)
 }
 
 /// One HTTP client for a whole update.
@@ -71,7 +92,13 @@ pub struct Client {
 
 impl Client {
     pub fn new(limits: Limits) -> Result<Self, FetchError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = &limits.ca_file {
+            for cert in certificates(path)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
             .connect_timeout(limits.connect_timeout)
             .timeout(limits.timeout)
             .user_agent(concat!("regionwall/", env!("CARGO_PKG_VERSION")))

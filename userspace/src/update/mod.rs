@@ -178,6 +178,7 @@ async fn run(
         connect_timeout: plan.connect_timeout,
         timeout: plan.timeout,
         max_size: plan.max_size,
+        ca_file: plan.ca_file.clone(),
     })?;
     let current = store.current_dir();
     let staging = store.stage()?;
