@@ -424,7 +424,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             trigger = reloads.next() => reloads.handle(&mut ctl, trigger),
             Some(reply) = stats_rx.recv() => { let _ = reply.send(ctl.snapshot()); }
             Some(reply) = reload_rx.recv() => reloads.request_answered(&ctl, reply),
-            Some(job) = shadow_rx.recv() => ctl.shadow(job),
+            Some(job) = shadow_rx.recv() => reloads.shadow(&mut ctl, job),
             Some(reply) = detach_rx.recv() => break Exit::Detach(reply),
             Some(note) = async { match link_notes.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
                 if ctl.supervisor.concerns(&note) && ctl.supervise() == Step::Detached {

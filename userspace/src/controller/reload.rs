@@ -98,6 +98,30 @@ impl Reloads {
         }
     }
 
+    /// Does what the control socket asked of the candidate. A promote
+    /// while a reload is being prepared is refused (the reload, read from
+    /// the old file, would replace the promoted policy when it lands); a
+    /// promote that went through moves the file watch to the promoted
+    /// policy's files.
+    pub fn shadow(&mut self, ctl: &mut Controller, job: super::shadow::Job) {
+        let job = match job {
+            super::shadow::Job::Promote(_, reply) if self.loading.is_some() => {
+                let _ = reply.send(Ack {
+                    ok: false,
+                    message: super::shadow::ShadowError::ReloadPending.to_string(),
+                });
+                return;
+            }
+            job => job,
+        };
+        let before = ctl.live_policy();
+        ctl.shadow(job);
+        let after = ctl.live_policy();
+        if !Arc::ptr_eq(&before, &after) {
+            self.watch(&after.inputs);
+        }
+    }
+
     /// Asks for a reload: started now, or once more after the running one.
     pub fn request(&mut self, ctl: &Controller, why: &'static str) {
         if self.loading.is_some() {

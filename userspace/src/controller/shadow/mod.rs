@@ -42,6 +42,15 @@ pub enum ShadowError {
     LiveChanged,
     #[error("the candidate path is longer than {CANDIDATE_PATH_BYTES} bytes or not UTF-8")]
     Path,
+    #[error(
+        "promote of {} refused: {why} (the live policy stays; the candidate stays staged)",
+        crate::shown::Shown(path)
+    )]
+    Widens { path: PathBuf, why: String },
+    #[error(
+        "a reload of the live policy is being prepared; promote again once it is applied (it would otherwise replace the promoted policy)"
+    )]
+    ReloadPending,
     #[error(transparent)]
     Prepare(#[from] super::PrepareError),
     #[error("{context}: {source}")]
@@ -481,6 +490,14 @@ impl Controller {
         if !force && !self.dp.candidate_evaluated() {
             return Err(ShadowError::LiveChanged);
         }
+        // The same guard as a reload: a candidate that would pass
+        // everything (no rules, an emptied region) needs allow_empty.
+        if let Some(why) = crate::policy::widening(&self.live, &staged.policy) {
+            return Err(ShadowError::Widens {
+                path: staged.path.clone(),
+                why: why.to_string(),
+            });
+        }
         let prepared = Prepared {
             policy: Arc::clone(&staged.policy),
             compiled: (*staged.compiled).clone(),
@@ -490,16 +507,19 @@ impl Controller {
         let Some(staged) = self.candidate.take() else {
             return Err(ShadowError::NotStaged);
         };
+        // The promoted file is the policy from here on (the publish names
+        // it); put back if the publish fails.
+        let before = std::mem::replace(&mut self.config.policy, staged.path.clone());
         let epoch = match self.apply(prepared) {
             Ok(epoch) => epoch,
             Err(e) => {
                 // The old policy stays live: so does the candidate.
+                self.config.policy = before;
                 self.candidate = Some(staged);
                 self.restage();
                 return Err(Box::new(e).into());
             }
         };
-        self.config.policy.clone_from(&staged.path);
         self.dp
             .discard_candidate()
             .map_err(dp_err("clearing the promoted candidate"))?;
@@ -516,7 +536,20 @@ impl Controller {
 
     /// Drops the candidate and its counts.
     pub fn discard(&mut self) -> Result<String, ShadowError> {
-        let staged = self.candidate.take().ok_or(ShadowError::NotStaged)?;
+        let Some(staged) = self.candidate.take() else {
+            // Pinned by an earlier controller, its file unreadable since:
+            // paused, and still discardable.
+            if matches!(self.dp.candidate_meta(), Ok(m) if m.staged == 1) {
+                self.dp
+                    .discard_candidate()
+                    .map_err(dp_err("discarding the candidate"))?;
+                log::info!("discarded the pinned candidate (its file could not be read again)");
+                return Ok(
+                    "discarded the pinned candidate (its file could not be read again)".into(),
+                );
+            }
+            return Err(ShadowError::NotStaged);
+        };
         self.dp
             .discard_candidate()
             .map_err(dp_err("discarding the candidate"))?;

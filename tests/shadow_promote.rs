@@ -1,0 +1,185 @@
+//! Promoting a candidate keeps the reload's guarantees: a candidate that
+//! would pass everything is refused like a reload would be; a promote
+//! while a reload of the old file is being prepared is refused (that
+//! reload would undo it); after a promote the controller watches the
+//! promoted file and names it. Real traffic between sandbox namespaces.
+
+mod common;
+
+use std::{fmt::Write as _, path::Path, time::Duration};
+
+use common::{exe, pins::PinRoot, regionwall, text};
+use regionwall::verdict::Verdict;
+use regionwall_testkit::{
+    sandbox::{Controller, GATEWAY_LAN, Topology},
+    traffic::udp_burst,
+};
+
+/// Zones and the phone; `rules` decides what is blocked.
+fn policy(rules: &str) -> String {
+    format!(
+        "[regions.zone-a]\ncidrs = [\"198.51.100.0/24\"]\n\n[regions.zone-b]\ncidrs = [\"203.0.113.0/24\"]\n\n[devices.phone]\nip = [\"192.0.2.10\"]\n{rules}"
+    )
+}
+
+const NO_A: &str = "\n[[rules]]\nname = \"no-a\"\ndevices = [\"phone\"]\nblock = [\"zone-a\"]\n";
+const NO_B: &str = "\n[[rules]]\nname = \"no-b\"\ndevices = [\"phone\"]\nblock = [\"zone-b\"]\n";
+const NO_AB: &str =
+    "\n[[rules]]\nname = \"no-ab\"\ndevices = [\"phone\"]\nblock = [\"zone-a\", \"zone-b\"]\n";
+
+fn cli(c: &Controller, root: &PinRoot, args: &[&str]) -> std::process::Output {
+    let mut all = args.to_vec();
+    all.extend([
+        "--iface",
+        GATEWAY_LAN,
+        "--pin-root",
+        root.arg(),
+        "--socket",
+        c.socket.to_str().expect("UTF-8"),
+    ]);
+    let out = regionwall(&all);
+    println!("{args:?}: {}", text(&out));
+    out
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("UTF-8")
+}
+
+/// Live drops so far, once at least `n` (or after 20 s).
+fn drops_when(c: &Controller, root: &PinRoot, n: u64) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = common::stats(root, &c.socket).packets(Verdict::Drop);
+        if d >= n || std::time::Instant::now() > deadline {
+            return d;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn send(t: &Topology, to: &str, n: u64) {
+    udp_burst(t, to, n, 100, Duration::ZERO).expect("udp burst");
+}
+
+#[test]
+fn promote_keeps_the_reload_guard_and_moves_the_watch() {
+    let t = Topology::create("rwshp-guard").expect("namespaces");
+    let live = common::policy_file(&policy(NO_A));
+    let root = PinRoot::new();
+    let c = Controller::start(
+        &exe(),
+        &t,
+        &live,
+        &["--pin-root", root.arg(), "--no-history"],
+    )
+    .expect("start");
+
+    // A candidate with no rules stages (it is only counted) but is not
+    // promoted: it would pass everything, as a reload would be refused.
+    let empty = common::policy_file(&policy(""));
+    assert!(cli(&c, &root, &["stage", path(&empty)]).status.success());
+    let out = cli(&c, &root, &["promote"]);
+    assert!(!out.status.success(), "an empty candidate is not promoted");
+    assert!(text(&out).contains("no rules"), "{}", text(&out));
+    send(&t, "198.51.100.10:9", 5);
+    assert_eq!(drops_when(&c, &root, 5), 5, "the live policy still drops");
+    assert!(cli(&c, &root, &["discard"]).status.success());
+
+    // A real candidate promotes; the publish names its file.
+    let candidate = common::policy_file(&policy(NO_B));
+    assert!(
+        cli(&c, &root, &["stage", path(&candidate)])
+            .status
+            .success()
+    );
+    assert!(cli(&c, &root, &["promote"]).status.success());
+    send(&t, "203.0.113.10:9", 3);
+    assert_eq!(drops_when(&c, &root, 8), 8, "zone-b dropped after promote");
+    // The promoted file is watched: editing it reloads it.
+    std::fs::write(&candidate, policy(NO_AB)).expect("edit the promoted file");
+    assert!(
+        common::wait_count(&c, "reloaded policy", 1, Duration::from_secs(20)),
+        "{}",
+        c.log_text()
+    );
+    send(&t, "198.51.100.10:9", 4);
+    assert_eq!(
+        drops_when(&c, &root, 12),
+        12,
+        "the edited promoted file rules"
+    );
+    let log = c.log_text();
+    assert!(
+        log.contains(&format!("published policy {}", candidate.display())),
+        "{log}"
+    );
+}
+
+#[test]
+fn promote_while_a_reload_is_prepared_is_refused() {
+    let t = Topology::create("rwshp-race").expect("namespaces");
+    // Every country as a region: preparing it takes a while (seconds in
+    // a debug build), which leaves room to ask for a promote meanwhile.
+    let dir = common::data_dir().join("country-ip-blocks");
+    let mut world = format!("regions_dir = \"{}\"\n", dir.display());
+    let mut codes: Vec<String> = std::fs::read_dir(&dir)
+        .expect("country dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().to_uppercase())
+        .collect();
+    codes.sort();
+    let list = codes
+        .iter()
+        .map(|c| format!("\"{c}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    writeln!(world, "[regions.world]\ncountries = [{list}]").expect("write");
+    let live = common::policy_file(&format!("{world}{}", policy(NO_A)));
+    let candidate = common::policy_file(&format!("{world}{}", policy(NO_B)));
+    let root = PinRoot::new();
+    let c = Controller::start(
+        &exe(),
+        &t,
+        &live,
+        &["--pin-root", root.arg(), "--no-history", "--no-watch"],
+    )
+    .expect("start");
+    assert!(
+        cli(&c, &root, &["stage", path(&candidate)])
+            .status
+            .success()
+    );
+    c.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(50));
+    let out = cli(&c, &root, &["promote"]);
+    assert!(
+        !out.status.success(),
+        "refused while the reload is prepared"
+    );
+    assert!(
+        text(&out).contains("reload of the live policy is being prepared"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        common::wait_count(&c, "reloaded policy", 1, Duration::from_secs(60)),
+        "{}",
+        c.log_text()
+    );
+    // The reload kept the candidate staged against the same policy: now
+    // promote goes through and rules.
+    let out = cli(&c, &root, &["promote"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // zone-a first: once zone-b's drops are counted, so are its frames
+    // (one veth queue, in order).
+    send(&t, "198.51.100.10:9", 2);
+    send(&t, "203.0.113.10:9", 3);
+    assert_eq!(drops_when(&c, &root, 3), 3, "only zone-b is dropped");
+    assert_eq!(
+        common::stats(&root, &c.socket).packets(Verdict::Pass),
+        2,
+        "zone-a passes"
+    );
+}
