@@ -111,6 +111,13 @@ impl Status {
             out.push_str(" (paused: the live policy changed since staging; promote needs --force)");
         }
         out.push('\n');
+        if self.lost > 0 {
+            let _ = writeln!(
+                out,
+                "{} more disagreements were not counted by row (the counter table is full): the totals below leave them out",
+                thousands(self.lost)
+            );
+        }
         for (change, verb) in [
             (Change::NewlyBlock, "would newly block"),
             (Change::NewlyAllow, "would newly allow"),
@@ -144,13 +151,6 @@ impl Status {
                 r.candidate.as_str(),
                 r.packets,
                 r.bytes
-            );
-        }
-        if self.lost > 0 {
-            let _ = writeln!(
-                out,
-                "{} disagreements not counted (counter table full)",
-                self.lost
             );
         }
         out

@@ -161,6 +161,8 @@ pub fn status(target: &Target) -> anyhow::Result<Status> {
 }
 
 pub fn diff(args: &DiffArgs) -> anyhow::Result<ExitCode> {
+    // `diff | head` ends quietly, as the other listing commands do.
+    super::default_sigpipe();
     let status = status(&args.target)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
