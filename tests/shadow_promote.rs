@@ -183,3 +183,49 @@ fn promote_while_a_reload_is_prepared_is_refused() {
         "zone-a passes"
     );
 }
+
+#[test]
+fn a_candidate_edited_before_a_restart_is_not_adopted_under_new_names() {
+    let t = Topology::create("rwshp-edit").expect("namespaces");
+    let live = common::policy_file(&policy(NO_A));
+    let candidate = common::policy_file(&policy(NO_B));
+    let root = PinRoot::new();
+    let args = ["--pin-root", root.arg(), "--no-history"];
+    let c = Controller::start(&exe(), &t, &live, &args).expect("start");
+    assert!(
+        cli(&c, &root, &["stage", path(&candidate)])
+            .status
+            .success()
+    );
+    send(&t, "203.0.113.10:9", 3);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while common::stats(&root, &c.socket).packets(Verdict::Pass) < 3 {
+        assert!(std::time::Instant::now() < deadline, "3 passed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The file now says something else; the counts were the old rules'.
+    std::fs::write(&candidate, policy(NO_AB).replace("no-ab", "edited")).expect("edit");
+    let socket = c.socket.clone();
+    c.kill9().expect("kill -9");
+    let c = Controller::start(
+        &exe(),
+        &t,
+        &live,
+        &[&args[..], &["--socket", path(&socket)]].concat(),
+    )
+    .expect("restart");
+    assert!(
+        c.log_text().contains("changed since it was staged"),
+        "{}",
+        c.log_text()
+    );
+    let out = cli(&c, &root, &["diff"]);
+    assert!(out.status.success());
+    assert!(text(&out).contains("paused"), "{}", text(&out));
+    assert!(
+        !text(&out).contains("edited"),
+        "no row named by the edited file"
+    );
+    assert!(cli(&c, &root, &["discard"]).status.success());
+    assert!(text(&cli(&c, &root, &["diff"])).contains("no candidate staged"));
+}

@@ -433,7 +433,10 @@ pub struct CandidateMeta {
     pub staged_at: u64,
     /// Bytes of `path` in use.
     pub path_len: u32,
-    pub _pad: u32,
+    /// Digest of the candidate as staged (its decisions and names): a
+    /// restarted controller adopts the file only if it still compiles to
+    /// this. 0: not recorded.
+    pub candidate_digest: u32,
     /// The candidate's policy file, UTF-8.
     pub path: [u8; CANDIDATE_PATH_BYTES],
 }
@@ -446,7 +449,7 @@ impl Default for CandidateMeta {
             live_digest: 0,
             staged_at: 0,
             path_len: 0,
-            _pad: 0,
+            candidate_digest: 0,
             path: [0; CANDIDATE_PATH_BYTES],
         }
     }

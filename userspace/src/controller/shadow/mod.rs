@@ -282,7 +282,12 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn meta_of(path: &Path, live_digest: u32, staged_at: u64) -> Result<CandidateMeta, ShadowError> {
+fn meta_of(
+    path: &Path,
+    live_digest: u32,
+    candidate_digest: u32,
+    staged_at: u64,
+) -> Result<CandidateMeta, ShadowError> {
     let text = path.to_str().ok_or(ShadowError::Path)?;
     if text.len() > CANDIDATE_PATH_BYTES {
         return Err(ShadowError::Path);
@@ -290,6 +295,7 @@ fn meta_of(path: &Path, live_digest: u32, staged_at: u64) -> Result<CandidateMet
     let mut meta = CandidateMeta {
         staged: 1,
         live_digest,
+        candidate_digest,
         staged_at,
         path_len: u32::try_from(text.len()).map_err(|_| ShadowError::Path)?,
         ..CandidateMeta::default()
@@ -343,7 +349,7 @@ impl Controller {
             })?;
         let digest = live_digest(live);
         let staged_at = now_secs();
-        let meta = meta_of(&path, digest, staged_at)?;
+        let meta = meta_of(&path, digest, live_digest(&prepared.compiled), staged_at)?;
         self.dp
             .stage_candidate(&decisions, &meta, true)
             .map_err(dp_err("staging the candidate"))?;
@@ -390,7 +396,12 @@ impl Controller {
                 why,
             })
             .and_then(|decisions| {
-                let meta = meta_of(&staged.path, staged.live_digest, staged.staged_at)?;
+                let meta = meta_of(
+                    &staged.path,
+                    staged.live_digest,
+                    live_digest(&staged.compiled),
+                    staged.staged_at,
+                )?;
                 self.dp
                     .stage_candidate(&decisions, &meta, false)
                     .map_err(dp_err("staging the candidate again"))
@@ -418,6 +429,14 @@ impl Controller {
         let path = PathBuf::from(text);
         let c = &self.config;
         match prepare(&path, &c.options, c.limits, c.lookup, None) {
+            Ok(prepared)
+                if meta.candidate_digest != 0
+                    && live_digest(&prepared.compiled) != meta.candidate_digest =>
+            {
+                log::warn!(
+                    "the candidate {text} changed since it was staged: not adopted, so its counts are not put under other rules' names; it stays paused (stage it again, or discard it)"
+                );
+            }
             Ok(prepared) => {
                 self.candidate = Some(Staged {
                     path,
@@ -440,7 +459,19 @@ impl Controller {
     #[must_use]
     pub fn candidate_status(&self) -> Status {
         let Some(staged) = &self.candidate else {
-            return Status::default();
+            // Pinned, but not adopted (its file changed or is gone): paused.
+            return match self.dp.candidate_meta() {
+                Ok(m) if m.staged == 1 => {
+                    let len = (m.path_len as usize).min(CANDIDATE_PATH_BYTES);
+                    Status {
+                        staged: true,
+                        path: String::from_utf8_lossy(&m.path[..len]).into_owned(),
+                        staged_at: m.staged_at,
+                        ..Status::default()
+                    }
+                }
+                _ => Status::default(),
+            };
         };
         let live = self.names.get(self.epoch);
         let rows = self.dp.candidate_rows().unwrap_or_else(|e| {
