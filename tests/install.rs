@@ -10,8 +10,9 @@ use std::{
     process::Command,
 };
 
-const COMMANDS: [&str; 9] = [
-    "run", "check", "explain", "demo", "events", "stats", "detach", "history", "update",
+const COMMANDS: [&str; 13] = [
+    "run", "check", "explain", "demo", "events", "stats", "detach", "history", "update", "stage",
+    "diff", "promote", "discard",
 ];
 
 fn repo() -> PathBuf {
