@@ -21,6 +21,47 @@ use fantoccini::{Client, Locator};
 use regionwall_testkit::sandbox::Topology;
 use web::{WEB, curl, screenshots, send, setup, start, text_of, until};
 
+/// Gives `policy` an `[update]` table (`dir = "data"` beside it) and
+/// writes, with the real status writer, a last run that failed on one
+/// source an hour after the last success; that success's unix time.
+fn failed_update(dir: &Path, policy: &Path) -> u64 {
+    use regionwall::update::status::{self, SourceStatus, Status};
+    let mut text = std::fs::read_to_string(policy).expect("policy");
+    text.push_str("\n[update]\ndir = \"data\"\n");
+    std::fs::write(policy, text).expect("policy");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let success = now - 3 * 3600;
+    let mut s = Status {
+        last_attempt: Some(now - 60),
+        last_success: Some(success),
+        error: Some("source ripe: HTTP 404".into()),
+        version: Some(4),
+        ..Status::default()
+    };
+    s.sources.insert(
+        "apnic".into(),
+        SourceStatus {
+            last_success: Some(now - 60),
+            ..SourceStatus::default()
+        },
+    );
+    s.sources.insert(
+        "ripe".into(),
+        SourceStatus {
+            last_success: Some(success),
+            error: Some("HTTP 404".into()),
+            ..SourceStatus::default()
+        },
+    );
+    status::write(&data, &s).expect("status file");
+    success
+}
+
 /// Mean and worst wall time of `n` GETs of `url` (one curl, keep-alive).
 fn latency(t: &Topology, url: &str, n: usize) -> (f64, f64) {
     let times = common::curl_times(t, url, n);
@@ -33,6 +74,7 @@ fn latency(t: &Topology, url: &str, n: usize) -> (f64, f64) {
 fn headers_are_strict_and_only_get_is_served() {
     let t = Topology::create("web-hdr").expect("namespaces");
     let (dir, policy) = setup("hdr");
+    let success = failed_update(&dir, &policy);
     let root = PinRoot::new();
     let _c = start(&t, &policy, &root, &["--web", WEB]);
     send(&t, "198.51.100.10:9", 3, 100);
@@ -76,6 +118,20 @@ fn headers_are_strict_and_only_get_is_served() {
     assert_eq!(s["mode"], "enforcing", "{s}");
     assert_eq!(s["hooks"]["xdp"], true, "{s}");
     assert!(s["epoch"].as_u64() >= Some(1), "{s}");
+    // The data update's status file, as `regionwall update` wrote it.
+    let u = &s["update"];
+    assert_eq!(u["ok"], false, "{s}");
+    assert_eq!(u["last_success"], success, "{s}");
+    assert_eq!(u["version"], 4, "{s}");
+    assert_eq!(u["error"], "source ripe: HTTP 404", "{s}");
+    assert_eq!(
+        u["sources"],
+        serde_json::json!([
+            {"name": "apnic", "last_success": success + 3 * 3600 - 60, "error": null},
+            {"name": "ripe", "last_success": success, "error": "HTTP 404"},
+        ]),
+        "{s}"
+    );
     // Snapshots are shared for a second: the drops show within one.
     let deadline = Instant::now() + Duration::from_secs(5);
     let top = loop {
@@ -249,6 +305,14 @@ async fn overview(c: &Client) {
         status.contains("enforcing") && status.contains("xdp attached"),
         "{status}"
     );
+    // The data update: failed, its last success 3 hours back, the source.
+    let update = text_of(c, "#update").await.unwrap_or_default();
+    assert!(
+        update.contains("data update failed, last success 3 h ago (version 4)"),
+        "{update}"
+    );
+    let ripe = text_of(c, "#update-errors li[data-source='ripe']").await;
+    assert_eq!(ripe.as_deref(), Some("ripe: HTTP 404"));
     // The chart drew (uPlot makes a canvas): the script ran under the CSP.
     until("the chart", Duration::from_secs(10), || async {
         c.find(Locator::Css("#chart canvas")).await.ok()
@@ -404,6 +468,7 @@ async fn device_page(c: &Client) {
 fn a_browser_shows_traffic_live_drops_and_explanations() {
     let t = Topology::create("web-ui").expect("namespaces");
     let (dir, policy) = setup("ui");
+    failed_update(&dir, &policy);
     let root = PinRoot::new();
     let ctl = start(&t, &policy, &root, &["--web", WEB]);
     send(&t, "198.51.100.10:9", 5, 100);

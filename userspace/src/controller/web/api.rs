@@ -73,6 +73,65 @@ pub struct Status {
     pub snapshot_ms: f64,
     /// Snapshots that could not be read (the last one was shown).
     pub snapshots_failed: u64,
+    /// `regionwall update`'s status file, for a policy with `[update]`
+    /// (`None`: no `[update]`, or no update has run yet).
+    pub update: Option<UpdateView>,
+}
+
+/// The data update status as the strip shows it.
+#[derive(Serialize)]
+pub struct UpdateView {
+    /// Unix seconds of the last run, and of the last that succeeded.
+    pub last_attempt: Option<u64>,
+    pub last_success: Option<u64>,
+    /// Whether the last run succeeded.
+    pub ok: bool,
+    /// Why the last run failed.
+    pub error: Option<String>,
+    /// The live data version.
+    pub version: Option<u64>,
+    /// Each source's last success and error, by name.
+    pub sources: Vec<UpdateSource>,
+}
+
+/// One source of the data update.
+#[derive(Serialize)]
+pub struct UpdateSource {
+    pub name: String,
+    pub last_success: Option<u64>,
+    pub error: Option<String>,
+}
+
+impl From<crate::update::status::Status> for UpdateView {
+    fn from(s: crate::update::status::Status) -> Self {
+        Self {
+            last_attempt: s.last_attempt,
+            last_success: s.last_success,
+            ok: s.error.is_none(),
+            error: s.error,
+            version: s.version,
+            sources: s
+                .sources
+                .into_iter()
+                .map(|(name, src)| UpdateSource {
+                    name,
+                    last_success: src.last_success,
+                    error: src.error,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The update status of the data directory `dir`, read on a blocking
+/// thread (a small file, but a disk read all the same).
+async fn update_status(dir: Option<std::path::PathBuf>) -> Option<UpdateView> {
+    let dir = dir?;
+    tokio::task::spawn_blocking(move || crate::update::status::read(&dir))
+        .await
+        .ok()
+        .flatten()
+        .map(UpdateView::from)
 }
 
 pub async fn status(State(s): Ctx) -> Json<Status> {
@@ -87,6 +146,7 @@ pub async fn status(State(s): Ctx) -> Json<Status> {
     };
     let ifindex = crate::iface::ifindex(&s.iface).ok();
     let on_iface = |facts: Result<Option<crate::pin::LinkFacts>, crate::pin::PinError>| matches!((facts, ifindex), (Ok(Some(f)), Some(i)) if f.ifindex == i);
+    let update = update_status(policy.update_dir.clone()).await;
     Json(Status {
         interface: s.iface.clone(),
         mode,
@@ -107,6 +167,7 @@ pub async fn status(State(s): Ctx) -> Json<Status> {
         dns_watched: s.hosts.is_some(),
         snapshot_ms: s.took().await.as_secs_f64() * 1e3,
         snapshots_failed: s.stale.load(Ordering::Relaxed),
+        update,
     })
 }
 
