@@ -629,7 +629,47 @@ fn a_restart_keeps_the_chart_and_the_device_page_charts_countries() {
     let s = series_with(&t, "24h", 5);
     assert_eq!(s["source"], "history", "{s}");
     assert_eq!(s["step"], 60, "{s}");
+    // The device page's recent drops come from the history's events: the
+    // new controller's memory tail is empty, the five drops are listed.
+    let (status, _, body) = curl(&t, &[&format!("http://{WEB}/api/device?name=phone")]);
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).expect("device JSON");
+    let drops = page["drops"].as_array().expect("drops");
+    assert_eq!(drops.len(), 5, "{page}");
+    for d in drops {
+        assert_eq!(
+            (&d["device"], &d["verdict"], &d["dst_ip"], &d["country"]),
+            (
+                &serde_json::json!("phone"),
+                &serde_json::json!("drop"),
+                &serde_json::json!("198.51.100.10"),
+                &serde_json::json!("AA")
+            ),
+            "{d}"
+        );
+    }
+    let times: Vec<&str> = drops
+        .iter()
+        .map(|d| d["timestamp"].as_str().expect("timestamp"))
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
     web::in_browser(&t, &second, dir.join("chromium"), history_pages);
+    // A drop after the restart is listed first, from the memory tail or the history.
+    one_datagram(t.phone.name(), "198.51.100.11:9");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        let (_, _, body) = curl(&t, &[&format!("http://{WEB}/api/device?name=phone")]);
+        let page: serde_json::Value = serde_json::from_str(&body).expect("device JSON");
+        if page["drops"][0]["dst_ip"] == "198.51.100.11" || Instant::now() > deadline {
+            break page;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(page["drops"][0]["dst_ip"], "198.51.100.11", "{page}");
+    assert_eq!(page["drops"].as_array().map(Vec::len), Some(6), "{page}");
     assert!(!second.log_text().contains("web:"), "{}", second.log_text());
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -387,15 +387,47 @@ pub async fn device(State(s): Ctx, Query(q): Query<DeviceQuery>) -> Response {
         total,
         countries: top(&of_device(&[Dim::Device, Dim::Country], Dim::Country), 20),
         hosts: top(&of_device(&[Dim::Device, Dim::Host], Dim::Host), 20),
-        drops: s
-            .recent(&q.name, 50)
-            .iter()
-            .map(|r| (**r).clone())
-            .collect(),
+        drops: recent_drops(&s, &q.name).await,
         rules,
         device: q.name,
     })
     .into_response()
+}
+
+/// Recent drops a device page lists.
+pub const RECENT_DROPS: usize = 50;
+
+/// A device's newest [`RECENT_DROPS`] events, newest first: with history,
+/// from its `events` table (they survive a restart) and, newer than its
+/// newest row, the ones not written yet from the memory tail; without
+/// history (or when it cannot be read), the memory tail alone.
+async fn recent_drops(s: &Shared, device: &str) -> Vec<Record> {
+    let tail: Vec<Record> = s
+        .recent(device, RECENT_DROPS)
+        .iter()
+        .map(|r| (**r).clone())
+        .collect();
+    if !s.reader.has_history() {
+        return tail;
+    }
+    match super::reader::recent(&s.reader, device, RECENT_DROPS).await {
+        Ok(written) => merge_newest(tail, written, RECENT_DROPS),
+        Err(_) => tail,
+    }
+}
+
+/// `written` (newest first) after the events of `tail` (newest first)
+/// newer than its newest, at most `n`. Timestamps are RFC 3339 with
+/// microseconds in UTC, so they compare as strings.
+fn merge_newest(tail: Vec<Record>, written: Vec<Record>, n: usize) -> Vec<Record> {
+    let newest = written.first().map(|r| r.timestamp.clone());
+    let mut out: Vec<Record> = tail
+        .into_iter()
+        .filter(|r| newest.as_ref().is_none_or(|t| r.timestamp > *t))
+        .collect();
+    out.extend(written);
+    out.truncate(n);
+    out
 }
 
 #[derive(Deserialize)]
@@ -506,8 +538,65 @@ fn tail(
 
 #[cfg(test)]
 mod tests {
-    use super::{Entry, top};
-    use crate::views::Totals;
+    use super::{Entry, merge_newest, top};
+    use crate::{events::Record, verdict::Verdict, views::Totals};
+
+    fn rec(ts: &str) -> Record {
+        Record {
+            timestamp: ts.into(),
+            interface: "lan".into(),
+            device: "phone".into(),
+            src_mac: String::new(),
+            src_ip: None,
+            dst_ip: None,
+            protocol: "udp".into(),
+            src_port: None,
+            dst_port: None,
+            country: "-".into(),
+            host: None,
+            canonical: None,
+            resolved: None,
+            region: "-".into(),
+            rule: "-".into(),
+            verdict: Verdict::Drop,
+            reason: String::new(),
+            bytes: 0,
+            policy_epoch: 1,
+        }
+    }
+
+    #[test]
+    fn the_tail_adds_only_what_is_newer_than_the_history() {
+        let t = |s: &str| format!("2026-12-02T17:00:{s}Z");
+        let tail = vec![
+            rec(&t("03.000000")),
+            rec(&t("02.000000")),
+            rec(&t("01.000000")),
+        ];
+        let written = vec![
+            rec(&t("02.000000")),
+            rec(&t("01.000000")),
+            rec(&t("00.000000")),
+        ];
+        let ts = |v: Vec<Record>| v.into_iter().map(|r| r.timestamp).collect::<Vec<_>>();
+        assert_eq!(
+            ts(merge_newest(tail.clone(), written.clone(), 10)),
+            [
+                t("03.000000"),
+                t("02.000000"),
+                t("01.000000"),
+                t("00.000000")
+            ]
+        );
+        assert_eq!(
+            ts(merge_newest(tail.clone(), written, 2)),
+            [t("03.000000"), t("02.000000")]
+        );
+        assert_eq!(
+            ts(merge_newest(tail, Vec::new(), 2)),
+            [t("03.000000"), t("02.000000")]
+        );
+    }
 
     #[test]
     fn top_keeps_the_biggest_and_sums_the_rest_as_other() {

@@ -306,6 +306,21 @@ pub fn totals(
     Ok(by.into_iter().collect())
 }
 
+/// The newest `n` events of `device` (drops, rejects, audits), newest
+/// first: the device page's recent drops, which survive a restart.
+pub fn recent(
+    conn: &Connection,
+    device: &str,
+    n: usize,
+) -> Result<Vec<crate::events::Record>, ReadError> {
+    use crate::history::query::{EVENT_COLUMNS, record_of};
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE device = ?1 ORDER BY ts DESC, id DESC LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![device, i(n as u64)], record_of)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::{Range, steps};
