@@ -19,7 +19,10 @@ use std::{
 use common::{pins::PinRoot, regionwall, text};
 use fantoccini::{Client, Locator};
 use regionwall_testkit::sandbox::Topology;
-use web::{WEB, curl, screenshots, send, setup, start, text_of, until};
+use web::{
+    WEB, curl, failed_update, rolled_up, rolled_up_drops, screenshots, send, series_with, setup,
+    start, text_of, until,
+};
 
 /// Mean and worst wall time of `n` GETs of `url` (one curl, keep-alive).
 fn latency(t: &Topology, url: &str, n: usize) -> (f64, f64) {
@@ -33,6 +36,7 @@ fn latency(t: &Topology, url: &str, n: usize) -> (f64, f64) {
 fn headers_are_strict_and_only_get_is_served() {
     let t = Topology::create("web-hdr").expect("namespaces");
     let (dir, policy) = setup("hdr");
+    let success = failed_update(&dir, &policy);
     let root = PinRoot::new();
     let _c = start(&t, &policy, &root, &["--web", WEB]);
     send(&t, "198.51.100.10:9", 3, 100);
@@ -76,6 +80,20 @@ fn headers_are_strict_and_only_get_is_served() {
     assert_eq!(s["mode"], "enforcing", "{s}");
     assert_eq!(s["hooks"]["xdp"], true, "{s}");
     assert!(s["epoch"].as_u64() >= Some(1), "{s}");
+    // The data update's status file, as `regionwall update` wrote it.
+    let u = &s["update"];
+    assert_eq!(u["ok"], false, "{s}");
+    assert_eq!(u["last_success"], success, "{s}");
+    assert_eq!(u["version"], 4, "{s}");
+    assert_eq!(u["error"], "source ripe: HTTP 404", "{s}");
+    assert_eq!(
+        u["sources"],
+        serde_json::json!([
+            {"name": "apnic", "last_success": success + 3 * 3600 - 60, "error": null},
+            {"name": "ripe", "last_success": success, "error": "HTTP 404"},
+        ]),
+        "{s}"
+    );
     // Snapshots are shared for a second: the drops show within one.
     let deadline = Instant::now() + Duration::from_secs(5);
     let top = loop {
@@ -249,6 +267,14 @@ async fn overview(c: &Client) {
         status.contains("enforcing") && status.contains("xdp attached"),
         "{status}"
     );
+    // The data update: failed, its last success 3 hours back, the source.
+    let update = text_of(c, "#update").await.unwrap_or_default();
+    assert!(
+        update.contains("data update failed, last success 3 h ago (version 4)"),
+        "{update}"
+    );
+    let ripe = text_of(c, "#update-errors li[data-source='ripe']").await;
+    assert_eq!(ripe.as_deref(), Some("ripe: HTTP 404"));
     // The chart drew (uPlot makes a canvas): the script ran under the CSP.
     until("the chart", Duration::from_secs(10), || async {
         c.find(Locator::Css("#chart canvas")).await.ok()
@@ -404,6 +430,7 @@ async fn device_page(c: &Client) {
 fn a_browser_shows_traffic_live_drops_and_explanations() {
     let t = Topology::create("web-ui").expect("namespaces");
     let (dir, policy) = setup("ui");
+    failed_update(&dir, &policy);
     let root = PinRoot::new();
     let ctl = start(&t, &policy, &root, &["--web", WEB]);
     send(&t, "198.51.100.10:9", 5, 100);
@@ -413,44 +440,6 @@ fn a_browser_shows_traffic_live_drops_and_explanations() {
     web::in_browser(&t, &ctl, dir.join("chromium"), move |c| browse(c, phone));
     assert!(!ctl.log_text().contains("web:"), "{}", ctl.log_text());
     let _ = std::fs::remove_dir_all(dir);
-}
-
-/// Dropped packets in the history's rollups (0 before the file exists).
-fn rolled_up_drops(db: &Path) -> i64 {
-    regionwall::history::Store::open_read_only(db).map_or(0, |s| {
-        s.conn()
-            .query_row(
-                "SELECT coalesce(sum(packets), 0) FROM rollups WHERE kind = 'region' AND verdict = 'drop'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap_or(0)
-    })
-}
-
-/// Polls `/api/series?range=RANGE` until its drops add up to `drops`;
-/// the answer.
-fn series_with(t: &Topology, range: &str, drops: u64) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, _, body) = curl(t, &[&format!("http://{WEB}/api/series?range={range}")]);
-        assert_eq!(status, 200, "{body}");
-        let s: serde_json::Value = serde_json::from_str(&body).expect("series JSON");
-        let sum: u64 = s["drop_packets"]
-            .as_array()
-            .expect("drops")
-            .iter()
-            .filter_map(serde_json::Value::as_u64)
-            .sum();
-        if sum == drops {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{range}: {sum} drops, not {drops}: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Waits until `css`'s attribute `name` satisfies `ok`; its value.
@@ -554,7 +543,10 @@ fn a_restart_keeps_the_chart_and_the_device_page_charts_countries() {
     // answer for a minute: ask it only then).
     let db = dir.join("state").join(regionwall::history::FILE);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while rolled_up_drops(&db) != 5 {
+    // The passed datagrams to CC too: the device chart ranks CC first.
+    while rolled_up_drops(&db) != 5
+        || rolled_up(&db, "kind = 'country' AND key = 'CC' AND verdict = 'pass'") < 7
+    {
         assert!(Instant::now() < deadline, "{}", first.log_text());
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -564,7 +556,47 @@ fn a_restart_keeps_the_chart_and_the_device_page_charts_countries() {
     let s = series_with(&t, "24h", 5);
     assert_eq!(s["source"], "history", "{s}");
     assert_eq!(s["step"], 60, "{s}");
+    // The device page's recent drops come from the history's events: the
+    // new controller's memory tail is empty, the five drops are listed.
+    let (status, _, body) = curl(&t, &[&format!("http://{WEB}/api/device?name=phone")]);
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).expect("device JSON");
+    let drops = page["drops"].as_array().expect("drops");
+    assert_eq!(drops.len(), 5, "{page}");
+    for d in drops {
+        assert_eq!(
+            (&d["device"], &d["verdict"], &d["dst_ip"], &d["country"]),
+            (
+                &serde_json::json!("phone"),
+                &serde_json::json!("drop"),
+                &serde_json::json!("198.51.100.10"),
+                &serde_json::json!("AA")
+            ),
+            "{d}"
+        );
+    }
+    let times: Vec<&str> = drops
+        .iter()
+        .map(|d| d["timestamp"].as_str().expect("timestamp"))
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
     web::in_browser(&t, &second, dir.join("chromium"), history_pages);
+    // A drop after the restart is listed first, from the memory tail or the history.
+    one_datagram(t.phone.name(), "198.51.100.11:9");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        let (_, _, body) = curl(&t, &[&format!("http://{WEB}/api/device?name=phone")]);
+        let page: serde_json::Value = serde_json::from_str(&body).expect("device JSON");
+        if page["drops"][0]["dst_ip"] == "198.51.100.11" || Instant::now() > deadline {
+            break page;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(page["drops"][0]["dst_ip"], "198.51.100.11", "{page}");
+    assert_eq!(page["drops"].as_array().map(Vec::len), Some(6), "{page}");
     assert!(!second.log_text().contains("web:"), "{}", second.log_text());
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -491,3 +491,106 @@ fn a_reused_counter_slot_never_takes_other_backwards() {
     drop(c);
     let _ = std::fs::remove_dir_all(policy.parent().expect("temp dir"));
 }
+
+/// Live: the phone may not reach 198.51.100.0/24.
+const SHADOW_LIVE: &str = r#"
+[regions.zone-a]
+cidrs = ["198.51.100.0/24"]
+
+[regions.zone-b]
+cidrs = ["203.0.113.0/24"]
+
+[devices.phone]
+ip = ["192.0.2.10"]
+
+[[rules]]
+name = "no-a"
+devices = ["phone"]
+block = ["zone-a"]
+"#;
+
+#[test]
+fn a_staged_candidate_and_its_disagreements_are_scraped() {
+    let t = Topology::create("metrics-cand").expect("namespaces");
+    let root = PinRoot::new();
+    let live = common::policy_file(SHADOW_LIVE);
+    // The candidate blocks zone-b instead of zone-a.
+    let candidate = common::policy_file(&SHADOW_LIVE.replace(
+        "name = \"no-a\"\ndevices = [\"phone\"]\nblock = [\"zone-a\"]",
+        "name = \"no-b\"\ndevices = [\"phone\"]\nblock = [\"zone-b\"]",
+    ));
+    let c = Controller::start(
+        &exe(),
+        &t,
+        &live,
+        &[
+            "--pin-root",
+            root.arg(),
+            "--metrics",
+            METRICS,
+            "--candidate",
+            candidate.to_str().expect("UTF-8"),
+        ],
+    )
+    .expect("start");
+    // Staging at start is logged, never waited for: ask until it shows.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let before = loop {
+        let (_, s) = scrape(&t);
+        if s.get("regionwall_candidate_staged") == Some(&1.0) || Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(before.get("regionwall_candidate_staged"), Some(&1.0));
+    let lost_before = value(&before, "regionwall_candidate_lost_total");
+    let prog = Xdp::from_pin(root.pins().prog(), XdpAttachType::Interface).expect("program");
+    let phone = Ipv4Addr::new(192, 0, 2, 10);
+    let to_a = udp4_frame(phone, Ipv4Addr::new(198, 51, 100, 20), 9);
+    let to_b = udp4_frame(phone, Ipv4Addr::new(203, 0, 113, 20), 9);
+    // Live verdicts unchanged: the candidate is never enforced.
+    assert_eq!(common::prog::run(&prog, &to_a, 4).return_value, XDP_DROP);
+    assert_eq!(common::prog::run(&prog, &to_b, 6).return_value, XDP_PASS);
+    let (text, after) = scrape(&t);
+    let newly_blocked =
+        r#"regionwall_candidate_packets_total{device="phone",live="pass",candidate="drop"}"#;
+    let newly_allowed =
+        r#"regionwall_candidate_packets_total{device="phone",live="drop",candidate="pass"}"#;
+    let delta =
+        |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
+    assert!((delta(newly_blocked) - 6.0).abs() < 0.5, "{text}");
+    assert!((delta(newly_allowed) - 4.0).abs() < 0.5, "{text}");
+    let bytes = r#"regionwall_candidate_bytes_total{device="phone",live="pass",candidate="drop"}"#;
+    #[expect(clippy::cast_precision_loss, reason = "small counts")]
+    let frame = to_b.len() as f64;
+    assert!((delta(bytes) - 6.0 * frame).abs() < 0.5, "{text}");
+    assert!((value(&after, "regionwall_candidate_lost_total") - lost_before).abs() < 0.5);
+    for addr in ["192.0.2.", "198.51.100.", "203.0.113."] {
+        assert!(!text.contains(addr), "an address in the metrics: {text}");
+    }
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    std::io::Write::write_all(&mut promtool.stdin.take().expect("stdin"), text.as_bytes())
+        .expect("write to promtool");
+    let out = promtool.wait_with_output().expect("promtool");
+    assert!(out.status.success(), "promtool: {}", common::text(&out));
+    // Discarded: the gauge falls to 0.
+    let out = regionwall(&[
+        "discard",
+        "--iface",
+        regionwall_testkit::sandbox::GATEWAY_LAN,
+        "--pin-root",
+        root.arg(),
+        "--socket",
+        c.socket.to_str().expect("UTF-8"),
+    ]);
+    assert!(out.status.success(), "discard: {}", common::text(&out));
+    let (text, s) = scrape(&t);
+    assert_eq!(s.get("regionwall_candidate_staged"), Some(&0.0), "{text}");
+    drop(c);
+}

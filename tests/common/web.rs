@@ -1,4 +1,4 @@
-//! What the dashboard tests share: the sandbox's policy, a controller serving the page, traffic and curl in its namespaces, and a headless chromium driven over WebDriver (fantoccini) with the waits it needs.
+//! What the dashboard tests share: the sandbox's policy (and a data update status), a controller serving the page, traffic and curl in its namespaces, history rollups and series polled, and a headless chromium driven over WebDriver (fantoccini) with the waits it needs.
 
 use std::{
     net::{SocketAddr, UdpSocket},
@@ -203,5 +203,90 @@ where
             eprintln!("controller log:\n{}", ctl.log_text());
             std::panic::resume_unwind(panic);
         }
+    }
+}
+
+/// Gives `policy` an `[update]` table (`dir = "data"` beside it) and
+/// writes, with the real status writer, a last run that failed on one
+/// source an hour after the last success; that success's unix time.
+pub fn failed_update(dir: &Path, policy: &Path) -> u64 {
+    use regionwall::update::status::{self, SourceStatus, Status};
+    let mut text = std::fs::read_to_string(policy).expect("policy");
+    text.push_str("\n[update]\ndir = \"data\"\n");
+    std::fs::write(policy, text).expect("policy");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let success = now - 3 * 3600;
+    let mut s = Status {
+        last_attempt: Some(now - 60),
+        last_success: Some(success),
+        error: Some("source ripe: HTTP 404".into()),
+        version: Some(4),
+        ..Status::default()
+    };
+    s.sources.insert(
+        "apnic".into(),
+        SourceStatus {
+            last_success: Some(now - 60),
+            ..SourceStatus::default()
+        },
+    );
+    s.sources.insert(
+        "ripe".into(),
+        SourceStatus {
+            last_success: Some(success),
+            error: Some("HTTP 404".into()),
+            ..SourceStatus::default()
+        },
+    );
+    status::write(&data, &s).expect("status file");
+    success
+}
+
+/// Dropped packets in the history's rollups (0 before the file exists).
+pub fn rolled_up_drops(db: &Path) -> i64 {
+    rolled_up(db, "kind = 'region' AND verdict = 'drop'")
+}
+
+/// Packets in the history's rollups matching `filter` (0 before the file
+/// exists).
+pub fn rolled_up(db: &Path, filter: &str) -> i64 {
+    regionwall::history::Store::open_read_only(db).map_or(0, |s| {
+        s.conn()
+            .query_row(
+                &format!("SELECT coalesce(sum(packets), 0) FROM rollups WHERE {filter}"),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or(0)
+    })
+}
+
+/// Polls `/api/series?range=RANGE` until its drops add up to `drops`;
+/// the answer.
+pub fn series_with(t: &Topology, range: &str, drops: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _, body) = curl(t, &[&format!("http://{WEB}/api/series?range={range}")]);
+        assert_eq!(status, 200, "{body}");
+        let s: serde_json::Value = serde_json::from_str(&body).expect("series JSON");
+        let sum: u64 = s["drop_packets"]
+            .as_array()
+            .expect("drops")
+            .iter()
+            .filter_map(serde_json::Value::as_u64)
+            .sum();
+        if sum == drops {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{range}: {sum} drops, not {drops}: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -10,6 +10,22 @@
     return s < 120 ? s + " s ago" : s < 7200 ? Math.round(s / 60) + " min ago" : Math.round(s / 3600) + " h ago";
   }
 
+  // The data update: last success, ok or failed, and each source's error
+  // (listed under the strip item, and on hover).
+  function updateItem(u) {
+    const failed = u.sources.filter((x) => x.error);
+    const why = [u.error].concat(failed.map((x) => x.name + ": " + x.error)).filter(Boolean);
+    const li = rw.el("li", { id: "update", class: u.ok ? "ok" : "bad", title: why.join("\n") },
+      rw.el("b", { text: "data update " }), u.ok ? "ok" : "failed",
+      ", last success " + ago(u.last_success) + (u.version ? " (version " + u.version + ")" : ""));
+    if (failed.length) {
+      const ul = rw.el("ul", { id: "update-errors", class: "errors" });
+      for (const x of failed) ul.append(rw.el("li", { "data-source": x.name, text: x.name + ": " + x.error }));
+      li.append(ul);
+    }
+    return li;
+  }
+
   let devicesShown = "";
   async function status() {
     try {
@@ -24,6 +40,7 @@
         rw.el("li", { id: "lost", class: lost ? "bad" : "" }, rw.el("b", { text: "events lost " }), String(lost),
           s.lost.suppressed ? " (+" + s.lost.suppressed + " rate-limited)" : ""),
       );
+      if (s.update) $("status").append(updateItem(s.update));
       const names = s.devices.join("\n");
       if (names !== devicesShown) {
         devicesShown = names;

@@ -37,6 +37,7 @@ pub mod recorder;
 pub mod reload;
 pub mod report;
 pub mod scrape;
+pub mod scrape_candidate;
 pub mod shadow;
 pub mod socket;
 pub mod stream;

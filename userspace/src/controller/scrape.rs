@@ -106,6 +106,10 @@ pub struct Reading {
     pub destinations: Option<(u64, u64)>,
     pub xdp_attached: bool,
     pub tc_attached: bool,
+    /// The label of each live device index (capped, as in `by_region`).
+    pub device_labels: Vec<String>,
+    /// The staged candidate (`None`: its maps could not be read).
+    pub candidate: Option<super::scrape_candidate::CandidateReading>,
 }
 
 /// A label value as the text format wants it (prometheus-client writes
@@ -139,6 +143,15 @@ impl Source {
         let on_iface = |facts: Result<Option<crate::pin::LinkFacts>, PinError>| matches!((facts, ifindex), (Ok(Some(f)), Some(i)) if f.ifindex == i);
         r.xdp_attached = on_iface(self.pins.link_facts());
         r.tc_attached = on_iface(self.pins.dns_link_facts());
+        let labels = std::mem::take(&mut r.device_labels);
+        let device = |d: u32| {
+            labels
+                .get(usize::try_from(d).unwrap_or(usize::MAX))
+                .map_or(OTHER, String::as_str)
+                .to_string()
+        };
+        r.candidate = super::scrape_candidate::read(&self.pins, &device);
+        r.device_labels = labels;
         Ok(r)
     }
 
@@ -198,6 +211,7 @@ impl Source {
                 bytes: t.counter.bytes,
             };
         }
+        r.device_labels = labels;
         Ok(r)
     }
 
@@ -251,7 +265,7 @@ fn gauge(
 }
 
 /// One counter family of packets and one of bytes over `rows`.
-fn traffic<K>(
+pub(super) fn traffic<K>(
     e: &mut DescriptorEncoder,
     name: &str,
     what: &str,
@@ -491,6 +505,11 @@ fn kernel_series(e: &mut DescriptorEncoder, r: &Reading) -> Result<(), std::fmt:
         ),
         ("frames", "Frames the XDP program saw", Counter::Frames),
         (
+            "candidate_lost",
+            "Disagreements with the staged candidate not counted: its counter map was full",
+            Counter::CandidateLost,
+        ),
+        (
             "rejects_sent",
             "TCP resets and ICMP errors sent for reject rules",
             Counter::RejectsSent,
@@ -511,6 +530,9 @@ fn kernel_series(e: &mut DescriptorEncoder, r: &Reading) -> Result<(), std::fmt:
             "DNS answers not copied: the DNS ring was full",
             lost,
         )?;
+    }
+    if let Some(candidate) = &r.candidate {
+        super::scrape_candidate::encode(e, candidate)?;
     }
     gauge(
         e,

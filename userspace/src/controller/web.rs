@@ -15,6 +15,7 @@
 //! name loopback too, so a DNS-rebinding page cannot read the API.
 
 pub mod api;
+pub mod device;
 pub mod reader;
 pub mod series;
 pub mod state;
@@ -188,7 +189,7 @@ pub fn router(shared: &Arc<state::Shared>, guard: Arc<Guard>) -> Router {
     Router::new()
         .route("/api/status", get(api::status))
         .route("/api/top", get(api::top_view))
-        .route("/api/device", get(api::device))
+        .route("/api/device", get(device::device))
         .route("/api/explain", get(api::explain))
         .route("/api/live", get(api::live))
         .fallback(asset)

@@ -255,10 +255,7 @@ impl Query {
         let mut params = Vec::new();
         let filters = self.filters(true, &mut params);
         let sql = match interval {
-            None => format!(
-                "SELECT ts, interface, device, mac, src_ip, dst_ip, proto, src_port, dst_port, country, host, canonical, resolved, region, rule, verdict, reason, bytes, policy_epoch
-                 FROM events WHERE {filters} ORDER BY ts, id"
-            ),
+            None => format!("SELECT {EVENT_COLUMNS} FROM events WHERE {filters} ORDER BY ts, id"),
             Some(secs) => {
                 let us = secs.max(1).saturating_mul(1_000_000);
                 format!(
@@ -313,38 +310,44 @@ pub fn totals(store: &Store, q: &Query) -> Result<Vec<Total>, HistoryError> {
     rows.collect::<Result<_, _>>().map_err(run_err(store))
 }
 
+/// The columns of an event row, in the order [`record_of`] reads them.
+pub const EVENT_COLUMNS: &str = "ts, interface, device, mac, src_ip, dst_ip, proto, src_port, dst_port, country, host, canonical, resolved, region, rule, verdict, reason, bytes, policy_epoch";
+
+/// An event row (selected as [`EVENT_COLUMNS`]) as it was streamed.
+pub fn record_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
+    let ip = |i: usize| -> rusqlite::Result<Option<std::net::IpAddr>> {
+        Ok(r.get::<_, Option<String>>(i)?.and_then(|s| s.parse().ok()))
+    };
+    let verdict: String = r.get(15)?;
+    Ok(Record {
+        timestamp: humantime::format_rfc3339_micros(from_micros(r.get(0)?)).to_string(),
+        interface: r.get(1)?,
+        device: r.get(2)?,
+        src_mac: r.get(3)?,
+        src_ip: ip(4)?,
+        dst_ip: ip(5)?,
+        protocol: r.get(6)?,
+        src_port: r.get(7)?,
+        dst_port: r.get(8)?,
+        country: r.get(9)?,
+        host: r.get(10)?,
+        canonical: r.get(11)?,
+        resolved: r.get(12)?,
+        region: r.get(13)?,
+        rule: r.get(14)?,
+        verdict: verdict.parse().unwrap_or(crate::verdict::Verdict::Drop),
+        reason: r.get(16)?,
+        bytes: r.get(17)?,
+        policy_epoch: r.get(18)?,
+    })
+}
+
 /// The events of `q`, in time order, as they were streamed.
 pub fn records(store: &Store, q: &Query) -> Result<Vec<Record>, HistoryError> {
     let (sql, params) = q.events_sql(None);
     let mut stmt = store.conn().prepare(&sql).map_err(run_err(store))?;
     let rows = stmt
-        .query_map(rusqlite::params_from_iter(params), |r| {
-            let ip = |i: usize| -> rusqlite::Result<Option<std::net::IpAddr>> {
-                Ok(r.get::<_, Option<String>>(i)?.and_then(|s| s.parse().ok()))
-            };
-            let verdict: String = r.get(15)?;
-            Ok(Record {
-                timestamp: humantime::format_rfc3339_micros(from_micros(r.get(0)?)).to_string(),
-                interface: r.get(1)?,
-                device: r.get(2)?,
-                src_mac: r.get(3)?,
-                src_ip: ip(4)?,
-                dst_ip: ip(5)?,
-                protocol: r.get(6)?,
-                src_port: r.get(7)?,
-                dst_port: r.get(8)?,
-                country: r.get(9)?,
-                host: r.get(10)?,
-                canonical: r.get(11)?,
-                resolved: r.get(12)?,
-                region: r.get(13)?,
-                rule: r.get(14)?,
-                verdict: verdict.parse().unwrap_or(crate::verdict::Verdict::Drop),
-                reason: r.get(16)?,
-                bytes: r.get(17)?,
-                policy_epoch: r.get(18)?,
-            })
-        })
+        .query_map(rusqlite::params_from_iter(params), record_of)
         .map_err(run_err(store))?;
     rows.collect::<Result<_, _>>().map_err(run_err(store))
 }

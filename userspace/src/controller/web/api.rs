@@ -1,4 +1,4 @@
-//! The dashboard's JSON endpoints and live tail: status, top-N views, a device's traffic, explain, and drops as server-sent events (the series are in `reader`).
+//! The dashboard's JSON endpoints and live tail: status, top-N views, explain, and drops as server-sent events (a device's page is in `device`, the series in `reader`).
 
 use std::{convert::Infallible, net::IpAddr, sync::Arc, sync::atomic::Ordering, time::Duration};
 
@@ -21,17 +21,17 @@ use crate::{
     explain::{self, DeviceBy},
     policy::{Mode, PacketKey},
     verdict::Verdict,
-    views::{self, Dim, Totals},
+    views::{Dim, Totals},
 };
 
 /// Rows a top-N view shows by default, and at most.
 pub const TOP_DEFAULT: usize = 10;
 pub const TOP_MAX: usize = 100;
 
-type Ctx = State<Arc<Shared>>;
+pub(super) type Ctx = State<Arc<Shared>>;
 
 /// A 400 with a JSON `{"error": ...}` body.
-fn bad(why: impl Into<String>) -> Response {
+pub(super) fn bad(why: impl Into<String>) -> Response {
     #[derive(Serialize)]
     struct E {
         error: String,
@@ -73,6 +73,65 @@ pub struct Status {
     pub snapshot_ms: f64,
     /// Snapshots that could not be read (the last one was shown).
     pub snapshots_failed: u64,
+    /// `regionwall update`'s status file, for a policy with `[update]`
+    /// (`None`: no `[update]`, or no update has run yet).
+    pub update: Option<UpdateView>,
+}
+
+/// The data update status as the strip shows it.
+#[derive(Serialize)]
+pub struct UpdateView {
+    /// Unix seconds of the last run, and of the last that succeeded.
+    pub last_attempt: Option<u64>,
+    pub last_success: Option<u64>,
+    /// Whether the last run succeeded.
+    pub ok: bool,
+    /// Why the last run failed.
+    pub error: Option<String>,
+    /// The live data version.
+    pub version: Option<u64>,
+    /// Each source's last success and error, by name.
+    pub sources: Vec<UpdateSource>,
+}
+
+/// One source of the data update.
+#[derive(Serialize)]
+pub struct UpdateSource {
+    pub name: String,
+    pub last_success: Option<u64>,
+    pub error: Option<String>,
+}
+
+impl From<crate::update::status::Status> for UpdateView {
+    fn from(s: crate::update::status::Status) -> Self {
+        Self {
+            last_attempt: s.last_attempt,
+            last_success: s.last_success,
+            ok: s.error.is_none(),
+            error: s.error,
+            version: s.version,
+            sources: s
+                .sources
+                .into_iter()
+                .map(|(name, src)| UpdateSource {
+                    name,
+                    last_success: src.last_success,
+                    error: src.error,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The update status of the data directory `dir`, read on a blocking
+/// thread (a small file, but a disk read all the same).
+async fn update_status(dir: Option<std::path::PathBuf>) -> Option<UpdateView> {
+    let dir = dir?;
+    tokio::task::spawn_blocking(move || crate::update::status::read(&dir))
+        .await
+        .ok()
+        .flatten()
+        .map(UpdateView::from)
 }
 
 pub async fn status(State(s): Ctx) -> Json<Status> {
@@ -87,6 +146,7 @@ pub async fn status(State(s): Ctx) -> Json<Status> {
     };
     let ifindex = crate::iface::ifindex(&s.iface).ok();
     let on_iface = |facts: Result<Option<crate::pin::LinkFacts>, crate::pin::PinError>| matches!((facts, ifindex), (Ok(Some(f)), Some(i)) if f.ifindex == i);
+    let update = update_status(policy.update_dir.clone()).await;
     Json(Status {
         interface: s.iface.clone(),
         mode,
@@ -107,6 +167,7 @@ pub async fn status(State(s): Ctx) -> Json<Status> {
         dns_watched: s.hosts.is_some(),
         snapshot_ms: s.took().await.as_secs_f64() * 1e3,
         snapshots_failed: s.stale.load(Ordering::Relaxed),
+        update,
     })
 }
 
@@ -209,132 +270,6 @@ pub async fn top_view(State(s): Ctx, Query(q): Query<TopQuery>) -> Response {
     }
     let stats = s.stats().await;
     Json(top(stats.by(dim), n)).into_response()
-}
-
-#[derive(Deserialize)]
-pub struct DeviceQuery {
-    name: String,
-}
-
-/// A device's traffic by country and host, and its recent events.
-#[derive(Serialize)]
-pub struct DevicePage {
-    pub device: String,
-    pub known: bool,
-    pub total: Totals,
-    pub countries: Top,
-    pub hosts: Top,
-    pub drops: Vec<Record>,
-    /// The live policy's rules that name the device (directly, through a
-    /// group, or as `default`), in the policy's order.
-    pub rules: Vec<RuleView>,
-}
-
-/// A rule as the device page shows it.
-#[derive(Serialize)]
-pub struct RuleView {
-    pub name: String,
-    /// "device", "group NAME" or "default".
-    pub via: String,
-    /// "enforce", "audit" or "reject".
-    pub mode: &'static str,
-    pub block: Vec<String>,
-    pub allow: Vec<String>,
-    /// Line in the policy file.
-    pub line: usize,
-}
-
-/// The rules of `policy` that apply to the device named `name`.
-fn rules_for(policy: &crate::policy::Policy, name: &str) -> Vec<RuleView> {
-    use crate::policy::Mode;
-    let Some(device) = policy.devices.iter().position(|d| d.name == name) else {
-        return Vec::new();
-    };
-    let regions = |ids: &[usize]| -> Vec<String> {
-        ids.iter()
-            .filter_map(|&i| policy.regions.get(i).map(|r| r.name.clone()))
-            .collect()
-    };
-    policy
-        .rules
-        .iter()
-        .filter_map(|r| {
-            let via = if r.devices.contains(&device) {
-                if device == 0 {
-                    "default".to_string()
-                } else {
-                    "device".to_string()
-                }
-            } else if let Some(g) = r
-                .groups
-                .iter()
-                .filter_map(|&g| policy.groups.get(g))
-                .find(|g| g.members.contains(&device))
-            {
-                format!("group {}", g.name)
-            } else if r.devices.contains(&0) {
-                // Rules for `default` apply to devices no rule names.
-                "default".to_string()
-            } else {
-                return None;
-            };
-            Some(RuleView {
-                name: r.name.clone(),
-                via,
-                mode: match r.mode {
-                    Mode::Enforce => "enforce",
-                    Mode::Audit => "audit",
-                    Mode::Reject => "reject",
-                },
-                block: regions(&r.block),
-                allow: regions(&r.allow),
-                line: r.line,
-            })
-        })
-        .collect()
-}
-
-pub async fn device(State(s): Ctx, Query(q): Query<DeviceQuery>) -> Response {
-    let stats = s.stats().await;
-    let (known, rules) = {
-        let policy = s.policy.borrow();
-        (
-            policy.devices.iter().any(|d| d.name == q.name),
-            rules_for(&policy, &q.name),
-        )
-    };
-    let of_device = |dims: &[Dim], key: Dim| -> Vec<(String, Totals)> {
-        views::view(&stats, dims).map_or_else(
-            |_| Vec::new(),
-            |v| {
-                v.lines
-                    .into_iter()
-                    .filter(|l| l.key.get(&Dim::Device) == Some(&q.name))
-                    .map(|l| (l.key.get(&key).cloned().unwrap_or_default(), l.totals))
-                    .collect()
-            },
-        )
-    };
-    let total = stats
-        .by(Dim::Device)
-        .iter()
-        .find(|(n, _)| *n == q.name)
-        .map(|(_, t)| *t)
-        .unwrap_or_default();
-    Json(DevicePage {
-        known,
-        total,
-        countries: top(&of_device(&[Dim::Device, Dim::Country], Dim::Country), 20),
-        hosts: top(&of_device(&[Dim::Device, Dim::Host], Dim::Host), 20),
-        drops: s
-            .recent(&q.name, 50)
-            .iter()
-            .map(|r| (**r).clone())
-            .collect(),
-        rules,
-        device: q.name,
-    })
-    .into_response()
 }
 
 #[derive(Deserialize)]

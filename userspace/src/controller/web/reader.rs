@@ -323,6 +323,26 @@ pub async fn device_series(State(r): Ctx, Query(q): Query<DeviceSeriesQuery>) ->
     }
 }
 
+/// How long a device's recent drops from the history are shared.
+pub const FRESH_RECENT: Duration = Duration::from_secs(1);
+
+/// The newest `n` events of `device` from the history, newest first
+/// (bounded by `n`; one indexed query, shared for [`FRESH_RECENT`]).
+pub async fn recent(
+    r: &Reader,
+    device: &str,
+    n: usize,
+) -> Result<Vec<crate::events::Record>, Failed> {
+    let name = device.to_string();
+    let v = r
+        .ask(format!("recent {n} {device}"), FRESH_RECENT, move |c| {
+            series::recent(c, &name, n)
+        })
+        .await?;
+    serde_json::from_value((*v).clone())
+        .map_err(|e| Failed(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
 /// Totals by `dim` over `range` from the history (ranged top-N lists).
 pub async fn totals(
     r: &Reader,

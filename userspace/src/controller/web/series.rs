@@ -306,9 +306,58 @@ pub fn totals(
     Ok(by.into_iter().collect())
 }
 
+/// Events [`recent`] looks through at most (the newest by row id): a
+/// device with few or no events never makes it walk the whole table.
+pub const RECENT_SCANNED: u64 = 100_000;
+
+/// The newest `n` events of `device` (drops, rejects, audits) among the
+/// newest [`RECENT_SCANNED`] of every device, newest first: the device
+/// page's recent drops, which survive a restart. Rows are in write order,
+/// which is time order (the writer inserts them as they came).
+pub fn recent(
+    conn: &Connection,
+    device: &str,
+    n: usize,
+) -> Result<Vec<crate::events::Record>, ReadError> {
+    use crate::history::query::{EVENT_COLUMNS, record_of};
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events
+         WHERE id > (SELECT coalesce(max(id), 0) FROM events) - ?3 AND device = ?1
+         ORDER BY id DESC LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![device, i(n as u64), i(RECENT_SCANNED)], record_of)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{Range, steps};
+    use super::{RECENT_SCANNED, Range, recent, steps};
+
+    #[test]
+    fn recent_is_newest_first_and_looks_only_at_the_newest_rows() {
+        let dir = std::env::temp_dir().join(format!("rw-series-recent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let store = crate::history::Store::open(&dir.join("h.db")).expect("store");
+        let c = store.conn();
+        c.execute_batch(&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {})
+             INSERT INTO events (ts, interface, device, mac, proto, country, region, rule, verdict, reason, bytes, policy_epoch)
+             SELECT i * 1000, 'lan', CASE WHEN i <= 3 THEN 'old' WHEN i % 2 = 0 THEN 'tv' ELSE 'pc' END,
+                    '', 'udp', '-', '-', 'r', 'drop', '', i, 1 FROM n",
+            RECENT_SCANNED + 3
+        ))
+        .expect("rows");
+        let tv = recent(c, "tv", 3).expect("tv");
+        let bytes: Vec<u32> = tv.iter().map(|r| r.bytes).collect();
+        let last = u32::try_from(RECENT_SCANNED + 3).expect("small");
+        let newest_even = last - last % 2;
+        assert_eq!(bytes, [newest_even, newest_even - 2, newest_even - 4]);
+        assert!(tv[0].timestamp > tv[1].timestamp);
+        // The three oldest rows are beyond the newest RECENT_SCANNED.
+        assert!(recent(c, "old", 50).expect("old").is_empty());
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn ranges_step_by_minutes_then_hours() {
