@@ -73,6 +73,37 @@ pub struct Compiled {
     pub region_sizes: Vec<(usize, usize)>,
     /// Row-major `devices x classes x port classes`.
     pub decisions: Vec<Decision>,
+    /// Class id -> the [`Refine`] tags (0-based) the class lies in; empty
+    /// unless compiled by [`compile_refined`].
+    pub refined: Vec<Vec<u16>>,
+}
+
+/// Extra tagged prefix sets whose boundaries split the region classes and
+/// nothing else (no decision reads them): compiling a policy with another
+/// policy's regions and countries gives a common refinement of both
+/// policies' classes, every class inside one class of each.
+#[derive(Clone, Debug, Default)]
+pub struct Refine {
+    pub v4: Vec<(V4, u16)>,
+    pub v6: Vec<(V6, u16)>,
+}
+
+impl Refine {
+    /// `policy`'s regions (tags `0..regions`, policy order) then the
+    /// countries of `compiled`, its compilation (tag `regions + id - 1`).
+    #[must_use]
+    pub fn of(policy: &Policy, compiled: &Compiled) -> Self {
+        let mut out = Self::default();
+        for (i, (v4, v6)) in merge_all(&policy.regions).into_iter().enumerate() {
+            out.v4.extend(v4.into_iter().map(|p| (p, region_u16(i))));
+            out.v6.extend(v6.into_iter().map(|p| (p, region_u16(i))));
+        }
+        let base = region_u16(policy.regions.len());
+        let a = &compiled.attribution;
+        out.v4.extend(a.v4.iter().map(|&(p, c)| (p, base + c)));
+        out.v6.extend(a.v6.iter().map(|&(p, c)| (p, base + c)));
+        out
+    }
 }
 
 impl Compiled {
@@ -367,6 +398,12 @@ fn merge_all(regions: &[crate::policy::Region]) -> Vec<(Vec<V4>, Vec<V6>)> {
 
 /// Compiles `policy` into kernel tables.
 pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
+    compile_refined(policy, &Refine::default())
+}
+
+/// [`compile`] with the classes split along `refine`'s prefixes as well:
+/// the same decision for every address, in more classes.
+pub fn compile_refined(policy: &Policy, refine: &Refine) -> Result<Compiled, CompileError> {
     let mut v4_in = Vec::new();
     let mut v6_in = Vec::new();
     let mut region_sizes = Vec::with_capacity(policy.regions.len());
@@ -382,6 +419,21 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
     let attribution = std::sync::Arc::new(policy.countries.attribution());
     v4_in.extend(attribution.v4.iter().map(|&(p, c)| (p, country_base + c)));
     v6_in.extend(attribution.v6.iter().map(|&(p, c)| (p, country_base + c)));
+    // Refining tags come last; countries' ids start at 1, so their tags
+    // stop below `country_base + codes + 1`.
+    let refine_base = country_base.saturating_add(region_u16(country_names.len() + 1));
+    v4_in.extend(
+        refine
+            .v4
+            .iter()
+            .map(|&(p, t)| (p, refine_base.saturating_add(t))),
+    );
+    v6_in.extend(
+        refine
+            .v6
+            .iter()
+            .map(|&(p, t)| (p, refine_base.saturating_add(t))),
+    );
     // The two families are independent until interning: one thread each.
     let (v4_sets, v6_sets) = std::thread::scope(|scope| {
         let v6 = scope.spawn(move || region_sets(v6_in));
@@ -408,7 +460,10 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
             max: regionwall_common::LPM_V6_MAX_ENTRIES,
         });
     }
-    let (classes, class_countries) = interner.split(country_base);
+    let (classes, class_countries, mut refined) = interner.split(country_base, refine_base);
+    if refine.v4.is_empty() && refine.v6.is_empty() {
+        refined.clear();
+    }
     if classes.len() > regionwall_common::MAX_CLASSES as usize {
         return Err(CompileError::TooManyClasses {
             classes: classes.len(),
@@ -467,6 +522,7 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
         port_class_count: port_reps.len(),
         region_sizes,
         decisions,
+        refined,
     })
 }
 
@@ -522,20 +578,31 @@ impl Interner {
             .collect()
     }
 
-    /// Classes as region indices, and each class's country id.
-    fn split(self, country_base: u16) -> (Vec<Vec<u16>>, Vec<u16>) {
-        self.sets
-            .list
-            .iter()
-            .map(|tags| {
-                let regions = tags.iter().copied().filter(|t| *t < country_base).collect();
-                let country = tags
-                    .iter()
-                    .find(|t| **t >= country_base)
-                    .map_or(NO_COUNTRY, |t| t - country_base + 1);
-                (regions, country)
-            })
-            .unzip()
+    /// Classes as region indices, each class's country id, and its
+    /// refining tags (from `refine_base` on).
+    fn split(
+        self,
+        country_base: u16,
+        refine_base: u16,
+    ) -> (Vec<Vec<u16>>, Vec<u16>, Vec<Vec<u16>>) {
+        let mut classes = Vec::with_capacity(self.sets.list.len());
+        let mut countries = Vec::with_capacity(self.sets.list.len());
+        let mut refined = Vec::with_capacity(self.sets.list.len());
+        for tags in &self.sets.list {
+            classes.push(tags.iter().copied().filter(|t| *t < country_base).collect());
+            countries.push(
+                tags.iter()
+                    .find(|t| (country_base..refine_base).contains(t))
+                    .map_or(NO_COUNTRY, |t| t - country_base + 1),
+            );
+            refined.push(
+                tags.iter()
+                    .filter(|t| **t >= refine_base)
+                    .map(|t| t - refine_base)
+                    .collect(),
+            );
+        }
+        (classes, countries, refined)
     }
 }
 

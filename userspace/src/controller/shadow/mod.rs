@@ -10,14 +10,14 @@ use std::{
     sync::Arc,
 };
 
-use regionwall_common::{CANDIDATE_PATH_BYTES, CandidateMeta, Counter, Decision, Event};
+use regionwall_common::{CANDIDATE_PATH_BYTES, CandidateMeta, Counter, Event};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Controller, Prepared, prepare};
+use super::{Controller, Prepared, prepare, prepare::finish};
 use crate::{
     candidate::{DiffRow, Status},
-    compile::Compiled,
+    compile::{Compiled, Refine, compile_refined},
     control::Ack as Outcome,
     events::Record,
     policy::Policy,
@@ -28,7 +28,7 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum ShadowError {
     #[error(
-        "candidate {} refused: {why}; a candidate must keep the live policy's regions, countries, devices and port qualifiers (its rules may change freely) so the kernel shares the live lookup; change those in the live policy first",
+        "candidate {} refused: {why}; a candidate must keep the live policy's devices and port qualifiers (its rules, regions and countries may change freely) so the kernel shares the live lookup; change those in the live policy first",
         crate::shown::Shown(path)
     )]
     Incompatible { path: PathBuf, why: String },
@@ -179,92 +179,14 @@ impl Client {
     }
 }
 
-/// FNV-1a digest of the live policy as published (decisions, port
-/// classes, names): a candidate is evaluated only against the live policy
-/// whose digest it was staged with.
-#[must_use]
-pub fn live_digest(live: &Compiled) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+/// A mismatch as the refusal says it.
+fn reason(m: Mismatch) -> String {
+    match m {
+        Mismatch::Classes => {
+            "its destinations resolve to region classes the live table does not refine".into()
         }
-    };
-    for d in &live.decisions {
-        eat(&[d.verdict]);
-        eat(&d.region.to_le_bytes());
-        eat(&d.rule.to_le_bytes());
-        eat(&d.country.to_le_bytes());
+        Mismatch::Refused(why) => why,
     }
-    for p in &live.port_classes {
-        eat(&p.to_le_bytes());
-    }
-    eat(&live.names_digest().to_le_bytes());
-    h
-}
-
-/// The candidate's decisions in the live table's index space: row of
-/// stable device index `d`, class `c`, port class `p` holds what the
-/// candidate decides for the device of that name, the same class and port
-/// class. Refused unless both policies resolve destinations, devices and
-/// ports identically (then the live lookups serve both).
-pub fn table(
-    live: &Compiled,
-    live_policy: &Policy,
-    candidate: &Compiled,
-    candidate_policy: &Policy,
-) -> Result<Vec<Decision>, String> {
-    let region_data = |p: &Policy| {
-        p.regions
-            .iter()
-            .map(|r| {
-                let list = |l: &[(crate::policy::Prefix, crate::policy::Origin)]| {
-                    l.iter().map(|(p, _)| *p).collect::<Vec<_>>()
-                };
-                (r.name.clone(), list(&r.prefixes), list(&r.except))
-            })
-            .collect::<Vec<_>>()
-    };
-    if region_data(live_policy) != region_data(candidate_policy) {
-        return Err("its regions (names or addresses, inline allow lists included) differ".into());
-    }
-    if live_policy.countries != candidate_policy.countries {
-        return Err("its country database differs".into());
-    }
-    if live_policy.devices != candidate_policy.devices {
-        return Err("its devices (names, MACs or addresses) differ".into());
-    }
-    if live.port_classes != candidate.port_classes
-        || live.port_class_count != candidate.port_class_count
-    {
-        return Err("its protocol/port qualifiers split ports differently".into());
-    }
-    if live.v4 != candidate.v4 || live.v6 != candidate.v6 || live.classes != candidate.classes {
-        return Err("its destinations resolve to different region classes".into());
-    }
-    let classes = live.classes.len();
-    let ports = live.port_class_count.max(1);
-    let stride = classes * ports;
-    let mut out = vec![Decision::default(); live.decisions.len()];
-    for (d, name) in live.device_names.iter().enumerate() {
-        let Some(own) = candidate.device_names.iter().position(|n| n == name) else {
-            continue; // a retired index: no device table entry leads here
-        };
-        for c in 0..classes {
-            let country = live.class_countries.get(c).copied().unwrap_or(0);
-            for p in 0..ports {
-                let (at, from) = (
-                    (d * classes + c) * ports + p,
-                    (own * classes + c) * ports + p,
-                );
-                if let (Some(cell), Some(src)) = (out.get_mut(at), candidate.decisions.get(from)) {
-                    *cell = Decision { country, ..*src };
-                }
-            }
-        }
-    }
-    debug_assert_eq!(out.len() % stride.max(1), 0);
-    Ok(out)
 }
 
 fn now_secs() -> u64 {
@@ -325,13 +247,28 @@ impl Controller {
             .names
             .get(self.epoch)
             .ok_or(ShadowError::NoLivePolicy)?;
-        let decisions =
-            table(live, &self.live, &prepared.compiled, &prepared.policy).map_err(|why| {
-                ShadowError::Incompatible {
-                    path: path.clone(),
-                    why,
-                }
-            })?;
+        let refuse = |m: Mismatch| ShadowError::Incompatible {
+            path: path.clone(),
+            why: reason(m),
+        };
+        // A live table refined for an earlier candidate is refined again
+        // for this one: its refining tags name the other's regions.
+        let decisions = match table(live, &self.live, &prepared.compiled, &prepared.policy) {
+            Ok(d) if live.refined.is_empty() => d,
+            Err(m @ Mismatch::Refused(_)) => return Err(refuse(m)),
+            Ok(_) | Err(Mismatch::Classes) => {
+                self.refine_live(&prepared)?;
+                let live = self
+                    .names
+                    .get(self.epoch)
+                    .ok_or(ShadowError::NoLivePolicy)?;
+                table(live, &self.live, &prepared.compiled, &prepared.policy).map_err(refuse)?
+            }
+        };
+        let live = self
+            .names
+            .get(self.epoch)
+            .ok_or(ShadowError::NoLivePolicy)?;
         let digest = live_digest(live);
         let staged_at = now_secs();
         let meta = meta_of(&path, digest, staged_at)?;
@@ -358,6 +295,33 @@ impl Controller {
         ))
     }
 
+    /// Republishes the live policy over a common refinement of its own and
+    /// `candidate`'s destination classes (an ordinary atomic flip: the
+    /// same decisions, counters and names for every address), so the
+    /// candidate's table can be laid over it. The candidate being
+    /// replaced, if any, is dropped first so the publish does not restage it.
+    fn refine_live(&mut self, candidate: &Prepared) -> Result<(), ShadowError> {
+        let refine = Refine::of(&candidate.policy, &candidate.compiled);
+        let path = self.config.policy.clone();
+        let compiled = compile_refined(&self.live, &refine).map_err(|source| {
+            super::PrepareError::Compile {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        let prepared = finish(Arc::clone(&self.live), compiled, self.config.lookup, &path)?;
+        let previous = self.candidate.take();
+        if let Err(e) = self.apply(prepared) {
+            self.candidate = previous;
+            return Err(Box::new(e).into());
+        }
+        log::info!(
+            "republished the live policy over {} destination classes to evaluate the candidate beside it",
+            self.names.get(self.epoch).map_or(0, |c| c.classes.len())
+        );
+        Ok(())
+    }
+
     /// After a publish (a reload, a restart): stages the candidate again
     /// against the new table set if the live policy is the one it was
     /// staged against (counts go on); otherwise it stays paused.
@@ -376,9 +340,9 @@ impl Controller {
             return;
         }
         let restaged = table(live, &self.live, &staged.compiled, &staged.policy)
-            .map_err(|why| ShadowError::Incompatible {
+            .map_err(|m| ShadowError::Incompatible {
                 path: staged.path.clone(),
-                why,
+                why: reason(m),
             })
             .and_then(|decisions| {
                 let meta = meta_of(&staged.path, staged.live_digest, staged.staged_at)?;
@@ -553,5 +517,8 @@ impl Controller {
     }
 }
 
+mod table;
 #[cfg(test)]
 mod tests;
+
+pub use table::{Mismatch, live_digest, table};
