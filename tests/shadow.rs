@@ -10,13 +10,13 @@
 mod common;
 
 use std::{
+    collections::BTreeMap,
     net::Ipv4Addr,
     path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    collections::BTreeMap,
     time::Duration,
 };
 
@@ -480,9 +480,6 @@ fn candidates_adding_or_removing_regions_are_evaluated_then_promoted() {
         &["--pin-root", root.arg(), "--no-history"],
     )
     .expect("start");
-    let prog = Xdp::from_pin(root.pins().prog(), XdpAttachType::Interface).expect("program");
-    let phone = Ipv4Addr::new(192, 0, 2, 10);
-    let probe = |dst: [u8; 4]| common::prog::verdict(&prog, &udp4_frame(phone, dst.into(), 9));
 
     // A candidate with a new region: the live table is republished over
     // the refined classes, the live verdicts and counts as before.
@@ -511,7 +508,32 @@ fn candidates_adding_or_removing_regions_are_evaluated_then_promoted() {
             row("phone", "zone-b", "pass", 65),
         ]
     );
+    // kill -9: the restarted controller publishes the live policy plain,
+    // refines it again for the adopted candidate, and counts go on.
+    let socket = c.socket.clone();
+    c.kill9().expect("kill -9");
+    let c = Controller::start(
+        &exe(),
+        &t,
+        &live,
+        &[
+            "--pin-root",
+            root.arg(),
+            "--no-history",
+            "--socket",
+            socket.to_str().expect("UTF-8"),
+        ],
+    )
+    .expect("restart");
+    let s = diff(&c, &root);
+    assert!(s.staged && s.evaluated, "adopted: {s:?}\n{}", c.log_text());
+    send(&t, "203.0.113.200:9", 5);
+    let s = diff_when(&c, &root, Verdict::Pass, Verdict::Drop, 30);
+    assert_eq!(counted(&s, Verdict::Pass, Verdict::Drop), (30, 30 * FRAME));
     // Promoted: the candidate enforces.
+    let prog = Xdp::from_pin(root.pins().prog(), XdpAttachType::Interface).expect("program");
+    let phone = Ipv4Addr::new(192, 0, 2, 10);
+    let probe = |dst: [u8; 4]| common::prog::verdict(&prog, &udp4_frame(phone, dst.into(), 9));
     let out = cli(&c, &root, &["promote"]);
     assert!(out.status.success(), "promote: {}", text(&out));
     assert_eq!(probe([203, 0, 113, 200]), XDP_DROP);

@@ -433,7 +433,10 @@ pub struct CandidateMeta {
     pub staged_at: u64,
     /// Bytes of `path` in use.
     pub path_len: u32,
-    pub _pad: u32,
+    /// Digest of the live policy before it was republished over a
+    /// refinement for this candidate (0: not refined): a restarted or
+    /// reloaded controller publishing that policy refines it again.
+    pub plain_digest: u32,
     /// The candidate's policy file, UTF-8.
     pub path: [u8; CANDIDATE_PATH_BYTES],
 }
@@ -446,7 +449,7 @@ impl Default for CandidateMeta {
             live_digest: 0,
             staged_at: 0,
             path_len: 0,
-            _pad: 0,
+            plain_digest: 0,
             path: [0; CANDIDATE_PATH_BYTES],
         }
     }

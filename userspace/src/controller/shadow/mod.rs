@@ -74,6 +74,8 @@ pub struct Staged {
     /// The compiled lookup, kept for an atomic promote.
     fib: Option<crate::fib::Fib>,
     live_digest: u32,
+    /// The live digest before refinement for this candidate (0: none).
+    plain_digest: u32,
     staged_at: u64,
 }
 
@@ -195,7 +197,12 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn meta_of(path: &Path, live_digest: u32, staged_at: u64) -> Result<CandidateMeta, ShadowError> {
+fn meta_of(
+    path: &Path,
+    live_digest: u32,
+    plain_digest: u32,
+    staged_at: u64,
+) -> Result<CandidateMeta, ShadowError> {
     let text = path.to_str().ok_or(ShadowError::Path)?;
     if text.len() > CANDIDATE_PATH_BYTES {
         return Err(ShadowError::Path);
@@ -203,6 +210,7 @@ fn meta_of(path: &Path, live_digest: u32, staged_at: u64) -> Result<CandidateMet
     let mut meta = CandidateMeta {
         staged: 1,
         live_digest,
+        plain_digest,
         staged_at,
         path_len: u32::try_from(text.len()).map_err(|_| ShadowError::Path)?,
         ..CandidateMeta::default()
@@ -253,11 +261,24 @@ impl Controller {
         };
         // A live table refined for an earlier candidate is refined again
         // for this one: its refining tags name the other's regions.
+        let mut plain_digest = 0;
         let decisions = match table(live, &self.live, &prepared.compiled, &prepared.policy) {
             Ok(d) if live.refined.is_empty() => d,
             Err(m @ Mismatch::Refused(_)) => return Err(refuse(m)),
             Ok(_) | Err(Mismatch::Classes) => {
-                self.refine_live(&prepared)?;
+                // The candidate being replaced, if any, is dropped first so
+                // the publishes do not restage it.
+                let previous = self.candidate.take();
+                if let Err(e) = self.unrefine_live() {
+                    self.candidate = previous;
+                    return Err(e);
+                }
+                plain_digest = self.names.get(self.epoch).map_or(0, |l| live_digest(l));
+                if let Err(e) = self.refine_live(&prepared.policy, &prepared.compiled) {
+                    self.candidate = previous;
+                    self.restage();
+                    return Err(e);
+                }
                 let live = self
                     .names
                     .get(self.epoch)
@@ -271,7 +292,7 @@ impl Controller {
             .ok_or(ShadowError::NoLivePolicy)?;
         let digest = live_digest(live);
         let staged_at = now_secs();
-        let meta = meta_of(&path, digest, staged_at)?;
+        let meta = meta_of(&path, digest, plain_digest, staged_at)?;
         self.dp
             .stage_candidate(&decisions, &meta, true)
             .map_err(dp_err("staging the candidate"))?;
@@ -286,6 +307,7 @@ impl Controller {
             compiled: Arc::new(prepared.compiled),
             fib: prepared.fib,
             live_digest: digest,
+            plain_digest,
             staged_at,
         });
         Ok(format!(
@@ -296,25 +318,11 @@ impl Controller {
     }
 
     /// Republishes the live policy over a common refinement of its own and
-    /// `candidate`'s destination classes (an ordinary atomic flip: the
+    /// the candidate's destination classes (an ordinary atomic flip: the
     /// same decisions, counters and names for every address), so the
-    /// candidate's table can be laid over it. The candidate being
-    /// replaced, if any, is dropped first so the publish does not restage it.
-    fn refine_live(&mut self, candidate: &Prepared) -> Result<(), ShadowError> {
-        let refine = Refine::of(&candidate.policy, &candidate.compiled);
-        let path = self.config.policy.clone();
-        let compiled = compile_refined(&self.live, &refine).map_err(|source| {
-            super::PrepareError::Compile {
-                path: path.clone(),
-                source,
-            }
-        })?;
-        let prepared = finish(Arc::clone(&self.live), compiled, self.config.lookup, &path)?;
-        let previous = self.candidate.take();
-        if let Err(e) = self.apply(prepared) {
-            self.candidate = previous;
-            return Err(Box::new(e).into());
-        }
+    /// candidate's table can be laid over it.
+    fn refine_live(&mut self, policy: &Policy, compiled: &Compiled) -> Result<(), ShadowError> {
+        self.republish_live(&Refine::of(policy, compiled))?;
         log::info!(
             "republished the live policy over {} destination classes to evaluate the candidate beside it",
             self.names.get(self.epoch).map_or(0, |c| c.classes.len())
@@ -322,17 +330,63 @@ impl Controller {
         Ok(())
     }
 
+    /// Republishes the live policy over its own classes if it was refined
+    /// for a candidate (the same decisions, fewer classes).
+    fn unrefine_live(&mut self) -> Result<(), ShadowError> {
+        if self
+            .names
+            .get(self.epoch)
+            .is_some_and(|l| !l.refined.is_empty())
+        {
+            self.republish_live(&Refine::default())?;
+        }
+        Ok(())
+    }
+
+    fn republish_live(&mut self, refine: &Refine) -> Result<(), ShadowError> {
+        let path = self.config.policy.clone();
+        let compiled =
+            compile_refined(&self.live, refine).map_err(|source| super::PrepareError::Compile {
+                path: path.clone(),
+                source,
+            })?;
+        let prepared = finish(Arc::clone(&self.live), compiled, self.config.lookup, &path)?;
+        self.apply(prepared)
+            .map_err(|e| Box::new(e).into())
+            .map(|_| ())
+    }
+
     /// After a publish (a reload, a restart): stages the candidate again
     /// against the new table set if the live policy is the one it was
     /// staged against (counts go on); otherwise it stays paused.
     pub(super) fn restage(&mut self) {
+        self.restage_refining(true);
+    }
+
+    /// [`Self::restage`]; with `refine`, the live policy the candidate was
+    /// staged against, published plain (a reload of the same file, a
+    /// restart), is republished over the refinement first.
+    fn restage_refining(&mut self, refine: bool) {
         let Some(staged) = &self.candidate else {
             return;
         };
         let Some(live) = self.names.get(self.epoch) else {
             return;
         };
-        if live_digest(live) != staged.live_digest {
+        let digest = live_digest(live);
+        if refine && staged.plain_digest != 0 && digest == staged.plain_digest {
+            let Some(staged) = self.candidate.take() else {
+                return;
+            };
+            let refined = self.refine_live(&staged.policy, &staged.compiled);
+            self.candidate = Some(staged);
+            match refined {
+                Ok(()) => self.restage_refining(false),
+                Err(e) => log::warn!("candidate paused: {e}"),
+            }
+            return;
+        }
+        if digest != staged.live_digest {
             log::warn!(
                 "the live policy changed: candidate {} is paused (its counts are kept; stage it again, or promote --force)",
                 crate::shown::Shown(&staged.path)
@@ -345,7 +399,12 @@ impl Controller {
                 why: reason(m),
             })
             .and_then(|decisions| {
-                let meta = meta_of(&staged.path, staged.live_digest, staged.staged_at)?;
+                let meta = meta_of(
+                    &staged.path,
+                    staged.live_digest,
+                    staged.plain_digest,
+                    staged.staged_at,
+                )?;
                 self.dp
                     .stage_candidate(&decisions, &meta, false)
                     .map_err(dp_err("staging the candidate again"))
@@ -380,6 +439,7 @@ impl Controller {
                     compiled: Arc::new(prepared.compiled),
                     fib: prepared.fib,
                     live_digest: meta.live_digest,
+                    plain_digest: meta.plain_digest,
                     staged_at: meta.staged_at,
                 });
                 self.restage();
@@ -478,12 +538,18 @@ impl Controller {
         ))
     }
 
-    /// Drops the candidate and its counts.
+    /// Drops the candidate and its counts; a live table refined for it is
+    /// republished over the live policy's own classes (same decisions).
     pub fn discard(&mut self) -> Result<String, ShadowError> {
         let staged = self.candidate.take().ok_or(ShadowError::NotStaged)?;
         self.dp
             .discard_candidate()
             .map_err(dp_err("discarding the candidate"))?;
+        if let Err(e) = self.unrefine_live() {
+            log::warn!(
+                "the live table stays refined for the discarded candidate (same verdicts): {e}"
+            );
+        }
         log::info!("discarded candidate {}", crate::shown::Shown(&staged.path));
         Ok(format!("discarded {}", staged.path.display()))
     }
