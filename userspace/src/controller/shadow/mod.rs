@@ -273,7 +273,7 @@ impl Controller {
                     self.candidate = previous;
                     return Err(e);
                 }
-                plain_digest = self.names.get(self.epoch).map_or(0, |l| live_digest(l));
+                plain_digest = self.names.get(self.epoch).map_or(0, live_digest);
                 if let Err(e) = self.refine_live(&prepared.policy, &prepared.compiled) {
                     self.candidate = previous;
                     self.restage();
