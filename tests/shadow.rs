@@ -489,6 +489,13 @@ fn candidates_adding_or_removing_regions_are_evaluated_then_promoted() {
         "{}",
         c.log_text()
     );
+    // Staged through the socket, the refined table was compiled off the
+    // controller's event loop.
+    assert!(
+        c.log_text().contains("(compiled off the event loop)"),
+        "{}",
+        c.log_text()
+    );
     let before = live_counts(&c, &root);
     send(&t, "203.0.113.10:9", 40); // zone-b: passes in both
     send(&t, "198.51.100.10:9", 20); // zone-a: dropped in both

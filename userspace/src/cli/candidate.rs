@@ -46,7 +46,7 @@ pub fn start(ctl: &mut Controller, args: &RunArgs) -> (mpsc::Sender<Job>, mpsc::
         } else {
             let c = ctl.config();
             match prepare(path, &c.options, c.limits, c.lookup, None) {
-                Ok(prepared) => match ctl.stage(prepared, path) {
+                Ok(prepared) => match ctl.stage(prepared, None, path) {
                     Ok(message) => log::info!("{message}"),
                     Err(e) => log::error!("--candidate not staged: {e}"),
                 },

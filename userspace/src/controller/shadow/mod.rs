@@ -108,7 +108,12 @@ impl CandidateRecord {
 
 /// What the control socket asks the loop to do.
 pub enum Job {
-    Stage(Box<Prepared>, PathBuf, oneshot::Sender<Outcome>),
+    Stage(
+        Box<Prepared>,
+        Option<Box<Refined>>,
+        PathBuf,
+        oneshot::Sender<Outcome>,
+    ),
     Status(oneshot::Sender<Status>),
     Promote(bool, oneshot::Sender<Outcome>),
     Discard(oneshot::Sender<Outcome>),
@@ -120,6 +125,35 @@ pub enum Job {
 pub struct Client {
     tx: mpsc::Sender<Job>,
     config: super::Config,
+    live: tokio::sync::watch::Receiver<Arc<Policy>>,
+}
+
+/// The live policy compiled over a common refinement with a candidate,
+/// prepared off the loop; used if `live` is still the live policy.
+pub struct Refined {
+    live: Arc<Policy>,
+    prepared: Prepared,
+}
+
+/// The candidate, and the live policy refined for it when its region data
+/// differs from `live`'s (the slow part of staging it, off the loop).
+fn prepare_both(
+    path: &Path,
+    c: &super::Config,
+    live: Arc<Policy>,
+) -> Result<(Prepared, Option<Box<Refined>>), ShadowError> {
+    let candidate = prepare(path, &c.options, c.limits, c.lookup, None)?;
+    if same_region_data(&live, &candidate.policy) {
+        return Ok((candidate, None));
+    }
+    let refine = Refine::of(&candidate.policy, &candidate.compiled);
+    let compiled =
+        compile_refined(&live, &refine).map_err(|source| super::PrepareError::Compile {
+            path: c.policy.clone(),
+            source,
+        })?;
+    let prepared = finish(Arc::clone(&live), compiled, c.lookup, &c.policy)?;
+    Ok((candidate, Some(Box::new(Refined { live, prepared }))))
 }
 
 fn outcome(result: Result<String, ShadowError>) -> Outcome {
@@ -133,16 +167,16 @@ fn outcome(result: Result<String, ShadowError>) -> Outcome {
 }
 
 impl Client {
-    /// Reads and compiles `path` on a blocking thread, then stages it.
+    /// Reads and compiles `path` on a blocking thread (with the live
+    /// policy refined for it when needed), then stages it.
     pub async fn stage(&self, path: PathBuf) -> Outcome {
         let c = self.config.clone();
         let p = path.clone();
-        let prepared =
-            tokio::task::spawn_blocking(move || prepare(&p, &c.options, c.limits, c.lookup, None))
-                .await;
-        let prepared = match prepared {
+        let live = Arc::clone(&self.live.borrow());
+        let prepared = tokio::task::spawn_blocking(move || prepare_both(&p, &c, live)).await;
+        let (prepared, refined) = match prepared {
             Ok(Ok(p)) => p,
-            Ok(Err(e)) => return outcome(Err(e.into())),
+            Ok(Err(e)) => return outcome(Err(e)),
             Err(e) => {
                 return Outcome {
                     ok: false,
@@ -150,7 +184,7 @@ impl Client {
                 };
             }
         };
-        self.ask(|tx| Job::Stage(Box::new(prepared), path, tx))
+        self.ask(|tx| Job::Stage(Box::new(prepared), refined, path, tx))
             .await
     }
 
@@ -226,14 +260,17 @@ impl Controller {
         Client {
             tx,
             config: self.config.clone(),
+            live: self.live_feed.subscribe(),
         }
     }
 
     /// Does what the socket asked (on the loop: it writes the maps).
     pub fn shadow(&mut self, job: Job) {
         match job {
-            Job::Stage(prepared, path, reply) => {
-                let _ = reply.send(outcome(self.stage(*prepared, &path)));
+            Job::Stage(prepared, refined, path, reply) => {
+                let refined =
+                    refined.and_then(|r| Arc::ptr_eq(&r.live, &self.live).then_some(r.prepared));
+                let _ = reply.send(outcome(self.stage(*prepared, refined, &path)));
             }
             Job::Status(reply) => {
                 let _ = reply.send(self.candidate_status());
@@ -248,8 +285,15 @@ impl Controller {
     }
 
     /// Stages `prepared` (read from `path`) as the candidate, its counts
-    /// from zero; a candidate staged before is replaced.
-    pub fn stage(&mut self, prepared: Prepared, path: &Path) -> Result<String, ShadowError> {
+    /// from zero; a candidate staged before is replaced. `refined`: the
+    /// live policy already compiled over the refinement for it (else it is
+    /// compiled here, if needed).
+    pub fn stage(
+        &mut self,
+        prepared: Prepared,
+        refined: Option<Prepared>,
+        path: &Path,
+    ) -> Result<String, ShadowError> {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let live = self
             .names
@@ -274,7 +318,7 @@ impl Controller {
                     return Err(e);
                 }
                 plain_digest = self.names.get(self.epoch).map_or(0, live_digest);
-                if let Err(e) = self.refine_live(&prepared.policy, &prepared.compiled) {
+                if let Err(e) = self.refine_live(&prepared.policy, &prepared.compiled, refined) {
                     self.candidate = previous;
                     self.restage();
                     return Err(e);
@@ -321,10 +365,23 @@ impl Controller {
     /// the candidate's destination classes (an ordinary atomic flip: the
     /// same decisions, counters and names for every address), so the
     /// candidate's table can be laid over it.
-    fn refine_live(&mut self, policy: &Policy, compiled: &Compiled) -> Result<(), ShadowError> {
-        self.republish_live(&Refine::of(policy, compiled))?;
+    /// `ready`: that table, already prepared off the loop.
+    fn refine_live(
+        &mut self,
+        policy: &Policy,
+        compiled: &Compiled,
+        ready: Option<Prepared>,
+    ) -> Result<(), ShadowError> {
+        let whence = if let Some(prepared) = ready {
+            self.apply(prepared)
+                .map_err(|e| ShadowError::from(Box::new(e)))?;
+            "compiled off the event loop"
+        } else {
+            self.republish_live(&Refine::of(policy, compiled))?;
+            "compiled on the event loop"
+        };
         log::info!(
-            "republished the live policy over {} destination classes to evaluate the candidate beside it",
+            "republished the live policy over {} destination classes to evaluate the candidate beside it ({whence})",
             self.names.get(self.epoch).map_or(0, |c| c.classes.len())
         );
         Ok(())
@@ -378,7 +435,7 @@ impl Controller {
             let Some(staged) = self.candidate.take() else {
                 return;
             };
-            let refined = self.refine_live(&staged.policy, &staged.compiled);
+            let refined = self.refine_live(&staged.policy, &staged.compiled, None);
             self.candidate = Some(staged);
             match refined {
                 Ok(()) => self.restage_refining(false),
@@ -587,4 +644,4 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use table::{Mismatch, live_digest, table};
+pub use table::{Mismatch, live_digest, same_region_data, table};

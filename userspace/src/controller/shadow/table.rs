@@ -16,6 +16,24 @@ pub enum Mismatch {
     Refused(String),
 }
 
+/// Whether two policies have the same regions (names, addresses, inline
+/// allow lists) and country database: then their classes are the same.
+#[must_use]
+pub fn same_region_data(a: &Policy, b: &Policy) -> bool {
+    let region_data = |p: &Policy| {
+        p.regions
+            .iter()
+            .map(|r| {
+                let list = |l: &[(crate::policy::Prefix, crate::policy::Origin)]| {
+                    l.iter().map(|(p, _)| *p).collect::<Vec<_>>()
+                };
+                (r.name.clone(), list(&r.prefixes), list(&r.except))
+            })
+            .collect::<Vec<_>>()
+    };
+    a.countries == b.countries && region_data(a) == region_data(b)
+}
+
 /// FNV-1a digest of the live policy as published (decisions, port
 /// classes, names): a candidate is evaluated only against the live policy
 /// whose digest it was staged with.
