@@ -3,12 +3,14 @@
 //! while the live verdicts hold, survives kill -9, pauses when the live
 //! policy changes (promote refused), is cleared by discard, and promotes
 //! atomically under traffic (BPF_PROG_TEST_RUN probes see the old policy,
-//! then the new one, never a mix). Every namespace and pin is removed on
-//! drop.
+//! then the new one, never a mix). Candidates that add or remove regions
+//! are evaluated over a refined live table, the live verdicts and counts
+//! unchanged. Every namespace and pin is removed on drop.
 
 mod common;
 
 use std::{
+    collections::BTreeMap,
     net::Ipv4Addr,
     path::Path,
     sync::{
@@ -163,12 +165,12 @@ fn candidate_counts_what_was_sent_and_survives_restarts() {
     )
     .expect("start");
 
-    // A candidate with other regions cannot share the lookup: refused,
+    // A candidate with other devices cannot share the lookup: refused,
     // with the reason.
-    let other = common::policy_file(&CANDIDATE.replace("203.0.113.0/24", "203.0.113.0/25"));
+    let other = common::policy_file(&CANDIDATE.replace("192.0.2.10", "192.0.2.11"));
     let out = cli(&c, &root, &["stage", other.to_str().expect("UTF-8")]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("regions"), "{}", text(&out));
+    assert!(text(&out).contains("devices"), "{}", text(&out));
     assert!(!diff(&c, &root).staged);
 
     stage(&c, &root, &candidate);
@@ -400,5 +402,177 @@ fn promote_under_traffic_is_old_then_new_never_a_mix() {
     assert!(!diff(&c, &root).staged);
     assert_eq!(common::prog::verdict(&prog, &to_a), XDP_PASS);
     assert_eq!(common::prog::verdict(&prog, &to_b), XDP_DROP);
+    drop(c);
+}
+
+/// Adds zone-c, new prefixes inside zone-b, and blocks it for the phone.
+const ADDS_C: &str = r#"
+[regions.zone-a]
+cidrs = ["198.51.100.0/24"]
+
+[regions.zone-b]
+cidrs = ["203.0.113.0/24"]
+
+[regions.zone-c]
+cidrs = ["203.0.113.128/25"]
+
+[devices.phone]
+ip = ["192.0.2.10"]
+
+[[rules]]
+name = "no-a"
+devices = ["phone"]
+block = ["zone-a"]
+
+[[rules]]
+name = "no-c"
+devices = ["phone"]
+block = ["zone-c"]
+"#;
+
+/// Removes zone-a and zone-c and every rule (what `ADDS_C` blocks passes).
+const REMOVES_A_C: &str = r#"
+# Passing everything is intended: promote keeps the reload's guard.
+allow_empty = true
+
+[regions.zone-b]
+cidrs = ["203.0.113.0/24"]
+
+[devices.phone]
+ip = ["192.0.2.10"]
+"#;
+
+/// Live packets per (device, region, verdict).
+fn live_counts(c: &Controller, root: &PinRoot) -> BTreeMap<(String, String, String), u64> {
+    let mut out = BTreeMap::new();
+    for r in common::stats(root, &c.socket).traffic {
+        *out.entry((r.device, r.region, r.verdict.as_str().to_string()))
+            .or_default() += r.packets;
+    }
+    out
+}
+
+/// What `after` counted beyond `before`, zero rows left out.
+fn counted_since(
+    before: &BTreeMap<(String, String, String), u64>,
+    after: &BTreeMap<(String, String, String), u64>,
+) -> Vec<(String, String, String, u64)> {
+    after
+        .iter()
+        .map(|(k, n)| (k, n - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .map(|((d, r, v), n)| (d.clone(), r.clone(), v.clone(), n))
+        .collect()
+}
+
+fn row(device: &str, region: &str, verdict: &str, n: u64) -> (String, String, String, u64) {
+    (device.into(), region.into(), verdict.into(), n)
+}
+
+#[test]
+fn candidates_adding_or_removing_regions_are_evaluated_then_promoted() {
+    let t = Topology::create("rwshd-regions").expect("namespaces");
+    let live = common::policy_file(LIVE);
+    let adds = common::policy_file(ADDS_C);
+    let removes = common::policy_file(REMOVES_A_C);
+    let root = PinRoot::new();
+    let c = Controller::start(
+        &exe(),
+        &t,
+        &live,
+        &["--pin-root", root.arg(), "--no-history"],
+    )
+    .expect("start");
+
+    // A candidate with a new region: the live table is republished over
+    // the refined classes, the live verdicts and counts as before.
+    stage(&c, &root, &adds);
+    assert!(
+        common::wait_count(&c, "republished the live policy", 1, Duration::from_secs(5)),
+        "{}",
+        c.log_text()
+    );
+    // Staged through the socket, the refined table was compiled off the
+    // controller's event loop.
+    assert!(
+        c.log_text().contains("(compiled off the event loop)"),
+        "{}",
+        c.log_text()
+    );
+    let before = live_counts(&c, &root);
+    send(&t, "203.0.113.10:9", 40); // zone-b: passes in both
+    send(&t, "198.51.100.10:9", 20); // zone-a: dropped in both
+    send(&t, "203.0.113.200:9", 25); // zone-c: live passes, candidate drops
+    let s = diff_when(&c, &root, Verdict::Pass, Verdict::Drop, 25);
+    assert!(s.staged && s.evaluated, "{s:?}");
+    assert_eq!(counted(&s, Verdict::Pass, Verdict::Drop), (25, 25 * FRAME));
+    assert_eq!(s.rows.len(), 1, "{s:?}");
+    assert_eq!(
+        (s.rows[0].region.as_str(), s.rows[0].rule.as_str()),
+        ("zone-c", "no-c")
+    );
+    assert_eq!(
+        counted_since(&before, &live_counts(&c, &root)),
+        vec![
+            row("phone", "zone-a", "drop", 20),
+            row("phone", "zone-b", "pass", 65),
+        ]
+    );
+    // kill -9: the restarted controller publishes the live policy plain,
+    // refines it again for the adopted candidate, and counts go on.
+    let socket = c.socket.clone();
+    c.kill9().expect("kill -9");
+    let c = Controller::start(
+        &exe(),
+        &t,
+        &live,
+        &[
+            "--pin-root",
+            root.arg(),
+            "--no-history",
+            "--socket",
+            socket.to_str().expect("UTF-8"),
+        ],
+    )
+    .expect("restart");
+    let s = diff(&c, &root);
+    assert!(s.staged && s.evaluated, "adopted: {s:?}\n{}", c.log_text());
+    send(&t, "203.0.113.200:9", 5);
+    let s = diff_when(&c, &root, Verdict::Pass, Verdict::Drop, 30);
+    assert_eq!(counted(&s, Verdict::Pass, Verdict::Drop), (30, 30 * FRAME));
+    // Promoted: the candidate enforces.
+    let prog = Xdp::from_pin(root.pins().prog(), XdpAttachType::Interface).expect("program");
+    let phone = Ipv4Addr::new(192, 0, 2, 10);
+    let probe = |dst: [u8; 4]| common::prog::verdict(&prog, &udp4_frame(phone, dst.into(), 9));
+    let out = cli(&c, &root, &["promote"]);
+    assert!(out.status.success(), "promote: {}", text(&out));
+    assert_eq!(probe([203, 0, 113, 200]), XDP_DROP);
+    assert_eq!(probe([203, 0, 113, 10]), XDP_PASS);
+    assert_eq!(probe([198, 51, 100, 10]), XDP_DROP);
+
+    // A candidate without zone-a and zone-c: what they drop would pass.
+    stage(&c, &root, &removes);
+    let before = live_counts(&c, &root);
+    send(&t, "203.0.113.10:9", 10); // zone-b: passes in both
+    send(&t, "203.0.113.200:9", 12); // zone-c: live drops, candidate passes
+    send(&t, "198.51.100.10:9", 15); // zone-a: live drops, candidate passes
+    let s = diff_when(&c, &root, Verdict::Drop, Verdict::Pass, 27);
+    assert!(s.staged && s.evaluated, "{s:?}");
+    assert_eq!(counted(&s, Verdict::Drop, Verdict::Pass), (27, 27 * FRAME));
+    assert_eq!(counted(&s, Verdict::Pass, Verdict::Drop), (0, 0));
+    assert_eq!(
+        counted_since(&before, &live_counts(&c, &root)),
+        vec![
+            row("phone", "zone-a", "drop", 15),
+            row("phone", "zone-b", "pass", 10),
+            row("phone", "zone-c", "drop", 12),
+        ]
+    );
+    let out = cli(&c, &root, &["promote"]);
+    assert!(out.status.success(), "promote: {}", text(&out));
+    assert!(!diff(&c, &root).staged);
+    for dst in [[203, 0, 113, 200], [203, 0, 113, 10], [198, 51, 100, 10]] {
+        assert_eq!(probe(dst), XDP_PASS, "{dst:?}");
+    }
     drop(c);
 }

@@ -173,15 +173,10 @@ fn promote_while_a_reload_is_prepared_is_refused() {
     let out = cli(&c, &root, &["promote"]);
     assert!(out.status.success(), "{}", text(&out));
     // zone-a first: once zone-b's drops are counted, so are its frames
-    // (one veth queue, in order).
+    // (one veth queue, in order), so dropped they would make 5.
     send(&t, "198.51.100.10:9", 2);
     send(&t, "203.0.113.10:9", 3);
     assert_eq!(drops_when(&c, &root, 3), 3, "only zone-b is dropped");
-    assert_eq!(
-        common::stats(&root, &c.socket).packets(Verdict::Pass),
-        2,
-        "zone-a passes"
-    );
 }
 
 #[test]

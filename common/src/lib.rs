@@ -19,7 +19,7 @@ pub use counters::{COUNTERS, Counter};
 
 /// Version of the map layout below. Bumped whenever any shared type or map
 /// changes meaning, so a controller can tell pinned state of another layout.
-pub const LAYOUT_VERSION: u32 = 9;
+pub const LAYOUT_VERSION: u32 = 10;
 
 /// Number of policy table sets. A reload writes the inactive set, then flips
 /// [`Control::active`] with one map update.
@@ -437,10 +437,15 @@ pub struct CandidateMeta {
     /// restarted controller adopts the file only if it still compiles to
     /// this. 0: not recorded.
     pub candidate_digest: u32,
+    /// Digest of the live policy before it was republished over a
+    /// refinement for this candidate (0: not refined): a restarted or
+    /// reloaded controller publishing that policy refines it again.
+    pub plain_digest: u32,
+    pub _pad: u32,
     /// The candidate's policy file, UTF-8.
     pub path: [u8; CANDIDATE_PATH_BYTES],
 }
-const _: () = assert!(size_of::<CandidateMeta>() == 24 + CANDIDATE_PATH_BYTES);
+const _: () = assert!(size_of::<CandidateMeta>() == 32 + CANDIDATE_PATH_BYTES);
 
 impl Default for CandidateMeta {
     fn default() -> Self {
@@ -450,6 +455,8 @@ impl Default for CandidateMeta {
             staged_at: 0,
             path_len: 0,
             candidate_digest: 0,
+            plain_digest: 0,
+            _pad: 0,
             path: [0; CANDIDATE_PATH_BYTES],
         }
     }

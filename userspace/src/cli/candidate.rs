@@ -46,7 +46,7 @@ pub fn start(ctl: &mut Controller, args: &RunArgs) -> (mpsc::Sender<Job>, mpsc::
         } else {
             let c = ctl.config();
             match prepare(path, &c.options, c.limits, c.lookup, None) {
-                Ok(prepared) => match ctl.stage(prepared, path) {
+                Ok(prepared) => match ctl.stage(prepared, None, path) {
                     Ok(message) => log::info!("{message}"),
                     Err(e) => log::error!("--candidate not staged: {e}"),
                 },
@@ -62,9 +62,11 @@ pub fn start(ctl: &mut Controller, args: &RunArgs) -> (mpsc::Sender<Job>, mpsc::
 /// The kernel computes the candidate's verdict for every packet too, and
 /// counts where it differs from the live one (see `regionwall diff`); only
 /// the live policy is enforced. The candidate must keep the live policy's
-/// regions, countries, devices and port qualifiers (its rules may change
-/// freely): then it shares the live lookup and costs one table read per
-/// packet. Staging again replaces the candidate and restarts its counts.
+/// devices and port qualifiers; its rules, regions and countries may
+/// change freely (other region data: the live policy is first republished
+/// over classes both policies' regions split, same verdicts), so it shares
+/// the live lookup and costs one table read per packet. Staging again
+/// replaces the candidate and restarts its counts.
 ///
 /// Example:
 ///   regionwall stage policies/stricter.toml --iface lan0

@@ -11,11 +11,9 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-use regionwall_common::{
-    Decision, MAX_DECISIONS, NO_COUNTRY, NO_REGION, NO_RULE, PORT_SLOTS, Verdict,
-};
+use regionwall_common::{Decision, MAX_DECISIONS, NO_REGION, NO_RULE, PORT_SLOTS, Verdict};
 
-use crate::policy::{Mode, PacketKey, Policy, PortMatch, Prefix, Rule, V4, V6, net::Bits};
+use crate::policy::{Mode, PacketKey, Policy, PortMatch, Prefix, Rule, V4, V6};
 
 /// A compiled policy does not fit the kernel tables.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +71,9 @@ pub struct Compiled {
     pub region_sizes: Vec<(usize, usize)>,
     /// Row-major `devices x classes x port classes`.
     pub decisions: Vec<Decision>,
+    /// Class id -> the [`Refine`] tags (0-based) the class lies in; empty
+    /// unless compiled by [`compile_refined`].
+    pub refined: Vec<Vec<u16>>,
 }
 
 impl Compiled {
@@ -273,7 +274,7 @@ fn decide_level<'a>(
     clippy::cast_possible_truncation,
     reason = "region and rule counts are bounded far below u16::MAX by the parser"
 )]
-fn region_u16(i: usize) -> u16 {
+pub(crate) fn region_u16(i: usize) -> u16 {
     i as u16
 }
 
@@ -339,7 +340,7 @@ fn port_classes(policy: &Policy) -> (Vec<u32>, Vec<PacketKey>) {
 }
 
 /// Every region's merged prefixes, regions spread over the machine's cores.
-fn merge_all(regions: &[crate::policy::Region]) -> Vec<(Vec<V4>, Vec<V6>)> {
+pub(crate) fn merge_all(regions: &[crate::policy::Region]) -> Vec<(Vec<V4>, Vec<V6>)> {
     let threads = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .min(8);
@@ -367,6 +368,12 @@ fn merge_all(regions: &[crate::policy::Region]) -> Vec<(Vec<V4>, Vec<V6>)> {
 
 /// Compiles `policy` into kernel tables.
 pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
+    compile_refined(policy, &Refine::default())
+}
+
+/// [`compile`] with the classes split along `refine`'s prefixes as well:
+/// the same decision for every address, in more classes.
+pub fn compile_refined(policy: &Policy, refine: &Refine) -> Result<Compiled, CompileError> {
     let mut v4_in = Vec::new();
     let mut v6_in = Vec::new();
     let mut region_sizes = Vec::with_capacity(policy.regions.len());
@@ -382,6 +389,21 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
     let attribution = std::sync::Arc::new(policy.countries.attribution());
     v4_in.extend(attribution.v4.iter().map(|&(p, c)| (p, country_base + c)));
     v6_in.extend(attribution.v6.iter().map(|&(p, c)| (p, country_base + c)));
+    // Refining tags come last; countries' ids start at 1, so their tags
+    // stop below `country_base + codes + 1`.
+    let refine_base = country_base.saturating_add(region_u16(country_names.len() + 1));
+    v4_in.extend(
+        refine
+            .v4
+            .iter()
+            .map(|&(p, t)| (p, refine_base.saturating_add(t))),
+    );
+    v6_in.extend(
+        refine
+            .v6
+            .iter()
+            .map(|&(p, t)| (p, refine_base.saturating_add(t))),
+    );
     // The two families are independent until interning: one thread each.
     let (v4_sets, v6_sets) = std::thread::scope(|scope| {
         let v6 = scope.spawn(move || region_sets(v6_in));
@@ -394,21 +416,11 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
     let mut interner = Interner::default();
     let v4 = interner.merge(v4_sets);
     let v6 = interner.merge(v6_sets);
-    if v4.len() > regionwall_common::LPM_V4_MAX_ENTRIES as usize {
-        return Err(CompileError::TooManyPrefixes {
-            family: "IPv4",
-            count: v4.len(),
-            max: regionwall_common::LPM_V4_MAX_ENTRIES,
-        });
+    check_prefixes(v4.len(), v6.len())?;
+    let (classes, class_countries, mut refined) = interner.split(country_base, refine_base);
+    if refine.v4.is_empty() && refine.v6.is_empty() {
+        refined.clear();
     }
-    if v6.len() > regionwall_common::LPM_V6_MAX_ENTRIES as usize {
-        return Err(CompileError::TooManyPrefixes {
-            family: "IPv6",
-            count: v6.len(),
-            max: regionwall_common::LPM_V6_MAX_ENTRIES,
-        });
-    }
-    let (classes, class_countries) = interner.split(country_base);
     if classes.len() > regionwall_common::MAX_CLASSES as usize {
         return Err(CompileError::TooManyClasses {
             classes: classes.len(),
@@ -437,19 +449,7 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
             }
         }
     }
-    let mut device_macs = Vec::new();
-    let mut device_v4 = Vec::new();
-    let mut device_v6 = Vec::new();
-    for (i, d) in policy.devices.iter().enumerate() {
-        let i = u32::try_from(i).unwrap_or(u32::MAX);
-        device_macs.extend(d.macs.iter().map(|m| (*m, i)));
-        for p in &d.prefixes {
-            match p {
-                Prefix::V4(p) => device_v4.push((*p, i)),
-                Prefix::V6(p) => device_v6.push((*p, i)),
-            }
-        }
-    }
+    let (device_macs, device_v4, device_v6) = device_tables(policy);
     Ok(Compiled {
         region_names: policy.regions.iter().map(|r| r.name.clone()).collect(),
         device_names: policy.devices.iter().map(|d| d.name.clone()).collect(),
@@ -467,129 +467,45 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
         port_class_count: port_reps.len(),
         region_sizes,
         decisions,
+        refined,
     })
 }
 
-/// Interned tag sets: id 0 is the empty set. A tag is a region index, or
-/// a country (the country base plus its index).
-#[derive(Debug)]
-struct Sets {
-    ids: HashMap<Box<[u16]>, u32>,
-    list: Vec<Box<[u16]>>,
+/// Both families' tables fit the kernel's LPM maps.
+fn check_prefixes(v4: usize, v6: usize) -> Result<(), CompileError> {
+    if v4 > regionwall_common::LPM_V4_MAX_ENTRIES as usize {
+        return Err(CompileError::TooManyPrefixes {
+            family: "IPv4",
+            count: v4,
+            max: regionwall_common::LPM_V4_MAX_ENTRIES,
+        });
+    }
+    if v6 > regionwall_common::LPM_V6_MAX_ENTRIES as usize {
+        return Err(CompileError::TooManyPrefixes {
+            family: "IPv6",
+            count: v6,
+            max: regionwall_common::LPM_V6_MAX_ENTRIES,
+        });
+    }
+    Ok(())
 }
 
-impl Default for Sets {
-    fn default() -> Self {
-        let empty: Box<[u16]> = Box::new([]);
-        Self {
-            ids: HashMap::from([(empty.clone(), 0)]),
-            list: vec![empty],
+/// Device index by MAC, by IPv4 prefix and by IPv6 prefix.
+type DeviceTables = (Vec<([u8; 6], u32)>, Vec<(V4, u32)>, Vec<(V6, u32)>);
+
+fn device_tables(policy: &Policy) -> DeviceTables {
+    let mut out: DeviceTables = Default::default();
+    for (i, d) in policy.devices.iter().enumerate() {
+        let i = u32::try_from(i).unwrap_or(u32::MAX);
+        out.0.extend(d.macs.iter().map(|m| (*m, i)));
+        for p in &d.prefixes {
+            match p {
+                Prefix::V4(p) => out.1.push((*p, i)),
+                Prefix::V6(p) => out.2.push((*p, i)),
+            }
         }
     }
-}
-
-impl Sets {
-    fn intern(&mut self, tags: &[u16]) -> u32 {
-        if let Some(&id) = self.ids.get(tags) {
-            return id;
-        }
-        let id = u32::try_from(self.list.len()).unwrap_or(u32::MAX);
-        let tags: Box<[u16]> = tags.into();
-        self.ids.insert(tags.clone(), id);
-        self.list.push(tags);
-        id
-    }
-
-    fn get(&self, id: u32) -> &[u16] {
-        self.list.get(id as usize).map_or(&[], |t| t)
-    }
-}
-
-/// Region classes: every tag set the tables use, numbered densely (class
-/// 0 is the empty set, "no region, no country").
-#[derive(Debug, Default)]
-struct Interner {
-    sets: Sets,
-}
-
-impl Interner {
-    /// Re-numbers one family's table from its own sets into the classes.
-    fn merge<B>(&mut self, (table, local): (Vec<(B, u32)>, Sets)) -> Vec<(B, u32)> {
-        let map: Vec<u32> = local.list.iter().map(|t| self.sets.intern(t)).collect();
-        table
-            .into_iter()
-            .map(|(p, id)| (p, map[id as usize]))
-            .collect()
-    }
-
-    /// Classes as region indices, and each class's country id.
-    fn split(self, country_base: u16) -> (Vec<Vec<u16>>, Vec<u16>) {
-        self.sets
-            .list
-            .iter()
-            .map(|tags| {
-                let regions = tags.iter().copied().filter(|t| *t < country_base).collect();
-                let country = tags
-                    .iter()
-                    .find(|t| **t >= country_base)
-                    .map_or(NO_COUNTRY, |t| t - country_base + 1);
-                (regions, country)
-            })
-            .unzip()
-    }
-}
-
-/// Turns (prefix, tag) pairs into (prefix, tag set) LPM entries, exact
-/// under longest-prefix match, without redundant nested prefixes. Sets are
-/// interned as they are made, so a prefix costs one small lookup.
-fn region_sets<B: Bits>(mut input: Vec<(B, u16)>) -> (Vec<(B, u32)>, Sets) {
-    // Parents sort before their children: by address, then shorter first.
-    input.sort_unstable_by_key(|(p, r)| (p.addr(), p.len(), *r));
-    input.dedup();
-    let mut sets = Sets::default();
-    let mut out = Vec::with_capacity(input.len());
-    // Enclosing prefixes with their full tag sets.
-    let mut stack: Vec<(B, u32)> = Vec::new();
-    let mut merged: Vec<u16> = Vec::new();
-    let mut i = 0;
-    while i < input.len() {
-        let prefix = input[i].0;
-        let first = i;
-        while i < input.len() && input[i].0 == prefix {
-            i += 1;
-        }
-        while stack
-            .last()
-            .is_some_and(|(top, _)| !top.contains_prefix(&prefix))
-        {
-            stack.pop();
-        }
-        let parent = stack.last().map_or(0, |(_, s)| *s);
-        let parent_tags = sets.get(parent);
-        let own = input[first..i].iter().map(|(_, t)| *t);
-        let set = if own.clone().all(|t| parent_tags.binary_search(&t).is_ok()) {
-            parent
-        } else {
-            merged.clear();
-            merged.extend_from_slice(parent_tags);
-            merged.extend(own);
-            merged.sort_unstable();
-            merged.dedup();
-            sets.intern(&merged)
-        };
-        if stack.last().is_some() && parent == set {
-            continue; // adds nothing to its parent
-        }
-        out.push((prefix, set));
-        stack.push((prefix, set));
-    }
-    (out, sets)
-}
-
-/// [`region_sets`] with the sets interned as class ids.
-#[cfg(test)]
-fn build_table<B: Bits>(input: Vec<(B, u16)>, interner: &mut Interner) -> Vec<(B, u32)> {
-    interner.merge(region_sets(input))
+    out
 }
 
 /// Regions (0-based) containing `addr`, computed naively from the policy:
@@ -626,5 +542,12 @@ pub fn device_for(policy: &Policy, mac: Option<[u8; 6]>, src: Option<IpAddr>) ->
     best.map_or(0, |(_, i)| i)
 }
 
+mod classes;
+mod refine;
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+use classes::build_table;
+use classes::{Interner, region_sets};
+pub use refine::Refine;

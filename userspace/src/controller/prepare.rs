@@ -101,6 +101,16 @@ pub fn prepare(
         path: path.to_path_buf(),
         source,
     })?;
+    finish(Arc::new(parsed), compiled, lookup, path)
+}
+
+/// Builds the compiled lookup of `compiled` (when `lookup` uses one).
+pub fn finish(
+    policy: Arc<Policy>,
+    compiled: Compiled,
+    lookup: Lookup,
+    path: &Path,
+) -> Result<Prepared, PrepareError> {
     let fib = if super::establish::builds_fib(lookup) {
         let unlimited = Capacity {
             slots: usize::MAX,
@@ -119,7 +129,7 @@ pub fn prepare(
         None
     };
     Ok(Prepared {
-        policy: Arc::new(parsed),
+        policy,
         compiled,
         fib,
     })

@@ -10,15 +10,14 @@ use std::{
     sync::Arc,
 };
 
-use regionwall_common::{CANDIDATE_PATH_BYTES, CandidateMeta, Counter, Decision, Event};
+use regionwall_common::{CANDIDATE_PATH_BYTES, CandidateMeta, Counter, Event};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::{Controller, Prepared, prepare};
+use super::{Controller, Prepared, prepare, prepare::finish};
 use crate::{
     candidate::{DiffRow, Status},
-    compile::Compiled,
-    control::Ack as Outcome,
+    compile::{Compiled, Refine, compile_refined},
     events::Record,
     policy::Policy,
     verdict::Verdict,
@@ -28,7 +27,7 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum ShadowError {
     #[error(
-        "candidate {} refused: {why}; a candidate must keep the live policy's regions, countries, devices and port qualifiers (its rules may change freely) so the kernel shares the live lookup; change those in the live policy first",
+        "candidate {} refused: {why}; a candidate must keep the live policy's devices and port qualifiers (its rules, regions and countries may change freely) so the kernel shares the live lookup; change those in the live policy first",
         crate::shown::Shown(path)
     )]
     Incompatible { path: PathBuf, why: String },
@@ -83,6 +82,8 @@ pub struct Staged {
     /// The compiled lookup, kept for an atomic promote.
     fib: Option<crate::fib::Fib>,
     live_digest: u32,
+    /// The live digest before refinement for this candidate (0: none).
+    plain_digest: u32,
     staged_at: u64,
 }
 
@@ -113,167 +114,14 @@ impl CandidateRecord {
     }
 }
 
-/// What the control socket asks the loop to do.
-pub enum Job {
-    Stage(Box<Prepared>, PathBuf, oneshot::Sender<Outcome>),
-    Status(oneshot::Sender<Status>),
-    Promote(bool, oneshot::Sender<Outcome>),
-    Discard(oneshot::Sender<Outcome>),
-}
-
-/// The socket's handle: prepares a candidate off the loop, then hands it
-/// to the loop with a [`Job`].
-#[derive(Clone)]
-pub struct Client {
-    tx: mpsc::Sender<Job>,
-    config: super::Config,
-}
-
-fn outcome(result: Result<String, ShadowError>) -> Outcome {
-    match result {
-        Ok(message) => Outcome { ok: true, message },
-        Err(e) => Outcome {
-            ok: false,
-            message: e.to_string(),
-        },
-    }
-}
-
-impl Client {
-    /// Reads and compiles `path` on a blocking thread, then stages it.
-    pub async fn stage(&self, path: PathBuf) -> Outcome {
-        let c = self.config.clone();
-        let p = path.clone();
-        let prepared =
-            tokio::task::spawn_blocking(move || prepare(&p, &c.options, c.limits, c.lookup, None))
-                .await;
-        let prepared = match prepared {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => return outcome(Err(e.into())),
-            Err(e) => {
-                return Outcome {
-                    ok: false,
-                    message: format!("the policy loader panicked: {e}"),
-                };
-            }
-        };
-        self.ask(|tx| Job::Stage(Box::new(prepared), path, tx))
-            .await
-    }
-
-    pub async fn status(&self) -> Option<Status> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(Job::Status(tx)).await.ok()?;
-        rx.await.ok()
-    }
-
-    pub async fn promote(&self, force: bool) -> Outcome {
-        self.ask(|tx| Job::Promote(force, tx)).await
-    }
-
-    pub async fn discard(&self) -> Outcome {
-        self.ask(Job::Discard).await
-    }
-
-    async fn ask(&self, job: impl FnOnce(oneshot::Sender<Outcome>) -> Job) -> Outcome {
-        let (tx, rx) = oneshot::channel();
-        let gone = Outcome {
-            ok: false,
-            message: "the controller is stopping".into(),
-        };
-        if self.tx.send(job(tx)).await.is_err() {
-            return gone;
+/// A mismatch as the refusal says it.
+fn reason(m: Mismatch) -> String {
+    match m {
+        Mismatch::Classes => {
+            "its destinations resolve to region classes the live table does not refine".into()
         }
-        rx.await.unwrap_or(gone)
+        Mismatch::Refused(why) => why,
     }
-}
-
-/// FNV-1a digest of the live policy as published (decisions, port
-/// classes, names): a candidate is evaluated only against the live policy
-/// whose digest it was staged with.
-#[must_use]
-pub fn live_digest(live: &Compiled) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
-        }
-    };
-    for d in &live.decisions {
-        eat(&[d.verdict]);
-        eat(&d.region.to_le_bytes());
-        eat(&d.rule.to_le_bytes());
-        eat(&d.country.to_le_bytes());
-    }
-    for p in &live.port_classes {
-        eat(&p.to_le_bytes());
-    }
-    eat(&live.names_digest().to_le_bytes());
-    h
-}
-
-/// The candidate's decisions in the live table's index space: row of
-/// stable device index `d`, class `c`, port class `p` holds what the
-/// candidate decides for the device of that name, the same class and port
-/// class. Refused unless both policies resolve destinations, devices and
-/// ports identically (then the live lookups serve both).
-pub fn table(
-    live: &Compiled,
-    live_policy: &Policy,
-    candidate: &Compiled,
-    candidate_policy: &Policy,
-) -> Result<Vec<Decision>, String> {
-    let region_data = |p: &Policy| {
-        p.regions
-            .iter()
-            .map(|r| {
-                let list = |l: &[(crate::policy::Prefix, crate::policy::Origin)]| {
-                    l.iter().map(|(p, _)| *p).collect::<Vec<_>>()
-                };
-                (r.name.clone(), list(&r.prefixes), list(&r.except))
-            })
-            .collect::<Vec<_>>()
-    };
-    if region_data(live_policy) != region_data(candidate_policy) {
-        return Err("its regions (names or addresses, inline allow lists included) differ".into());
-    }
-    if live_policy.countries != candidate_policy.countries {
-        return Err("its country database differs".into());
-    }
-    if live_policy.devices != candidate_policy.devices {
-        return Err("its devices (names, MACs or addresses) differ".into());
-    }
-    if live.port_classes != candidate.port_classes
-        || live.port_class_count != candidate.port_class_count
-    {
-        return Err("its protocol/port qualifiers split ports differently".into());
-    }
-    if live.v4 != candidate.v4 || live.v6 != candidate.v6 || live.classes != candidate.classes {
-        return Err("its destinations resolve to different region classes".into());
-    }
-    let classes = live.classes.len();
-    let ports = live.port_class_count.max(1);
-    let stride = classes * ports;
-    let mut out = vec![Decision::default(); live.decisions.len()];
-    for (d, name) in live.device_names.iter().enumerate() {
-        let Some(own) = candidate.device_names.iter().position(|n| n == name) else {
-            continue; // a retired index: no device table entry leads here
-        };
-        for c in 0..classes {
-            let country = live.class_countries.get(c).copied().unwrap_or(0);
-            for p in 0..ports {
-                let (at, from) = (
-                    (d * classes + c) * ports + p,
-                    (own * classes + c) * ports + p,
-                );
-                if let (Some(cell), Some(src)) = (out.get_mut(at), candidate.decisions.get(from)) {
-                    *cell = Decision { country, ..*src };
-                }
-            }
-        }
-    }
-    debug_assert_eq!(out.len() % stride.max(1), 0);
-    Ok(out)
 }
 
 fn now_secs() -> u64 {
@@ -286,6 +134,7 @@ fn meta_of(
     path: &Path,
     live_digest: u32,
     candidate_digest: u32,
+    plain_digest: u32,
     staged_at: u64,
 ) -> Result<CandidateMeta, ShadowError> {
     let text = path.to_str().ok_or(ShadowError::Path)?;
@@ -296,6 +145,7 @@ fn meta_of(
         staged: 1,
         live_digest,
         candidate_digest,
+        plain_digest,
         staged_at,
         path_len: u32::try_from(text.len()).map_err(|_| ShadowError::Path)?,
         ..CandidateMeta::default()
@@ -311,14 +161,17 @@ impl Controller {
         Client {
             tx,
             config: self.config.clone(),
+            live: self.live_feed.subscribe(),
         }
     }
 
     /// Does what the socket asked (on the loop: it writes the maps).
     pub fn shadow(&mut self, job: Job) {
         match job {
-            Job::Stage(prepared, path, reply) => {
-                let _ = reply.send(outcome(self.stage(*prepared, &path)));
+            Job::Stage(prepared, refined, path, reply) => {
+                let refined =
+                    refined.and_then(|r| Arc::ptr_eq(&r.live, &self.live).then_some(r.prepared));
+                let _ = reply.send(outcome(self.stage(*prepared, refined, &path)));
             }
             Job::Status(reply) => {
                 let _ = reply.send(self.candidate_status());
@@ -333,23 +186,64 @@ impl Controller {
     }
 
     /// Stages `prepared` (read from `path`) as the candidate, its counts
-    /// from zero; a candidate staged before is replaced.
-    pub fn stage(&mut self, prepared: Prepared, path: &Path) -> Result<String, ShadowError> {
+    /// from zero; a candidate staged before is replaced. `refined`: the
+    /// live policy already compiled over the refinement for it (else it is
+    /// compiled here, if needed).
+    pub fn stage(
+        &mut self,
+        prepared: Prepared,
+        refined: Option<Prepared>,
+        path: &Path,
+    ) -> Result<String, ShadowError> {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let live = self
             .names
             .get(self.epoch)
             .ok_or(ShadowError::NoLivePolicy)?;
-        let decisions =
-            table(live, &self.live, &prepared.compiled, &prepared.policy).map_err(|why| {
-                ShadowError::Incompatible {
-                    path: path.clone(),
-                    why,
+        let refuse = |m: Mismatch| ShadowError::Incompatible {
+            path: path.clone(),
+            why: reason(m),
+        };
+        // A live table refined for an earlier candidate is refined again
+        // for this one: its refining tags name the other's regions.
+        let mut plain_digest = 0;
+        let decisions = match table(live, &self.live, &prepared.compiled, &prepared.policy) {
+            Ok(d) if live.refined.is_empty() => d,
+            Err(m @ Mismatch::Refused(_)) => return Err(refuse(m)),
+            Ok(_) | Err(Mismatch::Classes) => {
+                // The candidate being replaced, if any, is dropped first so
+                // the publishes do not restage it.
+                let previous = self.candidate.take();
+                if let Err(e) = self.unrefine_live() {
+                    self.candidate = previous;
+                    return Err(e);
                 }
-            })?;
+                plain_digest = self.names.get(self.epoch).map_or(0, live_digest);
+                if let Err(e) = self.refine_live(&prepared.policy, &prepared.compiled, refined) {
+                    self.candidate = previous;
+                    self.restage();
+                    return Err(e);
+                }
+                let live = self
+                    .names
+                    .get(self.epoch)
+                    .ok_or(ShadowError::NoLivePolicy)?;
+                table(live, &self.live, &prepared.compiled, &prepared.policy).map_err(refuse)?
+            }
+        };
+        let live = self
+            .names
+            .get(self.epoch)
+            .ok_or(ShadowError::NoLivePolicy)?;
         let digest = live_digest(live);
         let staged_at = now_secs();
-        let meta = meta_of(&path, digest, live_digest(&prepared.compiled), staged_at)?;
+        let meta = meta_of(
+            &path,
+            digest,
+            live_digest(&prepared.compiled),
+            plain_digest,
+            staged_at,
+        )?;
         self.dp
             .stage_candidate(&decisions, &meta, true)
             .map_err(dp_err("staging the candidate"))?;
@@ -364,6 +258,7 @@ impl Controller {
             compiled: Arc::new(prepared.compiled),
             fib: prepared.fib,
             live_digest: digest,
+            plain_digest,
             staged_at,
         });
         Ok(format!(
@@ -373,17 +268,89 @@ impl Controller {
         ))
     }
 
+    /// Republishes the live policy over a common refinement of its own and
+    /// the candidate's destination classes (an ordinary atomic flip: the
+    /// same decisions, counters and names for every address), so the
+    /// candidate's table can be laid over it.
+    /// `ready`: that table, already prepared off the loop.
+    fn refine_live(
+        &mut self,
+        policy: &Policy,
+        compiled: &Compiled,
+        ready: Option<Prepared>,
+    ) -> Result<(), ShadowError> {
+        let whence = if let Some(prepared) = ready {
+            self.apply(prepared)
+                .map_err(|e| ShadowError::from(Box::new(e)))?;
+            "compiled off the event loop"
+        } else {
+            self.republish_live(&Refine::of(policy, compiled))?;
+            "compiled on the event loop"
+        };
+        log::info!(
+            "republished the live policy over {} destination classes to evaluate the candidate beside it ({whence})",
+            self.names.get(self.epoch).map_or(0, |c| c.classes.len())
+        );
+        Ok(())
+    }
+
+    /// Republishes the live policy over its own classes if it was refined
+    /// for a candidate (the same decisions, fewer classes).
+    fn unrefine_live(&mut self) -> Result<(), ShadowError> {
+        if self
+            .names
+            .get(self.epoch)
+            .is_some_and(|l| !l.refined.is_empty())
+        {
+            self.republish_live(&Refine::default())?;
+        }
+        Ok(())
+    }
+
+    fn republish_live(&mut self, refine: &Refine) -> Result<(), ShadowError> {
+        let path = self.config.policy.clone();
+        let compiled =
+            compile_refined(&self.live, refine).map_err(|source| super::PrepareError::Compile {
+                path: path.clone(),
+                source,
+            })?;
+        let prepared = finish(Arc::clone(&self.live), compiled, self.config.lookup, &path)?;
+        self.apply(prepared)
+            .map_err(|e| Box::new(e).into())
+            .map(|_| ())
+    }
+
     /// After a publish (a reload, a restart): stages the candidate again
     /// against the new table set if the live policy is the one it was
     /// staged against (counts go on); otherwise it stays paused.
     pub(super) fn restage(&mut self) {
+        self.restage_refining(true);
+    }
+
+    /// [`Self::restage`]; with `refine`, the live policy the candidate was
+    /// staged against, published plain (a reload of the same file, a
+    /// restart), is republished over the refinement first.
+    fn restage_refining(&mut self, refine: bool) {
         let Some(staged) = &self.candidate else {
             return;
         };
         let Some(live) = self.names.get(self.epoch) else {
             return;
         };
-        if live_digest(live) != staged.live_digest {
+        let digest = live_digest(live);
+        if refine && staged.plain_digest != 0 && digest == staged.plain_digest {
+            let Some(staged) = self.candidate.take() else {
+                return;
+            };
+            let refined = self.refine_live(&staged.policy, &staged.compiled, None);
+            self.candidate = Some(staged);
+            match refined {
+                Ok(()) => self.restage_refining(false),
+                Err(e) => log::warn!("candidate paused: {e}"),
+            }
+            return;
+        }
+        if digest != staged.live_digest {
             log::warn!(
                 "the live policy changed: candidate {} is paused (its counts are kept; stage it again, or promote --force)",
                 crate::shown::Shown(&staged.path)
@@ -391,15 +358,16 @@ impl Controller {
             return;
         }
         let restaged = table(live, &self.live, &staged.compiled, &staged.policy)
-            .map_err(|why| ShadowError::Incompatible {
+            .map_err(|m| ShadowError::Incompatible {
                 path: staged.path.clone(),
-                why,
+                why: reason(m),
             })
             .and_then(|decisions| {
                 let meta = meta_of(
                     &staged.path,
                     staged.live_digest,
                     live_digest(&staged.compiled),
+                    staged.plain_digest,
                     staged.staged_at,
                 )?;
                 self.dp
@@ -444,6 +412,7 @@ impl Controller {
                     compiled: Arc::new(prepared.compiled),
                     fib: prepared.fib,
                     live_digest: meta.live_digest,
+                    plain_digest: meta.plain_digest,
                     staged_at: meta.staged_at,
                 });
                 self.restage();
@@ -565,7 +534,8 @@ impl Controller {
         ))
     }
 
-    /// Drops the candidate and its counts.
+    /// Drops the candidate and its counts; a live table refined for it is
+    /// republished over the live policy's own classes (same decisions).
     pub fn discard(&mut self) -> Result<String, ShadowError> {
         let Some(staged) = self.candidate.take() else {
             // Pinned by an earlier controller, its file unreadable since:
@@ -584,6 +554,11 @@ impl Controller {
         self.dp
             .discard_candidate()
             .map_err(dp_err("discarding the candidate"))?;
+        if let Err(e) = self.unrefine_live() {
+            log::warn!(
+                "the live table stays refined for the discarded candidate (same verdicts): {e}"
+            );
+        }
         log::info!("discarded candidate {}", crate::shown::Shown(&staged.path));
         Ok(format!("discarded {}", staged.path.display()))
     }
@@ -617,5 +592,11 @@ impl Controller {
     }
 }
 
+mod client;
+mod table;
 #[cfg(test)]
 mod tests;
+
+use client::outcome;
+pub use client::{Client, Job, Refined};
+pub use table::{Mismatch, live_digest, same_region_data, table};
