@@ -404,7 +404,19 @@ fn a_full_disk_costs_only_history() {
     let conf = TempDir::new("full-conf");
     let policy = policy(&conf);
     let root = PinRoot::new();
-    let c = start(&t, &policy, &state.0, &["--pin-root", root.arg()]);
+    let c = start(
+        &t,
+        &policy,
+        &state.0,
+        &[
+            "--pin-root",
+            root.arg(),
+            "--metrics",
+            "127.0.0.1:9465",
+            "--web",
+            "127.0.0.1:8080",
+        ],
+    );
     let prog = Xdp::from_pin(root.pins().prog(), XdpAttachType::Interface).expect("program");
     let frame = udp4_frame(
         std::net::Ipv4Addr::new(192, 0, 2, 10),
@@ -431,6 +443,28 @@ fn a_full_disk_costs_only_history() {
     );
     // The error is logged (stats show it until a write succeeds again).
     assert!(c.log_text().contains("full"), "{}", c.log_text());
+    // /metrics and the dashboard's strip count what was not written too.
+    let get = |url: &str| {
+        let out = t
+            .gateway
+            .command("curl")
+            .args(["-sS", "--fail", "--max-time", "10", url])
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "GET {url}: {}", common::text(&out));
+        String::from_utf8(out.stdout).expect("UTF-8")
+    };
+    let metrics = get("http://127.0.0.1:9465/metrics");
+    let scraped: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("regionwall_history_events_not_written_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(scraped >= h.not_written && scraped > 0, "{scraped} < {h:?}");
+    let status: serde_json::Value =
+        serde_json::from_str(&get("http://127.0.0.1:8080/api/status")).expect("JSON");
+    let shown = status["lost"]["history_not_written"].as_u64().unwrap_or(0);
+    assert!(shown >= h.not_written && shown > 0, "{status}");
     // Enforcement and the live stream go on.
     let before = s.events_logged;
     udp(&t, BLOCKED, 5, Duration::from_millis(5));

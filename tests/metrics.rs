@@ -64,6 +64,7 @@ fn kernel_counters(s: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
         "regionwall_reloads_total",
         "regionwall_events_queue_dropped_total",
         "regionwall_events_not_written_total",
+        "regionwall_history_events_not_written_total",
         "regionwall_dns_answers_decoded_total",
     ];
     s.iter()

@@ -30,7 +30,7 @@
   async function status() {
     try {
       const s = await rw.get("/api/status");
-      const lost = s.lost.ring_lost + s.lost.queue_dropped + s.lost.not_written + s.lost.live_lagged;
+      const lost = s.lost.ring_lost + s.lost.queue_dropped + s.lost.not_written + s.lost.history_not_written + s.lost.live_lagged;
       const hook = (n, on) => rw.el("li", { class: on ? "ok" : "bad", id: "hook-" + n }, rw.el("b", { text: n + " " }), on ? "attached" : "not attached");
       $("status").replaceChildren(
         rw.el("li", {}, rw.el("b", { text: "interface " }), s.interface),

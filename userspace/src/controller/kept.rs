@@ -61,6 +61,10 @@ pub struct Saved {
     pub queue_dropped: u64,
     pub not_written: u64,
     pub dns_answers: u64,
+    /// Events the history recorder could not write (full queue, missed,
+    /// failed commits); absent in files of earlier versions.
+    #[serde(default)]
+    pub history_not_written: u64,
     /// See [`Carry::kept`].
     pub carry: Vec<(Key, Lift)>,
 }
@@ -74,6 +78,7 @@ pub struct Kept {
     /// counts (`stats` and the dashboard count from this start).
     pub base: Saved,
     dns_now: Box<dyn Fn() -> u64 + Send + Sync>,
+    history_now: Box<dyn Fn() -> u64 + Send + Sync>,
     written: Mutex<Saved>,
 }
 
@@ -130,6 +135,7 @@ impl Kept {
         carry: Arc<Mutex<Carry>>,
         adopted: bool,
         dns_now: Box<dyn Fn() -> u64 + Send + Sync>,
+        history_now: Box<dyn Fn() -> u64 + Send + Sync>,
     ) -> Result<Self, KeptError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let saved = load(dir)?;
@@ -145,6 +151,7 @@ impl Kept {
                 ..saved.clone()
             },
             dns_now,
+            history_now,
             written: Mutex::new(saved),
         })
     }
@@ -160,6 +167,7 @@ impl Kept {
             queue_dropped: b.queue_dropped + load(&t.queue_dropped),
             not_written: b.not_written + load(&t.not_written),
             dns_answers: b.dns_answers + (self.dns_now)(),
+            history_not_written: b.history_not_written + (self.history_now)(),
             carry: self.carry.lock().map(|c| c.kept()).unwrap_or_default(),
         }
     }
@@ -202,12 +210,15 @@ pub fn start(ctl: &mut super::Controller, dir: Option<&Path>) -> Option<Saver> {
     let dir = dir?;
     let hosts = ctl.hosts().cloned();
     let dns_now = Box::new(move || hosts.as_ref().map_or(0, |h| h.stats().answers));
+    let history = ctl.history.clone();
+    let history_now = Box::new(move || history.as_ref().map_or(0, |h| h.stats().not_written));
     let kept = match Kept::open(
         dir,
         Arc::clone(ctl.tally()),
         Arc::clone(&ctl.carry),
         !ctl.counters_fresh(),
         dns_now,
+        history_now,
     ) {
         Ok(k) => Arc::new(k),
         Err(e) => {

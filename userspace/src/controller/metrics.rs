@@ -100,6 +100,7 @@ impl Exporter {
             per_key: false,
             carry: Arc::clone(&ctl.carry),
             kept: ctl.kept.clone(),
+            history: ctl.history.clone(),
         };
         let registry = Arc::new(registry(source));
         let addr = self.local_addr().ok();

@@ -67,6 +67,8 @@ pub struct Source {
     /// The counters kept in the state directory: saved before a scrape
     /// is answered.
     pub kept: Option<Arc<super::kept::Kept>>,
+    /// The history recorder's counts, when it records.
+    pub history: Option<Arc<crate::history::writer::Counts>>,
 }
 
 impl std::fmt::Debug for Source {
@@ -431,6 +433,15 @@ fn controller_series(e: &mut DescriptorEncoder, src: &Source) -> Result<(), std:
         "Events the controller's output could not take",
         base(|b| b.not_written) + load(&tally.not_written),
     )?;
+    if let Some(h) = &src.history {
+        let h = h.stats();
+        counter(
+            e,
+            "history_events_not_written",
+            "Events the history could not record (full queue, missed, failed commits: a full disk)",
+            base(|b| b.history_not_written) + h.not_written,
+        )?;
+    }
     if let Some(hosts) = &src.hosts {
         let d = hosts.stats();
         counter(

@@ -86,6 +86,7 @@ pub fn run() -> anyhow::Result<MetricsResult> {
         carry: Arc::default(),
         kept: None,
         policy: None,
+        history: None,
     };
     let bulk = metrics::registry(source(false));
     let per_key = metrics::registry(source(true));

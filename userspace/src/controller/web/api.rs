@@ -51,6 +51,8 @@ pub struct Lost {
     pub queue_dropped: u64,
     pub suppressed: u64,
     pub not_written: u64,
+    /// Events the history could not record (full queue, failed commits).
+    pub history_not_written: u64,
     /// Live-tail events this dashboard's browsers missed.
     pub live_lagged: u64,
 }
@@ -161,6 +163,7 @@ pub async fn status(State(s): Ctx) -> Json<Status> {
             queue_dropped: stats.not_logged.queue_dropped,
             suppressed: stats.not_logged.suppressed,
             not_written: stats.not_logged.not_written,
+            history_not_written: s.history.as_ref().map_or(0, |h| h.stats().not_written),
             live_lagged: s.lagged.load(Ordering::Relaxed),
         },
         devices: policy.devices.iter().map(|d| d.name.clone()).collect(),

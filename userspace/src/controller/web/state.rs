@@ -217,6 +217,8 @@ pub struct Shared {
     pub feed: broadcast::Sender<Arc<Record>>,
     /// The history (and the ring): series, device charts, ranged lists.
     pub reader: Arc<super::reader::Reader>,
+    /// The history recorder's counts (what it could not write).
+    pub history: Option<Arc<crate::history::writer::Counts>>,
     cache: tokio::sync::Mutex<Cache>,
     recent: Mutex<VecDeque<Arc<Record>>>,
     index: Mutex<Option<(Arc<Policy>, Arc<Index>)>>,
@@ -237,6 +239,7 @@ impl Shared {
             policy: ctl.watch_policy(),
             feed: ctl.feed(),
             reader: Arc::new(super::reader::Reader::new(ctl.history_path())),
+            history: ctl.history.clone(),
             cache: tokio::sync::Mutex::new(Cache {
                 stats: Arc::new(Snapshot::default()),
                 at: None,
