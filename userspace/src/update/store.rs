@@ -213,19 +213,41 @@ pub fn link_tree(src: &Path, dst: &Path) -> Result<(), StoreError> {
             fs::create_dir_all(p).map_err(io("creating", p))?;
         }
         if fs::hard_link(src, dst).is_err() {
-            fs::copy(src, dst).map_err(io("copying to", dst))?;
+            let tmp = fresh(dst);
+            fs::copy(src, &tmp).map_err(io("copying to", &tmp))?;
+            fs::rename(&tmp, dst).map_err(io("renaming into", dst))?;
         }
         Ok(())
     }
 }
 
-/// Writes `bytes` to `path` (parents created).
+/// A new name beside `path` for writing what will replace it.
+fn fresh(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map_or_else(Default::default, |n| n.to_string_lossy());
+    path.with_file_name(format!(".{name}.rwnew"))
+}
+
+/// Writes `bytes` to a fresh file renamed onto `path` (parents created):
+/// `path` may be a hard link into a live version, whose inode must never
+/// change, so it is replaced, never written through.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     if let Some(p) = path.parent() {
         fs::create_dir_all(p).map_err(io("creating", p))?;
     }
-    let mut f = fs::File::create(path).map_err(io("creating", path))?;
-    f.write_all(bytes).map_err(io("writing", path))
+    let tmp = fresh(path);
+    let _ = fs::remove_file(&tmp);
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(io("writing", &tmp)(e));
+    }
+    fs::rename(&tmp, path).map_err(io("renaming into", path))
 }
 
 /// fsyncs every file and directory under `root`, then `root`.
@@ -276,6 +298,14 @@ mod tests {
             store.rollback(),
             Err(StoreError::NoEarlier { .. })
         ));
+        // A file carried over by hard link and then replaced leaves the
+        // live version's copy untouched.
+        let s = store.stage().expect("stage");
+        link_tree(&root.join("current/a.txt"), &s.path().join("a.txt")).expect("link");
+        write_file(&s.path().join("a.txt"), b"new").expect("write");
+        assert_eq!(fs::read(root.join("current/a.txt")).expect("read"), [3]);
+        assert_eq!(fs::read(s.path().join("a.txt")).expect("read"), b"new");
+        drop(s);
         // An unfinished staging directory is removed when dropped.
         let s = store.stage().expect("stage");
         let p = s.path().to_path_buf();

