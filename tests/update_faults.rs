@@ -7,6 +7,7 @@ mod common;
 use std::{collections::BTreeMap, path::Path};
 
 use common::{
+    origin::{Origin, Route},
     text,
     update_case::{Case, apnic_records, record, rir},
 };
@@ -14,6 +15,7 @@ use common::{
 /// 01:00 UTC of some day.
 const T0: u64 = 1_800_057_600 + 3600;
 const STEP: u64 = 7200;
+const DAY: u64 = 86_400;
 
 /// Every file under `dir` with its sha256, by path relative to `dir`.
 fn hashes(dir: &Path) -> BTreeMap<String, String> {
@@ -118,4 +120,63 @@ fn overlapping_targets_are_refused_and_versions_stay_identical() {
     let out = case.update(T0 + 4 * STEP, None, &["--force"]);
     assert!(!out.status.success(), "{}", text(&out));
     assert_eq!(hashes(&case.data.join("versions")), before);
+}
+
+fn serve(origin: &Origin, records: &[String], etag: &str) {
+    origin.route(
+        "/apnic.txt",
+        Route::File {
+            body: rir(records),
+            etag: format!("\"{etag}\""),
+        },
+    );
+}
+
+/// A run with the clock far ahead (a wrong RTC) records a fetch and an
+/// HTTP 429 back-off in the future; once the clock is right again the
+/// source is due at once, not a month later.
+#[test]
+fn a_clock_moved_back_does_not_hold_updates() {
+    let origin = Origin::start();
+    let case = Case::new("faults-clock");
+    case.write_policy(&policy_from(&origin.url("/apnic.txt"), "", ""));
+    serve(&origin, &base(), "a");
+    assert!(case.update(T0, None, &[]).status.success());
+    origin.route("/apnic.txt", Route::Status(429));
+    let out = case.update(T0 + 30 * DAY, None, &[]);
+    assert!(text(&out).contains("429"), "{}", text(&out));
+    let mut more = base();
+    more.push(record("CN", "198.51.100.0", 256));
+    serve(&origin, &more, "b");
+    let out = case.update(T0 + STEP, None, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("CN: +1 prefixes"), "{}", text(&out));
+    case.assert_clean(&["1", "2"], "2");
+    // A future last fetch alone (no back-off) is no reason to wait either,
+    // with or without --force.
+    assert!(
+        case.update(T0 + 30 * DAY, None, &["--force"])
+            .status
+            .success()
+    );
+    more.push(record("CN", "198.51.100.0", 256).replace("198.51.100.0", "192.0.2.0"));
+    serve(&origin, &more, "c");
+    let out = case.update(T0 + 2 * STEP, None, &[]);
+    assert!(text(&out).contains("CN: +1 prefixes"), "{}", text(&out));
+    case.assert_clean(&["1", "2", "3"], "3");
+    // A sane back-off (until the next day) still holds, even --force.
+    origin.route("/apnic.txt", Route::Status(429));
+    assert!(!case.update(T0 + 3 * STEP, None, &[]).status.success());
+    let hits = origin.hits("/apnic.txt").len();
+    let out = case.update(T0 + 3 * STEP + 60, None, &["--force"]);
+    assert!(
+        text(&out).contains("backed off after HTTP 429"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        origin.hits("/apnic.txt").len(),
+        hits,
+        "asked during a back-off"
+    );
 }

@@ -24,7 +24,10 @@ pub(super) async fn one(
     st: &mut SourceStatus,
     now: u64,
 ) -> Result<Option<Outcome>, UpdateError> {
-    if let Some(until) = st.backoff_until.filter(|u| *u > now) {
+    // Times recorded ahead of `now` mean the clock moved back (a router
+    // whose RTC was wrong until NTP): a back-off more than a day ahead
+    // and a last fetch in the future do not hold the source back.
+    if let Some(until) = st.backoff_until.filter(|u| *u > now && *u <= next_day(now)) {
         return if have.is_some() {
             Ok(Some(Outcome::Skipped("backed off after HTTP 429")))
         } else {
@@ -33,7 +36,7 @@ pub(super) async fn one(
     }
     let recent = st
         .last_fetch
-        .is_some_and(|t| now < t.saturating_add(plan.interval.as_secs()));
+        .is_some_and(|t| t <= now && now < t.saturating_add(plan.interval.as_secs()));
     if recent && have.is_some() {
         return Ok(Some(Outcome::Skipped("fetched within the interval")));
     }
