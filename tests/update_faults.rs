@@ -180,3 +180,46 @@ fn a_clock_moved_back_does_not_hold_updates() {
         "asked during a back-off"
     );
 }
+
+/// A `SHA256SUMS`-style file of several entries: the line naming the
+/// downloaded file counts, wherever it is; none naming it is an error.
+#[test]
+fn a_checksum_file_of_many_entries() {
+    let origin = Origin::start();
+    let case = Case::new("faults-sums");
+    let sums_url = origin.url("/SHA256SUMS");
+    case.write_policy(&policy_from(
+        &origin.url("/apnic.txt"),
+        "",
+        &format!("checksum_url = \"{sums_url}\"\n"),
+    ));
+    let body = rir(&base());
+    serve(&origin, &base(), "a");
+    let sha = |b: &[u8]| regionwall::update::fetch::sha256_hex(b);
+    let sums = |name: &str| {
+        format!("{}  other.txt\n{} *./{name}\n", sha(b"other"), sha(&body)).into_bytes()
+    };
+    origin.route(
+        "/SHA256SUMS",
+        Route::File {
+            body: sums("apnic.txt"),
+            etag: "\"s1\"".into(),
+        },
+    );
+    let out = case.update(T0, None, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    case.assert_clean(&["1"], "1");
+    origin.route(
+        "/SHA256SUMS",
+        Route::File {
+            body: sums("elsewhere.txt"),
+            etag: "\"s2\"".into(),
+        },
+    );
+    case.assert_rejected(
+        &case.update(T0 + STEP, None, &[]),
+        "no md5 or sha256 digest for apnic.txt in the checksum file",
+        &["1"],
+        "1",
+    );
+}

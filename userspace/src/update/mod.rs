@@ -46,8 +46,8 @@ pub enum UpdateError {
         expected: String,
         got: String,
     },
-    #[error("{url}: no md5 or sha256 digest in the checksum file")]
-    NoDigest { url: String },
+    #[error("{url}: no md5 or sha256 digest for {name} in the checksum file")]
+    NoDigest { url: String, name: String },
     #[error("{url}: {why}")]
     Protocol { url: String, why: String },
     #[error("license key {}: {why}", path.display())]

@@ -96,10 +96,17 @@ async fn fetch_one(
                 let Got::Body { bytes, .. } =
                     client.get(curl, &Validators::default(), None).await?
                 else {
-                    return Err(UpdateError::NoDigest { url: curl.clone() });
+                    return Err(UpdateError::NoDigest {
+                        url: curl.clone(),
+                        name: fetch::url_file_name(url).to_string(),
+                    });
                 };
-                let digest = fetch::published_digest(&String::from_utf8_lossy(&bytes))
-                    .ok_or_else(|| UpdateError::NoDigest { url: curl.clone() })?;
+                let name = fetch::url_file_name(url);
+                let digest = fetch::published_digest(&String::from_utf8_lossy(&bytes), name)
+                    .ok_or_else(|| UpdateError::NoDigest {
+                        url: curl.clone(),
+                        name: name.to_string(),
+                    })?;
                 if have.is_some() && st.checksum.as_deref() == Some(digest.as_str()) {
                     return Ok(Some(Outcome::Unchanged("same published checksum")));
                 }
