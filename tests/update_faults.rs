@@ -223,3 +223,34 @@ fn a_checksum_file_of_many_entries() {
         "1",
     );
 }
+
+/// A server that starts sending a new ETag for the same content: the
+/// ETag is kept though nothing changed, so the next request is
+/// conditional on it and answered 304.
+#[test]
+fn validators_of_unchanged_content_are_kept() {
+    let origin = Origin::start();
+    let case = Case::new("faults-etag");
+    case.write_policy(&policy_from(&origin.url("/apnic.txt"), "", ""));
+    serve(&origin, &base(), "a");
+    assert!(case.update(T0, None, &[]).status.success());
+    serve(&origin, &base(), "b");
+    let out = case.update(T0 + STEP, None, &[]);
+    assert!(
+        text(&out).contains("unchanged (same content)"),
+        "{}",
+        text(&out)
+    );
+    let out = case.update(T0 + 2 * STEP, None, &[]);
+    assert!(
+        text(&out).contains("unchanged (304 not modified)"),
+        "{}",
+        text(&out)
+    );
+    let last = origin.hits("/apnic.txt").pop().expect("asked");
+    assert_eq!(
+        (last.if_none_match.as_deref(), last.status),
+        (Some("\"b\""), 304)
+    );
+    case.assert_clean(&["1"], "1");
+}

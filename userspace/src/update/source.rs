@@ -134,6 +134,10 @@ async fn fetch_one(
             };
             let sha256 = fetch::sha256_hex(&bytes);
             if have.is_some() && st.sha256.as_deref() == Some(sha256.as_str()) {
+                // Still the live copy's validators now: the next request
+                // is conditional on what the server sends today.
+                st.etag = validators.etag;
+                st.last_modified = validators.last_modified;
                 return Ok(Some(Outcome::Unchanged("same content")));
             }
             if let Some(expected) = &published {
