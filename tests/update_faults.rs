@@ -254,3 +254,76 @@ fn validators_of_unchanged_content_are_kept() {
     );
     case.assert_clean(&["1"], "1");
 }
+
+/// Copies the files of `from` into a new directory `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+    }
+}
+
+/// A run killed between commit and switch leaves a version never made
+/// current: the next run removes it (and `.current.tmp`), never gives its
+/// number again, and `--rollback` goes to the version live before. A
+/// `current` that is a real directory is refused before anything is
+/// staged.
+#[test]
+fn orphans_are_removed_and_rollback_follows_the_history() {
+    let case = Case::new("faults-orphan");
+    let mirror = case.dir.join("apnic.txt");
+    case.write_policy(&mirror_policy(&case, "", ""));
+    let mut records = base();
+    for (i, net) in ["192.0.2.0", "198.51.100.0"].into_iter().enumerate() {
+        records.push(record("CN", net, 256));
+        std::fs::write(&mirror, rir(&records)).expect("mirror");
+        let out = case.update(T0 + i as u64 * STEP, None, &[]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    case.assert_clean(&["1", "2"], "2");
+    // What kill -9 between the rename into versions/ and the switch leaves.
+    std::fs::write(case.data.join("last-version"), "3\n").expect("counter");
+    copy_dir(&case.data.join("versions/2"), &case.data.join("versions/3"));
+    std::os::unix::fs::symlink("versions/3", case.data.join(".current.tmp")).expect("tmp");
+    records.push(record("CN", "203.0.113.0", 128).replace("203.0.113.0", "100.64.0.0"));
+    std::fs::write(&mirror, rir(&records)).expect("mirror");
+    let out = case.update(T0 + 2 * STEP, None, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    case.assert_clean(&["1", "2", "4"], "4");
+    let out = case.update(T0 + 2 * STEP + 60, None, &["--rollback"]);
+    assert!(
+        text(&out).contains("rolled back from version 4 to version 2"),
+        "{}",
+        text(&out)
+    );
+    case.assert_clean(&["1", "2"], "2");
+
+    // `current` a real directory: refused at once, nothing staged.
+    std::fs::remove_file(case.data.join("current")).expect("unlink");
+    std::fs::create_dir(case.data.join("current")).expect("mkdir");
+    let out = case.update(T0 + 3 * STEP, None, &["--force"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("current is not a symlink"),
+        "{}",
+        text(&out)
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&case.data)
+        .expect("data")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            ".lock",
+            "current",
+            "history",
+            "last-version",
+            "status.json",
+            "versions"
+        ]
+    );
+    assert_eq!(case.versions(), ["1", "2"]);
+}

@@ -111,7 +111,15 @@ impl Case {
         for e in std::fs::read_dir(&self.data).expect("data dir") {
             let name = e.expect("entry").file_name().to_string_lossy().into_owned();
             assert!(
-                ["versions", "current", "status.json", ".lock"].contains(&name.as_str()),
+                [
+                    "versions",
+                    "current",
+                    "status.json",
+                    ".lock",
+                    "history",
+                    "last-version"
+                ]
+                .contains(&name.as_str()),
                 "left in the data directory: {name}"
             );
         }
