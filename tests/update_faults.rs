@@ -327,3 +327,86 @@ fn orphans_are_removed_and_rollback_follows_the_history() {
     );
     assert_eq!(case.versions(), ["1", "2"]);
 }
+
+fn status(case: &Case) -> regionwall::update::status::Status {
+    regionwall::update::status::read(&case.data).expect("status.json")
+}
+
+/// The status file tells the truth: a source's success only once the
+/// whole update is verified and live; a run that asks nobody keeps an
+/// earlier failure; a status that cannot be written after a switch still
+/// prints the changes and says the version is live; a corrupt status is
+/// moved aside with a warning; a status that disagrees with `current`
+/// (killed between switch and status write) is corrected.
+#[test]
+fn the_status_tells_the_truth() {
+    let case = Case::new("faults-status");
+    let mirror = case.dir.join("apnic.txt");
+    case.write_policy(&mirror_policy(&case, "", ""));
+    std::fs::write(&mirror, rir(&base())).expect("mirror");
+    assert!(case.update(T0, None, &[]).status.success());
+    std::fs::write(&mirror, b"2|apnic|garbage\n").expect("mirror");
+    assert!(!case.update(T0 + STEP, None, &[]).status.success());
+    let failed = status(&case);
+    assert_eq!(
+        failed.sources["apnic"].last_success,
+        Some(T0),
+        "not verified"
+    );
+    assert!(failed.error.is_some());
+    let out = case.update(T0 + STEP + 60, None, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("not asked"), "{}", text(&out));
+    let after = status(&case);
+    assert_eq!(
+        after.error, failed.error,
+        "an earlier failure stays reported"
+    );
+    assert_eq!(after.last_success, Some(T0));
+    assert_eq!(after.sources["apnic"].last_success, Some(T0));
+
+    // Unwritable status after the switch: changes printed, version live.
+    let mut more = base();
+    more.push(record("CN", "198.51.100.0", 256));
+    std::fs::write(&mirror, rir(&more)).expect("mirror");
+    let saved = std::fs::read(case.data.join("status.json")).expect("status");
+    std::fs::remove_file(case.data.join("status.json")).expect("rm");
+    std::fs::create_dir(case.data.join("status.json")).expect("mkdir");
+    let out = case.update(T0 + 2 * STEP, None, &[]);
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains("CN: +1 prefixes"), "{all}");
+    assert!(
+        all.contains("version 2 IS current and live, but writing status"),
+        "{all}"
+    );
+    assert!(!case.data.join(".status.tmp").exists());
+    std::fs::remove_dir(case.data.join("status.json")).expect("rmdir");
+
+    // The status said version 1 (written before the switch to 2).
+    std::fs::write(case.data.join("status.json"), &saved).expect("status");
+    let out = case.update(T0 + STEP + 120, None, &[]);
+    assert!(
+        text(&out).contains("the status file said version 1, but version 2 is current: corrected"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(status(&case).version, Some(2));
+
+    // Corrupt: moved aside with a warning, a fresh status written.
+    std::fs::write(case.data.join("status.json"), b"{\"version\": ").expect("status");
+    let now = T0 + 3 * STEP;
+    let out = case.update(now, None, &[]);
+    assert!(
+        text(&out).contains("status.json is corrupt"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read(case.data.join(format!("status.json.bad-{now}"))).expect("moved aside"),
+        b"{\"version\": "
+    );
+    // Its validators lost, the source was asked again.
+    let v = status(&case).version.expect("a version");
+    assert_eq!(case.current(), format!("versions/{v}"));
+}

@@ -49,11 +49,9 @@ pub(super) async fn one(
         Err(UpdateError::Fetch(FetchError::TooMany { .. })) => {
             st.backoff_until = Some(next_day(now));
         }
-        Err(_) => {}
-        Ok(_) => {
-            st.last_success = Some(now);
-            st.error = None;
-        }
+        // Success is recorded by the caller once the whole update is
+        // verified and live, never for a download alone.
+        Err(_) | Ok(_) => {}
     }
     result
 }

@@ -105,14 +105,53 @@ pub fn read(dir: &Path) -> Option<Status> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// Writes `status` atomically (temporary file, fsync, rename).
+/// Reads the status for an update run at `now`: `Ok(None)` when there is
+/// none; a file that does not parse is moved aside (`status.json.bad-<now>`)
+/// and `Err` says so, since its back-offs and history are lost.
+pub fn load(dir: &Path, now: u64) -> Result<Option<Status>, String> {
+    let path = dir.join(FILE);
+    let bytes = match crate::input::read(
+        &path,
+        crate::input::Limits {
+            max_file_size: 1 << 20,
+        },
+    ) {
+        Ok(b) => b,
+        Err(crate::input::InputError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(format!("status file unreadable ({e}); starting afresh")),
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        let aside = dir.join(format!("{FILE}.bad-{now}"));
+        let moved = std::fs::rename(&path, &aside).map_or_else(
+            |r| format!("not moved: {r}"),
+            |()| format!("moved to {}", aside.display()),
+        );
+        format!(
+            "{} is corrupt ({e}; {moved}); its back-offs and history are lost, starting afresh",
+            path.display()
+        )
+    })
+}
+
+/// Writes `status` atomically (temporary file, fsync, rename); the
+/// temporary file is removed on failure.
 pub fn write(dir: &Path, status: &Status) -> std::io::Result<()> {
     use std::io::Write as _;
     let tmp: PathBuf = dir.join(".status.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(FILE))
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(FILE))
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 #[cfg(test)]
