@@ -410,3 +410,26 @@ fn the_status_tells_the_truth() {
     let v = status(&case).version.expect("a version");
     assert_eq!(case.current(), format!("versions/{v}"));
 }
+
+/// A 304 answers only a conditional request: asked without validators
+/// (a server that sent none), "not modified" is an error, not "unchanged".
+#[test]
+fn a_304_to_an_unconditional_request_is_refused() {
+    let origin = Origin::start();
+    let case = Case::new("faults-304");
+    case.write_policy(&policy_from(&origin.url("/apnic.txt"), "", ""));
+    serve(&origin, &base(), "a");
+    assert!(case.update(T0, None, &[]).status.success());
+    let mut st = status(&case);
+    let apnic = st.sources.get_mut("apnic").expect("apnic");
+    apnic.etag = None;
+    apnic.last_modified = None;
+    regionwall::update::status::write(&case.data, &st).expect("write status");
+    origin.route("/apnic.txt", Route::Status(304));
+    case.assert_rejected(
+        &case.update(T0 + STEP, None, &[]),
+        "answered 304 to an unconditional request",
+        &["1"],
+        "1",
+    );
+}

@@ -118,8 +118,10 @@ async fn fetch_one(
             } else {
                 Validators::default()
             };
+            // A 304 only answers a conditional request.
+            let conditional = validators.etag.is_some() || validators.last_modified.is_some();
             let (bytes, validators) = match client.get(url, &validators, None).await? {
-                Got::NotModified if have.is_some() => {
+                Got::NotModified if conditional => {
                     return Ok(Some(Outcome::Unchanged("304 not modified")));
                 }
                 Got::NotModified => {
