@@ -10,12 +10,7 @@
 
 mod common;
 
-use std::{
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-    process::Output,
-    time::Duration,
-};
+use std::{net::Ipv4Addr, path::Path, time::Duration};
 
 use aya::programs::Xdp;
 use aya_obj::programs::XdpAttachType;

@@ -387,6 +387,7 @@ impl Pending {
     /// pruned and the status records the success. The report comes back
     /// even when that fails, with the failure beside it: the version is
     /// live either way.
+    #[must_use]
     pub fn accept(mut self) -> Finished {
         let pruned = self.store.prune(self.keep);
         // Only sources asked, and only now that everything is verified
@@ -417,6 +418,7 @@ impl Pending {
     /// The new version is undone: the previous one is live again and the
     /// new one deleted; `why` is recorded. If switching back fails, the
     /// report still names the new version (it is live).
+    #[must_use]
     pub fn reject(mut self, why: &str) -> Finished {
         if let Some(new) = self.report.version {
             let back = match self.report.previous {

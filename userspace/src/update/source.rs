@@ -45,13 +45,10 @@ pub(super) async fn one(
     st.last_attempt = Some(now);
     st.last_fetch = Some(now);
     let result = fetch_one(client, plan, f, have, staging, st).await;
-    match &result {
-        Err(UpdateError::Fetch(FetchError::TooMany { .. })) => {
-            st.backoff_until = Some(next_day(now));
-        }
-        // Success is recorded by the caller once the whole update is
-        // verified and live, never for a download alone.
-        Err(_) | Ok(_) => {}
+    // Success is recorded by the caller once the whole update is
+    // verified and live, never for a download alone.
+    if let Err(UpdateError::Fetch(FetchError::TooMany { .. })) = &result {
+        st.backoff_until = Some(next_day(now));
     }
     result
 }
@@ -91,20 +88,7 @@ async fn fetch_one(
         How::Url { url, checksum_url } => {
             let mut published = None;
             if let Some(curl) = checksum_url {
-                let Got::Body { bytes, .. } =
-                    client.get(curl, &Validators::default(), None).await?
-                else {
-                    return Err(UpdateError::NoDigest {
-                        url: curl.clone(),
-                        name: fetch::url_file_name(url).to_string(),
-                    });
-                };
-                let name = fetch::url_file_name(url);
-                let digest = fetch::published_digest(&String::from_utf8_lossy(&bytes), name)
-                    .ok_or_else(|| UpdateError::NoDigest {
-                        url: curl.clone(),
-                        name: name.to_string(),
-                    })?;
+                let digest = published_digest(client, curl, url).await?;
                 if have.is_some() && st.checksum.as_deref() == Some(digest.as_str()) {
                     return Ok(Some(Outcome::Unchanged("same published checksum")));
                 }
@@ -167,4 +151,17 @@ async fn fetch_one(
             Ok(None)
         }
     }
+}
+
+/// The digest `checksum_url` publishes for the file of `url`.
+async fn published_digest(client: &Client, curl: &str, url: &str) -> Result<String, UpdateError> {
+    let name = fetch::url_file_name(url);
+    let no_digest = || UpdateError::NoDigest {
+        url: curl.to_string(),
+        name: name.to_string(),
+    };
+    let Got::Body { bytes, .. } = client.get(curl, &Validators::default(), None).await? else {
+        return Err(no_digest());
+    };
+    fetch::published_digest(&String::from_utf8_lossy(&bytes), name).ok_or_else(no_digest)
 }

@@ -109,24 +109,26 @@ impl Store {
     /// before the history was kept counts every version up to the live one.
     #[must_use]
     pub fn history(&self) -> Vec<u64> {
-        match fs::read_to_string(self.dir.join("history")) {
-            Ok(text) => text
-                .split_whitespace()
+        if let Ok(text) = fs::read_to_string(self.dir.join("history")) {
+            text.split_whitespace()
                 .filter_map(|w| w.parse().ok())
-                .collect(),
-            Err(_) => {
-                let live = self.current();
-                self.versions()
-                    .into_iter()
-                    .filter(|v| live.is_some_and(|l| *v <= l))
-                    .collect()
-            }
+                .collect()
+        } else {
+            let live = self.current();
+            self.versions()
+                .into_iter()
+                .filter(|v| live.is_some_and(|l| *v <= l))
+                .collect()
         }
     }
 
     fn write_history(&self, history: &[u64]) -> Result<(), StoreError> {
         let tail = &history[history.len().saturating_sub(HISTORY)..];
-        let text: String = tail.iter().map(|v| format!("{v}\n")).collect();
+        let text = tail.iter().fold(String::new(), |mut t, v| {
+            use std::fmt::Write as _;
+            let _ = writeln!(t, "{v}");
+            t
+        });
         write_file(&self.dir.join("history"), text.as_bytes())
     }
 
