@@ -433,3 +433,21 @@ fn a_304_to_an_unconditional_request_is_refused() {
         "1",
     );
 }
+
+/// A redirect to a scheme that is not followed (file://) names where it
+/// led rather than "HTTP 302".
+#[test]
+fn a_redirect_to_a_file_url_is_reported_as_such() {
+    let origin = Origin::start();
+    let case = Case::new("faults-redirect");
+    case.write_policy(&policy_from(&origin.url("/apnic.txt"), "", ""));
+    serve(&origin, &base(), "a");
+    assert!(case.update(T0, None, &[]).status.success());
+    origin.route("/apnic.txt", Route::Redirect("file:///etc/passwd".into()));
+    case.assert_rejected(
+        &case.update(T0 + STEP, None, &[]),
+        "redirected (HTTP 302) to file:///etc/passwd, which is not followed",
+        &["1"],
+        "1",
+    );
+}

@@ -375,6 +375,13 @@ impl Planner<'_> {
 
     fn url_ok(&mut self, url: &Spanned<String>) -> bool {
         let u = url.get_ref();
+        if u.starts_with("file://") && !u.starts_with("file:///") {
+            self.error(
+                url,
+                format!("a file:// URL needs an absolute path (file:///...), found \"{u}\""),
+            );
+            return false;
+        }
         if ["http://", "https://", "file://"]
             .iter()
             .any(|s| u.starts_with(s) && u.len() > s.len())
@@ -540,6 +547,10 @@ license_key_file = "k"
 format = "rir"
 path = "data/current/e"
 checksum_url = "https://example.org/e.md5"
+[sources.f]
+format = "rir"
+path = "data/current/f"
+url = "file://mirror/f"
 "#,
         )
         .expect_err("errors");
@@ -556,6 +567,7 @@ checksum_url = "https://example.org/e.md5"
                 "18:7: expected an http://, https:// or file:// URL, found \"ftp://example.org/c\"",
                 "23:14: expected a MaxMind account id (digits), found \"x1\"",
                 "28:16: this needs `url` (or `edition` for MaxMind) beside it",
+                "32:7: a file:// URL needs an absolute path (file:///...), found \"file://mirror/f\"",
             ]
         );
         assert_eq!(

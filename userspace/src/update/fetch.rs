@@ -34,6 +34,16 @@ pub enum FetchError {
     File(crate::input::InputError),
     #[error("{url}: not a URL this client fetches (http, https or file)")]
     Scheme { url: String },
+    #[error(
+        "{url}: redirected (HTTP {status}) to {location}, which is not followed: only http(s) redirects are, at most 5"
+    )]
+    Redirect {
+        url: String,
+        status: u16,
+        location: String,
+    },
+    #[error("{url}: a file:// URL needs an absolute path (file:///...)")]
+    Relative { url: String },
     /// `ca_file` could not be read or holds no PEM certificate.
     #[error("ca_file {}: {why}", path.display())]
     Ca { path: PathBuf, why: String },
@@ -120,6 +130,9 @@ impl Client {
         auth: Option<(&str, &str)>,
     ) -> Result<Got, FetchError> {
         if let Some(path) = url.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(FetchError::Relative { url: url.into() });
+            }
             return self.file(url, path);
         }
         if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -153,6 +166,19 @@ impl Client {
                 return Err(FetchError::Credentials {
                     url: url.into(),
                     status: s.as_u16(),
+                });
+            }
+            s if s.is_redirection() => {
+                // reqwest follows http(s) redirects itself; one it left is
+                // to another scheme (file://, ftp://) or has no Location.
+                return Err(FetchError::Redirect {
+                    url: url.into(),
+                    status: s.as_u16(),
+                    location: resp
+                        .headers()
+                        .get(header::LOCATION)
+                        .and_then(|v| v.to_str().ok())
+                        .map_or_else(|| "nowhere (no Location)".into(), str::to_string),
                 });
             }
             s if !s.is_success() => {

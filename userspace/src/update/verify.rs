@@ -191,7 +191,9 @@ pub fn check(changes: &BTreeMap<String, Change>, limits: Limits) -> Result<(), V
         let moved = c.added.prefixes + c.removed.prefixes;
         if c.before.prefixes > 0
             && moved.saturating_mul(100)
-                > c.before.prefixes.saturating_mul(u64::from(limits.max_churn))
+                > c.before
+                    .prefixes
+                    .saturating_mul(u64::from(limits.max_churn))
         {
             return Err(VerifyError::Churn {
                 what: what.to_string(),
