@@ -475,7 +475,11 @@ impl Pending {
 pub fn rollback(dir: &Path) -> Result<(u64, u64), UpdateError> {
     let store = Store::open(dir)?;
     let r = store.rollback()?;
-    let mut status = status::read(dir).unwrap_or_default();
+    // A corrupt status is moved aside here too, not carried on.
+    let mut status = status::load(dir, secs(SystemTime::now()))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     status.version = Some(r.1);
     // The rolled-back sources are asked again next time.
     for st in status.sources.values_mut() {

@@ -92,7 +92,9 @@ impl Status {
 }
 
 /// Reads the status of the data directory `dir`; a missing or unreadable
-/// file is `None` (never an error: the callers only show it).
+/// file is `None` (never an error: the callers only show it). A file that
+/// does not parse is shown as a status whose error says so (the next
+/// `update` moves it aside), not as "never updated".
 #[must_use]
 pub fn read(dir: &Path) -> Option<Status> {
     let bytes = crate::input::read(
@@ -102,7 +104,12 @@ pub fn read(dir: &Path) -> Option<Status> {
         },
     )
     .ok()?;
-    serde_json::from_slice(&bytes).ok()
+    Some(serde_json::from_slice(&bytes).unwrap_or_else(|e| Status {
+        error: Some(format!(
+            "{FILE} is corrupt ({e}); the next update moves it aside and starts afresh"
+        )),
+        ..Status::default()
+    }))
 }
 
 /// Reads the status for an update run at `now`: `Ok(None)` when there is
@@ -184,6 +191,12 @@ mod tests {
             "data update: last attempt 2027-01-15T08:00:00Z, last success never, version 3\n  \
              update error: source apnic: HTTP 404\n  \
              source apnic: last fetch 2027-01-15T08:00:00Z, last success never, error: HTTP 404\n"
+        );
+        std::fs::write(dir.join(FILE), b"{\"version\": ").expect("corrupt");
+        let shown = read(&dir).expect("a corrupt file is shown").lines();
+        assert!(
+            shown.contains("update error: status.json is corrupt ("),
+            "{shown}"
         );
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
