@@ -451,3 +451,35 @@ fn a_redirect_to_a_file_url_is_reported_as_such() {
         "1",
     );
 }
+
+/// Most of one country's prefixes replaced by others of the same size:
+/// the shares hold and the total churn is small, but that country's
+/// churn is over `max_churn`, so the download is refused.
+#[test]
+fn one_country_mostly_replaced_is_refused() {
+    let case = Case::new("faults-churn");
+    let mirror = case.dir.join("apnic.txt");
+    case.write_policy(&mirror_policy(&case, "", ""));
+    let us: Vec<String> = (0..100)
+        .map(|i| record("US", &format!("10.{i}.0.0"), 256))
+        .collect();
+    let cn = |from: u8, n: u8, net: u8| -> Vec<String> {
+        (from..from + n)
+            .map(|i| record("CN", &format!("172.{net}.{i}.0"), 256))
+            .collect()
+    };
+    let mut before = us.clone();
+    before.extend(cn(0, 20, 16));
+    std::fs::write(&mirror, rir(&before)).expect("mirror");
+    assert!(case.update(T0, None, &[]).status.success());
+    let mut after = us;
+    after.extend(cn(0, 5, 16));
+    after.extend(cn(0, 15, 17));
+    std::fs::write(&mirror, rir(&after)).expect("mirror");
+    case.assert_rejected(
+        &case.update(T0 + STEP, None, &[]),
+        "CN: 30 prefixes added or removed of 20 (150 %, over the limit of 50 %)",
+        &["1"],
+        "1",
+    );
+}
