@@ -10,6 +10,7 @@ pub mod origin;
 pub mod pins;
 pub mod probe;
 pub mod prog;
+pub mod update_case;
 
 use std::{
     io::Write as _,

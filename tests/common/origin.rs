@@ -27,6 +27,8 @@ pub enum Route {
     Slow(Duration),
     /// 200 with a chunked body (no Content-Length) of this many bytes.
     Endless(usize),
+    /// 302 to this location.
+    Redirect(String),
 }
 
 /// MaxMind's update endpoint for one edition.
@@ -139,6 +141,7 @@ async fn serve(State(inner): State<Arc<Mutex<Inner>>>, uri: Uri, headers: Header
         status: 200,
         sent: 0,
     };
+    let mut location = None;
     let (route, maxmind) = {
         let i = inner.lock().expect("lock");
         (i.routes.get(&path).cloned(), i.maxmind.clone())
@@ -153,6 +156,10 @@ async fn serve(State(inner): State<Arc<Mutex<Inner>>>, uri: Uri, headers: Header
             }
         }
         (Some(Route::Status(s)), _) => (s, Body::empty(), None),
+        (Some(Route::Redirect(to)), _) => {
+            location = Some(to);
+            (302, Body::empty(), None)
+        }
         (Some(Route::Slow(d)), _) => {
             tokio::time::sleep(d).await;
             (200, Body::from("late"), None)
@@ -177,6 +184,9 @@ async fn serve(State(inner): State<Arc<Mutex<Inner>>>, uri: Uri, headers: Header
     let mut resp = Response::builder().status(StatusCode::from_u16(status).expect("status"));
     if let Some(e) = etag {
         resp = resp.header(header::ETAG, e);
+    }
+    if let Some(to) = location {
+        resp = resp.header(header::LOCATION, to);
     }
     resp.body(body).expect("response")
 }

@@ -96,23 +96,42 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
     let pending = runtime
         .block_on(update::start(&plan, now))
         .context("update failed; the current data stays live")?;
+    for w in &pending.report.warnings {
+        eprintln!("warning: {w}");
+    }
     let Some(version) = pending.report.version else {
         print_report(&pending.report);
-        pending.accept()?;
+        if let Some(e) = pending.accept().problem {
+            return Err(e).context("nothing changed, but the status was not recorded");
+        }
         println!("nothing changed");
         return Ok(ExitCode::SUCCESS);
     };
     let refused = reload_all(&sockets);
     if let Some(why) = refused.first() {
         let why = why.clone();
-        let report = pending.reject(&why)?;
-        // Controllers that took the new data go back to the old.
+        let done = pending.reject(&why);
+        // Controllers that took the new data go back to the old, whether
+        // or not the status could be written.
         let _ = reload_all(&sockets);
-        print_report(&report);
+        print_report(&done.report);
+        if let Some(e) = done.problem {
+            if done.report.version.is_some() {
+                anyhow::bail!(
+                    "{why}; switching back failed, version {version} IS still current: {e}"
+                );
+            }
+            anyhow::bail!(
+                "{why}; version {version} was removed and the previous data stays live, but {e}"
+            );
+        }
         anyhow::bail!("{why}; version {version} was removed and the previous data stays live");
     }
-    let report = pending.accept()?;
-    print_report(&report);
+    let done = pending.accept();
+    print_report(&done.report);
+    if let Some(e) = done.problem {
+        anyhow::bail!("version {version} IS current and live, but {e}");
+    }
     println!(
         "version {version} is current ({} controller(s) reloaded)",
         sockets.len()

@@ -103,6 +103,7 @@ fn plan_text(source: &str, path: &Path) -> Result<Plan, PolicyError> {
         source,
         base: path.parent().map_or_else(PathBuf::new, Path::to_path_buf),
         errors: Vec::new(),
+        targets: Vec::new(),
     };
     let plan = p.plan(&raw);
     if p.errors.is_empty() {
@@ -117,6 +118,8 @@ struct Planner<'a> {
     source: &'a str,
     base: PathBuf,
     errors: Vec<Diagnostic>,
+    /// Every fetched target so far and where the policy names it.
+    targets: Vec<(PathBuf, std::ops::Range<usize>)>,
 }
 
 impl Planner<'_> {
@@ -153,6 +156,7 @@ impl Planner<'_> {
                 plan.sources.push(f);
             }
         }
+        self.no_overlap();
         if plan.sources.is_empty() && self.errors.is_empty() {
             self.error(
                 update,
@@ -371,6 +375,13 @@ impl Planner<'_> {
 
     fn url_ok(&mut self, url: &Spanned<String>) -> bool {
         let u = url.get_ref();
+        if u.starts_with("file://") && !u.starts_with("file:///") {
+            self.error(
+                url,
+                format!("a file:// URL needs an absolute path (file:///...), found \"{u}\""),
+            );
+            return false;
+        }
         if ["http://", "https://", "file://"]
             .iter()
             .any(|s| u.starts_with(s) && u.len() > s.len())
@@ -385,6 +396,31 @@ impl Planner<'_> {
         }
     }
 
+    /// Each fetched source owns its path: one inside another (a file
+    /// under `regions_dir`) or two sharing one would make one download
+    /// overwrite or hide the other, so both are refused at the later one.
+    fn no_overlap(&mut self) {
+        let targets = std::mem::take(&mut self.targets);
+        for (i, (later, span)) in targets.iter().enumerate() {
+            if let Some((earlier, first)) = targets[..i]
+                .iter()
+                .find(|(t, _)| t.starts_with(later) || later.starts_with(t))
+            {
+                let line = self.source[..first.start].matches('\n').count() + 1;
+                self.errors.push(Diagnostic::at(
+                    self.path,
+                    self.source,
+                    span.clone(),
+                    format!(
+                        "this path overlaps the fetched path on line {line} (current/{} and current/{}): each fetched source needs a path of its own, neither inside the other",
+                        earlier.display(),
+                        later.display()
+                    ),
+                ));
+            }
+        }
+    }
+
     /// The path inside a version of a data path that must read through
     /// `<dir>/current/`.
     fn target(&mut self, at: &Spanned<String>, current: &Path) -> Option<PathBuf> {
@@ -395,6 +431,7 @@ impl Planner<'_> {
                 if rel.components().next().is_some()
                     && rel.components().all(|c| matches!(c, Component::Normal(_))) =>
             {
+                self.targets.push((rel.clone(), at.span()));
                 Some(rel)
             }
             _ => {
@@ -510,6 +547,10 @@ license_key_file = "k"
 format = "rir"
 path = "data/current/e"
 checksum_url = "https://example.org/e.md5"
+[sources.f]
+format = "rir"
+path = "data/current/f"
+url = "file://mirror/f"
 "#,
         )
         .expect_err("errors");
@@ -526,6 +567,30 @@ checksum_url = "https://example.org/e.md5"
                 "18:7: expected an http://, https:// or file:// URL, found \"ftp://example.org/c\"",
                 "23:14: expected a MaxMind account id (digits), found \"x1\"",
                 "28:16: this needs `url` (or `edition` for MaxMind) beside it",
+                "32:7: a file:// URL needs an absolute path (file:///...), found \"file://mirror/f\"",
+            ]
+        );
+        assert_eq!(
+            plan(
+                r#"regions_dir = "data/current/db"
+[update]
+dir = "data"
+regions_url = "https://example.org/db.tar.gz"
+[sources.apnic]
+format = "rir"
+path = "data/current/db/apnic.txt"
+url = "https://example.org/apnic"
+[sources.again]
+format = "rir"
+path = "data/current/db/apnic.txt"
+url = "https://example.org/again"
+"#
+            )
+            .expect_err("overlapping targets"),
+            [
+                // [sources.*] in name order: `again` before `apnic`.
+                "11:8: this path overlaps the fetched path on line 1 (current/db and current/db/apnic.txt): each fetched source needs a path of its own, neither inside the other",
+                "7:8: this path overlaps the fetched path on line 1 (current/db and current/db/apnic.txt): each fetched source needs a path of its own, neither inside the other",
             ]
         );
         assert_eq!(

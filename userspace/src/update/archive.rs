@@ -8,7 +8,7 @@ use std::{io::Read as _, path::Path};
 /// returns how many. Entries are matched by their last two components, so
 /// no archive path ever names where a file lands.
 pub fn country_dir(bytes: &[u8], dest: &Path, max_size: u64) -> Result<usize, String> {
-    let mut n = 0;
+    let mut seen = std::collections::BTreeSet::new();
     each(bytes, max_size, |path, data| {
         let mut parts = path.rsplit('/');
         let (Some(file), Some(cc)) = (parts.next(), parts.next()) else {
@@ -20,11 +20,16 @@ pub fn country_dir(bytes: &[u8], dest: &Path, max_size: u64) -> Result<usize, St
         let Some(code) = crate::sources::country_code(cc) else {
             return Ok(());
         };
-        super::store::write_file(&dest.join(code.to_ascii_lowercase()).join(file), data)
-            .map_err(|e| e.to_string())?;
-        n += 1;
+        let at = Path::new(&code.to_ascii_lowercase()).join(file);
+        // A second entry for the same file would silently replace the
+        // first: which one the publisher meant is unknown.
+        if !seen.insert(at.clone()) {
+            return Err(format!("{} appears twice in the archive", at.display()));
+        }
+        super::store::write_file(&dest.join(&at), data).map_err(|e| e.to_string())?;
         Ok(())
     })?;
+    let n = seen.len();
     if n == 0 {
         return Err(
             "no <cc>/ipv4-aggregated.txt or ipv6-aggregated.txt in the archive (the country-ip-blocks layout)"
@@ -125,6 +130,14 @@ mod tests {
         assert_eq!(names, ["cn"], "\"etc\" is no country code of two letters");
         assert!(country_dir(&bytes, &dest, 8).is_err_and(|e| e.contains("unpacks to over 8")));
         assert!(country_dir(b"not gzip", &dest, 1 << 20).is_err());
+        let twice = tar_gz(&[
+            ("a/cn/ipv4-aggregated.txt", b"1.0.1.0/24\n"),
+            ("b/CN/ipv4-aggregated.txt", b"9.9.9.0/24\n"),
+        ]);
+        assert_eq!(
+            country_dir(&twice, &dest, 1 << 20),
+            Err("cn/ipv4-aggregated.txt appears twice in the archive".into())
+        );
         assert_eq!(
             one_file(&bytes, "README.md", 1 << 20).as_deref(),
             Ok(&b"readme"[..])

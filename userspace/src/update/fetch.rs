@@ -34,6 +34,16 @@ pub enum FetchError {
     File(crate::input::InputError),
     #[error("{url}: not a URL this client fetches (http, https or file)")]
     Scheme { url: String },
+    #[error(
+        "{url}: redirected (HTTP {status}) to {location}, which is not followed: only http(s) redirects are, at most 5"
+    )]
+    Redirect {
+        url: String,
+        status: u16,
+        location: String,
+    },
+    #[error("{url}: a file:// URL needs an absolute path (file:///...)")]
+    Relative { url: String },
     /// `ca_file` could not be read or holds no PEM certificate.
     #[error("ca_file {}: {why}", path.display())]
     Ca { path: PathBuf, why: String },
@@ -120,6 +130,9 @@ impl Client {
         auth: Option<(&str, &str)>,
     ) -> Result<Got, FetchError> {
         if let Some(path) = url.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(FetchError::Relative { url: url.into() });
+            }
             return self.file(url, path);
         }
         if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -153,6 +166,19 @@ impl Client {
                 return Err(FetchError::Credentials {
                     url: url.into(),
                     status: s.as_u16(),
+                });
+            }
+            s if s.is_redirection() => {
+                // reqwest follows http(s) redirects itself; one it left is
+                // to another scheme (file://, ftp://) or has no Location.
+                return Err(FetchError::Redirect {
+                    url: url.into(),
+                    status: s.as_u16(),
+                    location: resp
+                        .headers()
+                        .get(header::LOCATION)
+                        .and_then(|v| v.to_str().ok())
+                        .map_or_else(|| "nowhere (no Location)".into(), str::to_string),
                 });
             }
             s if !s.is_success() => {
@@ -212,14 +238,39 @@ impl Client {
     }
 }
 
-/// The hex digest a published checksum file holds: the first word of 32
-/// (md5) or 64 (sha256) hex digits, in any of the usual layouts
-/// (`<hex>  name`, `MD5 (name) = <hex>`, a bare digest).
+/// The hex digest a published checksum file holds for the file `name`
+/// (the last path component of its URL): a word of 32 (md5) or 64
+/// (sha256) hex digits, in any of the usual layouts (`<hex>  name`,
+/// `<hex> *name`, `MD5 (name) = <hex>`, a bare digest). A file of one
+/// entry is taken whatever it names; of several (`SHA256SUMS`), only the
+/// line naming `name` counts.
 #[must_use]
-pub fn published_digest(text: &str) -> Option<String> {
-    text.split(|c: char| !c.is_ascii_hexdigit())
-        .find(|w| w.len() == 32 || w.len() == 64)
-        .map(str::to_ascii_lowercase)
+pub fn published_digest(text: &str, name: &str) -> Option<String> {
+    let entries: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|line| {
+            let digest = line
+                .split(|c: char| !c.is_ascii_hexdigit())
+                .find(|w| w.len() == 32 || w.len() == 64)?;
+            Some((line, digest))
+        })
+        .collect();
+    let names = |line: &str| {
+        line.split(|c: char| c.is_whitespace() || "()*=".contains(c))
+            .any(|w| !w.is_empty() && w.rsplit('/').next() == Some(name))
+    };
+    match entries.as_slice() {
+        [(_, only)] => Some(only),
+        _ => entries.iter().find(|(l, _)| names(l)).map(|(_, d)| d),
+    }
+    .map(|d| d.to_ascii_lowercase())
+}
+
+/// The file name a URL ends in (no query or fragment).
+#[must_use]
+pub fn url_file_name(url: &str) -> &str {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 /// The digest of `bytes` of the same kind (md5 or sha256) as `published`.
@@ -260,18 +311,37 @@ mod tests {
     fn reads_the_published_layouts() {
         let md5 = md5_hex(b"x");
         assert_eq!(
-            published_digest(&format!("MD5 (delegated-apnic-latest) = {md5}\n")),
+            published_digest(
+                &format!("MD5 (delegated-apnic-latest) = {md5}\n"),
+                "delegated-apnic-latest"
+            ),
             Some(md5.clone())
         );
         let sha = sha256_hex(b"x");
         assert_eq!(
-            published_digest(&format!(
-                "{}  delegated-ripencc-latest\n",
-                sha.to_uppercase()
-            )),
+            published_digest(
+                &format!("{}  delegated-ripencc-latest\n", sha.to_uppercase()),
+                "delegated-ripencc-latest"
+            ),
             Some(sha.clone())
         );
-        assert_eq!(published_digest("no digest here"), None);
+        assert_eq!(published_digest("no digest here", "f"), None);
+        // SHA256SUMS: the line naming the file, wherever it is.
+        let other = sha256_hex(b"y");
+        let sums = format!("{other}  delegated-apnic-latest\n{sha} *./delegated-ripencc-latest\n");
+        assert_eq!(
+            published_digest(&sums, "delegated-ripencc-latest"),
+            Some(sha.clone())
+        );
+        assert_eq!(published_digest(&sums, "absent"), None);
+        assert_eq!(
+            published_digest(&format!("{sha}\n"), "any"),
+            Some(sha.clone())
+        );
+        assert_eq!(
+            url_file_name("https://example.org/a/SHA256SUMS?x=1#y"),
+            "SHA256SUMS"
+        );
         assert_eq!(digest_like(&md5, b"x"), md5);
         assert_eq!(digest_like(&sha, b"x"), sha);
     }

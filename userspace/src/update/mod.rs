@@ -46,8 +46,8 @@ pub enum UpdateError {
         expected: String,
         got: String,
     },
-    #[error("{url}: no md5 or sha256 digest in the checksum file")]
-    NoDigest { url: String },
+    #[error("{url}: no md5 or sha256 digest for {name} in the checksum file")]
+    NoDigest { url: String, name: String },
     #[error("{url}: {why}")]
     Protocol { url: String, why: String },
     #[error("license key {}: {why}", path.display())]
@@ -103,6 +103,16 @@ pub struct Report {
     /// Each named region of the policy: what the new data changes in it
     /// (empty when nothing changed or there was no data before).
     pub regions: BTreeMap<String, Change>,
+    /// What the run found wrong and repaired (a corrupt status file moved
+    /// aside, a status that disagreed with `current`).
+    pub warnings: Vec<String>,
+}
+
+/// What accepting or rejecting a switched-in update did: the report, and
+/// what failed after the switch, if anything (status not written, ...).
+pub struct Finished {
+    pub report: Report,
+    pub problem: Option<UpdateError>,
 }
 
 /// An update switched in, waiting for the caller's confirmation.
@@ -133,20 +143,47 @@ pub fn next_day(now: u64) -> u64 {
 pub async fn start(plan: &Plan, now: SystemTime) -> Result<Pending, UpdateError> {
     let store = Store::open(&plan.dir)?;
     let now = secs(now);
-    let before = status::read(&plan.dir).unwrap_or_default();
+    let mut warnings = Vec::new();
+    let mut before = match status::load(&plan.dir, now) {
+        Ok(s) => s.unwrap_or_default(),
+        Err(why) => {
+            warnings.push(why);
+            Status::default()
+        }
+    };
+    // A run killed between the switch and the status write: the link is
+    // the truth.
+    if before.version != store.current() {
+        warnings.push(format!(
+            "the status file said version {}, but version {} is current: corrected",
+            before
+                .version
+                .map_or_else(|| "none".into(), |v| v.to_string()),
+            store
+                .current()
+                .map_or_else(|| "none".into(), |v| v.to_string()),
+        ));
+        before.version = store.current();
+    }
     let mut status = before.clone();
     status.last_attempt = Some(now);
     let result = run(plan, &store, &mut status, now).await;
     match result {
-        Ok(report) => Ok(Pending {
-            store,
-            status,
-            before,
-            now,
-            keep: plan.keep,
-            report,
-        }),
+        Ok(mut report) => {
+            report.warnings = warnings;
+            Ok(Pending {
+                store,
+                status,
+                before,
+                now,
+                keep: plan.keep,
+                report,
+            })
+        }
         Err(e) => {
+            for w in &warnings {
+                log::warn!("{w}");
+            }
             status.error = Some(e.to_string());
             keep_validators(&mut status, &before);
             let _ = status::write(store.dir(), &status);
@@ -211,13 +248,6 @@ async fn run(
         }
     }
     if fetched.is_empty() {
-        status.error = None;
-        status.last_success = Some(now);
-        status::write(store.dir(), status).map_err(|source| StoreError::Io {
-            what: "writing status in",
-            path: store.dir().to_path_buf(),
-            source,
-        })?;
         return Ok(report);
     }
     verify_all(plan, current.as_deref(), &staging, &fetched, &mut report).inspect_err(|e| {
@@ -353,28 +383,64 @@ fn load_text(e: &LoadError) -> String {
 }
 
 impl Pending {
-    /// The live version is kept: older ones pruned to `keep`, the status
-    /// written.
-    pub fn accept(mut self) -> Result<Report, UpdateError> {
-        self.store.prune(self.keep)?;
-        self.status.error = None;
-        self.status.last_success = Some(self.now);
+    /// Keeps the new version (if any): older versions beyond `keep` are
+    /// pruned and the status records the success. The report comes back
+    /// even when that fails, with the failure beside it: the version is
+    /// live either way.
+    #[must_use]
+    pub fn accept(mut self) -> Finished {
+        let pruned = self.store.prune(self.keep);
+        // Only sources asked, and only now that everything is verified
+        // and live, count as a success; a run that asked nobody leaves
+        // the last success and error as they were.
+        let mut asked = false;
+        for (name, outcome) in &self.report.sources {
+            if !matches!(outcome, Outcome::Skipped(_))
+                && let Some(st) = self.status.sources.get_mut(name)
+            {
+                asked = true;
+                st.last_success = Some(self.now);
+                st.error = None;
+            }
+        }
+        if asked {
+            self.status.error = None;
+            self.status.last_success = Some(self.now);
+        }
         self.status.version = self.store.current();
-        self.write_status()?;
-        Ok(self.report)
+        let written = self.write_status();
+        Finished {
+            problem: pruned.err().map(UpdateError::from).or(written.err()),
+            report: self.report,
+        }
     }
 
     /// The new version is undone: the previous one is live again and the
-    /// new one deleted; `why` is recorded.
-    pub fn reject(mut self, why: &str) -> Result<Report, UpdateError> {
-        if let Some(new) = self.report.version.take() {
-            match self.report.previous {
-                Some(old) => self.store.switch(old)?,
-                None => {
-                    let _ = std::fs::remove_file(self.store.dir().join("current"));
-                }
+    /// new one deleted; `why` is recorded. If switching back fails, the
+    /// report still names the new version (it is live).
+    #[must_use]
+    pub fn reject(mut self, why: &str) -> Finished {
+        if let Some(new) = self.report.version {
+            let back = match self.report.previous {
+                Some(old) => self.store.switch(old),
+                None => std::fs::remove_file(self.store.dir().join("current")).map_err(|e| {
+                    StoreError::Io {
+                        what: "removing",
+                        path: self.store.dir().join("current"),
+                        source: e,
+                    }
+                }),
+            };
+            if let Err(e) = back {
+                return Finished {
+                    report: self.report,
+                    problem: Some(e.into()),
+                };
             }
-            self.store.remove(new)?;
+            self.report.version = None;
+            if let Err(e) = self.store.remove(new) {
+                log::warn!("{e}");
+            }
         }
         for (name, outcome) in &self.report.sources {
             if matches!(outcome, Outcome::Fetched(_))
@@ -386,8 +452,10 @@ impl Pending {
         keep_validators(&mut self.status, &self.before);
         self.status.error = Some(why.to_string());
         self.status.version = self.store.current();
-        self.write_status()?;
-        Ok(self.report)
+        Finished {
+            problem: self.write_status().err(),
+            report: self.report,
+        }
     }
 
     fn write_status(&self) -> Result<(), UpdateError> {
@@ -407,7 +475,11 @@ impl Pending {
 pub fn rollback(dir: &Path) -> Result<(u64, u64), UpdateError> {
     let store = Store::open(dir)?;
     let r = store.rollback()?;
-    let mut status = status::read(dir).unwrap_or_default();
+    // A corrupt status is moved aside here too, not carried on.
+    let mut status = status::load(dir, secs(SystemTime::now()))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     status.version = Some(r.1);
     // The rolled-back sources are asked again next time.
     for st in status.sources.values_mut() {

@@ -24,7 +24,10 @@ pub(super) async fn one(
     st: &mut SourceStatus,
     now: u64,
 ) -> Result<Option<Outcome>, UpdateError> {
-    if let Some(until) = st.backoff_until.filter(|u| *u > now) {
+    // Times recorded ahead of `now` mean the clock moved back (a router
+    // whose RTC was wrong until NTP): a back-off more than a day ahead
+    // and a last fetch in the future do not hold the source back.
+    if let Some(until) = st.backoff_until.filter(|u| *u > now && *u <= next_day(now)) {
         return if have.is_some() {
             Ok(Some(Outcome::Skipped("backed off after HTTP 429")))
         } else {
@@ -33,7 +36,7 @@ pub(super) async fn one(
     }
     let recent = st
         .last_fetch
-        .is_some_and(|t| now < t.saturating_add(plan.interval.as_secs()));
+        .is_some_and(|t| t <= now && now < t.saturating_add(plan.interval.as_secs()));
     if recent && have.is_some() {
         return Ok(Some(Outcome::Skipped("fetched within the interval")));
     }
@@ -42,15 +45,10 @@ pub(super) async fn one(
     st.last_attempt = Some(now);
     st.last_fetch = Some(now);
     let result = fetch_one(client, plan, f, have, staging, st).await;
-    match &result {
-        Err(UpdateError::Fetch(FetchError::TooMany { .. })) => {
-            st.backoff_until = Some(next_day(now));
-        }
-        Err(_) => {}
-        Ok(_) => {
-            st.last_success = Some(now);
-            st.error = None;
-        }
+    // Success is recorded by the caller once the whole update is
+    // verified and live, never for a download alone.
+    if let Err(UpdateError::Fetch(FetchError::TooMany { .. })) = &result {
+        st.backoff_until = Some(next_day(now));
     }
     result
 }
@@ -90,13 +88,7 @@ async fn fetch_one(
         How::Url { url, checksum_url } => {
             let mut published = None;
             if let Some(curl) = checksum_url {
-                let Got::Body { bytes, .. } =
-                    client.get(curl, &Validators::default(), None).await?
-                else {
-                    return Err(UpdateError::NoDigest { url: curl.clone() });
-                };
-                let digest = fetch::published_digest(&String::from_utf8_lossy(&bytes))
-                    .ok_or_else(|| UpdateError::NoDigest { url: curl.clone() })?;
+                let digest = published_digest(client, curl, url).await?;
                 if have.is_some() && st.checksum.as_deref() == Some(digest.as_str()) {
                     return Ok(Some(Outcome::Unchanged("same published checksum")));
                 }
@@ -110,8 +102,10 @@ async fn fetch_one(
             } else {
                 Validators::default()
             };
+            // A 304 only answers a conditional request.
+            let conditional = validators.etag.is_some() || validators.last_modified.is_some();
             let (bytes, validators) = match client.get(url, &validators, None).await? {
-                Got::NotModified if have.is_some() => {
+                Got::NotModified if conditional => {
                     return Ok(Some(Outcome::Unchanged("304 not modified")));
                 }
                 Got::NotModified => {
@@ -124,6 +118,10 @@ async fn fetch_one(
             };
             let sha256 = fetch::sha256_hex(&bytes);
             if have.is_some() && st.sha256.as_deref() == Some(sha256.as_str()) {
+                // Still the live copy's validators now: the next request
+                // is conditional on what the server sends today.
+                st.etag = validators.etag;
+                st.last_modified = validators.last_modified;
                 return Ok(Some(Outcome::Unchanged("same content")));
             }
             if let Some(expected) = &published {
@@ -153,4 +151,17 @@ async fn fetch_one(
             Ok(None)
         }
     }
+}
+
+/// The digest `checksum_url` publishes for the file of `url`.
+async fn published_digest(client: &Client, curl: &str, url: &str) -> Result<String, UpdateError> {
+    let name = fetch::url_file_name(url);
+    let no_digest = || UpdateError::NoDigest {
+        url: curl.to_string(),
+        name: name.to_string(),
+    };
+    let Got::Body { bytes, .. } = client.get(curl, &Validators::default(), None).await? else {
+        return Err(no_digest());
+    };
+    fetch::published_digest(&String::from_utf8_lossy(&bytes), name).ok_or_else(no_digest)
 }

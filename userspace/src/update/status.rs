@@ -92,7 +92,9 @@ impl Status {
 }
 
 /// Reads the status of the data directory `dir`; a missing or unreadable
-/// file is `None` (never an error: the callers only show it).
+/// file is `None` (never an error: the callers only show it). A file that
+/// does not parse is shown as a status whose error says so (the next
+/// `update` moves it aside), not as "never updated".
 #[must_use]
 pub fn read(dir: &Path) -> Option<Status> {
     let bytes = crate::input::read(
@@ -102,17 +104,61 @@ pub fn read(dir: &Path) -> Option<Status> {
         },
     )
     .ok()?;
-    serde_json::from_slice(&bytes).ok()
+    Some(serde_json::from_slice(&bytes).unwrap_or_else(|e| Status {
+        error: Some(format!(
+            "{FILE} is corrupt ({e}); the next update moves it aside and starts afresh"
+        )),
+        ..Status::default()
+    }))
 }
 
-/// Writes `status` atomically (temporary file, fsync, rename).
+/// Reads the status for an update run at `now`: `Ok(None)` when there is
+/// none; a file that does not parse is moved aside (`status.json.bad-<now>`)
+/// and `Err` says so, since its back-offs and history are lost.
+pub fn load(dir: &Path, now: u64) -> Result<Option<Status>, String> {
+    let path = dir.join(FILE);
+    let bytes = match crate::input::read(
+        &path,
+        crate::input::Limits {
+            max_file_size: 1 << 20,
+        },
+    ) {
+        Ok(b) => b,
+        Err(crate::input::InputError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(format!("status file unreadable ({e}); starting afresh")),
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        let aside = dir.join(format!("{FILE}.bad-{now}"));
+        let moved = std::fs::rename(&path, &aside).map_or_else(
+            |r| format!("not moved: {r}"),
+            |()| format!("moved to {}", aside.display()),
+        );
+        format!(
+            "{} is corrupt ({e}; {moved}); its back-offs and history are lost, starting afresh",
+            path.display()
+        )
+    })
+}
+
+/// Writes `status` atomically (temporary file, fsync, rename); the
+/// temporary file is removed on failure.
 pub fn write(dir: &Path, status: &Status) -> std::io::Result<()> {
     use std::io::Write as _;
     let tmp: PathBuf = dir.join(".status.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(FILE))
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(FILE))
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 #[cfg(test)]
@@ -145,6 +191,12 @@ mod tests {
             "data update: last attempt 2027-01-15T08:00:00Z, last success never, version 3\n  \
              update error: source apnic: HTTP 404\n  \
              source apnic: last fetch 2027-01-15T08:00:00Z, last success never, error: HTTP 404\n"
+        );
+        std::fs::write(dir.join(FILE), b"{\"version\": ").expect("corrupt");
+        let shown = read(&dir).expect("a corrupt file is shown").lines();
+        assert!(
+            shown.contains("update error: status.json is corrupt ("),
+            "{shown}"
         );
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }

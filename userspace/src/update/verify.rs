@@ -54,9 +54,10 @@ pub enum VerifyError {
         share: u32,
     },
     #[error(
-        "{changed} prefixes added or removed of {before} ({percent} %, over the limit of {limit} %)"
+        "{what}: {changed} prefixes added or removed of {before} ({percent} %, over the limit of {limit} %)"
     )]
     Churn {
+        what: String,
         changed: u64,
         before: u64,
         percent: u64,
@@ -147,8 +148,9 @@ pub fn region_changes(
         .collect()
 }
 
-/// Checks `changes` against `limits`: totals, then each country of at
-/// least [`PER_COUNTRY_FLOOR`] prefixes, then churn.
+/// Checks `changes` against `limits`: shares of the total and of each
+/// country of at least [`PER_COUNTRY_FLOOR`] prefixes, then churn of the
+/// same (one `max_churn` for both).
 pub fn check(changes: &BTreeMap<String, Change>, limits: Limits) -> Result<(), VerifyError> {
     let total = changes.values().fold(Change::default(), |t, c| Change {
         added: add(t.added, c.added),
@@ -183,16 +185,31 @@ pub fn check(changes: &BTreeMap<String, Change>, limits: Limits) -> Result<(), V
             share(cc, c)?;
         }
     }
-    let moved = total.added.prefixes + total.removed.prefixes;
-    if total.before.prefixes > 0
-        && moved.saturating_mul(100) > total.before.prefixes * u64::from(limits.max_churn)
-    {
-        return Err(VerifyError::Churn {
-            changed: moved,
-            before: total.before.prefixes,
-            percent: moved * 100 / total.before.prefixes,
-            limit: limits.max_churn,
-        });
+    // Churn in total, then per country: most of one country's prefixes
+    // replaced by others of the same size would hide in a large total.
+    let churn = |what: &str, c: &Change| {
+        let moved = c.added.prefixes + c.removed.prefixes;
+        if c.before.prefixes > 0
+            && moved.saturating_mul(100)
+                > c.before
+                    .prefixes
+                    .saturating_mul(u64::from(limits.max_churn))
+        {
+            return Err(VerifyError::Churn {
+                what: what.to_string(),
+                changed: moved,
+                before: c.before.prefixes,
+                percent: moved.saturating_mul(100) / c.before.prefixes,
+                limit: limits.max_churn,
+            });
+        }
+        Ok(())
+    };
+    churn("the data in total", &total)?;
+    for (cc, c) in changes {
+        if c.before.prefixes >= PER_COUNTRY_FLOOR as u64 {
+            churn(cc, c)?;
+        }
     }
     Ok(())
 }
@@ -369,11 +386,12 @@ mod tests {
         assert!(matches!(
             check(&changes(&old, &new), LIMITS),
             Err(VerifyError::Churn {
+                what,
                 changed: 120,
                 before: 100,
                 percent: 120,
                 limit: 50
-            })
+            }) if what == "the data in total"
         ));
         let lax = Limits {
             min_share: 90,
@@ -382,6 +400,18 @@ mod tests {
         assert_eq!(check(&changes(&old, &new), lax), Ok(()));
         // From nothing anything goes (a first download).
         assert_eq!(check(&changes(&empty, &old), LIMITS), Ok(()));
+        // 15 of CN's 20 prefixes replaced by others of the same size,
+        // beside 100 unchanged US prefixes: 34 % in total, 150 % for CN.
+        let cn_old = many(50, 20);
+        let mut cn_new = many(50, 5);
+        cn_new.extend(many(60, 15));
+        let (co, cn) = (strs(&cn_old), strs(&cn_new));
+        let before = data(&[("US", &o), ("CN", &co)]);
+        let after = data(&[("US", &o), ("CN", &cn)]);
+        assert!(matches!(
+            check(&changes(&before, &after), LIMITS),
+            Err(VerifyError::Churn { what, changed: 30, before: 20, .. }) if what == "CN"
+        ));
     }
 
     #[test]
