@@ -616,3 +616,57 @@ fn an_until_before_since_is_an_error_not_an_empty_answer() {
         "{e}"
     );
 }
+
+/// `regionwall history` reads a state directory it may not write (a
+/// read-only mount): the file alone, as immutable.
+#[test]
+fn history_reads_a_read_only_state_dir() {
+    let dir = TempDir::new("ro-src");
+    {
+        let store = Store::open(&dir.db()).expect("open");
+        let tx = store.conn().unchecked_transaction().expect("tx");
+        for _ in 0..3 {
+            tx.execute(
+                "INSERT INTO events (ts, interface, device, mac, proto, country, region, rule, verdict, reason, bytes, policy_epoch)
+                 VALUES (?1, 'lan0', 'phone', '02:00:5e:00:53:01', 'udp', 'AA', 'aa-zone', 'phone-no-aa', 'drop', 'rule', 60, 1)",
+                [history::micros(SystemTime::now())],
+            )
+            .expect("insert");
+        }
+        tx.commit().expect("commit");
+        store
+            .conn()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .expect("checkpoint");
+    }
+    let ro = Tmpfs(TempDir::new("ro-view"));
+    for args in [
+        vec!["--bind", dir.arg(), ro.0.arg()],
+        vec!["-o", "remount,ro,bind", ro.0.arg()],
+    ] {
+        let ok = std::process::Command::new("mount")
+            .args(&args)
+            .status()
+            .expect("mount");
+        assert!(ok.success(), "mount {args:?}");
+    }
+    let out = common::regionwall(&[
+        "history",
+        "--state-dir",
+        ro.0.arg(),
+        "--since",
+        "1h",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out));
+    let rows = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("\"phone\""))
+        .count();
+    assert!(rows >= 1, "{}", common::text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("aa-zone"),
+        "{}",
+        common::text(&out)
+    );
+}

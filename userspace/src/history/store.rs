@@ -276,16 +276,43 @@ impl Store {
     }
 
     /// Opens an existing history read-only (works beside a running writer).
+    /// Where the reader may not write the log's shared-memory file (a
+    /// read-only mount, another user), it reads the file alone as
+    /// immutable: what the log still holds, the last seconds, is missing.
     pub fn open_read_only(path: &Path) -> Result<Self, HistoryError> {
         if !check_header(path)? {
             return Err(HistoryError::Missing {
                 path: path.to_path_buf(),
             });
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
+        match Self::read_only_with(path, false) {
+            Ok(store) => Ok(store),
+            Err(e) => {
+                let store = Self::read_only_with(path, true).map_err(|_| e)?;
+                log::warn!(
+                    "{}: read without its write-ahead log (this user may not write beside it): the newest events may be missing",
+                    path.display()
+                );
+                Ok(store)
+            }
+        }
+    }
+
+    fn read_only_with(path: &Path, immutable: bool) -> Result<Self, HistoryError> {
+        let conn = if immutable {
+            let uri = format!("file:{}?immutable=1", uri_path(path));
+            Connection::open_with_flags(
+                uri,
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_URI
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+        } else {
+            Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+        }
         .map_err(sql(path, "opening read-only"))?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(sql(path, "setting the busy timeout"))?;
@@ -476,6 +503,21 @@ impl Store {
         let wal = std::fs::metadata(wal_path(p)).map_or(0, |m| m.len());
         Ok(u64::try_from(used).unwrap_or(0) + wal)
     }
+}
+
+/// `path` escaped for a SQLite `file:` URI (`%`, `?` and `#` have meanings
+/// there).
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 pub(super) fn wal_path(db: &Path) -> PathBuf {
