@@ -31,7 +31,7 @@ pub struct RecordArgs {
     pub retention: Duration,
     /// The database is kept under this size; the oldest events go first
     /// (e.g. 512M, 2G).
-    #[arg(long, default_value = "512M", value_parser = history::parse_size)]
+    #[arg(long, default_value = "512M", value_parser = history::parse_db_size)]
     pub max_db_size: u64,
     /// How often the counters are rolled up (tests shorten it).
     #[arg(long, default_value = "60s", value_parser = history::parse_age, hide = true)]

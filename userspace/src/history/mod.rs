@@ -128,6 +128,22 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is not a usable size (zero or too large)"))
 }
 
+/// The smallest `--max-db-size`: the empty schema takes 32 KiB and the
+/// log is checkpointed at 64 KiB at the least, so a smaller bound could
+/// not be held.
+pub const MIN_DB_SIZE: u64 = 256 << 10;
+
+/// A `--max-db-size`: a size of at least [`MIN_DB_SIZE`].
+pub fn parse_db_size(s: &str) -> Result<u64, String> {
+    let n = parse_size(s)?;
+    if n < MIN_DB_SIZE {
+        return Err(format!(
+            "{s:?} is below the smallest history bound, 256K (the schema and the log's checkpoint need that room)"
+        ));
+    }
+    Ok(n)
+}
+
 /// An age such as `30d`, `12h` or `90min`.
 pub fn parse_age(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
@@ -169,6 +185,13 @@ mod tests {
         assert!(parse_size("12Q").unwrap_err().contains("\"12Q\""));
         assert!(parse_size("0").is_err());
         assert!(parse_size("M").is_err());
+        assert_eq!(parse_db_size("256K"), Ok(256 << 10));
+        assert!(
+            parse_db_size("1K")
+                .unwrap_err()
+                .contains("smallest history bound")
+        );
+        assert!(parse_db_size("255K").is_err());
     }
 
     #[test]
