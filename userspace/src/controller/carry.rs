@@ -60,9 +60,10 @@ fn lift(reading: &mut Count, l: &mut Lift) {
         ),
         (&mut reading.bytes, &mut l.carry.bytes, &mut l.last.bytes),
     ] {
-        let mut shown = *now + *carry;
+        // Saturating: the carry comes from a file a hand may have edited.
+        let mut shown = now.saturating_add(*carry);
         if shown < *last {
-            *carry += *last - shown;
+            *carry = carry.saturating_add(*last - shown);
             shown = *last;
         }
         *now = shown;
@@ -201,6 +202,19 @@ mod tests {
 
     fn other(r: &Reading) -> u64 {
         r.by_country[&(OTHER.to_string(), "CN".to_string(), "drop")].packets
+    }
+
+    #[test]
+    fn an_edited_carry_saturates_instead_of_overflowing() {
+        let mut l = Lift::default();
+        l.carry.packets = u64::MAX;
+        l.last.packets = u64::MAX;
+        let mut now = Count {
+            packets: 5,
+            bytes: 0,
+        };
+        lift(&mut now, &mut l);
+        assert_eq!(now.packets, u64::MAX);
     }
 
     #[test]

@@ -99,8 +99,22 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeptError + '_ {
 
 /// Reads the counters file in `dir` (`Saved::default()` when none).
 pub fn load(dir: &Path) -> Result<Saved, KeptError> {
+    use std::io::Read as _;
     let path = dir.join(FILE);
-    match std::fs::read(&path) {
+    // Bounded: a counters file of a controller is a few hundred KiB at
+    // most (the carried series are capped like the scrape's devices).
+    let read = std::fs::File::open(&path).and_then(|f| {
+        let mut bytes = Vec::new();
+        f.take(MAX_FILE + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > MAX_FILE {
+            return Err(std::io::Error::other(format!(
+                "over {} MiB: not a counters file of ours",
+                MAX_FILE >> 20
+            )));
+        }
+        Ok(bytes)
+    });
+    match read {
         Ok(bytes) => {
             serde_json::from_slice(&bytes).map_err(|source| KeptError::Foreign { path, source })
         }
@@ -108,6 +122,9 @@ pub fn load(dir: &Path) -> Result<Saved, KeptError> {
         Err(e) => Err(io(&path)(e)),
     }
 }
+
+/// The largest counters file read.
+const MAX_FILE: u64 = 8 << 20;
 
 /// Writes `saved` to `dir` by atomic replace.
 pub fn store(dir: &Path, saved: &Saved) -> Result<(), KeptError> {
@@ -267,6 +284,16 @@ mod tests {
         store(&d, &saved).expect("store");
         assert_eq!(load(&d).expect("load"), saved);
         assert!(!d.join(format!(".{FILE}.tmp")).exists());
+        std::fs::remove_dir_all(&d).expect("clean up");
+    }
+
+    #[test]
+    fn an_oversized_file_is_refused_unread() {
+        let d = dir("huge");
+        let huge = vec![b' '; usize::try_from(MAX_FILE).expect("small") + 1];
+        std::fs::write(d.join(FILE), &huge).expect("write");
+        let err = load(&d).expect_err("refused");
+        assert!(err.to_string().contains("over 8 MiB"), "{err}");
         std::fs::remove_dir_all(&d).expect("clean up");
     }
 
