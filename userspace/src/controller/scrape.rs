@@ -433,15 +433,14 @@ fn controller_series(e: &mut DescriptorEncoder, src: &Source) -> Result<(), std:
         "Events the controller's output could not take",
         base(|b| b.not_written) + load(&tally.not_written),
     )?;
-    if let Some(h) = &src.history {
-        let h = h.stats();
-        counter(
-            e,
-            "history_events_not_written",
-            "Events the history could not record (full queue, missed, failed commits: a full disk)",
-            base(|b| b.history_not_written) + h.not_written,
-        )?;
-    }
+    // Always served (0 without history), so a restart with --no-history
+    // does not make the series vanish.
+    counter(
+        e,
+        "history_events_not_written",
+        "Events the history could not record (full queue, missed, failed commits: a full disk)",
+        base(|b| b.history_not_written) + src.history.as_ref().map_or(0, |h| h.stats().not_written),
+    )?;
     if let Some(hosts) = &src.hosts {
         let d = hosts.stats();
         counter(
