@@ -106,6 +106,24 @@ fn scraped_series_equal_what_was_sent_and_promtool_accepts_them() {
     assert!(allowed.udp_delivered > 0);
     let (_, before) = scrape(&t);
     assert!(value(&before, PHONE_BLOCKED) >= 3.0, "{before:#?}");
+    // A page that rebinds its name to 127.0.0.1 sends its own Host: 403.
+    let rebound = t
+        .gateway
+        .command("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .args(["-H", "Host: evil.example"])
+        .arg(format!("http://{METRICS}/metrics"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&rebound.stdout), "403");
     // Then an exact number of frames through the controller's program.
     let prog = Xdp::from_pin(root.pins().prog(), XdpAttachType::Interface).expect("program");
     let phone = Ipv4Addr::new(192, 0, 2, 10);

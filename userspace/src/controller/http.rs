@@ -1,6 +1,7 @@
 //! The TCP listener `--metrics` and `--web` serve on: a bounded number of
 //! connections at once, each closed after a quiet spell, so idle or slow
-//! clients can never take the controller's file descriptors.
+//! clients can never take the controller's file descriptors; and the
+//! Host check both servers make on loopback (against DNS rebinding).
 
 use std::{
     io,
@@ -150,6 +151,24 @@ impl AsyncWrite for Conn {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
+}
+
+/// Whether the Host header names loopback (or is absent: HTTP/1.0).
+pub fn loopback_host(headers: &axum::http::HeaderMap) -> bool {
+    let Some(host) = headers
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]

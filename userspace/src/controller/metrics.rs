@@ -59,6 +59,9 @@ pub struct Config {
 pub struct Exporter {
     listener: std::net::TcpListener,
     max_devices: usize,
+    /// Bound to loopback: a request must name loopback as its Host (a
+    /// page in a browser here cannot read the metrics by rebinding DNS).
+    loopback: bool,
 }
 
 impl Exporter {
@@ -78,6 +81,7 @@ impl Exporter {
         Ok(Some(Self {
             listener: bound,
             max_devices: config.max_devices,
+            loopback: addr.ip().is_loopback(),
         }))
     }
 
@@ -116,9 +120,19 @@ impl Exporter {
             if let Some(addr) = addr {
                 log::info!("serving metrics at http://{addr}/metrics");
             }
+            let loopback = self.loopback;
             let app = Router::new().route(
                 "/metrics",
-                get(move |headers: HeaderMap| scrape(Arc::clone(&registry), headers)),
+                get(move |headers: HeaderMap| async move {
+                    if loopback && !super::http::loopback_host(&headers) {
+                        return (
+                            StatusCode::FORBIDDEN,
+                            "the Host header must name this host's loopback\n",
+                        )
+                            .into_response();
+                    }
+                    scrape(Arc::clone(&registry), headers).await.into_response()
+                }),
             );
             let listener =
                 super::http::Capped::new(listener, super::http::MAX_CONNECTIONS, super::http::IDLE);

@@ -241,21 +241,6 @@ fn presented(headers: &HeaderMap, uri: &Uri) -> (Option<String>, bool) {
     (query, from_query)
 }
 
-/// Whether the Host header names loopback (or is absent: HTTP/1.0).
-fn loopback_host(headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
-        return true;
-    };
-    let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// GET only, the token checked, the security headers on every answer.
 async fn guarded(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
     let mut res = check(&guard, req, next).await;
@@ -292,7 +277,7 @@ async fn check(guard: &Guard, req: Request, next: Next) -> Response {
         )
             .into_response();
     }
-    if guard.loopback_host && guard.token.is_none() && !loopback_host(req.headers()) {
+    if guard.loopback_host && guard.token.is_none() && !super::http::loopback_host(req.headers()) {
         return (StatusCode::FORBIDDEN, "Host must be a loopback name\n").into_response();
     }
     let Some(token) = &guard.token else {
@@ -376,7 +361,7 @@ mod tests {
         let host = |v: &'static str| {
             let mut h = HeaderMap::new();
             h.insert(header::HOST, HeaderValue::from_static(v));
-            super::loopback_host(&h)
+            crate::controller::http::loopback_host(&h)
         };
         assert!(host("127.0.0.1:8080"));
         assert!(host("localhost:8080"));
