@@ -2,20 +2,13 @@
 //! evaluated beside the live one through the controller's control socket,
 //! and `run --candidate`.
 
-use std::{
-    io::{BufRead as _, Write as _},
-    path::PathBuf,
-    process::ExitCode,
-};
+use std::{io::BufRead as _, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use regionwall::{
     candidate::Status,
-    control::{Ack, Filter, Lagged, Request},
-    controller::{
-        Controller, prepare,
-        shadow::{CandidateRecord, Job},
-    },
+    control::{Ack, Request},
+    controller::{Controller, prepare, shadow::Job},
 };
 use tokio::sync::mpsc;
 
@@ -180,46 +173,4 @@ pub fn promote(args: &PromoteArgs) -> anyhow::Result<ExitCode> {
 
 pub fn discard(args: &DiscardArgs) -> anyhow::Result<ExitCode> {
     acked(&args.target, &Request::Discard)
-}
-
-/// `events --candidate`: the staged candidate's events from the running
-/// controller, until it closes the stream or `--count` are printed.
-pub fn events(args: &super::client::EventsArgs) -> anyhow::Result<ExitCode> {
-    let filter = Filter {
-        device: args.device.clone(),
-        region: args.region.clone(),
-        verdict: args.verdict,
-        candidate: true,
-    };
-    let Some(reader) = args.target.ask(&Request::Events(filter))? else {
-        anyhow::bail!(
-            "no controller answers for {}: candidate events come only from a running controller",
-            args.target.iface
-        );
-    };
-    let mut out = std::io::stdout().lock();
-    let mut printed = 0u64;
-    for line in reader.lines() {
-        let line = line.context("reading from the controller")?;
-        if let Ok(lagged) = serde_json::from_str::<Lagged>(&line) {
-            eprintln!(
-                "regionwall: this client fell behind; {} candidate events not shown",
-                lagged.lagged
-            );
-            continue;
-        }
-        if let Ok(ack) = serde_json::from_str::<Ack>(&line) {
-            anyhow::ensure!(ack.ok, "the controller refused: {}", ack.message);
-            continue;
-        }
-        let record: CandidateRecord = serde_json::from_str(&line)
-            .with_context(|| format!("bad event from the controller: {line}"))?;
-        let text = if args.json { line } else { record.line() };
-        writeln!(out, "{text}")?;
-        printed += 1;
-        if args.count.is_some_and(|n| printed >= n) {
-            break;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }

@@ -291,7 +291,7 @@ fn reconnect(args: &EventsArgs, filter: &Filter) -> anyhow::Result<BufReader<Uni
 
 pub fn events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
     if args.candidate {
-        return super::candidate::events(args);
+        return candidate_events(args);
     }
     super::default_sigpipe();
     let filter = Filter {
@@ -530,4 +530,47 @@ fn remove_socket(path: &Path) {
     if UnixStream::connect(path).is_err() {
         let _ = std::fs::remove_file(path);
     }
+}
+
+/// `events --candidate`: the staged candidate's events from the running
+/// controller, until it closes the stream or `--count` are printed.
+fn candidate_events(args: &EventsArgs) -> anyhow::Result<ExitCode> {
+    let filter = Filter {
+        device: args.device.clone(),
+        region: args.region.clone(),
+        verdict: args.verdict,
+        candidate: true,
+    };
+    let Some(reader) = args.target.ask(&Request::Events(filter))? else {
+        anyhow::bail!(
+            "no controller answers for {}: candidate events come only from a running controller",
+            args.target.iface
+        );
+    };
+    let mut out = std::io::stdout().lock();
+    let mut printed = 0u64;
+    for line in reader.lines() {
+        let line = line.context("reading from the controller")?;
+        if let Ok(lagged) = serde_json::from_str::<Lagged>(&line) {
+            eprintln!(
+                "regionwall: this client fell behind; {} candidate events not shown",
+                lagged.lagged
+            );
+            continue;
+        }
+        if let Ok(ack) = serde_json::from_str::<Ack>(&line) {
+            anyhow::ensure!(ack.ok, "the controller refused: {}", ack.message);
+            continue;
+        }
+        let record: regionwall::controller::shadow::CandidateRecord =
+            serde_json::from_str(&line)
+                .with_context(|| format!("bad event from the controller: {line}"))?;
+        let text = if args.json { line } else { record.line() };
+        writeln!(out, "{text}")?;
+        printed += 1;
+        if args.count.is_some_and(|n| printed >= n) {
+            break;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
