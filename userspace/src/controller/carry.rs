@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::scrape::{Count, OTHER, Reading};
+use super::reading::{Count, OTHER, Reading};
 use crate::verdict::Verdict;
 
 /// Which family a series is in.

@@ -33,6 +33,7 @@ pub mod lock;
 pub mod metrics;
 pub mod output;
 pub mod prepare;
+pub mod reading;
 pub mod recorder;
 pub mod reload;
 pub mod report;

@@ -13,7 +13,6 @@
 //! summed under `device="other"`.
 
 use std::{
-    collections::BTreeMap,
     path::PathBuf,
     sync::{Arc, atomic::Ordering},
     time::SystemTime,
@@ -27,15 +26,16 @@ use prometheus_client::{
 };
 use regionwall_common::Counter;
 
-use super::{Tally, hostnames::HostNames};
+use super::{
+    Tally,
+    hostnames::HostNames,
+    reading::{Count, OTHER, Reading, traffic},
+};
 use crate::{
     pin::{PinDir, PinError, PinnedMaps},
     readings::{ReadError, Readings},
     verdict::Verdict,
 };
-
-/// The device label everything unnamed or over the cap is summed under.
-pub const OTHER: &str = "other";
 
 /// Why a scrape could not read the maps.
 #[derive(Debug, thiserror::Error)]
@@ -78,40 +78,6 @@ impl std::fmt::Debug for Source {
             .field("max_devices", &self.max_devices)
             .finish_non_exhaustive()
     }
-}
-
-/// Packets and bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Count {
-    pub packets: u64,
-    pub bytes: u64,
-}
-
-impl std::ops::AddAssign for Count {
-    fn add_assign(&mut self, o: Self) {
-        self.packets += o.packets;
-        self.bytes += o.bytes;
-    }
-}
-
-/// One scrape's readings, labels already chosen and escaped.
-#[derive(Clone, Debug, Default)]
-pub struct Reading {
-    pub by_verdict: BTreeMap<&'static str, Count>,
-    /// (device, region, verdict)
-    pub by_region: BTreeMap<(String, String, &'static str), Count>,
-    /// (device, country, verdict)
-    pub by_country: BTreeMap<(String, String, &'static str), Count>,
-    pub counters: [u64; regionwall_common::COUNTERS as usize],
-    pub dns_copied: Option<(u64, u64)>,
-    pub epoch: u32,
-    pub destinations: Option<(u64, u64)>,
-    pub xdp_attached: bool,
-    pub tc_attached: bool,
-    /// The label of each live device index (capped, as in `by_region`).
-    pub device_labels: Vec<String>,
-    /// The staged candidate (`None`: its maps could not be read).
-    pub candidate: Option<super::scrape_candidate::CandidateReading>,
 }
 
 /// A label value as the text format wants it (prometheus-client writes
@@ -264,44 +230,6 @@ fn gauge(
 ) -> Result<(), std::fmt::Error> {
     let g = ConstGauge::new(value);
     g.encode(e.encode_descriptor(name, help, unit, MetricType::Gauge)?)
-}
-
-/// One counter family of packets and one of bytes over `rows`.
-pub(super) fn traffic<K>(
-    e: &mut DescriptorEncoder,
-    name: &str,
-    what: &str,
-    rows: &BTreeMap<K, Count>,
-    labels: impl Fn(&K) -> Vec<(&'static str, String)>,
-) -> Result<(), std::fmt::Error> {
-    for (unit, pick) in [
-        ("packets", (|c: &Count| c.packets) as fn(&Count) -> u64),
-        ("bytes", |c: &Count| c.bytes),
-    ] {
-        let full = if name.is_empty() {
-            unit.to_string()
-        } else {
-            format!("{name}_{unit}")
-        };
-        let mut m = e.encode_descriptor(
-            &full,
-            &format!(
-                "{} {what}",
-                if unit == "packets" {
-                    "Packets"
-                } else {
-                    "Bytes (whole frames as XDP sees them)"
-                }
-            ),
-            None,
-            MetricType::Counter,
-        )?;
-        for (k, c) in rows {
-            let l = labels(k);
-            ConstCounter::new(pick(c)).encode(m.encode_family(&l)?)?;
-        }
-    }
-    Ok(())
 }
 
 /// `regionwall update`'s status file, for a policy with `[update]`.

@@ -1,7 +1,5 @@
 //! The staged candidate's series for `/metrics`: whether one is staged and its disagreements per (device, live verdict, candidate verdict), read from the pinned maps.
 
-use std::collections::BTreeMap;
-
 use aya::maps::{Array, Map, PerCpuHashMap};
 use prometheus_client::{
     encoding::{DescriptorEncoder, EncodeMetric as _},
@@ -9,16 +7,8 @@ use prometheus_client::{
 };
 use regionwall_common::{CandidateKey, CandidateMeta, TrafficCounter};
 
-use super::scrape::Count;
+use super::reading::{CandidateReading, Count};
 use crate::{pin::PinDir, verdict::Verdict};
-
-/// The candidate as a scrape sees it.
-#[derive(Clone, Debug, Default)]
-pub struct CandidateReading {
-    pub staged: bool,
-    /// (device, live verdict, candidate verdict): packets and bytes.
-    pub disagreements: BTreeMap<(String, &'static str, &'static str), Count>,
-}
 
 /// Reads the staged candidate from the pins; `device` labels a live
 /// device index (named or `other`, capped like the other series).
@@ -69,7 +59,7 @@ pub fn encode(e: &mut DescriptorEncoder, r: &CandidateReading) -> Result<(), std
         None,
         MetricType::Gauge,
     )?)?;
-    super::scrape::traffic(
+    super::reading::traffic(
         e,
         "candidate",
         "where the staged candidate would decide otherwise than the live policy, by device, live verdict and candidate verdict (since staging)",
