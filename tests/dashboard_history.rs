@@ -268,7 +268,7 @@ fn without_history_the_day_is_the_ring_and_longer_ranges_say_why_not() {
     let now = now();
     reader.add(
         now,
-        regionwall::controller::web::state::Minute {
+        regionwall::controller::web::ring::Minute {
             t: 0,
             upload_bytes: 500,
             drop_packets: 3,

@@ -17,8 +17,10 @@
 pub mod api;
 pub mod device;
 pub mod reader;
+pub mod ring;
 pub mod series;
 pub mod state;
+pub mod top;
 
 use std::{
     net::SocketAddr,

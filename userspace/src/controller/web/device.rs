@@ -8,8 +8,9 @@ use axum::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    api::{Ctx, Top, top},
+    api::Ctx,
     state::Shared,
+    top::{Top, top},
 };
 use crate::{
     events::Record,

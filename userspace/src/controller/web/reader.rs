@@ -26,8 +26,8 @@ use axum::{
 use serde::{Deserialize, Serialize};
 
 use super::{
+    ring::{Minute, Ring, unix_now},
     series::{self, By, Range},
-    state::{Minute, Ring, unix_now},
 };
 use crate::{history::Store, views::Dim};
 
@@ -383,10 +383,10 @@ pub async fn top(State(r): Ctx, Query(q): Query<TopQuery>) -> Response {
         Err(e) => return bad(e).into_response(),
     };
     let n =
-        q.n.unwrap_or(super::api::TOP_DEFAULT)
-            .clamp(1, super::api::TOP_MAX);
+        q.n.unwrap_or(super::top::TOP_DEFAULT)
+            .clamp(1, super::top::TOP_MAX);
     match totals(&r, dim, range).await {
-        Ok(lines) => Json(super::api::top(&lines, n)).into_response(),
+        Ok(lines) => Json(super::top::top(&lines, n)).into_response(),
         Err(e) => e.into_response(),
     }
 }

@@ -18,7 +18,7 @@ use crate::{
     views::{Dim, Totals},
 };
 
-use super::state::Minute;
+use super::ring::Minute;
 
 /// A time range the page offers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
