@@ -216,7 +216,11 @@ fn a_candidate_edited_before_a_restart_is_not_adopted_under_new_names() {
     );
     let out = cli(&c, &root, &["diff"]);
     assert!(out.status.success());
-    assert!(text(&out).contains("paused"), "{}", text(&out));
+    assert!(
+        text(&out).contains("paused: its file changed"),
+        "{}",
+        text(&out)
+    );
     assert!(
         !text(&out).contains("edited"),
         "no row named by the edited file"

@@ -39,6 +39,10 @@ pub struct Status {
     /// Disagreements not counted because the counter table was full.
     pub lost: u64,
     pub rows: Vec<DiffRow>,
+    /// Why it is paused when that is not a change of the live policy
+    /// (empty otherwise).
+    #[serde(default)]
+    pub paused: String,
 }
 
 /// What a disagreement means for the traffic.
@@ -108,7 +112,13 @@ impl Status {
         }
         let mut out = format!("candidate {}", self.path);
         if !self.evaluated {
-            out.push_str(" (paused: the live policy changed since staging; promote needs --force)");
+            if self.paused.is_empty() {
+                out.push_str(
+                    " (paused: the live policy changed since staging; promote needs --force)",
+                );
+            } else {
+                let _ = write!(out, " (paused: {})", self.paused);
+            }
         }
         out.push('\n');
         if self.lost > 0 {

@@ -436,6 +436,7 @@ impl Controller {
                         staged: true,
                         path: String::from_utf8_lossy(&m.path[..len]).into_owned(),
                         staged_at: m.staged_at,
+                        paused: "its file changed or could not be read since it was staged, so it was not adopted; stage it again or discard it".into(),
                         ..Status::default()
                     }
                 }
@@ -456,6 +457,7 @@ impl Controller {
             staged_at: staged.staged_at,
             evaluated: self.dp.candidate_evaluated(),
             lost,
+            paused: String::new(),
             rows: rows
                 .iter()
                 .filter_map(|r| {
