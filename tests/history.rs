@@ -444,16 +444,7 @@ fn a_full_disk_costs_only_history() {
     // The error is logged (stats show it until a write succeeds again).
     assert!(c.log_text().contains("full"), "{}", c.log_text());
     // /metrics and the dashboard's strip count what was not written too.
-    let get = |url: &str| {
-        let out = t
-            .gateway
-            .command("curl")
-            .args(["-sS", "--fail", "--max-time", "10", url])
-            .output()
-            .expect("curl");
-        assert!(out.status.success(), "GET {url}: {}", common::text(&out));
-        String::from_utf8(out.stdout).expect("UTF-8")
-    };
+    let get = |url: &str| common::gateway_get(&t, url);
     let metrics = get("http://127.0.0.1:9465/metrics");
     let scraped: u64 = metrics
         .lines()

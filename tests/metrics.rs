@@ -26,17 +26,7 @@ use regionwall_testkit::{
 /// The metrics address inside the (unique) gateway namespace.
 const METRICS: &str = "127.0.0.1:9465";
 
-/// `GET url` from inside the gateway namespace.
-fn get(t: &Topology, url: &str) -> String {
-    let out = t
-        .gateway
-        .command("curl")
-        .args(["-sS", "--fail", "--max-time", "10", url])
-        .output()
-        .expect("curl");
-    assert!(out.status.success(), "GET {url}: {}", common::text(&out));
-    String::from_utf8(out.stdout).expect("UTF-8")
-}
+use common::gateway_get as get;
 
 /// The scrape as series -> value (`name{labels}` exactly as served).
 fn scrape(t: &Topology) -> (String, BTreeMap<String, f64>) {

@@ -70,21 +70,8 @@ block = ["zone-b"]
 const PAYLOAD: usize = 100;
 const FRAME: u64 = PAYLOAD as u64 + 42;
 
-fn target<'a>(c: &'a Controller, root: &'a PinRoot) -> [&'a str; 6] {
-    [
-        "--iface",
-        GATEWAY_LAN,
-        "--pin-root",
-        root.arg(),
-        "--socket",
-        c.socket.to_str().expect("UTF-8"),
-    ]
-}
-
 fn cli(c: &Controller, root: &PinRoot, args: &[&str]) -> std::process::Output {
-    let mut all = args.to_vec();
-    all.extend(target(c, root));
-    regionwall(&all)
+    common::at_controller(c, root, args)
 }
 
 fn diff(c: &Controller, root: &PinRoot) -> Status {
@@ -267,10 +254,21 @@ fn candidate_counts_what_was_sent_and_survives_restarts() {
 /// `events --candidate` streams "would drop" events naming the
 /// candidate's rule, marked as candidate events, with the live verdict.
 fn candidate_events_stream(t: &Topology, c: &Controller, root: &PinRoot) {
-    let mut args = vec!["events", "--candidate", "--json", "--count", "2"];
-    args.extend(target(c, root));
+    let args = [
+        "events",
+        "--candidate",
+        "--json",
+        "--count",
+        "2",
+        "--iface",
+        GATEWAY_LAN,
+        "--pin-root",
+        root.arg(),
+        "--socket",
+        c.socket.to_str().expect("UTF-8"),
+    ];
     let mut child = std::process::Command::new(exe())
-        .args(&args)
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("events --candidate");

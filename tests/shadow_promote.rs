@@ -8,10 +8,10 @@ mod common;
 
 use std::{fmt::Write as _, path::Path, time::Duration};
 
-use common::{exe, pins::PinRoot, regionwall, text};
+use common::{exe, pins::PinRoot, text};
 use regionwall::verdict::Verdict;
 use regionwall_testkit::{
-    sandbox::{Controller, GATEWAY_LAN, Topology},
+    sandbox::{Controller, Topology},
     traffic::udp_burst,
 };
 
@@ -28,16 +28,7 @@ const NO_AB: &str =
     "\n[[rules]]\nname = \"no-ab\"\ndevices = [\"phone\"]\nblock = [\"zone-a\", \"zone-b\"]\n";
 
 fn cli(c: &Controller, root: &PinRoot, args: &[&str]) -> std::process::Output {
-    let mut all = args.to_vec();
-    all.extend([
-        "--iface",
-        GATEWAY_LAN,
-        "--pin-root",
-        root.arg(),
-        "--socket",
-        c.socket.to_str().expect("UTF-8"),
-    ]);
-    let out = regionwall(&all);
+    let out = common::at_controller(c, root, args);
     println!("{args:?}: {}", text(&out));
     out
 }

@@ -45,6 +45,38 @@ pub fn regionwall(args: &[&str]) -> std::process::Output {
         .expect("run regionwall")
 }
 
+/// `regionwall ARGS` aimed at controller `c` of the sandbox's gateway:
+/// `--iface`, `--pin-root` and `--socket` appended.
+pub fn at_controller(
+    c: &regionwall_testkit::sandbox::Controller,
+    root: &pins::PinRoot,
+    args: &[&str],
+) -> std::process::Output {
+    let mut all = args.to_vec();
+    all.extend([
+        "--iface",
+        regionwall_testkit::sandbox::GATEWAY_LAN,
+        "--pin-root",
+        root.arg(),
+        "--socket",
+        c.socket.to_str().expect("UTF-8"),
+    ]);
+    regionwall(&all)
+}
+
+/// `GET url` from inside the sandbox's gateway namespace: the body (the
+/// test fails on any error or HTTP error status).
+pub fn gateway_get(t: &regionwall_testkit::sandbox::Topology, url: &str) -> String {
+    let out = t
+        .gateway
+        .command("curl")
+        .args(["-sS", "--fail", "--max-time", "10", url])
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "GET {url}: {}", text(&out));
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
 /// `regionwall stats --json` of the sandbox gateway's LAN side, through
 /// `socket` or, with no controller, from the pins under `root`.
 pub fn stats(root: &pins::PinRoot, socket: &Path) -> regionwall::control::Stats {
