@@ -2,7 +2,11 @@
 //! would pass everything is refused like a reload would be; a promote
 //! while a reload of the old file is being prepared is refused (that
 //! reload would undo it); after a promote the controller watches the
-//! promoted file and names it. Real traffic between sandbox namespaces.
+//! promoted file and names it. Reloads of the live policy carry a staged
+//! candidate over in the publish's own flip: under continuous traffic
+//! through reloads, its counts equal what was sent, whether the live
+//! table is its own or refined for the candidate. Real traffic between
+//! sandbox namespaces.
 
 mod common;
 
@@ -218,4 +222,94 @@ fn a_candidate_edited_before_a_restart_is_not_adopted_under_new_names() {
     );
     assert!(cli(&c, &root, &["discard"]).status.success());
     assert!(text(&cli(&c, &root, &["diff"])).contains("no candidate staged"));
+}
+
+/// `count` datagrams to `to` at one per millisecond while `reloads`
+/// SIGHUP reloads land one after another (each waited for by its epoch);
+/// then the candidate must have counted every one as live drop ->
+/// candidate pass.
+fn reload_under_traffic(t: &Topology, c: &Controller, root: &PinRoot, to: &str, count: u64) {
+    let before = common::stats(root, &c.socket).epoch;
+    let reloads = 8;
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            udp_burst(t, to, count, 100, Duration::from_millis(1)).expect("udp burst");
+        });
+        for n in 1..=reloads {
+            c.signal(libc::SIGHUP);
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while common::stats(root, &c.socket).epoch < before + n
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    });
+    assert_eq!(
+        common::stats(root, &c.socket).epoch,
+        before + reloads,
+        "every reload landed: {}",
+        c.log_text()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let counted = loop {
+        let out = cli(c, root, &["diff", "--json"]);
+        let s: regionwall::candidate::Status =
+            serde_json::from_slice(&out.stdout).expect("diff JSON");
+        let n: u64 = s
+            .rows
+            .iter()
+            .filter(|r| r.live == Verdict::Drop && r.candidate == Verdict::Pass)
+            .map(|r| r.packets)
+            .sum();
+        if n >= count || std::time::Instant::now() > deadline {
+            assert!(s.evaluated, "still evaluated after the reloads: {s:?}");
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        counted, count,
+        "the candidate counted every datagram sent across {reloads} reloads"
+    );
+}
+
+#[test]
+fn reloads_under_traffic_lose_no_candidate_count() {
+    let t = Topology::create("rwshp-carry").expect("namespaces");
+    let live = common::policy_file(&policy(NO_A));
+    let root = PinRoot::new();
+    let c = Controller::start(
+        &exe(),
+        &t,
+        &live,
+        &["--pin-root", root.arg(), "--no-history", "--no-watch"],
+    )
+    .expect("start");
+
+    // The same regions: the candidate's table lies over the live one.
+    let same = common::policy_file(&policy(NO_B));
+    assert!(cli(&c, &root, &["stage", path(&same)]).status.success());
+    reload_under_traffic(&t, &c, &root, "198.51.100.10:9", 1500);
+    assert!(cli(&c, &root, &["discard"]).status.success());
+
+    // A new region: the live table is refined for the candidate, and
+    // every reload compiles it over the same refinement.
+    let refined = common::policy_file(&format!(
+        "{}\n[regions.zone-c]\ncidrs = [\"203.0.113.128/25\"]\n\n[[rules]]\nname = \"no-c\"\ndevices = [\"phone\"]\nblock = [\"zone-c\"]\n",
+        policy("")
+    ));
+    assert!(cli(&c, &root, &["stage", path(&refined)]).status.success());
+    reload_under_traffic(&t, &c, &root, "198.51.100.10:9", 1500);
+    assert_eq!(
+        drops_when(&c, &root, 3000),
+        3000,
+        "the live policy dropped every datagram throughout"
+    );
+    assert_eq!(
+        c.log_text().matches("candidate paused").count(),
+        0,
+        "{}",
+        c.log_text()
+    );
 }

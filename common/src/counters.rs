@@ -50,9 +50,17 @@ pub enum Counter {
     /// Disagreements with the staged candidate not counted because
     /// `CANDIDATE_TRAFFIC` was full (the verdict was not changed).
     CandidateLost = 18,
+    /// Candidate events ("would drop"/"would pass") written to their own
+    /// ring, `CANDIDATE_EVENTS`.
+    CandidateEventsSent = 19,
+    /// Candidate events lost because their ring was full.
+    CandidateEventsLost = 20,
+    /// Candidate events not sent because their (device, region) was over
+    /// the candidate's own rate limit.
+    CandidateEventsSuppressed = 21,
 }
 /// Number of [`Counter`] slots.
-pub const COUNTERS: u32 = 19;
+pub const COUNTERS: u32 = 22;
 
 impl Counter {
     /// Every counter, in slot order.
@@ -76,6 +84,9 @@ impl Counter {
         Self::RejectsSuppressed,
         Self::RejectsUnanswerable,
         Self::CandidateLost,
+        Self::CandidateEventsSent,
+        Self::CandidateEventsLost,
+        Self::CandidateEventsSuppressed,
     ];
 
     /// The name shown in statistics.
@@ -101,6 +112,9 @@ impl Counter {
             Self::RejectsSuppressed => "rejects_suppressed",
             Self::RejectsUnanswerable => "rejects_unanswerable",
             Self::CandidateLost => "candidate_lost",
+            Self::CandidateEventsSent => "candidate_events_sent",
+            Self::CandidateEventsLost => "candidate_events_lost",
+            Self::CandidateEventsSuppressed => "candidate_events_suppressed",
         }
     }
 }

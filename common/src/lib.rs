@@ -19,7 +19,7 @@ pub use counters::{COUNTERS, Counter};
 
 /// Version of the map layout below. Bumped whenever any shared type or map
 /// changes meaning, so a controller can tell pinned state of another layout.
-pub const LAYOUT_VERSION: u32 = 10;
+pub const LAYOUT_VERSION: u32 = 11;
 
 /// Number of policy table sets. A reload writes the inactive set, then flips
 /// [`Control::active`] with one map update.
@@ -73,6 +73,10 @@ pub const DEVICE_MAC_MAX_ENTRIES: u32 = 4096;
 pub const DEVICE_LPM_MAX_ENTRIES: u32 = 4096;
 /// Size of the event ring buffer in bytes (power of two multiple of the page size).
 pub const EVENT_RING_BYTES: u32 = 1 << 22;
+/// Size of the candidate events' own ring (`CANDIDATE_EVENTS`): a staged
+/// candidate's "would drop"/"would pass" events never take room from the
+/// live events.
+pub const CANDIDATE_EVENT_RING_BYTES: u32 = 1 << 20;
 
 /// Which structure maps destinations to region classes. Chosen when the
 /// program is loaded (the `LOOKUP` global), so the verifier removes the other.
@@ -376,14 +380,17 @@ const _: () = assert!(size_of::<DestCounter>() == 32);
 const _: () = assert!(size_of::<Control>() == 32);
 
 /// [`Control::flags`]: a candidate policy is staged. The program then also
-/// reads `CANDIDATE_DECISIONS` at the live decision's index (the candidate
+/// reads the live generation's `CANDIDATE_DECISIONS_*` at the live
+/// decision's index (the candidate
 /// shares the live policy's destination, device and port lookups), counts
 /// disagreements in `CANDIDATE_TRAFFIC` and reports them as candidate
 /// events. Never enforced.
 pub const CONTROL_CANDIDATE: u32 = 4;
 /// [`Control::flags`]: the generation the candidate's table is indexed for
 /// is 1 (clear: 0). The candidate is evaluated only while that generation
-/// is live, so a packet of another policy never reads it.
+/// is live, so a packet of another policy never reads it. Each generation
+/// has its own candidate table, so a publish writes the next one's and
+/// arms it with the same flip: no packet goes uncounted across a reload.
 pub const CONTROL_CANDIDATE_GEN1: u32 = 8;
 
 /// Whether `control` has a candidate staged for its live generation.

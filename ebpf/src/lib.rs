@@ -69,7 +69,11 @@ pub fn filter(ctx: &XdpContext, lookup: Lookup) -> u32 {
             // One test of the control value already read: ~0 without a
             // candidate. The candidate only counts and reports.
             if candidate_live(&control) {
-                shadow::evaluate(ctx, &control, &pkt, device, &decision, index, epoch);
+                if control.active & 1 == 0 {
+                    shadow::evaluate::<0>(ctx, &control, &pkt, device, &decision, index, epoch);
+                } else {
+                    shadow::evaluate::<1>(ctx, &control, &pkt, device, &decision, index, epoch);
+                }
             }
             if decision.verdict == Verdict::Pass as u8 {
                 return xdp_action::XDP_PASS;

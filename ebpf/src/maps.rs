@@ -10,12 +10,12 @@ use aya_ebpf::{
 };
 use regionwall_common::dns::{DNS_COUNTERS as DNS_COUNTERS_SLOTS, DNS_RING_BYTES};
 use regionwall_common::{
-    Bucket, CANDIDATE_KEYS, COUNTERS, COUNTRY_SLOTS, CandidateKey, CandidateMeta, Control,
-    DESTINATIONS_DEFAULT, DEVICE_LPM_MAX_ENTRIES, DEVICE_MAC_MAX_ENTRIES, Decision, DestCounter,
-    DestKey, EVENT_RING_BYTES, FIB_LONG_DEFAULT, FIB_RANGES_DEFAULT, FIB_SLOTS_DEFAULT, FibLong,
-    FibSlot, GENERATIONS, LAYOUT_SLOTS, LPM_V4_MAX_ENTRIES, LPM_V6_MAX_ENTRIES, MAX_DECISIONS,
-    MAX_DEVICES, MacKey, NAMES_SLOTS, PORT_SLOTS, PolicyMeta, RATE_SLOTS, SlotName, TRAFFIC_SLOTS,
-    TrafficCounter,
+    Bucket, CANDIDATE_EVENT_RING_BYTES, CANDIDATE_KEYS, COUNTERS, COUNTRY_SLOTS, CandidateKey,
+    CandidateMeta, Control, DESTINATIONS_DEFAULT, DEVICE_LPM_MAX_ENTRIES, DEVICE_MAC_MAX_ENTRIES,
+    Decision, DestCounter, DestKey, EVENT_RING_BYTES, FIB_LONG_DEFAULT, FIB_RANGES_DEFAULT,
+    FIB_SLOTS_DEFAULT, FibLong, FibSlot, GENERATIONS, LAYOUT_SLOTS, LPM_V4_MAX_ENTRIES,
+    LPM_V6_MAX_ENTRIES, MAX_DECISIONS, MAX_DEVICES, MacKey, NAMES_SLOTS, PORT_SLOTS, PolicyMeta,
+    RATE_SLOTS, SlotName, TRAFFIC_SLOTS, TrafficCounter,
 };
 
 /// Which layout and lookup these maps were made for; written by the
@@ -117,10 +117,12 @@ pub static RATE_LIMIT: PerCpuArray<Bucket> = PerCpuArray::with_max_entries(RATE_
 #[map]
 pub static REJECT_LIMIT: PerCpuArray<Bucket> = PerCpuArray::with_max_entries(MAX_DEVICES, 0);
 
-/// The staged candidate's decisions, indexed like the live generation's
-/// `DECISIONS_*` (see `CONTROL_CANDIDATE`); read only while one is staged.
+// The staged candidate's decisions, indexed like the same generation's
+// `DECISIONS_*` (see `CONTROL_CANDIDATE`); read only while one is staged.
 #[map]
-pub static CANDIDATE_DECISIONS: Array<Decision> = Array::with_max_entries(MAX_DECISIONS, 0);
+pub static CANDIDATE_DECISIONS_0: Array<Decision> = Array::with_max_entries(MAX_DECISIONS, 0);
+#[map]
+pub static CANDIDATE_DECISIONS_1: Array<Decision> = Array::with_max_entries(MAX_DECISIONS, 0);
 /// Packets and bytes per disagreement with the candidate, per CPU
 /// (bounded: a key that does not fit is counted as `CandidateLost`).
 #[map]
@@ -137,6 +139,10 @@ pub static CANDIDATE_META: Array<CandidateMeta> = Array::with_max_entries(1, 0);
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
+/// The candidate's events: a ring of their own, so they never take the
+/// live events' room.
+#[map]
+pub static CANDIDATE_EVENTS: RingBuf = RingBuf::with_byte_size(CANDIDATE_EVENT_RING_BYTES, 0);
 
 /// The policy tables of generation `G` (0 or 1): the one place that maps a
 /// generation to its `_0`/`_1` maps. Code generic over `G` names each map
@@ -193,6 +199,15 @@ impl<const G: u32> Generation<G> {
     #[inline(always)]
     pub fn decisions() -> &'static Array<Decision> {
         if G == 0 { &DECISIONS_0 } else { &DECISIONS_1 }
+    }
+
+    #[inline(always)]
+    pub fn candidate_decisions() -> &'static Array<Decision> {
+        if G == 0 {
+            &CANDIDATE_DECISIONS_0
+        } else {
+            &CANDIDATE_DECISIONS_1
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! the hot path); events go to a ring buffer, and a full ring buffer is
 //! counted, never allowed to change the verdict.
 
-use aya_ebpf::maps::PerCpuArray;
+use aya_ebpf::maps::{PerCpuArray, RingBuf};
 use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, programs::XdpContext};
 use regionwall_common::{
     Bucket, CONTROL_COUNTRIES, CONTROL_HOSTS, COUNTRY_STRIDE, Control, Counter, Decision,
@@ -171,6 +171,10 @@ pub fn emit(
 ) {
     let live = Shadow {
         buckets: &RATE_LIMIT,
+        ring: &EVENTS,
+        sent: Counter::EventsSent,
+        suppressed: Counter::EventsSuppressed,
+        lost: Counter::EventsLost,
         candidate: 0,
         live_verdict: decision.verdict,
     };
@@ -178,9 +182,14 @@ pub fn emit(
 }
 
 /// Whose event [`write_event`] writes: the live policy's, or the staged
-/// candidate's (its own rate-limit buckets, marked, with the live verdict).
+/// candidate's (its own rate-limit buckets, ring and counters, marked,
+/// with the live verdict), so neither takes the other's room.
 pub struct Shadow {
     pub buckets: &'static PerCpuArray<Bucket>,
+    pub ring: &'static RingBuf,
+    pub sent: Counter,
+    pub suppressed: Counter,
+    pub lost: Counter,
     pub candidate: u8,
     pub live_verdict: u8,
 }
@@ -210,11 +219,11 @@ pub fn write_event(
         u32::from(decision.region),
         ts_ns,
     ) {
-        count(Counter::EventsSuppressed);
+        count(shadow.suppressed);
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        count(Counter::EventsLost);
+    let Some(mut entry) = shadow.ring.reserve::<Event>(0) else {
+        count(shadow.lost);
         return;
     };
     entry.write(Event {
@@ -243,5 +252,5 @@ pub fn write_event(
         _pad: [0; 4],
     });
     entry.submit(0);
-    count(Counter::EventsSent);
+    count(shadow.sent);
 }

@@ -1,8 +1,8 @@
 //! The staged candidate policy, evaluated beside the live one and never
-//! enforced: one read of `CANDIDATE_DECISIONS` at the live decision's
-//! index (the candidate shares the live destination, device and port
-//! lookups), and on a disagreement a per-CPU count and a rate-limited
-//! candidate event.
+//! enforced: one read of the generation's `CANDIDATE_DECISIONS_*` at the
+//! live decision's index (the candidate shares the live destination,
+//! device and port lookups), and on a disagreement a per-CPU count and a
+//! rate-limited candidate event on the candidate's own ring.
 
 use aya_ebpf::programs::XdpContext;
 use regionwall_common::{
@@ -11,7 +11,7 @@ use regionwall_common::{
 
 use crate::{
     counters::count,
-    maps::{CANDIDATE_DECISIONS, CANDIDATE_RATE_LIMIT, CANDIDATE_TRAFFIC},
+    maps::{CANDIDATE_EVENTS, CANDIDATE_RATE_LIMIT, CANDIDATE_TRAFFIC, Generation},
     parse::Packet,
     report::{Shadow, write_event},
 };
@@ -21,7 +21,7 @@ use crate::{
 /// generation, see `candidate_live`). A missing cell (a table shorter than
 /// the live one, which the controller never writes) counts nothing.
 #[inline(always)]
-pub fn evaluate(
+pub fn evaluate<const G: u32>(
     ctx: &XdpContext,
     control: &Control,
     pkt: &Packet,
@@ -33,7 +33,7 @@ pub fn evaluate(
     if index >= MAX_DECISIONS {
         return;
     }
-    let Some(cell) = CANDIDATE_DECISIONS.get(index) else {
+    let Some(cell) = Generation::<G>::candidate_decisions().get(index) else {
         return;
     };
     let candidate = *cell;
@@ -64,6 +64,10 @@ pub fn evaluate(
     }
     let shadow = Shadow {
         buckets: &CANDIDATE_RATE_LIMIT,
+        ring: &CANDIDATE_EVENTS,
+        sent: Counter::CandidateEventsSent,
+        suppressed: Counter::CandidateEventsSuppressed,
+        lost: Counter::CandidateEventsLost,
         candidate: 1,
         live_verdict: live.verdict,
     };

@@ -38,11 +38,28 @@ pub struct Status {
     pub evaluated: bool,
     /// Disagreements not counted because the counter table was full.
     pub lost: u64,
+    /// Candidate events the kernel reported, suppressed by the candidate's
+    /// own rate limit, and lost to a full candidate ring (counted since
+    /// the program was loaded; none of them touch the live events).
+    #[serde(default)]
+    pub events: CandidateEvents,
     pub rows: Vec<DiffRow>,
     /// Why it is paused when that is not a change of the live policy
     /// (empty otherwise).
     #[serde(default)]
     pub paused: String,
+}
+
+/// The candidate's own event counters (see [`Status::events`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CandidateEvents {
+    pub reported: u64,
+    pub suppressed: u64,
+    pub lost: u64,
+    /// Reported, but dropped from the controller's candidate queue or
+    /// not printed (the output was behind or failing).
+    #[serde(default)]
+    pub not_printed: u64,
 }
 
 /// What a disagreement means for the traffic.
@@ -147,6 +164,17 @@ impl Status {
                 join(&t.devices),
                 join(&t.places),
                 join(&t.rules)
+            );
+        }
+        let e = self.events;
+        if e.reported + e.suppressed + e.lost > 0 {
+            let _ = writeln!(
+                out,
+                "candidate events: {} reported, {} suppressed (rate limit), {} lost (ring full), {} not printed",
+                thousands(e.reported),
+                thousands(e.suppressed),
+                thousands(e.lost),
+                thousands(e.not_printed)
             );
         }
         for r in &self.rows {

@@ -17,6 +17,8 @@ pub struct TableSet {
     pub device_v6: &'static str,
     pub port_class: &'static str,
     pub decisions: &'static str,
+    /// The staged candidate's decisions, indexed like `decisions`.
+    pub candidate_decisions: &'static str,
 }
 
 /// Each base name once; the generation is its suffix.
@@ -33,6 +35,7 @@ macro_rules! table_set {
             device_v6: concat!("DEVICE_V6_", $g),
             port_class: concat!("PORT_CLASS_", $g),
             decisions: concat!("DECISIONS_", $g),
+            candidate_decisions: concat!("CANDIDATE_DECISIONS_", $g),
         }
     };
 }
@@ -50,7 +53,7 @@ impl TableSet {
 
     /// Its map names.
     #[must_use]
-    pub const fn names(&self) -> [&'static str; 10] {
+    pub const fn names(&self) -> [&'static str; 11] {
         [
             self.region_v4,
             self.region_v6,
@@ -62,6 +65,7 @@ impl TableSet {
             self.device_v6,
             self.port_class,
             self.decisions,
+            self.candidate_decisions,
         ]
     }
 }
@@ -77,7 +81,7 @@ pub const SHARED_MAPS: [&str; 12] = [
     "RATE_LIMIT",
     "REJECT_LIMIT",
     "EVENTS",
-    "CANDIDATE_DECISIONS",
+    "CANDIDATE_EVENTS",
     "CANDIDATE_TRAFFIC",
     "CANDIDATE_RATE_LIMIT",
 ];
@@ -93,10 +97,10 @@ pub const DNS_MAPS: [&str; 2] = ["DNS_RING", "DNS_COUNTERS"];
 pub const CONTROLLER_MAPS: [&str; 3] = ["NAMES", "CANDIDATE_META", "LAYOUT"];
 
 /// Every map of the production object, in pinning order (`LAYOUT` last).
-pub const PINNED_MAPS: [&str; 37] = pinned_maps();
+pub const PINNED_MAPS: [&str; 39] = pinned_maps();
 
-const fn pinned_maps() -> [&'static str; 37] {
-    let mut out = [""; 37];
+const fn pinned_maps() -> [&'static str; 39] {
+    let mut out = [""; 39];
     let mut n = 0;
     let mut i = 0;
     while i < SHARED_MAPS.len() {
@@ -127,7 +131,7 @@ const fn pinned_maps() -> [&'static str; 37] {
         n += 1;
         i += 1;
     }
-    assert!(n == 37, "PINNED_MAPS has room for every map");
+    assert!(n == 39, "PINNED_MAPS has room for every map");
     out
 }
 

@@ -411,6 +411,12 @@ impl PinnedMaps {
         Self::ring(pins, "EVENTS")
     }
 
+    /// The pinned candidate event ring (consuming from it takes events
+    /// from any other reader).
+    pub fn candidate_events(pins: &PinDir) -> Result<aya::maps::RingBuf<MapData>, PinError> {
+        Self::ring(pins, "CANDIDATE_EVENTS")
+    }
+
     /// The pinned DNS copy ring (records are
     /// [`regionwall_common::dns::DnsCopy`]; consuming takes them from any
     /// other reader).

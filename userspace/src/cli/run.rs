@@ -364,7 +364,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let config = args.config()?;
     let mut reloads = Reloads::new(!args.no_watch, &config.policy);
-    let prepared = spawn_prepare(&config, None)
+    let prepared = spawn_prepare(&config, None, None)
         .await
         .context("the policy loader panicked")??;
     if prepared.policy.rules.is_empty() {

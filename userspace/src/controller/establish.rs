@@ -97,6 +97,7 @@ pub fn establish(
                         prepared.fib.as_ref(),
                         meta.epoch + 1,
                         &config.policy,
+                        |_| None,
                     ) {
                         Ok(stable) => {
                             let start = Start::Adopted {
@@ -133,6 +134,7 @@ pub fn establish(
         prepared.fib.as_ref(),
         1,
         &config.policy,
+        |_| None,
     )?;
     let facts = go_live(&mut dp, pins, ifindex, config)?;
     let start = reason.map_or(Start::Fresh, |reason| Start::Replaced { reason });

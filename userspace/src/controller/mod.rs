@@ -152,14 +152,15 @@ fn publish(
     fib: Option<&crate::fib::Fib>,
     epoch: u32,
     path: &Path,
+    candidate: impl FnOnce(&Compiled) -> Option<Vec<regionwall_common::Decision>>,
 ) -> Result<Compiled, ControllerError> {
     let classes = compiled.classes.len();
-    let (stable, report) =
-        dp.publish_stable(compiled, fib, epoch)
-            .map_err(|source| ControllerError::Datapath {
-                context: "publishing the policy",
-                source: Box::new(source),
-            })?;
+    let (stable, report) = dp
+        .publish_stable_with(compiled, fib, epoch, candidate)
+        .map_err(|source| ControllerError::Datapath {
+            context: "publishing the policy",
+            source: Box::new(source),
+        })?;
     log::info!(
         "published policy {} (epoch {epoch}): {} IPv4 + {} IPv6 prefixes, {} classes, {} compiled ranges ({} KiB), in {:?}",
         crate::shown::Shown(path),
@@ -179,6 +180,10 @@ fn publish(
 pub struct Tally {
     /// Events dropped from a full queue (`--queue`).
     pub queue_dropped: Arc<AtomicU64>,
+    /// Candidate events dropped from their own full queue, and candidate
+    /// lines the output did not write (never in the live counts).
+    pub candidate_queue_dropped: Arc<AtomicU64>,
+    pub candidate_not_written: AtomicU64,
     /// Events printed.
     pub events_logged: AtomicU64,
     /// Events the output could not take.
@@ -195,6 +200,17 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Counts `n` lines the output did not write: live events, or a
+    /// candidate's.
+    pub fn lost_line(&self, candidate: bool, n: u64) {
+        let counter = if candidate {
+            &self.candidate_not_written
+        } else {
+            &self.not_written
+        };
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Notes `inputs` as the live policy's, put in force now.
     pub fn loaded(&self, inputs: &[PathBuf]) {
         let now = std::time::SystemTime::now()
@@ -404,12 +420,17 @@ impl Controller {
     /// previous policy stays live untouched.
     pub fn apply(&mut self, prepared: Prepared) -> Result<u32, ControllerError> {
         let next = self.epoch + 1;
+        // A staged candidate that applies to the new policy is written
+        // beside it and armed by the same flip (no packet uncounted).
+        let staged = self.candidate.as_ref();
+        let live = &prepared.policy;
         let stable = publish(
             &mut self.dp,
             prepared.compiled,
             prepared.fib.as_ref(),
             next,
             &self.config.policy,
+            |stable| staged.and_then(|s| s.table_for(stable, live)),
         )?;
         self.epoch = next;
         if let Ok(mut known) = self.known.write() {
@@ -431,6 +452,18 @@ impl Controller {
             .take_events()
             .map_err(|source| ControllerError::Datapath {
                 context: "opening the event ring",
+                source: Box::new(source),
+            })
+    }
+
+    /// The staged candidate's event ring, pumped like the live one.
+    pub fn take_candidate_events(
+        &mut self,
+    ) -> Result<aya::maps::RingBuf<aya::maps::MapData>, ControllerError> {
+        self.dp
+            .take_candidate_events()
+            .map_err(|source| ControllerError::Datapath {
+                context: "opening the candidate event ring",
                 source: Box::new(source),
             })
     }

@@ -2,6 +2,8 @@
 //! behind a bounded queue: a reader that stops reading (a paused pager, a
 //! stuck log shipper), a closed pipe or a full disk costs events, counted
 //! as not written and logged once, and never stalls or stops enforcement.
+//! A staged candidate's lines share the writer but never the live lines'
+//! room or counts: they take at most half the queue and are counted apart.
 
 use std::{
     io::Write,
@@ -19,23 +21,46 @@ use super::Tally;
 /// written.
 pub const QUEUE: usize = 8192;
 
+/// A queued line; `candidate`: a staged candidate's event.
+struct Line {
+    text: String,
+    candidate: bool,
+}
+
+/// Lines queued and not yet written or counted by the writer: live, and
+/// the candidate's.
+#[derive(Default)]
+struct Queued {
+    live: AtomicU64,
+    candidate: AtomicU64,
+}
+
+impl Queued {
+    fn of(&self, candidate: bool) -> &AtomicU64 {
+        if candidate {
+            &self.candidate
+        } else {
+            &self.live
+        }
+    }
+}
+
 /// The event output: [`EventOutput::line`] never blocks.
 pub struct EventOutput {
-    tx: Option<SyncSender<String>>,
+    tx: Option<SyncSender<Line>>,
     done: Receiver<()>,
     tally: Arc<Tally>,
     behind: AtomicBool,
-    /// Lines queued and not yet written or counted by the writer.
-    queued: Arc<AtomicU64>,
+    queued: Arc<Queued>,
 }
 
 impl EventOutput {
     /// Starts the writer thread on `out`; counts go to `tally`.
     pub fn start<W: Write + Send + 'static>(out: W, tally: Arc<Tally>) -> std::io::Result<Self> {
-        let (tx, rx) = sync_channel::<String>(QUEUE);
+        let (tx, rx) = sync_channel::<Line>(QUEUE);
         let (done_tx, done) = sync_channel(1);
         let counts = Arc::clone(&tally);
-        let queued = Arc::new(AtomicU64::new(0));
+        let queued = Arc::new(Queued::default());
         let in_queue = Arc::clone(&queued);
         std::thread::Builder::new()
             .name("regionwall-output".into())
@@ -55,23 +80,50 @@ impl EventOutput {
     /// Queues one line; when the queue is full (the reader is not keeping
     /// up) the line is counted as not written.
     pub fn line(&self, text: String) {
+        self.queue(Line {
+            text,
+            candidate: false,
+        });
+    }
+
+    /// Queues a candidate event's line while the queue is less than half
+    /// full (else it is counted in `candidate_not_written`, never in the
+    /// live counts), so candidate lines never cost a live line its place.
+    pub fn candidate_line(&self, text: String) {
+        if self.queued.live.load(Ordering::Relaxed) + self.queued.candidate.load(Ordering::Relaxed)
+            >= (QUEUE / 2) as u64
+        {
+            self.tally
+                .candidate_not_written
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.queue(Line {
+            text,
+            candidate: true,
+        });
+    }
+
+    fn queue(&self, line: Line) {
+        let candidate = line.candidate;
         let Some(tx) = &self.tx else { return };
+        let queued = self.queued.of(candidate);
         // Counted before it is sent: the writer may take it at once.
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        match tx.try_send(text) {
+        queued.fetch_add(1, Ordering::Relaxed);
+        match tx.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                self.queued.fetch_sub(1, Ordering::Relaxed);
-                self.tally.not_written.fetch_add(1, Ordering::Relaxed);
-                if !self.behind.swap(true, Ordering::Relaxed) {
+                queued.fetch_sub(1, Ordering::Relaxed);
+                self.tally.lost_line(candidate, 1);
+                if !candidate && !self.behind.swap(true, Ordering::Relaxed) {
                     log::error!(
                         "the event output is not keeping up (a slow or stopped reader): events past {QUEUE} queued lines are counted as not written; enforcement continues"
                     );
                 }
             }
             Err(TrySendError::Disconnected(_)) => {
-                self.queued.fetch_sub(1, Ordering::Relaxed);
-                self.tally.not_written.fetch_add(1, Ordering::Relaxed);
+                queued.fetch_sub(1, Ordering::Relaxed);
+                self.tally.lost_line(candidate, 1);
             }
         }
     }
@@ -82,15 +134,17 @@ impl EventOutput {
     pub fn close(mut self, wait: Duration) {
         self.tx = None;
         if self.done.recv_timeout(wait).is_err() {
-            let left = self.queued.swap(0, Ordering::Relaxed);
-            self.tally.not_written.fetch_add(left, Ordering::Relaxed);
+            for candidate in [false, true] {
+                let left = self.queued.of(candidate).swap(0, Ordering::Relaxed);
+                self.tally.lost_line(candidate, left);
+            }
         }
     }
 }
 
 /// The writer thread: one write per burst, a flush when the queue runs
 /// empty; after the first failure every line is counted, none written.
-fn write_all<W: Write>(out: W, rx: &Receiver<String>, tally: &Tally, queued: &AtomicU64) {
+fn write_all<W: Write>(out: W, rx: &Receiver<Line>, tally: &Tally, queued: &Queued) {
     let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
     let mut failed = false;
     loop {
@@ -106,23 +160,29 @@ fn write_all<W: Write>(out: W, rx: &Receiver<String>, tally: &Tally, queued: &At
                 break;
             }
         }
-        let n = burst.len() as u64;
+        let candidate_lines = burst.iter().filter(|l| l.candidate).count() as u64;
+        let live_lines = burst.len() as u64 - candidate_lines;
         if failed {
-            tally.not_written.fetch_add(n, Ordering::Relaxed);
-            queued.fetch_sub(n, Ordering::Relaxed);
+            tally.lost_line(false, live_lines);
+            tally.lost_line(true, candidate_lines);
+            queued.live.fetch_sub(live_lines, Ordering::Relaxed);
+            queued
+                .candidate
+                .fetch_sub(candidate_lines, Ordering::Relaxed);
             continue;
         }
         let result = burst
             .iter()
-            .try_for_each(|l| writeln!(out, "{l}"))
+            .try_for_each(|l| writeln!(out, "{}", l.text))
             .and_then(|()| out.flush());
         match result {
             Ok(()) => {
-                tally.events_logged.fetch_add(n, Ordering::Relaxed);
+                tally.events_logged.fetch_add(live_lines, Ordering::Relaxed);
             }
             Err(e) => {
                 failed = true;
-                tally.not_written.fetch_add(n, Ordering::Relaxed);
+                tally.lost_line(false, live_lines);
+                tally.lost_line(true, candidate_lines);
                 log::error!(
                     "writing events to the output failed ({e}); enforcement continues, \
                      events are no longer printed (counted as not written; \
@@ -132,7 +192,10 @@ fn write_all<W: Write>(out: W, rx: &Receiver<String>, tally: &Tally, queued: &At
         }
         // Counted as written or not: off the queue (a burst stuck in a
         // write stays queued, and is counted as not written at close).
-        queued.fetch_sub(n, Ordering::Relaxed);
+        queued.live.fetch_sub(live_lines, Ordering::Relaxed);
+        queued
+            .candidate
+            .fetch_sub(candidate_lines, Ordering::Relaxed);
     }
     if !failed {
         let _ = out.flush();

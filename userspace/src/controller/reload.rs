@@ -48,16 +48,28 @@ pub struct Reloads {
 }
 
 /// Prepares the configured policy on a blocking thread; with `live`, a
-/// policy that would widen what passes is refused.
+/// policy that would widen what passes is refused. With `refine` (a
+/// staged candidate the live table was refined for), it is compiled over
+/// the same refinement, so the publish can carry the candidate over.
 #[must_use]
-pub fn spawn_prepare(config: &Config, live: Option<Arc<Policy>>) -> Loading {
+pub fn spawn_prepare(
+    config: &Config,
+    live: Option<Arc<Policy>>,
+    refine: Option<super::shadow::Refinement>,
+) -> Loading {
     let (path, options, limits, lookup) = (
         config.policy.clone(),
         config.options.clone(),
         config.limits,
         config.lookup,
     );
-    tokio::task::spawn_blocking(move || prepare(&path, &options, limits, lookup, live.as_deref()))
+    tokio::task::spawn_blocking(move || {
+        let prepared = prepare(&path, &options, limits, lookup, live.as_deref())?;
+        match refine {
+            Some(r) => r.refine(prepared, lookup, &path),
+            None => Ok(prepared),
+        }
+    })
 }
 
 impl Reloads {
@@ -127,7 +139,14 @@ impl Reloads {
         if self.loading.is_some() {
             self.again = Some(why);
         } else {
-            self.loading = Some((spawn_prepare(ctl.config(), Some(ctl.live_policy())), why));
+            self.loading = Some((
+                spawn_prepare(
+                    ctl.config(),
+                    Some(ctl.live_policy()),
+                    ctl.candidate_refinement(),
+                ),
+                why,
+            ));
         }
     }
 

@@ -389,6 +389,51 @@ fn controller_series(e: &mut DescriptorEncoder, src: &Source) -> Result<(), std:
     Ok(())
 }
 
+/// The kernel's global counters served as metrics: name, help, slot.
+const KERNEL_COUNTERS: &[(&str, &str, Counter)] = &[
+    (
+        "events_reported",
+        "Events the kernel put in its ring",
+        Counter::EventsSent,
+    ),
+    (
+        "events_suppressed",
+        "Events not reported for the per-(device, region) rate limit",
+        Counter::EventsSuppressed,
+    ),
+    (
+        "events_lost",
+        "Events lost because the kernel's ring was full",
+        Counter::EventsLost,
+    ),
+    ("frames", "Frames the XDP program saw", Counter::Frames),
+    (
+        "candidate_lost",
+        "Disagreements with the staged candidate not counted: its counter map was full",
+        Counter::CandidateLost,
+    ),
+    (
+        "candidate_events_reported",
+        "Events of the staged candidate put in their own ring",
+        Counter::CandidateEventsSent,
+    ),
+    (
+        "candidate_events_suppressed",
+        "Events of the staged candidate not reported for its own rate limit",
+        Counter::CandidateEventsSuppressed,
+    ),
+    (
+        "candidate_events_lost",
+        "Events of the staged candidate lost because their ring was full",
+        Counter::CandidateEventsLost,
+    ),
+    (
+        "rejects_sent",
+        "TCP resets and ICMP errors sent for reject rules",
+        Counter::RejectsSent,
+    ),
+];
+
 /// What the kernel counts, read from the pinned maps.
 fn kernel_series(e: &mut DescriptorEncoder, r: &Reading) -> Result<(), std::fmt::Error> {
     let mut by_verdict = r.by_verdict.clone();
@@ -424,36 +469,8 @@ fn kernel_series(e: &mut DescriptorEncoder, r: &Reading) -> Result<(), std::fmt:
             ]
         },
     )?;
-    let c = |k: Counter| r.counters[k as usize];
-    for (name, help, k) in [
-        (
-            "events_reported",
-            "Events the kernel put in its ring",
-            Counter::EventsSent,
-        ),
-        (
-            "events_suppressed",
-            "Events not reported for the per-(device, region) rate limit",
-            Counter::EventsSuppressed,
-        ),
-        (
-            "events_lost",
-            "Events lost because the kernel's ring was full",
-            Counter::EventsLost,
-        ),
-        ("frames", "Frames the XDP program saw", Counter::Frames),
-        (
-            "candidate_lost",
-            "Disagreements with the staged candidate not counted: its counter map was full",
-            Counter::CandidateLost,
-        ),
-        (
-            "rejects_sent",
-            "TCP resets and ICMP errors sent for reject rules",
-            Counter::RejectsSent,
-        ),
-    ] {
-        counter(e, name, help, c(k))?;
+    for &(name, help, k) in KERNEL_COUNTERS {
+        counter(e, name, help, r.counters[k as usize])?;
     }
     if let Some((copied, lost)) = r.dns_copied {
         counter(

@@ -2,6 +2,8 @@
 //! bounded queue, named with their epoch's policy, then fanned out — to
 //! the broadcast every subscriber (control socket clients, and later
 //! metrics, history, dashboard) reads, and to the controller's output.
+//! A staged candidate's events come from a ring and queue of their own,
+//! read after the live ones, so they never cost a live event.
 
 use std::{sync::Arc, time::Duration};
 
@@ -10,10 +12,16 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{Controller, ControllerError, output::EventOutput};
 
+/// Candidate events queued for naming (their own queue: a flood of them
+/// never takes the live queue's room).
+const CANDIDATE_QUEUE: usize = 4096;
+
 /// Events from the ring to their readers.
 pub struct EventStream {
     rx: mpsc::Receiver<Event>,
+    candidate_rx: mpsc::Receiver<Event>,
     pump: JoinHandle<std::io::Result<()>>,
+    candidate_pump: JoinHandle<std::io::Result<()>>,
     output: EventOutput,
     json: bool,
 }
@@ -23,24 +31,38 @@ impl EventStream {
     /// `queue` events (overflow counted, never blocking the pump).
     pub fn start(ctl: &mut Controller, queue: usize, json: bool) -> Result<Self, ControllerError> {
         let ring = ctl.take_events()?;
+        let candidate_ring = ctl.take_candidate_events()?;
         let (tx, rx) = mpsc::channel(queue.max(1));
+        let (candidate_tx, candidate_rx) = mpsc::channel(CANDIDATE_QUEUE);
         let pump = tokio::spawn(crate::events::pump(
             ring,
             tx,
             Arc::clone(&ctl.tally().queue_dropped),
         ));
+        let candidate_pump = tokio::spawn(crate::events::pump(
+            candidate_ring,
+            candidate_tx,
+            Arc::clone(&ctl.tally().candidate_queue_dropped),
+        ));
         Ok(Self {
             rx,
+            candidate_rx,
             pump,
+            candidate_pump,
             output: EventOutput::start(std::io::stdout(), Arc::clone(ctl.tally()))
                 .map_err(|source| ControllerError::Output { source })?,
             json,
         })
     }
 
-    /// The next event (cancel-safe).
+    /// The next event, live ones first (cancel-safe). `None` once the
+    /// live pump has stopped.
     pub async fn next(&mut self) -> Option<Event> {
-        self.rx.recv().await
+        tokio::select! {
+            biased;
+            ev = self.rx.recv() => ev,
+            Some(ev) = self.candidate_rx.recv() => Some(ev),
+        }
     }
 
     /// Names `event`, broadcasts it, queues it for the output.
@@ -56,7 +78,7 @@ impl EventStream {
                     record.line()
                 };
                 ctl.broadcast_candidate(record);
-                self.output.line(text);
+                self.output.candidate_line(text);
             }
             return;
         }
@@ -76,6 +98,7 @@ impl EventStream {
     /// a second: a stopped reader must not hold up the exit).
     pub fn stop(self) {
         self.pump.abort();
+        self.candidate_pump.abort();
         self.output.close(Duration::from_secs(1));
     }
 }

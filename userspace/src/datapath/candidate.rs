@@ -1,6 +1,7 @@
-//! The staged candidate policy in the kernel: its decision table (indexed
-//! like the live generation's), the switch in `CONTROL.flags`, its
-//! disagreement counters and its record in `CANDIDATE_META`.
+//! The staged candidate policy in the kernel: its decision tables (one per
+//! generation, indexed like that generation's), the switch in
+//! `CONTROL.flags`, its disagreement counters and its record in
+//! `CANDIDATE_META`.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use regionwall_common::{
 };
 
 use super::{Datapath, DatapathError};
-use crate::readings::map_err;
+use crate::{layout::TableSet, readings::map_err};
 
 /// How long in-flight packets may still read the candidate's table after
 /// its switch was turned off, before the table or its counters change.
@@ -26,6 +27,21 @@ pub struct CandidateRow {
 }
 
 const FLAGS: u32 = CONTROL_CANDIDATE | CONTROL_CANDIDATE_GEN1;
+
+/// Turns the candidate on for `control`'s live generation (not written).
+pub(super) const fn arm(control: &mut regionwall_common::Control) {
+    control.flags |= CONTROL_CANDIDATE;
+    if control.active & 1 == 1 {
+        control.flags |= CONTROL_CANDIDATE_GEN1;
+    } else {
+        control.flags &= !CONTROL_CANDIDATE_GEN1;
+    }
+}
+
+/// Turns the candidate off in `control` (not written).
+pub(super) const fn disarm(control: &mut regionwall_common::Control) {
+    control.flags &= !FLAGS;
+}
 
 impl Datapath {
     /// Stages `decisions` (indexed like the live generation's table) as the
@@ -43,15 +59,13 @@ impl Datapath {
         if fresh {
             self.clear_candidate_counts()?;
         }
-        self.fill_array("CANDIDATE_DECISIONS", decisions)?;
+        self.fill_array(
+            TableSet::of(self.control.active).candidate_decisions,
+            decisions,
+        )?;
         self.write_candidate_meta(meta)?;
         let previous = self.control;
-        self.control.flags |= CONTROL_CANDIDATE;
-        if self.control.active & 1 == 1 {
-            self.control.flags |= CONTROL_CANDIDATE_GEN1;
-        } else {
-            self.control.flags &= !CONTROL_CANDIDATE_GEN1;
-        }
+        arm(&mut self.control);
         if let Err(e) = self.write_control() {
             self.control = previous;
             return Err(e);
@@ -65,7 +79,7 @@ impl Datapath {
         if self.control.flags & FLAGS == 0 {
             return Ok(());
         }
-        self.control.flags &= !FLAGS;
+        disarm(&mut self.control);
         self.write_control()?;
         std::thread::sleep(STAGE_GRACE);
         Ok(())

@@ -511,6 +511,11 @@ impl Datapath {
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, DatapathError> {
         self.take_ring("EVENTS")
     }
+
+    /// Takes the staged candidate's event ring (once).
+    pub fn take_candidate_events(&mut self) -> Result<RingBuf<MapData>, DatapathError> {
+        self.take_ring("CANDIDATE_EVENTS")
+    }
 }
 
 /// Loads one program of the object into the kernel, whatever its kind.

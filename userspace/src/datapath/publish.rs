@@ -39,7 +39,7 @@ impl Datapath {
         compiled: &Compiled,
         epoch: u32,
     ) -> Result<PublishReport, DatapathError> {
-        self.publish_with(compiled, None, epoch)
+        self.publish_with(compiled, None, epoch, None)
     }
 
     /// Publishes `compiled` with every device and region name on the
@@ -73,6 +73,21 @@ impl Datapath {
         fib: Option<&Fib>,
         epoch: u32,
     ) -> Result<(Compiled, PublishReport), DatapathError> {
+        self.publish_stable_with(compiled, fib, epoch, |_| None)
+    }
+
+    /// [`Self::publish_stable`] with a staged candidate. `candidate`:
+    /// given the renumbered policy, the candidate's decisions in its index
+    /// space (`None`: no candidate, or one that does not apply to this
+    /// policy), written beside the new table set and armed by the same
+    /// flip, so the candidate counts every packet across the publish.
+    pub fn publish_stable_with(
+        &mut self,
+        compiled: Compiled,
+        fib: Option<&Fib>,
+        epoch: u32,
+        candidate: impl FnOnce(&Compiled) -> Option<Vec<regionwall_common::Decision>>,
+    ) -> Result<(Compiled, PublishReport), DatapathError> {
         let previous = self.read_slots()?;
         let Stable {
             compiled,
@@ -85,8 +100,9 @@ impl Datapath {
         if before_flip != previous {
             self.write_slots(&before_flip)?;
         }
+        let candidate = candidate(&compiled);
         // publish_with sleeps the grace period after the flip.
-        let report = self.publish_with(&compiled, fib, epoch)?;
+        let report = self.publish_with(&compiled, fib, epoch, candidate.as_deref())?;
         if slots != before_flip {
             self.write_slots(&slots)?;
         }
@@ -207,12 +223,15 @@ impl Datapath {
     }
 
     /// [`Self::publish`] with the compiled lookup already built from
-    /// `compiled` (the controller sizes the maps from it before loading).
+    /// `compiled` (the controller sizes the maps from it before loading),
+    /// and with `candidate`, a staged candidate's decisions indexed like
+    /// `compiled`'s, armed by the flip (else the flip turns it off).
     pub fn publish_with(
         &mut self,
         compiled: &Compiled,
         fib: Option<&Fib>,
         epoch: u32,
+        candidate: Option<&[regionwall_common::Decision]>,
     ) -> Result<PublishReport, DatapathError> {
         let next = (self.control.active + 1) % GENERATIONS;
         let start = Instant::now();
@@ -243,6 +262,9 @@ impl Datapath {
         if !compiled.port_classes.is_empty() {
             self.fill_array(TableSet::of(next).port_class, &compiled.port_classes)?;
         }
+        if let Some(decisions) = candidate {
+            self.fill_array(TableSet::of(next).candidate_decisions, decisions)?;
+        }
         let meta = policy_meta(compiled, epoch);
         let mut metas: Array<&mut MapData, PolicyMeta> =
             Array::try_from(self.map_mut("POLICY_META")?).map_err(map_err("POLICY_META"))?;
@@ -251,12 +273,14 @@ impl Datapath {
         // turns country counting on or off with the policy.
         let previous = self.control;
         self.control.active = next;
-        // A staged candidate is indexed for the previous generation's
-        // table: it stops being evaluated with the same write (the
-        // controller stages it again against the new one, or keeps it
-        // paused when the live policy changed).
-        self.control.flags &=
-            !(regionwall_common::CONTROL_CANDIDATE | regionwall_common::CONTROL_CANDIDATE_GEN1);
+        // The candidate's table for the new set was written above, and is
+        // armed with the same write; without one (none staged, or the live
+        // policy changed since staging) it stops being evaluated here.
+        if candidate.is_some() {
+            super::candidate::arm(&mut self.control);
+        } else {
+            super::candidate::disarm(&mut self.control);
+        }
         if compiled.country_names.is_empty() {
             self.control.flags &= !regionwall_common::CONTROL_COUNTRIES;
         } else {

@@ -67,6 +67,32 @@ fn prepare_both(
     Ok((candidate, Some(Box::new(Refined { live, prepared }))))
 }
 
+/// A staged candidate the live table was refined for: a reload compiles
+/// the live policy over the same refinement (off the loop), so the publish
+/// carries the candidate over instead of pausing it.
+pub struct Refinement {
+    pub(super) policy: Arc<Policy>,
+    pub(super) compiled: Arc<crate::compile::Compiled>,
+}
+
+impl Refinement {
+    /// `prepared` compiled again over the candidate's refinement.
+    pub fn refine(
+        &self,
+        prepared: Prepared,
+        lookup: regionwall_common::Lookup,
+        path: &Path,
+    ) -> Result<Prepared, PrepareError> {
+        let refine = Refine::of(&self.policy, &self.compiled);
+        let compiled =
+            compile_refined(&prepared.policy, &refine).map_err(|source| PrepareError::Compile {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        finish(prepared.policy, compiled, lookup, path)
+    }
+}
+
 pub(super) fn outcome(result: Result<String, ShadowError>) -> Outcome {
     match result {
         Ok(message) => Outcome { ok: true, message },

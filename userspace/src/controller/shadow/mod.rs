@@ -334,6 +334,10 @@ impl Controller {
         let Some(staged) = &self.candidate else {
             return;
         };
+        if self.dp.candidate_evaluated() {
+            // Carried over by the publish's own flip.
+            return;
+        }
         let Some(live) = self.names.get(self.epoch) else {
             return;
         };
@@ -448,15 +452,29 @@ impl Controller {
             log::warn!("reading the candidate's counters: {e}");
             Vec::new()
         });
-        let lost = self
-            .counters()
-            .map_or(0, |c| c[Counter::CandidateLost as usize]);
+        let counters = self.counters();
+        let c = |k: Counter| counters.as_ref().map_or(0, |c| c[k as usize]);
+        let lost = c(Counter::CandidateLost);
+        let events = crate::candidate::CandidateEvents {
+            reported: c(Counter::CandidateEventsSent),
+            suppressed: c(Counter::CandidateEventsSuppressed),
+            lost: c(Counter::CandidateEventsLost),
+            not_printed: self
+                .tally
+                .candidate_queue_dropped
+                .load(std::sync::atomic::Ordering::Relaxed)
+                + self
+                    .tally
+                    .candidate_not_written
+                    .load(std::sync::atomic::Ordering::Relaxed),
+        };
         Status {
             staged: true,
             path: staged.path.display().to_string(),
             staged_at: staged.staged_at,
             evaluated: self.dp.candidate_evaluated(),
             lost,
+            events,
             paused: String::new(),
             rows: rows
                 .iter()
@@ -580,6 +598,18 @@ impl Controller {
         })
     }
 
+    /// What a reload must compile the live policy over so the staged
+    /// candidate carries over (`None`: none staged, or its live table was
+    /// not refined).
+    #[must_use]
+    pub fn candidate_refinement(&self) -> Option<Refinement> {
+        let staged = self.candidate.as_ref()?;
+        (staged.plain_digest != 0).then(|| Refinement {
+            policy: Arc::clone(&staged.policy),
+            compiled: Arc::clone(&staged.compiled),
+        })
+    }
+
     /// Sends a candidate event to the clients streaming them.
     pub fn broadcast_candidate(&self, record: CandidateRecord) {
         if self.candidate_feed.receiver_count() > 0 {
@@ -600,5 +630,5 @@ mod table;
 mod tests;
 
 use client::outcome;
-pub use client::{Client, Job, Refined};
+pub use client::{Client, Job, Refined, Refinement};
 pub use table::{Mismatch, live_digest, same_region_data, table};

@@ -58,6 +58,22 @@ pub fn live_digest(live: &Compiled) -> u32 {
     h
 }
 
+impl super::Staged {
+    /// The candidate's table for `stable`, a live policy (read from
+    /// `live`) about to be published, if it is the live policy the
+    /// candidate was staged against (else `None`: it pauses).
+    pub(in crate::controller) fn table_for(
+        &self,
+        stable: &Compiled,
+        live: &Policy,
+    ) -> Option<Vec<Decision>> {
+        if live_digest(stable) != self.live_digest {
+            return None;
+        }
+        table(stable, live, &self.compiled, &self.policy).ok()
+    }
+}
+
 /// Live class id -> the candidate's class id holding it. Identity when both
 /// tables resolve destinations alike; through the refining tags when the
 /// live table was compiled over the candidate's regions and countries
