@@ -73,18 +73,19 @@ fn accounting_section(s: &mut String, a: &super::accounting::AccountingResult) {
 /// The staged candidate's target: <= 10 ns added on the world table.
 fn shadow_target(sh: &super::shadow::ShadowResult) -> Option<(bool, String)> {
     let (a4, a6) = sh.added(super::shadow::AGREEING)?;
+    let (r4, r6) = sh.added(super::shadow::REFINED_AGREEING)?;
     let (n4, n6) = sh.noise()?;
     Some((
-        a4 <= 10.0 + n4 && a6 <= 10.0 + n6,
+        a4.max(r4) <= 10.0 + n4 && a6.max(r6) <= 10.0 + n6,
         format!(
-            "a staged candidate adds {a4:+.1} ns (IPv4), {a6:+.1} ns (IPv6) per packet on the world table (target <= 10 ns; this run's noise: {n4:.1} / {n6:.1} ns)"
+            "a staged candidate adds {a4:+.1} ns (IPv4), {a6:+.1} ns (IPv6) per packet on the world table, {r4:+.1} / {r6:+.1} ns with the live table refined for one with a new region (target <= 10 ns; this run's noise: {n4:.1} / {n6:.1} ns)"
         ),
     ))
 }
 
 /// The world table with and without a staged candidate policy.
 fn shadow_section(s: &mut String, r: &super::shadow::ShadowResult) {
-    s.push_str("\nWhat a staged candidate costs on the world table, ns per packet above the empty program (compiled path; the same 65,536 destinations in every row), and the difference against no candidate:\n\n");
+    s.push_str("\nWhat a staged candidate costs on the world table, ns per packet above the empty program (compiled path; the same 65,536 destinations in every row), and the difference against no candidate (median of the per-round differences, rows interleaved over 7 rounds):\n\n");
     s.push_str("| configuration | v4 | v6 | v4 added | v6 added |\n|---|---|---|---|---|\n");
     for row in &r.rows {
         let (a4, a6) = r.added(&row.name).unwrap_or_default();
