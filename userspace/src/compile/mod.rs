@@ -30,7 +30,9 @@ pub enum CompileError {
     },
     #[error("{classes} region classes; at most {max} are supported")]
     TooManyClasses { classes: usize, max: u32 },
-    #[error("{count} {family} prefixes; the table holds at most {max}")]
+    #[error(
+        "{count} {family} prefixes after merging; the kernel's LPM trie (--lookup lpm) holds at most {max} (the compiled lookup, the default, has no such limit)"
+    )]
     TooManyPrefixes {
         family: &'static str,
         count: usize,
@@ -416,7 +418,6 @@ pub fn compile_refined(policy: &Policy, refine: &Refine) -> Result<Compiled, Com
     let mut interner = Interner::default();
     let v4 = interner.merge(v4_sets);
     let v6 = interner.merge(v6_sets);
-    check_prefixes(v4.len(), v6.len())?;
     let (classes, class_countries, mut refined) = interner.split(country_base, refine_base);
     if refine.v4.is_empty() && refine.v6.is_empty() {
         refined.clear();
@@ -471,8 +472,10 @@ pub fn compile_refined(policy: &Policy, refine: &Refine) -> Result<Compiled, Com
     })
 }
 
-/// Both families' tables fit the kernel's LPM maps.
-fn check_prefixes(v4: usize, v6: usize) -> Result<(), CompileError> {
+/// Both families' tables fit the kernel's LPM maps (`--lookup lpm`; the
+/// compiled lookup's maps are sized for the table at load time).
+pub fn lpm_fits(compiled: &Compiled) -> Result<(), CompileError> {
+    let (v4, v6) = (compiled.v4.len(), compiled.v6.len());
     if v4 > regionwall_common::LPM_V4_MAX_ENTRIES as usize {
         return Err(CompileError::TooManyPrefixes {
             family: "IPv4",

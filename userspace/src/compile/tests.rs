@@ -63,3 +63,29 @@ fn siblings_after_a_nested_run_pop_the_stack() {
         ]
     );
 }
+
+/// Only the LPM tries have a fixed room: a table beyond it compiles (the
+/// compiled lookup's maps are sized for it) and is refused for
+/// `--lookup lpm` with the count and the room.
+#[test]
+fn the_lpm_room_limits_only_the_lpm_lookup() {
+    let policy = crate::policy::parse_str(
+        "[regions.r]\ncidrs = [\"198.51.100.0/24\"]\n[[rules]]\nname = \"x\"\ndevices = [\"default\"]\nblock = [\"r\"]\n",
+        std::path::Path::new("inline.toml"),
+    )
+    .expect("policy");
+    let mut compiled = compile(&policy).expect("compiles");
+    assert!(lpm_fits(&compiled).is_ok());
+    let one = compiled.v4[0];
+    compiled.v4 = vec![one; regionwall_common::LPM_V4_MAX_ENTRIES as usize + 1];
+    let e = lpm_fits(&compiled).expect_err("too many for the trie");
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!(
+            "{} IPv4 prefixes",
+            regionwall_common::LPM_V4_MAX_ENTRIES + 1
+        )) && text.contains("at most 2097152")
+            && text.contains("--lookup lpm"),
+        "{text}"
+    );
+}

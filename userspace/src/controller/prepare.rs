@@ -111,6 +111,12 @@ pub fn finish(
     lookup: Lookup,
     path: &Path,
 ) -> Result<Prepared, PrepareError> {
+    if matches!(lookup, Lookup::Lpm) {
+        compile::lpm_fits(&compiled).map_err(|source| PrepareError::Compile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
     let fib = if super::establish::builds_fib(lookup) {
         let unlimited = Capacity {
             slots: usize::MAX,

@@ -330,6 +330,7 @@ impl Datapath {
             self.write_array(TableSet::of(next).fib_long, &fib.long)?;
         }
         if self.options.fills_lpm() {
+            crate::compile::lpm_fits(compiled)?;
             report.single_fallbacks +=
                 self.fill_prefixes(TableSet::of(next).region_v4, &compiled.v4, |p| {
                     Key::new(u32::from(p.len), p.octets())
