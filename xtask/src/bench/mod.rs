@@ -35,6 +35,7 @@ mod cost;
 mod dashboard;
 mod dns;
 mod events;
+mod growth;
 mod history;
 mod inline;
 mod metrics;
@@ -50,14 +51,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use regionwall::{
     compile,
     datapath::{Datapath, LoadOptions},
     fib::{Capacity, Fib},
     policy::{self, Prefix},
 };
-use regionwall_common::{BENCH_KEYS, Lookup};
+use regionwall_common::{BENCH_KEYS, LPM_V4_MAX_ENTRIES, LPM_V6_MAX_ENTRIES, Lookup};
 use regionwall_testkit::rng::Rng;
 use serde::Serialize;
 
@@ -66,7 +67,14 @@ use self::{
     tables::Table,
 };
 
-/// Room for the 1M table in both lookups.
+/// No limit: the table is built whole, then the maps sized for it.
+const UNLIMITED: Capacity = Capacity {
+    slots: usize::MAX,
+    ranges: usize::MAX,
+    long: usize::MAX,
+};
+
+/// Room for the 1M table in both lookups (raised for a larger table).
 const CAPACITY: Capacity = Capacity {
     slots: 1 << 23,
     ranges: 1 << 22,
@@ -166,6 +174,9 @@ pub struct Results {
     pub inline_check_s: Option<f64>,
     /// The world table's path with and without a staged candidate.
     pub shadow: Option<shadow::ShadowResult>,
+    /// The real controller per table size and lookup: start time, RSS,
+    /// kernel memory.
+    pub growth: Vec<growth::GrowthRow>,
 }
 
 #[derive(Serialize, Default)]
@@ -201,13 +212,23 @@ pub fn main(args: &Args, root: &Path) -> anyhow::Result<()> {
         }
     }
     let world_len = world.prefixes.len();
-    let million = (!args.quick).then(|| tables::world_plus(&world, 1_000_000, &mut rng));
     let wants = |section: &str| args.only.is_empty() || args.only.iter().any(|o| o == section);
+    let big = |n: usize| {
+        let named = |o: &String| o == "growth" || *o == format!("{}M", n / 1_000_000);
+        (!args.quick && (args.only.is_empty() || args.only.iter().any(named)))
+            .then(|| tables::world_plus(&world, n, &mut Rng(0x5eed_2026 ^ n as u64)))
+    };
+    let million = big(1_000_000);
+    let four_million = big(4_000_000);
     let accounting_table = wants("accounting").then(|| world.prefixes.clone());
     let shadow_table = wants("shadow").then(|| world.prefixes.clone());
     specs.push(world);
     specs.extend(million);
+    specs.extend(four_million);
 
+    if wants("growth") && !args.quick {
+        results.growth = growth::run(&specs, root)?;
+    }
     specs.retain(|t| args.only.is_empty() || args.only.contains(&t.name));
     for table in &specs {
         eprintln!(
@@ -330,22 +351,30 @@ fn bench_table(table: &Table, dir: &Path, args: &Args) -> anyhow::Result<TableRe
         ..TableResult::default()
     };
 
-    // Per-packet cost: both lookups' tables in one benchmark object.
+    // Per-packet cost: both lookups' tables in one benchmark object (the
+    // LPM tries only when the table fits their fixed room).
     let compiled = compile::compile(&policy)?;
     r.lpm_v4 = compiled.v4.len();
     r.lpm_v6 = compiled.v6.len();
     r.classes = compiled.classes.len();
+    let lpm_fits =
+        r.lpm_v4 <= LPM_V4_MAX_ENTRIES as usize && r.lpm_v6 <= LPM_V6_MAX_ENTRIES as usize;
+    let fib = Fib::build(&compiled.v4, &compiled.v6, UNLIMITED)?;
+    let capacity = Capacity {
+        slots: CAPACITY.slots.max(fib.slots.len()),
+        ranges: CAPACITY.ranges.max(fib.ranges.len()),
+        long: CAPACITY.long.max(fib.long.len()),
+    };
     let mut dp = Datapath::load_bench(LoadOptions {
         lookup: Lookup::Compiled,
-        fib: CAPACITY,
-        both_tables: true,
+        fib: capacity,
+        both_tables: lpm_fits,
         ..LoadOptions::default()
     })?;
     let publish = dp.publish(&compiled, 1)?;
     r.fib_ranges = publish.fib_ranges;
     r.fib_long = publish.fib_long;
     r.fib_kib = publish.fib_bytes / 1024;
-    let fib = Fib::build(&compiled.v4, &compiled.v6, CAPACITY)?;
     let mut rng = Rng(0x0bad_cafe ^ table.prefixes.len() as u64);
     for v4 in [true, false] {
         let (keys, inside) = destinations(&compiled, &fib, v4, &mut rng);
@@ -358,7 +387,12 @@ fn bench_table(table: &Table, dir: &Path, args: &Args) -> anyhow::Result<TableRe
             );
         }
         dp.set_bench_keys(&keys)?;
-        let cost = packet_cost(&dp, v4, args)?;
+        let mut cost = packet_cost(&dp, v4, args)?;
+        if !lpm_fits {
+            // Empty tries: not a measurement of the LPM lookup.
+            cost.class_lpm = f64::NAN;
+            cost.lpm = f64::NAN;
+        }
         if v4 {
             r.keys_inside_v4 = inside;
             r.v4 = cost;
@@ -381,7 +415,7 @@ fn bench_table(table: &Table, dir: &Path, args: &Args) -> anyhow::Result<TableRe
         compile_times.push(ms(started.elapsed()));
         let mut dp = Datapath::load_with(LoadOptions {
             lookup: Lookup::Compiled,
-            fib: CAPACITY,
+            fib: capacity,
             both_tables: false,
             ..LoadOptions::default()
         })?;
@@ -390,7 +424,8 @@ fn bench_table(table: &Table, dir: &Path, args: &Args) -> anyhow::Result<TableRe
     }
     r.compile_ms = median(&mut compile_times);
     r.publish_compiled_ms = median(&mut fib_times);
-    {
+    r.publish_lpm_ms = f64::NAN;
+    if lpm_fits {
         let compiled = compile::compile(&policy)?;
         let mut dp = Datapath::load_with(LoadOptions {
             lookup: Lookup::Lpm,
@@ -400,6 +435,10 @@ fn bench_table(table: &Table, dir: &Path, args: &Args) -> anyhow::Result<TableRe
         })?;
         let report = dp.publish(&compiled, 1)?;
         r.publish_lpm_ms = ms(report.write_time);
+    }
+    if table.prefixes.len() > 1_000_000 {
+        r.nft_error = Some("not timed above 1M prefixes (minutes per run)".into());
+        return Ok(r);
     }
     match nft(table, dir) {
         Ok(Some(t)) => r.nft_ms = Some(t),
@@ -476,7 +515,6 @@ fn nft(table: &Table, dir: &Path) -> anyhow::Result<Option<f64>> {
 /// Peak and current RSS of the real `regionwall run` with the world table
 /// (countries over 60 regions), attached to a veth in a scratch namespace.
 fn rss(root: &Path, countries: &Path, lookup: &str) -> anyhow::Result<Rss> {
-    let binary = root.join("target/release/regionwall");
     let dir = root.join("target/bench/rss");
     std::fs::create_dir_all(&dir)?;
     let codes: Vec<String> = tables::country_dirs(countries)?
@@ -499,61 +537,13 @@ fn rss(root: &Path, countries: &Path, lookup: &str) -> anyhow::Result<Rss> {
     );
     let policy = dir.join("world.toml");
     std::fs::write(&policy, text)?;
-
-    let ns =
-        regionwall_testkit::netns::NetNs::create(&regionwall_testkit::netns::unique_name("rss"))?;
-    ns.ip(&[
-        "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
-    ])?;
-    ns.ip(&["link", "set", "lan0", "up"])?;
-    ns.ip(&["link", "set", "lan1", "up"])?;
-    // Pins and socket of its own: never those of a controller on this host.
-    let pin_root = std::path::Path::new("/sys/fs/bpf").join(ns.name());
-    let socket = std::env::temp_dir().join(format!("{}.sock", ns.name()));
-    let mut child = ns
-        .command(binary.to_str().context("binary path")?)
-        .args(["run", "--iface", "lan0", "--lookup", lookup, "--policy"])
-        .arg(&policy)
-        .arg("--pin-root")
-        .arg(&pin_root)
-        .arg("--socket")
-        .arg(&socket)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
-    let pid = child.id();
-    let stderr = child.stderr.take().context("stderr")?;
-    let ready = std::thread::spawn(move || {
-        use std::io::BufRead as _;
-        std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .any(|l| l.contains("regionwall: enforcing"))
-    });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !ready.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+    let f = growth::footprint(root, &policy, lookup)?;
+    if let Some(why) = f.refused {
+        bail!("regionwall run did not start enforcing the world policy: {why}");
     }
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    let rss = Rss {
+    Ok(Rss {
         lookup: lookup.to_string(),
-        peak_kib: field("VmHWM:"),
-        current_kib: field("VmRSS:"),
-    };
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(i32::try_from(pid).unwrap_or(0), libc::SIGTERM) };
-    let _ = child.wait();
-    let _ = std::fs::remove_dir(&pin_root);
-    if !ready.join().unwrap_or(false) {
-        bail!("regionwall run did not start enforcing the world policy");
-    }
-    Ok(rss)
+        peak_kib: f.peak_rss_kib,
+        current_kib: f.rss_kib,
+    })
 }

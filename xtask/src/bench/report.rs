@@ -167,6 +167,51 @@ fn rss_section(s: &mut String, rss: &[super::Rss]) {
     }
 }
 
+/// Cost growth by table size: the real controller per lookup, and the
+/// per-packet cost from the table rows.
+fn growth_section(s: &mut String, r: &Results) {
+    if r.growth.is_empty() {
+        return;
+    }
+    s.push_str("\nGrowth with the table (the real `regionwall run` on a veth, `--no-history`; start = spawn to enforcing; kernel = `memlock` summed over its BPF maps, both generations; ns = IPv4 compiled / LPM path above the floor, from the rows above):\n\n");
+    s.push_str("| table | prefixes | lookup | start ms | publish ms | RSS MiB (peak) | kernel MiB | ns/packet v4 |\n|---|---|---|---|---|---|---|---|\n");
+    for row in &r.growth {
+        let table = r.tables.iter().find(|t| t.name == row.name);
+        for f in &row.lookups {
+            let ns = table.map_or(f64::NAN, |t| {
+                if f.lookup == "lpm" {
+                    t.v4.lpm - t.v4.floor
+                } else {
+                    t.v4.compiled - t.v4.floor
+                }
+            });
+            if let Some(why) = &f.refused {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | refused: {} | | | | |",
+                    row.name,
+                    row.prefixes,
+                    f.lookup,
+                    why.replace('|', "/")
+                );
+                continue;
+            }
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.0} | {:.0} | {:.0} ({:.0}) | {:.1} | {ns:.0} |",
+                row.name,
+                row.prefixes,
+                f.lookup,
+                f.start_ms,
+                f.publish_ms.unwrap_or(f64::NAN),
+                f.rss_kib as f64 / 1024.0,
+                f.peak_rss_kib as f64 / 1024.0,
+                f.kernel_kib as f64 / 1024.0,
+            );
+        }
+    }
+}
+
 /// The markdown report (also printed).
 /// The sections only some runs have (`--only`).
 fn optional_sections(s: &mut String, r: &Results) {
@@ -271,6 +316,7 @@ fn markdown(r: &Results) -> String {
     }
     optional_sections(&mut s, r);
     rss_section(&mut s, &r.rss);
+    growth_section(&mut s, r);
     s.push_str("\nTargets:\n\n");
     for (ok, line) in targets(r) {
         let _ = writeln!(s, "- {} {line}", if ok { "met:" } else { "**missed:**" });
