@@ -5,8 +5,9 @@
 //! promoted file and names it. Reloads of the live policy carry a staged
 //! candidate over in the publish's own flip: under continuous traffic
 //! through reloads, its counts equal what was sent, whether the live
-//! table is its own or refined for the candidate. Real traffic between
-//! sandbox namespaces.
+//! table is its own or refined for the candidate; so do kill -9 and
+//! restarts, whose first publish carries the pinned candidate. Real
+//! traffic between sandbox namespaces.
 
 mod common;
 
@@ -312,4 +313,59 @@ fn reloads_under_traffic_lose_no_candidate_count() {
         "{}",
         c.log_text()
     );
+}
+
+/// kill -9 and restart `c` under continuous traffic, three times: the
+/// restarted controller's first publish carries the pinned candidate (over
+/// its refinement), so it counts every datagram sent.
+#[test]
+fn restarts_under_traffic_lose_no_candidate_count() {
+    let t = Topology::create("rwshp-again").expect("namespaces");
+    let live = common::policy_file(&policy(NO_A));
+    let root = PinRoot::new();
+    let args = ["--pin-root", root.arg(), "--no-history", "--no-watch"];
+    let c = Controller::start(&exe(), &t, &live, &args).expect("start");
+    let socket = c.socket.clone();
+    let refined = common::policy_file(&format!(
+        "{}\n[regions.zone-c]\ncidrs = [\"203.0.113.128/25\"]\n\n[[rules]]\nname = \"no-c\"\ndevices = [\"phone\"]\nblock = [\"zone-c\"]\n",
+        policy("")
+    ));
+    assert!(cli(&c, &root, &["stage", path(&refined)]).status.success());
+    let count = 3000;
+    let mut with_socket = args.to_vec();
+    with_socket.extend(["--socket", socket.to_str().expect("UTF-8")]);
+    let c = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            udp_burst(&t, "198.51.100.10:9", count, 100, Duration::from_millis(1))
+                .expect("udp burst");
+        });
+        let mut c = c;
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(300));
+            c.kill9().expect("kill -9");
+            c = Controller::start(&exe(), &t, &live, &with_socket).expect("restart");
+        }
+        c
+    });
+    let log = c.log_text();
+    assert!(log.contains("counting through the restart"), "{log}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = cli(&c, &root, &["diff", "--json"]);
+        let s: regionwall::candidate::Status =
+            serde_json::from_slice(&out.stdout).expect("diff JSON");
+        let n: u64 = s
+            .rows
+            .iter()
+            .filter(|r| r.live == Verdict::Drop && r.candidate == Verdict::Pass)
+            .map(|r| r.packets)
+            .sum();
+        if n >= count || std::time::Instant::now() > deadline {
+            assert!(s.evaluated, "{s:?}");
+            assert_eq!(n, count, "every datagram counted across 3 restarts");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(drops_when(&c, &root, count), count, "enforced throughout");
 }

@@ -66,13 +66,25 @@ fn set_controls(config: &Config, dp: &mut Datapath) -> Result<(), ControllerErro
         .map_err(dp_err("setting the host counters"))
 }
 
+/// What [`establish`] put in place.
+pub struct Established {
+    pub dp: Datapath,
+    pub start: Start,
+    pub facts: LinkFacts,
+    /// The live policy as renumbered (names this epoch's counters).
+    pub stable: Compiled,
+    /// The pinned candidate, read again and carried into the publish
+    /// (armed if it applied to the live policy).
+    pub candidate: Option<super::shadow::Staged>,
+}
+
 /// Puts this controller's program in charge of the interface.
 pub fn establish(
     config: &Config,
     prepared: &Prepared,
     pins: &PinDir,
     ifindex: u32,
-) -> Result<(Datapath, Start, LinkFacts, Compiled), ControllerError> {
+) -> Result<Established, ControllerError> {
     let options = load_options(config, &prepared.compiled, prepared.fib.as_ref());
     let found = pins.inspect().map_err(ControllerError::Pin)?;
     let mut reason = None;
@@ -81,11 +93,21 @@ pub fn establish(
             None => {
                 let mut dp =
                     Datapath::adopt(options, pins).map_err(dp_err("loading on the pinned maps"))?;
-                let fits = prepared
-                    .fib
+                // A pinned candidate is read again first, so the first
+                // publish carries it (over its refinement, if the live
+                // table was refined for it and that still fits).
+                let candidate = super::shadow::read_pinned(&dp, config);
+                let fits = |p: &Prepared| {
+                    p.fib
+                        .as_ref()
+                        .is_none_or(|f| f.fits(dp.options().fib).is_ok())
+                };
+                let refined = candidate
                     .as_ref()
-                    .is_none_or(|f| f.fits(dp.options().fib).is_ok());
-                if fits {
+                    .and_then(|c| c.live_for(prepared, config))
+                    .filter(|p| fits(p));
+                let live = refined.as_ref().unwrap_or(prepared);
+                if fits(live) {
                     let meta = dp
                         .live_meta()
                         .map_err(|e| dp_err("reading the pinned policy")(e.into()))?;
@@ -93,18 +115,28 @@ pub fn establish(
                     let facts = go_live(&mut dp, pins, ifindex, config)?;
                     match super::publish(
                         &mut dp,
-                        prepared.compiled.clone(),
-                        prepared.fib.as_ref(),
+                        live.compiled.clone(),
+                        live.fib.as_ref(),
                         meta.epoch + 1,
                         &config.policy,
-                        |_| None,
+                        |stable| {
+                            candidate
+                                .as_ref()
+                                .and_then(|c| c.table_for(stable, &prepared.policy))
+                        },
                     ) {
                         Ok(stable) => {
                             let start = Start::Adopted {
                                 epoch: meta.epoch,
                                 digest: meta.names_digest,
                             };
-                            return Ok((dp, start, facts, stable));
+                            return Ok(Established {
+                                dp,
+                                start,
+                                facts,
+                                stable,
+                                candidate,
+                            });
                         }
                         // The pinned slot table cannot take the new names
                         // in one step: fresh maps (counts restart, names
@@ -138,7 +170,13 @@ pub fn establish(
     )?;
     let facts = go_live(&mut dp, pins, ifindex, config)?;
     let start = reason.map_or(Start::Fresh, |reason| Start::Replaced { reason });
-    Ok((dp, start, facts, stable))
+    Ok(Established {
+        dp,
+        start,
+        facts,
+        stable,
+        candidate: None,
+    })
 }
 
 /// Puts `dp`'s program on the interface: swapped onto the pinned link when

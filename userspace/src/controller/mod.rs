@@ -338,7 +338,13 @@ impl Controller {
                 source,
             }
         })?;
-        let (dp, start, facts, stable) = establish::establish(&config, prepared, &pins, ifindex)?;
+        let establish::Established {
+            dp,
+            start,
+            facts,
+            stable,
+            candidate: carried,
+        } = establish::establish(&config, prepared, &pins, ifindex)?;
         let stable = Arc::new(stable);
         let mut names = Names::default();
         if let Start::Adopted { epoch, digest } = &start {
@@ -377,7 +383,7 @@ impl Controller {
             supervisor,
         };
         if !counters_fresh {
-            ctl.adopt_candidate();
+            ctl.adopt_candidate(carried);
         }
         Ok((ctl, Started { start, facts }))
     }

@@ -14,7 +14,7 @@ use regionwall_common::{CANDIDATE_PATH_BYTES, CandidateMeta, Counter, Event};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{Controller, Prepared, prepare, prepare::finish};
+use super::{Controller, Prepared, prepare::finish};
 use crate::{
     candidate::{DiffRow, Status},
     compile::{Compiled, Refine, compile_refined},
@@ -383,51 +383,6 @@ impl Controller {
         }
     }
 
-    /// On start: takes over the candidate pinned by the previous
-    /// controller (read again from its file), with its counts.
-    pub(super) fn adopt_candidate(&mut self) {
-        let meta = match self.dp.candidate_meta() {
-            Ok(m) if m.staged == 1 => m,
-            Ok(_) => return,
-            Err(e) => {
-                log::warn!("reading the pinned candidate: {e}");
-                return;
-            }
-        };
-        let len = (meta.path_len as usize).min(CANDIDATE_PATH_BYTES);
-        let Ok(text) = std::str::from_utf8(&meta.path[..len]) else {
-            return;
-        };
-        let path = PathBuf::from(text);
-        let c = &self.config;
-        match prepare(&path, &c.options, c.limits, c.lookup, None) {
-            Ok(prepared)
-                if meta.candidate_digest != 0
-                    && live_digest(&prepared.compiled) != meta.candidate_digest =>
-            {
-                log::warn!(
-                    "the candidate {text} changed since it was staged: not adopted, so its counts are not put under other rules' names; it stays paused (stage it again, or discard it)"
-                );
-            }
-            Ok(prepared) => {
-                self.candidate = Some(Staged {
-                    path,
-                    policy: prepared.policy,
-                    compiled: Arc::new(prepared.compiled),
-                    fib: prepared.fib,
-                    live_digest: meta.live_digest,
-                    plain_digest: meta.plain_digest,
-                    staged_at: meta.staged_at,
-                });
-                self.restage();
-                log::info!("adopted the staged candidate {text} with its counts");
-            }
-            Err(e) => log::warn!(
-                "the pinned candidate {text} could not be read again ({e}); it stays paused until staged or discarded"
-            ),
-        }
-    }
-
     /// The staged candidate and its disagreements, named.
     #[must_use]
     pub fn candidate_status(&self) -> Status {
@@ -624,11 +579,13 @@ impl Controller {
     }
 }
 
+mod adopt;
 mod client;
 mod table;
 #[cfg(test)]
 mod tests;
 
+pub use adopt::read_pinned;
 use client::outcome;
 pub use client::{Client, Job, Refined, Refinement};
 pub use table::{Mismatch, live_digest, same_region_data, table};
