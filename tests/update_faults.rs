@@ -1,6 +1,7 @@
 //! `regionwall update` under faults the first tests missed: overlapping
 //! fetched paths, a clock moved back, checksum files of many entries,
-//! validators of unchanged content; every version left byte-identical.
+//! validators of unchanged content, a changed checksum behind a stale
+//! ETag; every version left byte-identical.
 
 mod common;
 
@@ -253,6 +254,54 @@ fn validators_of_unchanged_content_are_kept() {
         (Some("\"b\""), 304)
     );
     case.assert_clean(&["1"], "1");
+}
+
+/// The published checksum changed but the server still answers the old
+/// ETag with 304 (a stale mirror or cache): the file is asked for without
+/// validators, so the change is downloaded, checked and switched.
+#[test]
+fn a_changed_checksum_is_fetched_past_a_stale_etag() {
+    let origin = Origin::start();
+    let case = Case::new("faults-stale");
+    case.write_policy(&policy_from(
+        &origin.url("/apnic.txt"),
+        "",
+        &format!("checksum_url = \"{}\"\n", origin.url("/apnic.txt.sha256")),
+    ));
+    let publish = |records: &[String], etag: &str| {
+        let body = rir(records);
+        let sum = format!(
+            "{}  apnic.txt\n",
+            regionwall::update::fetch::sha256_hex(&body)
+        );
+        origin.route(
+            "/apnic.txt.sha256",
+            Route::File {
+                body: sum.into_bytes(),
+                etag: format!("\"sum-{etag}\""),
+            },
+        );
+        // The same ETag whatever the body: a conditional request for the
+        // old one is answered 304.
+        origin.route(
+            "/apnic.txt",
+            Route::File {
+                body,
+                etag: "\"stale\"".into(),
+            },
+        );
+    };
+    publish(&base(), "a");
+    assert!(case.update(T0, None, &[]).status.success());
+    let mut more = base();
+    more.push(record("CN", "198.51.100.0", 256));
+    publish(&more, "b");
+    let out = case.update(T0 + STEP, None, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("CN: +1 prefixes"), "{}", text(&out));
+    let last = origin.hits("/apnic.txt").pop().expect("asked");
+    assert_eq!((last.if_none_match, last.status), (None, 200));
+    case.assert_clean(&["1", "2"], "2");
 }
 
 /// Copies the files of `from` into a new directory `to`.

@@ -94,7 +94,10 @@ async fn fetch_one(
                 }
                 published = Some(digest);
             }
-            let validators = if have.is_some() {
+            // A published checksum other than ours says the file changed:
+            // asked unconditionally, so a stale ETag or date cannot answer
+            // 304 for it.
+            let validators = if have.is_some() && published.is_none() {
                 Validators {
                     etag: st.etag.clone(),
                     last_modified: st.last_modified.clone(),
