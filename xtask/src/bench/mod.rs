@@ -177,6 +177,8 @@ pub struct Results {
     /// The real controller per table size and lookup: start time, RSS,
     /// kernel memory.
     pub growth: Vec<growth::GrowthRow>,
+    /// Tables the compiler refused, with the reason.
+    pub refused: Vec<(String, String)>,
 }
 
 #[derive(Serialize, Default)]
@@ -237,9 +239,19 @@ pub fn main(args: &Args, root: &Path) -> anyhow::Result<()> {
             table.prefixes.len()
         );
         let dir = scratch.join(&table.name);
-        let result = bench_table(table, &dir, args)?;
-        report::print_table_line(&result);
-        results.tables.push(result);
+        // A table the compiler refuses (the 4M table's classes) is
+        // reported with its reason; the run goes on.
+        match bench_table(table, &dir, args) {
+            Ok(result) => {
+                report::print_table_line(&result);
+                results.tables.push(result);
+            }
+            Err(e) if table.prefixes.len() > 1_000_000 => {
+                eprintln!("bench: table {} refused: {e:#}", table.name);
+                results.refused.push((table.name.clone(), format!("{e:#}")));
+            }
+            Err(e) => return Err(e),
+        }
     }
     if let Some(prefixes) = accounting_table {
         eprintln!("bench: country and host accounting on the world table");

@@ -170,6 +170,9 @@ fn rss_section(s: &mut String, rss: &[super::Rss]) {
 /// Cost growth by table size: the real controller per lookup, and the
 /// per-packet cost from the table rows.
 fn growth_section(s: &mut String, r: &Results) {
+    for (name, why) in &r.refused {
+        let _ = writeln!(s, "\nThe {name} table was refused: {why}.");
+    }
     if r.growth.is_empty() {
         return;
     }
