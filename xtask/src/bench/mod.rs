@@ -232,27 +232,7 @@ pub fn main(args: &Args, root: &Path) -> anyhow::Result<()> {
         results.growth = growth::run(&specs, root)?;
     }
     specs.retain(|t| args.only.is_empty() || args.only.contains(&t.name));
-    for table in &specs {
-        eprintln!(
-            "bench: table {} ({} prefixes)",
-            table.name,
-            table.prefixes.len()
-        );
-        let dir = scratch.join(&table.name);
-        // A table the compiler refuses (the 4M table's classes) is
-        // reported with its reason; the run goes on.
-        match bench_table(table, &dir, args) {
-            Ok(result) => {
-                report::print_table_line(&result);
-                results.tables.push(result);
-            }
-            Err(e) if table.prefixes.len() > 1_000_000 => {
-                eprintln!("bench: table {} refused: {e:#}", table.name);
-                results.refused.push((table.name.clone(), format!("{e:#}")));
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    run_tables(&specs, &scratch, args, &mut results)?;
     if let Some(prefixes) = accounting_table {
         eprintln!("bench: country and host accounting on the world table");
         let table = Table {
@@ -296,6 +276,36 @@ pub fn main(args: &Args, root: &Path) -> anyhow::Result<()> {
         results.inline_check_s = Some(seconds);
     }
     report::finish(&results, root, !args.no_readme)
+}
+
+/// Each table's row; a table the compiler refuses (the 4M table's
+/// classes) is reported with its reason and the run goes on.
+fn run_tables(
+    specs: &[Table],
+    scratch: &Path,
+    args: &Args,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    for table in specs {
+        eprintln!(
+            "bench: table {} ({} prefixes)",
+            table.name,
+            table.prefixes.len()
+        );
+        let dir = scratch.join(&table.name);
+        match bench_table(table, &dir, args) {
+            Ok(result) => {
+                report::print_table_line(&result);
+                results.tables.push(result);
+            }
+            Err(e) if table.prefixes.len() > 1_000_000 => {
+                eprintln!("bench: table {} refused: {e:#}", table.name);
+                results.refused.push((table.name.clone(), format!("{e:#}")));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The sections on seeing traffic: DNS names, the history, the dashboard's
