@@ -225,6 +225,37 @@ fn a_candidate_edited_before_a_restart_is_not_adopted_under_new_names() {
     assert!(text(&cli(&c, &root, &["diff"])).contains("no candidate staged"));
 }
 
+/// A candidate with a new region, zone-c, blocked (and zone-a not): the
+/// live table is refined for it.
+fn zone_c_candidate() -> std::path::PathBuf {
+    common::policy_file(&format!(
+        "{}\n[regions.zone-c]\ncidrs = [\"203.0.113.128/25\"]\n\n[[rules]]\nname = \"no-c\"\ndevices = [\"phone\"]\nblock = [\"zone-c\"]\n",
+        policy("")
+    ))
+}
+
+/// Live drop -> candidate pass counted so far, once at least `n` (or
+/// after 20 s); the candidate must still be evaluated.
+fn live_drop_candidate_pass(c: &Controller, root: &PinRoot, n: u64) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = cli(c, root, &["diff", "--json"]);
+        let s: regionwall::candidate::Status =
+            serde_json::from_slice(&out.stdout).expect("diff JSON");
+        let counted: u64 = s
+            .rows
+            .iter()
+            .filter(|r| r.live == Verdict::Drop && r.candidate == Verdict::Pass)
+            .map(|r| r.packets)
+            .sum();
+        if counted >= n || std::time::Instant::now() > deadline {
+            assert!(s.evaluated, "still evaluated: {s:?}");
+            return counted;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `count` datagrams to `to` at one per millisecond while `reloads`
 /// SIGHUP reloads land one after another (each waited for by its epoch);
 /// then the candidate must have counted every one as live drop ->
@@ -252,23 +283,7 @@ fn reload_under_traffic(t: &Topology, c: &Controller, root: &PinRoot, to: &str, 
         "every reload landed: {}",
         c.log_text()
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let counted = loop {
-        let out = cli(c, root, &["diff", "--json"]);
-        let s: regionwall::candidate::Status =
-            serde_json::from_slice(&out.stdout).expect("diff JSON");
-        let n: u64 = s
-            .rows
-            .iter()
-            .filter(|r| r.live == Verdict::Drop && r.candidate == Verdict::Pass)
-            .map(|r| r.packets)
-            .sum();
-        if n >= count || std::time::Instant::now() > deadline {
-            assert!(s.evaluated, "still evaluated after the reloads: {s:?}");
-            break n;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let counted = live_drop_candidate_pass(c, root, count);
     assert_eq!(
         counted, count,
         "the candidate counted every datagram sent across {reloads} reloads"
@@ -296,10 +311,7 @@ fn reloads_under_traffic_lose_no_candidate_count() {
 
     // A new region: the live table is refined for the candidate, and
     // every reload compiles it over the same refinement.
-    let refined = common::policy_file(&format!(
-        "{}\n[regions.zone-c]\ncidrs = [\"203.0.113.128/25\"]\n\n[[rules]]\nname = \"no-c\"\ndevices = [\"phone\"]\nblock = [\"zone-c\"]\n",
-        policy("")
-    ));
+    let refined = zone_c_candidate();
     assert!(cli(&c, &root, &["stage", path(&refined)]).status.success());
     reload_under_traffic(&t, &c, &root, "198.51.100.10:9", 1500);
     assert_eq!(
@@ -326,10 +338,7 @@ fn restarts_under_traffic_lose_no_candidate_count() {
     let args = ["--pin-root", root.arg(), "--no-history", "--no-watch"];
     let c = Controller::start(&exe(), &t, &live, &args).expect("start");
     let socket = c.socket.clone();
-    let refined = common::policy_file(&format!(
-        "{}\n[regions.zone-c]\ncidrs = [\"203.0.113.128/25\"]\n\n[[rules]]\nname = \"no-c\"\ndevices = [\"phone\"]\nblock = [\"zone-c\"]\n",
-        policy("")
-    ));
+    let refined = zone_c_candidate();
     assert!(cli(&c, &root, &["stage", path(&refined)]).status.success());
     let count = 3000;
     let mut with_socket = args.to_vec();
@@ -349,23 +358,7 @@ fn restarts_under_traffic_lose_no_candidate_count() {
     });
     let log = c.log_text();
     assert!(log.contains("counting through the restart"), "{log}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let out = cli(&c, &root, &["diff", "--json"]);
-        let s: regionwall::candidate::Status =
-            serde_json::from_slice(&out.stdout).expect("diff JSON");
-        let n: u64 = s
-            .rows
-            .iter()
-            .filter(|r| r.live == Verdict::Drop && r.candidate == Verdict::Pass)
-            .map(|r| r.packets)
-            .sum();
-        if n >= count || std::time::Instant::now() > deadline {
-            assert!(s.evaluated, "{s:?}");
-            assert_eq!(n, count, "every datagram counted across 3 restarts");
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let counted = live_drop_candidate_pass(&c, &root, count);
+    assert_eq!(counted, count, "every datagram counted across 3 restarts");
     assert_eq!(drops_when(&c, &root, count), count, "enforced throughout");
 }
