@@ -4,7 +4,7 @@
 //! or starts fresh. Every path pins the result; none leaves a gap.
 
 use aya::programs::XdpMode;
-use regionwall_common::{LAYOUT_VERSION, Lookup};
+use regionwall_common::LAYOUT_VERSION;
 
 use super::{Config, ControllerError, Prepared};
 use crate::{
@@ -256,10 +256,4 @@ fn attach_hint(e: &crate::DatapathError, mode: XdpMode) -> &'static str {
     } else {
         ""
     }
-}
-
-/// Whether the chosen lookup needs the compiled tables.
-#[must_use]
-pub const fn builds_fib(lookup: Lookup) -> bool {
-    matches!(lookup, Lookup::Compiled)
 }

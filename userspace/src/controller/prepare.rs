@@ -104,6 +104,12 @@ pub fn prepare(
     finish(Arc::new(parsed), compiled, lookup, path)
 }
 
+/// Whether the chosen lookup needs the compiled tables.
+#[must_use]
+pub const fn builds_fib(lookup: Lookup) -> bool {
+    matches!(lookup, Lookup::Compiled)
+}
+
 /// Builds the compiled lookup of `compiled` (when `lookup` uses one).
 pub fn finish(
     policy: Arc<Policy>,
@@ -117,7 +123,7 @@ pub fn finish(
             source,
         })?;
     }
-    let fib = if super::establish::builds_fib(lookup) {
+    let fib = if builds_fib(lookup) {
         let unlimited = Capacity {
             slots: usize::MAX,
             ranges: usize::MAX,
