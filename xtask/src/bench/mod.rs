@@ -218,10 +218,11 @@ pub fn main(args: &Args, root: &Path) -> anyhow::Result<()> {
     let big = |n: usize| {
         let named = |o: &String| o == "growth" || *o == format!("{}M", n / 1_000_000);
         (!args.quick && (args.only.is_empty() || args.only.iter().any(named)))
-            .then(|| tables::world_plus(&world, n, &mut Rng(0x5eed_2026 ^ n as u64)))
+            .then_some(Rng(0x5eed_2026 ^ n as u64))
     };
-    let million = big(1_000_000);
-    let four_million = big(4_000_000);
+    let million = big(1_000_000).map(|mut rng| tables::world_plus(&world, 1_000_000, &mut rng));
+    let four_million =
+        big(4_000_000).map(|mut rng| tables::world_hosts(&world, 4_000_000, &mut rng));
     let accounting_table = wants("accounting").then(|| world.prefixes.clone());
     let shadow_table = wants("shadow").then(|| world.prefixes.clone());
     specs.push(world);

@@ -1,6 +1,7 @@
 //! The benchmark's prefix tables: the real world table from the country
-//! database, random subsets of it, and the world plus seeded synthetic
-//! prefixes up to 1M, written as regionwall policies.
+//! database, random subsets of it, the world plus seeded synthetic
+//! prefixes up to 1M, and the world plus host addresses up to 4M (a large
+//! blocklist), written as regionwall policies.
 
 use std::{fmt::Write as _, path::Path};
 
@@ -147,6 +148,36 @@ pub fn world_plus(world: &Table, n: usize, rng: &mut Rng) -> Table {
                 | (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())) >> 3;
             let host = (1u128 << (128 - len)) - 1;
             Prefix::parse(&format!("{}/{len}", std::net::Ipv6Addr::from(addr & !host)))
+        };
+        if let Ok(p) = p {
+            prefixes.push((p, region));
+        }
+    }
+    Table {
+        name: label(n),
+        prefixes,
+    }
+}
+
+/// The world plus seeded host addresses up to `n` (a blocklist's shape:
+/// IPv4 /32s anywhere in 1.0.0.0-223.255.255.255, every fourth an IPv6
+/// /128 inside 2000::/3), regions at random. Hosts nest in at most one
+/// world prefix, so the classes stay few (random nested ranges of 60
+/// regions need more classes than the compiled table holds).
+pub fn world_hosts(world: &Table, n: usize, rng: &mut Rng) -> Table {
+    let mut prefixes = world.prefixes.clone();
+    while prefixes.len() < n {
+        let region = usize::try_from(rng.below(REGIONS as u64)).unwrap_or(0);
+        let p = if rng.below(4) == 0 {
+            let addr = (0x2u128 << 124)
+                | (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())) >> 3;
+            Prefix::parse(&format!("{}/128", std::net::Ipv6Addr::from(addr)))
+        } else {
+            let addr = 0x0100_0000 + rng.below(0xe000_0000 - 0x0100_0000);
+            Prefix::parse(&format!(
+                "{}/32",
+                std::net::Ipv4Addr::from(u32::try_from(addr).unwrap_or(0))
+            ))
         };
         if let Ok(p) = p {
             prefixes.push((p, region));
