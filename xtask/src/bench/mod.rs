@@ -21,6 +21,10 @@
 //!     none, one agreeing and one disagreeing on every packet.
 //! 11. `/metrics` with 256 devices × 250 countries: a scrape with batch
 //!     lookups against the per-key read, side by side.
+//! 12. Real traffic (`--traffic`): frames to 65,536 destinations sent
+//!     through a veth into a gateway namespace that does nothing, runs
+//!     regionwall or an nftables chain with the world's IPv4 prefixes; CPU
+//!     per frame on the receiving side.
 //!
 //! Prints a table with ratios and target checks, writes JSON under
 //! target/bench/ and refreshes the README's results section.
@@ -31,6 +35,7 @@
 )]
 
 mod accounting;
+mod controller;
 mod cost;
 mod dashboard;
 mod dns;
@@ -42,6 +47,7 @@ mod reject;
 mod report;
 mod shadow;
 mod tables;
+mod traffic;
 
 use std::{
     fmt::Write as _,
@@ -50,7 +56,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use regionwall::{
     compile,
     datapath::{Datapath, LoadOptions},
@@ -85,10 +91,14 @@ pub struct Args {
     #[arg(long)]
     pub quick: bool,
     /// Only these tables (1k, 10k, 100k, world, 1M) and sections
-    /// (accounting, dns, history, dashboard, metrics, reject, events, rss, inline), e.g.
-    /// `--only 1M,dns`.
+    /// (accounting, dns, history, dashboard, metrics, reject, events, rss,
+    /// inline, traffic), e.g. `--only 1M,dns`.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Only the real-traffic section (`--only traffic`): regionwall
+    /// against nftables on frames sent through a veth.
+    #[arg(long)]
+    pub traffic: bool,
     /// Leave README.md alone.
     #[arg(long)]
     pub no_readme: bool,
@@ -166,6 +176,8 @@ pub struct Results {
     pub inline_check_s: Option<f64>,
     /// The world table's path with and without a staged candidate.
     pub shadow: Option<shadow::ShadowResult>,
+    /// Real frames through a veth: regionwall against nftables.
+    pub traffic: Option<traffic::TrafficResult>,
 }
 
 #[derive(Serialize, Default)]
@@ -202,13 +214,18 @@ pub fn main(args: &Args, root: &Path) -> anyhow::Result<()> {
     }
     let world_len = world.prefixes.len();
     let million = (!args.quick).then(|| tables::world_plus(&world, 1_000_000, &mut rng));
-    let wants = |section: &str| args.only.is_empty() || args.only.iter().any(|o| o == section);
+    let mut only = args.only.clone();
+    if args.traffic {
+        only.push("traffic".into());
+    }
+    let wants = |section: &str| only.is_empty() || only.iter().any(|o| o == section);
     let accounting_table = wants("accounting").then(|| world.prefixes.clone());
     let shadow_table = wants("shadow").then(|| world.prefixes.clone());
+    let traffic_table = wants("traffic").then(|| world.prefixes.clone());
     specs.push(world);
     specs.extend(million);
 
-    specs.retain(|t| args.only.is_empty() || args.only.contains(&t.name));
+    specs.retain(|t| only.is_empty() || only.contains(&t.name));
     for table in &specs {
         eprintln!(
             "bench: table {} ({} prefixes)",
@@ -261,6 +278,10 @@ pub fn main(args: &Args, root: &Path) -> anyhow::Result<()> {
             inline::COUNT / 1_000_000
         );
         results.inline_check_s = Some(seconds);
+    }
+    if let Some(prefixes) = traffic_table {
+        eprintln!("bench: real traffic through a veth, regionwall against nftables");
+        results.traffic = Some(traffic::run(prefixes, root)?);
     }
     report::finish(&results, root, !args.no_readme)
 }
@@ -435,18 +456,10 @@ fn nft(table: &Table, dir: &Path) -> anyhow::Result<Option<f64>> {
             Prefix::V6(_) => v6.push(p.to_string()),
         }
     }
-    let set = |name: &str, ty: &str, elems: &[String]| {
-        let elements = if elems.is_empty() {
-            String::new()
-        } else {
-            format!(" elements = {{ {} }}", elems.join(", "))
-        };
-        format!("  set {name} {{ type {ty}; flags interval; auto-merge;{elements} }}\n")
-    };
     let text = format!(
         "table inet regionwall_bench {{\n{}{}}}\n",
-        set("v4", "ipv4_addr", &v4),
-        set("v6", "ipv6_addr", &v6)
+        nft_set("v4", "ipv4_addr", &v4),
+        nft_set("v6", "ipv6_addr", &v6)
     );
     let file = dir.join("nft.conf");
     std::fs::write(&file, text)?;
@@ -471,6 +484,17 @@ fn nft(table: &Table, dir: &Path) -> anyhow::Result<Option<f64>> {
         );
     }
     Ok(Some(ms(elapsed)))
+}
+
+/// An nft interval set of `elems` (auto-merge, as overlapping lists need),
+/// as a line of a table's body.
+fn nft_set(name: &str, ty: &str, elems: &[String]) -> String {
+    let elements = if elems.is_empty() {
+        String::new()
+    } else {
+        format!(" elements = {{ {} }}", elems.join(", "))
+    };
+    format!("  set {name} {{ type {ty}; flags interval; auto-merge;{elements} }}\n")
 }
 
 /// Peak and current RSS of the real `regionwall run` with the world table
@@ -507,35 +531,10 @@ fn rss(root: &Path, countries: &Path, lookup: &str) -> anyhow::Result<Rss> {
     ])?;
     ns.ip(&["link", "set", "lan0", "up"])?;
     ns.ip(&["link", "set", "lan1", "up"])?;
-    // Pins and socket of its own: never those of a controller on this host.
-    let pin_root = std::path::Path::new("/sys/fs/bpf").join(ns.name());
-    let socket = std::env::temp_dir().join(format!("{}.sock", ns.name()));
-    let mut child = ns
-        .command(binary.to_str().context("binary path")?)
-        .args(["run", "--iface", "lan0", "--lookup", lookup, "--policy"])
-        .arg(&policy)
-        .arg("--pin-root")
-        .arg(&pin_root)
-        .arg("--socket")
-        .arg(&socket)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
-    let pid = child.id();
-    let stderr = child.stderr.take().context("stderr")?;
-    let ready = std::thread::spawn(move || {
-        use std::io::BufRead as _;
-        std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .any(|l| l.contains("regionwall: enforcing"))
-    });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !ready.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let controller =
+        controller::Controller::start(&ns, &binary, "lan0", &policy, &["--lookup", lookup])?;
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", controller.pid())).unwrap_or_default();
     let field = |name: &str| -> u64 {
         status
             .lines()
@@ -548,12 +547,5 @@ fn rss(root: &Path, countries: &Path, lookup: &str) -> anyhow::Result<Rss> {
         peak_kib: field("VmHWM:"),
         current_kib: field("VmRSS:"),
     };
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(i32::try_from(pid).unwrap_or(0), libc::SIGTERM) };
-    let _ = child.wait();
-    let _ = std::fs::remove_dir(&pin_root);
-    if !ready.join().unwrap_or(false) {
-        bail!("regionwall run did not start enforcing the world policy");
-    }
     Ok(rss)
 }
