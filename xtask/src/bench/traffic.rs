@@ -15,6 +15,7 @@
 //! runs too (as softirq at the end of each batch): that CPU's softirq time
 //! is the receiving side's, its system time the generator's.
 
+mod case;
 mod gateway;
 mod report;
 mod sys;
@@ -38,7 +39,10 @@ use regionwall_common::{BENCH_GEN_FRAME, BENCH_KEYS, Lookup};
 use regionwall_testkit::rng::Rng;
 use serde::Serialize;
 
-use self::gateway::{GW_IFACE, Topology};
+use self::{
+    case::Case,
+    gateway::{GW_IFACE, Topology},
+};
 use super::{controller::Controller, cost, median, tables::Table};
 
 /// Interleaved runs of every case (the median is reported).
@@ -52,38 +56,6 @@ const MAX_CALLS: u32 = 64;
 /// Frames per batch (the kernel's default): the receiving NAPI poll runs
 /// after each batch, well inside the veth's 256-frame ring.
 const BATCH: u32 = 64;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Case {
-    Nothing,
-    Regionwall,
-    NftIngress,
-    NftForward,
-    RegionwallLpm,
-    RegionwallNoHosts,
-}
-
-impl Case {
-    const ALL: [Self; 6] = [
-        Self::Nothing,
-        Self::Regionwall,
-        Self::NftIngress,
-        Self::NftForward,
-        Self::RegionwallLpm,
-        Self::RegionwallNoHosts,
-    ];
-
-    const fn name(self) -> &'static str {
-        match self {
-            Self::Nothing => "(a) nothing (XDP_PASS)",
-            Self::Regionwall => "(b) regionwall (XDP, compiled)",
-            Self::NftIngress => "(c) nft netdev ingress",
-            Self::NftForward => "(d) nft inet forward",
-            Self::RegionwallLpm => "(e) regionwall (XDP, --lookup lpm)",
-            Self::RegionwallNoHosts => "(f) regionwall (XDP, --no-host-counters)",
-        }
-    }
-}
 
 /// One case in one run.
 #[derive(Serialize, Default, Clone)]
@@ -139,6 +111,8 @@ pub struct TrafficResult {
     pub runs: usize,
     pub cpu: usize,
     pub gro_was_on: bool,
+    /// The run-to-run spread (max - min) of case (a), ns per frame.
+    pub noise_ns: f64,
     pub cases: Vec<CaseResult>,
 }
 
@@ -166,6 +140,7 @@ struct Bench<'a> {
     frame: [u8; BENCH_GEN_FRAME],
     binary: std::path::PathBuf,
     policy: std::path::PathBuf,
+    policy_allow: std::path::PathBuf,
     state: std::path::PathBuf,
     cpu: usize,
 }
@@ -222,6 +197,7 @@ pub fn run(prefixes: Vec<(Prefix, usize)>, root: &Path) -> anyhow::Result<Traffi
         runs: RUNS,
         cpu,
         gro_was_on: topology.gro_was_on,
+        noise_ns: 0.0,
         cases: Case::ALL
             .iter()
             .map(|c| CaseResult {
@@ -236,6 +212,7 @@ pub fn run(prefixes: Vec<(Prefix, usize)>, root: &Path) -> anyhow::Result<Traffi
         frame,
         binary: root.join("target/release/regionwall"),
         policy: policy_path,
+        policy_allow: table.write_policy_as(&dir.join("allow"), "allow")?,
         state: dir.join("state"),
         cpu,
     };
@@ -279,6 +256,8 @@ fn summarize(result: &mut TrafficResult) {
         .iter()
         .map(|s| s.softirq_ns)
         .collect();
+    result.noise_ns = nothing.iter().copied().fold(f64::MIN, f64::max)
+        - nothing.iter().copied().fold(f64::MAX, f64::min);
     for r in &mut result.cases {
         let mut cost: Vec<f64> = r.samples.iter().map(|s| s.softirq_ns).collect();
         let mut pps: Vec<f64> = r.samples.iter().map(|s| s.offered_pps).collect();
@@ -297,13 +276,10 @@ fn summarize(result: &mut TrafficResult) {
 impl Bench<'_> {
     /// Why `case` cannot run here, if it cannot.
     fn missing(&self, case: Case) -> Option<String> {
-        match case {
-            Case::Nothing => None,
-            Case::Regionwall | Case::RegionwallLpm | Case::RegionwallNoHosts => {
-                (!self.binary.exists()).then(|| format!("{} is not built", self.binary.display()))
-            }
-            Case::NftIngress | Case::NftForward => self.topology.nft_missing.clone(),
+        if case.regionwall().is_some() && !self.binary.exists() {
+            return Some(format!("{} is not built", self.binary.display()));
         }
+        case.nft().and(self.topology.nft_missing.clone())
     }
 
     fn program(&self, name: &'static str) -> anyhow::Result<BorrowedFd<'_>> {
@@ -311,39 +287,40 @@ impl Bench<'_> {
     }
 
     fn start(&self, case: Case) -> anyhow::Result<Filter> {
-        let (lookup, hosts) = match case {
-            Case::Regionwall => ("compiled", None),
-            Case::RegionwallLpm => ("lpm", None),
-            Case::RegionwallNoHosts => ("compiled", Some("--no-host-counters")),
-            _ => {
-                let link = self.topology.attach(self.program("bench_floor")?)?;
-                if matches!(case, Case::NftIngress | Case::NftForward) {
-                    self.topology.nft_chain(case == Case::NftForward)?;
-                }
-                return Ok(Filter::Pass(link));
+        let Some(rw) = case.regionwall() else {
+            let link = self.topology.attach(self.program("bench_floor")?)?;
+            if let Some(chain) = case.nft() {
+                self.topology.nft_chain(chain.forward, chain.drop)?;
             }
+            return Ok(Filter::Pass(link));
         };
         // A fresh state directory: no counters carried from the last start.
         let _ = std::fs::remove_dir_all(&self.state);
         let state = self.state.to_str().context("state path")?;
+        let mut args = vec![
+            "--lookup",
+            rw.lookup,
+            "--xdp-mode",
+            "native",
+            "--no-history",
+            "--state-dir",
+            state,
+            "--no-watch",
+        ];
+        if !rw.host_counters {
+            args.push("--no-host-counters");
+        }
+        let policy = if rw.block {
+            &self.policy
+        } else {
+            &self.policy_allow
+        };
         Ok(Filter::Regionwall(Controller::start(
             &self.topology.gateway,
             &self.binary,
             GW_IFACE,
-            &self.policy,
-            &[
-                "--lookup",
-                lookup,
-                "--xdp-mode",
-                "native",
-                "--no-history",
-                "--state-dir",
-                state,
-                "--no-watch",
-            ]
-            .into_iter()
-            .chain(hosts)
-            .collect::<Vec<_>>(),
+            policy,
+            &args,
         )?))
     }
 
@@ -395,15 +372,21 @@ impl Bench<'_> {
                 );
                 (dr, pa, dr + pa)
             }
-            Filter::Pass(_) if case == Case::NftIngress => {
-                let (dr, rest) = self.topology.nft_chain_done(false)?;
-                (dr, rest, dr + rest)
-            }
-            Filter::Pass(_) if case == Case::NftForward => {
-                let (dr, rest) = self.topology.nft_chain_done(true)?;
-                // The forward hook sees only what the gateway routes: the
-                // rest passed the filter too.
-                (dr, d.rx_packets.saturating_sub(dr), dr + rest)
+            Filter::Pass(_) if let Some(chain) = case.nft() => {
+                let (matched, last) = self.topology.nft_chain_done(chain.forward)?;
+                let dropped = if chain.drop { matched } else { 0 };
+                // The ingress hook sees every frame; the forward hook only
+                // what the gateway routes, and the rest passed it too.
+                let passed = if chain.forward {
+                    d.rx_packets.saturating_sub(dropped)
+                } else {
+                    last
+                };
+                (
+                    dropped,
+                    passed,
+                    if chain.drop { matched + last } else { last },
+                )
             }
             Filter::Pass(_) => (0, d.rx_packets, d.rx_packets),
         };

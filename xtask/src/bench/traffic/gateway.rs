@@ -166,21 +166,23 @@ impl Topology {
     }
 
     /// Adds the filtering chain: `forward` in the inet table, or `ingress`
-    /// on the gateway's veth in the netdev table. Blocked destinations are
-    /// counted and dropped, the rest counted.
-    pub fn nft_chain(&self, forward: bool) -> anyhow::Result<()> {
+    /// on the gateway's veth in the netdev table. Destinations in the set
+    /// are counted (and dropped if `drops`), then the rest counted.
+    pub fn nft_chain(&self, forward: bool, drops: bool) -> anyhow::Result<()> {
         let (table, hook) = if forward {
             (FORWARD_TABLE, "forward".to_string())
         } else {
             (INGRESS_TABLE, format!("ingress device \"{GW_IFACE}\""))
         };
+        let verdict = if drops { " drop" } else { "" };
         self.nft(&format!(
-            "table {table} {{\n  chain filter {{\n    type filter hook {hook} priority 0; policy accept;\n    ip daddr @v4 counter drop\n    counter\n  }}\n}}\n"
+            "table {table} {{\n  chain filter {{\n    type filter hook {hook} priority 0; policy accept;\n    ip daddr @v4 counter{verdict}\n    counter\n  }}\n}}\n"
         ))
         .map(drop)
     }
 
-    /// The chain's counters, (dropped, the rest), and the chain removed.
+    /// The chain's counters, (the set rule's, the last rule's), and the
+    /// chain removed.
     pub fn nft_chain_done(&self, forward: bool) -> anyhow::Result<(u64, u64)> {
         let table = if forward {
             FORWARD_TABLE
@@ -238,27 +240,22 @@ impl Topology {
     }
 }
 
-/// The counters of a chain's listing: (the drop rule's, the other rule's).
+/// The counters of a chain's listing: (the set rule's, the last rule's).
 fn nft_counters(listing: &str) -> anyhow::Result<(u64, u64)> {
-    let (mut dropped, mut rest) = (None, None);
-    for line in listing.lines() {
-        let Some(after) = line.split("counter packets ").nth(1) else {
-            continue;
-        };
-        let n: u64 = after
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse().ok())
-            .context("nft counter")?;
-        if line.contains("drop") {
-            dropped = Some(n);
-        } else {
-            rest = Some(n);
-        }
-    }
-    match (dropped, rest) {
-        (Some(d), Some(r)) => Ok((d, r)),
-        _ => bail!("no counters in nft's listing:\n{listing}"),
+    let counts = listing
+        .lines()
+        .filter_map(|line| line.split("counter packets ").nth(1))
+        .map(|after| {
+            after
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .context("nft counter")
+        })
+        .collect::<anyhow::Result<Vec<u64>>>()?;
+    match counts[..] {
+        [set, last] => Ok((set, last)),
+        _ => bail!("not two counters in nft's listing:\n{listing}"),
     }
 }
 
