@@ -709,3 +709,7 @@ mod pod {
 
 /// Size of the benchmark object's destination key pool (a power of two).
 pub const BENCH_KEYS: u32 = 1 << 16;
+
+/// Length of the frame `bench_redirect` restores before every run: a UDP
+/// datagram over IPv4 with no payload (Ethernet 14 + IPv4 20 + UDP 8).
+pub const BENCH_GEN_FRAME: usize = 42;

@@ -21,16 +21,23 @@
 //! * `bench_classify`: no driver; writes the class each lookup finds for the
 //!   frame's destination over its first 8 bytes (LPM then compiled, u32
 //!   big-endian), for exactness tests.
+//! * `bench_redirect`: a traffic generator for the live-frames mode of
+//!   `BPF_PROG_TEST_RUN` (`BPF_F_TEST_XDP_LIVE_FRAMES`): restores the UDP
+//!   frame of `BENCH_GEN_TEMPLATE` (the receiver may have forwarded the
+//!   recycled page, rewriting its MACs and TTL), writes the next pool key as
+//!   its IPv4 destination, recomputes the header checksum and redirects the
+//!   frame out of the interface in `BENCH_GEN_IFINDEX`.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     bindings::xdp_action,
+    helpers::bpf_redirect,
     macros::{map, xdp},
     maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
-use regionwall_common::{BENCH_KEYS, Lookup};
+use regionwall_common::{BENCH_GEN_FRAME, BENCH_KEYS, Lookup};
 use regionwall_ebpf::{filter, parse, policy};
 
 /// Destinations the driver cycles through (IPv4 in the first 4 bytes).
@@ -269,6 +276,48 @@ pub fn bench_classify(ctx: XdpContext) -> u32 {
         ((data + 4) as *mut [u8; 4]).write_unaligned(compiled.to_be_bytes());
     }
     xdp_action::XDP_PASS
+}
+
+/// The frame `bench_redirect` sends (userspace builds it).
+#[map]
+static BENCH_GEN_TEMPLATE: Array<[u8; BENCH_GEN_FRAME]> = Array::with_max_entries(1, 0);
+/// The interface `bench_redirect` sends out of.
+#[map]
+static BENCH_GEN_IFINDEX: Array<u32> = Array::with_max_entries(1, 0);
+
+#[xdp]
+pub fn bench_redirect(ctx: XdpContext) -> u32 {
+    let (Some(template), Some(ifindex)) = (BENCH_GEN_TEMPLATE.get(0), BENCH_GEN_IFINDEX.get(0))
+    else {
+        return xdp_action::XDP_ABORTED;
+    };
+    if !fill(&ctx, template) {
+        return xdp_action::XDP_ABORTED;
+    }
+    next_key(&ctx);
+    let ip = ctx.data() + ETH_HLEN;
+    if ip + 20 > ctx.data_end() {
+        return xdp_action::XDP_ABORTED;
+    }
+    // The template's IPv4 header has no options; its checksum field is
+    // zeroed, summed over, then written.
+    // SAFETY: bounds checked above; the accesses are unaligned.
+    unsafe { ((ip + 10) as *mut [u8; 2]).write_unaligned([0, 0]) };
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i < 20 {
+        // SAFETY: bounds checked above.
+        let w = unsafe { ((ip + i) as *const [u8; 2]).read_unaligned() };
+        sum += u32::from(u16::from_be_bytes(w));
+        i += 2;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    let checksum = !(sum as u16);
+    // SAFETY: bounds checked above.
+    unsafe { ((ip + 10) as *mut [u8; 2]).write_unaligned(checksum.to_be_bytes()) };
+    // SAFETY: a helper call; XDP_REDIRECT, or XDP_ABORTED for a bad index.
+    unsafe { bpf_redirect(*ifindex, 0) as u32 }
 }
 
 #[cfg(not(test))]

@@ -106,7 +106,7 @@ pub const DNS_PROGRAM_NAME: &str = "regionwall_dns";
 pub static BENCH_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/regionwall-bench"));
 /// Programs of [`BENCH_OBJECT`].
-pub const BENCH_PROGRAMS: [&str; 11] = [
+pub const BENCH_PROGRAMS: [&str; 12] = [
     "bench_floor",
     "bench_keys",
     "bench_parse",
@@ -118,6 +118,7 @@ pub const BENCH_PROGRAMS: [&str; 11] = [
     "bench_syn",
     "bench_syn_drop",
     "bench_syn_reject",
+    "bench_redirect",
 ];
 
 /// How the program is loaded.
@@ -368,6 +369,18 @@ impl Datapath {
             .program_mut(name)
             .ok_or(DatapathError::MissingProgram(name))?
             .try_into()?)
+    }
+
+    /// Sets what the benchmark object's traffic generator
+    /// (`bench_redirect`) sends: `frame`, out of interface `ifindex` (of
+    /// the network namespace the test run is made in).
+    pub fn set_bench_generator(
+        &mut self,
+        frame: &[u8; regionwall_common::BENCH_GEN_FRAME],
+        ifindex: u32,
+    ) -> Result<(), DatapathError> {
+        self.fill_array("BENCH_GEN_TEMPLATE", &[*frame])?;
+        self.fill_array("BENCH_GEN_IFINDEX", &[ifindex])
     }
 
     /// Fills the benchmark object's destination pool (IPv4 keys in the

@@ -6,16 +6,13 @@
 //! really uses) — or the refusal and the size it asked for.
 
 use std::{
-    io::BufRead as _,
     path::Path,
-    process::Stdio,
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
 use serde::Serialize;
 
-use super::tables::Table;
+use super::{controller::Controller, tables::Table};
 
 /// One controller start: what it cost, or why it refused.
 #[derive(Serialize, Default, Clone)]
@@ -52,50 +49,22 @@ pub fn footprint(root: &Path, policy: &Path, lookup: &str) -> anyhow::Result<Foo
     ])?;
     ns.ip(&["link", "set", "lan0", "up"])?;
     ns.ip(&["link", "set", "lan1", "up"])?;
-    // Pins and socket of its own: never those of a controller on this host.
-    let pin_root = Path::new("/sys/fs/bpf").join(ns.name());
-    let socket = std::env::temp_dir().join(format!("{}.sock", ns.name()));
     let started = Instant::now();
-    let mut child = ns
-        .command(binary.to_str().context("binary path")?)
-        .args(["run", "--iface", "lan0", "--lookup", lookup, "--no-history"])
-        .arg("--policy")
-        .arg(policy)
-        .arg("--pin-root")
-        .arg(&pin_root)
-        .arg("--socket")
-        .arg(&socket)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
-    let pid = child.id();
-    let stderr = child.stderr.take().context("stderr")?;
-    // The log until "enforcing" (or the end): the publish line and errors.
-    let reader = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let done = line.contains("regionwall: enforcing");
-            seen.push(line);
-            if done {
-                return (true, seen);
-            }
-        }
-        (false, seen)
-    });
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while !reader.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let start_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let args = ["--lookup", lookup, "--no-history"];
     let mut out = Footprint {
         lookup: lookup.to_string(),
-        start_ms,
         ..Footprint::default()
     };
+    let c = match Controller::start(&ns, &binary, "lan0", policy, &args) {
+        Ok(c) => c,
+        Err(e) => {
+            out.start_ms = f64::NAN;
+            out.refused = Some(format!("{e:#}"));
+            return Ok(out);
+        }
+    };
+    out.start_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let pid = c.pid();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| -> u64 {
         status
@@ -107,27 +76,7 @@ pub fn footprint(root: &Path, policy: &Path, lookup: &str) -> anyhow::Result<Foo
     out.peak_rss_kib = field("VmHWM:");
     out.rss_kib = field("VmRSS:");
     out.kernel_kib = map_memlock(pid) / 1024;
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(i32::try_from(pid).unwrap_or(0), libc::SIGTERM) };
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&pin_root);
-    let (enforcing, log) = if reader.is_finished() {
-        reader.join().unwrap_or((false, Vec::new()))
-    } else {
-        (false, vec!["no answer within 600 s".into()])
-    };
-    out.publish_ms = log.iter().find_map(|l| publish_ms(l));
-    if !enforcing {
-        let why = log
-            .iter()
-            .rev()
-            .find(|l| l.contains("rror") || l.contains("needs") || l.contains("refused"))
-            .or(log.last())
-            .cloned()
-            .unwrap_or_else(|| "exited without a word".into());
-        out.refused = Some(why);
-        out.start_ms = f64::NAN;
-    }
+    out.publish_ms = c.log().iter().find_map(|l| publish_ms(l));
     Ok(out)
 }
 

@@ -21,6 +21,10 @@
 //!     none, one agreeing and one disagreeing on every packet.
 //! 11. `/metrics` with 256 devices × 250 countries: a scrape with batch
 //!     lookups against the per-key read, side by side.
+//! 12. Real traffic (`--traffic`): frames to 65,536 destinations sent
+//!     through a veth into a gateway namespace that does nothing, runs
+//!     regionwall or an nftables chain with the world's IPv4 prefixes; CPU
+//!     per frame on the receiving side.
 //!
 //! Prints a table with ratios and target checks, writes JSON under
 //! target/bench/ and refreshes the README's results section.
@@ -31,6 +35,7 @@
 )]
 
 mod accounting;
+mod controller;
 mod cost;
 mod dashboard;
 mod dns;
@@ -43,6 +48,7 @@ mod reject;
 mod report;
 mod shadow;
 mod tables;
+mod traffic;
 
 use std::{
     fmt::Write as _,
@@ -93,10 +99,14 @@ pub struct Args {
     #[arg(long)]
     pub quick: bool,
     /// Only these tables (1k, 10k, 100k, world, 1M) and sections
-    /// (accounting, dns, history, dashboard, metrics, reject, events, rss, inline), e.g.
-    /// `--only 1M,dns`.
+    /// (accounting, dns, history, dashboard, metrics, reject, events, rss,
+    /// inline, traffic), e.g. `--only 1M,dns`.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Only the real-traffic section (`--only traffic`): regionwall
+    /// against nftables on frames sent through a veth.
+    #[arg(long)]
+    pub traffic: bool,
     /// Leave README.md alone.
     #[arg(long)]
     pub no_readme: bool,
@@ -179,6 +189,8 @@ pub struct Results {
     pub growth: Vec<growth::GrowthRow>,
     /// Tables the compiler refused, with the reason.
     pub refused: Vec<(String, String)>,
+    /// Real frames through a veth: regionwall against nftables.
+    pub traffic: Option<traffic::TrafficResult>,
 }
 
 #[derive(Serialize, Default)]
@@ -214,10 +226,14 @@ pub fn main(args: &Args, root: &Path) -> anyhow::Result<()> {
         }
     }
     let world_len = world.prefixes.len();
-    let wants = |section: &str| args.only.is_empty() || args.only.iter().any(|o| o == section);
+    let mut only = args.only.clone();
+    if args.traffic {
+        only.push("traffic".into());
+    }
+    let wants = |section: &str| only.is_empty() || only.iter().any(|o| o == section);
     let big = |n: usize| {
         let named = |o: &String| o == "growth" || *o == format!("{}M", n / 1_000_000);
-        (!args.quick && (args.only.is_empty() || args.only.iter().any(named)))
+        (!args.quick && (only.is_empty() || only.iter().any(named)))
             .then_some(Rng(0x5eed_2026 ^ n as u64))
     };
     let million = big(1_000_000).map(|mut rng| tables::world_plus(&world, 1_000_000, &mut rng));
@@ -225,6 +241,7 @@ pub fn main(args: &Args, root: &Path) -> anyhow::Result<()> {
         big(4_000_000).map(|mut rng| tables::world_hosts(&world, 4_000_000, &mut rng));
     let accounting_table = wants("accounting").then(|| world.prefixes.clone());
     let shadow_table = wants("shadow").then(|| world.prefixes.clone());
+    let traffic_table = wants("traffic").then(|| world.prefixes.clone());
     specs.push(world);
     specs.extend(million);
     specs.extend(four_million);
@@ -232,7 +249,7 @@ pub fn main(args: &Args, root: &Path) -> anyhow::Result<()> {
     if wants("growth") && !args.quick {
         results.growth = growth::run(&specs, root)?;
     }
-    specs.retain(|t| args.only.is_empty() || args.only.contains(&t.name));
+    specs.retain(|t| only.is_empty() || only.contains(&t.name));
     run_tables(&specs, &scratch, args, &mut results)?;
     if let Some(prefixes) = accounting_table {
         eprintln!("bench: country and host accounting on the world table");
@@ -275,6 +292,10 @@ pub fn main(args: &Args, root: &Path) -> anyhow::Result<()> {
             inline::COUNT / 1_000_000
         );
         results.inline_check_s = Some(seconds);
+    }
+    if let Some(prefixes) = traffic_table {
+        eprintln!("bench: real traffic through a veth, regionwall against nftables");
+        results.traffic = Some(traffic::run(prefixes, root)?);
     }
     report::finish(&results, root, !args.no_readme)
 }
@@ -497,18 +518,10 @@ fn nft(table: &Table, dir: &Path) -> anyhow::Result<Option<f64>> {
             Prefix::V6(_) => v6.push(p.to_string()),
         }
     }
-    let set = |name: &str, ty: &str, elems: &[String]| {
-        let elements = if elems.is_empty() {
-            String::new()
-        } else {
-            format!(" elements = {{ {} }}", elems.join(", "))
-        };
-        format!("  set {name} {{ type {ty}; flags interval; auto-merge;{elements} }}\n")
-    };
     let text = format!(
         "table inet regionwall_bench {{\n{}{}}}\n",
-        set("v4", "ipv4_addr", &v4),
-        set("v6", "ipv6_addr", &v6)
+        nft_set("v4", "ipv4_addr", &v4),
+        nft_set("v6", "ipv6_addr", &v6)
     );
     let file = dir.join("nft.conf");
     std::fs::write(&file, text)?;
@@ -533,6 +546,17 @@ fn nft(table: &Table, dir: &Path) -> anyhow::Result<Option<f64>> {
         );
     }
     Ok(Some(ms(elapsed)))
+}
+
+/// An nft interval set of `elems` (auto-merge, as overlapping lists need),
+/// as a line of a table's body.
+fn nft_set(name: &str, ty: &str, elems: &[String]) -> String {
+    let elements = if elems.is_empty() {
+        String::new()
+    } else {
+        format!(" elements = {{ {} }}", elems.join(", "))
+    };
+    format!("  set {name} {{ type {ty}; flags interval; auto-merge;{elements} }}\n")
 }
 
 /// Peak and current RSS of the real `regionwall run` with the world table

@@ -236,6 +236,9 @@ fn optional_sections(s: &mut String, r: &Results) {
     if let Some(m) = &r.metrics {
         metrics_section(s, m);
     }
+    if let Some(t) = &r.traffic {
+        super::traffic::section(s, t);
+    }
 }
 
 fn markdown(r: &Results) -> String {
@@ -404,6 +407,7 @@ fn targets(r: &Results) -> Vec<(bool, String)> {
         }
     }
     out.extend(r.shadow.as_ref().and_then(shadow_target));
+    out.extend(r.traffic.iter().flat_map(super::traffic::targets));
     if let Some(rss) = r.rss.iter().find(|r| r.lookup == "compiled") {
         let mib = rss.peak_kib as f64 / 1024.0;
         out.push((

@@ -31,6 +31,12 @@ impl Table {
     /// computed, but no event is emitted (the event path is measured on its
     /// own). Returns the policy path.
     pub fn write_policy(&self, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+        self.write_policy_as(dir, "allow")
+    }
+
+    /// As [`Self::write_policy`], with every region under `verb` (`allow`
+    /// or `block`).
+    pub fn write_policy_as(&self, dir: &Path, verb: &str) -> anyhow::Result<std::path::PathBuf> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut files = vec![String::new(); REGIONS];
         for (p, r) in &self.prefixes {
@@ -45,7 +51,7 @@ impl Table {
         let all: Vec<String> = (0..REGIONS).map(|r| format!("\"r{r}\"")).collect();
         writeln!(
             policy,
-            "[[rules]]\nname = \"bench\"\ndevices = [\"default\"]\nallow = [{}]",
+            "[[rules]]\nname = \"bench\"\ndevices = [\"default\"]\n{verb} = [{}]",
             all.join(", ")
         )?;
         let path = dir.join("policy.toml");
