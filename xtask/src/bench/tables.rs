@@ -167,7 +167,8 @@ pub fn world_plus(world: &Table, n: usize, rng: &mut Rng) -> Table {
 
 /// The world plus seeded host addresses up to `n` (a blocklist's shape:
 /// IPv4 /32s anywhere in 1.0.0.0-223.255.255.255, every fourth an IPv6
-/// /128 inside 2000::/3), regions at random. Hosts nest in at most one
+/// /64 inside 2000::/3, as IPv6 blocklists list networks), regions at
+/// random. Hosts nest in at most one
 /// world prefix, so the classes stay few (random nested ranges of 60
 /// regions need more classes than the compiled table holds).
 pub fn world_hosts(world: &Table, n: usize, rng: &mut Rng) -> Table {
@@ -177,7 +178,8 @@ pub fn world_hosts(world: &Table, n: usize, rng: &mut Rng) -> Table {
         let p = if rng.below(4) == 0 {
             let addr = (0x2u128 << 124)
                 | (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())) >> 3;
-            Prefix::parse(&format!("{}/128", std::net::Ipv6Addr::from(addr)))
+            let net = addr & !((1u128 << 64) - 1);
+            Prefix::parse(&format!("{}/64", std::net::Ipv6Addr::from(net)))
         } else {
             let addr = 0x0100_0000 + rng.below(0xe000_0000 - 0x0100_0000);
             Prefix::parse(&format!(
