@@ -107,7 +107,7 @@ fn absolute(p: &std::path::Path) -> String {
 
 /// Per data file, how many prefixes it gives the regions some rule of
 /// `p` blocks.
-fn blocked_file_counts(p: &Policy) -> std::collections::BTreeMap<String, usize> {
+fn blocked_file_counts(p: &Policy) -> std::collections::BTreeMap<(String, String), usize> {
     let mut out = std::collections::BTreeMap::new();
     let blocked: BTreeSet<usize> = p
         .rules
@@ -116,7 +116,8 @@ fn blocked_file_counts(p: &Policy) -> std::collections::BTreeMap<String, usize> 
         .collect();
     for r in blocked.iter().filter_map(|&i| p.regions.get(i)) {
         for (_, origin) in &r.prefixes {
-            *out.entry(absolute(&origin.file)).or_insert(0) += 1;
+            *out.entry((absolute(&origin.file), r.name.clone()))
+                .or_insert(0) += 1;
         }
     }
     out
@@ -178,14 +179,24 @@ pub fn widening(old: &Policy, new: &Policy) -> Option<Widening> {
         .map(|p| absolute(p))
         .filter(|p| *p != policy_file)
         .collect();
+    // Per (file, region): a region the new policy no longer blocks is
+    // passed on purpose, whatever its files give it.
     let counts_now = blocked_file_counts(new);
-    let files: Vec<String> = blocked_file_counts(old)
+    let files: BTreeSet<String> = blocked_file_counts(old)
         .into_iter()
-        .filter(|(file, n)| {
-            *n > 0 && read_now.contains(file) && counts_now.get(file).copied().unwrap_or(0) == 0
+        .filter(|((file, region), n)| {
+            *n > 0
+                && blocked_now.contains(region.as_str())
+                && read_now.contains(file)
+                && counts_now
+                    .get(&(file.clone(), region.clone()))
+                    .copied()
+                    .unwrap_or(0)
+                    == 0
         })
-        .map(|(file, _)| crate::shown::escaped(&file).into_owned())
+        .map(|((file, _), _)| crate::shown::escaped(&file).into_owned())
         .collect();
+    let files: Vec<String> = files.into_iter().collect();
     (!files.is_empty()).then_some(Widening::EmptiedFiles { files })
 }
 
@@ -404,6 +415,29 @@ screens = ["tv", "phone"]
         // Editing the policy's own inline list is deliberate: not flagged.
         let two = load("203.0.113.0/24\n", "\"198.51.100.0/24\", \"192.0.2.0/24\"");
         assert_eq!(widening(&two, &load("203.0.113.0/24\n", "")), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A region the new policy simply stops blocking is not an emptied
+    /// file, though its file still gives it addresses only it used.
+    #[test]
+    fn a_region_no_longer_blocked_is_no_emptied_file() {
+        let dir = std::env::temp_dir().join(format!("rw-widen-unblock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("c.txt"), "203.0.113.0/24\n").expect("list");
+        let load = |block: &str| {
+            let path = dir.join("p.toml");
+            std::fs::write(
+                &path,
+                format!(
+                    "[regions.a]\ncidrs = [\"198.51.100.0/24\"]\n[regions.c]\nfile = \"c.txt\"\n[[rules]]\ndevices = [\"default\"]\nblock = [{block}]\n"
+                ),
+            )
+            .expect("policy");
+            super::super::parse_file(&path).expect("parses")
+        };
+        let both = load("\"a\", \"c\"");
+        assert_eq!(widening(&both, &load("\"a\"")), None);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
