@@ -223,6 +223,31 @@ fn a_candidate_edited_before_a_restart_is_not_adopted_under_new_names() {
     );
     assert!(cli(&c, &root, &["discard"]).status.success());
     assert!(text(&cli(&c, &root, &["diff"])).contains("no candidate staged"));
+
+    // Only the addresses of its region change (names and rules the
+    // same): its counts were taken under the old ones, so not adopted.
+    let refined = zone_c_candidate();
+    assert!(cli(&c, &root, &["stage", path(&refined)]).status.success());
+    let text_before = std::fs::read_to_string(&refined).expect("read");
+    std::fs::write(
+        &refined,
+        text_before.replace("203.0.113.128/25", "203.0.113.192/26"),
+    )
+    .expect("edit");
+    c.kill9().expect("kill -9");
+    let c = Controller::start(
+        &exe(),
+        &t,
+        &live,
+        &[&args[..], &["--socket", path(&socket)]].concat(),
+    )
+    .expect("restart");
+    assert!(
+        c.log_text().contains("changed since it was staged"),
+        "{}",
+        c.log_text()
+    );
+    assert!(text(&cli(&c, &root, &["diff"])).contains("paused: its file changed"));
 }
 
 /// A candidate with a new region, zone-c, blocked (and zone-a not): the

@@ -7,7 +7,7 @@ use std::{path::PathBuf, sync::Arc};
 
 use regionwall_common::{CANDIDATE_PATH_BYTES, CandidateMeta};
 
-use super::{Controller, Refinement, Staged, live_digest};
+use super::{Controller, Refinement, Staged, candidate_digest};
 use crate::{
     controller::{Config, Prepared, prepare},
     datapath::Datapath,
@@ -32,7 +32,7 @@ pub fn read_pinned(dp: &Datapath, config: &Config) -> Option<Staged> {
     match prepare(&path, &c.options, c.limits, c.lookup, None) {
         Ok(prepared)
             if meta.candidate_digest != 0
-                && live_digest(&prepared.compiled) != meta.candidate_digest =>
+                && candidate_digest(&prepared.compiled) != meta.candidate_digest =>
         {
             log::warn!(
                 "the candidate {text} changed since it was staged: not adopted, so its counts are not put under other rules' names; it stays paused (stage it again, or discard it)"

@@ -240,7 +240,7 @@ impl Controller {
         let meta = meta_of(
             &path,
             digest,
-            live_digest(&prepared.compiled),
+            candidate_digest(&prepared.compiled),
             plain_digest,
             staged_at,
         )?;
@@ -370,7 +370,7 @@ impl Controller {
                 let meta = meta_of(
                     &staged.path,
                     staged.live_digest,
-                    live_digest(&staged.compiled),
+                    candidate_digest(&staged.compiled),
                     staged.plain_digest,
                     staged.staged_at,
                 )?;
@@ -588,4 +588,4 @@ mod tests;
 pub use adopt::read_pinned;
 use client::outcome;
 pub use client::{Client, Job, Refined, Refinement};
-pub use table::{Mismatch, live_digest, same_region_data, table};
+pub use table::{Mismatch, candidate_digest, live_digest, same_region_data, table};

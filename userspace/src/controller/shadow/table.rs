@@ -74,6 +74,31 @@ impl super::Staged {
     }
 }
 
+/// Digest of a staged candidate as compiled: [`live_digest`] and its
+/// destination tables (every prefix and its class), so a candidate whose
+/// region addresses changed is not adopted with counts taken under the
+/// old ones.
+#[must_use]
+pub fn candidate_digest(candidate: &Compiled) -> u32 {
+    let mut h = live_digest(candidate);
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+        }
+    };
+    for (p, class) in &candidate.v4 {
+        eat(&p.octets());
+        eat(&[p.len]);
+        eat(&class.to_le_bytes());
+    }
+    for (p, class) in &candidate.v6 {
+        eat(&p.octets());
+        eat(&[p.len]);
+        eat(&class.to_le_bytes());
+    }
+    h
+}
+
 /// Live class id -> the candidate's class id holding it. Identity when both
 /// tables resolve destinations alike; through the refining tags when the
 /// live table was compiled over the candidate's regions and countries
