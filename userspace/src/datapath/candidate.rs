@@ -55,6 +55,11 @@ impl Datapath {
         meta: &CandidateMeta,
         fresh: bool,
     ) -> Result<(), DatapathError> {
+        if fresh {
+            // Unpinned first: a controller killed in the middle leaves no
+            // candidate to adopt with half-cleared counts.
+            self.write_candidate_meta(&CandidateMeta::default())?;
+        }
         self.pause_candidate()?;
         if fresh {
             self.clear_candidate_counts()?;
@@ -85,11 +90,12 @@ impl Datapath {
         Ok(())
     }
 
-    /// Drops the candidate: evaluation off, counts zeroed, record cleared.
+    /// Drops the candidate: record cleared (first: a controller killed in
+    /// the middle leaves none to adopt), evaluation off, counts zeroed.
     pub fn discard_candidate(&mut self) -> Result<(), DatapathError> {
+        self.write_candidate_meta(&CandidateMeta::default())?;
         self.pause_candidate()?;
-        self.clear_candidate_counts()?;
-        self.write_candidate_meta(&CandidateMeta::default())
+        self.clear_candidate_counts()
     }
 
     /// Whether the kernel evaluates a candidate now.
