@@ -125,6 +125,11 @@ fn ask<T: serde::de::DeserializeOwned>(target: &Target, request: &Request) -> an
     reader
         .read_line(&mut line)
         .context("reading the controller's answer")?;
+    if line.is_empty() {
+        anyhow::bail!(
+            "the controller closed the connection without answering (did it stop?); the request may have taken effect: see `regionwall diff` and `regionwall stats` once it runs again"
+        );
+    }
     if let Ok(ack) = serde_json::from_str::<Ack>(&line)
         && !ack.ok
     {
