@@ -60,15 +60,29 @@ fn raise(tables: &[Shortfall]) -> String {
         .join(" ")
 }
 
+/// What to do about a shortfall: start with more room, or (beyond the
+/// largest room a map may have) another lookup or a smaller policy.
+fn remedy(tables: &[Shortfall]) -> String {
+    let max = regionwall_common::FIB_MAX_CAPACITY as usize;
+    if tables.iter().any(|t| t.needed > max) {
+        format!(
+            ", more than the {max} entries a compiled table may have: this policy cannot be loaded with it; use --lookup lpm (it holds up to {} IPv4 and {} IPv6 prefixes after merging) or fewer prefixes",
+            regionwall_common::LPM_V4_MAX_ENTRIES,
+            regionwall_common::LPM_V6_MAX_ENTRIES
+        )
+    } else {
+        format!(
+            " but the program was loaded with less; restart `run` with {} (1.5 times the need, so reloads can grow), or use --lookup lpm",
+            raise(tables)
+        )
+    }
+}
+
 /// The compiled lookup cannot represent a table.
 #[derive(Debug, thiserror::Error)]
 pub enum FibError {
     /// Every table that does not fit (at least one).
-    #[error(
-        "the compiled lookup {} but the program was loaded with less; restart `run` with {} (1.5 times the need, so reloads can grow), or use --lookup lpm",
-        needs(.0),
-        raise(.0)
-    )]
+    #[error("the compiled lookup {}{}", needs(.0), remedy(.0))]
     Capacity(Vec<Shortfall>),
     #[error("region class {class} does not fit the compiled lookup's 15-bit class field")]
     ClassTooLarge { class: u32 },
@@ -220,6 +234,32 @@ mod tests {
             .filter(|(p, _)| p.contains_addr(addr))
             .max_by_key(|(p, _)| p.len())
             .map_or(0, |(_, c)| *c)
+    }
+
+    /// A shortfall within the largest room says how to start with more;
+    /// one beyond it says the policy cannot be loaded this way.
+    #[test]
+    fn a_shortfall_says_what_can_be_done() {
+        let short = |needed| {
+            FibError::Capacity(vec![Shortfall {
+                what: "FIB_SLOTS",
+                flag: "--fib-slots",
+                needed,
+                capacity: 1000,
+            }])
+            .to_string()
+        };
+        let within = short(2000);
+        assert!(
+            within.contains("needs 2000 FIB_SLOTS entries (room for 1000)")
+                && within.contains("restart `run` with --fib-slots 3000"),
+            "{within}"
+        );
+        let beyond = short(regionwall_common::FIB_MAX_CAPACITY as usize + 1);
+        assert!(
+            beyond.contains("cannot be loaded with it") && !beyond.contains("--fib-slots"),
+            "{beyond}"
+        );
     }
 
     #[test]
