@@ -224,23 +224,7 @@ fn candidate_counts_what_was_sent_and_survives_restarts() {
     let s = diff_when(&c, &root, Verdict::Pass, Verdict::Drop, 35);
     assert_eq!(counted(&s, Verdict::Pass, Verdict::Drop), (35, 35 * FRAME));
 
-    // The live policy changes: the candidate pauses, promote is refused.
-    std::fs::write(
-        &live,
-        LIVE.replace("name = \"no-a\"", "name = \"no-a\"\nmode = \"audit\""),
-    )
-    .expect("rewrite live");
-    c.signal(libc::SIGHUP);
-    assert!(
-        common::wait_count(&c, "reloaded policy", 1, Duration::from_secs(20)),
-        "{}",
-        c.log_text()
-    );
-    let s = diff(&c, &root);
-    assert!(s.staged && !s.evaluated, "paused: {s:?}");
-    let out = cli(&c, &root, &["promote"]);
-    assert!(!out.status.success(), "promote after a live change refused");
-    assert!(text(&out).contains("changed since"), "{}", text(&out));
+    pause_and_resume(&c, &root, &live);
 
     // Discard clears the counts: staged again, it starts from zero.
     let out = cli(&c, &root, &["discard"]);
@@ -250,6 +234,38 @@ fn candidate_counts_what_was_sent_and_survives_restarts() {
     let s = diff(&c, &root);
     assert!(s.rows.is_empty(), "counts cleared: {s:?}");
     drop(c);
+}
+
+/// The live policy changes: the candidate pauses (said in the diff),
+/// promote is refused; changed back, it counts again and the log says
+/// there is a gap.
+fn pause_and_resume(c: &Controller, root: &PinRoot, live: &Path) {
+    std::fs::write(
+        live,
+        LIVE.replace("name = \"no-a\"", "name = \"no-a\"\nmode = \"audit\""),
+    )
+    .expect("rewrite live");
+    c.signal(libc::SIGHUP);
+    assert!(
+        common::wait_count(c, "reloaded policy", 1, Duration::from_secs(20)),
+        "{}",
+        c.log_text()
+    );
+    let s = diff(c, root);
+    assert!(s.staged && !s.evaluated, "paused: {s:?}");
+    assert!(s.paused.contains("live policy changed"), "{s:?}");
+    let out = cli(c, root, &["promote"]);
+    assert!(!out.status.success(), "promote after a live change refused");
+    assert!(text(&out).contains("changed since"), "{}", text(&out));
+    // Changed back: it counts again, and the log says there is a gap.
+    std::fs::write(live, LIVE).expect("restore live");
+    c.signal(libc::SIGHUP);
+    assert!(
+        common::wait_count(c, "counts again", 1, Duration::from_secs(20)),
+        "{}",
+        c.log_text()
+    );
+    assert!(diff(c, root).evaluated);
 }
 
 /// `events --candidate` streams "would drop" events naming the

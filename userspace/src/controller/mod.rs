@@ -376,6 +376,7 @@ impl Controller {
     /// previous policy stays live untouched.
     pub fn apply(&mut self, prepared: Prepared) -> Result<u32, ControllerError> {
         let next = self.epoch + 1;
+        let was_counting = self.dp.candidate_evaluated();
         // A staged candidate that applies to the new policy is written
         // beside it and armed by the same flip (no packet uncounted).
         let staged = self.candidate.as_ref();
@@ -396,7 +397,7 @@ impl Controller {
         self.tally.loaded(&prepared.policy.inputs);
         self.live_feed.send_replace(Arc::clone(&prepared.policy));
         self.live = prepared.policy;
-        self.restage();
+        self.restage_after(was_counting);
         Ok(next)
     }
 

@@ -320,6 +320,21 @@ impl Controller {
             .map(|_| ())
     }
 
+    /// [`Self::restage`] after a publish; a candidate that was paused
+    /// (`was_counting` false) and counts again says so, with the gap.
+    pub(super) fn restage_after(&mut self, was_counting: bool) {
+        self.restage();
+        if let Some(staged) = &self.candidate
+            && !was_counting
+            && self.dp.candidate_evaluated()
+        {
+            log::warn!(
+                "candidate {} counts again: the live policy is again the one it was staged against (what passed while it was paused is not in its counts)",
+                crate::shown::Shown(&staged.path)
+            );
+        }
+    }
+
     /// After a publish (a reload, a restart): stages the candidate again
     /// against the new table set if the live policy is the one it was
     /// staged against (counts go on); otherwise it stays paused.
@@ -423,14 +438,19 @@ impl Controller {
                     .candidate_not_written
                     .load(std::sync::atomic::Ordering::Relaxed),
         };
+        let evaluated = self.dp.candidate_evaluated();
         Status {
             staged: true,
             path: staged.path.display().to_string(),
             staged_at: staged.staged_at,
-            evaluated: self.dp.candidate_evaluated(),
+            evaluated,
             lost,
             events,
-            paused: String::new(),
+            paused: if evaluated {
+                String::new()
+            } else {
+                "the live policy changed since staging; promote needs --force".into()
+            },
             rows: rows
                 .iter()
                 .filter_map(|r| {
