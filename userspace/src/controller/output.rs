@@ -2,15 +2,16 @@
 //! behind a bounded queue: a reader that stops reading (a paused pager, a
 //! stuck log shipper), a closed pipe or a full disk costs events, counted
 //! as not written and logged once, and never stalls or stops enforcement.
-//! A staged candidate's lines share the writer but never the live lines'
-//! room or counts: they take at most half the queue and are counted apart.
+//! A staged candidate's lines have a smaller queue of their own, written
+//! only when no live line waits, and are counted apart: they never take a
+//! live line's room.
 
 use std::{
     io::Write,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
-        mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel},
+        mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel},
     },
     time::Duration,
 };
@@ -21,11 +22,15 @@ use super::Tally;
 /// written.
 pub const QUEUE: usize = 8192;
 
-/// A queued line; `candidate`: a staged candidate's event.
-struct Line {
-    text: String,
-    candidate: bool,
-}
+/// Candidate lines queued before further ones are counted apart.
+pub const CANDIDATE_QUEUE: usize = 1024;
+
+/// Lines written in one burst at most.
+const BURST: usize = 1024;
+
+/// How long the writer waits for a live line before it looks at the
+/// candidate's queue.
+const TICK: Duration = Duration::from_millis(20);
 
 /// Lines queued and not yet written or counted by the writer: live, and
 /// the candidate's.
@@ -47,7 +52,8 @@ impl Queued {
 
 /// The event output: [`EventOutput::line`] never blocks.
 pub struct EventOutput {
-    tx: Option<SyncSender<Line>>,
+    live: Option<SyncSender<String>>,
+    candidate: Option<SyncSender<String>>,
     done: Receiver<()>,
     tally: Arc<Tally>,
     behind: AtomicBool,
@@ -57,7 +63,8 @@ pub struct EventOutput {
 impl EventOutput {
     /// Starts the writer thread on `out`; counts go to `tally`.
     pub fn start<W: Write + Send + 'static>(out: W, tally: Arc<Tally>) -> std::io::Result<Self> {
-        let (tx, rx) = sync_channel::<Line>(QUEUE);
+        let (live, live_rx) = sync_channel::<String>(QUEUE);
+        let (candidate, candidate_rx) = sync_channel::<String>(CANDIDATE_QUEUE);
         let (done_tx, done) = sync_channel(1);
         let counts = Arc::clone(&tally);
         let queued = Arc::new(Queued::default());
@@ -65,11 +72,12 @@ impl EventOutput {
         std::thread::Builder::new()
             .name("regionwall-output".into())
             .spawn(move || {
-                write_all(out, &rx, &counts, &in_queue);
+                write_all(out, &live_rx, &candidate_rx, &counts, &in_queue);
                 let _ = done_tx.send(());
             })?;
         Ok(Self {
-            tx: Some(tx),
+            live: Some(live),
+            candidate: Some(candidate),
             done,
             tally,
             behind: AtomicBool::new(false),
@@ -80,37 +88,26 @@ impl EventOutput {
     /// Queues one line; when the queue is full (the reader is not keeping
     /// up) the line is counted as not written.
     pub fn line(&self, text: String) {
-        self.queue(Line {
-            text,
-            candidate: false,
-        });
+        self.queue(text, false);
     }
 
-    /// Queues a candidate event's line while the queue is less than half
-    /// full (else it is counted in `candidate_not_written`, never in the
-    /// live counts), so candidate lines never cost a live line its place.
+    /// Queues a candidate event's line on its own queue (counted in
+    /// `candidate_not_written` when full, never in the live counts).
     pub fn candidate_line(&self, text: String) {
-        if self.queued.live.load(Ordering::Relaxed) + self.queued.candidate.load(Ordering::Relaxed)
-            >= (QUEUE / 2) as u64
-        {
-            self.tally
-                .candidate_not_written
-                .fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        self.queue(Line {
-            text,
-            candidate: true,
-        });
+        self.queue(text, true);
     }
 
-    fn queue(&self, line: Line) {
-        let candidate = line.candidate;
-        let Some(tx) = &self.tx else { return };
+    fn queue(&self, text: String, candidate: bool) {
+        let tx = if candidate {
+            &self.candidate
+        } else {
+            &self.live
+        };
+        let Some(tx) = tx else { return };
         let queued = self.queued.of(candidate);
         // Counted before it is sent: the writer may take it at once.
         queued.fetch_add(1, Ordering::Relaxed);
-        match tx.try_send(line) {
+        match tx.try_send(text) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 queued.fetch_sub(1, Ordering::Relaxed);
@@ -132,7 +129,8 @@ impl EventOutput {
     /// reader that stopped reading must not hold up the exit); what it
     /// could not write by then is counted as not written.
     pub fn close(mut self, wait: Duration) {
-        self.tx = None;
+        self.live = None;
+        self.candidate = None;
         if self.done.recv_timeout(wait).is_err() {
             for candidate in [false, true] {
                 let left = self.queued.of(candidate).swap(0, Ordering::Relaxed);
@@ -142,26 +140,58 @@ impl EventOutput {
     }
 }
 
-/// The writer thread: one write per burst, a flush when the queue runs
-/// empty; after the first failure every line is counted, none written.
-fn write_all<W: Write>(out: W, rx: &Receiver<Line>, tally: &Tally, queued: &Queued) {
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
-    let mut failed = false;
-    loop {
-        let line = match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) => line,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        let mut burst = vec![line];
-        while let Ok(more) = rx.try_recv() {
-            burst.push(more);
-            if burst.len() >= 1024 {
+/// The next burst: live lines first (waiting up to [`TICK`] for one), then
+/// candidate lines if room is left. `None` once both queues are closed
+/// and empty.
+fn burst(live: &Receiver<String>, candidate: &Receiver<String>) -> Option<(Vec<String>, usize)> {
+    let mut lines = Vec::new();
+    let mut live_open = true;
+    match live.recv_timeout(TICK) {
+        Ok(line) => lines.push(line),
+        Err(RecvTimeoutError::Timeout) => {}
+        Err(RecvTimeoutError::Disconnected) => live_open = false,
+    }
+    while lines.len() < BURST {
+        match live.try_recv() {
+            Ok(line) => lines.push(line),
+            Err(_) => break,
+        }
+    }
+    let live_lines = lines.len();
+    let mut candidate_open = true;
+    while lines.len() < BURST {
+        match candidate.try_recv() {
+            Ok(line) => lines.push(line),
+            Err(TryRecvError::Empty) => break,
+            Err(TryRecvError::Disconnected) => {
+                candidate_open = false;
                 break;
             }
         }
-        let candidate_lines = burst.iter().filter(|l| l.candidate).count() as u64;
-        let live_lines = burst.len() as u64 - candidate_lines;
+    }
+    if lines.is_empty() && !live_open && !candidate_open {
+        return None;
+    }
+    Some((lines, live_lines))
+}
+
+/// The writer thread: one write per burst, a flush when the queue runs
+/// empty; after the first failure every line is counted, none written.
+fn write_all<W: Write>(
+    out: W,
+    live: &Receiver<String>,
+    candidate: &Receiver<String>,
+    tally: &Tally,
+    queued: &Queued,
+) {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+    let mut failed = false;
+    while let Some((lines, live_lines)) = burst(live, candidate) {
+        if lines.is_empty() {
+            continue;
+        }
+        let live_lines = live_lines as u64;
+        let candidate_lines = lines.len() as u64 - live_lines;
         if failed {
             tally.lost_line(false, live_lines);
             tally.lost_line(true, candidate_lines);
@@ -171,9 +201,9 @@ fn write_all<W: Write>(out: W, rx: &Receiver<Line>, tally: &Tally, queued: &Queu
                 .fetch_sub(candidate_lines, Ordering::Relaxed);
             continue;
         }
-        let result = burst
+        let result = lines
             .iter()
-            .try_for_each(|l| writeln!(out, "{}", l.text))
+            .try_for_each(|l| writeln!(out, "{l}"))
             .and_then(|()| out.flush());
         match result {
             Ok(()) => {
@@ -240,6 +270,41 @@ mod tests {
         let accounted =
             tally.events_logged.load(Ordering::Relaxed) + tally.not_written.load(Ordering::Relaxed);
         assert_eq!(accounted, n as u64);
+    }
+
+    /// With the reader stuck, a flood of candidate lines leaves the live
+    /// queue's whole room to live lines, and both are counted apart.
+    #[test]
+    fn candidate_lines_never_take_a_live_lines_room() {
+        let tally = Arc::new(Tally::default());
+        let (_release, stuck) = std::sync::mpsc::channel();
+        let out = EventOutput::start(Stuck(stuck), Arc::clone(&tally)).expect("thread");
+        let flood = QUEUE * 2;
+        for i in 0..flood {
+            out.candidate_line(format!("candidate {i}"));
+        }
+        for i in 0..QUEUE {
+            out.line(format!("live {i}"));
+        }
+        assert_eq!(
+            tally.not_written.load(Ordering::Relaxed),
+            0,
+            "every live line queued"
+        );
+        let dropped = tally.candidate_not_written.load(Ordering::Relaxed);
+        assert!(
+            dropped >= (flood - CANDIDATE_QUEUE - BURST) as u64,
+            "{dropped}"
+        );
+        out.close(Duration::from_millis(50));
+        let live =
+            tally.events_logged.load(Ordering::Relaxed) + tally.not_written.load(Ordering::Relaxed);
+        assert_eq!(live, QUEUE as u64, "every live line accounted at exit");
+        assert_eq!(
+            tally.candidate_not_written.load(Ordering::Relaxed),
+            flood as u64,
+            "no candidate line written to a stuck reader"
+        );
     }
 
     #[test]
