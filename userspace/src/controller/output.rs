@@ -144,24 +144,24 @@ impl EventOutput {
 /// candidate lines if room is left. `None` once both queues are closed
 /// and empty.
 fn burst(live: &Receiver<String>, candidate: &Receiver<String>) -> Option<(Vec<String>, usize)> {
-    let mut lines = Vec::new();
+    let mut out = Vec::new();
     let mut live_open = true;
     match live.recv_timeout(TICK) {
-        Ok(line) => lines.push(line),
+        Ok(text) => out.push(text),
         Err(RecvTimeoutError::Timeout) => {}
         Err(RecvTimeoutError::Disconnected) => live_open = false,
     }
-    while lines.len() < BURST {
+    while out.len() < BURST {
         match live.try_recv() {
-            Ok(line) => lines.push(line),
+            Ok(text) => out.push(text),
             Err(_) => break,
         }
     }
-    let live_lines = lines.len();
+    let live_lines = out.len();
     let mut candidate_open = true;
-    while lines.len() < BURST {
+    while out.len() < BURST {
         match candidate.try_recv() {
-            Ok(line) => lines.push(line),
+            Ok(text) => out.push(text),
             Err(TryRecvError::Empty) => break,
             Err(TryRecvError::Disconnected) => {
                 candidate_open = false;
@@ -169,10 +169,10 @@ fn burst(live: &Receiver<String>, candidate: &Receiver<String>) -> Option<(Vec<S
             }
         }
     }
-    if lines.is_empty() && !live_open && !candidate_open {
+    if out.is_empty() && !live_open && !candidate_open {
         return None;
     }
-    Some((lines, live_lines))
+    Some((out, live_lines))
 }
 
 /// The writer thread: one write per burst, a flush when the queue runs
