@@ -218,9 +218,12 @@ fn a_candidate_edited_before_a_restart_is_not_adopted_under_new_names() {
         text(&out)
     );
     assert!(
-        !text(&out).contains("edited"),
-        "no row named by the edited file"
+        !text(&out).contains("edited") && !text(&out).contains("would newly"),
+        "no row named by the edited file, no totals it did not count"
     );
+    let out = cli(&c, &root, &["promote"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("was not adopted"), "{}", text(&out));
     assert!(cli(&c, &root, &["discard"]).status.success());
     assert!(text(&cli(&c, &root, &["diff"])).contains("no candidate staged"));
 

@@ -145,6 +145,10 @@ impl Status {
                 thousands(self.lost)
             );
         }
+        if !self.evaluated && self.rows.is_empty() && !self.paused.is_empty() {
+            // Not adopted: its counts are held in the kernel, unnamed.
+            return out;
+        }
         for (change, verb) in [
             (Change::NewlyBlock, "would newly block"),
             (Change::NewlyAllow, "would newly allow"),

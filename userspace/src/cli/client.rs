@@ -29,7 +29,8 @@ pub struct Target {
     /// Its control socket [default: /run/regionwall/<iface>.sock].
     #[arg(long)]
     pub socket: Option<PathBuf>,
-    /// Its pin root (read directly when no controller answers).
+    /// Its pin root (`stats` and `events` read it directly when no
+    /// controller answers; the candidate commands need the controller).
     #[arg(long, default_value = pin::DEFAULT_ROOT)]
     pub pin_root: PathBuf,
     /// The policy file, to name rules when reading pinned maps without a

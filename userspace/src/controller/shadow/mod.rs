@@ -33,6 +33,10 @@ pub enum ShadowError {
     Incompatible { path: PathBuf, why: String },
     #[error("no candidate is staged")]
     NotStaged,
+    #[error(
+        "the pinned candidate was not adopted (its file changed or could not be read since it was staged): stage it again, or discard it"
+    )]
+    NotAdopted,
     #[error("the live policy's names are not known yet; try again")]
     NoLivePolicy,
     #[error(
@@ -481,7 +485,12 @@ impl Controller {
     /// drops it. Refused when the live policy changed since staging,
     /// unless `force`.
     pub fn promote(&mut self, force: bool) -> Result<String, ShadowError> {
-        let staged = self.candidate.as_ref().ok_or(ShadowError::NotStaged)?;
+        let Some(staged) = self.candidate.as_ref() else {
+            return Err(match self.dp.candidate_meta() {
+                Ok(m) if m.staged == 1 => ShadowError::NotAdopted,
+                _ => ShadowError::NotStaged,
+            });
+        };
         if !force && !self.dp.candidate_evaluated() {
             return Err(ShadowError::LiveChanged);
         }
