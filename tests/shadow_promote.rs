@@ -112,11 +112,8 @@ fn promote_keeps_the_reload_guard_and_moves_the_watch() {
     );
 }
 
-#[test]
-fn promote_while_a_reload_is_prepared_is_refused() {
-    let t = Topology::create("rwshp-race").expect("namespaces");
-    // Every country as a region: preparing it takes a while (seconds in
-    // a debug build), which leaves room to ask for a promote meanwhile.
+/// Every country as one region, `world`.
+fn world() -> String {
     let dir = common::data_dir().join("country-ip-blocks");
     let mut world = format!("regions_dir = \"{}\"\n", dir.display());
     let mut codes: Vec<String> = std::fs::read_dir(&dir)
@@ -132,6 +129,58 @@ fn promote_while_a_reload_is_prepared_is_refused() {
         .collect::<Vec<_>>()
         .join(", ");
     writeln!(world, "[regions.world]\ncountries = [{list}]").expect("write");
+    world
+}
+
+/// Two stages asked one after the other apply in that order, though the
+/// first (the world, refined) takes seconds to prepare and the second
+/// (same regions) none: the later one is what stays staged.
+#[test]
+fn stages_apply_in_the_order_asked() {
+    let t = Topology::create("rwshp-order").expect("namespaces");
+    let live = common::policy_file(&policy(NO_A));
+    let slow = common::policy_file(&format!("{}{}", world(), policy(NO_B)));
+    let fast = common::policy_file(&policy(NO_B));
+    let root = PinRoot::new();
+    let c = Controller::start(
+        &exe(),
+        &t,
+        &live,
+        &["--pin-root", root.arg(), "--no-history", "--no-watch"],
+    )
+    .expect("start");
+    let socket = c.socket.clone();
+    let pins = root.arg().to_string();
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| {
+            common::regionwall(&[
+                "stage",
+                path(&slow),
+                "--iface",
+                regionwall_testkit::sandbox::GATEWAY_LAN,
+                "--pin-root",
+                &pins,
+                "--socket",
+                path(&socket),
+            ])
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let second = cli(&c, &root, &["stage", path(&fast)]);
+        assert!(second.status.success(), "{}", text(&second));
+        let first = first.join().expect("first stage");
+        assert!(first.status.success(), "{}", text(&first));
+    });
+    let out = cli(&c, &root, &["diff", "--json"]);
+    let s: regionwall::candidate::Status = serde_json::from_slice(&out.stdout).expect("diff JSON");
+    assert_eq!(s.path, fast.display().to_string(), "the later stage stays");
+}
+
+#[test]
+fn promote_while_a_reload_is_prepared_is_refused() {
+    let t = Topology::create("rwshp-race").expect("namespaces");
+    // Preparing the world takes a while (seconds in a debug build), which
+    // leaves room to ask for a promote meanwhile.
+    let world = world();
     let live = common::policy_file(&format!("{world}{}", policy(NO_A)));
     let candidate = common::policy_file(&format!("{world}{}", policy(NO_B)));
     let root = PinRoot::new();

@@ -38,6 +38,10 @@ pub struct Client {
     pub(super) tx: mpsc::Sender<Job>,
     pub(super) config: Config,
     pub(super) live: tokio::sync::watch::Receiver<Arc<Policy>>,
+    /// Held from reading a candidate to its staging: stages apply in the
+    /// order they were asked for (a slow one never lands after a later
+    /// one and silently replaces it).
+    pub(super) staging: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The live policy compiled over a common refinement with a candidate,
@@ -107,6 +111,7 @@ impl Client {
     /// Reads and compiles `path` on a blocking thread (with the live
     /// policy refined for it when needed), then stages it.
     pub async fn stage(&self, path: PathBuf) -> Outcome {
+        let _turn = self.staging.lock().await;
         let c = self.config.clone();
         let p = path.clone();
         let live = Arc::clone(&self.live.borrow());

@@ -165,6 +165,7 @@ impl Controller {
             tx,
             config: self.config.clone(),
             live: self.live_feed.subscribe(),
+            staging: Arc::default(),
         }
     }
 
