@@ -224,6 +224,19 @@ fn promote_while_a_reload_is_prepared_is_refused() {
     assert_eq!(drops_when(&c, &root, 3), 3, "only zone-b is dropped");
 }
 
+/// kill -9 and restart `c` with `args`; the pinned candidate, whose file
+/// changed, must not be adopted.
+fn restart_not_adopted(c: Controller, t: &Topology, live: &Path, args: &[&str]) -> Controller {
+    c.kill9().expect("kill -9");
+    let c = Controller::start(&exe(), t, live, args).expect("restart");
+    assert!(
+        c.log_text().contains("changed since it was staged"),
+        "{}",
+        c.log_text()
+    );
+    c
+}
+
 #[test]
 fn a_candidate_edited_before_a_restart_is_not_adopted_under_new_names() {
     let t = Topology::create("rwshp-edit").expect("namespaces");
@@ -246,18 +259,11 @@ fn a_candidate_edited_before_a_restart_is_not_adopted_under_new_names() {
     // The file now says something else; the counts were the old rules'.
     std::fs::write(&candidate, policy(NO_AB).replace("no-ab", "edited")).expect("edit");
     let socket = c.socket.clone();
-    c.kill9().expect("kill -9");
-    let c = Controller::start(
-        &exe(),
+    let c = restart_not_adopted(
+        c,
         &t,
         &live,
         &[&args[..], &["--socket", path(&socket)]].concat(),
-    )
-    .expect("restart");
-    assert!(
-        c.log_text().contains("changed since it was staged"),
-        "{}",
-        c.log_text()
     );
     let out = cli(&c, &root, &["diff"]);
     assert!(out.status.success());
@@ -286,18 +292,11 @@ fn a_candidate_edited_before_a_restart_is_not_adopted_under_new_names() {
         text_before.replace("203.0.113.128/25", "203.0.113.192/26"),
     )
     .expect("edit");
-    c.kill9().expect("kill -9");
-    let c = Controller::start(
-        &exe(),
+    let c = restart_not_adopted(
+        c,
         &t,
         &live,
         &[&args[..], &["--socket", path(&socket)]].concat(),
-    )
-    .expect("restart");
-    assert!(
-        c.log_text().contains("changed since it was staged"),
-        "{}",
-        c.log_text()
     );
     assert!(text(&cli(&c, &root, &["diff"])).contains("paused: its file changed"));
 }
